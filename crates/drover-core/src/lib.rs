@@ -1,0 +1,14 @@
+//! drover's shared vocabulary: the small value types that the scheduler, the
+//! hub and the simulator all speak. Nothing here does I/O or knows JSON.
+//!
+//! - [`ids`]: opaque identifiers for backends, requests and clients.
+//! - [`priority`]: request priority, 0 (lowest) to 100 (highest).
+//! - [`model`]: a model name, cheap to clone.
+
+pub mod ids;
+pub mod model;
+pub mod priority;
+
+pub use ids::{BackendId, ClientKey, RequestId};
+pub use model::ModelName;
+pub use priority::{Priority, PriorityError};
