@@ -1,0 +1,35 @@
+//! drover's scheduler: given the fleet's state, the waiting requests and the
+//! time, decide what runs where. Pure and deterministic: it does no I/O,
+//! reads no clock and spawns nothing, so the hub and the virtual-time
+//! simulator drive exactly the same code.
+//!
+//! - [`scheduler`]: [`Scheduler`], the one entry point; submit, finish,
+//!   cancel, poll. Returns [`Decision`]s for the caller to carry out.
+//! - [`fleet`]: backends, their models and slots (the hub holds the slots, so
+//!   occupancy is exact, never scraped).
+//! - [`queue`]: waiting requests per model: priority classes with aging,
+//!   round robin between clients inside a class, oldest first per client,
+//!   deadlines.
+//! - [`breaker`]: a per-backend circuit breaker, driven by outcomes and time.
+//! - [`affinity`]: a bounded index from conversation-prefix hashes to the
+//!   backend whose KV cache holds that prefix.
+//! - [`policy`]: how a backend is chosen: drover's (late binding, least
+//!   loaded, affinity) and the baselines it is measured against.
+//!
+//! Time is a [`std::time::Duration`] since an epoch the caller picks.
+
+pub mod affinity;
+pub mod breaker;
+pub mod fleet;
+pub mod policy;
+pub mod queue;
+pub mod scheduler;
+
+pub use affinity::{Affinity, AffinityIndex};
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use fleet::{BackendView, Fleet, ModelSpec, ModelView};
+pub use policy::Policy;
+pub use queue::{QueueStats, WaitQueue};
+pub use scheduler::{
+    Admission, Decision, Dispatch, Outcome, Reject, Request, Scheduler, SchedulerConfig,
+};

@@ -1,0 +1,368 @@
+//! The requests waiting in the hub, per model.
+//!
+//! Order inside one model's queue:
+//! 1. Priority class, highest first, where a class's standing is its priority
+//!    plus one point per `aging` that its oldest request has waited, so low
+//!    priorities advance and nothing starves (invariant 5).
+//! 2. Inside a class, round robin between clients (deficit round robin with
+//!    a cost of one request), so one client's flood cannot stall the others.
+//! 3. Inside a client, oldest first.
+//!
+//! Cancelling is O(log n): the request leaves the main map and the ordered
+//! indexes at once; its slot in a client's FIFO is dropped lazily when that
+//! FIFO is next read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use drover_core::{ClientKey, ModelName, RequestId};
+
+use crate::scheduler::Request;
+
+#[derive(Debug)]
+struct Entry {
+    request: Request,
+    /// Arrival order, to break ties between equal arrival times.
+    seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct Class {
+    clients: HashMap<ClientKey, VecDeque<RequestId>>,
+    /// Clients with requests in this class, in turn order.
+    ring: VecDeque<ClientKey>,
+    /// Every request of the class by age, for the class's standing.
+    by_age: BTreeMap<(Duration, u64), RequestId>,
+}
+
+#[derive(Debug, Default)]
+struct ModelQueue {
+    classes: BTreeMap<u8, Class>,
+}
+
+/// Counts for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub waiting: usize,
+    /// Waiting requests per model, sorted by model.
+    pub by_model: Vec<(ModelName, usize)>,
+    /// Waiting requests per priority, sorted by priority.
+    pub by_priority: Vec<(u8, usize)>,
+}
+
+#[derive(Debug)]
+pub struct WaitQueue {
+    entries: HashMap<RequestId, Entry>,
+    models: HashMap<ModelName, ModelQueue>,
+    deadlines: BTreeSet<(Duration, u64, RequestId)>,
+    next_seq: u64,
+    aging: Duration,
+}
+
+impl WaitQueue {
+    pub fn new(aging: Duration) -> Self {
+        WaitQueue {
+            entries: HashMap::new(),
+            models: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_seq: 0,
+            aging: aging.max(Duration::from_millis(1)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, id: RequestId) -> bool {
+        self.entries.contains_key(&id)
+    }
+
+    pub fn len_for(&self, model: &str) -> usize {
+        self.models.get(model).map_or(0, |q| {
+            q.classes.values().map(|c| c.by_age.len()).sum::<usize>()
+        })
+    }
+
+    /// Models that have requests waiting.
+    pub fn models(&self) -> impl Iterator<Item = &ModelName> {
+        self.models.keys()
+    }
+
+    /// Adds a request. A retried request keeps its arrival time, so it goes
+    /// back ahead of everything that arrived after it, and to the front of
+    /// its client's line.
+    pub fn push(&mut self, request: Request, retry: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let id = request.id;
+        let class = self
+            .models
+            .entry(request.model.clone())
+            .or_default()
+            .classes
+            .entry(request.priority.get())
+            .or_default();
+        let line = class.clients.entry(request.client).or_default();
+        if line.is_empty() {
+            class.ring.push_back(request.client);
+        }
+        if retry {
+            line.push_front(id);
+        } else {
+            line.push_back(id);
+        }
+        class.by_age.insert((request.arrival, seq), id);
+        if let Some(deadline) = request.deadline {
+            self.deadlines.insert((deadline, seq, id));
+        }
+        self.entries.insert(id, Entry { request, seq });
+    }
+
+    /// Removes a waiting request (its client left, or it expired).
+    pub fn remove(&mut self, id: RequestId) -> Option<Request> {
+        let entry = self.entries.remove(&id)?;
+        let r = &entry.request;
+        if let Some(deadline) = r.deadline {
+            self.deadlines.remove(&(deadline, entry.seq, id));
+        }
+        if let Some(mq) = self.models.get_mut(&r.model) {
+            let prio = r.priority.get();
+            if let Some(class) = mq.classes.get_mut(&prio) {
+                class.by_age.remove(&(r.arrival, entry.seq));
+                if class.by_age.is_empty() {
+                    mq.classes.remove(&prio);
+                }
+            }
+            if mq.classes.is_empty() {
+                self.models.remove(&r.model);
+            }
+        }
+        Some(entry.request)
+    }
+
+    /// Requests whose deadline is at or before `now`, earliest first.
+    pub fn expired(&self, now: Duration) -> Vec<RequestId> {
+        self.deadlines
+            .iter()
+            .take_while(|(d, _, _)| *d <= now)
+            .map(|(_, _, id)| *id)
+            .collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.deadlines.first().map(|(d, _, _)| *d)
+    }
+
+    /// Ids of every request waiting for a model.
+    pub fn ids_for(&self, model: &str) -> Vec<RequestId> {
+        self.models.get(model).map_or_else(Vec::new, |q| {
+            q.classes
+                .values()
+                .flat_map(|c| c.by_age.values().copied())
+                .collect()
+        })
+    }
+
+    /// Takes the best waiting request for `model` that `can_place` accepts.
+    /// Each client's oldest request is offered in turn; a client whose head
+    /// cannot be placed (it excludes the free backends) keeps its turn.
+    pub fn pop_best(
+        &mut self,
+        model: &str,
+        now: Duration,
+        mut can_place: impl FnMut(&Request) -> bool,
+    ) -> Option<Request> {
+        let mq = self.models.get_mut(model)?;
+        let aging = self.aging.as_nanos();
+        let mut order: Vec<(u128, u8)> = mq
+            .classes
+            .iter()
+            .filter_map(|(prio, class)| {
+                let ((oldest, _), _) = class.by_age.first_key_value()?;
+                let waited = now.saturating_sub(*oldest).as_nanos();
+                // Standing in nanosecond units: priority points plus aging.
+                Some((u128::from(*prio) * aging + waited, *prio))
+            })
+            .collect();
+        // Highest standing first; on a tie the higher base priority.
+        order.sort_unstable_by(|a, b| b.cmp(a));
+
+        let entries = &self.entries;
+        for (_, prio) in order {
+            let Some(class) = mq.classes.get_mut(&prio) else {
+                continue;
+            };
+            let turns = class.ring.len();
+            for _ in 0..turns {
+                let Some(client) = class.ring.pop_front() else {
+                    break;
+                };
+                let Some(line) = class.clients.get_mut(&client) else {
+                    continue;
+                };
+                // Drop cancelled requests from the front of the line.
+                while line.front().is_some_and(|id| !entries.contains_key(id)) {
+                    line.pop_front();
+                }
+                let Some(&head) = line.front() else {
+                    class.clients.remove(&client);
+                    continue;
+                };
+                let placeable = entries.get(&head).is_some_and(|e| can_place(&e.request));
+                class.ring.push_back(client);
+                if placeable {
+                    line.pop_front();
+                    if line.iter().all(|id| !entries.contains_key(id)) {
+                        class.clients.remove(&client);
+                        class.ring.retain(|c| *c != client);
+                    }
+                    return self.remove(head);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let mut by_model: Vec<(ModelName, usize)> = self
+            .models
+            .keys()
+            .map(|m| (m.clone(), self.len_for(m.as_str())))
+            .collect();
+        by_model.sort();
+        let mut prios: BTreeMap<u8, usize> = BTreeMap::new();
+        for e in self.entries.values() {
+            *prios.entry(e.request.priority.get()).or_default() += 1;
+        }
+        QueueStats {
+            waiting: self.entries.len(),
+            by_model,
+            by_priority: prios.into_iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::affinity::Affinity;
+    use drover_core::Priority;
+
+    fn req(id: u64, client: u64, prio: u8, arrival_ms: u64) -> Request {
+        Request {
+            id: RequestId(id),
+            model: ModelName::new("m"),
+            priority: Priority::new(prio).unwrap(),
+            client: ClientKey(client),
+            arrival: Duration::from_millis(arrival_ms),
+            deadline: None,
+            affinity: Affinity::default(),
+            exclude: Vec::new(),
+        }
+    }
+
+    fn drain(q: &mut WaitQueue, now_ms: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some(r) = q.pop_best("m", Duration::from_millis(now_ms), |_| true) {
+            out.push(r.id.0);
+        }
+        out
+    }
+
+    #[test]
+    fn higher_priority_first_then_oldest() {
+        let mut q = WaitQueue::new(Duration::from_secs(3600));
+        q.push(req(1, 1, 50, 0), false);
+        q.push(req(2, 1, 90, 1), false);
+        q.push(req(3, 1, 50, 2), false);
+        q.push(req(4, 1, 10, 3), false);
+        assert_eq!(drain(&mut q, 10), vec![2, 1, 3, 4]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn clients_take_turns_inside_a_class() {
+        let mut q = WaitQueue::new(Duration::from_secs(3600));
+        // Client 1 floods first; client 2 arrives later with two requests.
+        for i in 0..5 {
+            q.push(req(10 + i, 1, 50, i), false);
+        }
+        q.push(req(20, 2, 50, 100), false);
+        q.push(req(21, 2, 50, 101), false);
+        assert_eq!(drain(&mut q, 200), vec![10, 20, 11, 21, 12, 13, 14]);
+    }
+
+    #[test]
+    fn aging_lifts_a_low_priority_request_that_waited_long() {
+        // One priority point per second of waiting.
+        let mut q = WaitQueue::new(Duration::from_secs(1));
+        q.push(req(1, 1, 10, 0), false);
+        q.push(req(2, 1, 50, 30_000), false);
+        // At t=30 s the old request stands at 10 + 30 = 40 < 50.
+        assert_eq!(
+            q.pop_best("m", Duration::from_secs(30), |_| true)
+                .map(|r| r.id.0),
+            Some(2)
+        );
+        q.push(req(3, 1, 50, 45_000), false);
+        // At t=45 s it stands at 10 + 45 = 55 > 50.
+        assert_eq!(
+            q.pop_best("m", Duration::from_secs(45), |_| true)
+                .map(|r| r.id.0),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn cancelled_requests_vanish_from_every_index() {
+        let mut q = WaitQueue::new(Duration::from_secs(1));
+        let mut r = req(1, 1, 50, 0);
+        r.deadline = Some(Duration::from_secs(5));
+        q.push(r, false);
+        q.push(req(2, 1, 50, 1), false);
+        assert!(q.remove(RequestId(1)).is_some());
+        assert!(q.remove(RequestId(1)).is_none());
+        assert_eq!(q.next_deadline(), None);
+        assert_eq!(q.len_for("m"), 1);
+        assert_eq!(drain(&mut q, 10), vec![2]);
+        assert!(q.models.is_empty(), "empty model queues are dropped");
+    }
+
+    #[test]
+    fn retries_go_to_the_front_of_their_clients_line() {
+        let mut q = WaitQueue::new(Duration::from_secs(3600));
+        q.push(req(2, 1, 50, 5), false);
+        q.push(req(1, 1, 50, 0), true);
+        assert_eq!(drain(&mut q, 10), vec![1, 2]);
+    }
+
+    #[test]
+    fn an_unplaceable_head_does_not_block_other_clients() {
+        let mut q = WaitQueue::new(Duration::from_secs(3600));
+        q.push(req(1, 1, 50, 0), false);
+        q.push(req(2, 2, 50, 1), false);
+        let got = q.pop_best("m", Duration::from_millis(5), |r| r.id.0 != 1);
+        assert_eq!(got.map(|r| r.id.0), Some(2));
+        assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn expiry_lists_requests_by_deadline() {
+        let mut q = WaitQueue::new(Duration::from_secs(1));
+        for (id, d) in [(1, 30), (2, 10), (3, 20)] {
+            let mut r = req(id, 1, 50, 0);
+            r.deadline = Some(Duration::from_secs(d));
+            q.push(r, false);
+        }
+        assert_eq!(q.next_deadline(), Some(Duration::from_secs(10)));
+        assert_eq!(
+            q.expired(Duration::from_secs(20)),
+            vec![RequestId(2), RequestId(3)]
+        );
+    }
+}

@@ -1,0 +1,474 @@
+//! [`Scheduler`]: the queue, the fleet's slots, the breakers and the affinity
+//! index behind one deterministic state machine. Callers feed it events
+//! (a request arrived, a request finished, a backend changed, time passed)
+//! and carry out the [`Decision`]s it returns.
+//!
+//! Invariants it keeps (tests try to break each):
+//! - with a late-binding policy, in-flight requests on a (backend, model)
+//!   never exceed its slots;
+//! - every submitted request is dispatched, queued, or rejected; every
+//!   queued request is later dispatched, expired, cancelled or unroutable;
+//! - after every call, no waiting request could be placed on a free slot
+//!   (work conservation), except one whose retry excludes that backend.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
+
+use crate::affinity::{Affinity, AffinityIndex};
+use crate::breaker::BreakerConfig;
+use crate::fleet::{Fleet, ModelSpec};
+use crate::policy::{self, Candidate, Policy};
+use crate::queue::WaitQueue;
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub policy: Policy,
+    /// Requests that may wait at once; beyond it new requests are refused.
+    pub max_queue: usize,
+    /// Waiting this long raises a request's standing by one priority point.
+    pub aging: Duration,
+    /// Prefix hashes the affinity index remembers.
+    pub affinity_capacity: usize,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            policy: Policy::Drover,
+            max_queue: 10_000,
+            aging: Duration::from_secs(2),
+            affinity_capacity: 65_536,
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// What the scheduler knows of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub id: RequestId,
+    pub model: ModelName,
+    pub priority: Priority,
+    pub client: ClientKey,
+    /// When it first arrived; a retry keeps it, so it keeps its place.
+    pub arrival: Duration,
+    /// Past this it may no longer wait.
+    pub deadline: Option<Duration>,
+    pub affinity: Affinity,
+    /// Backends that already failed this request.
+    pub exclude: Vec<BackendId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    pub request: RequestId,
+    pub backend: BackendId,
+    pub model: ModelName,
+    /// The backend was chosen because it served the conversation's prefix.
+    pub affinity_hit: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Run it now; a slot on `backend` is held until [`Scheduler::finish`].
+    Dispatched(Dispatch),
+    /// It waits; a later [`Scheduler::poll`] decides.
+    Queued,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// No backend lists the model.
+    ModelNotFound,
+    /// Backends list the model, but every one is draining or its breaker is
+    /// open.
+    NoHealthyBackend,
+    /// The queue is full; try again after about `retry_after`.
+    QueueFull { retry_after: Duration },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Dispatch(Dispatch),
+    /// It waited past its deadline and has left the queue.
+    Expired(RequestId),
+    /// No backend lists its model any more; it has left the queue.
+    Unroutable(RequestId),
+}
+
+/// How a dispatched request ended, as far as the backend is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The backend answered; `service` is how long it held the slot.
+    Success { service: Duration },
+    /// The backend failed it (refused, 5xx, timed out, broke mid-stream).
+    Failure,
+    /// The client left first; says nothing about the backend.
+    Cancelled,
+}
+
+/// Running totals, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerCounters {
+    pub dispatched: u64,
+    pub affinity_hits: u64,
+    pub queued: u64,
+    pub expired: u64,
+    pub unroutable: u64,
+    pub rejected_full: u64,
+    pub breaker_opened: u64,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    fleet: Fleet,
+    queue: WaitQueue,
+    affinity: AffinityIndex,
+    /// Models whose capacity or queue changed since the last poll.
+    dirty: BTreeSet<ModelName>,
+    turn: u64,
+    counters: SchedulerCounters,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Self {
+        Scheduler {
+            queue: WaitQueue::new(config.aging),
+            affinity: AffinityIndex::new(config.affinity_capacity),
+            fleet: Fleet::default(),
+            dirty: BTreeSet::new(),
+            turn: 0,
+            counters: SchedulerCounters::default(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub fn queue(&self) -> &WaitQueue {
+        &self.queue
+    }
+
+    pub fn counters(&self) -> &SchedulerCounters {
+        &self.counters
+    }
+
+    /// Adds a backend or replaces what it lists.
+    pub fn upsert_backend(&mut self, id: BackendId, models: Vec<ModelSpec>) {
+        self.mark_backend_dirty(id);
+        for m in &models {
+            self.dirty.insert(m.name.clone());
+        }
+        self.fleet.upsert(id, models, &self.config.breaker);
+    }
+
+    /// Removes a backend. Requests running there finish normally; their
+    /// [`Scheduler::finish`] is then a no-op.
+    pub fn remove_backend(&mut self, id: BackendId) -> bool {
+        self.mark_backend_dirty(id);
+        self.affinity.forget_backend(id);
+        self.fleet.backends.remove(&id).is_some()
+    }
+
+    /// A draining backend takes no new work; what runs there finishes.
+    pub fn set_draining(&mut self, id: BackendId, draining: bool) -> bool {
+        let Some(b) = self.fleet.backends.get_mut(&id) else {
+            return false;
+        };
+        b.draining = draining;
+        self.mark_backend_dirty(id);
+        true
+    }
+
+    /// The result of an active health probe.
+    pub fn probe(&mut self, id: BackendId, ok: bool, now: Duration) {
+        let cfg = self.config.breaker.clone();
+        let Some(b) = self.fleet.backends.get_mut(&id) else {
+            return;
+        };
+        b.breaker.tick(now);
+        let changed = if ok {
+            b.breaker.on_success(&cfg)
+        } else {
+            b.breaker.on_failure(now, &cfg)
+        };
+        if changed {
+            self.note_breaker_change(id);
+        }
+    }
+
+    /// A new request.
+    pub fn submit(&mut self, request: Request, now: Duration) -> Result<Admission, Reject> {
+        self.admit(request, now, false)
+    }
+
+    /// A request that failed on a backend before any byte reached its client,
+    /// going round again. It keeps its arrival time and is not refused for a
+    /// full queue: it was accepted once already.
+    pub fn resubmit(&mut self, request: Request, now: Duration) -> Result<Admission, Reject> {
+        self.admit(request, now, true)
+    }
+
+    fn admit(&mut self, request: Request, now: Duration, retry: bool) -> Result<Admission, Reject> {
+        self.tick_breakers(now);
+        if !self.fleet.knows_model(request.model.as_str()) {
+            return Err(Reject::ModelNotFound);
+        }
+        let candidates = self.candidates(&request.model, &request.exclude);
+        if candidates.is_empty() {
+            return Err(Reject::NoHealthyBackend);
+        }
+        let late = self.config.policy.binds_late();
+        // A newcomer never overtakes requests already waiting for the same
+        // model: it joins the queue and the next poll orders them all.
+        let others_waiting = late && self.queue.len_for(request.model.as_str()) > 0;
+        if !others_waiting {
+            let hit = self.affinity.lookup(&request.affinity);
+            if let Some(backend) =
+                policy::choose(self.config.policy, &candidates, hit, &mut self.turn)
+            {
+                return Ok(Admission::Dispatched(self.dispatch(&request, backend, hit)));
+            }
+            debug_assert!(late, "early-binding policies always choose");
+        }
+        if !retry && self.queue.len() >= self.config.max_queue {
+            self.counters.rejected_full += 1;
+            return Err(Reject::QueueFull {
+                retry_after: self.estimate_wait(request.model.as_str()),
+            });
+        }
+        self.counters.queued += 1;
+        let model = request.model.clone();
+        self.queue.push(request, retry);
+        self.dirty.insert(model);
+        Ok(Admission::Queued)
+    }
+
+    /// Removes a waiting request whose client left. Returns false if it was
+    /// not waiting (already dispatched or gone).
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        self.queue.remove(id).is_some()
+    }
+
+    /// Releases the slot a dispatched request held, exactly once.
+    pub fn finish(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        outcome: Outcome,
+        now: Duration,
+    ) {
+        let cfg = self.config.breaker.clone();
+        let Some(b) = self.fleet.backends.get_mut(&backend) else {
+            return;
+        };
+        b.breaker.tick(now);
+        if let Some(m) = b.models.get_mut(model.as_str()) {
+            debug_assert!(m.busy > 0, "slot released twice");
+            m.busy = m.busy.saturating_sub(1);
+            if let Outcome::Success { service } = outcome {
+                // Smoothed with weight 1/8: steady, yet it follows a backend
+                // that slows down within a few dozen requests.
+                m.service = Some(match m.service {
+                    Some(prev) => (prev * 7 + service) / 8,
+                    None => service,
+                });
+            }
+            if !m.listed && m.busy == 0 {
+                b.models.remove(model.as_str());
+            }
+        }
+        b.busy = b.busy.saturating_sub(1);
+        let changed = match outcome {
+            Outcome::Success { .. } => b.breaker.on_success(&cfg),
+            Outcome::Failure => b.breaker.on_failure(now, &cfg),
+            Outcome::Cancelled => {
+                b.breaker.on_neutral();
+                false
+            }
+        };
+        self.dirty.insert(model.clone());
+        if changed {
+            self.note_breaker_change(backend);
+        }
+    }
+
+    /// Carries time forward: expires waiting requests past their deadline,
+    /// half-opens breakers whose cooldown passed, and dispatches waiting
+    /// requests onto free slots.
+    pub fn poll(&mut self, now: Duration) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        self.tick_breakers(now);
+        for id in self.queue.expired(now) {
+            self.queue.remove(id);
+            self.counters.expired += 1;
+            decisions.push(Decision::Expired(id));
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for model in dirty {
+            if self.queue.len_for(model.as_str()) == 0 {
+                continue;
+            }
+            if !self.fleet.knows_model(model.as_str()) {
+                for id in self.queue.ids_for(model.as_str()) {
+                    self.queue.remove(id);
+                    self.counters.unroutable += 1;
+                    decisions.push(Decision::Unroutable(id));
+                }
+                continue;
+            }
+            self.drain_model(&model, now, &mut decisions);
+        }
+        decisions
+    }
+
+    /// When the caller should poll again even if nothing else happens.
+    pub fn next_wakeup(&self) -> Option<Duration> {
+        let breakers = self
+            .fleet
+            .backends
+            .values()
+            .filter_map(|b| b.breaker.reopens_at());
+        self.queue.next_deadline().into_iter().chain(breakers).min()
+    }
+
+    /// How long a new request for `model` would wait, roughly: the queue
+    /// ahead of it over the model's slots, times the observed service time.
+    pub fn estimate_wait(&self, model: &str) -> Duration {
+        let (slots, service) = self.fleet.model_capacity(model);
+        let service = service.unwrap_or(Duration::from_secs(1));
+        let ahead = self.queue.len_for(model) as u32 + 1;
+        let wait = service * ahead.div_ceil(slots.max(1));
+        wait.clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    fn drain_model(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
+        loop {
+            let all = self.candidates(model, &[]);
+            let free: Vec<BackendId> = all.iter().filter(|c| c.free).map(|c| c.id).collect();
+            if free.is_empty() {
+                return;
+            }
+            let all_ids: Vec<BackendId> = all.iter().map(|c| c.id).collect();
+            let can_place = |r: &Request| {
+                let excluded_everywhere = all_ids.iter().all(|b| r.exclude.contains(b));
+                excluded_everywhere || free.iter().any(|b| !r.exclude.contains(b))
+            };
+            let Some(request) = self.queue.pop_best(model.as_str(), now, can_place) else {
+                return;
+            };
+            let candidates = self.candidates(model, &request.exclude);
+            let hit = self.affinity.lookup(&request.affinity);
+            match policy::choose(self.config.policy, &candidates, hit, &mut self.turn) {
+                Some(backend) => {
+                    decisions.push(Decision::Dispatch(self.dispatch(&request, backend, hit)));
+                }
+                None => {
+                    // can_place said yes, so this cannot happen; keep the
+                    // request rather than lose it.
+                    self.queue.push(request, true);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        request: &Request,
+        backend: BackendId,
+        hit: Option<BackendId>,
+    ) -> Dispatch {
+        if let Some(b) = self.fleet.backends.get_mut(&backend) {
+            b.busy += 1;
+            b.breaker.on_dispatch();
+            if let Some(m) = b.models.get_mut(request.model.as_str()) {
+                m.busy += 1;
+            }
+        }
+        self.affinity.record(&request.affinity, backend);
+        let affinity_hit = hit == Some(backend);
+        self.counters.dispatched += 1;
+        if affinity_hit {
+            self.counters.affinity_hits += 1;
+        }
+        Dispatch {
+            request: request.id,
+            backend,
+            model: request.model.clone(),
+            affinity_hit,
+        }
+    }
+
+    /// Backends that may take a request for `model`: those that have it
+    /// loaded or, when none does, those that list it (they load on demand).
+    /// Exclusions apply unless they would leave nothing.
+    fn candidates(&self, model: &ModelName, exclude: &[BackendId]) -> Vec<Candidate> {
+        let health = self.config.policy.respects_health();
+        let late = self.config.policy.binds_late();
+        let tier = |want_loaded: bool| -> Vec<Candidate> {
+            self.fleet
+                .backends
+                .iter()
+                .filter(|(_, b)| !health || b.admits())
+                .filter_map(|(id, b)| {
+                    let m = b.models.get(model.as_str())?;
+                    (m.listed && (m.loaded || !want_loaded)).then(|| Candidate {
+                        id: *id,
+                        free: !late || m.busy < m.slots,
+                        busy: b.busy,
+                        capacity: b.total_slots(),
+                    })
+                })
+                .collect()
+        };
+        let mut candidates = tier(true);
+        if candidates.is_empty() {
+            candidates = tier(false);
+        }
+        if !exclude.is_empty() && candidates.iter().any(|c| !exclude.contains(&c.id)) {
+            candidates.retain(|c| !exclude.contains(&c.id));
+        }
+        candidates
+    }
+
+    fn tick_breakers(&mut self, now: Duration) {
+        let changed: Vec<BackendId> = self
+            .fleet
+            .backends
+            .iter_mut()
+            .filter_map(|(id, b)| b.breaker.tick(now).then_some(*id))
+            .collect();
+        for id in changed {
+            self.mark_backend_dirty(id);
+        }
+    }
+
+    fn note_breaker_change(&mut self, id: BackendId) {
+        if self
+            .fleet
+            .backends
+            .get(&id)
+            .is_some_and(|b| b.breaker.state() == crate::BreakerState::Open)
+        {
+            self.counters.breaker_opened += 1;
+        }
+        self.mark_backend_dirty(id);
+    }
+
+    fn mark_backend_dirty(&mut self, id: BackendId) {
+        if let Some(b) = self.fleet.backends.get(&id) {
+            self.dirty.extend(b.models.keys().cloned());
+        }
+    }
+}
