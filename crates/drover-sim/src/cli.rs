@@ -1,0 +1,155 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Dialect, Faults, SimConfig, SimServer};
+
+/// `drover sim`: run one simulated LLM server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// The server API to imitate.
+    #[arg(long, value_enum, default_value_t = Dialect::LmStudio)]
+    pub dialect: Dialect,
+    /// Address to listen on; port 0 picks a free port (the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Models the server can serve, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "sim-model")]
+    pub models: Vec<String>,
+    /// Models loaded at start, comma-separated (LM Studio; others load all).
+    #[arg(long, value_delimiter = ',')]
+    pub loaded: Vec<String>,
+    /// Requests one loaded model runs at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub slots: u32,
+    /// Time to first token, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub ttft_ms: u64,
+    /// Generation speed; 0 sends all tokens at once.
+    #[arg(long, default_value_t = 0.0)]
+    pub tokens_per_sec: f64,
+    /// Tokens per answer (a request's max_tokens may ask for fewer).
+    #[arg(long, default_value_t = 16)]
+    pub output_tokens: usize,
+    /// JIT load time of a model that isn't loaded, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub load_ms: u64,
+    /// Length of embedding vectors.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub embedding_dims: u32,
+    /// Probability that a request gets a 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Probability that a request is never answered.
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Probability that an answer's connection is killed part-way.
+    #[arg(long, default_value_t = 0.0)]
+    pub close_mid_stream_rate: f64,
+    /// Seeds the generated text and the fault choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SimArgs {
+    pub fn config(&self) -> SimConfig {
+        SimConfig {
+            dialect: self.dialect,
+            models: self.models.clone(),
+            loaded: self.loaded.clone(),
+            slots: self.slots as usize,
+            ttft: Duration::from_millis(self.ttft_ms),
+            tokens_per_sec: self.tokens_per_sec,
+            output_tokens: self.output_tokens,
+            load_time: Duration::from_millis(self.load_ms),
+            embedding_dims: self.embedding_dims as usize,
+            seed: self.seed,
+            faults: Faults {
+                error_rate: self.error_rate,
+                hang_rate: self.hang_rate,
+                close_mid_stream_rate: self.close_mid_stream_rate,
+            },
+        }
+    }
+}
+
+/// Runs a simulator until `shutdown` is cancelled, then shuts it down
+/// gracefully. Prints the URL it listens on to stdout.
+pub async fn run(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let sim = SimServer::start(listener, args.config()).context("cannot start the simulator")?;
+    println!("drover sim ({}) listening on {}", args.dialect, sim.url());
+    shutdown.cancelled().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn parses_the_documented_flags() {
+        let cli = Cli::try_parse_from([
+            "sim",
+            "--dialect",
+            "openai",
+            "--listen",
+            "127.0.0.1:1234",
+            "--models",
+            "a,b",
+            "--loaded",
+            "a",
+            "--slots",
+            "4",
+            "--ttft-ms",
+            "50",
+            "--tokens-per-sec",
+            "20",
+            "--output-tokens",
+            "8",
+            "--load-ms",
+            "300",
+            "--error-rate",
+            "0.1",
+            "--hang-rate",
+            "0.2",
+            "--close-mid-stream-rate",
+            "0.3",
+            "--seed",
+            "7",
+        ]);
+        let config = match cli {
+            Ok(cli) => cli.sim.config(),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(config.dialect, Dialect::OpenAi);
+        assert_eq!(config.models, ["a", "b"]);
+        assert_eq!(config.loaded, ["a"]);
+        assert_eq!(config.slots, 4);
+        assert_eq!(config.ttft, Duration::from_millis(50));
+        assert_eq!(config.tokens_per_sec, 20.0);
+        assert_eq!(config.output_tokens, 8);
+        assert_eq!(config.load_time, Duration::from_millis(300));
+        assert_eq!(config.faults.close_mid_stream_rate, 0.3);
+        assert_eq!(config.seed, 7);
+    }
+
+    #[test]
+    fn zero_slots_is_rejected() {
+        assert!(Cli::try_parse_from(["sim", "--slots", "0"]).is_err());
+    }
+}

@@ -1,0 +1,91 @@
+use std::time::Duration;
+
+use crate::Dialect;
+
+/// How a simulated server behaves. Plain data; [`SimConfig::default`] gives a
+/// fast, fault-free OpenAI-compatible server with one model.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The server API to imitate.
+    pub dialect: Dialect,
+    /// Models the server can serve ("downloaded" in LM Studio terms).
+    pub models: Vec<String>,
+    /// Models loaded at start. A name missing from `models` is added to it.
+    /// Ignored by dialects without a load state, where every model is loaded.
+    pub loaded: Vec<String>,
+    /// Requests one loaded model runs at once; the rest queue in FIFO order.
+    /// Must be at least 1.
+    pub slots: usize,
+    /// Time to first token, spent holding a slot.
+    pub ttft: Duration,
+    /// Generation speed after the first token; 0 (or anything not positive
+    /// and finite) means tokens follow each other without delay.
+    pub tokens_per_sec: f64,
+    /// Tokens per answer, unless the request's `max_tokens` or
+    /// `max_completion_tokens` asks for fewer.
+    pub output_tokens: usize,
+    /// How long a JIT load of an available but unloaded model takes.
+    pub load_time: Duration,
+    /// Length of every embedding vector.
+    pub embedding_dims: usize,
+    /// Seeds generated text, embeddings and fault choice.
+    pub seed: u64,
+    /// Fault injection rates; can be changed while running.
+    pub faults: Faults,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            dialect: Dialect::default(),
+            models: vec!["sim-model".to_owned()],
+            loaded: Vec::new(),
+            slots: 1,
+            ttft: Duration::ZERO,
+            tokens_per_sec: 0.0,
+            output_tokens: 16,
+            load_time: Duration::ZERO,
+            embedding_dims: 8,
+            seed: 0,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Probabilities, each in `0.0..=1.0`, that an inference request meets a
+/// fault. Out-of-range values are clamped and NaN counts as 0. The three are
+/// exclusive: one roll per request picks at most one of them, so their sum
+/// should stay at or below 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Answer `500` in the OpenAI error shape before any token.
+    pub error_rate: f64,
+    /// Accept the request and never answer, until the client goes away.
+    pub hang_rate: f64,
+    /// Send the headers and part of the answer, then kill the connection.
+    pub close_mid_stream_rate: f64,
+}
+
+impl Faults {
+    /// No faults at all.
+    pub const NONE: Faults = Faults {
+        error_rate: 0.0,
+        hang_rate: 0.0,
+        close_mid_stream_rate: 0.0,
+    };
+
+    pub(crate) fn clamped(self) -> Faults {
+        fn probability(rate: f64) -> f64 {
+            if rate.is_nan() {
+                0.0
+            } else {
+                rate.clamp(0.0, 1.0)
+            }
+        }
+        Faults {
+            error_rate: probability(self.error_rate),
+            hang_rate: probability(self.hang_rate),
+            close_mid_stream_rate: probability(self.close_mid_stream_rate),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+use std::borrow::Cow;
+
+use http::StatusCode;
+
+use crate::body::{SimBody, json_response};
+use crate::wire::{ErrorBody, ErrorDetail};
+
+/// Why a simulator could not start or a control call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("slots must be at least 1")]
+    NoSlots,
+    #[error("embedding_dims must be at least 1")]
+    NoEmbeddingDims,
+    #[error("the simulator serves no model named {0:?}")]
+    UnknownModel(String),
+    #[error("the simulator has shut down")]
+    ShutDown,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// An HTTP error answer in the OpenAI shape (backend-apis.md §5.2).
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: Cow<'static, str>,
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub(crate) fn invalid_request(
+        message: impl Into<Cow<'static, str>>,
+        param: Option<&'static str>,
+    ) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code: None,
+        }
+    }
+
+    pub(crate) fn model_not_found(model: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("The model `{model}` does not exist.").into(),
+            kind: "invalid_request_error",
+            param: Some("model"),
+            code: Some("model_not_found"),
+        }
+    }
+
+    pub(crate) fn instance_not_found(instance_id: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("No loaded model instance `{instance_id}`.").into(),
+            kind: "invalid_request_error",
+            param: Some("instance_id"),
+            code: None,
+        }
+    }
+
+    pub(crate) fn no_route(method: &http::Method, path: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("Unexpected endpoint or method. ({method} {path})").into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: None,
+        }
+    }
+
+    pub(crate) fn payload_too_large(limit: usize) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("Request body exceeds {limit} bytes.").into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: None,
+        }
+    }
+
+    pub(crate) fn injected() -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "The simulator injected this error.".into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+    }
+
+    pub(crate) fn internal(message: &'static str) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+    }
+
+    pub(crate) fn into_response(self) -> http::Response<SimBody> {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        };
+        json_response(self.status, &body)
+    }
+}

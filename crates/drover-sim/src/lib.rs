@@ -1,0 +1,50 @@
+//! drover-sim: fake LLM servers that speak the real APIs, as
+//! `shared/docs/backend-apis.md` documents them, so drover can be tested,
+//! demonstrated and benchmarked without GPUs. Its wire types are its own,
+//! never the hub's, so it checks the hub against an independent reading of
+//! the same document.
+//!
+//! - [`config`]: [`SimConfig`] and [`Faults`], what a simulator does;
+//!   [`dialect`]: [`Dialect`], which server it imitates.
+//! - [`server`]: [`SimServer::start`] and the accept loop; [`handle`]:
+//!   [`SimHandle`], to watch and steer a running simulator; [`stats`]:
+//!   [`SimStats`], what it has seen.
+//! - `connection` serves one TCP connection with hyper and can kill it;
+//!   `router` maps paths to handlers; `lmstudio` holds LM Studio's native
+//!   endpoints.
+//! - `inference` is one request's life: fault, JIT load, slot queue, TTFT,
+//!   answer; `stream` is the SSE body; `guard` keeps the per-model gauges
+//!   right however a request ends.
+//! - `request` and `wire` are the bodies read and written; `text` makes
+//!   deterministic words and vectors; `fault` picks faults.
+//! - [`cli`]: [`SimArgs`] and [`run`], for the `drover sim` command.
+
+pub mod cli;
+pub mod config;
+pub mod dialect;
+pub mod handle;
+pub mod server;
+pub mod stats;
+
+mod body;
+mod connection;
+mod error;
+mod fault;
+mod guard;
+mod inference;
+mod lmstudio;
+mod model;
+mod request;
+mod router;
+mod shared;
+mod stream;
+mod text;
+mod wire;
+
+pub use cli::{SimArgs, run};
+pub use config::{Faults, SimConfig};
+pub use dialect::Dialect;
+pub use error::SimError;
+pub use handle::SimHandle;
+pub use server::SimServer;
+pub use stats::{ModelStats, SimStats};

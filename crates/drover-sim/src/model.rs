@@ -1,0 +1,95 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::stats::{Counters, ModelCounters, ModelStats, StatsWatch};
+
+/// What a model does, as LM Studio reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ModelKind {
+    Llm,
+    Embedding,
+}
+
+impl ModelKind {
+    /// LM Studio has no flag for this, so the name decides, as it does for
+    /// people browsing a model list.
+    fn of(name: &str) -> ModelKind {
+        if name.to_ascii_lowercase().contains("embed") {
+            ModelKind::Embedding
+        } else {
+            ModelKind::Llm
+        }
+    }
+}
+
+/// One served model: its load state, its slots and its counters.
+#[derive(Debug)]
+pub(crate) struct ModelState {
+    pub(crate) name: Box<str>,
+    pub(crate) kind: ModelKind,
+    /// Always true for dialects without a load state.
+    loaded: AtomicBool,
+    /// Held while loading, so concurrent requests for an unloaded model
+    /// wait for one load instead of each starting their own.
+    load_lock: Mutex<()>,
+    /// Fair, so queued requests get slots in arrival order.
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) slot_count: usize,
+    pub(crate) counters: ModelCounters,
+    pub(crate) watch: Arc<StatsWatch>,
+}
+
+impl ModelState {
+    pub(crate) fn new(name: &str, loaded: bool, slots: usize, watch: Arc<StatsWatch>) -> Self {
+        ModelState {
+            name: name.into(),
+            kind: ModelKind::of(name),
+            loaded: AtomicBool::new(loaded),
+            load_lock: Mutex::new(()),
+            slots: Arc::new(Semaphore::new(slots)),
+            slot_count: slots,
+            counters: ModelCounters::default(),
+            watch,
+        }
+    }
+
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Flips the load state at once, without the load time: a test's setup
+    /// knob, not a simulated load, so `loads` doesn't count it.
+    pub(crate) fn set_loaded(&self, loaded: bool) {
+        self.loaded.store(loaded, Ordering::Release);
+        self.watch.changed();
+    }
+
+    /// Loads the model if it isn't loaded, taking `load_time`. Returns
+    /// whether this call did the load. A caller dropped mid-load leaves the
+    /// model unloaded; the next one in line starts over, as a real server
+    /// abandons a load nobody waits for.
+    pub(crate) async fn ensure_loaded(&self, load_time: Duration, counters: &Counters) -> bool {
+        if self.is_loaded() {
+            return false;
+        }
+        let _loading = self.load_lock.lock().await;
+        if self.is_loaded() {
+            return false;
+        }
+        tracing::info!(model = %self.name, ?load_time, "loading model");
+        if !load_time.is_zero() {
+            tokio::time::sleep(load_time).await;
+        }
+        self.loaded.store(true, Ordering::Release);
+        counters.loads.fetch_add(1, Ordering::Relaxed);
+        self.watch.changed();
+        true
+    }
+
+    pub(crate) fn snapshot(&self) -> ModelStats {
+        self.counters.snapshot(self.is_loaded())
+    }
+}

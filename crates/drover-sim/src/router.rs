@@ -1,0 +1,101 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::body::{SimBody, json_response};
+use crate::connection::KillSwitch;
+use crate::error::ApiError;
+use crate::inference::{self, Endpoint};
+use crate::shared::Shared;
+use crate::wire::{ModelEntry, ModelList};
+use crate::{Dialect, lmstudio};
+
+/// Large enough for any realistic prompt, small enough that a runaway
+/// client can't make the simulator buffer without bound.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The hyper service: one call per request.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    kill: KillSwitch,
+    request: Request<Incoming>,
+) -> Result<Response<SimBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let endpoint = match (&parts.method, path) {
+        (&Method::POST, "/v1/chat/completions") => Some(Endpoint::Chat),
+        (&Method::POST, "/v1/completions") => Some(Endpoint::Completion),
+        (&Method::POST, "/v1/embeddings") => Some(Endpoint::Embeddings),
+        _ => None,
+    };
+    if let Some(endpoint) = endpoint {
+        return Ok(match read_body(body).await {
+            Ok(bytes) => inference::serve(&shared, &kill, endpoint, &bytes).await,
+            Err(error) => error.into_response(),
+        });
+    }
+    let response = match (&parts.method, path) {
+        (&Method::GET, "/v1/models") => model_list(&shared),
+        (&Method::GET, "/_sim/stats") => json_response(StatusCode::OK, &shared.stats()),
+        (&Method::POST, "/_sim/reset") => {
+            shared.reset();
+            json_response(StatusCode::OK, &shared.stats())
+        }
+        _ => {
+            let native = match shared.settings.dialect {
+                Dialect::LmStudio => lmstudio::route(&shared, &parts.method, path, body).await,
+                Dialect::OpenAi => None,
+            };
+            native.unwrap_or_else(|| ApiError::no_route(&parts.method, path).into_response())
+        }
+    };
+    Ok(response)
+}
+
+pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::payload_too_large(MAX_BODY_BYTES))
+        }
+        Err(error) => Err(ApiError::invalid_request(
+            format!("Could not read the request body: {error}"),
+            None,
+        )),
+    }
+}
+
+/// `GET /v1/models`. Every dialect here lists every model it can serve:
+/// LM Studio does so with JIT loading on, which is the only mode simulated.
+fn model_list(shared: &Shared) -> Response<SimBody> {
+    let owned_by = shared.settings.dialect.owned_by();
+    let list = ModelList {
+        object: "list",
+        data: shared
+            .models()
+            .iter()
+            .map(|model| ModelEntry {
+                id: &model.name,
+                object: "model",
+                created: shared.started,
+                owned_by,
+            })
+            .collect(),
+    };
+    json_response(StatusCode::OK, &list)
+}
+
+/// A JSON body parsed from a control request, or the 400 to answer instead.
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}"), None))
+}
+
+pub(crate) fn ok_json(value: &impl Serialize) -> Response<SimBody> {
+    json_response(StatusCode::OK, value)
+}

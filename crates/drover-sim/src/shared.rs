@@ -1,0 +1,144 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::fault::FaultRates;
+use crate::model::ModelState;
+use crate::stats::{Counters, StatsWatch};
+use crate::{Dialect, SimConfig, SimError, SimStats};
+
+/// A slower rate than one token an hour is treated as one token an hour, so
+/// deadline arithmetic stays far from overflow.
+const SLOWEST_TOKEN_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The fixed part of the configuration, in the form the request path uses.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) dialect: Dialect,
+    pub(crate) ttft: Duration,
+    pub(crate) token_interval: Option<Duration>,
+    pub(crate) output_tokens: usize,
+    pub(crate) load_time: Duration,
+    pub(crate) embedding_dims: usize,
+    pub(crate) seed: u64,
+}
+
+/// State every connection and request of one simulator shares. Read-mostly:
+/// the model table never changes after start, and everything that does is
+/// an atomic, so no lock is held across an await on the request path.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    models: Vec<Arc<ModelState>>,
+    index: HashMap<Box<str>, usize>,
+    pub(crate) faults: FaultRates,
+    pub(crate) counters: Counters,
+    pub(crate) watch: Arc<StatsWatch>,
+    /// Response ids; unlike `requests_total`, never reset, so ids stay unique.
+    next_id: AtomicU64,
+    /// Unix seconds at start, reported as the models' `created`.
+    pub(crate) started: u64,
+    /// Cancelled when the simulator shuts down; hung requests wait for it.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SimConfig, shutdown: CancellationToken) -> Result<Self, SimError> {
+        if config.slots == 0 {
+            return Err(SimError::NoSlots);
+        }
+        if config.embedding_dims == 0 {
+            return Err(SimError::NoEmbeddingDims);
+        }
+        let watch = Arc::new(StatsWatch::default());
+        let all_loaded = !config.dialect.has_load_state();
+        let mut models = Vec::new();
+        let mut index = HashMap::new();
+        for name in config.models.iter().chain(&config.loaded) {
+            if index.contains_key(name.as_str()) {
+                continue;
+            }
+            let loaded = all_loaded || config.loaded.contains(name);
+            index.insert(Box::<str>::from(name.as_str()), models.len());
+            models.push(Arc::new(ModelState::new(
+                name,
+                loaded,
+                config.slots,
+                Arc::clone(&watch),
+            )));
+        }
+        let token_interval = (config.tokens_per_sec.is_finite() && config.tokens_per_sec > 0.0)
+            .then(|| {
+                Duration::try_from_secs_f64(1.0 / config.tokens_per_sec)
+                    .unwrap_or(SLOWEST_TOKEN_INTERVAL)
+                    .min(SLOWEST_TOKEN_INTERVAL)
+            });
+        Ok(Shared {
+            settings: Settings {
+                dialect: config.dialect,
+                ttft: config.ttft,
+                token_interval,
+                output_tokens: config.output_tokens,
+                load_time: config.load_time,
+                embedding_dims: config.embedding_dims,
+                seed: config.seed,
+            },
+            models,
+            index,
+            faults: FaultRates::new(config.faults),
+            counters: Counters::default(),
+            watch,
+            next_id: AtomicU64::new(1),
+            started: unix_now(),
+            shutdown,
+        })
+    }
+
+    pub(crate) fn model(&self, name: &str) -> Option<&Arc<ModelState>> {
+        self.index.get(name).and_then(|&i| self.models.get(i))
+    }
+
+    /// In configuration order.
+    pub(crate) fn models(&self) -> &[Arc<ModelState>] {
+        &self.models
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn stats(&self) -> SimStats {
+        let counters = &self.counters;
+        SimStats {
+            requests_total: counters.requests_total.load(Ordering::Relaxed),
+            injected_errors: counters.injected_errors.load(Ordering::Relaxed),
+            hangs: counters.hangs.load(Ordering::Relaxed),
+            mid_stream_closes: counters.mid_stream_closes.load(Ordering::Relaxed),
+            loads: counters.loads.load(Ordering::Relaxed),
+            models: self
+                .models
+                .iter()
+                .map(|m| (m.name.to_string(), m.snapshot()))
+                .collect(),
+        }
+    }
+
+    /// Zeroes the counters. `requests_total` is also the fault sequence, so
+    /// a reset replays the same fault pattern from the start.
+    pub(crate) fn reset(&self) {
+        self.counters.reset();
+        for model in &self.models {
+            model.counters.reset();
+        }
+        self.watch.changed();
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

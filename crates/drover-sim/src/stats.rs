@@ -1,0 +1,175 @@
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+/// A snapshot of what the simulator has seen, served as JSON at
+/// `GET /_sim/stats`. Counters count since start or the last reset; gauges
+/// (`in_flight`, `active`, `loaded`) are the state right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SimStats {
+    /// Inference requests received, valid or not.
+    pub requests_total: u64,
+    /// Requests answered with an injected `500`.
+    pub injected_errors: u64,
+    /// Requests chosen to hang.
+    pub hangs: u64,
+    /// Responses whose connection was killed on purpose part-way.
+    pub mid_stream_closes: u64,
+    /// Model loads performed (JIT or through the load endpoint), each of
+    /// which took the configured load time.
+    pub loads: u64,
+    /// Per model, by name.
+    pub models: BTreeMap<String, ModelStats>,
+}
+
+impl SimStats {
+    /// The stats of one model; all zero for a model the simulator doesn't serve.
+    pub fn model(&self, name: &str) -> ModelStats {
+        self.models.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// What one model has seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ModelStats {
+    /// Whether the model is loaded now.
+    pub loaded: bool,
+    /// Requests open right now: waiting for a load or a slot, or running.
+    pub in_flight: u64,
+    /// The most requests ever open at once.
+    pub max_in_flight: u64,
+    /// Requests holding a slot right now.
+    pub active: u64,
+    /// The most requests ever holding a slot at once.
+    pub max_active: u64,
+    /// Requests answered in full.
+    pub completed: u64,
+    /// Requests whose client went away before the answer finished.
+    pub cancelled: u64,
+}
+
+/// Server-wide counters behind [`SimStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) requests_total: AtomicU64,
+    pub(crate) injected_errors: AtomicU64,
+    pub(crate) hangs: AtomicU64,
+    pub(crate) mid_stream_closes: AtomicU64,
+    pub(crate) loads: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn reset(&self) {
+        for counter in [
+            &self.requests_total,
+            &self.injected_errors,
+            &self.hangs,
+            &self.mid_stream_closes,
+            &self.loads,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Per-model counters behind [`ModelStats`].
+#[derive(Debug, Default)]
+pub(crate) struct ModelCounters {
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) max_in_flight: AtomicU64,
+    pub(crate) active: AtomicU64,
+    pub(crate) max_active: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+}
+
+impl ModelCounters {
+    pub(crate) fn enter(&self) {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn activate(&self) {
+        let now = self.active.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max_active.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Zeroes the counters; the maxima restart from the current gauges, since
+    /// requests open across a reset are still open.
+    pub(crate) fn reset(&self) {
+        self.completed.store(0, Ordering::Relaxed);
+        self.cancelled.store(0, Ordering::Relaxed);
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.max_active
+            .store(self.active.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, loaded: bool) -> ModelStats {
+        ModelStats {
+            loaded,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            max_in_flight: self.max_in_flight.load(Ordering::Relaxed),
+            active: self.active.load(Ordering::Relaxed),
+            max_active: self.max_active.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Wakes tasks waiting for the stats to reach some state.
+///
+/// Notifying takes a lock inside [`Notify`], so the request path only does
+/// it when someone is waiting; the watcher count makes that check one load.
+#[derive(Debug, Default)]
+pub(crate) struct StatsWatch {
+    notify: Notify,
+    watchers: AtomicUsize,
+}
+
+impl StatsWatch {
+    /// Call after every counter change.
+    pub(crate) fn changed(&self) {
+        // Pairs with the fence in `wait_for`: either this load sees the
+        // watcher, or the watcher's predicate sees the change.
+        fence(Ordering::SeqCst);
+        if self.watchers.load(Ordering::Relaxed) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Waits until `read` returns `Some`.
+    pub(crate) async fn wait_for<T>(&self, mut read: impl FnMut() -> Option<T>) -> T {
+        let _watching = Watching::new(&self.watchers);
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before reading, so a change between the read and the
+            // await still wakes us.
+            notified.as_mut().enable();
+            fence(Ordering::SeqCst);
+            if let Some(value) = read() {
+                return value;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct Watching<'a>(&'a AtomicUsize);
+
+impl<'a> Watching<'a> {
+    fn new(watchers: &'a AtomicUsize) -> Self {
+        watchers.fetch_add(1, Ordering::Relaxed);
+        Watching(watchers)
+    }
+}
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,265 @@
+//! The SSE body of a streamed answer (backend-apis.md §5.1), produced one
+//! chunk per poll so each token leaves as its own frame, paced by the
+//! configured generation speed.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::time::{Instant, Sleep};
+
+use crate::connection::Sever;
+use crate::guard::Running;
+use crate::model::ModelState;
+use crate::text::Words;
+use crate::wire::{ChatChunk, ChatChunkChoice, Delta, TextChoice, TextCompletion, Usage};
+
+/// Which endpoint's chunk shape to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkShape {
+    Chat,
+    Text,
+}
+
+/// Everything a streamed answer is made of, fixed before it starts.
+#[derive(Debug)]
+pub(crate) struct StreamPlan {
+    pub(crate) shape: ChunkShape,
+    pub(crate) id: String,
+    pub(crate) created: u64,
+    pub(crate) model: Arc<ModelState>,
+    pub(crate) words: Words,
+    pub(crate) tokens: usize,
+    pub(crate) prompt_tokens: usize,
+    pub(crate) finish_reason: &'static str,
+    pub(crate) include_usage: bool,
+    pub(crate) token_interval: Option<Duration>,
+    /// Set when this answer is to be cut off part-way.
+    pub(crate) sever: Option<Sever>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Role,
+    Token,
+    Usage,
+    Done,
+    End,
+    Severed,
+}
+
+#[derive(Debug)]
+pub(crate) struct TokenStream {
+    plan: StreamPlan,
+    /// Taken when the answer ends, which settles the request's counters.
+    running: Option<Running>,
+    step: Step,
+    sent: usize,
+    /// The chunk count (role chunk included) after which the connection is
+    /// killed, when `plan.sever` is set.
+    sever_after: usize,
+    chunks: usize,
+    pace: Option<Pace>,
+}
+
+/// Deadlines advance from the previous deadline rather than from the time a
+/// chunk went out, so a slow reader doesn't slow the nominal rate.
+#[derive(Debug)]
+struct Pace {
+    interval: Duration,
+    next: Option<Instant>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl TokenStream {
+    pub(crate) fn new(plan: StreamPlan, running: Running) -> Self {
+        let role_chunks = usize::from(plan.shape == ChunkShape::Chat);
+        // The role chunk and the first half of the tokens get through.
+        let sever_after = role_chunks + plan.tokens.div_ceil(2);
+        let pace = plan.token_interval.map(|interval| Pace {
+            interval,
+            next: None,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        });
+        TokenStream {
+            step: if role_chunks == 1 {
+                Step::Role
+            } else {
+                Step::Token
+            },
+            plan,
+            running: Some(running),
+            sent: 0,
+            sever_after,
+            chunks: 0,
+            pace,
+        }
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.step == Step::End
+    }
+
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if self.plan.sever.is_some() && self.chunks == self.sever_after {
+            if let (Some(sever), Some(running)) = (self.plan.sever.take(), self.running.take()) {
+                sever.sever(running);
+            }
+            self.step = Step::Severed;
+        }
+        let chunk = match self.step {
+            Step::Role => {
+                self.step = Step::Token;
+                self.chat_chunk(
+                    Delta {
+                        role: Some("assistant"),
+                        content: Some(""),
+                    },
+                    None,
+                )
+            }
+            Step::Token if self.sent < self.plan.tokens => {
+                if let Some(pace) = &mut self.pace {
+                    ready!(pace.poll_ready(cx));
+                }
+                self.sent += 1;
+                let token = self.plan.words.next_token();
+                match self.plan.shape {
+                    ChunkShape::Chat => self.chat_chunk(
+                        Delta {
+                            role: None,
+                            content: Some(token),
+                        },
+                        None,
+                    ),
+                    ChunkShape::Text => self.text_chunk(token, None),
+                }
+            }
+            Step::Token => {
+                self.step = if self.plan.include_usage {
+                    Step::Usage
+                } else {
+                    Step::Done
+                };
+                let reason = Some(self.plan.finish_reason);
+                match self.plan.shape {
+                    ChunkShape::Chat => self.chat_chunk(Delta::default(), reason),
+                    ChunkShape::Text => self.text_chunk("", reason),
+                }
+            }
+            Step::Usage => {
+                self.step = Step::Done;
+                self.usage_chunk()
+            }
+            Step::Done => {
+                self.step = Step::End;
+                if let Some(running) = self.running.take() {
+                    running.complete();
+                }
+                Bytes::from_static(b"data: [DONE]\n\n")
+            }
+            Step::End => return Poll::Ready(None),
+            // The connection task drops this body once it sees the kill.
+            Step::Severed => return Poll::Pending,
+        };
+        self.chunks += 1;
+        Poll::Ready(Some(chunk))
+    }
+
+    fn usage(&self) -> Option<Option<Usage>> {
+        self.plan.include_usage.then_some(None)
+    }
+
+    fn chat_chunk(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> Bytes {
+        let choices = [ChatChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason,
+        }];
+        event(&ChatChunk {
+            id: &self.plan.id,
+            object: "chat.completion.chunk",
+            created: self.plan.created,
+            model: &self.plan.model.name,
+            choices: &choices,
+            usage: self.usage(),
+        })
+    }
+
+    fn text_chunk(&self, text: &str, finish_reason: Option<&'static str>) -> Bytes {
+        let choices = [TextChoice {
+            index: 0,
+            text,
+            logprobs: None,
+            finish_reason,
+        }];
+        event(&TextCompletion {
+            id: &self.plan.id,
+            object: "text_completion",
+            created: self.plan.created,
+            model: &self.plan.model.name,
+            choices: &choices,
+            usage: self.usage(),
+        })
+    }
+
+    fn usage_chunk(&self) -> Bytes {
+        let usage = Some(Some(Usage::new(self.plan.prompt_tokens, self.sent)));
+        match self.plan.shape {
+            ChunkShape::Chat => event(&ChatChunk {
+                id: &self.plan.id,
+                object: "chat.completion.chunk",
+                created: self.plan.created,
+                model: &self.plan.model.name,
+                choices: &[],
+                usage,
+            }),
+            ChunkShape::Text => event(&TextCompletion {
+                id: &self.plan.id,
+                object: "text_completion",
+                created: self.plan.created,
+                model: &self.plan.model.name,
+                choices: &[],
+                usage,
+            }),
+        }
+    }
+}
+
+impl Pace {
+    /// Ready when the next token is due. The first token is due at once: the
+    /// time to first token was spent before the stream started.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let now = Instant::now();
+        let Some(due) = self.next else {
+            self.next = now.checked_add(self.interval);
+            return Poll::Ready(());
+        };
+        if now < due {
+            self.sleep.as_mut().reset(due);
+            ready!(self.sleep.as_mut().poll(cx));
+        }
+        self.next = due.checked_add(self.interval);
+        Poll::Ready(())
+    }
+}
+
+/// One SSE event: `data: <json>` and a blank line.
+fn event(value: &impl Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut buf, value).is_err() {
+        // Unreachable with the simulator's own types; if it ever happens the
+        // client sees an in-stream error, which §5.1 tells it to expect.
+        buf.truncate(6);
+        buf.extend_from_slice(
+            br#"{"error":{"message":"chunk serialization failed","type":"server_error","param":null,"code":null}}"#,
+        );
+    }
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
