@@ -1,0 +1,23 @@
+//! Adapters for the LLM servers drover drives. Each adapter answers one
+//! question, "what does this server have and how much can it take?", over
+//! the server's own API. Inference itself is the same OpenAI-compatible
+//! `/v1/*` call for every kind, so the hub's proxy does that, not the
+//! adapters.
+//!
+//! - [`kind`]: [`BackendKind`], parsed from `lmstudio` / `openai`.
+//! - [`endpoint`]: [`Endpoint`], a validated base URL.
+//! - [`client`]: the pooled HTTP client every hub component shares.
+//! - [`backend`]: the [`Backend`] trait and what discovery returns.
+//! - [`lmstudio`], [`openai`]: the adapters.
+
+pub mod backend;
+pub mod client;
+pub mod endpoint;
+pub mod kind;
+pub mod lmstudio;
+pub mod openai;
+
+pub use backend::{Backend, BackendError, DiscoveredModel, Discovery, adapter_for};
+pub use client::{HttpClient, UpstreamBody, new_client};
+pub use endpoint::{Endpoint, EndpointError};
+pub use kind::BackendKind;

@@ -1,0 +1,55 @@
+//! A generic OpenAI-compatible server: `/v1/models` lists what it serves,
+//! and everything it serves is taken as loaded. It reports no slot count,
+//! so config decides.
+
+use drover_proto::openai::UpstreamModelList;
+
+use crate::backend::{Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Http};
+use crate::endpoint::Endpoint;
+use crate::kind::BackendKind;
+
+pub struct OpenAi {
+    http: Http,
+}
+
+impl OpenAi {
+    pub(crate) fn new(http: Http) -> Self {
+        OpenAi { http }
+    }
+
+    async fn discover_inner(&self) -> Result<Discovery, BackendError> {
+        let list: UpstreamModelList =
+            self.http
+                .get_json("/v1/models")
+                .await?
+                .ok_or_else(|| BackendError::Malformed {
+                    url: format!("{}/v1/models", self.http.endpoint),
+                    reason: "404: no OpenAI-compatible /v1/models here".into(),
+                })?;
+        Ok(Discovery {
+            models: list
+                .data
+                .into_iter()
+                .map(|m| DiscoveredModel {
+                    id: m.id,
+                    loaded: true,
+                    slots: None,
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Backend for OpenAi {
+    fn kind(&self) -> BackendKind {
+        BackendKind::OpenAi
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        &self.http.endpoint
+    }
+
+    fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
+        Box::pin(self.discover_inner())
+    }
+}

@@ -1,0 +1,305 @@
+//! The dispatcher puts the pure [`Scheduler`] behind a lock and turns its
+//! decisions into effects: a waiting request's task is woken with a
+//! [`SlotGuard`], or told that it expired.
+//!
+//! Why a `std::sync::Mutex` and not an actor: every critical section is a
+//! few microseconds of pure computation with no `.await` inside, so a plain
+//! lock is cheaper than a channel round trip and cannot deadlock across
+//! awaits.
+//!
+//! A slot is held as a [`SlotGuard`]; dropping it releases the slot exactly
+//! once, whatever happened to the request (success, error, client gone,
+//! panic). A guard is never dropped while the lock is held: guards that
+//! could not be delivered are disarmed and released in the same section.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use drover_core::{BackendId, ModelName, RequestId};
+use drover_scheduler::{Admission, Decision, Dispatch, Outcome, Reject, Request, Scheduler};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// Why a request that was waiting did not get a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitError {
+    Expired,
+    Unroutable,
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireError {
+    Rejected(Reject),
+    Wait(WaitError),
+}
+
+type Delivery = Result<SlotGuard, WaitError>;
+
+struct State {
+    sched: Scheduler,
+    waiters: HashMap<RequestId, oneshot::Sender<Delivery>>,
+    closed: bool,
+}
+
+pub struct Dispatcher {
+    state: Mutex<State>,
+    /// Time zero for the scheduler; tokio's clock, so tests can pause it.
+    epoch: Instant,
+    /// Wakes the timer task when a new deadline may be earlier.
+    timer: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl Dispatcher {
+    pub fn new(sched: Scheduler, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            state: Mutex::new(State {
+                sched,
+                waiters: HashMap::new(),
+                closed: false,
+            }),
+            epoch: Instant::now(),
+            timer: Notify::new(),
+            metrics,
+        })
+    }
+
+    /// Scheduler time: how long since the dispatcher started.
+    pub fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.epoch)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the scheduler's state as it
+        // was at the panic, which is still consistent enough to serve:
+        // keep going rather than take the whole hub down.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for a slot for `request`. Dropping the returned future while it
+    /// waits removes the request from the queue.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        request: Request,
+        retry: bool,
+    ) -> Result<SlotGuard, AcquireError> {
+        let id = request.id;
+        let rx = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(AcquireError::Wait(WaitError::ShuttingDown));
+            }
+            let now = self.now();
+            let admitted = if retry {
+                st.sched.resubmit(request, now)
+            } else {
+                st.sched.submit(request, now)
+            };
+            match admitted.map_err(AcquireError::Rejected)? {
+                Admission::Dispatched(d) => return Ok(SlotGuard::new(self.clone(), &d)),
+                Admission::Queued => {
+                    let (tx, rx) = oneshot::channel();
+                    st.waiters.insert(id, tx);
+                    // Let the scheduler order the newcomer with the others;
+                    // it may run at once.
+                    let decisions = st.sched.poll(now);
+                    self.deliver(&mut st, decisions, now);
+                    rx
+                }
+            }
+        };
+        self.timer.notify_one();
+        let mut leave = LeaveQueueOnDrop {
+            dispatcher: self,
+            id,
+            armed: true,
+        };
+        let delivered = rx.await;
+        leave.armed = false;
+        match delivered {
+            Ok(Ok(guard)) => Ok(guard),
+            Ok(Err(e)) => Err(AcquireError::Wait(e)),
+            Err(_) => Err(AcquireError::Wait(WaitError::ShuttingDown)),
+        }
+    }
+
+    /// Runs `f` on the scheduler, then carries out whatever became possible
+    /// (a backend appeared, a drain ended, ...).
+    pub fn with_scheduler<R>(self: &Arc<Self>, f: impl FnOnce(&mut Scheduler, Duration) -> R) -> R {
+        let mut st = self.lock();
+        let now = self.now();
+        let out = f(&mut st.sched, now);
+        let decisions = st.sched.poll(now);
+        self.deliver(&mut st, decisions, now);
+        out
+    }
+
+    /// Reads the scheduler without changing it.
+    pub fn inspect<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
+        f(&self.lock().sched)
+    }
+
+    fn release(self: &Arc<Self>, backend: BackendId, model: &ModelName, outcome: Outcome) {
+        let mut st = self.lock();
+        let now = self.now();
+        st.sched.finish(backend, model, outcome, now);
+        let decisions = st.sched.poll(now);
+        self.deliver(&mut st, decisions, now);
+    }
+
+    /// Hands decisions to waiting tasks. A task that went away in the
+    /// meantime gives its slot straight back, which may free the way for the
+    /// next request, hence the loop.
+    fn deliver(self: &Arc<Self>, st: &mut State, mut decisions: Vec<Decision>, now: Duration) {
+        while !decisions.is_empty() {
+            let mut orphans: Vec<(BackendId, ModelName)> = Vec::new();
+            for decision in decisions.drain(..) {
+                match decision {
+                    Decision::Dispatch(d) => {
+                        let guard = SlotGuard::new(self.clone(), &d);
+                        match st.waiters.remove(&d.request) {
+                            Some(tx) => {
+                                if let Err(Ok(guard)) = tx.send(Ok(guard)) {
+                                    orphans.push(guard.disarm());
+                                }
+                            }
+                            None => orphans.push(guard.disarm()),
+                        }
+                    }
+                    Decision::Expired(id) => {
+                        self.metrics.queue_expired.inc();
+                        if let Some(tx) = st.waiters.remove(&id) {
+                            let _ = tx.send(Err(WaitError::Expired));
+                        }
+                    }
+                    Decision::Unroutable(id) => {
+                        if let Some(tx) = st.waiters.remove(&id) {
+                            let _ = tx.send(Err(WaitError::Unroutable));
+                        }
+                    }
+                }
+            }
+            for (backend, model) in orphans {
+                st.sched.finish(backend, &model, Outcome::Cancelled, now);
+            }
+            decisions = st.sched.poll(now);
+        }
+    }
+
+    /// Expires waiting requests and half-opens breakers on time, even when
+    /// no other event comes.
+    pub async fn run_timer(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let next = self.inspect(|s| s.next_wakeup());
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(self.epoch + at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.timer.notified() => continue,
+                _ = sleep => {
+                    let mut st = self.lock();
+                    let now = self.now();
+                    let decisions = st.sched.poll(now);
+                    self.deliver(&mut st, decisions, now);
+                }
+            }
+        }
+    }
+
+    /// Refuses new requests and answers every waiting one with
+    /// "shutting down"; running ones finish.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        let waiting: Vec<RequestId> = st.waiters.keys().copied().collect();
+        for id in waiting {
+            st.sched.cancel(id);
+            if let Some(tx) = st.waiters.remove(&id) {
+                let _ = tx.send(Err(WaitError::ShuttingDown));
+            }
+        }
+    }
+}
+
+/// Takes a request out of the queue if its task is dropped while waiting
+/// (the client disconnected).
+struct LeaveQueueOnDrop<'a> {
+    dispatcher: &'a Arc<Dispatcher>,
+    id: RequestId,
+    armed: bool,
+}
+
+impl Drop for LeaveQueueOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = self.dispatcher.lock();
+            st.sched.cancel(self.id);
+            st.waiters.remove(&self.id);
+        }
+    }
+}
+
+/// A held slot on one (backend, model). Released exactly once, on drop, with
+/// the outcome last recorded (a guard dropped with none recorded means the
+/// client went away).
+pub struct SlotGuard {
+    dispatcher: Option<Arc<Dispatcher>>,
+    pub backend: BackendId,
+    pub model: ModelName,
+    pub affinity_hit: bool,
+    started: Instant,
+    outcome: Option<Outcome>,
+}
+
+impl SlotGuard {
+    fn new(dispatcher: Arc<Dispatcher>, d: &Dispatch) -> Self {
+        SlotGuard {
+            dispatcher: Some(dispatcher),
+            backend: d.backend,
+            model: d.model.clone(),
+            affinity_hit: d.affinity_hit,
+            started: Instant::now(),
+            outcome: None,
+        }
+    }
+
+    /// The backend did its job.
+    pub fn succeed(&mut self) {
+        self.outcome = Some(Outcome::Success {
+            service: self.started.elapsed(),
+        });
+    }
+
+    /// The backend failed the request.
+    pub fn fail(&mut self) {
+        self.outcome = Some(Outcome::Failure);
+    }
+
+    /// The request ended in a way that says nothing about the backend.
+    pub fn neutral(&mut self) {
+        self.outcome = Some(Outcome::Cancelled);
+    }
+
+    fn disarm(mut self) -> (BackendId, ModelName) {
+        self.dispatcher = None;
+        (self.backend, self.model.clone())
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.dispatcher.take() {
+            let outcome = self.outcome.unwrap_or(Outcome::Cancelled);
+            d.release(self.backend, &self.model, outcome);
+        }
+    }
+}

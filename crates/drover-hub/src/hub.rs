@@ -1,0 +1,200 @@
+//! The hub's shared state and lifecycle: [`start`] binds nothing itself (the
+//! caller passes a listener, so tests can use port 0), spawns the probers
+//! and the dispatcher's timer under one [`TaskTracker`], and serves until
+//! [`HubHandle::shutdown`], which stops intake, answers waiting requests,
+//! lets running ones finish (bounded), then awaits every task.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use drover_backends::{HttpClient, new_client};
+use drover_core::{Priority, RequestId};
+use drover_scheduler::{BreakerConfig, Scheduler, SchedulerConfig};
+use http::HeaderValue;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{BackendConfig, HubConfig};
+use crate::dispatcher::Dispatcher;
+use crate::metrics::Metrics;
+use crate::registry::{BackendEntry, Registry, RegistryError};
+use crate::{prober, routes};
+
+/// A configured client, found by its API key.
+#[derive(Debug, Clone)]
+pub struct KnownClient {
+    pub name: String,
+    pub priority: Option<Priority>,
+}
+
+pub struct HubState {
+    pub config: HubConfig,
+    pub dispatcher: Arc<Dispatcher>,
+    pub registry: Registry,
+    pub client: HttpClient,
+    pub metrics: Arc<Metrics>,
+    pub clients: HashMap<String, KnownClient>,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    /// The address actually bound (port 0 resolved).
+    pub local_addr: SocketAddr,
+    /// Unix time the hub started, for `created` in model listings.
+    pub started_unix: u64,
+    next_request: AtomicU64,
+    id_salt: u64,
+}
+
+impl HubState {
+    /// Adds a backend and starts probing it.
+    pub fn add_backend(
+        self: &Arc<Self>,
+        config: &BackendConfig,
+    ) -> Result<Arc<BackendEntry>, RegistryError> {
+        let entry = self.registry.add(config, &self.shutdown)?;
+        self.tasks.spawn(prober::run(self.clone(), entry.clone()));
+        Ok(entry)
+    }
+
+    /// Removes a backend: no new work goes there; running requests finish.
+    pub fn remove_backend(&self, name: &str) -> bool {
+        let Some(entry) = self.registry.remove(name) else {
+            return false;
+        };
+        self.dispatcher
+            .with_scheduler(|s, _| s.remove_backend(entry.id));
+        true
+    }
+
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A fresh id for the `x-request-id` header: unique per process run and
+    /// unguessable enough to not collide across hubs.
+    pub fn new_request_header(&self, id: RequestId) -> HeaderValue {
+        let mixed = (id.0 ^ self.id_salt).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ self.id_salt.rotate_left(17);
+        let text = format!("req_{:016x}{:08x}", mixed, id.0 as u32);
+        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("req_unknown"))
+    }
+
+    /// Whether management calls need no key: only on a loopback listener.
+    pub fn admin_open_without_key(&self) -> bool {
+        self.local_addr.ip().is_loopback()
+    }
+}
+
+pub struct HubHandle {
+    pub state: Arc<HubState>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("backends[{index}]: {source}")]
+    Backend { index: usize, source: RegistryError },
+    #[error("cannot read the listener's address: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("clients[{0}]: two clients share one key")]
+    DuplicateClientKey(usize),
+}
+
+/// Starts the hub on `listener` with `config`'s backends.
+pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle, StartError> {
+    let local_addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new());
+    let sched = Scheduler::new(SchedulerConfig {
+        max_queue: config.queue.max_waiting,
+        aging: config.queue.aging,
+        breaker: BreakerConfig {
+            failure_threshold: config.health.failure_threshold,
+            cooldown: config.health.cooldown,
+            max_cooldown: config.health.max_cooldown,
+        },
+        ..SchedulerConfig::default()
+    });
+    let mut clients = HashMap::new();
+    for (i, c) in config.clients.iter().enumerate() {
+        let known = KnownClient {
+            name: c.name.clone(),
+            priority: c.priority.and_then(|p| Priority::new(p).ok()),
+        };
+        if clients.insert(c.key.clone(), known).is_some() {
+            return Err(StartError::DuplicateClientKey(i));
+        }
+    }
+    let client = new_client(config.upstream.connect_timeout);
+    let state = Arc::new(HubState {
+        registry: Registry::new(client.clone(), config.health.probe_timeout),
+        dispatcher: Dispatcher::new(sched, metrics.clone()),
+        client,
+        metrics,
+        clients,
+        tasks: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
+        local_addr,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        next_request: AtomicU64::new(1),
+        id_salt: RandomState::new().build_hasher().finish(),
+        config,
+    });
+    for (index, b) in state.config.backends.iter().enumerate() {
+        state
+            .add_backend(b)
+            .map_err(|source| StartError::Backend { index, source })?;
+    }
+    state
+        .tasks
+        .spawn(state.dispatcher.clone().run_timer(state.shutdown.clone()));
+
+    let app = routes::router(state.clone());
+    let stop = state.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    tracing::info!(listen = %local_addr, backends = state.config.backends.len(), "hub started");
+    Ok(HubHandle { state, server })
+}
+
+impl HubHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.state.local_addr)
+    }
+
+    /// Resolves when something asked the hub to stop.
+    pub async fn stopped(&self) {
+        self.state.shutdown.cancelled().await;
+    }
+
+    /// Stops intake, answers waiting requests with 503, gives running ones
+    /// up to `grace` to finish, then awaits every task.
+    pub async fn shutdown(self, grace: Duration) {
+        self.state.shutdown.cancel();
+        self.state.dispatcher.close();
+        let mut server = self.server;
+        if tokio::time::timeout(grace, &mut server).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "requests still running after the grace period; closing them"
+            );
+            server.abort();
+            let _ = server.await;
+        }
+        self.state.tasks.close();
+        self.state.tasks.wait().await;
+    }
+}

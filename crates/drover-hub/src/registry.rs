@@ -1,0 +1,199 @@
+//! The backends the hub knows: name, kind, URL, adapter and the last probe's
+//! result. The scheduler knows them only by [`BackendId`]; names live here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use drover_backends::{Backend, BackendKind, DiscoveredModel, Endpoint, HttpClient, adapter_for};
+use drover_core::{BackendId, ModelName};
+use drover_scheduler::ModelSpec;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::BackendConfig;
+
+/// One backend.
+pub struct BackendEntry {
+    pub id: BackendId,
+    pub name: String,
+    pub kind: BackendKind,
+    pub endpoint: Endpoint,
+    pub adapter: Arc<dyn Backend>,
+    pub api_key: Option<String>,
+    /// Slots per model where the server does not say; seed 002's safe
+    /// default of one.
+    pub default_slots: u32,
+    pub model_slots: BTreeMap<String, u32>,
+    /// Stops this backend's prober.
+    pub cancel: CancellationToken,
+    /// Set before the backend leaves the scheduler, so a probe finishing
+    /// late cannot bring it back.
+    pub removed: AtomicBool,
+    pub probe: Mutex<ProbeStatus>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProbeStatus {
+    pub last_error: Option<String>,
+    pub ever_succeeded: bool,
+}
+
+impl BackendEntry {
+    /// What the scheduler should know about each discovered model: config
+    /// overrides first, then what the server reports, then the default.
+    pub fn specs(&self, models: &[DiscoveredModel]) -> Vec<ModelSpec> {
+        models
+            .iter()
+            .map(|m| ModelSpec {
+                name: ModelName::new(&m.id),
+                loaded: m.loaded,
+                slots: self
+                    .model_slots
+                    .get(&m.id)
+                    .copied()
+                    .or(m.slots)
+                    .unwrap_or(self.default_slots)
+                    .max(1),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a backend named {0:?} already exists")]
+    Duplicate(String),
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<BackendId, Arc<BackendEntry>>,
+    by_name: BTreeMap<String, BackendId>,
+}
+
+pub struct Registry {
+    inner: RwLock<Inner>,
+    next_id: AtomicU32,
+    client: HttpClient,
+    probe_timeout: Duration,
+}
+
+impl Registry {
+    pub fn new(client: HttpClient, probe_timeout: Duration) -> Self {
+        Registry {
+            inner: RwLock::new(Inner::default()),
+            next_id: AtomicU32::new(1),
+            client,
+            probe_timeout,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates and adds a backend; the caller starts its prober.
+    pub fn add(
+        &self,
+        config: &BackendConfig,
+        parent: &CancellationToken,
+    ) -> Result<Arc<BackendEntry>, RegistryError> {
+        let kind: BackendKind = config.kind.parse().map_err(RegistryError::Invalid)?;
+        let endpoint =
+            Endpoint::parse(&config.url).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let name = match &config.name {
+            Some(n) if !valid_name(n) => {
+                return Err(RegistryError::Invalid(format!(
+                    "backend name {n:?} must be 1-64 letters, digits, '.', '-', '_' or ':'"
+                )));
+            }
+            Some(n) => n.clone(),
+            None => endpoint.authority().to_string(),
+        };
+        if config.slots == Some(0) || config.model_slots.values().any(|s| *s == 0) {
+            return Err(RegistryError::Invalid("slots must be at least 1".into()));
+        }
+        let mut inner = self.write();
+        if inner.by_name.contains_key(&name) {
+            return Err(RegistryError::Duplicate(name));
+        }
+        let id = BackendId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let adapter = adapter_for(
+            kind,
+            endpoint.clone(),
+            self.client.clone(),
+            config.api_key.clone(),
+            self.probe_timeout,
+        );
+        let entry = Arc::new(BackendEntry {
+            id,
+            name: name.clone(),
+            kind,
+            endpoint,
+            adapter,
+            api_key: config.api_key.clone(),
+            default_slots: config.slots.unwrap_or(1),
+            model_slots: config.model_slots.clone(),
+            cancel: parent.child_token(),
+            removed: AtomicBool::new(false),
+            probe: Mutex::new(ProbeStatus::default()),
+        });
+        inner.by_name.insert(name, id);
+        inner.by_id.insert(id, entry.clone());
+        Ok(entry)
+    }
+
+    /// Removes a backend by name and stops its prober.
+    pub fn remove(&self, name: &str) -> Option<Arc<BackendEntry>> {
+        let mut inner = self.write();
+        let id = inner.by_name.remove(name)?;
+        let entry = inner.by_id.remove(&id)?;
+        entry.removed.store(true, Ordering::SeqCst);
+        entry.cancel.cancel();
+        Some(entry)
+    }
+
+    pub fn get(&self, id: BackendId) -> Option<Arc<BackendEntry>> {
+        self.read().by_id.get(&id).cloned()
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<Arc<BackendEntry>> {
+        let inner = self.read();
+        inner
+            .by_name
+            .get(name)
+            .and_then(|id| inner.by_id.get(id))
+            .cloned()
+    }
+
+    pub fn name_of(&self, id: BackendId) -> String {
+        self.read()
+            .by_id
+            .get(&id)
+            .map_or_else(|| id.to_string(), |e| e.name.clone())
+    }
+
+    /// Every backend, sorted by name.
+    pub fn all(&self) -> Vec<Arc<BackendEntry>> {
+        let inner = self.read();
+        inner
+            .by_name
+            .values()
+            .filter_map(|id| inner.by_id.get(id).cloned())
+            .collect()
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+}

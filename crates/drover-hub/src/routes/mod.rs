@@ -1,0 +1,36 @@
+//! HTTP routes. Handlers translate between HTTP and the hub's state; the
+//! mapping from errors to responses lives in [`crate::error`].
+
+mod admin;
+mod inference;
+mod models;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::hub::HubState;
+
+pub fn router(state: Arc<HubState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(inference::handle))
+        .route("/v1/completions", post(inference::handle))
+        .route("/v1/embeddings", post(inference::handle))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{*model}", get(models::get))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/admin/backends", get(admin::list).post(admin::add))
+        .route(
+            "/admin/backends/{name}",
+            get(admin::get).delete(admin::remove),
+        )
+        .route("/admin/backends/{name}/drain", post(admin::drain))
+        .route("/admin/backends/{name}/undrain", post(admin::undrain))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,59 @@
+//! `GET /v1/models`: the union of every backend's models, each entry saying
+//! where the model is and whether it is loaded there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use drover_proto::openai::{ModelEntry, ModelList, ModelPlacement};
+
+use crate::error::ApiError;
+use crate::hub::HubState;
+
+fn entries(hub: &HubState) -> Vec<ModelEntry> {
+    let views = hub.dispatcher.inspect(|s| s.fleet().views());
+    let mut by_model: BTreeMap<String, Vec<ModelPlacement>> = BTreeMap::new();
+    for view in views {
+        let backend = hub.registry.name_of(view.id);
+        for m in view.models {
+            by_model
+                .entry(m.name.to_string())
+                .or_default()
+                .push(ModelPlacement {
+                    backend: backend.clone(),
+                    state: if m.loaded { "loaded" } else { "available" }.to_string(),
+                    slots: m.slots,
+                    busy: m.busy,
+                });
+        }
+    }
+    by_model
+        .into_iter()
+        .map(|(id, backends)| ModelEntry {
+            id,
+            object: "model".into(),
+            created: hub.started_unix,
+            owned_by: "drover".into(),
+            backends,
+        })
+        .collect()
+}
+
+pub async fn list(State(hub): State<Arc<HubState>>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list".into(),
+        data: entries(&hub),
+    })
+}
+
+pub async fn get(
+    State(hub): State<Arc<HubState>>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelEntry>, ApiError> {
+    entries(&hub)
+        .into_iter()
+        .find(|e| e.id == model)
+        .map(Json)
+        .ok_or(ApiError::ModelNotFound { model })
+}

@@ -1,0 +1,55 @@
+//! The management API: `/admin/backends` and friends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /admin/backends`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AddBackend {
+    /// Defaults to the URL's host and port.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `lmstudio` or `openai`.
+    pub kind: String,
+    pub url: String,
+    /// Slots per model where the server does not report them.
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// Per-model slot overrides.
+    #[serde(default)]
+    pub model_slots: BTreeMap<String, u32>,
+    /// Sent upstream as `Authorization: Bearer`.
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+/// One backend as `GET /admin/backends` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendInfo {
+    pub name: String,
+    pub kind: String,
+    pub url: String,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+    pub draining: bool,
+    /// Requests running there now.
+    pub in_flight: u32,
+    pub models: Vec<BackendModelInfo>,
+    /// The last probe's error, if it failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendModelInfo {
+    pub id: String,
+    pub loaded: bool,
+    pub slots: u32,
+    pub busy: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendList {
+    pub backends: Vec<BackendInfo>,
+}

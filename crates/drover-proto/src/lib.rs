@@ -1,0 +1,13 @@
+//! drover's wire types: everything that crosses an HTTP boundary as JSON.
+//! Domain types elsewhere are not `Serialize`; only this crate (and the
+//! simulator, which reads the docs independently on purpose) knows JSON
+//! shapes.
+//!
+//! - [`openai`]: the OpenAI error shape, model listing, and the few request
+//!   fields the hub peeks at (it forwards bodies untouched).
+//! - [`lmstudio`]: LM Studio's `/api/v0/models` and `/api/v1/models`.
+//! - [`admin`]: the hub's management API.
+
+pub mod admin;
+pub mod lmstudio;
+pub mod openai;

@@ -1,0 +1,83 @@
+//! OpenAI-compatible shapes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `{"error": {...}}`, the body of every error drover answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+/// The fields of an inference request the hub needs to route it. Everything
+/// else stays in the raw body, which goes upstream byte for byte.
+#[derive(Debug, Deserialize)]
+pub struct RequestPeek<'a> {
+    #[serde(default, borrow)]
+    pub model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default, borrow)]
+    pub user: Option<std::borrow::Cow<'a, str>>,
+    /// Chat messages, kept raw: the hub hashes them for prefix affinity.
+    #[serde(default, borrow)]
+    pub messages: Option<Vec<&'a RawValue>>,
+    /// A completion prompt: a string, or an array (kept raw).
+    #[serde(default, borrow)]
+    pub prompt: Option<&'a RawValue>,
+}
+
+/// Just a message's role, to tell system prompts from conversation.
+#[derive(Debug, Deserialize)]
+pub struct MessageRole<'a> {
+    #[serde(default, borrow)]
+    pub role: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// `GET /v1/models` as drover answers it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<ModelEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelEntry {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+    /// Where the model is: each backend that lists it.
+    #[serde(default)]
+    pub backends: Vec<ModelPlacement>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelPlacement {
+    pub backend: String,
+    /// `loaded` or `available` (listed, loads on first use).
+    pub state: String,
+    pub slots: u32,
+    pub busy: u32,
+}
+
+/// A generic server's `GET /v1/models`, read leniently.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct UpstreamModelList {
+    #[serde(default)]
+    pub data: Vec<UpstreamModel>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpstreamModel {
+    pub id: String,
+}
