@@ -323,13 +323,14 @@ impl http_body::Body for PassThrough {
         if self.sse {
             return SizeHint::default();
         }
-        let mut hint = self.inner.size_hint();
-        if let Some(first) = &self.first {
-            let n = first.len() as u64;
-            hint.set_lower(hint.lower() + n);
-            if let Some(upper) = hint.upper() {
-                hint.set_upper(upper + n);
-            }
+        let inner = self.inner.size_hint();
+        let pending = self.first.as_ref().map_or(0, |f| f.len() as u64);
+        // Lower before upper would trip SizeHint's lower <= upper check, so
+        // start from an unbounded hint.
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + pending);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + pending);
         }
         hint
     }

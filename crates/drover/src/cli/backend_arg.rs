@@ -1,0 +1,74 @@
+//! `--backend KIND=URL[,slots=N][,name=NAME][,api_key=KEY]`, the command
+//! line's way to say what a `[[backends]]` table says.
+
+use drover_hub::BackendConfig;
+
+pub fn parse(arg: &str) -> Result<BackendConfig, String> {
+    let (kind, rest) = arg.split_once('=').ok_or_else(|| {
+        format!("--backend {arg:?}: expected KIND=URL, for example lmstudio=http://10.0.0.102:1234")
+    })?;
+    let mut parts = rest.split(',');
+    let url = parts.next().unwrap_or_default().trim();
+    if url.is_empty() {
+        return Err(format!("--backend {arg:?}: the URL is missing"));
+    }
+    let mut config = BackendConfig {
+        name: None,
+        kind: kind.trim().to_string(),
+        url: url.to_string(),
+        slots: None,
+        model_slots: Default::default(),
+        api_key: None,
+    };
+    for opt in parts {
+        let (k, v) = opt
+            .split_once('=')
+            .ok_or_else(|| format!("--backend {arg:?}: option {opt:?} should be key=value"))?;
+        match k.trim() {
+            "slots" => {
+                let n: u32 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--backend {arg:?}: slots must be a whole number above 0")
+                })?;
+                config.slots = Some(n);
+            }
+            "name" => config.name = Some(v.trim().to_string()),
+            "api_key" => config.api_key = Some(v.trim().to_string()),
+            other => {
+                return Err(format!(
+                    "--backend {arg:?}: unknown option {other:?} (known: slots, name, api_key)"
+                ));
+            }
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kind_url_and_options() {
+        let b = parse("lmstudio=http://10.0.0.102:1234").unwrap();
+        assert_eq!(
+            (b.kind.as_str(), b.url.as_str()),
+            ("lmstudio", "http://10.0.0.102:1234")
+        );
+        let b = parse("openai=http://h:8000/v1,slots=8,name=gpu1").unwrap();
+        assert_eq!(b.slots, Some(8));
+        assert_eq!(b.name.as_deref(), Some("gpu1"));
+    }
+
+    #[test]
+    fn names_the_problem() {
+        for (arg, want) in [
+            ("http://x", "expected KIND=URL"),
+            ("openai=", "URL is missing"),
+            ("openai=http://x,slots=0", "slots"),
+            ("openai=http://x,color=red", "unknown option"),
+        ] {
+            let err = parse(arg).unwrap_err();
+            assert!(err.contains(want), "{arg}: {err}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `drover backends ls|add|rm|drain|undrain`: the management API from the
+//! shell.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use drover_proto::admin::{AddBackend, BackendInfo, BackendList};
+use http::Method;
+
+use super::http::{Api, check};
+
+#[derive(clap::Args)]
+pub struct BackendsArgs {
+    /// The hub's URL.
+    #[arg(
+        long,
+        env = "DROVER_HUB",
+        default_value = "http://127.0.0.1:8700",
+        global = true
+    )]
+    pub hub: String,
+    /// The hub's admin key, if it has one.
+    #[arg(long, env = "DROVER_ADMIN_KEY", global = true, hide_env_values = true)]
+    pub admin_key: Option<String>,
+    #[command(subcommand)]
+    pub command: BackendsCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum BackendsCommand {
+    /// List backends, their models, slots and health.
+    Ls,
+    /// Add a backend: KIND=URL[,slots=N][,name=NAME][,api_key=KEY].
+    Add {
+        #[arg(value_name = "KIND=URL")]
+        backend: String,
+    },
+    /// Remove a backend; requests running there finish.
+    Rm { name: String },
+    /// Stop sending new work to a backend; running requests finish.
+    Drain {
+        name: String,
+        /// Wait until nothing runs there any more.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Send work to a drained backend again.
+    Undrain { name: String },
+}
+
+pub async fn run(args: BackendsArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.hub, args.admin_key.clone());
+    match args.command {
+        BackendsCommand::Ls => {
+            let (status, body) = api.call(Method::GET, "/admin/backends", None).await?;
+            check(status, &body)?;
+            let list: BackendList = serde_json::from_value(body).context("unexpected answer")?;
+            print_table(&list.backends);
+        }
+        BackendsCommand::Add { backend } => {
+            let b = super::backend_arg::parse(&backend).map_err(anyhow::Error::msg)?;
+            let req = AddBackend {
+                name: b.name,
+                kind: b.kind,
+                url: b.url,
+                slots: b.slots,
+                model_slots: b.model_slots,
+                api_key: b.api_key,
+            };
+            let (status, body) = api
+                .call(
+                    Method::POST,
+                    "/admin/backends",
+                    Some(serde_json::to_value(&req)?),
+                )
+                .await?;
+            check(status, &body)?;
+            let info: BackendInfo = serde_json::from_value(body).context("unexpected answer")?;
+            println!("added {} ({} {})", info.name, info.kind, info.url);
+        }
+        BackendsCommand::Rm { name } => {
+            let (status, body) = api
+                .call(Method::DELETE, &format!("/admin/backends/{name}"), None)
+                .await?;
+            check(status, &body)?;
+            println!("removed {name}");
+        }
+        BackendsCommand::Drain { name, wait } => {
+            let (status, body) = api
+                .call(Method::POST, &format!("/admin/backends/{name}/drain"), None)
+                .await?;
+            check(status, &body)?;
+            let mut info: BackendInfo =
+                serde_json::from_value(body).context("unexpected answer")?;
+            println!(
+                "draining {name}: {} request(s) still running",
+                info.in_flight
+            );
+            while wait && info.in_flight > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (status, body) = api
+                    .call(Method::GET, &format!("/admin/backends/{name}"), None)
+                    .await?;
+                check(status, &body)?;
+                info = serde_json::from_value(body).context("unexpected answer")?;
+            }
+            if wait {
+                println!("{name} is drained: nothing runs there");
+            }
+        }
+        BackendsCommand::Undrain { name } => {
+            let (status, body) = api
+                .call(
+                    Method::POST,
+                    &format!("/admin/backends/{name}/undrain"),
+                    None,
+                )
+                .await?;
+            check(status, &body)?;
+            println!("{name} takes work again");
+        }
+    }
+    Ok(())
+}
+
+fn print_table(backends: &[BackendInfo]) {
+    if backends.is_empty() {
+        println!("no backends");
+        return;
+    }
+    println!(
+        "{:<20} {:<9} {:<28} {:<10} {:<9} {:>6}  models (busy/slots)",
+        "NAME", "KIND", "URL", "BREAKER", "DRAINING", "BUSY"
+    );
+    for b in backends {
+        let models: Vec<String> = b
+            .models
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}{} {}/{}",
+                    m.id,
+                    if m.loaded { "" } else { " (not loaded)" },
+                    m.busy,
+                    m.slots
+                )
+            })
+            .collect();
+        println!(
+            "{:<20} {:<9} {:<28} {:<10} {:<9} {:>6}  {}",
+            b.name,
+            b.kind,
+            b.url,
+            b.breaker,
+            if b.draining { "yes" } else { "no" },
+            b.in_flight,
+            models.join(", ")
+        );
+        if let Some(err) = &b.last_error {
+            println!("{:<20} last probe failed: {err}", "");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `drover demo`: seed 002's fleet, simulated (two LM Studio servers, six
+//! models each, one slot per model, about three seconds per answer), behind
+//! a hub on loopback. The README's first command.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use drover_hub::{BackendConfig, HubConfig};
+use drover_sim::{Dialect, SimConfig, SimServer};
+use tokio::net::TcpListener;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Where the hub listens.
+    #[arg(long, default_value = "127.0.0.1:8700")]
+    pub listen: SocketAddr,
+    /// Simulated LM Studio servers.
+    #[arg(long, default_value_t = 2)]
+    pub servers: usize,
+}
+
+pub const DEMO_MODELS: [&str; 6] = [
+    "highermind_the-eternal-1",
+    "philosophy-101",
+    "qwen2.5-7b-instruct",
+    "llama-3.1-8b-instruct",
+    "mistral-7b-instruct-v0.3",
+    "gemma-2-9b-it",
+];
+pub const DEMO_EMBEDDING_MODEL: &str = "text-embedding-nomic-embed-text-v1.5";
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    super::init_logging("warn");
+    if args.servers == 0 {
+        anyhow::bail!("--servers must be at least 1");
+    }
+    let mut sims = Vec::new();
+    let mut backends = Vec::new();
+    for i in 1..=args.servers {
+        let mut models: Vec<String> = DEMO_MODELS.iter().map(|m| m.to_string()).collect();
+        models.push(DEMO_EMBEDDING_MODEL.to_string());
+        let config = SimConfig {
+            dialect: Dialect::LmStudio,
+            loaded: models.clone(),
+            models,
+            slots: 1,
+            // About seed 002's three seconds per answer.
+            ttft: Duration::from_millis(300),
+            tokens_per_sec: 20.0,
+            output_tokens: 48,
+            seed: i as u64,
+            ..SimConfig::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot open a loopback port for a simulated server")?;
+        let sim = SimServer::start(listener, config).context("cannot start a simulated server")?;
+        backends.push(BackendConfig {
+            name: Some(format!("studio-{i}")),
+            kind: "lmstudio".into(),
+            url: sim.url(),
+            slots: None,
+            model_slots: Default::default(),
+            api_key: None,
+        });
+        sims.push(sim);
+    }
+    let config = HubConfig {
+        listen: args.listen,
+        backends: backends.clone(),
+        ..HubConfig::default()
+    };
+    let listener = TcpListener::bind(args.listen).await.with_context(|| {
+        format!(
+            "cannot listen on {} (is something else there? try --listen 127.0.0.1:0)",
+            args.listen
+        )
+    })?;
+    let hub = drover_hub::start(config, listener).await?;
+    // Wait for the first probe of every simulated server, so the banner
+    // below is true when it prints.
+    let wanted = args.servers;
+    for _ in 0..200 {
+        let seen = hub.state.dispatcher.inspect(|s| s.fleet().views().len());
+        if seen >= wanted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let url = hub.url();
+    println!(
+        "drover demo: {} simulated LM Studio servers x {} models (1 slot each, ~3 s per answer) behind one endpoint\n",
+        args.servers,
+        DEMO_MODELS.len()
+    );
+    println!("  OpenAI base URL  {url}/v1");
+    for (b, sim) in backends.iter().zip(&sims) {
+        println!(
+            "  backend          {} {}",
+            b.name.as_deref().unwrap_or("?"),
+            sim.url()
+        );
+    }
+    println!("  metrics          {url}/metrics\n");
+    println!("Try:");
+    println!("  curl -s {url}/v1/models");
+    println!(
+        "  curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"philosophy-101\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
+    );
+    println!("  cargo run --release -- backends ls --hub {url}");
+    println!("\nCtrl-C to stop.");
+
+    let stop = super::shutdown_token();
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = hub.stopped() => {}
+    }
+    hub.shutdown(Duration::from_secs(10)).await;
+    for sim in sims {
+        sim.shutdown().await;
+    }
+    Ok(())
+}

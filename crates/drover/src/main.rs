@@ -1,0 +1,61 @@
+//! The `drover` binary: a thin clap layer over the library crates. Only this
+//! crate uses `anyhow`; errors are given context here, at the edge.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "One fast, reliable OpenAI-compatible endpoint for a fleet of local LLM servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub in front of your LLM servers.
+    Serve(cli::serve::ServeArgs),
+    /// A simulated fleet (seed 002's shape) and a hub on loopback, for a first look.
+    Demo(cli::demo::DemoArgs),
+    /// Run a simulated LLM server speaking a real server's API.
+    Sim(drover_sim::SimArgs),
+    /// Manage a running hub's backends.
+    Backends(cli::backends::BackendsArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drover: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Demo(args) => cli::demo::run(args).await,
+            Command::Sim(args) => {
+                cli::init_logging("info");
+                drover_sim::run(args, cli::shutdown_token()).await
+            }
+            Command::Backends(args) => cli::backends::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drover: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
