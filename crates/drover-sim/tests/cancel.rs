@@ -1,0 +1,110 @@
+//! A client that goes away before its answer is done shows up in
+//! `cancelled`, wherever the request was: queued, before the first token,
+//! or mid-stream. This is what the hub's tests rely on to see that a client
+//! disconnect reaches the backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use drover_sim::{SimConfig, SimHandle};
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::json;
+
+fn spawn_chat(sim: &SimHandle, body: serde_json::Value) -> tokio::task::JoinHandle<()> {
+    let url = format!("{}/v1/chat/completions", sim.url());
+    tokio::spawn(async move {
+        let response = send(&client(), Method::POST, &url, Some(&body.to_string())).await;
+        let _ = response.into_body().collect().await;
+    })
+}
+
+#[tokio::test]
+async fn disconnect_before_the_first_token_is_cancelled() {
+    let sim = start(SimConfig {
+        ttft: Duration::from_secs(60),
+        ..SimConfig::default()
+    })
+    .await;
+    let request = spawn_chat(&sim, chat("sim-model", "hi"));
+    wait_for(&sim, |s| s.model("sim-model").active == 1).await;
+    // Dropping the client's request future closes its connection.
+    request.abort();
+    let stats = wait_for(&sim, |s| s.model("sim-model").cancelled == 1).await;
+    let model = stats.model("sim-model");
+    assert_eq!((model.in_flight, model.active, model.completed), (0, 0, 0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn disconnect_while_queued_is_cancelled_and_frees_the_queue() {
+    let sim = start(SimConfig {
+        ttft: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let first = spawn_chat(&sim, chat("sim-model", "first"));
+    wait_for(&sim, |s| s.model("sim-model").active == 1).await;
+    let queued = spawn_chat(&sim, chat("sim-model", "second"));
+    wait_for(&sim, |s| s.model("sim-model").in_flight == 2).await;
+    queued.abort();
+    wait_for(&sim, |s| s.model("sim-model").cancelled == 1).await;
+    within(first).await.unwrap();
+    let stats = wait_for(&sim, |s| s.model("sim-model").completed == 1).await;
+    let model = stats.model("sim-model");
+    assert_eq!(
+        (model.cancelled, model.max_active, model.in_flight),
+        (1, 1, 0)
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn disconnect_mid_stream_is_cancelled() {
+    let sim = start(SimConfig {
+        output_tokens: 100,
+        tokens_per_sec: 20.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let body = json!({
+        "model": "sim-model",
+        "messages": [{ "role": "user", "content": "hi" }],
+        "stream": true,
+    });
+    let response = send(&client(), Method::POST, &url, Some(&body.to_string())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body();
+    // The role chunk and a token or two, then the client leaves.
+    within(stream.frame()).await.unwrap().unwrap();
+    within(stream.frame()).await.unwrap().unwrap();
+    drop(stream);
+    let stats = wait_for(&sim, |s| s.model("sim-model").cancelled == 1).await;
+    let model = stats.model("sim-model");
+    assert_eq!((model.in_flight, model.active, model.completed), (0, 0, 0));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_finished_request_is_not_cancelled() {
+    let sim = start(SimConfig::default()).await;
+    post(&sim, "/v1/chat/completions", &chat("sim-model", "hi")).await;
+    let mut body = chat("sim-model", "hi");
+    body["stream"] = json!(true);
+    post_stream_and_read(&sim, &body).await;
+    let stats = wait_for(&sim, |s| s.model("sim-model").completed == 2).await;
+    assert_eq!(stats.model("sim-model").cancelled, 0);
+    sim.shutdown().await;
+}
+
+async fn post_stream_and_read(sim: &SimHandle, body: &serde_json::Value) {
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let response = send(&client(), Method::POST, &url, Some(&body.to_string())).await;
+    let bytes = body_bytes(response).await;
+    assert!(bytes.ends_with(b"data: [DONE]\n\n"));
+}
