@@ -1,0 +1,157 @@
+//! A hub with simulated backends, all in this process, on loopback ports.
+
+use std::time::Duration;
+
+use drover_hub::{BackendConfig, HubConfig, HubHandle};
+use drover_sim::{Dialect, SimConfig, SimHandle, SimServer};
+use tokio::net::TcpListener;
+
+use crate::client::Client;
+
+pub struct ClusterBuilder {
+    sims: Vec<(String, SimConfig, Option<u32>)>,
+    config: HubConfig,
+}
+
+pub struct Cluster {
+    pub hub: HubHandle,
+    /// In the order they were added.
+    pub sims: Vec<SimHandle>,
+    pub names: Vec<String>,
+    pub client: Client,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClusterBuilder {
+    pub fn new() -> Self {
+        let mut config = HubConfig::default();
+        // Quick probes and short cooldowns keep recovery tests short.
+        config.health.probe_interval = Duration::from_millis(100);
+        config.health.cooldown = Duration::from_millis(200);
+        config.health.max_cooldown = Duration::from_millis(400);
+        ClusterBuilder {
+            sims: Vec::new(),
+            config,
+        }
+    }
+
+    /// Adds a simulated backend named `name`.
+    pub fn sim(mut self, name: &str, config: SimConfig) -> Self {
+        self.sims.push((name.to_string(), config, None));
+        self
+    }
+
+    /// Adds a simulated backend whose slots per model the hub's config sets.
+    pub fn sim_with_slots(mut self, name: &str, config: SimConfig, slots: u32) -> Self {
+        self.sims.push((name.to_string(), config, Some(slots)));
+        self
+    }
+
+    pub fn hub(mut self, f: impl FnOnce(&mut HubConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Starts everything and waits until the hub has discovered every
+    /// backend's models.
+    pub async fn start(self) -> Cluster {
+        let mut sims = Vec::new();
+        let mut names = Vec::new();
+        let mut config = self.config;
+        for (name, sim_config, slots) in self.sims {
+            let kind = match sim_config.dialect {
+                Dialect::LmStudio => "lmstudio",
+                _ => "openai",
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let sim = SimServer::start(listener, sim_config).unwrap();
+            config.backends.push(BackendConfig {
+                name: Some(name.clone()),
+                kind: kind.into(),
+                url: sim.url(),
+                slots,
+                model_slots: Default::default(),
+                api_key: None,
+            });
+            names.push(name);
+            sims.push(sim);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.listen = listener.local_addr().unwrap();
+        let hub = drover_hub::start(config, listener).await.unwrap();
+        let client = Client::new(&hub.url());
+        let cluster = Cluster {
+            hub,
+            sims,
+            names,
+            client,
+        };
+        let want = cluster.sims.len();
+        wait_until("every backend is discovered", || {
+            cluster.hub.state.dispatcher.inspect(|s| {
+                s.fleet()
+                    .views()
+                    .iter()
+                    .filter(|v| !v.models.is_empty())
+                    .count()
+            }) == want
+        })
+        .await;
+        cluster
+    }
+}
+
+impl Cluster {
+    pub fn sim(&self, name: &str) -> &SimHandle {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no sim named {name}"));
+        &self.sims[i]
+    }
+
+    /// Requests waiting in the hub's queue.
+    pub fn waiting(&self) -> usize {
+        self.hub.state.dispatcher.inspect(|s| s.queue().len())
+    }
+
+    /// Requests the hub has running on a backend.
+    pub fn busy(&self, backend: &str) -> u32 {
+        let id = self.hub.state.registry.by_name(backend).unwrap().id;
+        self.hub
+            .state
+            .dispatcher
+            .inspect(|s| s.fleet().view(id).map_or(0, |v| v.busy))
+    }
+
+    /// A backend's breaker state as the admin API reports it.
+    pub async fn breaker(&self, backend: &str) -> String {
+        let r = self.client.get(&format!("/admin/backends/{backend}")).await;
+        r.json()["breaker"].as_str().unwrap().to_string()
+    }
+
+    pub async fn shutdown(self) {
+        self.hub.shutdown(Duration::from_secs(5)).await;
+        for sim in self.sims {
+            sim.shutdown().await;
+        }
+    }
+}
+
+/// Polls `condition` until it holds; panics naming `what` after 10 s. This
+/// waits on state, not on time: the bound only turns a hang into a failure.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,46 @@
+//! A test harness: start simulated servers and a real hub on loopback, talk
+//! to the hub over real HTTP, and wait on conditions (never on sleeps).
+//!
+//! - [`Cluster`] / [`ClusterBuilder`]: the hub and its simulated backends.
+//! - [`Client`]: a plain hyper client with JSON and streaming helpers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod client;
+mod cluster;
+
+pub use client::{Client, Reply};
+pub use cluster::{Cluster, ClusterBuilder, wait_until};
+
+pub use drover_hub::HubConfig;
+pub use drover_sim::{Dialect, Faults, SimConfig, SimHandle};
+
+/// A chat request body with one user message.
+pub fn chat_body(model: &str, content: &str) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+    })
+}
+
+/// An LM Studio simulator with every model loaded.
+pub fn lmstudio(models: &[&str], slots: usize, ttft_ms: u64) -> SimConfig {
+    let models: Vec<String> = models.iter().map(|m| m.to_string()).collect();
+    SimConfig {
+        dialect: Dialect::LmStudio,
+        loaded: models.clone(),
+        models,
+        slots,
+        ttft: std::time::Duration::from_millis(ttft_ms),
+        output_tokens: 8,
+        ..SimConfig::default()
+    }
+}
+
+/// A generic OpenAI-compatible simulator.
+pub fn openai(models: &[&str], slots: usize, ttft_ms: u64) -> SimConfig {
+    SimConfig {
+        dialect: Dialect::OpenAi,
+        ..lmstudio(models, slots, ttft_ms)
+    }
+}

@@ -1,0 +1,193 @@
+//! Bad input gets a clear error in the OpenAI shape with the status a client
+//! expects; nothing panics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use drover_tests::{ClusterBuilder, lmstudio};
+use http::Method;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_openai_shaped_errors() {
+    let cluster = ClusterBuilder::new()
+        .sim("studio", lmstudio(&["m"], 1, 5))
+        .hub(|c| c.limits.max_body_bytes = 4096)
+        .start()
+        .await;
+    let big = format!(r#"{{"model":"m","prompt":"{}"}}"#, "x".repeat(5000));
+    let cases: Vec<(Method, &str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![],
+            "{not json".into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![],
+            "[1,2]".into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![],
+            "".into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![],
+            r#"{"messages":[]}"#.into(),
+            400,
+            "missing_required_parameter",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![],
+            r#"{"model":"  "}"#.into(),
+            400,
+            "missing_required_parameter",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![],
+            r#"{"model":42}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![],
+            r#"{"model":"nope","messages":[]}"#.into(),
+            404,
+            "model_not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/completions",
+            vec![],
+            big,
+            413,
+            "request_too_large",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![("x-drover-priority", "high")],
+            r#"{"model":"m"}"#.into(),
+            400,
+            "invalid_priority",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![("x-drover-priority", "101")],
+            r#"{"model":"m"}"#.into(),
+            400,
+            "invalid_priority",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![("x-drover-queue-timeout", "-1")],
+            r#"{"model":"m"}"#.into(),
+            400,
+            "invalid_queue_timeout",
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            vec![("x-drover-queue-timeout", "NaN")],
+            r#"{"model":"m"}"#.into(),
+            400,
+            "invalid_queue_timeout",
+        ),
+        (
+            Method::GET,
+            "/v1/nothing-here",
+            vec![],
+            "".into(),
+            404,
+            "not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/chat/completions",
+            vec![],
+            "".into(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            Method::GET,
+            "/v1/models/nope",
+            vec![],
+            "".into(),
+            404,
+            "model_not_found",
+        ),
+        (
+            Method::POST,
+            "/admin/backends",
+            vec![],
+            "{}".into(),
+            400,
+            "invalid_backend",
+        ),
+        (
+            Method::POST,
+            "/admin/backends",
+            vec![],
+            r#"{"kind":"openai","url":"https://x"}"#.into(),
+            400,
+            "invalid_backend",
+        ),
+        (
+            Method::DELETE,
+            "/admin/backends/ghost",
+            vec![],
+            "".into(),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = cluster
+            .client
+            .call(method.clone(), path, &headers, Bytes::from(body.clone()))
+            .await;
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{method} {path} {body:.60}: {}",
+            r.text()
+        );
+        assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
+        assert_eq!(
+            r.error_code(),
+            code,
+            "{method} {path} {body:.60}: {}",
+            r.text()
+        );
+    }
+    // The hub is still fine.
+    let ok = cluster
+        .client
+        .post(
+            "/v1/chat/completions",
+            &drover_tests::chat_body("m", "still here"),
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+    cluster.shutdown().await;
+}

@@ -1,0 +1,220 @@
+//! Health and failover: a request that fails before its first byte is
+//! retried on another backend; a backend that keeps failing has its breaker
+//! opened; one that comes back is used again with no restart (seed 000).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use drover_tests::{ClusterBuilder, Faults, chat_body, lmstudio, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_backend_costs_no_failed_request() {
+    let cluster = ClusterBuilder::new()
+        .sim("down", lmstudio(&["m"], 2, 5))
+        .sim("up", lmstudio(&["m"], 2, 5))
+        .hub(|c| {
+            // Keep the breaker out of the way: this is about retries.
+            c.health.failure_threshold = 1000;
+            c.health.probe_interval = std::time::Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    cluster.sim("down").refuse_connections(true).await.unwrap();
+    for i in 0..20 {
+        let r = cluster
+            .client
+            .post("/v1/chat/completions", &chat_body("m", &format!("r {i}")))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.backend(), "up");
+    }
+    let metrics = cluster.client.get("/metrics").await.text();
+    let retries = metric(&metrics, "drover_retries_total{backend=\"down\"}");
+    assert!(retries >= 1.0, "retries: {retries}\n{metrics}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_answering_500_is_retried_elsewhere() {
+    let mut broken = lmstudio(&["m"], 2, 5);
+    broken.faults = Faults {
+        error_rate: 1.0,
+        ..Faults::NONE
+    };
+    let cluster = ClusterBuilder::new()
+        .sim("broken", broken)
+        .sim("fine", lmstudio(&["m"], 2, 5))
+        .start()
+        .await;
+    for i in 0..10 {
+        let r = cluster
+            .client
+            .post("/v1/chat/completions", &chat_body("m", &format!("r {i}")))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.backend(), "fine");
+    }
+    assert!(cluster.sim("broken").stats().injected_errors >= 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_on_failures_and_closes_when_the_backend_returns() {
+    let cluster = ClusterBuilder::new()
+        .sim("flaky", lmstudio(&["m"], 2, 5))
+        .sim("steady", lmstudio(&["m"], 2, 5))
+        .start()
+        .await;
+    assert_eq!(cluster.breaker("flaky").await, "closed");
+    cluster.sim("flaky").refuse_connections(true).await.unwrap();
+    // Probes and requests both count; either way it opens.
+    for i in 0..10 {
+        let r = cluster
+            .client
+            .post("/v1/chat/completions", &chat_body("m", &format!("r {i}")))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let mut state = String::new();
+    for _ in 0..200 {
+        state = cluster.breaker("flaky").await;
+        if state == "open" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "open");
+    let metrics = cluster.client.get("/metrics").await.text();
+    assert_eq!(
+        metric(
+            &metrics,
+            "drover_backend_breaker_state{backend=\"flaky\",state=\"open\"}"
+        ),
+        1.0
+    );
+    // It comes back: no restart, no config change.
+    cluster
+        .sim("flaky")
+        .refuse_connections(false)
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        state = cluster.breaker("flaky").await;
+        if state == "closed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state, "closed");
+    let mut served_by_flaky = 0;
+    for i in 0..10 {
+        let r = cluster
+            .client
+            .post(
+                "/v1/chat/completions",
+                &chat_body("m", &format!("after {i}")),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        if r.backend() == "flaky" {
+            served_by_flaky += 1;
+        }
+    }
+    assert!(served_by_flaky > 0, "the recovered backend gets work again");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_lost_under_load_fails_no_request() {
+    let cluster = ClusterBuilder::new()
+        .sim("a", lmstudio(&["m"], 4, 20))
+        .sim("b", lmstudio(&["m"], 4, 20))
+        .start()
+        .await;
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let client = cluster.client.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(
+                    "/v1/chat/completions",
+                    &chat_body("m", &format!("load {i}")),
+                )
+                .await
+        }));
+    }
+    wait_until("backend a is busy", || cluster.busy("a") > 0).await;
+    let a = cluster.sim("a");
+    a.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::NONE
+    });
+    a.refuse_connections(true).await.unwrap();
+    let mut failed = 0;
+    for t in tasks {
+        if t.await.unwrap().status != 200 {
+            failed += 1;
+        }
+    }
+    assert_eq!(
+        failed, 0,
+        "every non-streamed request should survive the loss of a backend"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_attempt_fails_the_client_gets_a_502_naming_the_cause() {
+    let mut broken = lmstudio(&["m"], 2, 5);
+    broken.faults = Faults {
+        error_rate: 1.0,
+        ..Faults::NONE
+    };
+    let cluster = ClusterBuilder::new()
+        .sim("broken", broken)
+        .hub(|c| c.upstream.max_retries = 2)
+        .start()
+        .await;
+    let r = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "doomed"))
+        .await;
+    // The last attempt's own answer is passed through: the backend's 500 in
+    // the OpenAI shape, from the backend that gave it.
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.backend(), "broken");
+    assert_eq!(
+        cluster.sim("broken").stats().injected_errors,
+        3,
+        "1 attempt + 2 retries"
+    );
+    cluster
+        .sim("broken")
+        .refuse_connections(true)
+        .await
+        .unwrap();
+    let r = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "doomed"))
+        .await;
+    assert!(
+        r.status == 502 || r.status == 503,
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+    assert!(
+        ["upstream_error", "no_healthy_backend"].contains(&r.error_code().as_str()),
+        "{}",
+        r.text()
+    );
+    cluster.shutdown().await;
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .map(|v| v.trim().parse::<f64>().unwrap_or(f64::NAN))
+        })
+        .unwrap_or(0.0)
+}
