@@ -7,6 +7,16 @@ use bytes::Bytes;
 use drover_tests::{ClusterBuilder, lmstudio};
 use http::Method;
 
+/// Method, path, headers, body; the status and error code expected.
+type Case<'a> = (
+    Method,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    String,
+    u16,
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_openai_shaped_errors() {
     let cluster = ClusterBuilder::new()
@@ -15,7 +25,7 @@ async fn bad_requests_get_openai_shaped_errors() {
         .start()
         .await;
     let big = format!(r#"{{"model":"m","prompt":"{}"}}"#, "x".repeat(5000));
-    let cases: Vec<(Method, &str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/v1/chat/completions",
