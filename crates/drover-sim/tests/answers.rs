@@ -50,7 +50,7 @@ async fn chat_completion_is_a_full_object_with_usage() {
     )
     .await;
     assert_ne!(other["choices"][0]["message"]["content"], content);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -68,7 +68,7 @@ async fn max_tokens_caps_the_answer_and_says_length() {
     let (_, answer) = post(&sim, "/v1/chat/completions", &body).await;
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
     assert_eq!(answer["usage"]["completion_tokens"], 16);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -98,7 +98,7 @@ async fn text_completion_is_a_full_object() {
         answer["usage"],
         json!({ "prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10 })
     );
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 fn norm(vector: &serde_json::Value) -> f64 {
@@ -150,7 +150,7 @@ async fn embeddings_are_deterministic_unit_vectors() {
     assert_eq!(data[1]["embedding"], one["data"][0]["embedding"]);
     assert_ne!(data[0]["embedding"], data[1]["embedding"]);
     assert!((norm(&data[0]["embedding"]) - 1.0).abs() < 1e-4);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -174,5 +174,5 @@ async fn models_are_listed_openai_style() {
         })
         .collect();
     assert_eq!(ids, ["a", "b"]);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }

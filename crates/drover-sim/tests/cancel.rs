@@ -37,30 +37,30 @@ async fn disconnect_before_the_first_token_is_cancelled() {
     let stats = wait_for(&sim, |s| s.model("sim-model").cancelled == 1).await;
     let model = stats.model("sim-model");
     assert_eq!((model.in_flight, model.active, model.completed), (0, 0, 0));
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
 async fn disconnect_while_queued_is_cancelled_and_frees_the_queue() {
-    let sim = start(SimConfig {
-        ttft: Duration::from_millis(300),
-        ..SimConfig::default()
-    })
-    .await;
-    let first = spawn_chat(&sim, chat("sim-model", "first"));
-    wait_for(&sim, |s| s.model("sim-model").active == 1).await;
-    let queued = spawn_chat(&sim, chat("sim-model", "second"));
+    let sim = start(slow_config(1)).await;
+    let blocker = hold_slot(&sim, "sim-model").await;
+    let queued = spawn_chat(&sim, quick("sim-model", "queued"));
     wait_for(&sim, |s| s.model("sim-model").in_flight == 2).await;
     queued.abort();
-    wait_for(&sim, |s| s.model("sim-model").cancelled == 1).await;
-    within(first).await.unwrap();
-    let stats = wait_for(&sim, |s| s.model("sim-model").completed == 1).await;
-    let model = stats.model("sim-model");
+    let stats = wait_for(&sim, |s| s.model("sim-model").cancelled == 1).await;
+    assert_eq!(stats.model("sim-model").active, 1, "the blocker still runs");
+
+    // The abandoned place in the queue doesn't hold up the next request.
+    drop(blocker);
+    wait_for(&sim, |s| s.model("sim-model").active == 0).await;
+    let (status, _) = post(&sim, "/v1/chat/completions", &quick("sim-model", "next")).await;
+    assert_eq!(status, StatusCode::OK);
+    let model = sim.stats().model("sim-model");
     assert_eq!(
-        (model.cancelled, model.max_active, model.in_flight),
-        (1, 1, 0)
+        (model.cancelled, model.completed, model.max_active),
+        (2, 1, 1)
     );
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -87,7 +87,7 @@ async fn disconnect_mid_stream_is_cancelled() {
     let stats = wait_for(&sim, |s| s.model("sim-model").cancelled == 1).await;
     let model = stats.model("sim-model");
     assert_eq!((model.in_flight, model.active, model.completed), (0, 0, 0));
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -99,7 +99,7 @@ async fn a_finished_request_is_not_cancelled() {
     post_stream_and_read(&sim, &body).await;
     let stats = wait_for(&sim, |s| s.model("sim-model").completed == 2).await;
     assert_eq!(stats.model("sim-model").cancelled, 0);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 async fn post_stream_and_read(sim: &SimHandle, body: &serde_json::Value) {

@@ -50,7 +50,7 @@ async fn stats_are_served_as_json_and_reset_zeroes_them() {
             ..Default::default()
         }
     );
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]

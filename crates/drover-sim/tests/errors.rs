@@ -103,7 +103,7 @@ async fn malformed_requests_are_400() {
         (stats.max_in_flight, stats.completed, stats.cancelled),
         (0, 0, 0)
     );
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -131,7 +131,7 @@ async fn unknown_model_is_404_model_not_found() {
                 .contains("no-such-model")
         );
     }
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn unknown_endpoints_are_404() {
     // The OpenAI dialect has no LM Studio endpoints.
     let (status, _) = get(&sim, "/api/v0/models").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -154,5 +154,5 @@ async fn invalid_requests_count_as_requests() {
     raw_post(&sim, "/v1/chat/completions", "nope").await;
     post(&sim, "/v1/chat/completions", &chat("sim-model", "hi")).await;
     assert_eq!(sim.stats().requests_total, 2);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }

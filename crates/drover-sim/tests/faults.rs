@@ -45,7 +45,7 @@ async fn error_fault_answers_500_in_the_openai_shape() {
         (model.completed, model.cancelled, model.max_active),
         (0, 0, 0)
     );
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -72,7 +72,7 @@ async fn hang_fault_never_answers_until_the_client_leaves() {
     request.abort();
     let stats = wait_for(&sim, |s| s.model("sim-model").in_flight == 0).await;
     assert_eq!(stats.model("sim-model").cancelled, 1);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -136,7 +136,7 @@ async fn close_mid_stream_kills_a_stream_after_its_first_chunks() {
     let model = stats.model("sim-model");
     assert_eq!((model.in_flight, model.active), (0, 0));
     assert_eq!((model.completed, model.cancelled), (0, 0));
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn close_mid_stream_kills_a_plain_answer_after_its_headers() {
     assert!(cut);
     assert_eq!(received, "");
     wait_for(&sim, |s| s.mid_stream_closes == 1).await;
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 /// Sends `n` requests one after another and records each outcome.
@@ -190,8 +190,8 @@ async fn faults_are_deterministic_per_seed() {
     // A reset restarts the sequence, and with it the pattern.
     a.reset_stats();
     assert_eq!(first, outcomes(&a, 30).await);
-    a.shutdown().await;
-    b.shutdown().await;
+    within(a.shutdown()).await;
+    within(b.shutdown()).await;
 }
 
 #[tokio::test]
@@ -210,5 +210,5 @@ async fn faults_can_change_while_running() {
     sim.set_faults(Faults::NONE);
     let (status, _) = post(&sim, "/v1/chat/completions", &chat("sim-model", "hi")).await;
     assert_eq!(status, StatusCode::OK);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }

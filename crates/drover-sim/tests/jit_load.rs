@@ -13,7 +13,8 @@ use http::StatusCode;
 use serde_json::json;
 use tokio::task::JoinSet;
 
-const LOAD_TIME: Duration = Duration::from_millis(300);
+// Long enough that concurrent first requests all arrive during the load.
+const LOAD_TIME: Duration = Duration::from_millis(800);
 
 fn lmstudio() -> SimConfig {
     SimConfig {
@@ -58,7 +59,7 @@ async fn first_request_loads_the_model_once() {
     // Loaded now: no further load.
     post(&sim, "/v1/chat/completions", &chat("cold", "again")).await;
     assert_eq!(sim.stats().loads, 1);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -67,7 +68,7 @@ async fn a_loaded_model_needs_no_load() {
     let (status, _) = post(&sim, "/v1/chat/completions", &chat("warm", "hi")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sim.stats().loads, 0);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -78,7 +79,7 @@ async fn unloading_makes_the_next_request_load_again() {
     post(&sim, "/v1/chat/completions", &chat("warm", "hi")).await;
     assert_eq!(sim.stats().loads, 1);
     assert!(sim.set_loaded("nope", true).is_err());
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -118,7 +119,7 @@ async fn load_and_unload_endpoints() {
     let (status, error) = post(&sim, "/api/v1/models/load", &json!({ "model": "nope" })).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error["error"]["code"], "model_not_found");
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -131,5 +132,5 @@ async fn openai_dialect_treats_every_model_as_loaded() {
     assert!(sim.stats().model("cold").loaded);
     post(&sim, "/v1/chat/completions", &chat("cold", "hi")).await;
     assert_eq!(sim.stats().loads, 0);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }

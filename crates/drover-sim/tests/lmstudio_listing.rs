@@ -36,7 +36,7 @@ async fn v1_models_lists_every_downloaded_model() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["object"], "list");
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -75,7 +75,7 @@ async fn api_v0_models_reports_type_and_state() {
     let (status, error) = get(&sim, "/api/v0/models/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error["error"]["code"], "model_not_found");
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -102,5 +102,5 @@ async fn api_v1_models_reports_instances_and_slots() {
     assert_eq!(embed["type"], "embedding");
     assert!(embed.get("architecture").is_none());
     assert_eq!(embed["loaded_instances"], serde_json::json!([]));
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }

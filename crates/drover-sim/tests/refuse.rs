@@ -36,7 +36,7 @@ async fn refused_connections_then_resumed_on_the_same_port() {
     within(sim.refuse_connections(false)).await.unwrap();
     let (status, _) = call(&pooled, Method::POST, &url, Some(&body)).await;
     assert_eq!(status, StatusCode::OK);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn answers_in_progress_finish_when_refusing() {
     let (status, answer) = within(request).await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["object"], "chat.completion");
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -68,5 +68,5 @@ async fn refusing_twice_and_resuming_twice_are_harmless() {
     within(sim.refuse_connections(false)).await.unwrap();
     let (status, _) = get(&sim, "/v1/models").await;
     assert_eq!(status, StatusCode::OK);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }

@@ -5,113 +5,97 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use drover_sim::SimConfig;
-use http::StatusCode;
+use http::{Method, StatusCode};
+use serde_json::Value;
 use tokio::task::JoinSet;
+
+fn spawn_quick(
+    requests: &mut JoinSet<(StatusCode, Value)>,
+    sim: &drover_sim::SimHandle,
+    model: &str,
+    content: String,
+) {
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let body = quick(model, &content).to_string();
+    requests.spawn(async move { call(&client(), Method::POST, &url, Some(&body)).await });
+}
 
 #[tokio::test]
 async fn a_burst_never_exceeds_the_slots() {
-    let sim = start(SimConfig {
-        slots: 2,
-        // Long enough that the whole burst is in before the first finishes.
-        ttft: Duration::from_millis(150),
-        ..SimConfig::default()
-    })
-    .await;
-    let url = sim.url();
+    let sim = start(slow_config(2)).await;
+    let blockers = [
+        hold_slot(&sim, "sim-model").await,
+        hold_slot(&sim, "sim-model").await,
+    ];
     let mut burst = JoinSet::new();
-    for i in 0..6 {
-        let url = url.clone();
-        burst.spawn(async move {
-            let body = chat("sim-model", &format!("request {i}")).to_string();
-            let target = format!("{url}/v1/chat/completions");
-            call(&client(), http::Method::POST, &target, Some(&body)).await
-        });
+    for i in 0..4 {
+        spawn_quick(&mut burst, &sim, "sim-model", format!("request {i}"));
     }
-    // All six open at once while only two run: the other four wait inside.
+    // Six open, two running: the other four wait inside the server.
     let stats = wait_for(&sim, |s| s.model("sim-model").in_flight == 6).await;
     assert_eq!(stats.model("sim-model").active, 2);
+    assert_eq!(stats.model("sim-model").completed, 0);
 
+    drop(blockers);
     while let Some(joined) = within(burst.join_next()).await {
-        let (status, _) = joined.unwrap();
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(joined.unwrap().0, StatusCode::OK);
     }
-    let stats = wait_for(&sim, |s| s.model("sim-model").completed == 6).await;
+    let stats = wait_for(&sim, |s| s.model("sim-model").completed == 4).await;
     let model = stats.model("sim-model");
     assert_eq!(model.max_in_flight, 6);
     assert_eq!(model.max_active, 2);
-    assert_eq!((model.in_flight, model.active, model.cancelled), (0, 0, 0));
-    sim.shutdown().await;
+    assert_eq!(model.cancelled, 2, "the two blockers");
+    assert_eq!((model.in_flight, model.active), (0, 0));
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
 async fn waiting_requests_run_in_arrival_order() {
-    let sim = start(SimConfig {
-        slots: 1,
-        // Each request holds the slot this long: ample time for the rest to
-        // arrive while the first still runs.
-        ttft: Duration::from_millis(200),
-        ..SimConfig::default()
-    })
-    .await;
-    let (finished_tx, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let sim = start(slow_config(1)).await;
+    let blocker = hold_slot(&sim, "sim-model").await;
     let mut requests = JoinSet::new();
     for i in 0..5u64 {
-        let url = sim.url();
-        let finished_tx = finished_tx.clone();
-        requests.spawn(async move {
-            let body = chat("sim-model", &format!("request {i}")).to_string();
-            let target = format!("{url}/v1/chat/completions");
-            let (status, _) = call(&client(), http::Method::POST, &target, Some(&body)).await;
-            assert_eq!(status, StatusCode::OK);
-            finished_tx.send(i).unwrap();
-        });
-        // The next request is sent only once this one is inside the server,
-        // so the arrival order is known. On this single-threaded runtime the
+        let url = format!("{}/v1/chat/completions", sim.url());
+        let body = quick("sim-model", "hi").to_string();
+        requests.spawn(async move { (i, call(&client(), Method::POST, &url, Some(&body)).await) });
+        // The next request is sent only once this one is queued, so the
+        // arrival order is known. On this single-threaded runtime the
         // handler has reached the slot queue by the time the waiter runs.
-        wait_for(&sim, |s| s.model("sim-model").in_flight == i + 1).await;
+        wait_for(&sim, |s| s.model("sim-model").in_flight == i + 2).await;
     }
-    drop(finished_tx);
+    drop(blocker);
+    // Ids are handed out as requests leave the queue, so their order is
+    // the service order, whatever order the clients see the answers in.
+    let mut served = Vec::new();
     while let Some(joined) = within(requests.join_next()).await {
-        joined.unwrap();
+        let (arrival, (status, answer)) = joined.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let id = answer["id"].as_str().unwrap();
+        let number: u64 = id.trim_start_matches("chatcmpl-").parse().unwrap();
+        served.push((number, arrival));
     }
-    let mut order = Vec::new();
-    while let Some(i) = finished.recv().await {
-        order.push(i);
-    }
+    served.sort_unstable();
+    let order: Vec<u64> = served.into_iter().map(|(_, arrival)| arrival).collect();
     assert_eq!(order, [0, 1, 2, 3, 4]);
     assert_eq!(sim.stats().model("sim-model").max_active, 1);
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
 async fn slots_are_per_model() {
-    let sim = start(SimConfig {
+    let sim = start(drover_sim::SimConfig {
         models: vec!["a".into(), "b".into()],
-        slots: 1,
-        ttft: Duration::from_millis(100),
-        ..SimConfig::default()
+        ..slow_config(1)
     })
     .await;
-    let mut requests = JoinSet::new();
-    for model in ["a", "b"] {
-        let url = sim.url();
-        requests.spawn(async move {
-            let body = chat(model, "hi").to_string();
-            let target = format!("{url}/v1/chat/completions");
-            call(&client(), http::Method::POST, &target, Some(&body)).await
-        });
-    }
-    // One slot each, so both run together.
-    wait_for(&sim, |s| {
-        s.model("a").active == 1 && s.model("b").active == 1
-    })
-    .await;
-    while let Some(joined) = within(requests.join_next()).await {
-        assert_eq!(joined.unwrap().0, StatusCode::OK);
-    }
-    sim.shutdown().await;
+    let blocker = hold_slot(&sim, "a").await;
+    // "a" is full, yet "b" answers at once.
+    let (status, _) = post(&sim, "/v1/chat/completions", &quick("b", "hi")).await;
+    assert_eq!(status, StatusCode::OK);
+    let stats = sim.stats();
+    assert_eq!(stats.model("a").active, 1);
+    assert_eq!(stats.model("b").completed, 1);
+    drop(blocker);
+    within(sim.shutdown()).await;
 }

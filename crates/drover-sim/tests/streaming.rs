@@ -75,7 +75,7 @@ async fn chat_stream_has_role_tokens_finish_and_done() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(whole["choices"][0]["message"]["content"], streamed.as_str());
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -111,7 +111,7 @@ async fn include_usage_adds_a_usage_chunk_with_empty_choices() {
         usage_chunk["usage"],
         json!({ "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7 })
     );
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn text_completion_stream_uses_text_completion_chunks() {
     )
     .await;
     assert_eq!(whole["choices"][0]["text"], streamed.as_str());
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }
 
 #[tokio::test]
@@ -174,5 +174,5 @@ async fn chunks_are_flushed_as_produced() {
     let rest = within(body.collect()).await.unwrap().to_bytes();
     assert!(rest.ends_with(b"data: [DONE]\n\n"));
     wait_for(&sim, |s| s.model("sim-model").completed == 1).await;
-    sim.shutdown().await;
+    within(sim.shutdown()).await;
 }

@@ -115,3 +115,33 @@ pub fn chat(model: &str, content: &str) -> Value {
         "messages": [{ "role": "user", "content": content }],
     })
 }
+
+/// A config whose answers take 100 s unless the request caps `max_tokens`:
+/// `hold_slot` streams the long answer to keep a slot busy, while requests
+/// built with `quick` get one token and finish at once.
+pub fn slow_config(slots: usize) -> SimConfig {
+    SimConfig {
+        slots,
+        output_tokens: 1000,
+        tokens_per_sec: 10.0,
+        ..SimConfig::default()
+    }
+}
+
+pub fn quick(model: &str, content: &str) -> Value {
+    let mut body = chat(model, content);
+    body["max_tokens"] = serde_json::json!(1);
+    body
+}
+
+/// Occupies one of `model`'s slots until the returned body is dropped
+/// (which the simulator counts as a cancel). Returns once the slot is held:
+/// a streamed answer's headers come only after its slot.
+pub async fn hold_slot(sim: &SimHandle, model: &str) -> Incoming {
+    let mut body = chat(model, "hold");
+    body["stream"] = serde_json::json!(true);
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let response = send(&client(), Method::POST, &url, Some(&body.to_string())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body()
+}
