@@ -15,7 +15,7 @@ use crate::guard::{Active, InFlight, Running};
 use crate::request::{InferenceRequest, Prompt};
 use crate::shared::{Shared, unix_now};
 use crate::stream::{ChunkShape, StreamPlan, TokenStream};
-use crate::text::{Fnv, Words, unit_vector};
+use crate::text::{Fnv, Words, count_words, unit_vector};
 use crate::wire::{
     ChatChoice, ChatCompletion, ChatMessage, Embedding, EmbeddingList, EmbeddingUsage, TextChoice,
     TextCompletion, Usage,
@@ -48,6 +48,7 @@ pub(crate) async fn serve(
 /// What was asked, checked and reduced to what the answer depends on.
 enum Job<'a> {
     Text {
+        shape: ChunkShape,
         prompt: Prompt,
         stream: bool,
         include_usage: bool,
@@ -72,12 +73,16 @@ async fn answer(
         .ok_or_else(|| ApiError::model_not_found(name))?;
     let seed = shared.settings.seed;
     let job = match endpoint {
-        Endpoint::Chat | Endpoint::Completion => Job::Text {
-            prompt: if endpoint == Endpoint::Chat {
-                request.chat_prompt(seed, name)?
-            } else {
-                request.completion_prompt(seed, name)?
-            },
+        Endpoint::Chat => Job::Text {
+            shape: ChunkShape::Chat,
+            prompt: request.chat_prompt(seed, name)?,
+            stream: request.stream(),
+            include_usage: request.include_usage(),
+            max_tokens: request.max_tokens(),
+        },
+        Endpoint::Completion => Job::Text {
+            shape: ChunkShape::Text,
+            prompt: request.completion_prompt(seed, name)?,
             stream: request.stream(),
             include_usage: request.include_usage(),
             max_tokens: request.max_tokens(),
@@ -141,7 +146,7 @@ async fn answer(
                     ),
                 })
                 .collect();
-            let tokens = inputs.iter().map(|i| crate::text::count_words(i)).sum();
+            let tokens = inputs.iter().map(|i| count_words(i)).sum();
             let list = EmbeddingList {
                 object: "list",
                 data,
@@ -154,6 +159,7 @@ async fn answer(
             Ok(finish(running, sever, json_response(StatusCode::OK, &list)))
         }
         Job::Text {
+            shape,
             prompt,
             stream,
             include_usage,
@@ -169,15 +175,9 @@ async fn answer(
                 "stop"
             };
             let words = Words::new(prompt.key);
-            let id = match endpoint {
-                Endpoint::Chat => format!("chatcmpl-{}", shared.next_id()),
-                Endpoint::Completion | Endpoint::Embeddings => {
-                    format!("cmpl-{}", shared.next_id())
-                }
-            };
-            let shape = match endpoint {
-                Endpoint::Chat => ChunkShape::Chat,
-                Endpoint::Completion | Endpoint::Embeddings => ChunkShape::Text,
+            let id = match shape {
+                ChunkShape::Chat => format!("chatcmpl-{}", shared.next_id()),
+                ChunkShape::Text => format!("cmpl-{}", shared.next_id()),
             };
             if stream {
                 let plan = StreamPlan {
