@@ -15,6 +15,9 @@
 //!   backend whose KV cache holds that prefix.
 //! - [`policy`]: how a backend is chosen: drover's (late binding, least
 //!   loaded, affinity) and the baselines it is measured against.
+//! - [`sim`]: a virtual-time simulator that drives [`Scheduler`] with seeded
+//!   traffic, failures and deadlines, and compares the policies with an
+//!   oracle and the ideal (`drover simulate`).
 //!
 //! Time is a [`std::time::Duration`] since an epoch the caller picks.
 
@@ -24,6 +27,7 @@ pub mod fleet;
 pub mod policy;
 pub mod queue;
 pub mod scheduler;
+pub mod sim;
 
 pub use affinity::{Affinity, AffinityIndex};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};

@@ -1,0 +1,169 @@
+//! The named scenarios. Each returns its variants; `scale` stretches the
+//! duration of steady traffic (bursts keep their size), so tests can run a
+//! short version of the same thing.
+
+use std::time::Duration;
+
+use super::fleet_spec::FleetSpec;
+use super::scenario::{PrefixCache, Scenario};
+use super::trace::{Arrivals, Mix, TraceSpec};
+
+pub(crate) const NAMES: &[&str] = &["seed002", "uneven", "failover", "conversations", "burst"];
+
+/// Seed 002's measured response time.
+const SERVICE: Duration = Duration::from_secs(3);
+/// Length of one steady-traffic variant at scale 1.
+const RUN: Duration = Duration::from_secs(300);
+const DEADLINE: Duration = Duration::from_secs(60);
+/// A request's length varies by this much around the mean.
+const JITTER: (f64, f64) = (0.8, 1.2);
+const NO_CACHE: PrefixCache = PrefixCache {
+    saving: 0.0,
+    sessions: 0,
+};
+
+pub(crate) fn build(name: &str, scale: f64) -> Option<Vec<Scenario>> {
+    let run = RUN.mul_f64(scale);
+    Some(match name {
+        "seed002" => seed002(run),
+        "uneven" => uneven(run),
+        "failover" => vec![failover(run)],
+        "conversations" => vec![conversations(run)],
+        "burst" => burst(),
+        _ => return None,
+    })
+}
+
+/// Two Mac Studios as in seed 002, each with six models loaded, one slot
+/// each: 12 slots, 240 responses a minute.
+fn seed002_fleet() -> FleetSpec {
+    FleetSpec::uniform(2, 6, 1, SERVICE)
+}
+
+fn poisson(per_min: f64, run: Duration) -> TraceSpec {
+    TraceSpec {
+        arrivals: Arrivals::Poisson {
+            per_min,
+            duration: run,
+        },
+        mix: Mix::Uniform,
+        work: JITTER,
+    }
+}
+
+/// Rising load on seed 002's fleet: where each policy's waits take off,
+/// and whether it keeps every slot busy under saturation.
+fn seed002(run: Duration) -> Vec<Scenario> {
+    let fleet = seed002_fleet();
+    let capacity = fleet.capacity_per_min();
+    [50, 80, 95, 100, 120, 150]
+        .into_iter()
+        .map(|pct| Scenario {
+            name: "seed002",
+            variant: format!("load {pct}%"),
+            trace: poisson(capacity * f64::from(pct) / 100.0, run),
+            fleet: fleet.clone(),
+            deadline: Some(DEADLINE),
+            cache: NO_CACHE,
+        })
+        .collect()
+}
+
+/// A 4-slot and a 1-slot server for one model: round robin gives the small
+/// one half the work.
+fn uneven(run: Duration) -> Vec<Scenario> {
+    let fleet = FleetSpec::sized(&[4, 1], SERVICE);
+    let capacity = fleet.capacity_per_min();
+    vec![
+        Scenario {
+            name: "uneven",
+            variant: "load 120%".to_string(),
+            trace: poisson(capacity * 1.2, run),
+            fleet: fleet.clone(),
+            deadline: Some(DEADLINE),
+            cache: NO_CACHE,
+        },
+        Scenario {
+            name: "uneven",
+            variant: "burst of 60".to_string(),
+            trace: TraceSpec {
+                arrivals: Arrivals::Burst { count: 60 },
+                mix: Mix::Uniform,
+                work: JITTER,
+            },
+            fleet,
+            deadline: Some(DEADLINE),
+            cache: NO_CACHE,
+        },
+    ]
+}
+
+/// Seed 002's fleet at 80% load; backend 2 is down from 25% to 60% of the
+/// run, then back.
+fn failover(run: Duration) -> Scenario {
+    let mut fleet = seed002_fleet();
+    let capacity = fleet.capacity_per_min();
+    if let Some(b) = fleet.backends.get_mut(1) {
+        b.down.push((run.mul_f64(0.25), run.mul_f64(0.60)));
+    }
+    Scenario {
+        name: "failover",
+        variant: "load 80%, backend#2 down 25%-60%".to_string(),
+        trace: poisson(capacity * 0.8, run),
+        fleet,
+        deadline: Some(DEADLINE),
+        cache: NO_CACHE,
+    }
+}
+
+/// Multi-turn conversations on seed 002's fleet at 80% of its cold
+/// capacity: does a turn go back to the backend that holds its prefix?
+fn conversations(run: Duration) -> Scenario {
+    let fleet = seed002_fleet();
+    let capacity = fleet.capacity_per_min();
+    Scenario {
+        name: "conversations",
+        variant: "aiming at 80% load".to_string(),
+        trace: TraceSpec {
+            arrivals: Arrivals::Conversations {
+                per_min: capacity * 0.8,
+                duration: run,
+                turns: (2, 8),
+                reply: SERVICE,
+                think: (5.0, 20.0),
+            },
+            mix: Mix::Uniform,
+            work: JITTER,
+        },
+        fleet,
+        deadline: Some(DEADLINE),
+        cache: PrefixCache {
+            saving: 0.4,
+            sessions: 8,
+        },
+    }
+}
+
+/// Seed 002's own numbers on one Mac Studio (6 models, one slot each, 3 s
+/// a response): six messages for six models take 3 s, six for one model
+/// take 18 s, and a full load runs at 120 a minute.
+fn burst() -> Vec<Scenario> {
+    let fleet = FleetSpec::uniform(1, 6, 1, SERVICE);
+    let case = |variant: &str, count: usize, mix: Mix| Scenario {
+        name: "burst",
+        variant: variant.to_string(),
+        trace: TraceSpec {
+            arrivals: Arrivals::Burst { count },
+            mix,
+            work: (1.0, 1.0),
+        },
+        fleet: fleet.clone(),
+        deadline: Some(DEADLINE),
+        cache: NO_CACHE,
+    };
+    vec![
+        case("6 messages, 6 models", 6, Mix::Cycle),
+        case("6 messages, 1 model", 6, Mix::Only(0)),
+        case("120 messages, 6 models", 120, Mix::Cycle),
+    ]
+}
