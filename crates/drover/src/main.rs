@@ -26,6 +26,8 @@ enum Command {
     Sim(drover_sim::SimArgs),
     /// Manage a running hub's backends.
     Backends(cli::backends::BackendsArgs),
+    /// Load an OpenAI-compatible URL (a hub, and a backend directly) and report.
+    Bench(drover_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
                 drover_sim::run(args, cli::shutdown_token()).await
             }
             Command::Backends(args) => cli::backends::run(args).await,
+            Command::Bench(args) => drover_bench::run(args).await,
         }
     });
     match result {

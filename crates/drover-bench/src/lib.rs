@@ -1,0 +1,17 @@
+//! `drover bench`: drive load at an OpenAI-compatible URL and report
+//! requests per second, latency and time-to-first-byte percentiles and
+//! errors; with `--direct`, run the same load against a backend directly in
+//! the same run and print the ratio. When the target is a drover hub, its own
+//! `process_cpu_seconds_total` is read before and after, giving the hub's
+//! CPU time per request.
+//!
+//! - [`args`]: [`BenchArgs`], the command line.
+//! - [`load`]: the closed-loop load generator.
+//! - [`report`]: percentiles and the printed table.
+
+pub mod args;
+pub mod load;
+pub mod report;
+
+pub use args::BenchArgs;
+pub use load::run;

@@ -1,0 +1,238 @@
+//! A closed-loop load generator: `concurrency` workers, each sending its
+//! next request as soon as the previous one ends, until `requests` are done.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::args::BenchArgs;
+use crate::report::{Percentiles, Report, print_table};
+
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+struct Sample {
+    latency: Duration,
+    ttfb: Duration,
+    error: Option<String>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.concurrency == 0 || args.requests == 0 {
+        bail!("--concurrency and --requests must be at least 1");
+    }
+    let path = match args.endpoint.as_str() {
+        "chat" => "/v1/chat/completions",
+        "completions" => "/v1/completions",
+        "embeddings" => "/v1/embeddings",
+        other => bail!("--endpoint {other:?}: expected chat, completions or embeddings"),
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Http = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.concurrency)
+        .build(connector);
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => first_model(&client, &args.url).await?,
+    };
+    let body = Bytes::from(request_body(&args, &model).to_string());
+    let mut reports = Vec::new();
+    let targets: Vec<(&str, &String)> = std::iter::once(("hub", &args.url))
+        .chain(args.direct.iter().map(|d| ("direct", d)))
+        .collect();
+    for (label, url) in targets {
+        let url = format!("{}{}", url.trim_end_matches('/'), path);
+        let base = url.trim_end_matches(path).to_string();
+        load(&client, &url, &body, args.warmup, args.concurrency, &args).await;
+        let cpu_before = cpu_seconds(&client, &base).await;
+        let started = Instant::now();
+        let samples = load(&client, &url, &body, args.requests, args.concurrency, &args).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_after = cpu_seconds(&client, &base).await;
+        let cpu = match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => Some((b - a) * 1e6 / args.requests as f64),
+            _ => None,
+        };
+        reports.push(summarize(label, samples, seconds, cpu));
+    }
+    print_table(&reports);
+    if let [hub, direct] = reports.as_slice() {
+        println!(
+            "\nthrough drover / direct, requests per second: {:.3}",
+            hub.requests_per_sec / direct.requests_per_sec.max(f64::MIN_POSITIVE)
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
+}
+
+fn request_body(args: &BenchArgs, model: &str) -> serde_json::Value {
+    match args.endpoint.as_str() {
+        "embeddings" => serde_json::json!({"model": model, "input": "drover bench"}),
+        "completions" => serde_json::json!({
+            "model": model, "prompt": "drover bench", "max_tokens": args.max_tokens, "stream": args.stream
+        }),
+        _ => serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "drover bench"}],
+            "max_tokens": args.max_tokens,
+            "stream": args.stream,
+        }),
+    }
+}
+
+async fn load(
+    client: &Http,
+    url: &str,
+    body: &Bytes,
+    n: usize,
+    concurrency: usize,
+    args: &BenchArgs,
+) -> Vec<Sample> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.min(n) {
+        let (client, url, body, next) =
+            (client.clone(), url.to_string(), body.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                samples.push(one(&client, &url, &body, timeout).await);
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for w in workers {
+        if let Ok(samples) = w.await {
+            all.extend(samples);
+        }
+    }
+    all
+}
+
+async fn one(client: &Http, url: &str, body: &Bytes, timeout: Duration) -> Sample {
+    let started = Instant::now();
+    let attempt = async {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+            .map_err(|e| e.to_string())?;
+        let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut ttfb = None;
+        let mut tail = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("body: {e}"))?;
+            if ttfb.is_none() {
+                ttfb = Some(started.elapsed());
+            }
+            if let Ok(data) = frame.into_data() {
+                // Keep only the end: enough to spot an SSE error event.
+                tail.extend_from_slice(&data);
+                if tail.len() > 4096 {
+                    tail.drain(..tail.len() - 4096);
+                }
+            }
+        }
+        let ttfb = ttfb.unwrap_or_else(|| started.elapsed());
+        if !status.is_success() {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&tail)));
+        }
+        if tail.windows(10).any(|w| w == b"{\"error\":{") {
+            return Err(format!("error event: {}", String::from_utf8_lossy(&tail)));
+        }
+        Ok(ttfb)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(ttfb)) => Sample {
+            latency: started.elapsed(),
+            ttfb,
+            error: None,
+        },
+        Ok(Err(e)) => Sample {
+            latency: started.elapsed(),
+            ttfb: started.elapsed(),
+            error: Some(e),
+        },
+        Err(_) => Sample {
+            latency: started.elapsed(),
+            ttfb: started.elapsed(),
+            error: Some(format!("no answer within {timeout:?}")),
+        },
+    }
+}
+
+fn summarize(label: &str, samples: Vec<Sample>, seconds: f64, cpu_us: Option<f64>) -> Report {
+    let requests = samples.len();
+    let mut latency: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.error.is_none())
+        .map(|s| s.latency)
+        .collect();
+    let mut ttfb: Vec<Duration> = samples
+        .iter()
+        .filter(|s| s.error.is_none())
+        .map(|s| s.ttfb)
+        .collect();
+    let mut error_samples: Vec<String> = samples.iter().filter_map(|s| s.error.clone()).collect();
+    let errors = error_samples.len();
+    error_samples.sort();
+    error_samples.dedup();
+    error_samples.truncate(3);
+    Report {
+        target: label.to_string(),
+        requests,
+        ok: requests - errors,
+        errors,
+        seconds,
+        requests_per_sec: (requests - errors) as f64 / seconds.max(f64::MIN_POSITIVE),
+        latency_ms: Percentiles::of(&mut latency),
+        ttfb_ms: Percentiles::of(&mut ttfb),
+        cpu_us_per_request: cpu_us,
+        error_samples,
+    }
+}
+
+async fn first_model(client: &Http, base: &str) -> anyhow::Result<String> {
+    let url = format!("{}/v1/models", base.trim_end_matches('/'));
+    let resp = client
+        .get(url.parse().with_context(|| format!("bad --url {base:?}"))?)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("{url} did not answer JSON"))?;
+    v["data"][0]["id"]
+        .as_str()
+        .map(str::to_string)
+        .with_context(|| format!("{url} lists no model; pass --model"))
+}
+
+/// The target's `process_cpu_seconds_total`, if it exposes `/metrics`.
+async fn cpu_seconds(client: &Http, base: &str) -> Option<f64> {
+    let uri = format!("{base}/metrics").parse().ok()?;
+    let resp = client.get(uri).await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
