@@ -196,8 +196,9 @@ impl Scheduler {
         let Some(b) = self.fleet.backends.get_mut(&id) else {
             return;
         };
-        b.breaker.tick(now);
-        let changed = if ok {
+        // A breaker that half-opens here must wake its waiting requests too.
+        let reopened = b.breaker.tick(now);
+        let changed = reopened | if ok {
             b.breaker.on_success(&cfg)
         } else {
             b.breaker.on_failure(now, &cfg)
@@ -272,7 +273,7 @@ impl Scheduler {
         let Some(b) = self.fleet.backends.get_mut(&backend) else {
             return;
         };
-        b.breaker.tick(now);
+        let reopened = b.breaker.tick(now);
         if let Some(m) = b.models.get_mut(model.as_str()) {
             debug_assert!(m.busy > 0, "slot released twice");
             m.busy = m.busy.saturating_sub(1);
@@ -298,7 +299,7 @@ impl Scheduler {
             }
         };
         self.dirty.insert(model.clone());
-        if changed {
+        if changed || reopened {
             self.note_breaker_change(backend);
         }
     }

@@ -344,3 +344,22 @@ fn baselines_bind_at_arrival_and_ignore_slots() {
     }
     assert_eq!(on, [5, 5], "round robin overloads the small backend");
 }
+
+#[test]
+fn a_breaker_half_opening_inside_finish_still_wakes_waiting_requests() {
+    // Found by the simulator: the half-open transition happened inside
+    // `finish`, so `poll` saw no change and the request stayed queued.
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1), spec("b", true, 1)]);
+    s.upsert_backend(BackendId(2), vec![spec("b", true, 1)]);
+    assert_eq!(dispatched(s.submit(req(1, "a"), ms(0))), BackendId(1));
+    assert_eq!(dispatched(s.submit(req(2, "b"), ms(0))), BackendId(2));
+    for _ in 0..3 {
+        s.probe(BackendId(1), false, ms(0));
+    }
+    assert_eq!(s.submit(req(3, "b"), ms(1000)), Ok(Admission::Queued));
+    assert!(s.poll(ms(1000)).is_empty());
+    assert_eq!(s.next_wakeup(), Some(ms(2000)));
+    s.finish(BackendId(1), &ModelName::new("a"), Outcome::Cancelled, ms(2000));
+    assert_eq!(dispatches(&s.poll(ms(2000))), vec![(3, 1)]);
+}
