@@ -5,6 +5,7 @@ pub mod backends;
 pub mod demo;
 pub mod http;
 pub mod serve;
+pub mod simulate;
 
 use tokio_util::sync::CancellationToken;
 
