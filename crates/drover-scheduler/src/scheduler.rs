@@ -198,11 +198,12 @@ impl Scheduler {
         };
         // A breaker that half-opens here must wake its waiting requests too.
         let reopened = b.breaker.tick(now);
-        let changed = reopened | if ok {
+        let judged = if ok {
             b.breaker.on_success(&cfg)
         } else {
             b.breaker.on_failure(now, &cfg)
         };
+        let changed = reopened || judged;
         if changed {
             self.note_breaker_change(id);
         }

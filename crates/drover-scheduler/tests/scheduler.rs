@@ -360,6 +360,11 @@ fn a_breaker_half_opening_inside_finish_still_wakes_waiting_requests() {
     assert_eq!(s.submit(req(3, "b"), ms(1000)), Ok(Admission::Queued));
     assert!(s.poll(ms(1000)).is_empty());
     assert_eq!(s.next_wakeup(), Some(ms(2000)));
-    s.finish(BackendId(1), &ModelName::new("a"), Outcome::Cancelled, ms(2000));
+    s.finish(
+        BackendId(1),
+        &ModelName::new("a"),
+        Outcome::Cancelled,
+        ms(2000),
+    );
     assert_eq!(dispatches(&s.poll(ms(2000))), vec![(3, 1)]);
 }
