@@ -24,7 +24,7 @@ use crate::config::{BackendConfig, HubConfig};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, RegistryError};
-use crate::{prober, routes};
+use crate::{prober, routes, server};
 
 /// A configured client, found by its API key.
 #[derive(Debug, Clone)]
@@ -92,7 +92,9 @@ impl HubState {
 
 pub struct HubHandle {
     pub state: Arc<HubState>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
+    /// Cuts off connections still open after the shutdown grace period.
+    hard_stop: CancellationToken,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,15 +157,20 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         .tasks
         .spawn(state.dispatcher.clone().run_timer(state.shutdown.clone()));
 
-    let app = routes::router(state.clone());
-    let stop = state.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    });
+    let hard_stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(
+        listener,
+        routes::router(state.clone()),
+        state.shutdown.clone(),
+        hard_stop.clone(),
+        state.tasks.clone(),
+    ));
     tracing::info!(listen = %local_addr, backends = state.config.backends.len(), "hub started");
-    Ok(HubHandle { state, server })
+    Ok(HubHandle {
+        state,
+        server,
+        hard_stop,
+    })
 }
 
 impl HubHandle {
@@ -191,7 +198,7 @@ impl HubHandle {
                 ?grace,
                 "requests still running after the grace period; closing them"
             );
-            server.abort();
+            self.hard_stop.cancel();
             let _ = server.await;
         }
         self.state.tasks.close();

@@ -9,6 +9,7 @@
 //! - [`affinity`]: conversation prefix hashes.
 //! - [`registry`]: backends by name and id, with their adapters.
 //! - [`prober`]: per-backend discovery, which is also the health probe.
+//! - `server`: the accept loop; every connection task is owned.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`error`]: the one mapping from errors to HTTP and the OpenAI shape.
 
@@ -22,6 +23,7 @@ pub mod prober;
 pub mod proxy;
 pub mod registry;
 mod routes;
+mod server;
 
 pub use config::{BackendConfig, ClientConfig, HubConfig};
 pub use hub::{HubHandle, HubState, StartError, start};

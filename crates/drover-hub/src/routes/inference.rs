@@ -156,7 +156,17 @@ async fn run(
             })
             .observe(waiting_since.elapsed().as_secs_f64());
         let backend = guard.backend;
-        match proxy::forward(hub, guard, &outbound, attempt == max_retries).await {
+        // Boxed: a request spends most of its life waiting in `acquire`, and
+        // an inline forwarding future would make every waiting request's
+        // state as large as the forwarding machinery it is not using yet.
+        match Box::pin(proxy::forward(
+            hub,
+            guard,
+            &outbound,
+            attempt == max_retries,
+        ))
+        .await
+        {
             Ok(response) => return Ok(response),
             Err(failure) => {
                 let name = hub.registry.name_of(backend);
