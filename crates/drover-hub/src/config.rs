@@ -1,10 +1,10 @@
 //! The hub's configuration: one TOML file, every field optional, overridable
 //! by `DROVER_*` environment variables, with errors that name the field.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use drover_proto::admin::BackendSpec;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -19,7 +19,7 @@ pub struct HubConfig {
     pub upstream: UpstreamConfig,
     pub health: HealthConfig,
     pub limits: LimitsConfig,
-    pub backends: Vec<BackendConfig>,
+    pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
 }
 
@@ -73,26 +73,6 @@ pub struct HealthConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     pub max_body_bytes: usize,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BackendConfig {
-    /// Defaults to the URL's host:port.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `lmstudio` or `openai`.
-    pub kind: String,
-    pub url: String,
-    /// Slots per model where the server does not report them (seed 002:
-    /// one per loaded model is the safe default for LM Studio).
-    #[serde(default)]
-    pub slots: Option<u32>,
-    #[serde(default)]
-    pub model_slots: BTreeMap<String, u32>,
-    /// Sent upstream as `Authorization: Bearer`.
-    #[serde(default)]
-    pub api_key: Option<String>,
 }
 
 /// A known client: its key identifies it for fairness and sets its default

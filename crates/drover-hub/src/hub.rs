@@ -20,11 +20,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{BackendConfig, HubConfig};
+use crate::config::HubConfig;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, RegistryError};
 use crate::{prober, routes, server};
+use drover_proto::admin::BackendSpec;
 
 /// A configured client, found by its API key.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ impl HubState {
     /// Adds a backend and starts probing it.
     pub fn add_backend(
         self: &Arc<Self>,
-        config: &BackendConfig,
+        config: &BackendSpec,
     ) -> Result<Arc<BackendEntry>, RegistryError> {
         let entry = self.registry.add(config, &self.shutdown)?;
         self.tasks.spawn(prober::run(self.clone(), entry.clone()));

@@ -25,5 +25,6 @@ pub mod registry;
 mod routes;
 mod server;
 
-pub use config::{BackendConfig, ClientConfig, HubConfig};
+pub use config::{ClientConfig, HubConfig};
+pub use drover_proto::admin::BackendSpec;
 pub use hub::{HubHandle, HubState, StartError, start};

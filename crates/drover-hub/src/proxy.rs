@@ -240,6 +240,11 @@ impl PassThrough {
                 guard.fail();
             }
         }
+        self.observe_latency();
+        self.done = true;
+    }
+
+    fn observe_latency(&self) {
         self.hub
             .metrics
             .latency
@@ -247,7 +252,6 @@ impl PassThrough {
                 model: self.model.clone(),
             })
             .observe(self.arrived.elapsed().as_secs_f64());
-        self.done = true;
     }
 
     /// Ends the response after a failure past the first byte.
@@ -338,20 +342,12 @@ impl http_body::Body for PassThrough {
 
 impl Drop for PassThrough {
     fn drop(&mut self) {
-        if self.guard.is_some() {
-            // Dropped before the end: the client went away. That says
-            // nothing about the backend; dropping `inner` closes the upstream
-            // connection, which cancels the backend's work.
-            if let Some(mut guard) = self.guard.take() {
-                guard.neutral();
-            }
-            self.hub
-                .metrics
-                .latency
-                .get_or_create(&ModelLabels {
-                    model: self.model.clone(),
-                })
-                .observe(self.arrived.elapsed().as_secs_f64());
+        // Dropped before the end: the client went away. That says nothing
+        // about the backend; dropping `inner` closes the upstream
+        // connection, which cancels the backend's work.
+        if let Some(mut guard) = self.guard.take() {
+            guard.neutral();
+            self.observe_latency();
         }
     }
 }

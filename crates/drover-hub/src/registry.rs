@@ -11,7 +11,7 @@ use drover_core::{BackendId, ModelName};
 use drover_scheduler::ModelSpec;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::BackendConfig;
+use drover_proto::admin::BackendSpec;
 
 /// One backend.
 pub struct BackendEntry {
@@ -102,7 +102,7 @@ impl Registry {
     /// Validates and adds a backend; the caller starts its prober.
     pub fn add(
         &self,
-        config: &BackendConfig,
+        config: &BackendSpec,
         parent: &CancellationToken,
     ) -> Result<Arc<BackendEntry>, RegistryError> {
         let kind: BackendKind = config.kind.parse().map_err(RegistryError::Invalid)?;

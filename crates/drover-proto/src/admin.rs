@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// `POST /admin/backends`.
+/// A backend as both the config file's `[[backends]]` table and the body of
+/// `POST /admin/backends` describe it: one shape, one set of docs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct AddBackend {
+pub struct BackendSpec {
     /// Defaults to the URL's host and port.
     #[serde(default)]
     pub name: Option<String>,

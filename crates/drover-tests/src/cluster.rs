@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use drover_hub::{BackendConfig, HubConfig, HubHandle};
+use drover_hub::{BackendSpec, HubConfig, HubHandle};
 use drover_sim::{Dialect, SimConfig, SimHandle, SimServer};
 use tokio::net::TcpListener;
 
@@ -70,7 +70,7 @@ impl ClusterBuilder {
             };
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let sim = SimServer::start(listener, sim_config).unwrap();
-            config.backends.push(BackendConfig {
+            config.backends.push(BackendSpec {
                 name: Some(name.clone()),
                 kind: kind.into(),
                 url: sim.url(),

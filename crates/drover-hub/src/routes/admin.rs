@@ -9,12 +9,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use drover_core::BackendId;
-use drover_proto::admin::{AddBackend, BackendInfo, BackendList, BackendModelInfo};
+use drover_proto::admin::{BackendInfo, BackendList, BackendModelInfo, BackendSpec};
 use drover_scheduler::{BackendView, BreakerState};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
-use crate::config::BackendConfig;
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::registry::{BackendEntry, RegistryError};
@@ -109,18 +108,10 @@ pub async fn add(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers)?;
-    let req: AddBackend = serde_json::from_slice(&body).map_err(|e| {
+    let spec: BackendSpec = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("invalid backend: {e}"), None, "invalid_backend")
     })?;
-    let config = BackendConfig {
-        name: req.name,
-        kind: req.kind,
-        url: req.url,
-        slots: req.slots,
-        model_slots: req.model_slots,
-        api_key: req.api_key,
-    };
-    let entry = hub.add_backend(&config).map_err(|e| match e {
+    let entry = hub.add_backend(&spec).map_err(|e| match e {
         RegistryError::Duplicate(_) => ApiError::Conflict(e.to_string()),
         RegistryError::Invalid(msg) => ApiError::bad_request(msg, None, "invalid_backend"),
     })?;

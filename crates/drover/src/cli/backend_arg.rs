@@ -1,9 +1,9 @@
 //! `--backend KIND=URL[,slots=N][,name=NAME][,api_key=KEY]`, the command
 //! line's way to say what a `[[backends]]` table says.
 
-use drover_hub::BackendConfig;
+use drover_hub::BackendSpec;
 
-pub fn parse(arg: &str) -> Result<BackendConfig, String> {
+pub fn parse(arg: &str) -> Result<BackendSpec, String> {
     let (kind, rest) = arg.split_once('=').ok_or_else(|| {
         format!("--backend {arg:?}: expected KIND=URL, for example lmstudio=http://10.0.0.102:1234")
     })?;
@@ -12,7 +12,7 @@ pub fn parse(arg: &str) -> Result<BackendConfig, String> {
     if url.is_empty() {
         return Err(format!("--backend {arg:?}: the URL is missing"));
     }
-    let mut config = BackendConfig {
+    let mut config = BackendSpec {
         name: None,
         kind: kind.trim().to_string(),
         url: url.to_string(),

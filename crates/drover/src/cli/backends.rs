@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use drover_proto::admin::{AddBackend, BackendInfo, BackendList};
+use drover_proto::admin::{BackendInfo, BackendList};
 use http::Method;
 
 use super::http::{Api, check};
@@ -58,20 +58,12 @@ pub async fn run(args: BackendsArgs) -> anyhow::Result<()> {
             print_table(&list.backends);
         }
         BackendsCommand::Add { backend } => {
-            let b = super::backend_arg::parse(&backend).map_err(anyhow::Error::msg)?;
-            let req = AddBackend {
-                name: b.name,
-                kind: b.kind,
-                url: b.url,
-                slots: b.slots,
-                model_slots: b.model_slots,
-                api_key: b.api_key,
-            };
+            let spec = super::backend_arg::parse(&backend).map_err(anyhow::Error::msg)?;
             let (status, body) = api
                 .call(
                     Method::POST,
                     "/admin/backends",
-                    Some(serde_json::to_value(&req)?),
+                    Some(serde_json::to_value(&spec)?),
                 )
                 .await?;
             check(status, &body)?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use drover_hub::{BackendConfig, HubConfig};
+use drover_hub::{BackendSpec, HubConfig};
 use drover_sim::{Dialect, SimConfig, SimServer};
 use tokio::net::TcpListener;
 
@@ -56,7 +56,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .await
             .context("cannot open a loopback port for a simulated server")?;
         let sim = SimServer::start(listener, config).context("cannot start a simulated server")?;
-        backends.push(BackendConfig {
+        backends.push(BackendSpec {
             name: Some(format!("studio-{i}")),
             kind: "lmstudio".into(),
             url: sim.url(),
