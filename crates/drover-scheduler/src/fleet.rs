@@ -133,9 +133,14 @@ impl Fleet {
 
     /// Whether any backend, healthy or not, lists the model.
     pub fn knows_model(&self, model: &str) -> bool {
+        self.lists_model_outside(model, &[])
+    }
+
+    /// Whether a backend not in `exclude`, healthy or not, lists the model.
+    pub fn lists_model_outside(&self, model: &str, exclude: &[BackendId]) -> bool {
         self.backends
-            .values()
-            .any(|b| b.models.get(model).is_some_and(|m| m.listed))
+            .iter()
+            .any(|(id, b)| !exclude.contains(id) && b.models.get(model).is_some_and(|m| m.listed))
     }
 
     pub fn views(&self) -> Vec<BackendView> {

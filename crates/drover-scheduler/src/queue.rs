@@ -158,12 +158,14 @@ impl WaitQueue {
         self.deadlines.first().map(|(d, _, _)| *d)
     }
 
-    /// Ids of every request waiting for a model.
-    pub fn ids_for(&self, model: &str) -> Vec<RequestId> {
+    /// Ids of the requests waiting for a model that `pred` picks.
+    pub fn ids_where(&self, model: &str, pred: impl Fn(&Request) -> bool) -> Vec<RequestId> {
         self.models.get(model).map_or_else(Vec::new, |q| {
             q.classes
                 .values()
-                .flat_map(|c| c.by_age.values().copied())
+                .flat_map(|c| c.by_age.values())
+                .filter(|id| self.entries.get(id).is_some_and(|e| pred(&e.request)))
+                .copied()
                 .collect()
         })
     }

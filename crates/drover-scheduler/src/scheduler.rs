@@ -9,7 +9,9 @@
 //! - every submitted request is dispatched, queued, or rejected; every
 //!   queued request is later dispatched, expired, cancelled or unroutable;
 //! - after every call, no waiting request could be placed on a free slot
-//!   (work conservation), except one whose retry excludes that backend.
+//!   (work conservation), except one whose retry excludes that backend;
+//! - a retry never goes back to a backend it already failed on: when no
+//!   other backend lists its model, it is refused or leaves the queue.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -88,6 +90,9 @@ pub enum Reject {
     NoHealthyBackend,
     /// The queue is full; try again after about `retry_after`.
     QueueFull { retry_after: Duration },
+    /// A retry whose request was already tried on every backend that lists
+    /// the model.
+    Exhausted,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +100,8 @@ pub enum Decision {
     Dispatch(Dispatch),
     /// It waited past its deadline and has left the queue.
     Expired(RequestId),
-    /// No backend lists its model any more; it has left the queue.
+    /// No backend lists its model any more, or (for a retry) none it has
+    /// not failed on already; it has left the queue.
     Unroutable(RequestId),
 }
 
@@ -226,6 +232,12 @@ impl Scheduler {
         if !self.fleet.knows_model(request.model.as_str()) {
             return Err(Reject::ModelNotFound);
         }
+        if !self
+            .fleet
+            .lists_model_outside(request.model.as_str(), &request.exclude)
+        {
+            return Err(Reject::Exhausted);
+        }
         let candidates = self.candidates(&request.model, &request.exclude);
         if candidates.is_empty() {
             return Err(Reject::NoHealthyBackend);
@@ -321,13 +333,14 @@ impl Scheduler {
             if self.queue.len_for(model.as_str()) == 0 {
                 continue;
             }
-            if !self.fleet.knows_model(model.as_str()) {
-                for id in self.queue.ids_for(model.as_str()) {
-                    self.queue.remove(id);
-                    self.counters.unroutable += 1;
-                    decisions.push(Decision::Unroutable(id));
-                }
-                continue;
+            let fleet = &self.fleet;
+            let stranded = self.queue.ids_where(model.as_str(), |r| {
+                !fleet.lists_model_outside(model.as_str(), &r.exclude)
+            });
+            for id in stranded {
+                self.queue.remove(id);
+                self.counters.unroutable += 1;
+                decisions.push(Decision::Unroutable(id));
             }
             self.drain_model(&model, now, &mut decisions);
         }
@@ -361,11 +374,7 @@ impl Scheduler {
             if free.is_empty() {
                 return;
             }
-            let all_ids: Vec<BackendId> = all.iter().map(|c| c.id).collect();
-            let can_place = |r: &Request| {
-                let excluded_everywhere = all_ids.iter().all(|b| r.exclude.contains(b));
-                excluded_everywhere || free.iter().any(|b| !r.exclude.contains(b))
-            };
+            let can_place = |r: &Request| free.iter().any(|b| !r.exclude.contains(b));
             let Some(request) = self.queue.pop_best(model.as_str(), now, can_place) else {
                 return;
             };
@@ -413,8 +422,8 @@ impl Scheduler {
     }
 
     /// Backends that may take a request for `model`: those that have it
-    /// loaded or, when none does, those that list it (they load on demand).
-    /// Exclusions apply unless they would leave nothing.
+    /// loaded or, when none does, those that list it (they load on demand),
+    /// less the excluded ones.
     fn candidates(&self, model: &ModelName, exclude: &[BackendId]) -> Vec<Candidate> {
         let health = self.config.policy.respects_health();
         let late = self.config.policy.binds_late();
@@ -438,9 +447,7 @@ impl Scheduler {
         if candidates.is_empty() {
             candidates = tier(false);
         }
-        if !exclude.is_empty() && candidates.iter().any(|c| !exclude.contains(&c.id)) {
-            candidates.retain(|c| !exclude.contains(&c.id));
-        }
+        candidates.retain(|c| !exclude.contains(&c.id));
         candidates
     }
 

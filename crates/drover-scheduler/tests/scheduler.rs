@@ -115,6 +115,13 @@ fn queue_full_is_refused_with_a_retry_hint() {
         other => panic!("{other:?}"),
     }
     // A retry of an accepted request is never refused for a full queue.
+    s.upsert_backend(BackendId(2), vec![spec("a", true, 1)]);
+    assert_eq!(dispatches(&s.poll(ms(1))), vec![(2, 2)]);
+    assert_eq!(s.submit(req(5, "a"), ms(1)), Ok(Admission::Queued));
+    assert!(matches!(
+        s.submit(req(6, "a"), ms(1)),
+        Err(Reject::QueueFull { .. })
+    ));
     let mut retry = req(1, "a");
     retry.exclude = vec![BackendId(1)];
     assert_eq!(s.resubmit(retry, ms(1)), Ok(Admission::Queued));
@@ -199,17 +206,53 @@ fn when_every_backend_is_open_new_requests_fail_fast() {
 }
 
 #[test]
-fn a_retry_avoids_the_backend_that_failed_it_when_it_can() {
+fn a_retry_never_goes_back_to_a_backend_it_failed_on() {
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.upsert_backend(BackendId(1), vec![spec("a", true, 2)]);
     s.upsert_backend(BackendId(2), vec![spec("a", true, 2)]);
     let mut r = req(1, "a");
     r.exclude = vec![BackendId(1)];
     assert_eq!(dispatched(s.resubmit(r.clone(), ms(0))), BackendId(2));
-    // Excluding every backend falls back to all of them.
+    // Tried everywhere: refused, not sent round again.
     r.id = RequestId(2);
     r.exclude = vec![BackendId(1), BackendId(2)];
-    dispatched(s.resubmit(r, ms(0)));
+    assert_eq!(s.resubmit(r, ms(0)), Err(Reject::Exhausted));
+    // A lone backend gets one try per request, so one request's failures
+    // cannot open its breaker by themselves.
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    let mut r = req(3, "a");
+    r.exclude = vec![BackendId(1)];
+    assert_eq!(s.resubmit(r, ms(0)), Err(Reject::Exhausted));
+}
+
+#[test]
+fn a_waiting_retry_leaves_when_its_last_untried_backend_goes() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", true, 1)]);
+    dispatched(s.submit(req(1, "a"), ms(0)));
+    dispatched(s.submit(req(2, "a"), ms(0)));
+    let mut retry = req(3, "a");
+    retry.exclude = vec![BackendId(1)];
+    assert_eq!(s.resubmit(retry, ms(1)), Ok(Admission::Queued));
+    // A plain request waits behind it for either backend.
+    assert_eq!(s.submit(req(4, "a"), ms(1)), Ok(Admission::Queued));
+    assert!(s.remove_backend(BackendId(2)));
+    let decisions = s.poll(ms(2));
+    assert_eq!(decisions, vec![Decision::Unroutable(RequestId(3))]);
+    // Backend 1 frees a slot: the plain request gets it, not the retry.
+    s.finish(
+        BackendId(1),
+        &ModelName::new("a"),
+        Outcome::Success { service: ms(5) },
+        ms(3),
+    );
+    let decisions = s.poll(ms(3));
+    assert!(
+        matches!(decisions.as_slice(), [Decision::Dispatch(d)] if d.request == RequestId(4) && d.backend == BackendId(1)),
+        "{decisions:?}"
+    );
 }
 
 #[test]

@@ -163,15 +163,23 @@ async fn a_backend_lost_under_load_fails_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_every_attempt_fails_the_client_gets_a_502_naming_the_cause() {
-    let mut broken = lmstudio(&["m"], 2, 5);
-    broken.faults = Faults {
-        error_rate: 1.0,
-        ..Faults::NONE
+async fn when_every_attempt_fails_the_client_gets_the_last_answer_or_a_502() {
+    let broken = || {
+        let mut c = lmstudio(&["m"], 2, 5);
+        c.faults = Faults {
+            error_rate: 1.0,
+            ..Faults::NONE
+        };
+        c
     };
     let cluster = ClusterBuilder::new()
-        .sim("broken", broken)
-        .hub(|c| c.upstream.max_retries = 2)
+        .sim("b1", broken())
+        .sim("b2", broken())
+        .sim("b3", broken())
+        .hub(|c| {
+            c.upstream.max_retries = 1;
+            c.health.failure_threshold = 1000;
+        })
         .start()
         .await;
     let r = cluster
@@ -181,32 +189,63 @@ async fn when_every_attempt_fails_the_client_gets_a_502_naming_the_cause() {
     // The last attempt's own answer is passed through: the backend's 500 in
     // the OpenAI shape, from the backend that gave it.
     assert_eq!(r.status, 500, "{}", r.text());
-    assert_eq!(r.backend(), "broken");
+    let errors: Vec<u64> = ["b1", "b2", "b3"]
+        .iter()
+        .map(|b| cluster.sim(b).stats().injected_errors)
+        .collect();
     assert_eq!(
-        cluster.sim("broken").stats().injected_errors,
-        3,
-        "1 attempt + 2 retries"
+        errors.iter().sum::<u64>(),
+        2,
+        "1 attempt + 1 retry: {errors:?}"
     );
-    cluster
-        .sim("broken")
-        .refuse_connections(true)
-        .await
+    assert!(
+        errors.iter().all(|&e| e <= 1),
+        "never twice on one backend: {errors:?}"
+    );
+    let last = ["b1", "b2", "b3"]
+        .into_iter()
+        .find(|b| *b == r.backend())
         .unwrap();
+    assert_eq!(cluster.sim(last).stats().injected_errors, 1);
+
+    for b in ["b1", "b2", "b3"] {
+        cluster.sim(b).refuse_connections(true).await.unwrap();
+    }
     let r = cluster
         .client
         .post("/v1/chat/completions", &chat_body("m", "doomed"))
         .await;
-    assert!(
-        r.status == 502 || r.status == 503,
-        "{}: {}",
-        r.status,
-        r.text()
-    );
-    assert!(
-        ["upstream_error", "no_healthy_backend"].contains(&r.error_code().as_str()),
-        "{}",
-        r.text()
-    );
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.error_code(), "upstream_error", "{}", r.text());
+    assert!(r.text().contains("2 in all"), "{}", r.text());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_backend_is_tried_once_per_request() {
+    let mut broken = lmstudio(&["m"], 2, 5);
+    broken.faults = Faults {
+        error_rate: 1.0,
+        ..Faults::NONE
+    };
+    let cluster = ClusterBuilder::new()
+        .sim("only", broken)
+        .hub(|c| c.health.probe_interval = std::time::Duration::from_secs(3600))
+        .start()
+        .await;
+    for expected in 1..=2 {
+        let r = cluster
+            .client
+            .post("/v1/chat/completions", &chat_body("m", "doomed"))
+            .await;
+        // No other backend to retry on: its own 500 comes through as it is.
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert_eq!(r.backend(), "only");
+        assert_eq!(cluster.sim("only").stats().injected_errors, expected);
+    }
+    // Two requests, two failures: below the breaker's threshold of three,
+    // so the backend is still in rotation.
+    assert_eq!(cluster.breaker("only").await, "closed");
     cluster.shutdown().await;
 }
 

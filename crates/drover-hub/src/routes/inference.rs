@@ -137,7 +137,8 @@ async fn run(
 
     let max_retries = hub.config.upstream.max_retries;
     let mut last_failure: Option<String> = None;
-    for attempt in 0..=max_retries {
+    let mut attempt = 0;
+    loop {
         let waiting_since = Instant::now();
         let guard = match hub.dispatcher.acquire(request.clone(), attempt > 0).await {
             Ok(guard) => guard,
@@ -156,39 +157,42 @@ async fn run(
             })
             .observe(waiting_since.elapsed().as_secs_f64());
         let backend = guard.backend;
+        request.exclude.push(backend);
+        // The last attempt passes a backend's 5xx through as it came: the
+        // retries are spent, or every backend with the model has been tried.
+        let last_attempt = attempt == max_retries
+            || !hub
+                .dispatcher
+                .inspect(|s| s.fleet().lists_model_outside(&model, &request.exclude));
         // Boxed: a request spends most of its life waiting in `acquire`, and
         // an inline forwarding future would make every waiting request's
         // state as large as the forwarding machinery it is not using yet.
-        match Box::pin(proxy::forward(
-            hub,
-            guard,
-            &outbound,
-            attempt == max_retries,
-        ))
-        .await
-        {
+        match Box::pin(proxy::forward(hub, guard, &outbound, last_attempt)).await {
             Ok(response) => return Ok(response),
             Err(failure) => {
                 let name = hub.registry.name_of(backend);
                 tracing::warn!(request_id = ?request_id, backend = %name, attempt, reason = %failure.reason, "attempt failed before the first byte");
-                if attempt < max_retries {
-                    hub.metrics
-                        .retries
-                        .get_or_create(&crate::metrics::BackendLabels { backend: name })
-                        .inc();
+                if last_attempt {
+                    let message = if attempt == 0 {
+                        failure.reason
+                    } else {
+                        format!(
+                            "every attempt failed ({} in all); the last: {}",
+                            attempt + 1,
+                            failure.reason
+                        )
+                    };
+                    return Err(ApiError::Upstream { message });
                 }
-                request.exclude.push(backend);
+                hub.metrics
+                    .retries
+                    .get_or_create(&crate::metrics::BackendLabels { backend: name })
+                    .inc();
                 last_failure = Some(failure.reason);
+                attempt += 1;
             }
         }
     }
-    Err(ApiError::Upstream {
-        message: format!(
-            "every attempt failed ({} in all); the last: {}",
-            max_retries + 1,
-            last_failure.unwrap_or_default()
-        ),
-    })
 }
 
 fn refusal(
@@ -202,8 +206,16 @@ fn refusal(
     match (e, last_failure) {
         // After a failed attempt, say what went wrong upstream rather than
         // what the retry ran into.
-        (AcquireError::Rejected(Reject::NoHealthyBackend), Some(reason)) => ApiError::Upstream {
+        (
+            AcquireError::Rejected(Reject::NoHealthyBackend | Reject::Exhausted)
+            | AcquireError::Wait(WaitError::Unroutable),
+            Some(reason),
+        ) => ApiError::Upstream {
             message: format!("the backend failed and no other can take the request: {reason}"),
+        },
+        // Only a retry can have tried every backend, and a retry has a failure.
+        (AcquireError::Rejected(Reject::Exhausted), None) => ApiError::Upstream {
+            message: "every backend that serves the model was tried".into(),
         },
         (AcquireError::Rejected(Reject::ModelNotFound), _) => ApiError::ModelNotFound { model },
         (AcquireError::Rejected(Reject::NoHealthyBackend), None) => {

@@ -247,6 +247,10 @@ impl<'a> Engine<'a> {
         match admission {
             Ok(Admission::Dispatched(d)) => self.send(d, now),
             Ok(Admission::Queued) => {}
+            // A retry with no backend left to try has failed.
+            Err(crate::scheduler::Reject::Exhausted) => {
+                self.resolve(job, Fate::Failed);
+            }
             Err(_) => {
                 self.resolve(job, Fate::Rejected);
             }
