@@ -32,10 +32,10 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// What every attempt of one request shares.
 pub struct Outbound<'a> {
-    pub path_and_query: &'a str,
+    pub path_and_query: String,
     pub body: Bytes,
     pub request_id: &'a HeaderValue,
-    pub accept: Option<&'a HeaderValue>,
+    pub accept: Option<HeaderValue>,
     pub arrived: Instant,
     pub model: &'a str,
 }
@@ -57,7 +57,7 @@ pub async fn forward(
             reason: "the backend was removed".into(),
         });
     };
-    let uri = entry.endpoint.uri(out.path_and_query).map_err(|e| {
+    let uri = entry.endpoint.uri(&out.path_and_query).map_err(|e| {
         guard.neutral();
         Retryable {
             reason: format!("cannot build the upstream URL: {e}"),
@@ -72,7 +72,7 @@ pub async fn forward(
         h.insert(
             header::ACCEPT,
             out.accept
-                .cloned()
+                .clone()
                 .unwrap_or(HeaderValue::from_static("*/*")),
         );
         h.insert(
