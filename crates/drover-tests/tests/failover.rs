@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use drover_tests::{ClusterBuilder, Faults, chat_body, lmstudio, wait_until};
+use drover_tests::{ClusterBuilder, Faults, SimConfig, chat_body, lmstudio, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_backend_costs_no_failed_request() {
@@ -35,13 +35,8 @@ async fn a_refusing_backend_costs_no_failed_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_answering_500_is_retried_elsewhere() {
-    let mut broken = lmstudio(&["m"], 2, 5);
-    broken.faults = Faults {
-        error_rate: 1.0,
-        ..Faults::NONE
-    };
     let cluster = ClusterBuilder::new()
-        .sim("broken", broken)
+        .sim("broken", answers_500())
         .sim("fine", lmstudio(&["m"], 2, 5))
         .start()
         .await;
@@ -164,18 +159,10 @@ async fn a_backend_lost_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_attempt_fails_the_client_gets_the_last_answer_or_a_502() {
-    let broken = || {
-        let mut c = lmstudio(&["m"], 2, 5);
-        c.faults = Faults {
-            error_rate: 1.0,
-            ..Faults::NONE
-        };
-        c
-    };
     let cluster = ClusterBuilder::new()
-        .sim("b1", broken())
-        .sim("b2", broken())
-        .sim("b3", broken())
+        .sim("b1", answers_500())
+        .sim("b2", answers_500())
+        .sim("b3", answers_500())
         .hub(|c| {
             c.upstream.max_retries = 1;
             c.health.failure_threshold = 1000;
@@ -223,13 +210,8 @@ async fn when_every_attempt_fails_the_client_gets_the_last_answer_or_a_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_backend_is_tried_once_per_request() {
-    let mut broken = lmstudio(&["m"], 2, 5);
-    broken.faults = Faults {
-        error_rate: 1.0,
-        ..Faults::NONE
-    };
     let cluster = ClusterBuilder::new()
-        .sim("only", broken)
+        .sim("only", answers_500())
         .hub(|c| c.health.probe_interval = std::time::Duration::from_secs(3600))
         .start()
         .await;
@@ -247,6 +229,16 @@ async fn a_lone_backend_is_tried_once_per_request() {
     // so the backend is still in rotation.
     assert_eq!(cluster.breaker("only").await, "closed");
     cluster.shutdown().await;
+}
+
+/// A server with model `m` that answers every request with a 500.
+fn answers_500() -> SimConfig {
+    let mut c = lmstudio(&["m"], 2, 5);
+    c.faults = Faults {
+        error_rate: 1.0,
+        ..Faults::NONE
+    };
+    c
 }
 
 fn metric(text: &str, series: &str) -> f64 {
