@@ -256,6 +256,8 @@ pub struct SlotGuard {
     pub backend: BackendId,
     pub model: ModelName,
     pub affinity_hit: bool,
+    /// See [`Dispatch::last_resort`].
+    pub last_resort: bool,
     started: Instant,
     outcome: Option<Outcome>,
 }
@@ -267,6 +269,7 @@ impl SlotGuard {
             backend: d.backend,
             model: d.model.clone(),
             affinity_hit: d.affinity_hit,
+            last_resort: d.last_resort,
             started: Instant::now(),
             outcome: None,
         }

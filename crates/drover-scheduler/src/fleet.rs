@@ -133,14 +133,15 @@ impl Fleet {
 
     /// Whether any backend, healthy or not, lists the model.
     pub fn knows_model(&self, model: &str) -> bool {
-        self.lists_model_outside(model, &[])
+        self.lists_model_beyond(model, |_| false)
     }
 
-    /// Whether a backend not in `exclude`, healthy or not, lists the model.
-    pub fn lists_model_outside(&self, model: &str, exclude: &[BackendId]) -> bool {
+    /// Whether a backend that `tried` does not pick, healthy or not, lists
+    /// the model: whether a retry would have anywhere left to go.
+    pub fn lists_model_beyond(&self, model: &str, tried: impl Fn(BackendId) -> bool) -> bool {
         self.backends
             .iter()
-            .any(|(id, b)| !exclude.contains(id) && b.models.get(model).is_some_and(|m| m.listed))
+            .any(|(id, b)| !tried(*id) && b.models.get(model).is_some_and(|m| m.listed))
     }
 
     pub fn views(&self) -> Vec<BackendView> {

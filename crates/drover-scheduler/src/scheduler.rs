@@ -71,6 +71,9 @@ pub struct Dispatch {
     pub model: ModelName,
     /// The backend was chosen because it served the conversation's prefix.
     pub affinity_hit: bool,
+    /// No backend besides this one that the request has not tried lists the
+    /// model: if this attempt fails, a retry has nowhere to go.
+    pub last_resort: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +237,7 @@ impl Scheduler {
         }
         if !self
             .fleet
-            .lists_model_outside(request.model.as_str(), &request.exclude)
+            .lists_model_beyond(request.model.as_str(), |id| request.exclude.contains(&id))
         {
             return Err(Reject::Exhausted);
         }
@@ -335,7 +338,7 @@ impl Scheduler {
             }
             let fleet = &self.fleet;
             let stranded = self.queue.ids_where(model.as_str(), |r| {
-                !fleet.lists_model_outside(model.as_str(), &r.exclude)
+                !fleet.lists_model_beyond(model.as_str(), |id| r.exclude.contains(&id))
             });
             for id in stranded {
                 self.queue.remove(id);
@@ -413,11 +416,15 @@ impl Scheduler {
         if affinity_hit {
             self.counters.affinity_hits += 1;
         }
+        let last_resort = !self.fleet.lists_model_beyond(request.model.as_str(), |id| {
+            id == backend || request.exclude.contains(&id)
+        });
         Dispatch {
             request: request.id,
             backend,
             model: request.model.clone(),
             affinity_hit,
+            last_resort,
         }
     }
 

@@ -210,9 +210,20 @@ fn a_retry_never_goes_back_to_a_backend_it_failed_on() {
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.upsert_backend(BackendId(1), vec![spec("a", true, 2)]);
     s.upsert_backend(BackendId(2), vec![spec("a", true, 2)]);
+    // A first attempt has another backend to fall back on.
+    match s.submit(req(9, "a"), ms(0)) {
+        Ok(Admission::Dispatched(d)) => assert!(!d.last_resort, "{d:?}"),
+        other => panic!("{other:?}"),
+    }
     let mut r = req(1, "a");
     r.exclude = vec![BackendId(1)];
-    assert_eq!(dispatched(s.resubmit(r.clone(), ms(0))), BackendId(2));
+    match s.resubmit(r.clone(), ms(0)) {
+        Ok(Admission::Dispatched(d)) => {
+            assert_eq!(d.backend, BackendId(2));
+            assert!(d.last_resort, "both backends tried: {d:?}");
+        }
+        other => panic!("{other:?}"),
+    }
     // Tried everywhere: refused, not sent round again.
     r.id = RequestId(2);
     r.exclude = vec![BackendId(1), BackendId(2)];

@@ -162,13 +162,9 @@ async fn run(
             })
             .observe(waiting_since.elapsed().as_secs_f64());
         let backend = guard.backend;
-        request.exclude.push(backend);
         // The last attempt passes a backend's 5xx through as it came: the
         // retries are spent, or every backend with the model has been tried.
-        let last_attempt = attempt == max_retries
-            || !hub
-                .dispatcher
-                .inspect(|s| s.fleet().lists_model_outside(&model, &request.exclude));
+        let last_attempt = attempt == max_retries || guard.last_resort;
         // Boxed: a request spends most of its life waiting in `acquire`, and
         // an inline forwarding future would make every waiting request's
         // state as large as the forwarding machinery it is not using yet.
@@ -193,6 +189,7 @@ async fn run(
                     .retries
                     .get_or_create(&crate::metrics::BackendLabels { backend: name })
                     .inc();
+                request.exclude.push(backend);
                 last_failure = Some(failure.reason);
                 attempt += 1;
             }
