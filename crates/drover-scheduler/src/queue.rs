@@ -38,6 +38,9 @@ struct Class {
 #[derive(Debug, Default)]
 struct ModelQueue {
     classes: BTreeMap<u8, Class>,
+    /// Waiting requests that exclude backends (retries), so that looking
+    /// for stranded retries costs nothing while there are none.
+    retries: usize,
 }
 
 /// Counts for metrics.
@@ -100,13 +103,11 @@ impl WaitQueue {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = request.id;
-        let class = self
-            .models
-            .entry(request.model.clone())
-            .or_default()
-            .classes
-            .entry(request.priority.get())
-            .or_default();
+        let mq = self.models.entry(request.model.clone()).or_default();
+        if !request.exclude.is_empty() {
+            mq.retries += 1;
+        }
+        let class = mq.classes.entry(request.priority.get()).or_default();
         let line = class.clients.entry(request.client).or_default();
         if line.is_empty() {
             class.ring.push_back(request.client);
@@ -131,6 +132,9 @@ impl WaitQueue {
             self.deadlines.remove(&(deadline, entry.seq, id));
         }
         if let Some(mq) = self.models.get_mut(&r.model) {
+            if !r.exclude.is_empty() {
+                mq.retries -= 1;
+            }
             let prio = r.priority.get();
             if let Some(class) = mq.classes.get_mut(&prio) {
                 class.by_age.remove(&(r.arrival, entry.seq));
@@ -158,16 +162,29 @@ impl WaitQueue {
         self.deadlines.first().map(|(d, _, _)| *d)
     }
 
-    /// Ids of the requests waiting for a model that `pred` picks.
-    pub fn ids_where(&self, model: &str, pred: impl Fn(&Request) -> bool) -> Vec<RequestId> {
+    /// Ids of every request waiting for a model.
+    pub fn ids_for(&self, model: &str) -> Vec<RequestId> {
         self.models.get(model).map_or_else(Vec::new, |q| {
             q.classes
                 .values()
-                .flat_map(|c| c.by_age.values())
-                .filter(|id| self.entries.get(id).is_some_and(|e| pred(&e.request)))
-                .copied()
+                .flat_map(|c| c.by_age.values().copied())
                 .collect()
         })
+    }
+
+    /// Ids of the retries waiting for a model that `pred` picks; no work
+    /// at all when none waits.
+    pub fn retries_where(&self, model: &str, pred: impl Fn(&Request) -> bool) -> Vec<RequestId> {
+        let Some(q) = self.models.get(model).filter(|q| q.retries > 0) else {
+            return Vec::new();
+        };
+        q.classes
+            .values()
+            .flat_map(|c| c.by_age.values())
+            .filter_map(|id| self.entries.get(id))
+            .filter(|e| !e.request.exclude.is_empty() && pred(&e.request))
+            .map(|e| e.request.id)
+            .collect()
     }
 
     /// Takes the best waiting request for `model` that `can_place` accepts.

@@ -336,10 +336,16 @@ impl Scheduler {
             if self.queue.len_for(model.as_str()) == 0 {
                 continue;
             }
+            // Every request, if no backend lists the model any more; else
+            // the retries that have tried every backend that does.
             let fleet = &self.fleet;
-            let stranded = self.queue.ids_where(model.as_str(), |r| {
-                !fleet.lists_model_beyond(model.as_str(), |id| r.exclude.contains(&id))
-            });
+            let stranded = if fleet.knows_model(model.as_str()) {
+                self.queue.retries_where(model.as_str(), |r| {
+                    !fleet.lists_model_beyond(model.as_str(), |id| r.exclude.contains(&id))
+                })
+            } else {
+                self.queue.ids_for(model.as_str())
+            };
             for id in stranded {
                 self.queue.remove(id);
                 self.counters.unroutable += 1;
