@@ -4,10 +4,14 @@
 //! - [`ids`]: opaque identifiers for backends, requests and clients.
 //! - [`priority`]: request priority, 0 (lowest) to 100 (highest).
 //! - [`model`]: a model name, cheap to clone.
+//! - [`sync`]: a lock that survives a panic.
+//! - [`mix`]: SplitMix64, the seeded generator and mixer.
 
 pub mod ids;
+pub mod mix;
 pub mod model;
 pub mod priority;
+pub mod sync;
 
 pub use ids::{BackendId, ClientKey, RequestId};
 pub use model::ModelName;

@@ -35,33 +35,8 @@ impl Fnv {
     }
 }
 
-/// SplitMix64's output function: turns any 64-bit value into a well-mixed one.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Maps 64 random bits to a uniform value in `[0, 1)`.
-pub(crate) fn unit(bits: u64) -> f64 {
-    // The top 53 bits fill an f64 mantissa exactly.
-    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-/// The SplitMix64 generator.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-}
+// The seeded generator and mixer drover uses everywhere.
+pub(crate) use drover_core::mix::{SplitMix64, mix64, unit};
 
 /// Each word carries its leading space, so a token is a slice of this table
 /// and streaming needs no allocation per token; the first token drops the
