@@ -22,12 +22,6 @@ pub struct Affinity {
     pub record: Vec<u64>,
 }
 
-impl Affinity {
-    pub fn is_empty(&self) -> bool {
-        self.lookup.is_empty() && self.record.is_empty()
-    }
-}
-
 #[derive(Debug)]
 pub struct AffinityIndex {
     map: HashMap<u64, (BackendId, u64)>,

@@ -3,6 +3,14 @@
 //! half-opens and admits exactly one trial request (or a probe); success
 //! closes it, failure reopens it with a doubled cooldown (capped). This is
 //! what lets a backend that died come back with no restart (seed 000).
+//!
+//! Probes and requests judge different things. A probe asks for the model
+//! list; a request asks for a generation. A server can list its models and
+//! fail every generation (a crashed runner), so a successful probe closes
+//! an open breaker only if probes saw the server down too (it was
+//! unreachable and is back), and it never wipes failures that requests
+//! counted. A breaker that requests opened while probes kept succeeding
+//! closes only when a request succeeds.
 
 use std::time::Duration;
 
@@ -54,6 +62,12 @@ pub struct Breaker {
     cooldown: Duration,
     /// A half-open breaker admits one trial at a time.
     trial_in_flight: bool,
+    /// Whether a request (not only probes) failed among the failures
+    /// counted while closed.
+    requests_failed: bool,
+    /// Whether a probe failed since the backend last served a request or
+    /// the breaker last closed: the server was seen down, not only failing.
+    probe_failed: bool,
 }
 
 impl Breaker {
@@ -64,6 +78,8 @@ impl Breaker {
             open_until: Duration::ZERO,
             cooldown: config.cooldown,
             trial_in_flight: false,
+            requests_failed: false,
+            probe_failed: false,
         }
     }
 
@@ -109,9 +125,11 @@ impl Breaker {
         false
     }
 
-    /// Returns true when the state changed.
+    /// A request succeeded. Returns true when the state changed.
     pub fn on_success(&mut self, config: &BreakerConfig) -> bool {
         self.failures = 0;
+        self.requests_failed = false;
+        self.probe_failed = false;
         self.trial_in_flight = false;
         match self.state {
             BreakerState::Closed => false,
@@ -125,8 +143,47 @@ impl Breaker {
         }
     }
 
-    /// Returns true when the state changed.
+    /// A probe succeeded: the server answers. That closes an open breaker
+    /// only if probes saw the server down, and clears only failures that
+    /// probes alone counted. Returns true when the state changed.
+    pub fn on_probe_success(&mut self, config: &BreakerConfig) -> bool {
+        match self.state {
+            BreakerState::Closed => {
+                if !self.requests_failed {
+                    self.failures = 0;
+                    self.probe_failed = false;
+                }
+                false
+            }
+            BreakerState::HalfOpen | BreakerState::Open if self.probe_failed => {
+                self.state = BreakerState::Closed;
+                self.failures = 0;
+                self.requests_failed = false;
+                self.probe_failed = false;
+                self.trial_in_flight = false;
+                self.cooldown = config.cooldown;
+                true
+            }
+            BreakerState::HalfOpen | BreakerState::Open => false,
+        }
+    }
+
+    /// A probe failed. Returns true when the state changed.
+    pub fn on_probe_failure(&mut self, now: Duration, config: &BreakerConfig) -> bool {
+        let changed = self.judge_failure(now, config, false);
+        self.probe_failed = true;
+        changed
+    }
+
+    /// A request failed. Returns true when the state changed.
     pub fn on_failure(&mut self, now: Duration, config: &BreakerConfig) -> bool {
+        self.judge_failure(now, config, true)
+    }
+
+    fn judge_failure(&mut self, now: Duration, config: &BreakerConfig, request: bool) -> bool {
+        if request && self.state == BreakerState::Closed {
+            self.requests_failed = true;
+        }
         self.trial_in_flight = false;
         match self.state {
             BreakerState::Closed => {
@@ -210,6 +267,61 @@ mod tests {
         b.on_success(&cfg);
         b.on_failure(secs(0), &cfg);
         b.on_failure(secs(0), &cfg);
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_cannot_close_what_requests_opened() {
+        let cfg = BreakerConfig {
+            failure_threshold: 2,
+            cooldown: secs(10),
+            max_cooldown: secs(100),
+        };
+        let mut b = Breaker::new(&cfg);
+        b.on_failure(secs(0), &cfg);
+        assert!(!b.on_probe_success(&cfg), "nothing to close yet");
+        // The probe did not wipe the request's failure: one more opens it.
+        assert!(b.on_failure(secs(0), &cfg));
+        assert!(!b.on_probe_success(&cfg));
+        assert_eq!(b.state(), BreakerState::Open);
+        b.tick(secs(10));
+        assert!(!b.on_probe_success(&cfg));
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        // A failed trial reopens with the cooldown doubled, probes or not.
+        b.on_dispatch();
+        b.on_failure(secs(10), &cfg);
+        assert_eq!(b.reopens_at(), Some(secs(30)));
+        b.tick(secs(30));
+        b.on_dispatch();
+        assert!(b.on_success(&cfg), "a request's success closes it");
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_closes_it_once_the_server_was_seen_down_and_back() {
+        let cfg = BreakerConfig {
+            failure_threshold: 1,
+            ..BreakerConfig::default()
+        };
+        let mut b = Breaker::new(&cfg);
+        b.on_failure(secs(0), &cfg);
+        assert!(!b.on_probe_success(&cfg), "probes never saw it down");
+        b.on_probe_failure(secs(1), &cfg);
+        assert!(b.on_probe_success(&cfg), "down, then back");
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_closes_what_probes_opened() {
+        let cfg = BreakerConfig {
+            failure_threshold: 2,
+            ..BreakerConfig::default()
+        };
+        let mut b = Breaker::new(&cfg);
+        b.on_probe_failure(secs(0), &cfg);
+        b.on_probe_failure(secs(0), &cfg);
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(b.on_probe_success(&cfg));
         assert_eq!(b.state(), BreakerState::Closed);
     }
 

@@ -144,6 +144,14 @@ impl Fleet {
             .any(|(id, b)| !tried(*id) && b.models.get(model).is_some_and(|m| m.listed))
     }
 
+    /// Whether a backend that `tried` does not pick lists the model and
+    /// takes work now (healthy or half-open, not draining).
+    pub fn serves_model_beyond(&self, model: &str, tried: impl Fn(BackendId) -> bool) -> bool {
+        self.backends.iter().any(|(id, b)| {
+            !tried(*id) && b.admits() && b.models.get(model).is_some_and(|m| m.listed)
+        })
+    }
+
     pub fn views(&self) -> Vec<BackendView> {
         self.backends
             .iter()

@@ -6,13 +6,16 @@
 //!    priorities advance and nothing starves (invariant 5).
 //! 2. Inside a class, round robin between clients (deficit round robin with
 //!    a cost of one request), so one client's flood cannot stall the others.
-//! 3. Inside a client, oldest first.
+//! 3. Inside a client, round robin between its users (the OpenAI `user`
+//!    field): they share the client's turns, never add to them.
+//! 4. Inside a user, oldest first.
 //!
-//! Cancelling is O(log n): the request leaves the main map and the ordered
-//! indexes at once; its slot in a client's FIFO is dropped lazily when that
-//! FIFO is next read.
+//! Every index is an ordered map, so a request leaves all of them at once in
+//! O(log n) when it is cancelled: nothing stale is left for a later pop to
+//! walk past, however many clients come and go.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::Hash;
 use std::time::Duration;
 
 use drover_core::{ClientKey, ModelName, RequestId};
@@ -24,13 +27,73 @@ struct Entry {
     request: Request,
     /// Arrival order, to break ties between equal arrival times.
     seq: u64,
+    /// Its place in its user's line: arrivals count up from 0, retries down
+    /// from -1, so a retry goes to the front.
+    line_key: i64,
+}
+
+/// Keys taking turns, with O(log n) removal.
+#[derive(Debug)]
+struct Ring<K> {
+    order: BTreeMap<u64, K>,
+    turn_of: HashMap<K, u64>,
+    next: u64,
+}
+
+impl<K> Default for Ring<K> {
+    fn default() -> Self {
+        Ring {
+            order: BTreeMap::new(),
+            turn_of: HashMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<K: Copy + Eq + Hash> Ring<K> {
+    /// Adds `key` at the back, or moves it there.
+    fn send_to_back(&mut self, key: K) {
+        self.remove(key);
+        self.order.insert(self.next, key);
+        self.turn_of.insert(key, self.next);
+        self.next += 1;
+    }
+
+    fn add(&mut self, key: K) {
+        if !self.turn_of.contains_key(&key) {
+            self.send_to_back(key);
+        }
+    }
+
+    fn remove(&mut self, key: K) {
+        if let Some(turn) = self.turn_of.remove(&key) {
+            self.order.remove(&turn);
+        }
+    }
+
+    /// The keys, whose turn first.
+    fn in_turn(&self) -> Vec<K> {
+        self.order.values().copied().collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+/// One client's waiting requests, per user.
+#[derive(Debug, Default)]
+struct ClientQueue {
+    users: Ring<u64>,
+    lines: HashMap<u64, BTreeMap<i64, RequestId>>,
 }
 
 #[derive(Debug, Default)]
 struct Class {
-    clients: HashMap<ClientKey, VecDeque<RequestId>>,
+    clients: HashMap<ClientKey, ClientQueue>,
     /// Clients with requests in this class, in turn order.
-    ring: VecDeque<ClientKey>,
+    ring: Ring<ClientKey>,
     /// Every request of the class by age, for the class's standing.
     by_age: BTreeMap<(Duration, u64), RequestId>,
 }
@@ -47,6 +110,8 @@ struct ModelQueue {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
     pub waiting: usize,
+    /// Bytes the waiting requests hold.
+    pub bytes: usize,
     /// Waiting requests per model, sorted by model.
     pub by_model: Vec<(ModelName, usize)>,
     /// Waiting requests per priority, sorted by priority.
@@ -59,6 +124,7 @@ pub struct WaitQueue {
     models: HashMap<ModelName, ModelQueue>,
     deadlines: BTreeSet<(Duration, u64, RequestId)>,
     next_seq: u64,
+    bytes: usize,
     aging: Duration,
 }
 
@@ -69,6 +135,7 @@ impl WaitQueue {
             models: HashMap::new(),
             deadlines: BTreeSet::new(),
             next_seq: 0,
+            bytes: 0,
             aging: aging.max(Duration::from_millis(1)),
         }
     }
@@ -81,8 +148,9 @@ impl WaitQueue {
         self.entries.is_empty()
     }
 
-    pub fn contains(&self, id: RequestId) -> bool {
-        self.entries.contains_key(&id)
+    /// Bytes the waiting requests hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len_for(&self, model: &str) -> usize {
@@ -91,43 +159,48 @@ impl WaitQueue {
         })
     }
 
-    /// Models that have requests waiting.
-    pub fn models(&self) -> impl Iterator<Item = &ModelName> {
-        self.models.keys()
-    }
-
     /// Adds a request. A retried request keeps its arrival time, so it goes
     /// back ahead of everything that arrived after it, and to the front of
-    /// its client's line.
+    /// its user's line.
     pub fn push(&mut self, request: Request, retry: bool) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = request.id;
+        let line_key = if retry { -1 - seq as i64 } else { seq as i64 };
         let mq = self.models.entry(request.model.clone()).or_default();
         if !request.exclude.is_empty() {
             mq.retries += 1;
         }
         let class = mq.classes.entry(request.priority.get()).or_default();
-        let line = class.clients.entry(request.client).or_default();
-        if line.is_empty() {
-            class.ring.push_back(request.client);
-        }
-        if retry {
-            line.push_front(id);
-        } else {
-            line.push_back(id);
-        }
+        class.ring.add(request.client);
+        let client = class.clients.entry(request.client).or_default();
+        client.users.add(request.user);
+        client
+            .lines
+            .entry(request.user)
+            .or_default()
+            .insert(line_key, id);
         class.by_age.insert((request.arrival, seq), id);
         if let Some(deadline) = request.deadline {
             self.deadlines.insert((deadline, seq, id));
         }
-        self.entries.insert(id, Entry { request, seq });
+        self.bytes += request.size;
+        self.entries.insert(
+            id,
+            Entry {
+                request,
+                seq,
+                line_key,
+            },
+        );
     }
 
-    /// Removes a waiting request (its client left, or it expired).
+    /// Removes a waiting request (its client left, it expired, or it was
+    /// dispatched) from every index.
     pub fn remove(&mut self, id: RequestId) -> Option<Request> {
         let entry = self.entries.remove(&id)?;
         let r = &entry.request;
+        self.bytes -= r.size;
         if let Some(deadline) = r.deadline {
             self.deadlines.remove(&(deadline, entry.seq, id));
         }
@@ -138,6 +211,7 @@ impl WaitQueue {
             let prio = r.priority.get();
             if let Some(class) = mq.classes.get_mut(&prio) {
                 class.by_age.remove(&(r.arrival, entry.seq));
+                leave_line(class, r, entry.line_key);
                 if class.by_age.is_empty() {
                     mq.classes.remove(&prio);
                 }
@@ -188,8 +262,9 @@ impl WaitQueue {
     }
 
     /// Takes the best waiting request for `model` that `can_place` accepts.
-    /// Each client's oldest request is offered in turn; a client whose head
-    /// cannot be placed (it excludes the free backends) keeps its turn.
+    /// Clients take turns, and within a client its users; each user's oldest
+    /// request is offered. A client none of whose heads can be placed (they
+    /// exclude the free backends) goes to the back of the ring.
     pub fn pop_best(
         &mut self,
         model: &str,
@@ -212,39 +287,29 @@ impl WaitQueue {
         order.sort_unstable_by(|a, b| b.cmp(a));
 
         let entries = &self.entries;
-        for (_, prio) in order {
+        let mut chosen = None;
+        'classes: for (_, prio) in order {
             let Some(class) = mq.classes.get_mut(&prio) else {
                 continue;
             };
-            let turns = class.ring.len();
-            for _ in 0..turns {
-                let Some(client) = class.ring.pop_front() else {
-                    break;
-                };
-                let Some(line) = class.clients.get_mut(&client) else {
+            for client in class.ring.in_turn() {
+                let Some(cq) = class.clients.get_mut(&client) else {
                     continue;
                 };
-                // Drop cancelled requests from the front of the line.
-                while line.front().is_some_and(|id| !entries.contains_key(id)) {
-                    line.pop_front();
-                }
-                let Some(&head) = line.front() else {
-                    class.clients.remove(&client);
-                    continue;
-                };
-                let placeable = entries.get(&head).is_some_and(|e| can_place(&e.request));
-                class.ring.push_back(client);
-                if placeable {
-                    line.pop_front();
-                    if line.iter().all(|id| !entries.contains_key(id)) {
-                        class.clients.remove(&client);
-                        class.ring.retain(|c| *c != client);
-                    }
-                    return self.remove(head);
+                let head = cq.users.in_turn().into_iter().find_map(|user| {
+                    let (_, id) = cq.lines.get(&user)?.first_key_value()?;
+                    let e = entries.get(id)?;
+                    can_place(&e.request).then_some((user, *id))
+                });
+                class.ring.send_to_back(client);
+                if let Some((user, id)) = head {
+                    cq.users.send_to_back(user);
+                    chosen = Some(id);
+                    break 'classes;
                 }
             }
         }
-        None
+        self.remove(chosen?)
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -260,9 +325,29 @@ impl WaitQueue {
         }
         QueueStats {
             waiting: self.entries.len(),
+            bytes: self.bytes,
             by_model,
             by_priority: prios.into_iter().collect(),
         }
+    }
+}
+
+/// Takes a request out of its user's line, and the user and the client out
+/// of their rings once they have nothing left waiting.
+fn leave_line(class: &mut Class, r: &Request, line_key: i64) {
+    let Some(cq) = class.clients.get_mut(&r.client) else {
+        return;
+    };
+    if let Some(line) = cq.lines.get_mut(&r.user) {
+        line.remove(&line_key);
+        if line.is_empty() {
+            cq.lines.remove(&r.user);
+            cq.users.remove(r.user);
+        }
+    }
+    if cq.lines.is_empty() {
+        class.clients.remove(&r.client);
+        class.ring.remove(r.client);
     }
 }
 
@@ -282,6 +367,8 @@ mod tests {
             deadline: None,
             affinity: Affinity::default(),
             exclude: Vec::new(),
+            user: 0,
+            size: 0,
         }
     }
 
@@ -350,6 +437,51 @@ mod tests {
         assert_eq!(q.len_for("m"), 1);
         assert_eq!(drain(&mut q, 10), vec![2]);
         assert!(q.models.is_empty(), "empty model queues are dropped");
+    }
+
+    #[test]
+    fn requests_that_leave_leave_nothing_behind() {
+        let mut q = WaitQueue::new(Duration::from_secs(1));
+        // One request that stays, so the class lives on.
+        q.push(req(1, 1, 50, 0), false);
+        for i in 0..1000 {
+            let mut r = req(100 + i, 1000 + i, 50, i);
+            r.size = 10;
+            q.push(r, false);
+            assert!(q.remove(RequestId(100 + i)).is_some());
+        }
+        let class = &q.models[&ModelName::new("m")].classes[&50];
+        assert_eq!(class.ring.len(), 1);
+        assert_eq!(class.clients.len(), 1);
+        assert_eq!(class.by_age.len(), 1);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn users_share_their_clients_turns() {
+        let mut q = WaitQueue::new(Duration::from_secs(3600));
+        // Client 1 rotates its user field on every request; client 2 sends
+        // as one user. They still alternate.
+        for i in 0..5 {
+            let mut r = req(10 + i, 1, 50, i);
+            r.user = 100 + i;
+            q.push(r, false);
+        }
+        for i in 0..3 {
+            q.push(req(20 + i, 2, 50, 10 + i), false);
+        }
+        assert_eq!(drain(&mut q, 100), vec![10, 20, 11, 21, 12, 22, 13, 14]);
+    }
+
+    #[test]
+    fn within_a_client_users_take_turns() {
+        let mut q = WaitQueue::new(Duration::from_secs(3600));
+        for (id, user, at) in [(1, 7, 0), (2, 7, 1), (3, 7, 2), (4, 8, 3), (5, 8, 4)] {
+            let mut r = req(id, 1, 50, at);
+            r.user = user;
+            q.push(r, false);
+        }
+        assert_eq!(drain(&mut q, 100), vec![1, 4, 2, 5, 3]);
     }
 
     #[test]

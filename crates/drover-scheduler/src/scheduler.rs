@@ -29,6 +29,9 @@ pub struct SchedulerConfig {
     pub policy: Policy,
     /// Requests that may wait at once; beyond it new requests are refused.
     pub max_queue: usize,
+    /// Bytes that waiting requests may hold at once (their bodies); beyond
+    /// it new requests are refused as for a full queue.
+    pub max_queue_bytes: usize,
     /// Waiting this long raises a request's standing by one priority point.
     pub aging: Duration,
     /// Prefix hashes the affinity index remembers.
@@ -41,6 +44,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             policy: Policy::Drover,
             max_queue: 10_000,
+            max_queue_bytes: 512 * 1024 * 1024,
             aging: Duration::from_secs(2),
             affinity_capacity: 65_536,
             breaker: BreakerConfig::default(),
@@ -54,7 +58,11 @@ pub struct Request {
     pub id: RequestId,
     pub model: ModelName,
     pub priority: Priority,
+    /// Whose share of the fleet it uses: an API key's identity.
     pub client: ClientKey,
+    /// Tells users apart within one client (the OpenAI `user` field); 0
+    /// when nothing does. Rotating it buys no share against other clients.
+    pub user: u64,
     /// When it first arrived; a retry keeps it, so it keeps its place.
     pub arrival: Duration,
     /// Past this it may no longer wait.
@@ -62,6 +70,8 @@ pub struct Request {
     pub affinity: Affinity,
     /// Backends that already failed this request.
     pub exclude: Vec<BackendId>,
+    /// Bytes the request holds while it waits (its body).
+    pub size: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +82,8 @@ pub struct Dispatch {
     /// The backend was chosen because it served the conversation's prefix.
     pub affinity_hit: bool,
     /// No backend besides this one that the request has not tried lists the
-    /// model: if this attempt fails, a retry has nowhere to go.
+    /// model and takes work (healthy, not draining): if this attempt fails,
+    /// a retry has nowhere to go.
     pub last_resort: bool,
 }
 
@@ -91,7 +102,8 @@ pub enum Reject {
     /// Backends list the model, but every one is draining or its breaker is
     /// open.
     NoHealthyBackend,
-    /// The queue is full; try again after about `retry_after`.
+    /// The queue is full (by count or by bytes); try again after about
+    /// `retry_after`.
     QueueFull { retry_after: Duration },
     /// A retry whose request was already tried on every backend that lists
     /// the model.
@@ -115,20 +127,9 @@ pub enum Outcome {
     Success { service: Duration },
     /// The backend failed it (refused, 5xx, timed out, broke mid-stream).
     Failure,
-    /// The client left first; says nothing about the backend.
-    Cancelled,
-}
-
-/// Running totals, for metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SchedulerCounters {
-    pub dispatched: u64,
-    pub affinity_hits: u64,
-    pub queued: u64,
-    pub expired: u64,
-    pub unroutable: u64,
-    pub rejected_full: u64,
-    pub breaker_opened: u64,
+    /// It ended in a way that says nothing about the backend: the client
+    /// left, the backend was busy (429), the backend was removed.
+    Neutral,
 }
 
 #[derive(Debug)]
@@ -140,7 +141,6 @@ pub struct Scheduler {
     /// Models whose capacity or queue changed since the last poll.
     dirty: BTreeSet<ModelName>,
     turn: u64,
-    counters: SchedulerCounters,
 }
 
 impl Scheduler {
@@ -151,7 +151,6 @@ impl Scheduler {
             fleet: Fleet::default(),
             dirty: BTreeSet::new(),
             turn: 0,
-            counters: SchedulerCounters::default(),
             config,
         }
     }
@@ -166,10 +165,6 @@ impl Scheduler {
 
     pub fn queue(&self) -> &WaitQueue {
         &self.queue
-    }
-
-    pub fn counters(&self) -> &SchedulerCounters {
-        &self.counters
     }
 
     /// Adds a backend or replaces what it lists.
@@ -208,9 +203,9 @@ impl Scheduler {
         // A breaker that half-opens here must wake its waiting requests too.
         let reopened = b.breaker.tick(now);
         let judged = if ok {
-            b.breaker.on_success(&cfg)
+            b.breaker.on_probe_success(&cfg)
         } else {
-            b.breaker.on_failure(now, &cfg)
+            b.breaker.on_probe_failure(now, &cfg)
         };
         let changed = reopened || judged;
         if changed {
@@ -258,13 +253,13 @@ impl Scheduler {
             }
             debug_assert!(late, "early-binding policies always choose");
         }
-        if !retry && self.queue.len() >= self.config.max_queue {
-            self.counters.rejected_full += 1;
+        let over_bytes =
+            self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
+        if !retry && (self.queue.len() >= self.config.max_queue || over_bytes) {
             return Err(Reject::QueueFull {
                 retry_after: self.estimate_wait(request.model.as_str()),
             });
         }
-        self.counters.queued += 1;
         let model = request.model.clone();
         self.queue.push(request, retry);
         self.dirty.insert(model);
@@ -309,7 +304,7 @@ impl Scheduler {
         let changed = match outcome {
             Outcome::Success { .. } => b.breaker.on_success(&cfg),
             Outcome::Failure => b.breaker.on_failure(now, &cfg),
-            Outcome::Cancelled => {
+            Outcome::Neutral => {
                 b.breaker.on_neutral();
                 false
             }
@@ -328,7 +323,6 @@ impl Scheduler {
         self.tick_breakers(now);
         for id in self.queue.expired(now) {
             self.queue.remove(id);
-            self.counters.expired += 1;
             decisions.push(Decision::Expired(id));
         }
         let dirty = std::mem::take(&mut self.dirty);
@@ -348,7 +342,6 @@ impl Scheduler {
             };
             for id in stranded {
                 self.queue.remove(id);
-                self.counters.unroutable += 1;
                 decisions.push(Decision::Unroutable(id));
             }
             self.drain_model(&model, now, &mut decisions);
@@ -418,13 +411,11 @@ impl Scheduler {
         }
         self.affinity.record(&request.affinity, backend);
         let affinity_hit = hit == Some(backend);
-        self.counters.dispatched += 1;
-        if affinity_hit {
-            self.counters.affinity_hits += 1;
-        }
-        let last_resort = !self.fleet.lists_model_beyond(request.model.as_str(), |id| {
-            id == backend || request.exclude.contains(&id)
-        });
+        let last_resort = !self
+            .fleet
+            .serves_model_beyond(request.model.as_str(), |id| {
+                id == backend || request.exclude.contains(&id)
+            });
         Dispatch {
             request: request.id,
             backend,
@@ -434,9 +425,11 @@ impl Scheduler {
         }
     }
 
-    /// Backends that may take a request for `model`: those that have it
-    /// loaded or, when none does, those that list it (they load on demand),
-    /// less the excluded ones.
+    /// Backends that may take a request for `model`: of those it has not
+    /// failed on, the ones that have the model loaded or, when none does,
+    /// the ones that list it (they load on demand). Exclusions come before
+    /// the choice of tier: a retry whose only loaded backend failed goes to
+    /// one that would load the model.
     fn candidates(&self, model: &ModelName, exclude: &[BackendId]) -> Vec<Candidate> {
         let health = self.config.policy.respects_health();
         let late = self.config.policy.binds_late();
@@ -444,6 +437,7 @@ impl Scheduler {
             self.fleet
                 .backends
                 .iter()
+                .filter(|(id, _)| !exclude.contains(id))
                 .filter(|(_, b)| !health || b.admits())
                 .filter_map(|(id, b)| {
                     let m = b.models.get(model.as_str())?;
@@ -456,12 +450,12 @@ impl Scheduler {
                 })
                 .collect()
         };
-        let mut candidates = tier(true);
+        let candidates = tier(true);
         if candidates.is_empty() {
-            candidates = tier(false);
+            tier(false)
+        } else {
+            candidates
         }
-        candidates.retain(|c| !exclude.contains(&c.id));
-        candidates
     }
 
     fn tick_breakers(&mut self, now: Duration) {
@@ -477,14 +471,6 @@ impl Scheduler {
     }
 
     fn note_breaker_change(&mut self, id: BackendId) {
-        if self
-            .fleet
-            .backends
-            .get(&id)
-            .is_some_and(|b| b.breaker.state() == crate::BreakerState::Open)
-        {
-            self.counters.breaker_opened += 1;
-        }
         self.mark_backend_dirty(id);
     }
 

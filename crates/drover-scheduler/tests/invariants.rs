@@ -11,20 +11,12 @@ use drover_scheduler::{
     Admission, Affinity, Decision, ModelSpec, Outcome, Request, Scheduler, SchedulerConfig,
 };
 
-/// SplitMix64: a tiny seeded generator, so every run is reproducible.
-struct Rng(u64);
+/// A seeded generator, so every run is reproducible.
+struct Rng(drover_core::mix::SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 }
 
@@ -45,7 +37,7 @@ fn random_operations_never_overload_or_lose_a_request() {
 }
 
 fn run(seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(drover_core::mix::SplitMix64::new(seed));
     let models = MODELS;
     let cfg = SchedulerConfig {
         max_queue: 20,
@@ -99,6 +91,8 @@ fn run(seed: u64) {
                         record: vec![rng.below(8)],
                     },
                     exclude: Vec::new(),
+                    user: 0,
+                    size: 0,
                 };
                 let mi = models.iter().position(|m| *m == r.model.as_str()).unwrap();
                 match s.submit(r, now) {
@@ -134,7 +128,7 @@ fn run(seed: u64) {
                 {
                     let outcome = match rng.below(3) {
                         0 => Outcome::Failure,
-                        1 => Outcome::Cancelled,
+                        1 => Outcome::Neutral,
                         _ => Outcome::Success {
                             service: Duration::from_millis(10),
                         },

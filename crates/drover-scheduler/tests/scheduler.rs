@@ -32,6 +32,8 @@ fn req(id: u64, model: &str) -> Request {
         deadline: None,
         affinity: Affinity::default(),
         exclude: Vec::new(),
+        user: 0,
+        size: 0,
     }
 }
 
@@ -150,12 +152,7 @@ fn cancel_removes_a_waiting_request() {
     s.submit(req(3, "a"), ms(0)).unwrap();
     assert!(s.cancel(RequestId(2)));
     assert!(!s.cancel(RequestId(2)));
-    s.finish(
-        BackendId(1),
-        &ModelName::new("a"),
-        Outcome::Cancelled,
-        ms(1),
-    );
+    s.finish(BackendId(1), &ModelName::new("a"), Outcome::Neutral, ms(1));
     assert_eq!(dispatches(&s.poll(ms(1))), vec![(3, 1)]);
 }
 
@@ -417,8 +414,86 @@ fn a_breaker_half_opening_inside_finish_still_wakes_waiting_requests() {
     s.finish(
         BackendId(1),
         &ModelName::new("a"),
-        Outcome::Cancelled,
+        Outcome::Neutral,
         ms(2000),
     );
     assert_eq!(dispatches(&s.poll(ms(2000))), vec![(3, 1)]);
+}
+
+#[test]
+fn a_retry_goes_to_a_backend_that_would_load_the_model() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 2)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", false, 2)]);
+    // The first attempt goes to the loaded backend; the cold one could
+    // still take a retry.
+    match s.submit(req(1, "a"), ms(0)) {
+        Ok(Admission::Dispatched(d)) => {
+            assert_eq!(d.backend, BackendId(1));
+            assert!(!d.last_resort, "{d:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut retry = req(1, "a");
+    retry.exclude = vec![BackendId(1)];
+    match s.resubmit(retry, ms(1)) {
+        Ok(Admission::Dispatched(d)) => {
+            assert_eq!(d.backend, BackendId(2));
+            assert!(d.last_resort, "{d:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_last_resort_counts_only_backends_that_take_work() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 2)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", true, 2)]);
+    s.set_draining(BackendId(2), true);
+    match s.submit(req(1, "a"), ms(0)) {
+        Ok(Admission::Dispatched(d)) => assert!(d.last_resort, "{d:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn waiting_bytes_have_a_budget() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        max_queue_bytes: 1000,
+        ..SchedulerConfig::default()
+    });
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    dispatched(s.submit(req(1, "a"), ms(0)));
+    let sized = |id, size| Request {
+        size,
+        ..req(id, "a")
+    };
+    assert_eq!(s.submit(sized(2, 600), ms(0)), Ok(Admission::Queued));
+    assert!(matches!(
+        s.submit(sized(3, 600), ms(0)),
+        Err(Reject::QueueFull { .. })
+    ));
+    assert_eq!(s.submit(sized(4, 400), ms(0)), Ok(Admission::Queued));
+    assert_eq!(s.queue().stats().bytes, 1000);
+    // A retry was accepted once already: never refused.
+    let mut retry = sized(5, 600);
+    retry.exclude = vec![BackendId(9)];
+    assert_eq!(s.resubmit(retry, ms(0)), Ok(Admission::Queued));
+    s.cancel(RequestId(2));
+    assert_eq!(s.queue().stats().bytes, 1000);
+}
+
+#[test]
+fn a_probe_does_not_close_a_breaker_that_requests_opened() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 3)]);
+    for id in 0..3 {
+        dispatched(s.submit(req(id, "a"), ms(0)));
+        s.finish(BackendId(1), &ModelName::new("a"), Outcome::Failure, ms(0));
+    }
+    let state = |s: &Scheduler| s.fleet().view(BackendId(1)).unwrap().breaker;
+    assert_eq!(state(&s), BreakerState::Open);
+    s.probe(BackendId(1), true, ms(10));
+    assert_eq!(state(&s), BreakerState::Open);
 }

@@ -21,7 +21,6 @@ use drover_core::{BackendId, ClientKey, Priority, RequestId};
 
 use super::events::{Event, EventQueue};
 use super::fleet_spec::is_down;
-use super::rng::mix;
 use super::scenario::Scenario;
 use super::tally::{Fate, Tally};
 use super::trace::Job;
@@ -30,6 +29,7 @@ use crate::policy::Policy;
 use crate::scheduler::{
     Admission, Decision, Dispatch, Outcome, Request, Scheduler, SchedulerConfig,
 };
+use drover_core::mix::mix64 as mix;
 
 /// The hub's `max_retries`.
 pub(crate) const MAX_RETRIES: u32 = 3;
@@ -282,6 +282,8 @@ impl<'a> Engine<'a> {
             deadline: self.deadline(job),
             affinity: affinity(j),
             exclude: self.state[job].exclude.clone(),
+            user: 0,
+            size: 0,
         }
     }
 
@@ -403,7 +405,7 @@ impl<'a> Engine<'a> {
         let (backend, model) = self.lane_names(lane);
         // The client left; that says nothing about the backend's health.
         self.scheduler
-            .finish(backend, &model, Outcome::Cancelled, now);
+            .finish(backend, &model, Outcome::Neutral, now);
         self.resolve(job, Fate::Expired);
     }
 
