@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use crate::client::HttpClient;
@@ -62,9 +62,9 @@ pub fn adapter_for(
     timeout: Duration,
 ) -> Arc<dyn Backend> {
     let http = Http {
+        authorization: endpoint.authorization(api_key.as_deref()),
         endpoint,
         client,
-        api_key,
         timeout,
     };
     match kind {
@@ -77,9 +77,14 @@ pub fn adapter_for(
 pub(crate) struct Http {
     pub endpoint: Endpoint,
     pub client: HttpClient,
-    pub api_key: Option<String>,
+    pub authorization: Option<HeaderValue>,
     pub timeout: Duration,
 }
+
+/// The most discovery reads of any one answer. A model list of a thousand
+/// models is well under a megabyte; a server answering gigabytes (broken or
+/// hostile) must not take the hub's memory with it.
+pub const MAX_DISCOVERY_BYTES: usize = 8 * 1024 * 1024;
 
 impl Http {
     /// GETs `path` and parses the JSON answer. `Ok(None)` for 404, which
@@ -96,36 +101,44 @@ impl Http {
                 reason: e.to_string(),
             })?;
         let url = uri.to_string();
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(uri)
-            .header(header::ACCEPT, "application/json");
-        if let Some(key) = &self.api_key {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| BackendError::Malformed {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let build = || {
+            let mut req = Request::new(Full::new(Bytes::new()));
+            *req.uri_mut() = uri.clone();
+            let headers = req.headers_mut();
+            headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+            if let Some(auth) = &self.authorization {
+                headers.insert(header::AUTHORIZATION, auth.clone());
+            }
+            req
+        };
         let fetch = async {
             let resp = self
                 .client
-                .request(req)
+                .send(build)
                 .await
                 .map_err(|e| BackendError::Unreachable {
                     url: url.clone(),
                     reason: error_chain(&e),
                 })?;
             let status = resp.status();
-            let body = resp
-                .into_body()
+            let body = Limited::new(resp.into_body(), MAX_DISCOVERY_BYTES)
                 .collect()
                 .await
-                .map_err(|e| BackendError::Unreachable {
-                    url: url.clone(),
-                    reason: e.to_string(),
+                .map_err(|e| {
+                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                        BackendError::Malformed {
+                            url: url.clone(),
+                            reason: format!(
+                                "the answer is larger than {} MiB",
+                                MAX_DISCOVERY_BYTES / (1024 * 1024)
+                            ),
+                        }
+                    } else {
+                        BackendError::Unreachable {
+                            url: url.clone(),
+                            reason: e.to_string(),
+                        }
+                    }
                 })?
                 .to_bytes();
             Ok::<_, BackendError>((status, body))

@@ -1,9 +1,14 @@
 //! A backend's base URL, validated once so the hot path only concatenates.
+//!
+//! Credentials in the URL (`http://user:secret@host`) are taken out at
+//! parse time: they become an `Authorization: Basic` header and appear in no
+//! name, listing, log line or response header.
 
 use std::fmt;
 
-use http::Uri;
+use base64::Engine as _;
 use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
@@ -20,26 +25,36 @@ pub enum EndpointError {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     scheme: Scheme,
+    /// Host and port, never credentials.
     authority: Authority,
     prefix: String,
+    /// From the URL's `user:password@`, ready to send.
+    basic_auth: Option<HeaderValue>,
 }
 
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
         let trimmed = url.trim();
         let uri: Uri = trimmed.parse().map_err(|e: http::uri::InvalidUri| {
-            EndpointError::Invalid(url.to_string(), e.to_string())
+            EndpointError::Invalid(redact(url), e.to_string())
         })?;
         let scheme = uri.scheme().cloned().ok_or_else(|| {
-            EndpointError::Invalid(url.to_string(), "missing scheme (http://)".into())
+            EndpointError::Invalid(redact(url), "missing scheme (http://)".into())
         })?;
         if scheme != Scheme::HTTP {
-            return Err(EndpointError::Scheme(url.to_string()));
+            return Err(EndpointError::Scheme(redact(url)));
         }
-        let authority = uri
+        let full = uri
             .authority()
-            .cloned()
-            .ok_or_else(|| EndpointError::NoHost(url.to_string()))?;
+            .ok_or_else(|| EndpointError::NoHost(redact(url)))?;
+        let (authority, basic_auth) = match full.as_str().rsplit_once('@') {
+            None => (full.clone(), None),
+            Some((userinfo, host)) => {
+                let invalid =
+                    |e: http::uri::InvalidUri| EndpointError::Invalid(redact(url), e.to_string());
+                (host.parse().map_err(invalid)?, Some(basic(userinfo)))
+            }
+        };
         let mut prefix = uri.path().trim_end_matches('/').to_string();
         if prefix.ends_with("/v1") {
             prefix.truncate(prefix.len() - 3);
@@ -48,6 +63,7 @@ impl Endpoint {
             scheme,
             authority,
             prefix,
+            basic_auth,
         })
     }
 
@@ -65,8 +81,44 @@ impl Endpoint {
             .build()
     }
 
+    /// `host:port`, without credentials.
     pub fn authority(&self) -> &str {
         self.authority.as_str()
+    }
+
+    /// The `Authorization` header to send: a bearer `api_key` if there is
+    /// one, else the URL's credentials, if any.
+    pub fn authorization(&self, api_key: Option<&str>) -> Option<HeaderValue> {
+        match api_key {
+            Some(key) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {key}")).ok()?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => self.basic_auth.clone(),
+        }
+    }
+}
+
+/// `user:password` (percent-encoded, as in a URL) as a Basic credential.
+fn basic(userinfo: &str) -> HeaderValue {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(userinfo).collect();
+    let token = base64::engine::general_purpose::STANDARD.encode(decoded);
+    let mut v = HeaderValue::from_str(&format!("Basic {token}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    v.set_sensitive(true);
+    v
+}
+
+/// A URL as it may be shown: any `user:password@` replaced by `***@`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..host_end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[host_end..]),
+        None => url.to_string(),
     }
 }
 
@@ -100,6 +152,23 @@ mod tests {
             let e = Endpoint::parse(input).unwrap();
             assert_eq!(e.uri("/v1/models").unwrap().to_string(), want, "{input}");
         }
+    }
+
+    #[test]
+    fn credentials_leave_the_url_and_become_a_basic_header() {
+        let e = Endpoint::parse("http://user:s%40cret@10.0.0.5:1234/v1").unwrap();
+        assert_eq!(e.authority(), "10.0.0.5:1234");
+        assert_eq!(e.to_string(), "http://10.0.0.5:1234");
+        assert_eq!(
+            e.uri("/v1/models").unwrap().to_string(),
+            "http://10.0.0.5:1234/v1/models"
+        );
+        // base64("user:s@cret")
+        assert_eq!(e.authorization(None).unwrap(), "Basic dXNlcjpzQGNyZXQ=");
+        assert_eq!(e.authorization(Some("k")).unwrap(), "Bearer k");
+        assert!(!format!("{e:?}").contains("cret"));
+        assert_eq!(redact("http://user:secret@host:1/x"), "http://***@host:1/x");
+        assert_eq!(redact("http://host:1/a@b"), "http://host:1/a@b");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!
 //! - [`kind`]: [`BackendKind`], parsed from `lmstudio` / `openai`.
 //! - [`endpoint`]: [`Endpoint`], a validated base URL.
-//! - [`client`]: the pooled HTTP client every hub component shares.
+//! - [`client`]: [`HttpClient`], the pooled HTTP client every hub component
+//!   (and `drover bench`) shares; it resends a request that met a closed
+//!   reused connection on a fresh one.
 //! - [`backend`]: the [`Backend`] trait and what discovery returns.
 //! - [`lmstudio`], [`openai`]: the adapters.
 
@@ -18,6 +20,6 @@ pub mod lmstudio;
 pub mod openai;
 
 pub use backend::{Backend, BackendError, DiscoveredModel, Discovery, adapter_for};
-pub use client::{HttpClient, UpstreamBody, new_client};
-pub use endpoint::{Endpoint, EndpointError};
+pub use client::{HttpClient, SendError, UpstreamBody};
+pub use endpoint::{Endpoint, EndpointError, redact};
 pub use kind::BackendKind;
