@@ -8,13 +8,60 @@
 //! prompt shared by every client would otherwise pull all traffic to one
 //! backend. Plain prompts are hashed in blocks, and only prefixes covering
 //! at least half of the prompt are looked up, for the same reason.
+//!
+//! Both lists are bounded, whatever the request: the dispatcher records and
+//! looks them up under its lock, and a body of a million empty messages
+//! once held that lock for seconds. The next turn of a conversation finds
+//! the previous one as long as fewer than [`MAX_LOOKUP`] messages (or
+//! prompt blocks) were added in between.
 
+use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use drover_proto::openai::{MessageRole, RequestPeek};
 use drover_scheduler::Affinity;
 
 const PROMPT_BLOCK: usize = 256;
+/// Prefixes looked up per request, the longest first.
+pub const MAX_LOOKUP: usize = 128;
+/// Prefixes remembered per request: the longest, where the next turn of the
+/// conversation will look.
+pub const MAX_RECORD: usize = 16;
+
+/// The last [`MAX_LOOKUP`] cumulative hashes, each with how much of the
+/// request it covers (messages, or bytes for prompts).
+#[derive(Default)]
+struct Window {
+    hashes: VecDeque<(u64, usize)>,
+}
+
+impl Window {
+    fn push(&mut self, hash: u64, covered: usize) {
+        if self.hashes.len() == MAX_LOOKUP {
+            self.hashes.pop_front();
+        }
+        self.hashes.push_back((hash, covered));
+    }
+
+    /// Remembers the longest prefixes; looks up those `worth` accepts,
+    /// longest first.
+    fn affinity(&self, worth: impl Fn(usize) -> bool) -> Affinity {
+        let record = self
+            .hashes
+            .iter()
+            .skip(self.hashes.len().saturating_sub(MAX_RECORD))
+            .map(|(h, _)| *h)
+            .collect();
+        let lookup = self
+            .hashes
+            .iter()
+            .rev()
+            .take_while(|(_, covered)| worth(*covered))
+            .map(|(h, _)| *h)
+            .collect();
+        Affinity { lookup, record }
+    }
+}
 
 pub fn for_request(model: &str, peek: &RequestPeek<'_>) -> Affinity {
     if let Some(messages) = &peek.messages {
@@ -36,11 +83,11 @@ fn seeded(model: &str) -> DefaultHasher {
 
 fn chat<'a>(model: &str, messages: impl Iterator<Item = &'a str>) -> Affinity {
     let mut h = seeded(model);
-    let mut record = Vec::new();
+    let mut window = Window::default();
     let mut first_conversational = None;
     for (i, raw) in messages.enumerate() {
         raw.hash(&mut h);
-        record.push(h.finish());
+        window.push(h.finish(), i);
         if first_conversational.is_none() {
             let role = serde_json::from_str::<MessageRole<'_>>(raw)
                 .ok()
@@ -50,32 +97,22 @@ fn chat<'a>(model: &str, messages: impl Iterator<Item = &'a str>) -> Affinity {
             }
         }
     }
-    let lookup = match first_conversational {
-        Some(first) => record[first..].iter().rev().copied().collect(),
-        None => Vec::new(),
-    };
-    Affinity { lookup, record }
+    match first_conversational {
+        Some(first) => window.affinity(|i| i >= first),
+        None => window.affinity(|_| false),
+    }
 }
 
 fn prompt_blocks(model: &str, raw_prompt: &str) -> Affinity {
     let bytes = raw_prompt.as_bytes();
     let mut h = seeded(model);
-    let mut record = Vec::new();
-    let mut covered = Vec::new();
-    for chunk in bytes.chunks(PROMPT_BLOCK) {
+    let mut window = Window::default();
+    for (i, chunk) in bytes.chunks(PROMPT_BLOCK).enumerate() {
         chunk.hash(&mut h);
-        record.push(h.finish());
-        covered.push(record.len() * PROMPT_BLOCK);
+        window.push(h.finish(), (i + 1) * PROMPT_BLOCK);
     }
     let half = bytes.len() / 2;
-    let lookup = record
-        .iter()
-        .zip(&covered)
-        .rev()
-        .take_while(|(_, c)| **c >= half)
-        .map(|(h, _)| *h)
-        .collect();
-    Affinity { lookup, record }
+    window.affinity(|covered| covered >= half)
 }
 
 #[cfg(test)]
@@ -116,6 +153,30 @@ mod tests {
         );
         assert!(!b.lookup.contains(&a.record[0]));
         assert!(!b.lookup.contains(&a.record[1]));
+    }
+
+    #[test]
+    fn a_million_messages_give_a_bounded_handful_of_hashes() {
+        let body = format!(r#"{{"messages":[{}{{}}]}}"#, "{},".repeat(1_000_000));
+        let a = peek(&body);
+        assert!(a.record.len() <= MAX_RECORD, "{}", a.record.len());
+        assert!(a.lookup.len() <= MAX_LOOKUP, "{}", a.lookup.len());
+        let prompt = peek(&format!(r#"{{"prompt":"{}"}}"#, "x".repeat(4_000_000)));
+        assert!(prompt.record.len() <= MAX_RECORD && prompt.lookup.len() <= MAX_LOOKUP);
+    }
+
+    #[test]
+    fn a_long_conversation_still_finds_its_previous_turn() {
+        let turn = |n: usize| {
+            let messages: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"role":"user","content":"m{i}"}}"#))
+                .collect();
+            peek(&format!(r#"{{"messages":[{}]}}"#, messages.join(",")))
+        };
+        let before = turn(500);
+        let after = turn(510);
+        let prev_full = *before.record.last().unwrap();
+        assert_eq!(after.lookup.iter().position(|h| *h == prev_full), Some(10));
     }
 
     #[test]

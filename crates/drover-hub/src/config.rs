@@ -1,7 +1,6 @@
 //! The hub's configuration: one TOML file, every field optional, overridable
 //! by `DROVER_*` environment variables, with errors that name the field.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use drover_proto::admin::BackendSpec;
@@ -10,8 +9,13 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubConfig {
-    /// Where the gateway listens. Loopback by default.
-    pub listen: SocketAddr,
+    /// Where the gateway listens, `HOST:PORT`; the host may be a name
+    /// (`localhost:8700`). Loopback by default.
+    pub listen: String,
+    /// Listen beyond loopback although nothing there checks who calls:
+    /// until client keys exist, anyone who can reach the port can use every
+    /// model. Off by default; the hub refuses such an address without it.
+    pub insecure: bool,
     /// Bearer key for `/admin/*`. Without one the management API answers
     /// only when the hub listens on loopback.
     pub admin_key: Option<String>,
@@ -31,6 +35,10 @@ pub struct QueueConfig {
     /// How long a request may wait for a slot before a 503.
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Bytes of request bodies that may wait at once (a number of bytes or
+    /// a size like `"512MiB"`); beyond it, 429 as for a full queue.
+    #[serde(deserialize_with = "bytes")]
+    pub max_waiting_bytes: usize,
     /// Waiting this long raises a request's standing by one priority point.
     #[serde(deserialize_with = "duration")]
     pub aging: Duration,
@@ -51,6 +59,11 @@ pub struct UpstreamConfig {
     /// Longest silence inside a response before it counts as broken.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// After a client leaves mid-request, how long its slot stays taken: the
+    /// server notices the closed connection only at its next write, and a
+    /// slot handed on sooner would overload it.
+    #[serde(deserialize_with = "duration")]
+    pub cancel_grace: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -72,7 +85,20 @@ pub struct HealthConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
+    /// Largest request body (bytes, or a size like `"16MiB"`): 413 beyond.
+    #[serde(deserialize_with = "bytes")]
     pub max_body_bytes: usize,
+    /// Longest a client may take to send its request body: 408 after.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// Longest a client may take no byte of an answer being sent to it; then
+    /// the answer is ended and its slot freed.
+    #[serde(deserialize_with = "duration")]
+    pub client_stall_timeout: Duration,
+    /// Client connections open at once; more wait to be accepted. Unset: as
+    /// many as the process's file-descriptor limit safely allows (each
+    /// running request holds a client and a backend connection).
+    pub max_connections: Option<usize>,
 }
 
 /// A known client: its key identifies it for fairness and sets its default
@@ -89,7 +115,8 @@ pub struct ClientConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
+            listen: "127.0.0.1:8700".into(),
+            insecure: false,
             admin_key: None,
             queue: QueueConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -106,6 +133,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_waiting: 10_000,
             timeout: Duration::from_secs(60),
+            max_waiting_bytes: 512 * 1024 * 1024,
             aging: Duration::from_secs(2),
         }
     }
@@ -118,6 +146,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(120),
+            cancel_grace: Duration::from_millis(500),
         }
     }
 }
@@ -138,6 +167,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_body_bytes: 16 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            client_stall_timeout: Duration::from_secs(60),
+            max_connections: None,
         }
     }
 }
@@ -149,7 +181,8 @@ pub struct ConfigError(pub String);
 impl HubConfig {
     /// Parses TOML, then applies `DROVER_*` overrides from `env`: the rest of
     /// the variable's name is the field's path, lower case, sections joined
-    /// by a double underscore (`DROVER_QUEUE__TIMEOUT=30s`).
+    /// by a double underscore (`DROVER_QUEUE__TIMEOUT=30s`). A bad override
+    /// is reported under the variable's name, not as a field of the file.
     pub fn from_toml(text: &str, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
         for (key, value) in env {
@@ -158,12 +191,12 @@ impl HubConfig {
             };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             // Only fields the file could hold; other DROVER_ variables belong
-            // to the command line (DROVER_HUB, DROVER_CONFIG, ...).
+            // to the command line (DROVER_HUB, DROVER_CONFIG, DROVER_LOG, ...).
             if !KNOWN_ROOTS.contains(&path[0].as_str()) {
                 continue;
             }
-            set_path(&mut doc, &path, parse_env_value(value))
-                .map_err(|e| ConfigError(format!("{key}: {e}")))?;
+            let value = env_value(&path, value).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+            set_path(&mut doc, &path, value).map_err(|e| ConfigError(format!("{key}: {e}")))?;
         }
         let config: HubConfig = toml::Value::Table(doc)
             .try_into()
@@ -173,6 +206,7 @@ impl HubConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        listen_host_port(&self.listen).map_err(|e| ConfigError(format!("listen: {e}")))?;
         if self.queue.timeout.is_zero() {
             return Err(ConfigError("queue.timeout must be more than zero".into()));
         }
@@ -184,6 +218,11 @@ impl HubConfig {
         if self.health.failure_threshold == 0 {
             return Err(ConfigError(
                 "health.failure_threshold must be at least 1".into(),
+            ));
+        }
+        if self.limits.max_connections == Some(0) {
+            return Err(ConfigError(
+                "limits.max_connections must be at least 1".into(),
             ));
         }
         for (i, c) in self.clients.iter().enumerate() {
@@ -204,8 +243,24 @@ impl HubConfig {
     }
 }
 
-const KNOWN_ROOTS: [&str; 6] = [
+/// Splits `HOST:PORT` (`[::1]:8700` for IPv6), checking the port.
+pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{listen:?} should be HOST:PORT, like 127.0.0.1:8700"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{listen:?}: the port must be a number from 0 to 65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{listen:?}: the host is missing"));
+    }
+    Ok((host, port))
+}
+
+const KNOWN_ROOTS: [&str; 7] = [
     "listen",
+    "insecure",
     "admin_key",
     "queue",
     "upstream",
@@ -213,14 +268,34 @@ const KNOWN_ROOTS: [&str; 6] = [
     "limits",
 ];
 
-fn parse_env_value(value: &str) -> toml::Value {
-    if let Ok(i) = value.parse::<i64>() {
-        return toml::Value::Integer(i);
+/// The TOML value an environment variable stands for. Its text is tried as
+/// a string first, then as an integer, a float and a boolean, and the first
+/// that the field accepts on its own wins: `DROVER_ADMIN_KEY=123456` stays a
+/// string, `DROVER_UPSTREAM__MAX_RETRIES=1` becomes a number. If none fits,
+/// the field's own complaint (an unknown name, a bad duration) is the error.
+fn env_value(path: &[String], text: &str) -> Result<toml::Value, String> {
+    let mut candidates = vec![toml::Value::String(text.to_string())];
+    if let Ok(i) = text.parse::<i64>() {
+        candidates.push(toml::Value::Integer(i));
     }
-    if let Ok(b) = value.parse::<bool>() {
-        return toml::Value::Boolean(b);
+    if let Ok(f) = text.parse::<f64>() {
+        candidates.push(toml::Value::Float(f));
     }
-    toml::Value::String(value.to_string())
+    if let Ok(b) = text.parse::<bool>() {
+        candidates.push(toml::Value::Boolean(b));
+    }
+    let mut first_error = None;
+    for value in candidates {
+        let mut alone = toml::Table::new();
+        set_path(&mut alone, path, value.clone())?;
+        match toml::Value::Table(alone).try_into::<HubConfig>() {
+            Ok(_) => return Ok(value),
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.message().to_string());
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| "not a valid value".into()))
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
@@ -248,6 +323,41 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!("{s:?} is not a duration like 30s or 500ms: {e}"))
     })
+}
+
+/// Sizes as people write them: `16777216`, `"16MiB"`, `"512 MB"`, `"1GiB"`.
+fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => usize::try_from(n).map_err(serde::de::Error::custom),
+        Size::Text(s) => parse_size(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a size like 16777216, \"16MiB\" or \"1GB\""
+            ))
+        }),
+    }
+}
+
+fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let number: u64 = t[..split].parse().ok()?;
+    let unit: u64 = match t[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        _ => return None,
+    };
+    usize::try_from(number.checked_mul(unit)?).ok()
 }
 
 #[cfg(test)]
@@ -280,7 +390,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.listen, "0.0.0.0:9000");
         assert_eq!(c.queue.timeout, Duration::from_secs(30));
         assert_eq!(c.backends[0].model_slots["qwen"], 2);
         assert_eq!(c.clients[0].priority, Some(20));
@@ -296,6 +406,62 @@ mod tests {
         let c = HubConfig::from_toml("[queue]\ntimeout = \"60s\"", &env).unwrap();
         assert_eq!(c.queue.timeout, Duration::from_secs(5));
         assert_eq!(c.upstream.max_retries, 1);
+    }
+
+    #[test]
+    fn an_environment_value_takes_the_type_its_field_wants() {
+        let env = vec![
+            ("DROVER_ADMIN_KEY".to_string(), "123456".to_string()),
+            ("DROVER_INSECURE".to_string(), "true".to_string()),
+            (
+                "DROVER_QUEUE__MAX_WAITING_BYTES".to_string(),
+                "64MiB".to_string(),
+            ),
+            (
+                "DROVER_LIMITS__MAX_BODY_BYTES".to_string(),
+                "1024".to_string(),
+            ),
+        ];
+        let c = HubConfig::from_toml("", &env).unwrap();
+        assert_eq!(c.admin_key.as_deref(), Some("123456"));
+        assert!(c.insecure);
+        assert_eq!(c.queue.max_waiting_bytes, 64 << 20);
+        assert_eq!(c.limits.max_body_bytes, 1024);
+    }
+
+    #[test]
+    fn a_bad_environment_value_is_named_by_its_variable() {
+        for (key, value, want) in [
+            ("DROVER_QUEUE__TIMOUT", "5s", "timout"),
+            ("DROVER_QUEUE__TIMEOUT", "soon", "soon"),
+            ("DROVER_UPSTREAM__MAX_RETRIES", "many", "\"many\""),
+        ] {
+            let env = vec![(key.to_string(), value.to_string())];
+            let err = HubConfig::from_toml("", &env).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{key}: ")), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_checks_the_port() {
+        assert_eq!(listen_host_port("localhost:8700"), Ok(("localhost", 8700)));
+        assert_eq!(listen_host_port("[::1]:80"), Ok(("::1", 80)));
+        assert!(listen_host_port("localhost").is_err());
+        assert!(listen_host_port("localhost:http").is_err());
+        let err = HubConfig::from_toml("listen = \"nowhere\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("listen: "), "{err}");
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("512 MB"), Some(512_000_000));
+        assert_eq!(parse_size("7"), Some(7));
+        assert_eq!(parse_size("7 parsecs"), None);
+        assert_eq!(parse_size("99999999999999999999GiB"), None);
     }
 
     #[test]

@@ -11,8 +11,14 @@
 //! once, whatever happened to the request (success, error, client gone,
 //! panic). A guard is never dropped while the lock is held: guards that
 //! could not be delivered are disarmed and released in the same section.
+//!
+//! A slot whose client went away mid-request is released only after a
+//! grace (`upstream.cancel_grace`): the hub drops the upstream connection at
+//! once, but the server notices only at its next write, and until then it
+//! is still working on the abandoned request. Handing the slot on sooner
+//! put three requests on a two-slot server.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,7 +49,32 @@ type Delivery = Result<SlotGuard, WaitError>;
 struct State {
     sched: Scheduler,
     waiters: HashMap<RequestId, oneshot::Sender<Delivery>>,
+    /// Slots of abandoned requests, released at the time (scheduler time)
+    /// of their key; the `u64` keeps keys unique.
+    lingering: BTreeMap<(Duration, u64), (BackendId, ModelName)>,
+    next_linger: u64,
     closed: bool,
+}
+
+impl State {
+    fn next_wakeup(&self) -> Option<Duration> {
+        let linger = self.lingering.keys().next().map(|(at, _)| *at);
+        [self.sched.next_wakeup(), linger]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Releases the lingering slots whose grace has passed.
+    fn release_lingering(&mut self, now: Duration) {
+        while let Some(entry) = self.lingering.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (backend, model) = entry.remove();
+            self.sched.finish(backend, &model, Outcome::Neutral, now);
+        }
+    }
 }
 
 pub struct Dispatcher {
@@ -52,19 +83,24 @@ pub struct Dispatcher {
     epoch: Instant,
     /// Wakes the timer task when a new deadline may be earlier.
     timer: Notify,
+    /// How long an abandoned request's slot stays taken.
+    cancel_grace: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
-    pub fn new(sched: Scheduler, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(sched: Scheduler, cancel_grace: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Dispatcher {
             state: Mutex::new(State {
                 sched,
                 waiters: HashMap::new(),
+                lingering: BTreeMap::new(),
+                next_linger: 0,
                 closed: false,
             }),
             epoch: Instant::now(),
             timer: Notify::new(),
+            cancel_grace,
             metrics,
         })
     }
@@ -76,9 +112,8 @@ impl Dispatcher {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the scheduler's state as it
-        // was at the panic, which is still consistent enough to serve:
-        // keep going rather than take the whole hub down.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // was at the panic, which is still consistent enough to serve.
+        drover_core::sync::lock(&self.state)
     }
 
     /// Waits for a slot for `request`. Dropping the returned future while it
@@ -100,6 +135,9 @@ impl Dispatcher {
             } else {
                 st.sched.submit(request, now)
             };
+            if let Err(Reject::QueueFull { .. }) = &admitted {
+                self.metrics.queue_rejected.inc();
+            }
             match admitted.map_err(AcquireError::Rejected)? {
                 Admission::Dispatched(d) => return Ok(SlotGuard::new(self.clone(), &d)),
                 Admission::Queued => {
@@ -132,11 +170,27 @@ impl Dispatcher {
     /// (a backend appeared, a drain ended, ...).
     pub fn with_scheduler<R>(self: &Arc<Self>, f: impl FnOnce(&mut Scheduler, Duration) -> R) -> R {
         let mut st = self.lock();
+        let before = st.next_wakeup();
         let now = self.now();
         let out = f(&mut st.sched, now);
         let decisions = st.sched.poll(now);
         self.deliver(&mut st, decisions, now);
+        self.rearm_if_earlier(&st, before);
         out
+    }
+
+    /// Wakes the timer task if the next thing due (a breaker's cooldown, a
+    /// deadline) is now earlier than when it last looked. Only then: waking
+    /// it on every release would cost a context switch per request.
+    fn rearm_if_earlier(&self, st: &State, before: Option<Duration>) {
+        let earlier = match (st.next_wakeup(), before) {
+            (Some(now), Some(was)) => now < was,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if earlier {
+            self.timer.notify_one();
+        }
     }
 
     /// Reads the scheduler without changing it.
@@ -146,10 +200,25 @@ impl Dispatcher {
 
     fn release(self: &Arc<Self>, backend: BackendId, model: &ModelName, outcome: Outcome) {
         let mut st = self.lock();
+        let before = st.next_wakeup();
         let now = self.now();
         st.sched.finish(backend, model, outcome, now);
         let decisions = st.sched.poll(now);
         self.deliver(&mut st, decisions, now);
+        self.rearm_if_earlier(&st, before);
+    }
+
+    /// Releases an abandoned request's slot once the server can have let go
+    /// of it.
+    fn release_after_grace(&self, backend: BackendId, model: ModelName) {
+        {
+            let mut st = self.lock();
+            let at = self.now() + self.cancel_grace;
+            let seq = st.next_linger;
+            st.next_linger += 1;
+            st.lingering.insert((at, seq), (backend, model));
+        }
+        self.timer.notify_one();
     }
 
     /// Hands decisions to waiting tasks. A task that went away in the
@@ -185,17 +254,17 @@ impl Dispatcher {
                 }
             }
             for (backend, model) in orphans {
-                st.sched.finish(backend, &model, Outcome::Cancelled, now);
+                st.sched.finish(backend, &model, Outcome::Neutral, now);
             }
             decisions = st.sched.poll(now);
         }
     }
 
-    /// Expires waiting requests and half-opens breakers on time, even when
-    /// no other event comes.
+    /// Expires waiting requests, half-opens breakers and releases lingering
+    /// slots on time, even when no other event comes.
     pub async fn run_timer(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let next = self.inspect(|s| s.next_wakeup());
+            let next = self.lock().next_wakeup();
             let sleep = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(self.epoch + at).await,
@@ -208,6 +277,7 @@ impl Dispatcher {
                 _ = sleep => {
                     let mut st = self.lock();
                     let now = self.now();
+                    st.release_lingering(now);
                     let decisions = st.sched.poll(now);
                     self.deliver(&mut st, decisions, now);
                 }
@@ -249,8 +319,9 @@ impl Drop for LeaveQueueOnDrop<'_> {
 }
 
 /// A held slot on one (backend, model). Released exactly once, on drop, with
-/// the outcome last recorded (a guard dropped with none recorded means the
-/// client went away).
+/// the outcome last recorded. A guard dropped with none recorded belonged
+/// to a request its client abandoned: its slot lingers for the cancel
+/// grace before it is free again.
 pub struct SlotGuard {
     dispatcher: Option<Arc<Dispatcher>>,
     pub backend: BackendId,
@@ -287,9 +358,11 @@ impl SlotGuard {
         self.outcome = Some(Outcome::Failure);
     }
 
-    /// The request ended in a way that says nothing about the backend.
+    /// The request ended in a way that says nothing about the backend, and
+    /// the backend is not working on it any more (it answered 429, or it
+    /// was removed).
     pub fn neutral(&mut self) {
-        self.outcome = Some(Outcome::Cancelled);
+        self.outcome = Some(Outcome::Neutral);
     }
 
     fn disarm(mut self) -> (BackendId, ModelName) {
@@ -301,8 +374,10 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(d) = self.dispatcher.take() {
-            let outcome = self.outcome.unwrap_or(Outcome::Cancelled);
-            d.release(self.backend, &self.model, outcome);
+            match self.outcome {
+                Some(outcome) => d.release(self.backend, &self.model, outcome),
+                None => d.release_after_grace(self.backend, self.model.clone()),
+            }
         }
     }
 }

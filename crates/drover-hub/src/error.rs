@@ -18,17 +18,33 @@ pub enum ApiError {
     },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("the model '{model}' does not exist or no backend serves it")]
+    #[error("the request body did not arrive within {} s", limit.as_secs_f64())]
+    RequestTimeout { limit: Duration },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the model '{}' does not exist or no backend serves it", echo(model))]
     ModelNotFound { model: String },
     #[error("{message}")]
     NotFound { message: String },
     #[error("too many requests are waiting; retry after {} s", retry_after.as_secs())]
     QueueFull { retry_after: Duration },
-    #[error("every backend serving '{model}' is unhealthy or draining")]
+    #[error("every backend serving '{}' is unhealthy or draining", echo(model))]
     NoHealthyBackend { model: String },
-    #[error("no backend slot for '{model}' became free within {} s", waited.as_secs_f64().round())]
+    /// No answering backend lists the model, but some backends have never
+    /// answered: one of them may well serve it.
+    #[error(
+        "no answering backend serves '{}', and {} not answered yet: {}",
+        echo(model),
+        if backends.len() == 1 { "this backend has" } else { "these backends have" },
+        backends.join(", ")
+    )]
+    Unreachable {
+        model: String,
+        backends: Vec<String>,
+    },
+    #[error("no backend slot for '{}' became free within {} s", echo(model), waited.as_secs_f64().round())]
     QueueTimeout { model: String, waited: Duration },
-    #[error("no backend serves '{model}' any more")]
+    #[error("no backend serves '{}' any more", echo(model))]
     ModelGone { model: String },
     #[error("{message}")]
     Upstream { message: String },
@@ -61,9 +77,12 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::ModelNotFound { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoHealthyBackend { .. }
+            | ApiError::Unreachable { .. }
             | ApiError::QueueTimeout { .. }
             | ApiError::ModelGone { .. }
             | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -82,10 +101,16 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 ("invalid_request_error", Some("request_too_large"))
             }
+            ApiError::RequestTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
+            ApiError::UnsupportedMediaType(_) => {
+                ("invalid_request_error", Some("unsupported_media_type"))
+            }
             ApiError::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
-            ApiError::NoHealthyBackend { .. } => ("server_error", Some("no_healthy_backend")),
+            ApiError::NoHealthyBackend { .. } | ApiError::Unreachable { .. } => {
+                ("server_error", Some("no_healthy_backend"))
+            }
             ApiError::QueueTimeout { .. } => ("server_error", Some("queue_timeout")),
             ApiError::ModelGone { .. } => ("server_error", Some("model_unavailable")),
             ApiError::Upstream { .. } => ("server_error", Some("upstream_error")),
@@ -120,6 +145,23 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.kind_and_code().1.unwrap_or("error")
     }
+}
+
+/// Longest piece of client input repeated back in an error or a log line.
+const ECHO_LIMIT: usize = 200;
+
+/// Client input as it may be repeated: whole if short, else its start and
+/// its length, so a 4 MB model name costs a 4 MB request, not a 4 MB answer
+/// and a 4 MB log line.
+pub fn echo(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= ECHO_LIMIT {
+        return text.into();
+    }
+    let mut end = ECHO_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len()).into()
 }
 
 impl IntoResponse for ApiError {
@@ -194,6 +236,16 @@ mod tests {
             assert!(body["error"].get("param").is_some());
             assert!(body["error"]["code"].is_string());
         }
+    }
+
+    #[test]
+    fn client_input_is_echoed_short() {
+        let long = "é".repeat(300_000);
+        let err = ApiError::ModelNotFound { model: long };
+        let message = err.to_string();
+        assert!(message.len() < 400, "{} bytes", message.len());
+        assert!(message.contains("(600000 bytes)"), "{message}");
+        assert_eq!(echo("short"), "short");
     }
 
     #[test]

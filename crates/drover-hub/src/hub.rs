@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use drover_backends::{HttpClient, new_client};
-use drover_core::{Priority, RequestId};
+use drover_backends::HttpClient;
+use drover_core::{BackendId, Priority, RequestId};
 use drover_scheduler::{BreakerConfig, Scheduler, SchedulerConfig};
 use http::HeaderValue;
 use tokio::net::TcpListener;
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::caller::{Clients, KnownClient};
 use crate::config::HubConfig;
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
@@ -27,26 +28,22 @@ use crate::registry::{BackendEntry, Registry, RegistryError};
 use crate::{prober, routes, server};
 use drover_proto::admin::BackendSpec;
 
-/// A configured client, found by its API key.
-#[derive(Debug, Clone)]
-pub struct KnownClient {
-    pub name: String,
-    pub priority: Option<Priority>,
-}
-
 pub struct HubState {
-    pub config: HubConfig,
-    pub dispatcher: Arc<Dispatcher>,
-    pub registry: Registry,
-    pub client: HttpClient,
-    pub metrics: Arc<Metrics>,
-    pub clients: HashMap<String, KnownClient>,
-    pub tasks: TaskTracker,
-    pub shutdown: CancellationToken,
+    pub(crate) config: HubConfig,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) registry: Registry,
+    pub(crate) client: HttpClient,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clients: Clients,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace is over: running SSE streams end
+    /// with an error event before their connections are cut.
+    pub(crate) streams_stop: CancellationToken,
     /// The address actually bound (port 0 resolved).
-    pub local_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
-    pub started_unix: u64,
+    pub(crate) started_unix: u64,
     next_request: AtomicU64,
     id_salt: u64,
 }
@@ -72,6 +69,20 @@ impl HubState {
         true
     }
 
+    /// Backends that have never answered a probe, by name: what they serve
+    /// is unknown. (The scheduler learns of a backend at its first answer.)
+    pub fn unreachable_backends(&self) -> Vec<String> {
+        let known: Vec<BackendId> = self
+            .dispatcher
+            .inspect(|s| s.fleet().views().iter().map(|v| v.id).collect());
+        self.registry
+            .all()
+            .iter()
+            .filter(|e| !known.contains(&e.id))
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
     pub fn next_request_id(&self) -> RequestId {
         RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
     }
@@ -79,8 +90,7 @@ impl HubState {
     /// A fresh id for the `x-request-id` header: unique per process run and
     /// unguessable enough to not collide across hubs.
     pub fn new_request_header(&self, id: RequestId) -> HeaderValue {
-        let mixed = (id.0 ^ self.id_salt).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ self.id_salt.rotate_left(17);
+        let mixed = drover_core::mix::mix64(id.0 ^ self.id_salt);
         let text = format!("req_{:016x}{:08x}", mixed, id.0 as u32);
         HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("req_unknown"))
     }
@@ -91,8 +101,12 @@ impl HubState {
     }
 }
 
+/// After the shutdown grace, how long ended streams get to deliver their
+/// error event before connections are cut.
+const STREAM_END_GRACE: Duration = Duration::from_secs(1);
+
 pub struct HubHandle {
-    pub state: Arc<HubState>,
+    state: Arc<HubState>,
     server: JoinHandle<()>,
     /// Cuts off connections still open after the shutdown grace period.
     hard_stop: CancellationToken,
@@ -100,20 +114,37 @@ pub struct HubHandle {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("backends[{index}]: {source}")]
-    Backend { index: usize, source: RegistryError },
+    // The registry's message is the whole story: not a `source`, so that
+    // error reports which print causes do not say it twice.
+    #[error("backends[{index}] ({url}): {reason}")]
+    Backend {
+        index: usize,
+        url: String,
+        reason: RegistryError,
+    },
     #[error("cannot read the listener's address: {0}")]
     Io(#[from] std::io::Error),
     #[error("clients[{0}]: two clients share one key")]
     DuplicateClientKey(usize),
+    #[error(
+        "refusing to listen on {0}: that is beyond loopback, and drover has no client keys yet, \
+         so anyone who can reach it could use every model (and, without admin_key, nobody could \
+         manage it). Listen on 127.0.0.1, or pass --insecure (insecure = true) if the network \
+         itself is trusted"
+    )]
+    Insecure(SocketAddr),
 }
 
 /// Starts the hub on `listener` with `config`'s backends.
 pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle, StartError> {
     let local_addr = listener.local_addr()?;
+    if !local_addr.ip().is_loopback() && !config.insecure {
+        return Err(StartError::Insecure(local_addr));
+    }
     let metrics = Arc::new(Metrics::new());
     let sched = Scheduler::new(SchedulerConfig {
         max_queue: config.queue.max_waiting,
+        max_queue_bytes: config.queue.max_waiting_bytes,
         aging: config.queue.aging,
         breaker: BreakerConfig {
             failure_threshold: config.health.failure_threshold,
@@ -122,7 +153,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         },
         ..SchedulerConfig::default()
     });
-    let mut clients = HashMap::new();
+    let mut clients: Clients = HashMap::new();
     for (i, c) in config.clients.iter().enumerate() {
         let known = KnownClient {
             name: c.name.clone(),
@@ -132,15 +163,16 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
             return Err(StartError::DuplicateClientKey(i));
         }
     }
-    let client = new_client(config.upstream.connect_timeout);
+    let client = HttpClient::new(config.upstream.connect_timeout);
     let state = Arc::new(HubState {
         registry: Registry::new(client.clone(), config.health.probe_timeout),
-        dispatcher: Dispatcher::new(sched, metrics.clone()),
+        dispatcher: Dispatcher::new(sched, config.upstream.cancel_grace, metrics.clone()),
         client,
         metrics,
         clients,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
+        streams_stop: CancellationToken::new(),
         local_addr,
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -150,9 +182,11 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         config,
     });
     for (index, b) in state.config.backends.iter().enumerate() {
-        state
-            .add_backend(b)
-            .map_err(|source| StartError::Backend { index, source })?;
+        state.add_backend(b).map_err(|reason| StartError::Backend {
+            index,
+            url: drover_backends::redact(&b.url),
+            reason,
+        })?;
     }
     state
         .tasks
@@ -162,6 +196,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     let server = tokio::spawn(server::serve(
         listener,
         routes::router(state.clone()),
+        server::Limits::from_config(&state.config.limits),
         state.shutdown.clone(),
         hard_stop.clone(),
         state.tasks.clone(),
@@ -188,8 +223,20 @@ impl HubHandle {
         self.state.shutdown.cancelled().await;
     }
 
+    /// Reads the scheduler's state (fleet, slots, queue), for tests and
+    /// for callers embedding the hub.
+    pub fn inspect<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
+        self.state.dispatcher.inspect(f)
+    }
+
+    /// The id the scheduler knows a backend by.
+    pub fn backend_id(&self, name: &str) -> Option<BackendId> {
+        self.state.registry.by_name(name).map(|e| e.id)
+    }
+
     /// Stops intake, answers waiting requests with 503, gives running ones
-    /// up to `grace` to finish, then awaits every task.
+    /// up to `grace` to finish, ends the streams still running with an
+    /// error event, then awaits every task.
     pub async fn shutdown(self, grace: Duration) {
         self.state.shutdown.cancel();
         self.state.dispatcher.close();
@@ -197,10 +244,18 @@ impl HubHandle {
         if tokio::time::timeout(grace, &mut server).await.is_err() {
             tracing::warn!(
                 ?grace,
-                "requests still running after the grace period; closing them"
+                "requests still running after the grace period; ending them"
             );
-            self.hard_stop.cancel();
-            let _ = server.await;
+            self.state.streams_stop.cancel();
+            // Long enough for the error events to be written; a client that
+            // does not read them is cut off all the same.
+            if tokio::time::timeout(STREAM_END_GRACE, &mut server)
+                .await
+                .is_err()
+            {
+                self.hard_stop.cancel();
+                let _ = server.await;
+            }
         }
         self.state.tasks.close();
         self.state.tasks.wait().await;

@@ -3,28 +3,33 @@
 //!
 //! - [`hub`]: [`start`] and [`HubHandle`]: shared state, lifecycle, shutdown.
 //! - [`config`]: [`HubConfig`], the TOML file with environment overrides.
-//! - [`routes`]: HTTP handlers (inference, models, admin, health, metrics).
-//! - [`dispatcher`]: the pure scheduler behind a lock, waiters, slot guards.
-//! - [`proxy`]: one attempt against one backend; streaming pass-through.
-//! - [`affinity`]: conversation prefix hashes.
-//! - [`registry`]: backends by name and id, with their adapters.
-//! - [`prober`]: per-backend discovery, which is also the health probe.
-//! - `server`: the accept loop; every connection task is owned.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`error`]: the one mapping from errors to HTTP and the OpenAI shape.
+//! - `routes`: HTTP handlers (inference, models, admin, health, metrics).
+//! - `forward`: the forwarding service: wait for a slot, attempt, fail over
+//!   before the first byte, pass the answer through.
+//! - `caller`: who is calling: credentials, identity, priority ceiling.
+//! - `dispatcher`: the pure scheduler behind a lock, waiters, slot guards.
+//! - `affinity`: conversation prefix hashes.
+//! - `registry`: backends by name and id, with their adapters.
+//! - `prober`: per-backend discovery, which is also the health probe.
+//! - `server`: the accept loop; every connection task is owned and bounded
+//!   (`stall_io`: a client may not stall an answer for ever).
+//! - `metrics`: Prometheus metrics.
+//! - `error`: the one mapping from errors to HTTP and the OpenAI shape.
 
-pub mod affinity;
+mod affinity;
+mod caller;
 pub mod config;
-pub mod dispatcher;
-pub mod error;
+mod dispatcher;
+mod error;
+mod forward;
 pub mod hub;
-pub mod metrics;
-pub mod prober;
-pub mod proxy;
-pub mod registry;
+mod metrics;
+mod prober;
+mod registry;
 mod routes;
 mod server;
+mod stall_io;
 
 pub use config::{ClientConfig, HubConfig};
 pub use drover_proto::admin::BackendSpec;
-pub use hub::{HubHandle, HubState, StartError, start};
+pub use hub::{HubHandle, StartError, start};

@@ -4,14 +4,14 @@
 
 use std::fmt::Write as _;
 
-use drover_scheduler::{BackendView, BreakerState, QueueStats};
+use drover_scheduler::{BackendView, QueueStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -65,6 +65,7 @@ pub struct Metrics {
     pub affinity_hits: Counter,
     queue_depth: Family<ModelLabels, Gauge>,
     queue_depth_priority: Family<PriorityLabels, Gauge>,
+    queue_bytes: Gauge,
     slots_busy: Family<BackendModelLabels, Gauge>,
     slots_total: Family<BackendModelLabels, Gauge>,
     breaker: Family<BreakerLabels, Gauge>,
@@ -77,99 +78,117 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` under `name` and hands it back.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+fn histograms() -> Family<ModelLabels, Histogram, fn() -> Histogram> {
+    Family::new_with_constructor(latency_histogram as fn() -> Histogram)
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("drover");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let mut r = Registry::with_prefix("drover");
+        let r = &mut r;
+        let requests = register(
+            r,
             "requests",
             "Inference requests answered, by model, backend and HTTP status",
-            requests.clone(),
+            Family::default(),
         );
-        let ttfb = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
+        let ttfb = register(
+            r,
             "time_to_first_byte_seconds",
             "From request arrival to the backend's first byte",
-            ttfb.clone(),
+            histograms(),
         );
-        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
+        let latency = register(
+            r,
             "request_duration_seconds",
             "From request arrival to the last byte of the answer",
-            latency.clone(),
+            histograms(),
         );
-        let queue_wait = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register(
+        let queue_wait = register(
+            r,
             "queue_wait_seconds",
             "Time spent waiting in the hub for a free slot",
-            queue_wait.clone(),
+            histograms(),
         );
-        let retries = Family::<BackendLabels, Counter>::default();
-        registry.register(
+        let retries = register(
+            r,
             "retries",
             "Requests retried on another backend after this one failed before the first byte",
-            retries.clone(),
+            Family::default(),
         );
-        let stream_errors = Family::<BackendLabels, Counter>::default();
-        registry.register(
+        let stream_errors = register(
+            r,
             "stream_errors",
             "Responses that broke after their first byte reached the client",
-            stream_errors.clone(),
+            Family::default(),
         );
-        let queue_expired = Counter::default();
-        registry.register(
+        let queue_expired = register(
+            r,
             "queue_expired",
             "Requests that waited past their deadline",
-            queue_expired.clone(),
+            Counter::default(),
         );
-        let queue_rejected = Counter::default();
-        registry.register(
+        let queue_rejected = register(
+            r,
             "queue_rejected",
-            "Requests refused because the queue was full",
-            queue_rejected.clone(),
+            "Requests refused because the queue was full (by count or by bytes)",
+            Counter::default(),
         );
-        let affinity_hits = Counter::default();
-        registry.register(
+        let affinity_hits = register(
+            r,
             "affinity_hits",
             "Requests sent to the backend that served their conversation's prefix",
-            affinity_hits.clone(),
+            Counter::default(),
         );
-        let queue_depth = Family::<ModelLabels, Gauge>::default();
-        registry.register(
+        let queue_depth = register(
+            r,
             "queue_depth",
             "Requests waiting, by model",
-            queue_depth.clone(),
+            Family::default(),
         );
-        let queue_depth_priority = Family::<PriorityLabels, Gauge>::default();
-        registry.register(
+        let queue_depth_priority = register(
+            r,
             "queue_depth_by_priority",
             "Requests waiting, by priority",
-            queue_depth_priority.clone(),
+            Family::default(),
         );
-        let slots_busy = Family::<BackendModelLabels, Gauge>::default();
-        registry.register(
+        let queue_bytes = register(
+            r,
+            "queue_bytes",
+            "Bytes of request bodies waiting",
+            Gauge::default(),
+        );
+        let slots_busy = register(
+            r,
             "slots_busy",
             "Slots in use per backend and model",
-            slots_busy.clone(),
+            Family::default(),
         );
-        let slots_total = Family::<BackendModelLabels, Gauge>::default();
-        registry.register(
+        let slots_total = register(
+            r,
             "slots_total",
             "Slots per backend and model",
-            slots_total.clone(),
+            Family::default(),
         );
-        let breaker = Family::<BreakerLabels, Gauge>::default();
-        registry.register(
+        let breaker = register(
+            r,
             "backend_breaker_state",
-            "1 for each backend's current breaker state (closed, half_open, open)",
-            breaker.clone(),
+            "1 for each backend's current state: unreachable (never answered), closed, half_open or open",
+            Family::default(),
         );
-        let draining = Family::<BackendLabels, Gauge>::default();
-        registry.register(
+        let draining = register(
+            r,
             "backend_draining",
             "1 while a backend drains",
-            draining.clone(),
+            Family::default(),
         );
+        let registry = std::mem::take(r);
         Metrics {
             registry,
             requests,
@@ -183,6 +202,7 @@ impl Metrics {
             affinity_hits,
             queue_depth,
             queue_depth_priority,
+            queue_bytes,
             slots_busy,
             slots_total,
             breaker,
@@ -191,25 +211,48 @@ impl Metrics {
     }
 
     /// Renders the OpenMetrics text, refreshing state gauges from a snapshot
-    /// of the scheduler first. `name_of` maps backend ids to names.
-    pub fn render(
-        &self,
-        views: &[BackendView],
-        stats: &QueueStats,
-        name_of: &dyn Fn(drover_core::BackendId) -> String,
-    ) -> String {
+    /// of the scheduler first. A gauge reads 0 rather than vanishing: every
+    /// model the fleet lists has a queue depth, every priority once seen
+    /// keeps its series.
+    pub fn render(&self, fleet: &FleetSnapshot<'_>) -> String {
+        self.refresh_queue(fleet.views, fleet.queue);
+        self.refresh_backends(fleet);
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        // The process figures go before the OpenMetrics terminator.
+        let eof = out.rfind("# EOF").unwrap_or(out.len());
+        out.insert_str(eof, &process_figures());
+        out
+    }
+
+    fn refresh_queue(&self, views: &[BackendView], stats: &QueueStats) {
         self.queue_depth.clear();
-        self.queue_depth_priority.clear();
-        self.slots_busy.clear();
-        self.slots_total.clear();
-        self.breaker.clear();
-        self.draining.clear();
+        for model in views.iter().flat_map(|v| &v.models) {
+            self.queue_depth
+                .get_or_create(&ModelLabels {
+                    model: model.name.to_string(),
+                })
+                .set(0);
+        }
         for (model, n) in &stats.by_model {
             self.queue_depth
                 .get_or_create(&ModelLabels {
                     model: model.to_string(),
                 })
                 .set(*n as i64);
+        }
+        // Priorities are 0-100, so keeping every one seen cannot grow.
+        self.queue_depth_priority
+            .get_or_create(&PriorityLabels {
+                priority: drover_core::Priority::DEFAULT.get(),
+            })
+            .set(0);
+        for priority in 0..=100 {
+            if let Some(gauge) = self.queue_depth_priority.get(&PriorityLabels { priority }) {
+                gauge.set(0);
+            }
         }
         for (priority, n) in &stats.by_priority {
             self.queue_depth_priority
@@ -218,20 +261,17 @@ impl Metrics {
                 })
                 .set(*n as i64);
         }
-        for view in views {
-            let backend = name_of(view.id);
-            for state in [
-                BreakerState::Closed,
-                BreakerState::HalfOpen,
-                BreakerState::Open,
-            ] {
-                self.breaker
-                    .get_or_create(&BreakerLabels {
-                        backend: backend.clone(),
-                        state: state.as_str(),
-                    })
-                    .set(i64::from(view.breaker == state));
-            }
+        self.queue_bytes.set(stats.bytes as i64);
+    }
+
+    fn refresh_backends(&self, fleet: &FleetSnapshot<'_>) {
+        self.slots_busy.clear();
+        self.slots_total.clear();
+        self.breaker.clear();
+        self.draining.clear();
+        for view in fleet.views {
+            let backend = (fleet.name_of)(view.id);
+            self.set_state(&backend, view.breaker.as_str());
             self.draining
                 .get_or_create(&BackendLabels {
                     backend: backend.clone(),
@@ -250,28 +290,49 @@ impl Metrics {
                     .set(i64::from(m.slots));
             }
         }
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            out.clear();
+        for backend in fleet.unreachable {
+            self.set_state(backend, "unreachable");
         }
-        // The process figures go before the OpenMetrics terminator.
-        let eof = out.rfind("# EOF").unwrap_or(out.len());
-        let mut process = String::new();
-        if let Some(p) = ProcessStats::read() {
-            let _ = writeln!(
-                process,
-                "# HELP process_cpu_seconds Total user and system CPU time spent by the hub.\n\
-                 # TYPE process_cpu_seconds counter\n\
-                 process_cpu_seconds_total {}\n\
-                 # HELP process_resident_memory_bytes Resident memory of the hub.\n\
-                 # TYPE process_resident_memory_bytes gauge\n\
-                 process_resident_memory_bytes {}",
-                p.cpu_seconds, p.rss_bytes
-            );
-        }
-        out.insert_str(eof, &process);
-        out
     }
+
+    /// One series per state, 1 for the current one.
+    fn set_state(&self, backend: &str, current: &str) {
+        for state in ["unreachable", "closed", "half_open", "open"] {
+            self.breaker
+                .get_or_create(&BreakerLabels {
+                    backend: backend.to_string(),
+                    state,
+                })
+                .set(i64::from(state == current));
+        }
+    }
+}
+
+/// What a scrape reads from the hub, taken under the scheduler's lock and
+/// rendered outside it.
+pub struct FleetSnapshot<'a> {
+    pub views: &'a [BackendView],
+    pub queue: &'a QueueStats,
+    /// Backends that have never answered, by name.
+    pub unreachable: &'a [String],
+    pub name_of: &'a dyn Fn(drover_core::BackendId) -> String,
+}
+
+fn process_figures() -> String {
+    let mut process = String::new();
+    if let Some(p) = ProcessStats::read() {
+        let _ = writeln!(
+            process,
+            "# HELP process_cpu_seconds Total user and system CPU time spent by the hub.\n\
+             # TYPE process_cpu_seconds counter\n\
+             process_cpu_seconds_total {}\n\
+             # HELP process_resident_memory_bytes Resident memory of the hub.\n\
+             # TYPE process_resident_memory_bytes gauge\n\
+             process_resident_memory_bytes {}",
+            p.cpu_seconds, p.rss_bytes
+        );
+    }
+    process
 }
 
 /// CPU time and resident memory of this process, from `/proc` (Linux).

@@ -44,7 +44,7 @@ fn probe_once(
                 s.upsert_backend(id, specs);
                 s.probe(id, true, now);
             });
-            let mut status = entry.probe.lock().unwrap_or_else(|p| p.into_inner());
+            let mut status = drover_core::sync::lock(&entry.probe);
             if status.last_error.is_some() || !status.ever_succeeded {
                 tracing::info!(
                     backend = %entry.name,
@@ -62,7 +62,7 @@ fn probe_once(
                     s.probe(id, false, now);
                 }
             });
-            let mut status = entry.probe.lock().unwrap_or_else(|p| p.into_inner());
+            let mut status = drover_core::sync::lock(&entry.probe);
             let msg = e.to_string();
             if status.last_error.as_deref() != Some(msg.as_str()) {
                 tracing::warn!(backend = %entry.name, error = %msg, "backend probe failed");

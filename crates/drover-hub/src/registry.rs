@@ -20,7 +20,9 @@ pub struct BackendEntry {
     pub kind: BackendKind,
     pub endpoint: Endpoint,
     pub adapter: Arc<dyn Backend>,
-    pub api_key: Option<String>,
+    /// Sent with every request: the configured key, or the URL's
+    /// credentials.
+    pub authorization: Option<http::HeaderValue>,
     /// Slots per model where the server does not say; seed 002's safe
     /// default of one.
     pub default_slots: u32,
@@ -92,11 +94,11 @@ impl Registry {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        drover_core::sync::read(&self.inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        drover_core::sync::write(&self.inner)
     }
 
     /// Validates and adds a backend; the caller starts its prober.
@@ -133,12 +135,12 @@ impl Registry {
             self.probe_timeout,
         );
         let entry = Arc::new(BackendEntry {
+            authorization: endpoint.authorization(config.api_key.as_deref()),
             id,
             name: name.clone(),
             kind,
             endpoint,
             adapter,
-            api_key: config.api_key.clone(),
             default_slots: config.slots.unwrap_or(1),
             model_slots: config.model_slots.clone(),
             cancel: parent.child_token(),

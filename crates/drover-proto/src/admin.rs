@@ -32,7 +32,8 @@ pub struct BackendInfo {
     pub name: String,
     pub kind: String,
     pub url: String,
-    /// `closed`, `open` or `half_open`.
+    /// `unreachable` (never answered a probe), `closed`, `open` or
+    /// `half_open`.
     pub breaker: String,
     pub draining: bool,
     /// Requests running there now.

@@ -24,8 +24,6 @@ pub struct ErrorDetail {
 pub struct RequestPeek<'a> {
     #[serde(default, borrow)]
     pub model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    pub stream: Option<bool>,
     #[serde(default, borrow)]
     pub user: Option<std::borrow::Cow<'a, str>>,
     /// Chat messages, kept raw: the hub hashes them for prefix affinity.
@@ -48,6 +46,10 @@ pub struct MessageRole<'a> {
 pub struct ModelList {
     pub object: String,
     pub data: Vec<ModelEntry>,
+    /// Backends that have never answered a probe: what they serve is
+    /// unknown, so the list may be missing models.
+    #[serde(default)]
+    pub unreachable_backends: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

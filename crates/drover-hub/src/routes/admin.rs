@@ -1,5 +1,13 @@
 //! The management API: list, add, remove, drain and undrain backends while
 //! the hub runs.
+//!
+//! It is not a door for web pages. A page the user visits can send
+//! requests to a hub on the user's loopback (a "simple" cross-site POST needs
+//! no preflight), and with DNS rebinding it can even read the answers. So:
+//! requests that a browser marks as coming from another site (`Origin`,
+//! `Sec-Fetch-Site`) are refused, bodies must be JSON (which a simple
+//! cross-site request cannot send), and without an admin key the `Host`
+//! must name the hub by address or as `localhost`, never by some other name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,25 +18,23 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use drover_core::BackendId;
 use drover_proto::admin::{BackendInfo, BackendList, BackendModelInfo, BackendSpec};
-use drover_scheduler::{BackendView, BreakerState};
+use drover_scheduler::BackendView;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
+use crate::caller::bearer;
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::registry::{BackendEntry, RegistryError};
 
 fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    refuse_other_sites(headers)?;
     match &hub.config.admin_key {
-        Some(key) if bearer == Some(key.as_str()) => Ok(()),
+        Some(key) if bearer(headers) == Some(key.as_str()) => Ok(()),
         Some(_) => Err(ApiError::Unauthorized(
             "the management API needs the admin key as a bearer token".into(),
         )),
-        None if hub.admin_open_without_key() => Ok(()),
+        None if hub.admin_open_without_key() => require_own_host(headers),
         None => Err(ApiError::Forbidden(
             "the management API is disabled: the hub listens beyond loopback and no admin_key is set"
                 .into(),
@@ -36,20 +42,85 @@ fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses what a browser says came from a page of another site.
+fn refuse_other_sites(headers: &HeaderMap) -> Result<(), ApiError> {
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("?"));
+    if let Some(site) = text("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(ApiError::Forbidden(format!(
+            "the management API does not take requests from web pages (Sec-Fetch-Site: {site})"
+        )));
+    }
+    if let Some(origin) = text("origin") {
+        let own = text("host").is_some_and(|host| {
+            origin.strip_prefix("http://") == Some(host)
+                || origin.strip_prefix("https://") == Some(host)
+        });
+        if !own {
+            return Err(ApiError::Forbidden(format!(
+                "the management API does not take requests from web pages (Origin: {})",
+                crate::error::echo(origin)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Without a key, the `Host` must be an address or `localhost`: a request
+/// for some other name reached the hub by DNS rebinding.
+fn require_own_host(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(host) = headers.get(header::HOST) else {
+        return Ok(());
+    };
+    let host = host.to_str().unwrap_or("?");
+    if is_address_or_localhost(host) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "the management API answers only to its address or localhost without an admin key (Host: {})",
+        crate::error::echo(host)
+    )))
+}
+
+fn is_address_or_localhost(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// A body the management API reads must say it is JSON.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            "the management API takes JSON bodies: send Content-Type: application/json".into(),
+        ))
+    }
+}
+
 fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
-    let last_error = entry
-        .probe
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .last_error
-        .clone();
+    let last_error = drover_core::sync::lock(&entry.probe).last_error.clone();
     BackendInfo {
         name: entry.name.clone(),
         kind: entry.kind.to_string(),
         url: entry.endpoint.to_string(),
+        // The scheduler learns of a backend at its first answer.
         breaker: view
-            .map_or(BreakerState::Closed, |v| v.breaker)
-            .as_str()
+            .map_or("unreachable", |v| v.breaker.as_str())
             .to_string(),
         draining: view.is_some_and(|v| v.draining),
         in_flight: view.map_or(0, |v| v.busy),
@@ -108,6 +179,7 @@ pub async fn add(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(&hub, &headers)?;
+    require_json(&headers)?;
     let spec: BackendSpec = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("invalid backend: {e}"), None, "invalid_backend")
     })?;
@@ -176,5 +248,26 @@ fn find(hub: &HubState, name: &str) -> Result<Arc<BackendEntry>, ApiError> {
 fn unknown(name: &str) -> ApiError {
     ApiError::NotFound {
         message: format!("no backend named {name:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_by_address_or_localhost_only() {
+        for (host, ok) in [
+            ("127.0.0.1:8700", true),
+            ("localhost:8700", true),
+            ("LOCALHOST", true),
+            ("[::1]:8700", true),
+            ("10.0.0.5", true),
+            ("evil.example:8700", false),
+            ("localhost.evil.example", false),
+            ("[nonsense]:1", false),
+        ] {
+            assert_eq!(is_address_or_localhost(host), ok, "{host}");
+        }
     }
 }

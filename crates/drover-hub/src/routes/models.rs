@@ -44,6 +44,7 @@ pub async fn list(State(hub): State<Arc<HubState>>) -> Json<ModelList> {
     Json(ModelList {
         object: "list".into(),
         data: entries(&hub),
+        unreachable_backends: hub.unreachable_backends(),
     })
 }
 
@@ -55,5 +56,12 @@ pub async fn get(
         .into_iter()
         .find(|e| e.id == model)
         .map(Json)
-        .ok_or(ApiError::ModelNotFound { model })
+        .ok_or_else(|| {
+            let backends = hub.unreachable_backends();
+            if backends.is_empty() {
+                ApiError::ModelNotFound { model }
+            } else {
+                ApiError::Unreachable { model, backends }
+            }
+        })
 }

@@ -45,9 +45,13 @@ pub async fn metrics(State(hub): State<Arc<HubState>>) -> Response {
     let (views, stats) = hub
         .dispatcher
         .inspect(|s| (s.fleet().views(), s.queue().stats()));
-    let text = hub
-        .metrics
-        .render(&views, &stats, &|id| hub.registry.name_of(id));
+    let unreachable = hub.unreachable_backends();
+    let text = hub.metrics.render(&crate::metrics::FleetSnapshot {
+        views: &views,
+        queue: &stats,
+        unreachable: &unreachable,
+        name_of: &|id| hub.registry.name_of(id),
+    });
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,156 @@
+//! Who is calling: the one place that reads credentials from a request and
+//! decides a request's identity for fairness and its priority ceiling.
+//!
+//! Identity is what the caller cannot choose freely. A configured API key is
+//! a client; everything else (no key, or a key the hub does not know) is one
+//! shared "anonymous" client. The OpenAI `user` field, or an unknown bearer
+//! token, only tells users apart *within* a client, so rotating either buys
+//! no extra share against other clients. A key's configured priority is the
+//! ceiling for its `x-drover-priority` header.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use drover_core::{ClientKey, Priority};
+use http::{HeaderMap, header};
+
+/// A configured client, found by its API key.
+#[derive(Debug, Clone)]
+pub struct KnownClient {
+    pub name: String,
+    pub priority: Option<Priority>,
+}
+
+/// The configured clients by key.
+pub type Clients = HashMap<String, KnownClient>;
+
+/// The identity every request without a known key shares.
+pub const ANONYMOUS: ClientKey = ClientKey(0);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub client: ClientKey,
+    /// Tells users apart within the client; 0 when nothing does.
+    pub user: u64,
+    /// The client's name for logs: its configured name or "anonymous".
+    pub name: String,
+    /// Priority when the request names none.
+    pub priority: Priority,
+    /// The highest priority the request may ask for.
+    pub ceiling: Priority,
+}
+
+/// The bearer token of `Authorization: Bearer <token>`, if any. The scheme
+/// is case-insensitive (RFC 7235); surrounding spaces are not part of it.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+pub fn identify(clients: &Clients, headers: &HeaderMap, user: Option<&str>) -> Caller {
+    let token = bearer(headers);
+    let user_key = |salt: &str, text: &str| {
+        let mut h = DefaultHasher::new();
+        (salt, text).hash(&mut h);
+        h.finish().max(1)
+    };
+    let user_field = user.filter(|u| !u.is_empty());
+    if let Some(known) = token.and_then(|t| clients.get(t)) {
+        let mut h = DefaultHasher::new();
+        ("client", &known.name).hash(&mut h);
+        let ceiling = known.priority.unwrap_or(Priority::DEFAULT);
+        return Caller {
+            client: ClientKey(h.finish().max(1)),
+            user: user_field.map_or(0, |u| user_key("user", u)),
+            name: known.name.clone(),
+            priority: ceiling,
+            ceiling,
+        };
+    }
+    let user = match (user_field, token) {
+        (Some(u), _) => user_key("user", u),
+        (None, Some(t)) => user_key("key", t),
+        (None, None) => 0,
+    };
+    Caller {
+        client: ANONYMOUS,
+        user,
+        name: "anonymous".into(),
+        priority: Priority::DEFAULT,
+        // With no clients configured there is nobody to protect: the header
+        // is the operator's own tool. With clients, an unknown caller may
+        // not outrank them.
+        ceiling: if clients.is_empty() {
+            Priority::MAX
+        } else {
+            Priority::DEFAULT
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    fn clients() -> Clients {
+        let mut c = Clients::new();
+        c.insert(
+            "sk-batch".into(),
+            KnownClient {
+                name: "batch".into(),
+                priority: Some(Priority::new(20).unwrap()),
+            },
+        );
+        c
+    }
+
+    #[test]
+    fn bearer_is_read_one_way() {
+        for (value, want) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer  abc ", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("Bearer", None),
+        ] {
+            assert_eq!(bearer(&headers(Some(value))), want, "{value:?}");
+        }
+        assert_eq!(bearer(&headers(None)), None);
+    }
+
+    #[test]
+    fn rotating_the_user_field_keeps_the_identity() {
+        let c = clients();
+        let a = identify(&c, &headers(Some("Bearer sk-batch")), Some("u1"));
+        let b = identify(&c, &headers(Some("Bearer sk-batch")), Some("u2"));
+        assert_eq!(a.client, b.client);
+        assert_ne!(a.user, b.user);
+        let x = identify(&c, &headers(None), Some("u1"));
+        let y = identify(&c, &headers(Some("Bearer made-up")), Some("u9"));
+        assert_eq!((x.client, y.client), (ANONYMOUS, ANONYMOUS));
+        assert_ne!(x.client, a.client);
+    }
+
+    #[test]
+    fn a_keys_priority_is_its_ceiling() {
+        let c = clients();
+        let known = identify(&c, &headers(Some("Bearer sk-batch")), None);
+        assert_eq!((known.priority.get(), known.ceiling.get()), (20, 20));
+        let stranger = identify(&c, &headers(Some("Bearer other")), None);
+        assert_eq!(stranger.ceiling, Priority::DEFAULT);
+        let alone = identify(&Clients::new(), &headers(None), None);
+        assert_eq!(alone.ceiling, Priority::MAX);
+    }
+}

@@ -1,0 +1,204 @@
+//! One attempt of a request against one backend, up to the first byte of
+//! its answer. Until then nothing has reached the client, so every failure
+//! here is the caller's to retry elsewhere.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use drover_backends::UpstreamBody;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::pass_through::PassThrough;
+use super::{Job, Served, ServedBy};
+use crate::dispatcher::SlotGuard;
+use crate::hub::HubState;
+use crate::metrics::ModelLabels;
+use crate::registry::BackendEntry;
+
+pub const BACKEND_HEADER: &str = "x-drover-backend";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Why an attempt failed before anything reached the client.
+pub type AttemptFailure = String;
+
+/// Sends `job` to the backend `guard` holds a slot on. `last_attempt`: a
+/// 5xx or 429 is passed through to the client instead of failing over.
+pub async fn run(
+    hub: &Arc<HubState>,
+    mut guard: SlotGuard,
+    job: &Job,
+    last_attempt: bool,
+    queue_wait: std::time::Duration,
+) -> Result<Response<Body>, AttemptFailure> {
+    let Some(entry) = hub.registry.get(guard.backend) else {
+        guard.neutral();
+        return Err("the backend was removed".into());
+    };
+    let deadline = Instant::now() + hub.config.upstream.response_timeout;
+    let upstream = match tokio::time::timeout_at(deadline, send(hub, &entry, job)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(reason)) => {
+            guard.fail();
+            return Err(reason);
+        }
+        Err(_) => {
+            guard.fail();
+            return Err(no_answer(&entry, "response", hub));
+        }
+    };
+    let status = upstream.status();
+    if !last_attempt && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Busy is not broken: do not count it against the breaker.
+            guard.neutral();
+        } else {
+            guard.fail();
+        }
+        return Err(format!("{} answered {status}", entry.name));
+    }
+    let (parts, mut body) = upstream.into_parts();
+    let first = match tokio::time::timeout_at(deadline, body.frame()).await {
+        Ok(Some(Ok(frame))) => frame.into_data().ok(),
+        Ok(None) => None,
+        Ok(Some(Err(e))) => {
+            guard.fail();
+            return Err(format!("{} broke before its first byte: {e}", entry.name));
+        }
+        Err(_) => {
+            guard.fail();
+            return Err(no_answer(&entry, "body", hub));
+        }
+    };
+    let ttfb = job.arrived.elapsed();
+    hub.metrics
+        .ttfb
+        .get_or_create(&ModelLabels {
+            model: job.model.clone(),
+        })
+        .observe(ttfb.as_secs_f64());
+    if guard.affinity_hit {
+        hub.metrics.affinity_hits.inc();
+    }
+    let served = Served {
+        request_id: job.request_id.clone(),
+        model: job.model.clone(),
+        caller: job.caller.clone(),
+        backend: entry.name.clone(),
+        status: status.as_u16(),
+        queue_wait,
+        ttfb,
+        arrived: job.arrived,
+    };
+    Ok(respond(
+        hub,
+        guard,
+        status,
+        parts.headers,
+        first,
+        body,
+        served,
+    ))
+}
+
+/// Sends the request; a closed pooled connection is retried by the client
+/// itself on a fresh one.
+async fn send(
+    hub: &HubState,
+    entry: &BackendEntry,
+    job: &Job,
+) -> Result<Response<Incoming>, AttemptFailure> {
+    let uri = entry
+        .endpoint
+        .uri(&job.path_and_query)
+        .map_err(|e| format!("cannot build the upstream URL: {e}"))?;
+    let build = || {
+        let mut req = Request::new(UpstreamBody::new(job.body.clone()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri.clone();
+        let h = req.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::ACCEPT,
+            job.accept
+                .clone()
+                .unwrap_or(HeaderValue::from_static("*/*")),
+        );
+        h.insert(
+            HeaderName::from_static(REQUEST_ID_HEADER),
+            job.request_id.clone(),
+        );
+        if let Some(auth) = &entry.authorization {
+            h.insert(header::AUTHORIZATION, auth.clone());
+        }
+        req
+    };
+    hub.client.send(build).await.map_err(|e| {
+        format!(
+            "{}: {}",
+            entry.name,
+            drover_backends::backend::error_chain(&e)
+        )
+    })
+}
+
+fn no_answer(entry: &BackendEntry, what: &str, hub: &HubState) -> AttemptFailure {
+    format!(
+        "{} sent no {what} within {:?}",
+        entry.name, hub.config.upstream.response_timeout
+    )
+}
+
+/// The client's response: the backend's status and headers (less hop-by-hop
+/// ones), drover's own headers, and the body passed through.
+fn respond(
+    hub: &Arc<HubState>,
+    guard: SlotGuard,
+    status: StatusCode,
+    upstream: HeaderMap,
+    first: Option<Bytes>,
+    body: Incoming,
+    served: Served,
+) -> Response<Body> {
+    let sse = upstream
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mut headers = HeaderMap::with_capacity(upstream.len() + 2);
+    for (name, value) in &upstream {
+        if is_hop_by_hop(name) || (sse && name == header::CONTENT_LENGTH) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&served.backend) {
+        headers.insert(HeaderName::from_static(BACKEND_HEADER), v);
+    }
+    let backend = served.backend.clone();
+    let body = PassThrough::new(hub.clone(), guard, first, body, sse, served);
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response.extensions_mut().insert(ServedBy(backend));
+    response
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}

@@ -1,0 +1,181 @@
+//! The forwarding service: wait for a slot, send the request to the chosen
+//! backend, and, while nothing has reached the client yet, try again on
+//! another backend. The HTTP handler calls it with a [`Job`]; so will the
+//! durable-job runner, which has no HTTP client on the other end.
+//!
+//! - [`attempt`]: one attempt against one backend, up to its first byte.
+//! - [`pass_through`]: the answer's body on its way to the client, which
+//!   holds the slot until the last byte.
+//!
+//! The retry boundary is the first byte: until the backend's first body
+//! frame is in hand nothing has been sent, so any failure may be retried.
+//! After it, a failure ends an SSE stream with an error event (never a
+//! silent truncation) and aborts any other body.
+
+mod attempt;
+mod pass_through;
+
+pub use attempt::REQUEST_ID_HEADER;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use drover_scheduler::Reject;
+use http::{HeaderValue, Response};
+use tokio::time::Instant;
+
+use crate::dispatcher::{AcquireError, WaitError};
+use crate::error::ApiError;
+use crate::hub::HubState;
+use crate::metrics::{BackendLabels, ModelLabels};
+
+/// One request to forward, with everything every attempt needs.
+pub struct Job {
+    /// What the scheduler knows of it; a retry adds the failed backend to
+    /// its exclusions.
+    pub request: drover_scheduler::Request,
+    /// The model as the client named it.
+    pub model: String,
+    pub path_and_query: String,
+    /// Sent upstream byte for byte, on every attempt.
+    pub body: Bytes,
+    pub accept: Option<HeaderValue>,
+    pub request_id: HeaderValue,
+    /// The caller's name, for the request log.
+    pub caller: String,
+    pub arrived: Instant,
+}
+
+/// Which backend answered, as a response extension: the handler reads it
+/// for its metrics instead of reading back a header it wrote for clients.
+#[derive(Clone, Debug)]
+pub struct ServedBy(pub String);
+
+/// Forwards `job`: the backend's answer (its status may be an error the
+/// backend chose), or why no backend answered.
+pub async fn forward(hub: &Arc<HubState>, mut job: Job) -> Result<Response<Body>, ApiError> {
+    let max_retries = hub.config.upstream.max_retries;
+    let mut last_failure: Option<String> = None;
+    let mut attempt = 0;
+    loop {
+        let waiting_since = Instant::now();
+        let guard = hub
+            .dispatcher
+            .acquire(job.request.clone(), attempt > 0)
+            .await
+            .map_err(|e| refusal(hub, e, &job, last_failure.take()))?;
+        let queue_wait = waiting_since.elapsed();
+        hub.metrics
+            .queue_wait
+            .get_or_create(&ModelLabels {
+                model: job.model.clone(),
+            })
+            .observe(queue_wait.as_secs_f64());
+        let backend = guard.backend;
+        // The last attempt passes a backend's 5xx through as it came: the
+        // retries are spent, or no other backend could take the request.
+        let last_attempt = attempt == max_retries || guard.last_resort;
+        // Boxed: a request spends most of its life waiting in `acquire`, and
+        // an inline attempt would make every waiting request's state as
+        // large as the forwarding machinery it is not using yet.
+        let failure = match Box::pin(attempt::run(hub, guard, &job, last_attempt, queue_wait)).await
+        {
+            Ok(response) => return Ok(response),
+            Err(failure) => failure,
+        };
+        let name = hub.registry.name_of(backend);
+        tracing::warn!(request_id = ?job.request_id, backend = %name, attempt, reason = %failure, "attempt failed before the first byte");
+        if last_attempt {
+            let message = if attempt == 0 {
+                failure
+            } else {
+                format!(
+                    "every attempt failed ({} in all); the last: {failure}",
+                    attempt + 1
+                )
+            };
+            return Err(ApiError::Upstream { message });
+        }
+        hub.metrics
+            .retries
+            .get_or_create(&BackendLabels { backend: name })
+            .inc();
+        job.request.exclude.push(backend);
+        last_failure = Some(failure);
+        attempt += 1;
+    }
+}
+
+/// Why a request got no slot, as the client should hear it.
+fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<String>) -> ApiError {
+    let model = job.model.clone();
+    match (e, last_failure) {
+        // After a failed attempt, say what went wrong upstream rather than
+        // what the retry ran into.
+        (
+            AcquireError::Rejected(Reject::NoHealthyBackend | Reject::Exhausted)
+            | AcquireError::Wait(WaitError::Unroutable),
+            Some(reason),
+        ) => ApiError::Upstream {
+            message: format!("the backend failed and no other can take the request: {reason}"),
+        },
+        // Only a retry can have tried every backend, and a retry has a failure.
+        (AcquireError::Rejected(Reject::Exhausted), None) => ApiError::Upstream {
+            message: "every backend that serves the model was tried".into(),
+        },
+        (AcquireError::Rejected(Reject::ModelNotFound), _) => {
+            let backends = hub.unreachable_backends();
+            if backends.is_empty() {
+                ApiError::ModelNotFound { model }
+            } else {
+                ApiError::Unreachable { model, backends }
+            }
+        }
+        (AcquireError::Rejected(Reject::NoHealthyBackend), None) => {
+            ApiError::NoHealthyBackend { model }
+        }
+        (AcquireError::Rejected(Reject::QueueFull { retry_after }), _) => {
+            ApiError::QueueFull { retry_after }
+        }
+        (AcquireError::Wait(WaitError::Expired), _) => ApiError::QueueTimeout {
+            model,
+            waited: job.arrived.elapsed(),
+        },
+        (AcquireError::Wait(WaitError::Unroutable), _) => ApiError::ModelGone { model },
+        (AcquireError::Wait(WaitError::ShuttingDown), _) => ApiError::ShuttingDown,
+    }
+}
+
+/// What the request log line says about a request that reached a backend.
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    pub request_id: HeaderValue,
+    pub model: String,
+    pub caller: String,
+    pub backend: String,
+    pub status: u16,
+    pub queue_wait: Duration,
+    pub ttfb: Duration,
+    pub arrived: Instant,
+}
+
+impl Served {
+    /// The one info line per request that reached a backend.
+    fn log(&self, outcome: &str) {
+        tracing::info!(
+            target: "drover::request",
+            request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
+            model = %crate::error::echo(&self.model),
+            client = %self.caller,
+            backend = %self.backend,
+            status = self.status,
+            queue_ms = self.queue_wait.as_millis() as u64,
+            ttfb_ms = self.ttfb.as_millis() as u64,
+            total_ms = self.arrived.elapsed().as_millis() as u64,
+            outcome,
+            "request"
+        );
+    }
+}

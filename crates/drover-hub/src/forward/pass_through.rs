@@ -1,0 +1,221 @@
+//! The backend's body on its way to the client. It holds the request's slot
+//! until the answer is complete, and judges the backend by how the answer
+//! ended:
+//! - complete: success, unless the backend's status was a 5xx (passed
+//!   through on a last attempt), which is a failure whatever the body;
+//! - broken upstream, or silent past `idle_timeout`: failure;
+//! - dropped early (the client left): the slot lingers for the cancel grace.
+//!
+//! "Complete" is seen on the last data frame, not on a later poll: hyper
+//! stops polling a body whose `Content-Length` it has written, so a
+//! non-streamed answer would otherwise never report its end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::Served;
+use crate::dispatcher::SlotGuard;
+use crate::error::ApiError;
+use crate::hub::HubState;
+use crate::metrics::{BackendLabels, ModelLabels};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
+
+pub(super) struct PassThrough {
+    first: Option<Bytes>,
+    inner: Incoming,
+    guard: Option<SlotGuard>,
+    /// The backend answered 5xx: a failure, however the body ends.
+    upstream_failed: bool,
+    sse: bool,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    /// SSE only: resolves when the hub's shutdown grace is over, so the
+    /// stream ends with an error event rather than a cut connection.
+    stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    hub: Arc<HubState>,
+    served: Served,
+    done: bool,
+}
+
+impl PassThrough {
+    pub(super) fn new(
+        hub: Arc<HubState>,
+        mut guard: SlotGuard,
+        first: Option<Bytes>,
+        inner: Incoming,
+        sse: bool,
+        served: Served,
+    ) -> Self {
+        let upstream_failed = served.status >= 500;
+        if upstream_failed {
+            guard.fail();
+        }
+        let idle = hub.config.upstream.idle_timeout;
+        let mut body = PassThrough {
+            first,
+            guard: Some(guard),
+            upstream_failed,
+            sse,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            stop: sse.then(|| Box::pin(hub.streams_stop.clone().cancelled_owned())),
+            hub,
+            served,
+            done: false,
+            inner,
+        };
+        if http_body::Body::is_end_stream(&body.inner) {
+            // The first frame was the whole answer (or there was none).
+            body.finish(true);
+        }
+        body
+    }
+
+    fn finish(&mut self, complete: bool) {
+        self.done = true;
+        let Some(mut guard) = self.guard.take() else {
+            return;
+        };
+        if complete && !self.upstream_failed {
+            guard.succeed();
+        } else {
+            guard.fail();
+        }
+        drop(guard);
+        self.observe(if complete { "complete" } else { "broken" });
+    }
+
+    fn observe(&self, outcome: &str) {
+        self.hub
+            .metrics
+            .latency
+            .get_or_create(&ModelLabels {
+                model: self.served.model.clone(),
+            })
+            .observe(self.served.arrived.elapsed().as_secs_f64());
+        self.served.log(outcome);
+    }
+
+    /// Ends the answer after a failure past the first byte: an SSE stream
+    /// gets an error event, any other body is aborted.
+    fn broken(&mut self, reason: String) -> Polled {
+        self.finish(false);
+        self.hub
+            .metrics
+            .stream_errors
+            .get_or_create(&BackendLabels {
+                backend: self.served.backend.clone(),
+            })
+            .inc();
+        tracing::warn!(backend = %self.served.backend, model = %crate::error::echo(&self.served.model), %reason, "answer broke after its first byte");
+        if self.sse {
+            Poll::Ready(Some(Ok(Frame::data(error_event(&reason)))))
+        } else {
+            Poll::Ready(Some(Err(reason.into())))
+        }
+    }
+
+    /// A frame from upstream, passed on; the answer is complete when it was
+    /// the last.
+    fn pass(&mut self, frame: Frame<Bytes>) -> Polled {
+        self.idle_timer.as_mut().reset(Instant::now() + self.idle);
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.finish(true);
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+/// An SSE event in the OpenAI error shape, as streams end on failures.
+pub(crate) fn error_event(reason: &str) -> Bytes {
+    let err = ApiError::Upstream {
+        message: format!("the backend's stream broke: {reason}"),
+    };
+    let mut event = b"data: ".to_vec();
+    event.extend(serde_json::to_vec(&err.body()).unwrap_or_default());
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+impl http_body::Body for PassThrough {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(stop) = &mut this.stop
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            return this.broken("the hub is shutting down".into());
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => this.pass(frame),
+            Poll::Ready(Some(Err(e))) => this.broken(e.to_string()),
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.idle_timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    let idle = this.idle;
+                    this.broken(format!("no data for {idle:?}"))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.first.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.sse {
+            return SizeHint::default();
+        }
+        let inner = self.inner.size_hint();
+        let pending = self.first.as_ref().map_or(0, |f| f.len() as u64);
+        // Lower before upper would trip SizeHint's lower <= upper check, so
+        // start from an unbounded hint.
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + pending);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + pending);
+        }
+        hint
+    }
+}
+
+impl Drop for PassThrough {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away, which says nothing
+        // about the backend (unless its 5xx already did). Dropping `inner`
+        // closes the upstream connection, which cancels the backend's work
+        // once it notices; the guard, left without an outcome, keeps the
+        // slot for the cancel grace until then.
+        if let Some(mut guard) = self.guard.take() {
+            if self.upstream_failed {
+                guard.fail();
+            }
+            drop(guard);
+            self.observe("client_gone");
+        }
+    }
+}
