@@ -1,17 +1,26 @@
 //! `--backend KIND=URL[,slots=N][,name=NAME][,api_key=KEY]`, the command
-//! line's way to say what a `[[backends]]` table says.
+//! line's way to say what a `[[backends]]` table says. Checked here, so a
+//! mistake is reported by quoting the flag as typed.
 
+use drover_backends::{BackendKind, Endpoint, redact};
 use drover_hub::BackendSpec;
 
 pub fn parse(arg: &str) -> Result<BackendSpec, String> {
+    // The flag may carry a key or a password: never repeat it whole.
+    let shown = redact(arg.split(",api_key=").next().unwrap_or(arg));
     let (kind, rest) = arg.split_once('=').ok_or_else(|| {
-        format!("--backend {arg:?}: expected KIND=URL, for example lmstudio=http://10.0.0.102:1234")
+        format!(
+            "--backend {shown:?}: expected KIND=URL, for example lmstudio=http://10.0.0.102:1234"
+        )
     })?;
+    kind.parse::<BackendKind>()
+        .map_err(|e| format!("--backend {shown:?}: {e}"))?;
     let mut parts = rest.split(',');
     let url = parts.next().unwrap_or_default().trim();
     if url.is_empty() {
-        return Err(format!("--backend {arg:?}: the URL is missing"));
+        return Err(format!("--backend {shown:?}: the URL is missing"));
     }
+    Endpoint::parse(url).map_err(|e| format!("--backend {shown:?}: {e}"))?;
     let mut config = BackendSpec {
         name: None,
         kind: kind.trim().to_string(),
@@ -23,11 +32,11 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
     for opt in parts {
         let (k, v) = opt
             .split_once('=')
-            .ok_or_else(|| format!("--backend {arg:?}: option {opt:?} should be key=value"))?;
+            .ok_or_else(|| format!("--backend {shown:?}: option {opt:?} should be key=value"))?;
         match k.trim() {
             "slots" => {
                 let n: u32 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    format!("--backend {arg:?}: slots must be a whole number above 0")
+                    format!("--backend {shown:?}: slots must be a whole number above 0")
                 })?;
                 config.slots = Some(n);
             }
@@ -35,7 +44,7 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
             "api_key" => config.api_key = Some(v.trim().to_string()),
             other => {
                 return Err(format!(
-                    "--backend {arg:?}: unknown option {other:?} (known: slots, name, api_key)"
+                    "--backend {shown:?}: unknown option {other:?} (known: slots, name, api_key)"
                 ));
             }
         }
@@ -66,9 +75,23 @@ mod tests {
             ("openai=", "URL is missing"),
             ("openai=http://x,slots=0", "slots"),
             ("openai=http://x,color=red", "unknown option"),
+            ("lmstudo=http://x", "unknown backend kind \"lmstudo\""),
+            ("openai=10.0.0.1:1234", "missing scheme"),
         ] {
             let err = parse(arg).unwrap_err();
             assert!(err.contains(want), "{arg}: {err}");
+            assert!(err.starts_with("--backend \""), "{arg}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_flag_never_shows_its_secrets() {
+        for arg in [
+            "openai=http://u:pw@h:1,color=red",
+            "openai=http://h:1,slots=0,api_key=sk-secret",
+        ] {
+            let err = parse(arg).unwrap_err();
+            assert!(!err.contains("pw") && !err.contains("sk-secret"), "{err}");
         }
     }
 }

@@ -2,7 +2,6 @@
 //! models each, one slot per model, about three seconds per answer), behind
 //! a hub on loopback. The README's first command.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,9 +11,9 @@ use tokio::net::TcpListener;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Where the hub listens.
+    /// Where the hub listens, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:8700")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Simulated LM Studio servers.
     #[arg(long, default_value_t = 2)]
     pub servers: usize,
@@ -31,7 +30,9 @@ pub const DEMO_MODELS: [&str; 6] = [
 pub const DEMO_EMBEDDING_MODEL: &str = "text-embedding-nomic-embed-text-v1.5";
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    super::init_logging("warn");
+    // One line per request: a first look is watching requests queue,
+    // route and fail over.
+    super::init_logging("warn,drover::request=info");
     if args.servers == 0 {
         anyhow::bail!("--servers must be at least 1");
     }
@@ -67,22 +68,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sims.push(sim);
     }
     let config = HubConfig {
-        listen: args.listen,
+        listen: args.listen.clone(),
         backends: backends.clone(),
         ..HubConfig::default()
     };
-    let listener = TcpListener::bind(args.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} (is something else there? try --listen 127.0.0.1:0)",
-            args.listen
-        )
-    })?;
+    let listener = super::serve::bind(&args.listen)
+        .await
+        .context("is something else there? try --listen 127.0.0.1:0")?;
     let hub = drover_hub::start(config, listener).await?;
     // Wait for the first probe of every simulated server, so the banner
     // below is true when it prints.
     let wanted = args.servers;
     for _ in 0..200 {
-        let seen = hub.state.dispatcher.inspect(|s| s.fleet().views().len());
+        let seen = hub.inspect(|s| s.fleet().views().len());
         if seen >= wanted {
             break;
         }
@@ -109,7 +107,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"philosophy-101\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
     );
     println!("  cargo run --release -- backends ls --hub {url}");
-    println!("\nCtrl-C to stop.");
+    println!(
+        "\nEach request is logged below (DROVER_LOG=debug for more, DROVER_LOG=warn for less)."
+    );
+    println!("Ctrl-C to stop.");
 
     let stop = super::shutdown_token();
     tokio::select! {

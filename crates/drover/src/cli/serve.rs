@@ -6,15 +6,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_hub::HubConfig;
+use tokio::net::TcpListener;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// A drover.toml; DROVER_* variables override its fields.
     #[arg(long, env = "DROVER_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on (default 127.0.0.1:8700).
+    /// HOST:PORT to listen on (default 127.0.0.1:8700); HOST may be a name.
     #[arg(long)]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
+    /// Allow listening beyond loopback although drover has no client keys
+    /// yet: anyone who can reach the port can use every model.
+    #[arg(long)]
+    pub insecure: bool,
     /// A backend, KIND=URL[,slots=N][,name=NAME][,api_key=KEY]; repeat for more.
     /// KIND is lmstudio or openai.
     #[arg(long = "backend", value_name = "KIND=URL")]
@@ -27,14 +32,17 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<HubConfig> {
             .with_context(|| format!("cannot read the config file {}", path.display()))?,
         None => String::new(),
     };
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    let env = super::drover_env()?;
     let mut config = HubConfig::from_toml(&text, &env).map_err(|e| match &args.config {
         Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
         None => anyhow::anyhow!("{e}"),
     })?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
+    if let Some(listen) = &args.listen {
+        drover_hub::config::listen_host_port(listen)
+            .map_err(|e| anyhow::anyhow!("--listen {e}"))?;
+        config.listen = listen.clone();
     }
+    config.insecure |= args.insecure;
     for b in &args.backends {
         config
             .backends
@@ -43,22 +51,65 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<HubConfig> {
     Ok(config)
 }
 
+/// Binds `HOST:PORT`, resolving a host name (`localhost:8700`) to the
+/// first address that can be bound.
+pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("cannot resolve {listen:?} to listen on"))?
+        .collect();
+    let mut last = None;
+    // IPv4 first: "localhost" then answers on 127.0.0.1, which every
+    // client tries.
+    let mut ordered = addrs.clone();
+    ordered.sort_by_key(|a| !a.is_ipv4());
+    for addr in ordered {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    match last {
+        Some((addr, e)) => Err(e).with_context(|| format!("cannot listen on {addr} ({listen})")),
+        None => anyhow::bail!("{listen:?} resolves to no address"),
+    }
+}
+
+/// The base URL a client should use: for an address that means "every
+/// interface", the loopback address for this machine and its name for
+/// others.
+pub fn client_urls(addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return format!("http://{addr}/v1");
+    }
+    let port = addr.port();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "THIS-MACHINE".into());
+    format!("http://127.0.0.1:{port}/v1 on this machine, http://{host}:{port}/v1 from others")
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     super::init_logging("info");
     let config = load_config(&args)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = bind(&config.listen).await?;
     if config.backends.is_empty() {
         tracing::warn!(
             "no backends yet: add some with --backend, drover.toml, or `drover backends add`"
         );
     }
     let hub = drover_hub::start(config, listener).await?;
-    eprintln!(
-        "drover: listening on {} (OpenAI base URL {}/v1)",
-        hub.url(),
+    let addr = hub.addr();
+    let listening = if addr.ip().is_unspecified() {
+        format!("every interface, port {}", addr.port())
+    } else {
         hub.url()
+    };
+    eprintln!(
+        "drover: listening on {listening} (OpenAI base URL {})",
+        client_urls(addr)
     );
     let stop = super::shutdown_token();
     tokio::select! {

@@ -1,0 +1,146 @@
+//! The first hour of a new user: the `drover` binary itself, started as a
+//! person would start it, saying each problem once and plainly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn drover() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+    // The test runner's own DROVER_* variables must not leak in.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DROVER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("DROVER_LOG", "warn");
+    cmd
+}
+
+/// Runs a command that should fail at start; returns its stderr.
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a clean failure: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// Starts `drover serve ...` and returns its banner line, then stops it.
+fn banner(cmd: &mut Command) -> String {
+    let mut child: Child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("listening on") {
+                let _ = tx.send(Ok(line));
+                return;
+            }
+        }
+        let _ = tx.send(Err(seen));
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    match line {
+        Ok(Ok(line)) => line,
+        Ok(Err(seen)) => panic!("exited without a banner:\n{seen}"),
+        Err(_) => panic!("no banner within 30 s"),
+    }
+}
+
+#[test]
+fn a_bad_backend_flag_is_quoted_and_said_once() {
+    let err = fails(drover().args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "lmstudo=http://x",
+    ]));
+    assert_eq!(
+        err.matches("unknown backend kind \"lmstudo\"").count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("--backend \"lmstudo=http://x\""), "{err}");
+    let err = fails(drover().args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "openai=10.0.0.1:1234",
+    ]));
+    assert_eq!(err.matches("missing scheme").count(), 1, "{err}");
+}
+
+#[test]
+fn a_bad_environment_variable_is_named() {
+    let err = fails(
+        drover()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DROVER_QUEUE__TIMOUT", "5s"),
+    );
+    assert!(
+        err.contains("DROVER_QUEUE__TIMOUT") && err.contains("timout"),
+        "{err}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let err = fails(
+            drover()
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .env("DROVER_ADMIN_KEY", OsStr::from_bytes(b"\xff\xfe")),
+        );
+        assert!(
+            err.contains("DROVER_ADMIN_KEY") && err.contains("UTF-8"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_numeric_admin_key_from_the_environment_is_a_key() {
+    let line = banner(
+        drover()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DROVER_ADMIN_KEY", "123456"),
+    );
+    assert!(line.contains("127.0.0.1:"), "{line}");
+}
+
+#[test]
+fn listen_takes_a_host_name() {
+    let line = banner(drover().args(["serve", "--listen", "localhost:0"]));
+    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
+}
+
+#[test]
+fn beyond_loopback_needs_insecure_and_the_banner_gives_usable_urls() {
+    let err = fails(drover().args(["serve", "--listen", "0.0.0.0:0"]));
+    assert!(
+        err.contains("--insecure") && err.contains("beyond loopback"),
+        "{err}"
+    );
+    let line = banner(drover().args(["serve", "--listen", "0.0.0.0:0", "--insecure"]));
+    assert!(line.contains("http://127.0.0.1:"), "{line}");
+    assert!(!line.contains("http://0.0.0.0"), "{line}");
+}
