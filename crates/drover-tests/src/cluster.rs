@@ -10,6 +10,8 @@ use crate::client::Client;
 
 pub struct ClusterBuilder {
     sims: Vec<(String, SimConfig, Option<u32>)>,
+    /// Backends at addresses where nothing listens.
+    unreachable: Vec<String>,
     config: HubConfig,
 }
 
@@ -36,6 +38,7 @@ impl ClusterBuilder {
         config.health.max_cooldown = Duration::from_millis(400);
         ClusterBuilder {
             sims: Vec::new(),
+            unreachable: Vec::new(),
             config,
         }
     }
@@ -49,6 +52,12 @@ impl ClusterBuilder {
     /// Adds a simulated backend whose slots per model the hub's config sets.
     pub fn sim_with_slots(mut self, name: &str, config: SimConfig, slots: u32) -> Self {
         self.sims.push((name.to_string(), config, Some(slots)));
+        self
+    }
+
+    /// Adds a backend named `name` at a loopback port where nothing listens.
+    pub fn unreachable(mut self, name: &str) -> Self {
+        self.unreachable.push(name.to_string());
         self
     }
 
@@ -81,8 +90,25 @@ impl ClusterBuilder {
             names.push(name);
             sims.push(sim);
         }
+        for name in self.unreachable {
+            // A port that was free a moment ago; nothing listens there now.
+            let port = TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            config.backends.push(BackendSpec {
+                name: Some(name),
+                kind: "lmstudio".into(),
+                url: format!("http://127.0.0.1:{port}"),
+                slots: None,
+                model_slots: Default::default(),
+                api_key: None,
+            });
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        config.listen = listener.local_addr().unwrap();
+        config.listen = listener.local_addr().unwrap().to_string();
         let hub = drover_hub::start(config, listener).await.unwrap();
         let client = Client::new(&hub.url());
         let cluster = Cluster {
@@ -93,7 +119,7 @@ impl ClusterBuilder {
         };
         let want = cluster.sims.len();
         wait_until("every backend is discovered", || {
-            cluster.hub.state.dispatcher.inspect(|s| {
+            cluster.hub.inspect(|s| {
                 s.fleet()
                     .views()
                     .iter()
@@ -118,15 +144,13 @@ impl Cluster {
 
     /// Requests waiting in the hub's queue.
     pub fn waiting(&self) -> usize {
-        self.hub.state.dispatcher.inspect(|s| s.queue().len())
+        self.hub.inspect(|s| s.queue().len())
     }
 
     /// Requests the hub has running on a backend.
     pub fn busy(&self, backend: &str) -> u32 {
-        let id = self.hub.state.registry.by_name(backend).unwrap().id;
+        let id = self.hub.backend_id(backend).unwrap();
         self.hub
-            .state
-            .dispatcher
             .inspect(|s| s.fleet().view(id).map_or(0, |v| v.busy))
     }
 

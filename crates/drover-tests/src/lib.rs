@@ -3,14 +3,17 @@
 //!
 //! - [`Cluster`] / [`ClusterBuilder`]: the hub and its simulated backends.
 //! - [`Client`]: a plain hyper client with JSON and streaming helpers.
+//! - [`Raw`]: a raw TCP client, for clients that misbehave.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
 mod cluster;
+mod raw;
 
 pub use client::{Client, Reply};
 pub use cluster::{Cluster, ClusterBuilder, wait_until};
+pub use raw::{Raw, post_head};
 
 pub use drover_hub::HubConfig;
 pub use drover_sim::{Dialect, Faults, SimConfig, SimHandle};

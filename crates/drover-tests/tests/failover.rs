@@ -86,7 +86,9 @@ async fn the_breaker_opens_on_failures_and_closes_when_the_backend_returns() {
         ),
         1.0
     );
-    // It comes back: no restart, no config change.
+    // It comes back: no restart, no config change. Once its cooldown has
+    // passed it takes a trial request (or, if probes saw it down, a probe
+    // closes it first).
     cluster
         .sim("flaky")
         .refuse_connections(false)
@@ -94,12 +96,12 @@ async fn the_breaker_opens_on_failures_and_closes_when_the_backend_returns() {
         .unwrap();
     for _ in 0..400 {
         state = cluster.breaker("flaky").await;
-        if state == "closed" {
+        if state != "open" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(state, "closed");
+    assert_ne!(state, "open");
     let mut served_by_flaky = 0;
     for i in 0..10 {
         let r = cluster
@@ -115,6 +117,7 @@ async fn the_breaker_opens_on_failures_and_closes_when_the_backend_returns() {
         }
     }
     assert!(served_by_flaky > 0, "the recovered backend gets work again");
+    assert_eq!(cluster.breaker("flaky").await, "closed");
     cluster.shutdown().await;
 }
 
@@ -208,26 +211,141 @@ async fn when_every_attempt_fails_the_client_gets_the_last_answer_or_a_502() {
     cluster.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lone_backend_is_tried_once_per_request() {
+/// Probes off: only the requests' own outcomes judge the backend.
+fn requests_only(c: &mut drover_tests::HubConfig) {
+    c.health.probe_interval = std::time::Duration::from_secs(3600);
+}
+
+async fn passed_through_500s_open_a_lone_backends_breaker(stream: bool) {
     let cluster = ClusterBuilder::new()
         .sim("only", answers_500())
-        .hub(|c| c.health.probe_interval = std::time::Duration::from_secs(3600))
+        .hub(requests_only)
         .start()
         .await;
-    for expected in 1..=2 {
+    let mut body = chat_body("m", "doomed");
+    body["stream"] = serde_json::json!(stream);
+    for n in 1..=3 {
+        let r = cluster.client.post("/v1/chat/completions", &body).await;
+        // No other backend to retry on: its own 500 comes through as it is,
+        // and counts against it.
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert_eq!(r.backend(), "only");
+        assert_eq!(cluster.sim("only").stats().injected_errors, n);
+        let want = if n < 3 { "closed" } else { "open" };
+        // One request alone never opens a breaker: it is tried once.
+        assert_eq!(cluster.breaker("only").await, want, "after {n} requests");
+    }
+    let r = cluster.client.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error_code(), "no_healthy_backend");
+    assert_eq!(cluster.sim("only").stats().injected_errors, 3);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passed_through_500s_open_the_breaker() {
+    passed_through_500s_open_a_lone_backends_breaker(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passed_through_500s_open_the_breaker_when_streamed_too() {
+    passed_through_500s_open_a_lone_backends_breaker(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_plain_answer_closes_a_half_open_breaker() {
+    let cluster = ClusterBuilder::new()
+        .sim("only", answers_500())
+        .hub(requests_only)
+        .start()
+        .await;
+    for _ in 0..3 {
         let r = cluster
             .client
             .post("/v1/chat/completions", &chat_body("m", "doomed"))
             .await;
-        // No other backend to retry on: its own 500 comes through as it is.
-        assert_eq!(r.status, 500, "{}", r.text());
-        assert_eq!(r.backend(), "only");
-        assert_eq!(cluster.sim("only").stats().injected_errors, expected);
+        assert_eq!(r.status, 500);
     }
-    // Two requests, two failures: below the breaker's threshold of three,
-    // so the backend is still in rotation.
-    assert_eq!(cluster.breaker("only").await, "closed");
+    assert_eq!(cluster.breaker("only").await, "open");
+    cluster.sim("only").set_faults(Faults::NONE);
+    let mut state = String::new();
+    for _ in 0..500 {
+        state = cluster.breaker("only").await;
+        if state == "half_open" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "half_open");
+    // The trial: a plain (non-streamed) answer, whose end hyper never polls
+    // for once its Content-Length is written.
+    let r = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "trial"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until("the breaker closes", || breaker_now(&cluster) == "closed").await;
+    cluster.shutdown().await;
+}
+
+/// The breaker as the scheduler holds it, read without an HTTP round trip.
+fn breaker_now(cluster: &drover_tests::Cluster) -> &'static str {
+    let id = cluster.hub.backend_id("only").unwrap();
+    cluster.hub.inspect(|s| {
+        s.fleet()
+            .view(id)
+            .map_or("unreachable", |v| v.breaker.as_str())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_reaches_a_backend_that_would_load_the_model() {
+    let mut cold = lmstudio(&["m"], 1, 5);
+    // Lists `m` without having it loaded; LM Studio loads it on demand.
+    cold.loaded = Vec::new();
+    let cluster = ClusterBuilder::new()
+        .sim("hot-but-broken", answers_500())
+        .sim("cold", cold)
+        .start()
+        .await;
+    let r = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "cold");
+    assert_eq!(cluster.sim("hot-but-broken").stats().injected_errors, 1);
+    assert_eq!(cluster.sim("cold").stats().loads, 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_does_not_close_a_breaker_that_requests_opened() {
+    // Its model list answers, every generation fails.
+    let cluster = ClusterBuilder::new()
+        .sim("lister", answers_500())
+        .sim("steady", lmstudio(&["m"], 2, 5))
+        .start()
+        .await;
+    let mut n = 0;
+    while cluster.breaker("lister").await != "open" {
+        let r = cluster
+            .client
+            .post("/v1/chat/completions", &chat_body("m", &format!("r {n}")))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        n += 1;
+        assert!(n < 50, "the breaker never opened");
+    }
+    // Probes run every 100 ms and all succeed; none of them may close it.
+    // (A negative check over ten probe intervals: a slow machine makes it
+    // weaker, never wrong.)
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    while tokio::time::Instant::now() < until {
+        let state = cluster.breaker("lister").await;
+        assert_ne!(state, "closed", "a list probe closed it");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     cluster.shutdown().await;
 }
 

@@ -46,7 +46,12 @@ async fn higher_priority_runs_first_and_clients_take_turns() {
                 name: "batch".into(),
                 key: "sk-batch".into(),
                 priority: Some(10),
-            })
+            });
+            c.clients.push(drover_hub::ClientConfig {
+                name: "pager".into(),
+                key: "sk-pager".into(),
+                priority: Some(95),
+            });
         })
         .start()
         .await;
@@ -65,7 +70,8 @@ async fn higher_priority_runs_first_and_clients_take_turns() {
         expect_waiting += 1;
         wait_until("it queues", || cluster.waiting() == expect_waiting).await;
     }
-    // ...two interactive users at the default 50...
+    // ...two interactive users at the default 50 (keys the hub does not
+    // know: one anonymous client, two users in it)...
     for (who, i) in [("alice", 0), ("alice", 1), ("bob", 0)] {
         tasks.push(send(
             &cluster,
@@ -76,12 +82,24 @@ async fn higher_priority_runs_first_and_clients_take_turns() {
         expect_waiting += 1;
         wait_until("it queues", || cluster.waiting() == expect_waiting).await;
     }
-    // ...and one urgent request by header.
+    // ...one request that only claims urgency (no key: capped at 50)...
+    tasks.push(send(
+        &cluster,
+        &order,
+        "claims-urgent",
+        hdr(&[("x-drover-priority", "95")]),
+    ));
+    expect_waiting += 1;
+    wait_until("it queues", || cluster.waiting() == expect_waiting).await;
+    // ...and one urgent request by header, from a key allowed 95.
     tasks.push(send(
         &cluster,
         &order,
         "urgent",
-        hdr(&[("x-drover-priority", "95")]),
+        hdr(&[
+            ("x-drover-priority", "95"),
+            ("authorization", "Bearer sk-pager"),
+        ]),
     ));
     for t in tasks {
         t.await.unwrap();
@@ -90,9 +108,18 @@ async fn higher_priority_runs_first_and_clients_take_turns() {
     assert_eq!(
         order,
         [
-            "first", "urgent", "alice-0", "bob-0", "alice-1", "batch-0", "batch-1", "batch-2"
+            "first",
+            "urgent",
+            "alice-0",
+            "bob-0",
+            "claims-urgent",
+            "alice-1",
+            "batch-0",
+            "batch-1",
+            "batch-2"
         ],
-        "priority first, then clients in turn, oldest first"
+        "priority first (a header only up to its key's ceiling), then clients in turn, \
+         then users within a client, oldest first"
     );
     cluster.shutdown().await;
 }

@@ -1,0 +1,53 @@
+//! A raw TCP client, for what a well-behaved HTTP client never does: stop
+//! half-way through a request, stop reading an answer, hold a connection
+//! open doing nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Raw {
+    stream: TcpStream,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.unwrap(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads until the end of the response head (or the connection closes)
+    /// and returns it; panics after `within`.
+    pub async fn read_head(&mut self, within: Duration) -> String {
+        let mut head = Vec::new();
+        let read = async {
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match self.stream.read(&mut byte).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => head.push(byte[0]),
+                }
+            }
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .expect("no answer in time");
+        String::from_utf8_lossy(&head).into_owned()
+    }
+}
+
+/// The head of a POST with a JSON body of `length` bytes, which the caller
+/// sends (or not).
+pub fn post_head(path: &str, length: usize) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    )
+    .into_bytes()
+}
