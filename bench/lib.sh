@@ -4,8 +4,35 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -q -p drover
 DROVER=${CARGO_TARGET_DIR:-target}/release/drover
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+CLEANUP_DIRS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for d in "${CLEANUP_DIRS[@]}"; do rm -rf "$d"; done
+}
 trap cleanup EXIT
+
+# need COMMAND PACKAGE: installs a Debian package for a missing command
+# (when root), or says what to install.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  else
+    echo "bench: please install $2 (apt-get install $2)" >&2
+    exit 1
+  fi
+}
+
+# cpu_ticks PID...: user + system CPU ticks of the processes, summed.
+cpu_ticks() {
+  local total=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
 
 # wait_http URL: until it answers 200, at most 20 s.
 wait_http() {
