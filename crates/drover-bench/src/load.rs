@@ -7,16 +7,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::{Method, Request, header};
+use drover_backends::HttpClient;
+use http::{Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::args::BenchArgs;
 use crate::report::{Percentiles, Report, print_table};
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+/// drover's own pooled client: like the hub, it resends a request that met
+/// a closed reused connection on a fresh one, so a server that closes
+/// connections after streams (llama-server) is not charged with errors
+/// that are the pool's.
+type Http = HttpClient;
 
 struct Sample {
     latency: Duration,
@@ -34,11 +36,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "embeddings" => "/v1/embeddings",
         other => bail!("--endpoint {other:?}: expected chat, completions or embeddings"),
     };
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Http = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(args.concurrency)
-        .build(connector);
+    let client: Http = HttpClient::with_pool_size(Duration::from_secs(10), args.concurrency);
     let model = match &args.model {
         Some(m) => m.clone(),
         None => first_model(&client, &args.url).await?,
@@ -125,13 +123,18 @@ async fn load(
 async fn one(client: &Http, url: &str, body: &Bytes, timeout: Duration) -> Sample {
     let started = Instant::now();
     let attempt = async {
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))
-            .map_err(|e| e.to_string())?;
-        let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let uri: Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+        let build = || {
+            let mut req = Request::new(Full::new(body.clone()));
+            *req.method_mut() = Method::POST;
+            *req.uri_mut() = uri.clone();
+            req.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            req
+        };
+        let resp = client.send(build).await.map_err(|e| format!("{e:?}"))?;
         let status = resp.status();
         let mut body = resp.into_body();
         let mut ttfb = None;
@@ -210,8 +213,9 @@ fn summarize(label: &str, samples: Vec<Sample>, seconds: f64, cpu_us: Option<f64
 
 async fn first_model(client: &Http, base: &str) -> anyhow::Result<String> {
     let url = format!("{}/v1/models", base.trim_end_matches('/'));
+    let uri: Uri = url.parse().with_context(|| format!("bad --url {base:?}"))?;
     let resp = client
-        .get(url.parse().with_context(|| format!("bad --url {base:?}"))?)
+        .send(|| get(&uri))
         .await
         .with_context(|| format!("cannot reach {url}"))?;
     let body = resp.into_body().collect().await?.to_bytes();
@@ -225,8 +229,8 @@ async fn first_model(client: &Http, base: &str) -> anyhow::Result<String> {
 
 /// The target's `process_cpu_seconds_total`, if it exposes `/metrics`.
 async fn cpu_seconds(client: &Http, base: &str) -> Option<f64> {
-    let uri = format!("{base}/metrics").parse().ok()?;
-    let resp = client.get(uri).await.ok()?;
+    let uri: Uri = format!("{base}/metrics").parse().ok()?;
+    let resp = client.send(|| get(&uri)).await.ok()?;
     if !resp.status().is_success() {
         return None;
     }
@@ -235,4 +239,10 @@ async fn cpu_seconds(client: &Http, base: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
         .and_then(|v| v.trim().parse().ok())
+}
+
+fn get(uri: &Uri) -> Request<Full<Bytes>> {
+    let mut req = Request::new(Full::new(Bytes::new()));
+    *req.uri_mut() = uri.clone();
+    req
 }
