@@ -246,6 +246,11 @@ impl WaitQueue {
         })
     }
 
+    /// Retries (requests that exclude backends) waiting for a model.
+    pub(crate) fn retries_for(&self, model: &str) -> usize {
+        self.models.get(model).map_or(0, |q| q.retries)
+    }
+
     /// Ids of the retries waiting for a model that `pred` picks; no work
     /// at all when none waits.
     pub fn retries_where(&self, model: &str, pred: impl Fn(&Request) -> bool) -> Vec<RequestId> {

@@ -9,7 +9,9 @@
 //! - every submitted request is dispatched, queued, or rejected; every
 //!   queued request is later dispatched, expired, cancelled or unroutable;
 //! - after every call, no waiting request could be placed on a free slot
-//!   (work conservation), except one whose retry excludes that backend;
+//!   of a backend it would go to (work conservation): one it has not failed
+//!   on, with the model loaded or, when no such backend takes work, one
+//!   that lists it;
 //! - a retry never goes back to a backend it already failed on: when no
 //!   other backend lists its model, it is refused or leaves the queue.
 
@@ -371,16 +373,21 @@ impl Scheduler {
 
     fn drain_model(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
         loop {
-            let all = self.candidates(model, &[]);
-            let free: Vec<BackendId> = all.iter().filter(|c| c.free).map(|c| c.id).collect();
-            if free.is_empty() {
+            let tiers = self.tiers(model);
+            let retries_wait = self.queue.retries_for(model.as_str()) > 0;
+            // Only a retry can use a free slot that a plain request would
+            // not take (a cold backend while the loaded ones are busy); with
+            // no retry waiting, there is nothing to look for.
+            let worth_a_look =
+                tiers.for_request(&[]).iter().any(|c| c.free) || (retries_wait && tiers.any_free());
+            if !worth_a_look {
                 return;
             }
-            let can_place = |r: &Request| free.iter().any(|b| !r.exclude.contains(b));
+            let can_place = |r: &Request| tiers.for_request(&r.exclude).iter().any(|c| c.free);
             let Some(request) = self.queue.pop_best(model.as_str(), now, can_place) else {
                 return;
             };
-            let candidates = self.candidates(model, &request.exclude);
+            let candidates = tiers.for_request(&request.exclude);
             let hit = self.affinity.lookup(&request.affinity);
             match policy::choose(self.config.policy, &candidates, hit, &mut self.turn) {
                 Some(backend) => {
@@ -425,37 +432,36 @@ impl Scheduler {
         }
     }
 
-    /// Backends that may take a request for `model`: of those it has not
-    /// failed on, the ones that have the model loaded or, when none does,
-    /// the ones that list it (they load on demand). Exclusions come before
-    /// the choice of tier: a retry whose only loaded backend failed goes to
-    /// one that would load the model.
+    /// Backends that may take a request for `model` that failed on
+    /// `exclude`.
     fn candidates(&self, model: &ModelName, exclude: &[BackendId]) -> Vec<Candidate> {
+        self.tiers(model).for_request(exclude)
+    }
+
+    /// The backends that take work for `model` now, by residency.
+    fn tiers(&self, model: &ModelName) -> Tiers {
         let health = self.config.policy.respects_health();
         let late = self.config.policy.binds_late();
-        let tier = |want_loaded: bool| -> Vec<Candidate> {
-            self.fleet
-                .backends
-                .iter()
-                .filter(|(id, _)| !exclude.contains(id))
-                .filter(|(_, b)| !health || b.admits())
-                .filter_map(|(id, b)| {
-                    let m = b.models.get(model.as_str())?;
-                    (m.listed && (m.loaded || !want_loaded)).then(|| Candidate {
-                        id: *id,
-                        free: !late || m.busy < m.slots,
-                        busy: b.busy,
-                        capacity: b.total_slots(),
-                    })
-                })
-                .collect()
-        };
-        let candidates = tier(true);
-        if candidates.is_empty() {
-            tier(false)
-        } else {
-            candidates
+        let mut tiers = Tiers::default();
+        for (id, b) in &self.fleet.backends {
+            if health && !b.admits() {
+                continue;
+            }
+            let Some(m) = b.models.get(model.as_str()).filter(|m| m.listed) else {
+                continue;
+            };
+            let c = Candidate {
+                id: *id,
+                free: !late || m.busy < m.slots,
+                busy: b.busy,
+                capacity: b.total_slots(),
+            };
+            if m.loaded {
+                tiers.loaded.push(c);
+            }
+            tiers.listed.push(c);
         }
+        tiers
     }
 
     fn tick_breakers(&mut self, now: Duration) {
@@ -478,5 +484,40 @@ impl Scheduler {
         if let Some(b) = self.fleet.backends.get(&id) {
             self.dirty.extend(b.models.keys().cloned());
         }
+    }
+}
+
+/// The backends that take work for one model, in the two tiers a request
+/// chooses between: those with the model loaded and, behind them, every one
+/// that lists it (it loads on demand).
+#[derive(Debug, Default)]
+struct Tiers {
+    loaded: Vec<Candidate>,
+    /// Loaded or not.
+    listed: Vec<Candidate>,
+}
+
+impl Tiers {
+    /// Of the backends a request has not failed on, the ones with the model
+    /// loaded or, when none does, the ones that list it. Exclusions come
+    /// before the choice of tier: a retry whose only loaded backend failed
+    /// goes to one that would load the model, rather than nowhere.
+    fn for_request(&self, exclude: &[BackendId]) -> Vec<Candidate> {
+        let untried = |tier: &[Candidate]| -> Vec<Candidate> {
+            tier.iter()
+                .filter(|c| !exclude.contains(&c.id))
+                .copied()
+                .collect()
+        };
+        let loaded = untried(&self.loaded);
+        if loaded.is_empty() {
+            untried(&self.listed)
+        } else {
+            loaded
+        }
+    }
+
+    fn any_free(&self) -> bool {
+        self.listed.iter().any(|c| c.free)
     }
 }

@@ -497,3 +497,20 @@ fn a_probe_does_not_close_a_breaker_that_requests_opened() {
     s.probe(BackendId(1), true, ms(10));
     assert_eq!(state(&s), BreakerState::Open);
 }
+
+#[test]
+fn a_waiting_retry_takes_a_free_backend_that_would_load_the_model() {
+    // The retry queues behind a plain request waiting for the loaded
+    // backend; the cold backend is free and the retry has not failed there.
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", false, 1)]);
+    assert_eq!(dispatched(s.submit(req(1, "a"), ms(0))), BackendId(1));
+    assert_eq!(s.submit(req(2, "a"), ms(1)), Ok(Admission::Queued));
+    let mut retry = req(3, "a");
+    retry.exclude = vec![BackendId(1)];
+    assert_eq!(s.resubmit(retry, ms(2)), Ok(Admission::Queued));
+    assert_eq!(dispatches(&s.poll(ms(2))), vec![(3, 2)]);
+    // The plain request still waits for the loaded backend.
+    assert_eq!(s.queue().len(), 1);
+}
