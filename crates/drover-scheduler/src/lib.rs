@@ -1,7 +1,7 @@
 //! drover's scheduler: given the fleet's state, the waiting requests and the
 //! time, decide what runs where. Pure and deterministic: it does no I/O,
 //! reads no clock and spawns nothing, so the hub and the virtual-time
-//! simulator drive exactly the same code.
+//! policy lab drive exactly the same code.
 //!
 //! - [`scheduler`]: [`Scheduler`], the one entry point; submit, finish,
 //!   cancel, poll. Returns [`Decision`]s for the caller to carry out.
@@ -15,19 +15,19 @@
 //!   backend whose KV cache holds that prefix.
 //! - [`policy`]: how a backend is chosen: drover's (late binding, least
 //!   loaded, affinity) and the baselines it is measured against.
-//! - [`sim`]: a virtual-time simulator that drives [`Scheduler`] with seeded
+//! - [`lab`]: the virtual-time policy lab; drives [`Scheduler`] with seeded
 //!   traffic, failures and deadlines, and compares the policies with an
-//!   oracle and the ideal (`drover simulate`).
+//!   oracle and the ideal (`drover lab`).
 //!
 //! Time is a [`std::time::Duration`] since an epoch the caller picks.
 
 pub mod affinity;
 pub mod breaker;
 pub mod fleet;
+pub mod lab;
 pub mod policy;
 pub mod queue;
 pub mod scheduler;
-pub mod sim;
 
 pub use affinity::{Affinity, AffinityIndex};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};

@@ -398,7 +398,7 @@ fn baselines_bind_at_arrival_and_ignore_slots() {
 
 #[test]
 fn a_breaker_half_opening_inside_finish_still_wakes_waiting_requests() {
-    // Found by the simulator: the half-open transition happened inside
+    // Found by the policy lab: the half-open transition happened inside
     // `finish`, so `poll` saw no change and the request stayed queued.
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.upsert_backend(BackendId(1), vec![spec("a", true, 1), spec("b", true, 1)]);

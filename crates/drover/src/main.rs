@@ -35,8 +35,8 @@ enum Command {
     Sim(drover_sim::SimArgs),
     /// Manage a running hub's backends.
     Backends(cli::backends::BackendsArgs),
-    /// Compare scheduling policies in virtual time on seeded traces.
-    Simulate(cli::simulate::SimulateArgs),
+    /// The policy lab: compare scheduling policies in virtual time on seeded traces.
+    Lab(cli::lab::LabArgs),
     /// Load an OpenAI-compatible URL (a hub, and a backend directly) and report.
     Bench(drover_bench::BenchArgs),
 }
@@ -63,7 +63,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Backends(args) => cli::backends::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
-            Command::Simulate(args) => cli::simulate::run(args),
+            Command::Lab(args) => cli::lab::run(args),
         }
     });
     match result {

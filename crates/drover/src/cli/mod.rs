@@ -4,8 +4,8 @@ pub mod backend_arg;
 pub mod backends;
 pub mod demo;
 pub mod http;
+pub mod lab;
 pub mod serve;
-pub mod simulate;
 
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,6 @@
 //! The discrete-event run: one trace, one policy, the real [`Scheduler`]
-//! driven exactly as the hub drives it, and simulated servers that behave
-//! like LM Studio.
+//! driven exactly as the hub drives it, and model servers that behave like
+//! LM Studio.
 //!
 //! The hub's side: `submit` on arrival; `finish` when an attempt ends;
 //! `poll` after every event and at `next_wakeup`; `probe` every 2 s; a
@@ -51,11 +51,11 @@ pub(crate) fn max_retries(policy: Policy) -> u32 {
 }
 
 /// Runs `jobs` on the scenario's fleet under `policy`.
-pub(crate) fn simulate(scenario: &Scenario, jobs: &[Job], policy: Policy) -> Tally {
+pub(crate) fn play(scenario: &Scenario, jobs: &[Job], policy: Policy) -> Tally {
     Engine::new(scenario, jobs, policy).run()
 }
 
-/// One (backend, model) on a simulated server.
+/// One (backend, model) on a model server.
 #[derive(Debug)]
 struct Lane {
     server: usize,

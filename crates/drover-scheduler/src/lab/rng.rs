@@ -1,5 +1,5 @@
 //! The lab's random stream: drover-core's SplitMix64 with the
-//! distributions traces draw from. A simulation must replay bit for bit from
+//! distributions traces draw from. A lab run must replay bit for bit from
 //! its seed on any machine, which rules out anything seeded from the OS.
 
 use drover_core::mix::{self, SplitMix64};

@@ -1,10 +1,10 @@
-//! `drover simulate`: the scheduler in virtual time, against round robin,
+//! `drover lab`: the scheduler in virtual time, against round robin,
 //! least-connections, an oracle and the ideal, on the same seeded traces.
 
-use drover_scheduler::sim;
+use drover_scheduler::lab;
 
 #[derive(clap::Args)]
-pub struct SimulateArgs {
+pub struct LabArgs {
     /// A scenario name, or "all".
     #[arg(long, default_value = "all")]
     pub scenario: String,
@@ -16,15 +16,15 @@ pub struct SimulateArgs {
     pub scale: f64,
 }
 
-pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
+pub fn run(args: LabArgs) -> anyhow::Result<()> {
     let names: Vec<&str> = if args.scenario == "all" {
-        sim::scenario_names().to_vec()
+        lab::scenario_names().to_vec()
     } else {
         vec![args.scenario.as_str()]
     };
     for name in names {
         let reports =
-            sim::run(name, args.seed, args.scale).map_err(|e| anyhow::anyhow!("{e}, or all"))?;
+            lab::run(name, args.seed, args.scale).map_err(|e| anyhow::anyhow!("{e}, or all"))?;
         for report in reports {
             println!("{report}");
         }

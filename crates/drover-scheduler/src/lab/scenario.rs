@@ -1,4 +1,4 @@
-//! One simulated situation: a fleet, a traffic pattern and the rules the
+//! One situation in the lab: a fleet, a traffic pattern and the rules the
 //! clients and servers follow. The named ones live in
 //! [`catalogue`](super::catalogue).
 

@@ -1,5 +1,5 @@
-//! A virtual-time simulator that drives the real [`Scheduler`] and compares
-//! its policies on the same seeded traffic.
+//! The policy lab: the real [`Scheduler`] driven in virtual time, its
+//! policies compared on the same seeded traffic (`drover lab`).
 //!
 //! [`run`] takes a scenario name from [`scenario_names`], a seed and a
 //! scale, and returns one [`Report`] per variant of the scenario: a row per
@@ -96,7 +96,7 @@ fn report_for(s: &scenario::Scenario, rng: &rng::Rng, seed: u64, scale: f64) -> 
     let slots = s.fleet.total_slots();
     let mut rows: Vec<Row> = Policy::ALL
         .iter()
-        .map(|&p| engine::simulate(s, &jobs, p).row(p.name(), ideal_per_min, slots))
+        .map(|&p| engine::play(s, &jobs, p).row(p.name(), ideal_per_min, slots))
         .collect();
     rows.push(oracle::schedule(s, &jobs).row("oracle", ideal_per_min, slots));
     let ideal_makespan = ideal.makespan;

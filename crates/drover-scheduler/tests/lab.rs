@@ -1,4 +1,4 @@
-//! The virtual-time simulator through its public API: the yardsticks of
+//! The policy lab through its public API: the yardsticks of
 //! `docs/scheduling.md` on fixed seeds. Virtual time, so these are exact
 //! and fast; reduced scales keep them well under a second in debug builds.
 
@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use drover_scheduler::Policy;
-use drover_scheduler::sim::{self, Report, Row};
+use drover_scheduler::lab::{self, Report, Row};
 
 const SEED: u64 = 2;
 
 fn run(name: &str, scale: f64) -> Vec<Report> {
-    sim::run(name, SEED, scale).unwrap()
+    lab::run(name, SEED, scale).unwrap()
 }
 
 fn variant<'a>(reports: &'a [Report], name: &str) -> &'a Report {
@@ -36,7 +36,7 @@ fn secs(s: f64) -> Duration {
 
 #[test]
 fn every_named_scenario_runs_and_an_unknown_name_is_an_error() {
-    for name in sim::scenario_names() {
+    for name in lab::scenario_names() {
         let reports = run(name, 0.2);
         assert!(!reports.is_empty(), "{name}");
         for r in &reports {
@@ -48,7 +48,7 @@ fn every_named_scenario_runs_and_an_unknown_name_is_an_error() {
             );
         }
     }
-    let err = sim::run("nope", SEED, 1.0).unwrap_err();
+    let err = lab::run("nope", SEED, 1.0).unwrap_err();
     assert_eq!(err.name, "nope");
     assert!(err.to_string().contains("seed002"), "{err}");
 }
@@ -166,7 +166,7 @@ fn failover_at_full_length_loses_only_what_the_oracle_loses() {
     // on some draws the backlog outgrows the deadline. Whatever drover then
     // loses, a clairvoyant schedule loses too.
     for seed in [1, 2, 8] {
-        let r = &sim::run("failover", seed, 1.0).unwrap()[0];
+        let r = &lab::run("failover", seed, 1.0).unwrap()[0];
         let drover = row(r, Policy::Drover).success_rate().unwrap();
         let oracle = r.row("oracle").unwrap().success_rate().unwrap();
         assert!(drover >= oracle - 0.005, "seed {seed}: {r}");
@@ -200,14 +200,14 @@ fn the_same_seed_gives_the_same_report() {
         assert_eq!(a, b, "{name}");
         let text = |rs: &[Report]| rs.iter().map(ToString::to_string).collect::<String>();
         assert_eq!(text(&a), text(&b));
-        let other = sim::run(name, SEED + 1, 0.2).unwrap();
+        let other = lab::run(name, SEED + 1, 0.2).unwrap();
         assert_ne!(a, other, "{name}: another seed, another trace");
     }
 }
 
 #[test]
 fn every_request_is_accounted_for_and_late_binding_never_overbooks() {
-    for name in sim::scenario_names() {
+    for name in lab::scenario_names() {
         for r in run(name, 0.3) {
             for row in &r.rows {
                 assert_eq!(row.lost, 0, "{name} {}: {row:?}", r.variant);

@@ -1,6 +1,6 @@
-//! The simulated fleet: which backend serves which model with how many
+//! The lab's fleet: which backend serves which model with how many
 //! slots at what speed, and when a backend is down. One description feeds
-//! the scheduler's [`ModelSpec`]s, the simulated servers, the ideal bound
+//! the scheduler's [`ModelSpec`]s, the engine's servers, the ideal bound
 //! and the oracle, so they cannot disagree about the hardware.
 
 use std::time::Duration;
