@@ -11,6 +11,13 @@ use drover_scheduler::lab::{self, Report, Row};
 
 const SEED: u64 = 2;
 
+// The scenarios, named for the fleet's shape and what happens to it.
+const RISING: &str = "two-servers-six-models-rising-load";
+const UNEVEN: &str = "four-slot-and-one-slot-servers";
+const OUTAGE: &str = "two-servers-one-goes-down";
+const CHATS: &str = "two-servers-multi-turn-chats";
+const BURSTS: &str = "one-server-six-models-bursts";
+
 fn run(name: &str, scale: f64) -> Vec<Report> {
     lab::run(name, SEED, scale).unwrap()
 }
@@ -50,13 +57,13 @@ fn every_named_scenario_runs_and_an_unknown_name_is_an_error() {
     }
     let err = lab::run("nope", SEED, 1.0).unwrap_err();
     assert_eq!(err.name, "nope");
-    assert!(err.to_string().contains("seed002"), "{err}");
+    assert!(err.to_string().contains(RISING), "{err}");
 }
 
 #[test]
 fn seed_002_numbers_are_reproduced() {
     // One Mac Studio, six models, one slot each, 3 s a response.
-    let burst = run("burst", 1.0);
+    let burst = run(BURSTS, 1.0);
     let six_models = variant(&burst, "6 messages, 6 models");
     let one_model = variant(&burst, "6 messages, 1 model");
     let full = variant(&burst, "120 messages, 6 models");
@@ -76,7 +83,7 @@ fn seed_002_numbers_are_reproduced() {
     assert_eq!(full.ideal_makespan, secs(60.0));
 
     // Two such servers: 12 slots, 240 a minute, and nobody beats it.
-    for r in run("seed002", 0.2) {
+    for r in run(RISING, 0.2) {
         assert_eq!(r.capacity_per_min, 240.0);
         for row in &r.rows {
             assert!(
@@ -93,7 +100,7 @@ fn seed_002_numbers_are_reproduced() {
 fn drover_reaches_95_percent_of_ideal_throughput_under_saturation() {
     // Full length: a short trace spends a larger share of its makespan
     // draining the queue, when lightly loaded models leave slots idle.
-    let reports = run("seed002", 1.0);
+    let reports = run(RISING, 1.0);
     let r = variant(&reports, "load 150%");
     let drover = row(r, Policy::Drover);
     assert!(drover.of_ideal >= 0.95, "{r}");
@@ -115,7 +122,7 @@ fn drover_reaches_95_percent_of_ideal_throughput_under_saturation() {
 
 #[test]
 fn drover_serves_an_uneven_fleet_far_better_than_round_robin() {
-    let reports = run("uneven", 0.5);
+    let reports = run(UNEVEN, 0.5);
     // A burst: round robin gives the 1-slot server half of it.
     let burst = variant(&reports, "burst of 60");
     let drover = row(burst, Policy::Drover);
@@ -143,7 +150,7 @@ fn drover_serves_an_uneven_fleet_far_better_than_round_robin() {
 fn failover_loses_nothing_under_drover_and_beats_round_robin() {
     // At this scale the outage lasts 52 s: the surviving server absorbs the
     // backlog within the 60 s deadline, so every request can be served.
-    let r = &run("failover", 0.5)[0];
+    let r = &run(OUTAGE, 0.5)[0];
     let drover = row(r, Policy::Drover);
     assert_eq!(drover.success_rate(), Some(1.0), "{r}");
     assert!(
@@ -166,7 +173,7 @@ fn failover_at_full_length_loses_only_what_the_oracle_loses() {
     // on some draws the backlog outgrows the deadline. Whatever drover then
     // loses, a clairvoyant schedule loses too.
     for seed in [1, 2, 8] {
-        let r = &lab::run("failover", seed, 1.0).unwrap()[0];
+        let r = &lab::run(OUTAGE, seed, 1.0).unwrap()[0];
         let drover = row(r, Policy::Drover).success_rate().unwrap();
         let oracle = r.row("oracle").unwrap().success_rate().unwrap();
         assert!(drover >= oracle - 0.005, "seed {seed}: {r}");
@@ -176,7 +183,7 @@ fn failover_at_full_length_loses_only_what_the_oracle_loses() {
 
 #[test]
 fn conversations_return_to_the_backend_holding_their_prefix() {
-    let r = &run("conversations", 0.5)[0];
+    let r = &run(CHATS, 0.5)[0];
     let hits = |p: Policy| row(r, p).affinity_hit_rate.unwrap();
     // Round robin and least connections find the prefix about half the
     // time (two backends per model); drover does better, though it never
@@ -194,7 +201,7 @@ fn conversations_return_to_the_backend_holding_their_prefix() {
 
 #[test]
 fn the_same_seed_gives_the_same_report() {
-    for name in ["seed002", "failover", "conversations"] {
+    for name in [RISING, OUTAGE, CHATS] {
         let a = run(name, 0.2);
         let b = run(name, 0.2);
         assert_eq!(a, b, "{name}");
@@ -217,14 +224,14 @@ fn every_request_is_accounted_for_and_late_binding_never_overbooks() {
                     assert_eq!(ended, row.requests, "{name} {}: {row:?}", r.variant);
                 }
             }
-            assert_eq!(row(&r, Policy::Drover).retries > 0, *name == "failover");
+            assert_eq!(row(&r, Policy::Drover).retries > 0, *name == OUTAGE);
         }
     }
 }
 
 #[test]
 fn the_table_names_the_seed_and_every_row() {
-    let reports = run("uneven", 0.2);
+    let reports = run(UNEVEN, 0.2);
     let text = reports[0].to_string();
     assert!(text.contains(&format!("seed {SEED}")), "{text}");
     assert!(text.contains("scale 0.2"), "{text}");
@@ -239,5 +246,51 @@ fn the_table_names_the_seed_and_every_row() {
     let width = lines[0].len();
     for l in &lines[..6] {
         assert_eq!(l.len(), width, "{text}");
+    }
+}
+
+#[test]
+fn scenario_names_say_the_fleet_and_what_happens_to_it() {
+    // A reader should not need the seed documents to know what a table is
+    // about.
+    assert_eq!(
+        lab::scenario_names(),
+        [RISING, UNEVEN, OUTAGE, CHATS, BURSTS]
+    );
+    for name in lab::scenario_names() {
+        for r in run(name, 0.1) {
+            assert_eq!(r.scenario, *name);
+            assert!(r.to_string().starts_with(&format!("== {name} / ")), "{r}");
+        }
+    }
+}
+
+#[test]
+fn every_column_is_explained_under_its_table() {
+    // With and without the affinity column.
+    for name in [UNEVEN, CHATS] {
+        let text = run(name, 0.1)[0].to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("policy"))
+            .unwrap_or_else(|| panic!("no table: {text}"));
+        let columns: Vec<&str> = lines[header].split_whitespace().collect();
+        let last_row = lines.iter().rposition(|l| l.starts_with("ideal")).unwrap();
+        // One line per column, in the table's order, after its last row:
+        // the column's name, then what it means in words.
+        let legend: Vec<(&str, &str)> = lines[last_row + 1..]
+            .iter()
+            .filter_map(|l| l.trim_start().split_once(char::is_whitespace))
+            .filter(|(word, _)| columns.contains(word))
+            .collect();
+        let explained: Vec<&str> = legend.iter().map(|(word, _)| *word).collect();
+        assert_eq!(explained, columns, "{text}");
+        for (column, meaning) in legend {
+            assert!(
+                meaning.split_whitespace().count() >= 3,
+                "{column}: {meaning:?}"
+            );
+        }
     }
 }

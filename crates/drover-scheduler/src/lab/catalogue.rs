@@ -8,7 +8,14 @@ use super::fleet_spec::FleetSpec;
 use super::scenario::{PrefixCache, Scenario};
 use super::trace::{Arrivals, Mix, TraceSpec};
 
-pub(crate) const NAMES: &[&str] = &["seed002", "uneven", "failover", "conversations", "burst"];
+/// Each name says the fleet's shape and what happens to it, so a table
+/// reads without the seed documents it was drawn from.
+pub(crate) const NAMES: &[&str] = &[RISING, UNEVEN, OUTAGE, CHATS, BURSTS];
+const RISING: &str = "two-servers-six-models-rising-load";
+const UNEVEN: &str = "four-slot-and-one-slot-servers";
+const OUTAGE: &str = "two-servers-one-goes-down";
+const CHATS: &str = "two-servers-multi-turn-chats";
+const BURSTS: &str = "one-server-six-models-bursts";
 
 /// Seed 002's measured response time.
 const SERVICE: Duration = Duration::from_secs(3);
@@ -25,18 +32,18 @@ const NO_CACHE: PrefixCache = PrefixCache {
 pub(crate) fn build(name: &str, scale: f64) -> Option<Vec<Scenario>> {
     let run = RUN.mul_f64(scale);
     Some(match name {
-        "seed002" => seed002(run),
-        "uneven" => uneven(run),
-        "failover" => vec![failover(run)],
-        "conversations" => vec![conversations(run)],
-        "burst" => burst(),
+        RISING => rising_load(run),
+        UNEVEN => uneven(run),
+        OUTAGE => vec![outage(run)],
+        CHATS => vec![conversations(run)],
+        BURSTS => bursts(),
         _ => return None,
     })
 }
 
-/// Two Mac Studios as in seed 002, each with six models loaded, one slot
-/// each: 12 slots, 240 responses a minute.
-fn seed002_fleet() -> FleetSpec {
+/// Two servers (Mac Studios, as in seed 002), each with six models loaded,
+/// one slot each: 12 slots, 240 responses a minute.
+fn two_servers() -> FleetSpec {
     FleetSpec::uniform(2, 6, 1, SERVICE)
 }
 
@@ -51,15 +58,15 @@ fn poisson(per_min: f64, run: Duration) -> TraceSpec {
     }
 }
 
-/// Rising load on seed 002's fleet: where each policy's waits take off,
-/// and whether it keeps every slot busy under saturation.
-fn seed002(run: Duration) -> Vec<Scenario> {
-    let fleet = seed002_fleet();
+/// Rising load on two servers: where each policy's waits take off, and
+/// whether it keeps every slot busy under saturation.
+fn rising_load(run: Duration) -> Vec<Scenario> {
+    let fleet = two_servers();
     let capacity = fleet.capacity_per_min();
     [50, 80, 95, 100, 120, 150]
         .into_iter()
         .map(|pct| Scenario {
-            name: "seed002",
+            name: RISING,
             variant: format!("load {pct}%"),
             trace: poisson(capacity * f64::from(pct) / 100.0, run),
             fleet: fleet.clone(),
@@ -76,7 +83,7 @@ fn uneven(run: Duration) -> Vec<Scenario> {
     let capacity = fleet.capacity_per_min();
     vec![
         Scenario {
-            name: "uneven",
+            name: UNEVEN,
             variant: "load 120%".to_string(),
             trace: poisson(capacity * 1.2, run),
             fleet: fleet.clone(),
@@ -84,7 +91,7 @@ fn uneven(run: Duration) -> Vec<Scenario> {
             cache: NO_CACHE,
         },
         Scenario {
-            name: "uneven",
+            name: UNEVEN,
             variant: "burst of 60".to_string(),
             trace: TraceSpec {
                 arrivals: Arrivals::Burst { count: 60 },
@@ -98,16 +105,16 @@ fn uneven(run: Duration) -> Vec<Scenario> {
     ]
 }
 
-/// Seed 002's fleet at 80% load; backend 2 is down from 25% to 60% of the
-/// run, then back.
-fn failover(run: Duration) -> Scenario {
-    let mut fleet = seed002_fleet();
+/// Two servers at 80% load; backend 2 is down from 25% to 60% of the run,
+/// then back.
+fn outage(run: Duration) -> Scenario {
+    let mut fleet = two_servers();
     let capacity = fleet.capacity_per_min();
     if let Some(b) = fleet.backends.get_mut(1) {
         b.down.push((run.mul_f64(0.25), run.mul_f64(0.60)));
     }
     Scenario {
-        name: "failover",
+        name: OUTAGE,
         variant: "load 80%, backend#2 down 25%-60%".to_string(),
         trace: poisson(capacity * 0.8, run),
         fleet,
@@ -116,13 +123,13 @@ fn failover(run: Duration) -> Scenario {
     }
 }
 
-/// Multi-turn conversations on seed 002's fleet at 80% of its cold
-/// capacity: does a turn go back to the backend that holds its prefix?
+/// Multi-turn conversations on two servers at 80% of their cold capacity:
+/// does a turn go back to the backend that holds its prefix?
 fn conversations(run: Duration) -> Scenario {
-    let fleet = seed002_fleet();
+    let fleet = two_servers();
     let capacity = fleet.capacity_per_min();
     Scenario {
-        name: "conversations",
+        name: CHATS,
         variant: "aiming at 80% load".to_string(),
         trace: TraceSpec {
             arrivals: Arrivals::Conversations {
@@ -147,10 +154,10 @@ fn conversations(run: Duration) -> Scenario {
 /// Seed 002's own numbers on one Mac Studio (6 models, one slot each, 3 s
 /// a response): six messages for six models take 3 s, six for one model
 /// take 18 s, and a full load runs at 120 a minute.
-fn burst() -> Vec<Scenario> {
+fn bursts() -> Vec<Scenario> {
     let fleet = FleetSpec::uniform(1, 6, 1, SERVICE);
     let case = |variant: &str, count: usize, mix: Mix| Scenario {
-        name: "burst",
+        name: BURSTS,
         variant: variant.to_string(),
         trace: TraceSpec {
             arrivals: Arrivals::Burst { count },

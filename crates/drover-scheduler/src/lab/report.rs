@@ -1,6 +1,7 @@
 //! What a run reports: one [`Report`] per scenario variant, one [`Row`] per
 //! policy plus the `oracle` and `ideal` yardsticks, printed as an aligned
-//! table with everything needed to re-run it.
+//! table with everything needed to re-run it and, under it, what each
+//! column means.
 
 use std::fmt;
 use std::time::Duration;
@@ -142,14 +143,12 @@ impl fmt::Display for Report {
             self.ideal_makespan.as_secs_f64()
         )?;
         let with_affinity = self.rows.iter().any(|r| r.affinity_hit_rate.is_some());
-        let mut header = vec![
-            "policy", "reqs", "done", "ok%", "err", "rej", "exp", "retry", "thr/min", "%ideal",
-            "makespan", "mk/ideal", "wait50", "wait95", "wait99", "lat50", "lat95", "lat99",
-            "util%",
-        ];
-        if with_affinity {
-            header.push("aff%");
-        }
+        let columns: Vec<(&str, &str)> = COLUMNS
+            .iter()
+            .copied()
+            .filter(|(name, _)| with_affinity || *name != AFFINITY)
+            .collect();
+        let header: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
         let rows: Vec<Vec<String>> = self
             .rows
             .iter()
@@ -168,8 +167,87 @@ impl fmt::Display for Report {
                 writeln!(f, "! {}: {} requests never resolved", r.name, r.lost)?;
             }
         }
-        Ok(())
+        f.write_str(&legend(&columns))
     }
+}
+
+const AFFINITY: &str = "aff%";
+
+/// The table's columns in order, each with what it means in plain words;
+/// the legend under every table is printed from here, so the two cannot
+/// drift apart. Times are in seconds.
+const COLUMNS: &[(&str, &str)] = &[
+    (
+        "policy",
+        "who scheduled: a policy; oracle, a schedule that knew every arrival in advance; \
+         ideal, bounds that no schedule can beat",
+    ),
+    ("reqs", "requests in the trace"),
+    ("done", "requests answered successfully"),
+    ("ok%", "share of the requests answered"),
+    ("err", "requests that failed on a server with no retry left"),
+    (
+        "rej",
+        "requests refused on arrival (no healthy server, or the queue was full)",
+    ),
+    (
+        "exp",
+        "requests that had not started by their deadline, in the hub or in a server",
+    ),
+    ("retry", "attempts sent to another server after one failed"),
+    (
+        "thr/min",
+        "answers per minute, from the first arrival to the last answer",
+    ),
+    ("%ideal", "that throughput as a share of the ideal row's"),
+    (
+        "makespan",
+        "seconds from the first arrival to the last answer",
+    ),
+    (
+        "mk/ideal",
+        "makespan over the shortest possible one (only when every request was answered)",
+    ),
+    (
+        "wait50",
+        "median wait: seconds from arrival until the attempt that succeeded started",
+    ),
+    (
+        "wait95",
+        "95th percentile of that wait: 1 request in 20 waited longer",
+    ),
+    (
+        "wait99",
+        "99th percentile of that wait: 1 request in 100 waited longer",
+    ),
+    (
+        "lat50",
+        "median latency: seconds from arrival to the answer",
+    ),
+    ("lat95", "95th percentile of that latency"),
+    ("lat99", "99th percentile of that latency"),
+    (
+        "util%",
+        "share of the slots' time spent working, from the first arrival to the last answer",
+    ),
+    (
+        AFFINITY,
+        "share of later conversation turns that ran where their earlier turns were still cached",
+    ),
+];
+
+/// One line per column under a table: its name, then what it means.
+fn legend(columns: &[(&str, &str)]) -> String {
+    let width = columns
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::from("columns:\n");
+    for (name, meaning) in columns {
+        out.push_str(&format!("  {name:<width$}  {meaning}\n"));
+    }
+    out
 }
 
 fn cells(r: &Row, ideal_makespan: Duration, with_affinity: bool) -> Vec<String> {
