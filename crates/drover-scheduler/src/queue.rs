@@ -72,8 +72,19 @@ impl<K: Copy + Eq + Hash> Ring<K> {
     }
 
     /// The keys, whose turn first.
-    fn in_turn(&self) -> Vec<K> {
-        self.order.values().copied().collect()
+    fn in_turn(&self) -> impl Iterator<Item = K> + '_ {
+        self.order.values().copied()
+    }
+
+    /// Sends the first `n` keys to the back, in their order.
+    fn rotate(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some((_, key)) = self.order.pop_first() else {
+                return;
+            };
+            self.turn_of.remove(&key);
+            self.send_to_back(key);
+        }
     }
 
     #[cfg(test)]
@@ -293,25 +304,36 @@ impl WaitQueue {
 
         let entries = &self.entries;
         let mut chosen = None;
-        'classes: for (_, prio) in order {
+        for (_, prio) in order {
             let Some(class) = mq.classes.get_mut(&prio) else {
                 continue;
             };
+            // Walk the ring without copying it: a dispatch usually takes
+            // the first client's first user, however many wait.
+            let mut walked = 0;
+            let mut found = None;
             for client in class.ring.in_turn() {
-                let Some(cq) = class.clients.get_mut(&client) else {
+                walked += 1;
+                let Some(cq) = class.clients.get(&client) else {
                     continue;
                 };
-                let head = cq.users.in_turn().into_iter().find_map(|user| {
+                found = cq.users.in_turn().find_map(|user| {
                     let (_, id) = cq.lines.get(&user)?.first_key_value()?;
                     let e = entries.get(id)?;
-                    can_place(&e.request).then_some((user, *id))
+                    can_place(&e.request).then_some((client, user, *id))
                 });
-                class.ring.send_to_back(client);
-                if let Some((user, id)) = head {
-                    cq.users.send_to_back(user);
-                    chosen = Some(id);
-                    break 'classes;
+                if found.is_some() {
+                    break;
                 }
+            }
+            // The chosen client, and those walked past, go to the back.
+            class.ring.rotate(walked);
+            if let Some((client, user, id)) = found {
+                if let Some(cq) = class.clients.get_mut(&client) {
+                    cq.users.send_to_back(user);
+                }
+                chosen = Some(id);
+                break;
             }
         }
         self.remove(chosen?)
