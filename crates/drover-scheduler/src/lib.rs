@@ -8,9 +8,11 @@
 //! - [`fleet`]: backends, their models and slots (the hub holds the slots, so
 //!   occupancy is exact, never scraped).
 //! - [`queue`]: waiting requests per model: priority classes with aging,
-//!   round robin between clients inside a class, oldest first per client,
-//!   deadlines.
-//! - [`breaker`]: a per-backend circuit breaker, driven by outcomes and time.
+//!   round robin between clients inside a class and between a client's
+//!   users, oldest first per user, deadlines, a bytes budget; a request
+//!   leaves every index at once.
+//! - [`breaker`]: a per-backend circuit breaker, driven by outcomes, probes
+//!   and time; a probe never closes what failed requests opened.
 //! - [`affinity`]: a bounded index from conversation-prefix hashes to the
 //!   backend whose KV cache holds that prefix.
 //! - [`policy`]: how a backend is chosen: drover's (late binding, least

@@ -5,8 +5,9 @@ use drover_scheduler::lab;
 
 #[derive(clap::Args)]
 pub struct LabArgs {
-    /// A scenario name, or "all".
-    #[arg(long, default_value = "all")]
+    /// A scenario, named for the fleet's shape and what happens to it, or
+    /// "all".
+    #[arg(long, default_value = "all", value_parser = scenarios())]
     pub scenario: String,
     /// Seeds every trace; the same seed gives the same tables.
     #[arg(long, default_value_t = 1)]
@@ -14,6 +15,13 @@ pub struct LabArgs {
     /// Stretches the steady traffic (1.0 = a few minutes of virtual time).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+}
+
+/// "all" and every scenario's name, for `--help` and for clap to check.
+fn scenarios() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        std::iter::once("all").chain(lab::scenario_names().iter().copied()),
+    )
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<()> {
