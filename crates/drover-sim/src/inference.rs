@@ -12,6 +12,7 @@ use crate::connection::{KillSwitch, Sever};
 use crate::error::ApiError;
 use crate::fault::Fault;
 use crate::guard::{Active, InFlight, Running};
+use crate::model::ModelState;
 use crate::request::{InferenceRequest, Prompt};
 use crate::shared::{Shared, unix_now};
 use crate::stream::{ChunkShape, StreamPlan, TokenStream};
@@ -47,16 +48,44 @@ pub(crate) async fn serve(
 
 /// What was asked, checked and reduced to what the answer depends on.
 enum Job<'a> {
-    Text {
-        shape: ChunkShape,
-        prompt: Prompt,
-        stream: bool,
-        include_usage: bool,
-        max_tokens: Option<u64>,
-    },
-    Embeddings {
-        inputs: &'a [String],
-    },
+    Text(TextJob),
+    Embeddings { inputs: &'a [String] },
+}
+
+/// A chat or text completion request, reduced.
+struct TextJob {
+    shape: ChunkShape,
+    prompt: Prompt,
+    stream: bool,
+    include_usage: bool,
+    max_tokens: Option<u64>,
+}
+
+impl<'a> Job<'a> {
+    /// Checks the fields `endpoint` needs; any error is the client's 400.
+    fn of(
+        request: &'a InferenceRequest<'_>,
+        endpoint: Endpoint,
+        seed: u64,
+        model: &str,
+    ) -> Result<Self, ApiError> {
+        let text = |shape, prompt| {
+            Job::Text(TextJob {
+                shape,
+                prompt,
+                stream: request.stream(),
+                include_usage: request.include_usage(),
+                max_tokens: request.max_tokens(),
+            })
+        };
+        Ok(match endpoint {
+            Endpoint::Chat => text(ChunkShape::Chat, request.chat_prompt(seed, model)?),
+            Endpoint::Completion => text(ChunkShape::Text, request.completion_prompt(seed, model)?),
+            Endpoint::Embeddings => Job::Embeddings {
+                inputs: request.embedding_inputs()?,
+            },
+        })
+    }
 }
 
 async fn answer(
@@ -71,42 +100,45 @@ async fn answer(
     let model = shared
         .model(name)
         .ok_or_else(|| ApiError::model_not_found(name))?;
-    let seed = shared.settings.seed;
-    let job = match endpoint {
-        Endpoint::Chat => Job::Text {
-            shape: ChunkShape::Chat,
-            prompt: request.chat_prompt(seed, name)?,
-            stream: request.stream(),
-            include_usage: request.include_usage(),
-            max_tokens: request.max_tokens(),
-        },
-        Endpoint::Completion => Job::Text {
-            shape: ChunkShape::Text,
-            prompt: request.completion_prompt(seed, name)?,
-            stream: request.stream(),
-            include_usage: request.include_usage(),
-            max_tokens: request.max_tokens(),
-        },
-        Endpoint::Embeddings => Job::Embeddings {
-            inputs: request.embedding_inputs()?,
-        },
-    };
+    let job = Job::of(&request, endpoint, shared.settings.seed, name)?;
 
     let in_flight = InFlight::enter(Arc::clone(model));
-    let fault = Fault::choose(shared.faults.get(), seed, sequence);
+    let fault = Fault::choose(shared.faults.get(), shared.settings.seed, sequence);
+    let in_flight = apply_fault(shared, kill, fault, in_flight, sequence).await?;
+    let running = start_running(shared, model, in_flight).await?;
+    let sever =
+        (fault == Fault::CloseMidStream).then(|| Sever::new(kill.clone(), Arc::clone(shared)));
+
+    Ok(match job {
+        Job::Embeddings { inputs } => finish(running, sever, embeddings(shared, name, inputs)),
+        Job::Text(job) if job.stream => streamed_text(shared, model, job, running, sever),
+        Job::Text(job) => finish(running, sever, plain_text(shared, name, job).await),
+    })
+}
+
+/// Carries out an error or a hang; hands the request back for any other
+/// fault, which happens later or not at all.
+async fn apply_fault(
+    shared: &Shared,
+    kill: &KillSwitch,
+    fault: Fault,
+    in_flight: InFlight,
+    sequence: u64,
+) -> Result<InFlight, ApiError> {
+    let model = &in_flight.model().name;
     match fault {
         Fault::Error => {
-            tracing::debug!(model = name, sequence, "injecting an error");
+            tracing::debug!(%model, sequence, "injecting an error");
             shared
                 .counters
                 .injected_errors
                 .fetch_add(1, Ordering::Relaxed);
             in_flight.end_by_server();
             shared.watch.changed();
-            return Err(ApiError::injected());
+            Err(ApiError::injected())
         }
         Fault::Hang => {
-            tracing::debug!(model = name, sequence, "hanging");
+            tracing::debug!(%model, sequence, "hanging");
             shared.counters.hangs.fetch_add(1, Ordering::Relaxed);
             shared.watch.changed();
             // Until the client leaves (hyper drops this future and the guard
@@ -115,11 +147,19 @@ async fn answer(
             shared.shutdown.cancelled().await;
             in_flight.end_by_server();
             kill.kill();
-            return Ok(std::future::pending().await);
+            std::future::pending().await
         }
-        Fault::None | Fault::CloseMidStream => {}
+        Fault::None | Fault::CloseMidStream => Ok(in_flight),
     }
+}
 
+/// Loads the model if needed, waits for a slot, then spends the time to
+/// first token holding it.
+async fn start_running(
+    shared: &Shared,
+    model: &Arc<ModelState>,
+    in_flight: InFlight,
+) -> Result<Running, ApiError> {
     model
         .ensure_loaded(shared.settings.load_time, &shared.counters)
         .await;
@@ -128,123 +168,145 @@ async fn answer(
         .ok_or(ApiError::internal("model slots are closed"))?;
     let running = Running { active, in_flight };
     sleep(shared.settings.ttft).await;
-    let sever =
-        (fault == Fault::CloseMidStream).then(|| Sever::new(kill.clone(), Arc::clone(shared)));
+    Ok(running)
+}
 
-    match job {
-        Job::Embeddings { inputs } => {
-            let dims = shared.settings.embedding_dims;
-            let data = inputs
-                .iter()
-                .enumerate()
-                .map(|(index, input)| Embedding {
-                    object: "embedding",
-                    index,
-                    embedding: unit_vector(
-                        Fnv::new().u64(seed).str(name).str(input).finish(),
-                        dims,
-                    ),
-                })
-                .collect();
-            let tokens = inputs.iter().map(|i| count_words(i)).sum();
-            let list = EmbeddingList {
-                object: "list",
-                data,
-                model: name,
-                usage: EmbeddingUsage {
-                    prompt_tokens: tokens,
-                    total_tokens: tokens,
-                },
-            };
-            Ok(finish(running, sever, json_response(StatusCode::OK, &list)))
-        }
-        Job::Text {
-            shape,
-            prompt,
-            stream,
-            include_usage,
-            max_tokens,
-        } => {
-            let configured = shared.settings.output_tokens;
-            let tokens = max_tokens.map_or(configured, |cap| {
-                configured.min(usize::try_from(cap).unwrap_or(usize::MAX))
-            });
-            let finish_reason = if tokens < configured {
+fn embeddings(shared: &Shared, model: &str, inputs: &[String]) -> Response<SimBody> {
+    let (seed, dims) = (shared.settings.seed, shared.settings.embedding_dims);
+    let data = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| Embedding {
+            object: "embedding",
+            index,
+            embedding: unit_vector(Fnv::new().u64(seed).str(model).str(input).finish(), dims),
+        })
+        .collect();
+    let tokens = inputs.iter().map(|i| count_words(i)).sum();
+    let list = EmbeddingList {
+        object: "list",
+        data,
+        model,
+        usage: EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    };
+    json_response(StatusCode::OK, &list)
+}
+
+/// What a text answer says, fixed before its first token.
+struct Text {
+    id: String,
+    words: Words,
+    tokens: usize,
+    finish_reason: &'static str,
+}
+
+impl Text {
+    /// The configured length, unless the request caps it lower, in which
+    /// case the answer stops for `length`.
+    fn plan(shared: &Shared, job: &TextJob) -> Self {
+        let configured = shared.settings.output_tokens;
+        let tokens = job.max_tokens.map_or(configured, |cap| {
+            configured.min(usize::try_from(cap).unwrap_or(usize::MAX))
+        });
+        let id = match job.shape {
+            ChunkShape::Chat => format!("chatcmpl-{}", shared.next_id()),
+            ChunkShape::Text => format!("cmpl-{}", shared.next_id()),
+        };
+        Text {
+            id,
+            words: Words::new(job.prompt.key),
+            tokens,
+            finish_reason: if tokens < configured {
                 "length"
             } else {
                 "stop"
-            };
-            let words = Words::new(prompt.key);
-            let id = match shape {
-                ChunkShape::Chat => format!("chatcmpl-{}", shared.next_id()),
-                ChunkShape::Text => format!("cmpl-{}", shared.next_id()),
-            };
-            if stream {
-                let plan = StreamPlan {
-                    shape,
-                    id,
-                    created: unix_now(),
-                    model: Arc::clone(model),
-                    words,
-                    tokens,
-                    prompt_tokens: prompt.tokens,
-                    finish_reason,
-                    include_usage,
-                    token_interval: shared.settings.token_interval,
-                    sever,
-                };
-                return Ok(sse_response(SimBody::tokens(TokenStream::new(
-                    plan, running,
-                ))));
-            }
-            // The first token is due at once after the TTFT; each later one
-            // an interval after the one before, as in a stream.
-            if let Some(interval) = shared.settings.token_interval {
-                let gaps = u32::try_from(tokens.saturating_sub(1)).unwrap_or(u32::MAX);
-                sleep(interval.saturating_mul(gaps)).await;
-            }
-            let text = words.text(tokens);
-            let usage = Usage::new(prompt.tokens, tokens);
-            let created = unix_now();
-            let response = match shape {
-                ChunkShape::Chat => json_response(
-                    StatusCode::OK,
-                    &ChatCompletion {
-                        id: &id,
-                        object: "chat.completion",
-                        created,
-                        model: name,
-                        choices: [ChatChoice {
-                            index: 0,
-                            message: ChatMessage {
-                                role: "assistant",
-                                content: &text,
-                            },
-                            logprobs: None,
-                            finish_reason,
-                        }],
-                        usage,
-                    },
-                ),
-                ChunkShape::Text => json_response(
-                    StatusCode::OK,
-                    &TextCompletion {
-                        id: &id,
-                        object: "text_completion",
-                        created,
-                        model: name,
-                        choices: &[TextChoice {
-                            index: 0,
-                            text: &text,
-                            logprobs: None,
-                            finish_reason: Some(finish_reason),
-                        }],
-                        usage: Some(Some(usage)),
-                    },
-                ),
-            };
-            Ok(finish(running, sever, response))
+            },
         }
+    }
+}
+
+/// The SSE answer: the body produces the tokens at the configured pace and
+/// settles the request's counters when it ends.
+fn streamed_text(
+    shared: &Shared,
+    model: &Arc<ModelState>,
+    job: TextJob,
+    running: Running,
+    sever: Option<Sever>,
+) -> Response<SimBody> {
+    let text = Text::plan(shared, &job);
+    let plan = StreamPlan {
+        shape: job.shape,
+        id: text.id,
+        created: unix_now(),
+        model: Arc::clone(model),
+        words: text.words,
+        tokens: text.tokens,
+        prompt_tokens: job.prompt.tokens,
+        finish_reason: text.finish_reason,
+        include_usage: job.include_usage,
+        token_interval: shared.settings.token_interval,
+        sever,
+    };
+    sse_response(SimBody::tokens(TokenStream::new(plan, running)))
+}
+
+/// The whole answer at once, after the time a stream of it would take.
+async fn plain_text(shared: &Shared, model: &str, job: TextJob) -> Response<SimBody> {
+    let Text {
+        id,
+        words,
+        tokens,
+        finish_reason,
+    } = Text::plan(shared, &job);
+    // The first token is due at once after the TTFT; each later one an
+    // interval after the one before, as in a stream.
+    if let Some(interval) = shared.settings.token_interval {
+        let gaps = u32::try_from(tokens.saturating_sub(1)).unwrap_or(u32::MAX);
+        sleep(interval.saturating_mul(gaps)).await;
+    }
+    let text = words.text(tokens);
+    let usage = Usage::new(job.prompt.tokens, tokens);
+    let created = unix_now();
+    match job.shape {
+        ChunkShape::Chat => json_response(
+            StatusCode::OK,
+            &ChatCompletion {
+                id: &id,
+                object: "chat.completion",
+                created,
+                model,
+                choices: [ChatChoice {
+                    index: 0,
+                    message: ChatMessage {
+                        role: "assistant",
+                        content: &text,
+                    },
+                    logprobs: None,
+                    finish_reason,
+                }],
+                usage,
+            },
+        ),
+        ChunkShape::Text => json_response(
+            StatusCode::OK,
+            &TextCompletion {
+                id: &id,
+                object: "text_completion",
+                created,
+                model,
+                choices: &[TextChoice {
+                    index: 0,
+                    text: &text,
+                    logprobs: None,
+                    finish_reason: Some(finish_reason),
+                }],
+                usage: Some(Some(usage)),
+            },
+        ),
     }
 }
 

@@ -104,69 +104,86 @@ impl TokenStream {
     }
 
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if self.plan.sever.is_some() && self.chunks == self.sever_after {
-            if let (Some(sever), Some(running)) = (self.plan.sever.take(), self.running.take()) {
-                sever.sever(running);
-            }
-            self.step = Step::Severed;
-        }
+        self.sever_if_due();
         let chunk = match self.step {
-            Step::Role => {
-                self.step = Step::Token;
-                self.chat_chunk(
-                    Delta {
-                        role: Some("assistant"),
-                        content: Some(""),
-                    },
-                    None,
-                )
-            }
-            Step::Token if self.sent < self.plan.tokens => {
-                if let Some(pace) = &mut self.pace {
-                    ready!(pace.poll_ready(cx));
-                }
-                self.sent += 1;
-                let token = self.plan.words.next_token();
-                match self.plan.shape {
-                    ChunkShape::Chat => self.chat_chunk(
-                        Delta {
-                            role: None,
-                            content: Some(token),
-                        },
-                        None,
-                    ),
-                    ChunkShape::Text => self.text_chunk(token, None),
-                }
-            }
-            Step::Token => {
-                self.step = if self.plan.include_usage {
-                    Step::Usage
-                } else {
-                    Step::Done
-                };
-                let reason = Some(self.plan.finish_reason);
-                match self.plan.shape {
-                    ChunkShape::Chat => self.chat_chunk(Delta::default(), reason),
-                    ChunkShape::Text => self.text_chunk("", reason),
-                }
-            }
+            Step::Role => self.role_chunk(),
+            Step::Token if self.sent < self.plan.tokens => ready!(self.poll_token_chunk(cx)),
+            Step::Token => self.finish_chunk(),
             Step::Usage => {
                 self.step = Step::Done;
                 self.usage_chunk()
             }
-            Step::Done => {
-                self.step = Step::End;
-                if let Some(running) = self.running.take() {
-                    running.complete();
-                }
-                Bytes::from_static(b"data: [DONE]\n\n")
-            }
+            Step::Done => self.done_chunk(),
             Step::End => return Poll::Ready(None),
             // The connection task drops this body once it sees the kill.
             Step::Severed => return Poll::Pending,
         };
         self.chunks += 1;
         Poll::Ready(Some(chunk))
+    }
+
+    /// Carries out a close-mid-stream fault once its share of the answer
+    /// has gone.
+    fn sever_if_due(&mut self) {
+        if self.plan.sever.is_some() && self.chunks == self.sever_after {
+            if let (Some(sever), Some(running)) = (self.plan.sever.take(), self.running.take()) {
+                sever.sever(running);
+            }
+            self.step = Step::Severed;
+        }
+    }
+
+    fn role_chunk(&mut self) -> Bytes {
+        self.step = Step::Token;
+        self.chat_chunk(
+            Delta {
+                role: Some("assistant"),
+                content: Some(""),
+            },
+            None,
+        )
+    }
+
+    /// The next token, once it is due.
+    fn poll_token_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
+        if let Some(pace) = &mut self.pace {
+            ready!(pace.poll_ready(cx));
+        }
+        self.sent += 1;
+        let token = self.plan.words.next_token();
+        Poll::Ready(match self.plan.shape {
+            ChunkShape::Chat => self.chat_chunk(
+                Delta {
+                    role: None,
+                    content: Some(token),
+                },
+                None,
+            ),
+            ChunkShape::Text => self.text_chunk(token, None),
+        })
+    }
+
+    /// The empty chunk that carries the finish reason.
+    fn finish_chunk(&mut self) -> Bytes {
+        self.step = if self.plan.include_usage {
+            Step::Usage
+        } else {
+            Step::Done
+        };
+        let reason = Some(self.plan.finish_reason);
+        match self.plan.shape {
+            ChunkShape::Chat => self.chat_chunk(Delta::default(), reason),
+            ChunkShape::Text => self.text_chunk("", reason),
+        }
+    }
+
+    /// The `[DONE]` sentinel; the request counts as completed as it leaves.
+    fn done_chunk(&mut self) -> Bytes {
+        self.step = Step::End;
+        if let Some(running) = self.running.take() {
+            running.complete();
+        }
+        Bytes::from_static(b"data: [DONE]\n\n")
     }
 
     fn usage(&self) -> Option<Option<Usage>> {
