@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 
 use crate::body::{SimBody, json_response, sse_response};
-use crate::connection::{KillSwitch, Sever};
+use crate::connection::{ConnectionHandle, NotReading, Sever};
 use crate::error::ApiError;
 use crate::fault::Fault;
 use crate::guard::{Active, InFlight, Running};
@@ -31,7 +31,7 @@ pub(crate) enum Endpoint {
 
 pub(crate) async fn serve(
     shared: &Arc<Shared>,
-    kill: &KillSwitch,
+    connection: &ConnectionHandle,
     endpoint: Endpoint,
     body: &[u8],
 ) -> Response<SimBody> {
@@ -40,7 +40,7 @@ pub(crate) async fn serve(
         .requests_total
         .fetch_add(1, Ordering::Relaxed);
     shared.watch.changed();
-    match answer(shared, kill, endpoint, body, sequence).await {
+    match answer(shared, connection, endpoint, body, sequence).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -90,7 +90,7 @@ impl<'a> Job<'a> {
 
 async fn answer(
     shared: &Arc<Shared>,
-    kill: &KillSwitch,
+    connection: &ConnectionHandle,
     endpoint: Endpoint,
     body: &[u8],
     sequence: u64,
@@ -104,14 +104,17 @@ async fn answer(
 
     let in_flight = InFlight::enter(Arc::clone(model));
     let fault = Fault::choose(shared.faults.get(), shared.settings.seed, sequence);
-    let in_flight = apply_fault(shared, kill, fault, in_flight, sequence).await?;
+    let in_flight = apply_fault(shared, connection, fault, in_flight, sequence).await?;
     let running = start_running(shared, model, in_flight).await?;
-    let sever =
-        (fault == Fault::CloseMidStream).then(|| Sever::new(kill.clone(), Arc::clone(shared)));
+    let sever = (fault == Fault::CloseMidStream)
+        .then(|| Sever::new(connection.clone(), Arc::clone(shared)));
 
     Ok(match job {
         Job::Embeddings { inputs } => finish(running, sever, embeddings(shared, name, inputs)),
-        Job::Text(job) if job.stream => streamed_text(shared, model, job, running, sever),
+        Job::Text(job) if job.stream => {
+            let not_reading = connection.stop_reading();
+            streamed_text(shared, model, job, running, sever, not_reading)
+        }
         Job::Text(job) => finish(running, sever, plain_text(shared, name, job).await),
     })
 }
@@ -120,7 +123,7 @@ async fn answer(
 /// fault, which happens later or not at all.
 async fn apply_fault(
     shared: &Shared,
-    kill: &KillSwitch,
+    connection: &ConnectionHandle,
     fault: Fault,
     in_flight: InFlight,
     sequence: u64,
@@ -146,7 +149,7 @@ async fn apply_fault(
             // wait for an answer that never comes.
             shared.shutdown.cancelled().await;
             in_flight.end_by_server();
-            kill.kill();
+            connection.kill();
             std::future::pending().await
         }
         Fault::None | Fault::CloseMidStream => Ok(in_flight),
@@ -236,6 +239,7 @@ fn streamed_text(
     job: TextJob,
     running: Running,
     sever: Option<Sever>,
+    not_reading: NotReading,
 ) -> Response<SimBody> {
     let text = Text::plan(shared, &job);
     let plan = StreamPlan {
@@ -251,7 +255,11 @@ fn streamed_text(
         token_interval: shared.settings.token_interval,
         sever,
     };
-    sse_response(SimBody::tokens(TokenStream::new(plan, running)))
+    sse_response(SimBody::tokens(TokenStream::new(
+        plan,
+        running,
+        not_reading,
+    )))
 }
 
 /// The whole answer at once, after the time a stream of it would take.

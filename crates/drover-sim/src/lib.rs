@@ -9,7 +9,9 @@
 //! - [`server`]: [`SimServer::start`] and the accept loop; [`handle`]:
 //!   [`SimHandle`], to watch and steer a running simulator; [`stats`]:
 //!   [`SimStats`], what it has seen.
-//! - `connection` serves one TCP connection with hyper and can kill it;
+//! - `connection` serves one TCP connection with hyper, stops reading it
+//!   while a stream is written (so a departed client is noticed at the next
+//!   write, as by a real server) and can kill it;
 //!   `router` maps paths to handlers; `lmstudio` holds LM Studio's native
 //!   endpoints.
 //! - `inference` is one request's life: fault, JIT load, slot queue, TTFT,

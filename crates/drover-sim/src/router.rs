@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::body::{SimBody, json_response};
-use crate::connection::KillSwitch;
+use crate::connection::ConnectionHandle;
 use crate::error::ApiError;
 use crate::inference::{self, Endpoint};
 use crate::shared::Shared;
@@ -22,7 +22,7 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// The hyper service: one call per request.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    kill: KillSwitch,
+    connection: ConnectionHandle,
     request: Request<Incoming>,
 ) -> Result<Response<SimBody>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -35,7 +35,7 @@ pub(crate) async fn handle(
     };
     if let Some(endpoint) = endpoint {
         return Ok(match read_body(body).await {
-            Ok(bytes) => inference::serve(&shared, &kill, endpoint, &bytes).await,
+            Ok(bytes) => inference::serve(&shared, &connection, endpoint, &bytes).await,
             Err(error) => error.into_response(),
         });
     }

@@ -36,9 +36,16 @@ impl SimStats {
 pub struct ModelStats {
     /// Whether the model is loaded now.
     pub loaded: bool,
-    /// Requests open right now: waiting for a load or a slot, or running.
+    /// Requests the server holds right now: waiting for a load or a slot,
+    /// or running. A request counts until its answer has gone out or the
+    /// server has noticed that its client left: at once while it waits or
+    /// works on a plain answer, but mid-stream only when a write fails (at
+    /// its next token), as a real server busy generating notices. Until
+    /// then an abandoned stream keeps its slot.
     pub in_flight: u64,
-    /// The most requests ever open at once.
+    /// The most requests held at once, abandoned ones not yet noticed
+    /// included: a client that sends a (server, model) more than its slots,
+    /// or hands a slot on before the server has let go of it, shows here.
     pub max_in_flight: u64,
     /// Requests holding a slot right now.
     pub active: u64,
@@ -46,7 +53,8 @@ pub struct ModelStats {
     pub max_active: u64,
     /// Requests answered in full.
     pub completed: u64,
-    /// Requests whose client went away before the answer finished.
+    /// Requests whose client went away before the answer finished,
+    /// counted when the server notices (see `in_flight`).
     pub cancelled: u64,
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
-use crate::connection::Sever;
+use crate::connection::{NotReading, Sever};
 use crate::guard::Running;
 use crate::model::ModelState;
 use crate::text::Words;
@@ -56,6 +56,8 @@ pub(crate) struct TokenStream {
     plan: StreamPlan,
     /// Taken when the answer ends, which settles the request's counters.
     running: Option<Running>,
+    /// Dropped when the answer ends, so hyper reads the next request.
+    not_reading: Option<NotReading>,
     step: Step,
     sent: usize,
     /// The chunk count (role chunk included) after which the connection is
@@ -75,7 +77,7 @@ struct Pace {
 }
 
 impl TokenStream {
-    pub(crate) fn new(plan: StreamPlan, running: Running) -> Self {
+    pub(crate) fn new(plan: StreamPlan, running: Running, not_reading: NotReading) -> Self {
         let role_chunks = usize::from(plan.shape == ChunkShape::Chat);
         // The role chunk and the first half of the tokens get through.
         let sever_after = role_chunks + plan.tokens.div_ceil(2);
@@ -92,6 +94,7 @@ impl TokenStream {
             },
             plan,
             running: Some(running),
+            not_reading: Some(not_reading),
             sent: 0,
             sever_after,
             chunks: 0,
@@ -183,6 +186,7 @@ impl TokenStream {
         if let Some(running) = self.running.take() {
             running.complete();
         }
+        self.not_reading = None;
         Bytes::from_static(b"data: [DONE]\n\n")
     }
 

@@ -14,6 +14,8 @@ use drover_sim::{SimConfig, SimHandle};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn spawn_chat(sim: &SimHandle, body: serde_json::Value) -> tokio::task::JoinHandle<()> {
     let url = format!("{}/v1/chat/completions", sim.url());
@@ -107,4 +109,74 @@ async fn post_stream_and_read(sim: &SimHandle, body: &serde_json::Value) {
     let response = send(&client(), Method::POST, &url, Some(&body.to_string())).await;
     let bytes = body_bytes(response).await;
     assert!(bytes.ends_with(b"data: [DONE]\n\n"));
+}
+
+/// A server busy writing an answer doesn't read its socket, so it learns
+/// that the client left only when a write fails, at its next token. Until
+/// then the abandoned request holds its slot, and a request that arrives
+/// meanwhile counts in `in_flight` beside it: what lets `max_in_flight`
+/// catch a proxy that hands a slot on before the server has let go of it.
+#[tokio::test]
+async fn a_client_gone_mid_stream_is_noticed_only_at_the_next_write() {
+    let sim = start(SimConfig {
+        output_tokens: 100,
+        tokens_per_sec: 2.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut socket = within(TcpStream::connect(sim.addr())).await.unwrap();
+    let mut body = chat("sim-model", "leave early");
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: sim\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    within(socket.write_all(request.as_bytes())).await.unwrap();
+    // The role chunk and the first token, which is due at once; the next
+    // one is half a second away.
+    let mut received = Vec::new();
+    while received.windows(6).filter(|w| w == b"data: ").count() < 2 {
+        let mut buf = [0; 4096];
+        let n = within(socket.read(&mut buf)).await.unwrap();
+        assert!(
+            n > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    drop(socket);
+
+    // By the time the simulator has read a request on another connection,
+    // it would long have seen the closed socket, were it reading it.
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let queued = tokio::spawn(async move {
+        let body = quick("sim-model", "next").to_string();
+        call(&client(), Method::POST, &url, Some(&body)).await
+    });
+    let stats = wait_for(&sim, |s| s.requests_total == 2).await;
+    let model = stats.model("sim-model");
+    assert_eq!(
+        (model.in_flight, model.active, model.cancelled),
+        (2, 1, 0),
+        "the abandoned stream still holds its slot: {model:?}"
+    );
+
+    // Its next writes fail; the slot goes to the waiting request.
+    let stats = wait_for(&sim, |s| s.model("sim-model").completed == 1).await;
+    let model = stats.model("sim-model");
+    assert_eq!(
+        (
+            model.in_flight,
+            model.cancelled,
+            model.max_in_flight,
+            model.max_active
+        ),
+        (0, 1, 2, 1)
+    );
+    let (status, _) = within(queued).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    within(sim.shutdown()).await;
 }
