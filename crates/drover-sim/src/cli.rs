@@ -49,6 +49,11 @@ pub struct SimArgs {
     /// Probability that an answer's connection is killed part-way.
     #[arg(long, default_value_t = 0.0)]
     pub close_mid_stream_rate: f64,
+    /// Close a connection after every streamed answer while advertising
+    /// keep-alive, as llama-server does: the next request sent on it gets
+    /// no answer.
+    #[arg(long)]
+    pub close_after_stream: bool,
     /// Seeds the generated text and the fault choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -71,6 +76,7 @@ impl SimArgs {
                 error_rate: self.error_rate,
                 hang_rate: self.hang_rate,
                 close_mid_stream_rate: self.close_mid_stream_rate,
+                close_after_stream: self.close_after_stream,
             },
         }
     }
@@ -146,6 +152,20 @@ mod tests {
         assert_eq!(config.load_time, Duration::from_millis(300));
         assert_eq!(config.faults.close_mid_stream_rate, 0.3);
         assert_eq!(config.seed, 7);
+    }
+
+    #[test]
+    fn close_after_stream_is_a_switch() {
+        let config = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(cli) => cli.sim.config(),
+            Err(e) => panic!("{e}"),
+        };
+        assert!(!config(&["sim"]).faults.close_after_stream);
+        assert!(
+            config(&["sim", "--close-after-stream"])
+                .faults
+                .close_after_stream
+        );
     }
 
     #[test]

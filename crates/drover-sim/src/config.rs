@@ -52,10 +52,11 @@ impl Default for SimConfig {
     }
 }
 
-/// Probabilities, each in `0.0..=1.0`, that an inference request meets a
-/// fault. Out-of-range values are clamped and NaN counts as 0. The three are
-/// exclusive: one roll per request picks at most one of them, so their sum
-/// should stay at or below 1.
+/// Faults to inject: three probabilities, each in `0.0..=1.0`, that an
+/// inference request meets a fault, and one switch for a real server's
+/// habit. Out-of-range rates are clamped and NaN counts as 0. The three
+/// rates are exclusive: one roll per request picks at most one of them, so
+/// their sum should stay at or below 1.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Faults {
     /// Answer `500` in the OpenAI error shape before any token.
@@ -64,6 +65,13 @@ pub struct Faults {
     pub hang_rate: f64,
     /// Send the headers and part of the answer, then kill the connection.
     pub close_mid_stream_rate: f64,
+    /// Behave as llama-server does (backend-apis.md §8): every answer
+    /// advertises `Keep-Alive: timeout=5, max=100`, yet a connection that
+    /// carried a streamed (SSE) answer takes no further request: the next
+    /// one to arrive on it is met with the connection closing and no
+    /// answer, which is what a client racing the real server's close sees.
+    /// Counted in `SimStats::stale_closes`, and not in `requests_total`.
+    pub close_after_stream: bool,
 }
 
 impl Faults {
@@ -72,6 +80,7 @@ impl Faults {
         error_rate: 0.0,
         hang_rate: 0.0,
         close_mid_stream_rate: 0.0,
+        close_after_stream: false,
     };
 
     pub(crate) fn clamped(self) -> Faults {
@@ -86,6 +95,7 @@ impl Faults {
             error_rate: probability(self.error_rate),
             hang_rate: probability(self.hang_rate),
             close_mid_stream_rate: probability(self.close_mid_stream_rate),
+            close_after_stream: self.close_after_stream,
         }
     }
 }

@@ -29,6 +29,9 @@ pub(crate) struct ConnectionHandle {
 struct ConnectionState {
     /// Set while a streamed answer is being written; see [`NotReading`].
     not_reading: AtomicBool,
+    /// Set by a streamed answer under `Faults::close_after_stream`: the
+    /// connection takes no further request.
+    stale: AtomicBool,
 }
 
 impl ConnectionHandle {
@@ -43,6 +46,17 @@ impl ConnectionHandle {
     /// so the client sees the stream end without a terminating chunk.
     pub(crate) fn kill(&self) {
         self.kill.cancel();
+    }
+
+    /// After the answer in progress, the connection takes no further
+    /// request. HTTP/1.1 answers one request at a time, so marking it while
+    /// the stream is still being written is the same as marking it after.
+    pub(crate) fn mark_stale(&self) {
+        self.state.stale.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_stale(&self) -> bool {
+        self.state.stale.load(Ordering::Relaxed)
     }
 
     /// Stops reading the socket until the guard drops.

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::Faults;
 use crate::text::{mix64, unit};
@@ -34,14 +34,15 @@ impl Fault {
     }
 }
 
-/// The current rates, changeable while requests run. Each rate is its own
-/// atomic: a reader racing `set` may see a mix of old and new rates for one
-/// request, which is harmless.
+/// The current faults, changeable while requests run. Each setting is its
+/// own atomic: a reader racing `set` may see a mix of old and new settings
+/// for one request, which is harmless.
 #[derive(Debug)]
 pub(crate) struct FaultRates {
     error: AtomicU64,
     hang: AtomicU64,
     close_mid_stream: AtomicU64,
+    close_after_stream: AtomicBool,
 }
 
 impl FaultRates {
@@ -50,6 +51,7 @@ impl FaultRates {
             error: AtomicU64::new(0),
             hang: AtomicU64::new(0),
             close_mid_stream: AtomicU64::new(0),
+            close_after_stream: AtomicBool::new(false),
         };
         rates.set(faults);
         rates
@@ -63,6 +65,8 @@ impl FaultRates {
             .store(faults.hang_rate.to_bits(), Ordering::Relaxed);
         self.close_mid_stream
             .store(faults.close_mid_stream_rate.to_bits(), Ordering::Relaxed);
+        self.close_after_stream
+            .store(faults.close_after_stream, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> Faults {
@@ -70,6 +74,7 @@ impl FaultRates {
             error_rate: f64::from_bits(self.error.load(Ordering::Relaxed)),
             hang_rate: f64::from_bits(self.hang.load(Ordering::Relaxed)),
             close_mid_stream_rate: f64::from_bits(self.close_mid_stream.load(Ordering::Relaxed)),
+            close_after_stream: self.close_after_stream.load(Ordering::Relaxed),
         }
     }
 }
@@ -99,6 +104,7 @@ mod tests {
                 error_rate: 0.2,
                 hang_rate: 0.1,
                 close_mid_stream_rate: 0.3,
+                ..Faults::NONE
             },
             10_000,
         );
@@ -130,6 +136,7 @@ mod tests {
             error_rate: f64::NAN,
             hang_rate: 7.0,
             close_mid_stream_rate: -1.0,
+            close_after_stream: true,
         });
         assert_eq!(
             rates.get(),
@@ -137,6 +144,7 @@ mod tests {
                 error_rate: 0.0,
                 hang_rate: 1.0,
                 close_mid_stream_rate: 0.0,
+                close_after_stream: true,
             }
         );
     }

@@ -86,7 +86,9 @@ impl SimHandle {
         self.shared.faults.get()
     }
 
-    /// Takes effect for requests that arrive after the call.
+    /// Takes effect for requests that arrive after the call. Turning
+    /// `close_after_stream` off doesn't revive a connection that already
+    /// carried a stream under it: the real server had closed it.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.faults.set(faults);
     }

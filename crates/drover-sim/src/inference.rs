@@ -103,7 +103,8 @@ async fn answer(
     let job = Job::of(&request, endpoint, shared.settings.seed, name)?;
 
     let in_flight = InFlight::enter(Arc::clone(model));
-    let fault = Fault::choose(shared.faults.get(), shared.settings.seed, sequence);
+    let faults = shared.faults.get();
+    let fault = Fault::choose(faults, shared.settings.seed, sequence);
     let in_flight = apply_fault(shared, connection, fault, in_flight, sequence).await?;
     let running = start_running(shared, model, in_flight).await?;
     let sever = (fault == Fault::CloseMidStream)
@@ -112,6 +113,9 @@ async fn answer(
     Ok(match job {
         Job::Embeddings { inputs } => finish(running, sever, embeddings(shared, name, inputs)),
         Job::Text(job) if job.stream => {
+            if faults.close_after_stream {
+                connection.mark_stale();
+            }
             let not_reading = connection.stop_reading();
             streamed_text(shared, model, job, running, sever, not_reading)
         }

@@ -1,7 +1,9 @@
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -26,6 +28,25 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<SimBody>, Infallible> {
     let (parts, body) = request.into_parts();
+    if connection.is_stale() {
+        return Ok(close_stale(&shared, &connection, body).await);
+    }
+    let mut response = route(&shared, &connection, &parts, body).await;
+    if shared.faults.get().close_after_stream {
+        // What llama-server (cpp-httplib) promises on every answer.
+        response
+            .headers_mut()
+            .insert("keep-alive", HeaderValue::from_static("timeout=5, max=100"));
+    }
+    Ok(response)
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    connection: &ConnectionHandle,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Response<SimBody> {
     let path = parts.uri.path();
     let endpoint = match (&parts.method, path) {
         (&Method::POST, "/v1/chat/completions") => Some(Endpoint::Chat),
@@ -34,13 +55,13 @@ pub(crate) async fn handle(
         _ => None,
     };
     if let Some(endpoint) = endpoint {
-        return Ok(match read_body(body).await {
-            Ok(bytes) => inference::serve(&shared, &connection, endpoint, &bytes).await,
+        return match read_body(body).await {
+            Ok(bytes) => inference::serve(shared, connection, endpoint, &bytes).await,
             Err(error) => error.into_response(),
-        });
+        };
     }
-    let response = match (&parts.method, path) {
-        (&Method::GET, "/v1/models") => model_list(&shared),
+    match (&parts.method, path) {
+        (&Method::GET, "/v1/models") => model_list(shared),
         (&Method::GET, "/_sim/stats") => json_response(StatusCode::OK, &shared.stats()),
         (&Method::POST, "/_sim/reset") => {
             shared.reset();
@@ -48,13 +69,31 @@ pub(crate) async fn handle(
         }
         _ => {
             let native = match shared.settings.dialect {
-                Dialect::LmStudio => lmstudio::route(&shared, &parts.method, path, body).await,
+                Dialect::LmStudio => lmstudio::route(shared, &parts.method, path, body).await,
                 Dialect::OpenAi => None,
             };
             native.unwrap_or_else(|| ApiError::no_route(&parts.method, path).into_response())
         }
-    };
-    Ok(response)
+    }
+}
+
+/// A request on a connection that carried a streamed answer under
+/// `close_after_stream`: the connection closes without an answer. The body
+/// is read first, as the real server's socket had taken it: closing with
+/// unread bytes would send a reset rather than the plain close a client
+/// racing the real server meets.
+async fn close_stale(
+    shared: &Shared,
+    connection: &ConnectionHandle,
+    body: Incoming,
+) -> Response<SimBody> {
+    let _ = read_body(body).await;
+    tracing::debug!("closing a connection that carried a stream");
+    shared.counters.stale_closes.fetch_add(1, Ordering::Relaxed);
+    shared.watch.changed();
+    connection.kill();
+    // The connection task drops this future with the connection.
+    std::future::pending().await
 }
 
 pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {

@@ -17,6 +17,10 @@ pub struct SimStats {
     pub hangs: u64,
     /// Responses whose connection was killed on purpose part-way.
     pub mid_stream_closes: u64,
+    /// Requests met with their connection closing and no answer, because
+    /// they arrived on a connection that had carried a streamed answer
+    /// under `Faults::close_after_stream`. Not in `requests_total`.
+    pub stale_closes: u64,
     /// Model loads performed (JIT or through the load endpoint), each of
     /// which took the configured load time.
     pub loads: u64,
@@ -65,6 +69,7 @@ pub(crate) struct Counters {
     pub(crate) injected_errors: AtomicU64,
     pub(crate) hangs: AtomicU64,
     pub(crate) mid_stream_closes: AtomicU64,
+    pub(crate) stale_closes: AtomicU64,
     pub(crate) loads: AtomicU64,
 }
 
@@ -75,6 +80,7 @@ impl Counters {
             &self.injected_errors,
             &self.hangs,
             &self.mid_stream_closes,
+            &self.stale_closes,
             &self.loads,
         ] {
             counter.store(0, Ordering::Relaxed);
