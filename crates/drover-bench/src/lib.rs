@@ -7,10 +7,12 @@
 //!
 //! - [`args`]: [`BenchArgs`], the command line.
 //! - [`load`]: the closed-loop load generator.
+//! - [`models`]: the model to load when none is named.
 //! - [`report`]: percentiles and the printed table.
 
 pub mod args;
 pub mod load;
+pub mod models;
 pub mod report;
 
 pub use args::BenchArgs;

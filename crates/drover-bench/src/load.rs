@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use drover_backends::HttpClient;
 use http::{Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full};
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, Endpoint};
+use crate::models::default_model;
 use crate::report::{Percentiles, Report, print_table};
 
 /// drover's own pooled client: like the hub, it resends a request that met
@@ -30,16 +31,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.requests == 0 {
         bail!("--concurrency and --requests must be at least 1");
     }
-    let path = match args.endpoint.as_str() {
-        "chat" => "/v1/chat/completions",
-        "completions" => "/v1/completions",
-        "embeddings" => "/v1/embeddings",
-        other => bail!("--endpoint {other:?}: expected chat, completions or embeddings"),
-    };
+    let path = args.endpoint.path();
     let client: Http = HttpClient::with_pool_size(Duration::from_secs(10), args.concurrency);
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => first_model(&client, &args.url).await?,
+        None => {
+            let listed = list_models(&client, &args.url).await?;
+            default_model(&listed, args.endpoint).map_err(|e| anyhow!("{}: {e}", args.url))?
+        }
     };
     let body = Bytes::from(request_body(&args, &model).to_string());
     let mut reports = Vec::new();
@@ -75,12 +74,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn request_body(args: &BenchArgs, model: &str) -> serde_json::Value {
-    match args.endpoint.as_str() {
-        "embeddings" => serde_json::json!({"model": model, "input": "drover bench"}),
-        "completions" => serde_json::json!({
+    match args.endpoint {
+        Endpoint::Embeddings => serde_json::json!({"model": model, "input": "drover bench"}),
+        Endpoint::Completions => serde_json::json!({
             "model": model, "prompt": "drover bench", "max_tokens": args.max_tokens, "stream": args.stream
         }),
-        _ => serde_json::json!({
+        Endpoint::Chat => serde_json::json!({
             "model": model,
             "messages": [{"role": "user", "content": "drover bench"}],
             "max_tokens": args.max_tokens,
@@ -211,7 +210,8 @@ fn summarize(label: &str, samples: Vec<Sample>, seconds: f64, cpu_us: Option<f64
     }
 }
 
-async fn first_model(client: &Http, base: &str) -> anyhow::Result<String> {
+/// The ids GET /v1/models lists, in its order.
+async fn list_models(client: &Http, base: &str) -> anyhow::Result<Vec<String>> {
     let url = format!("{}/v1/models", base.trim_end_matches('/'));
     let uri: Uri = url.parse().with_context(|| format!("bad --url {base:?}"))?;
     let resp = client
@@ -221,10 +221,11 @@ async fn first_model(client: &Http, base: &str) -> anyhow::Result<String> {
     let body = resp.into_body().collect().await?.to_bytes();
     let v: serde_json::Value =
         serde_json::from_slice(&body).with_context(|| format!("{url} did not answer JSON"))?;
-    v["data"][0]["id"]
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("{url} lists no model; pass --model"))
+    let data = v["data"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(data
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect())
 }
 
 /// The target's `process_cpu_seconds_total`, if it exposes `/metrics`.
