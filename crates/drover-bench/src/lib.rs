@@ -8,11 +8,13 @@
 //! - [`args`]: [`BenchArgs`], the command line.
 //! - [`load`]: the closed-loop load generator.
 //! - [`models`]: the model to load when none is named.
+//! - [`progress`]: the progress line on stderr while a phase runs.
 //! - [`report`]: percentiles and the printed table.
 
 pub mod args;
 pub mod load;
 pub mod models;
+pub mod progress;
 pub mod report;
 
 pub use args::BenchArgs;

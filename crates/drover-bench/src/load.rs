@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::args::{BenchArgs, Endpoint};
 use crate::models::default_model;
+use crate::progress::{self, Style, Tally};
 use crate::report::{Percentiles, Report, print_table};
 
 /// drover's own pooled client: like the hub, it resends a request that met
@@ -46,14 +47,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .chain(args.direct.iter().map(|d| ("direct", d)))
         .collect();
     for (label, url) in targets {
-        let url = format!("{}{}", url.trim_end_matches('/'), path);
-        let base = url.trim_end_matches(path).to_string();
-        load(&client, &url, &body, args.warmup, args.concurrency, &args).await;
-        let cpu_before = cpu_seconds(&client, &base).await;
+        let base = url.trim_end_matches('/');
+        let url = format!("{base}{path}");
+        let warmup = format!("{label} (warm-up)");
+        phase(&client, &url, &body, args.warmup, &args, &warmup).await;
+        let cpu_before = cpu_seconds(&client, base).await;
         let started = Instant::now();
-        let samples = load(&client, &url, &body, args.requests, args.concurrency, &args).await;
+        let samples = phase(&client, &url, &body, args.requests, &args, label).await;
         let seconds = started.elapsed().as_secs_f64();
-        let cpu_after = cpu_seconds(&client, &base).await;
+        let cpu_after = cpu_seconds(&client, base).await;
         let cpu = match (cpu_before, cpu_after) {
             (Some(a), Some(b)) => Some((b - a) * 1e6 / args.requests as f64),
             _ => None,
@@ -88,24 +90,49 @@ fn request_body(args: &BenchArgs, model: &str) -> serde_json::Value {
     }
 }
 
+/// `n` requests at `url`, with a progress line on stderr while they run.
+async fn phase(
+    client: &Http,
+    url: &str,
+    body: &Bytes,
+    n: usize,
+    args: &BenchArgs,
+    label: &str,
+) -> Vec<Sample> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let tally = Arc::new(Tally::default());
+    let work = load(client, url, body, n, args, Arc::clone(&tally));
+    let mut stderr = std::io::stderr();
+    progress::watch(label, n, &tally, Style::of_stderr(), &mut stderr, work).await
+}
+
 async fn load(
     client: &Http,
     url: &str,
     body: &Bytes,
     n: usize,
-    concurrency: usize,
     args: &BenchArgs,
+    tally: Arc<Tally>,
 ) -> Vec<Sample> {
     let next = Arc::new(AtomicUsize::new(0));
     let timeout = Duration::from_secs_f64(args.timeout.max(0.001));
     let mut workers = Vec::new();
-    for _ in 0..concurrency.min(n) {
-        let (client, url, body, next) =
-            (client.clone(), url.to_string(), body.clone(), next.clone());
+    for _ in 0..args.concurrency.min(n) {
+        let (client, url, body, next, tally) = (
+            client.clone(),
+            url.to_string(),
+            body.clone(),
+            next.clone(),
+            tally.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                samples.push(one(&client, &url, &body, timeout).await);
+                let sample = one(&client, &url, &body, timeout).await;
+                tally.record(sample.error.is_none());
+                samples.push(sample);
             }
             samples
         }));
