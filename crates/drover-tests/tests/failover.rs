@@ -254,8 +254,11 @@ async fn passed_through_500s_open_the_breaker_when_streamed_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successful_plain_answer_closes_a_half_open_breaker() {
+    // A long answer arrives in many frames: its end is seen on the last.
+    let mut sim = answers_500();
+    sim.output_tokens = 20_000;
     let cluster = ClusterBuilder::new()
-        .sim("only", answers_500())
+        .sim("only", sim)
         .hub(requests_only)
         .start()
         .await;

@@ -21,15 +21,30 @@ fn drover() -> Command {
     cmd
 }
 
-/// Runs a command that should fail at start; returns its stderr.
+/// Runs a command that should fail at start; returns its stderr. One that
+/// starts instead is killed after 30 s and fails the test.
 fn fails(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().expect("the binary runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected a clean failure: {stderr}"
-    );
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("it started instead of failing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "expected a clean failure: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
