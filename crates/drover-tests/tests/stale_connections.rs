@@ -27,7 +27,10 @@ async fn a_lone_server_closing_after_streams_fails_no_request() {
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
     let stats = cluster.sim("llama").stats();
-    assert!(stats.stale_closes >= 5, "the stale path was exercised: {stats:?}");
+    assert!(
+        stats.stale_closes >= 5,
+        "the stale path was exercised: {stats:?}"
+    );
     assert_eq!(cluster.breaker("llama").await, "closed");
     let metrics = cluster.client.get("/metrics").await.text();
     assert!(!metrics.contains("drover_retries_total{"), "{metrics}");
