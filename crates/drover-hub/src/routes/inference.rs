@@ -38,12 +38,13 @@ pub async fn handle(State(hub): State<Arc<HubState>>, req: Request) -> Response 
         }
         Err(e) => (None, Err(e)),
     };
-    let (mut model, outcome) = result;
-    if let Err(ApiError::ModelNotFound { .. } | ApiError::Unreachable { .. }) = &outcome {
-        // The label is set only for models the fleet knows, so that made-up
-        // names cannot blow up the metrics' cardinality.
-        model = None;
-    }
+    let (model, outcome) = result;
+    // The metrics label is set only for models the fleet knows, so that
+    // made-up names cannot blow up the metrics' cardinality.
+    let label = match &outcome {
+        Err(ApiError::ModelNotFound { .. } | ApiError::Unreachable { .. }) => None,
+        _ => model.clone(),
+    };
     let mut response = match outcome {
         Ok(resp) => resp,
         Err(err) => {
@@ -62,7 +63,7 @@ pub async fn handle(State(hub): State<Arc<HubState>>, req: Request) -> Response 
     response
         .headers_mut()
         .insert(HeaderName::from_static(REQUEST_ID_HEADER), request_id);
-    count(&hub, &response, model);
+    count(&hub, &response, label);
     response
 }
 
