@@ -6,7 +6,8 @@
 #   through drover    the hub.
 # Prints requests/s and CPU time per request of each proxy (from /proc, the
 # same way for both), and the ratios.
-#   bench/overhead.sh [--stream]     (N=20000 C=32 to change the load)
+#   bench/overhead.sh [--stream]     (N=20000 C=32 to change the load,
+#                                     HUB_THREADS=2 for the hub's --threads)
 source "$(dirname "$0")/lib.sh"
 N=${N:-20000}
 C=${C:-32}
@@ -18,7 +19,7 @@ need nginx nginx
 "$DROVER" sim --dialect openai --listen 127.0.0.1:$SIM_PORT --models m --slots 1024 \
   --ttft-ms 0 --tokens-per-sec 0 --output-tokens 16 >/dev/null 2>&1 &
 PIDS+=($!)
-DROVER_LOG=warn "$DROVER" serve --listen 127.0.0.1:$HUB_PORT \
+DROVER_LOG=warn "$DROVER" serve ${HUB_THREADS:+--threads $HUB_THREADS} --listen 127.0.0.1:$HUB_PORT \
   --backend openai=http://127.0.0.1:$SIM_PORT,slots=1024 >/dev/null 2>&1 &
 HUB_PID=$!
 PIDS+=($HUB_PID)
@@ -44,13 +45,15 @@ http {
 }
 CONF
 nginx -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" -g 'daemon off;' &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
 CLEANUP_DIRS+=("$NGINX_DIR")
 
 wait_http http://127.0.0.1:$SIM_PORT/v1/models
 wait_http http://127.0.0.1:$HUB_PORT/ready
 wait_http http://127.0.0.1:$NGINX_PORT/v1/models
-nginx_pids() { pgrep -f "nginx.*$NGINX_DIR" | tr '\n' ' '; }
+# The master and its workers (whose command lines do not name the config).
+nginx_pids() { echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"; }
 
 # run NAME URL PIDS...: one load, its JSON report with the CPU of PIDS added.
 run() {

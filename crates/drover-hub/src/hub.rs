@@ -196,6 +196,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     let server = tokio::spawn(server::serve(
         listener,
         routes::router(state.clone()),
+        state.clone(),
         server::Limits::from_config(&state.config.limits),
         state.shutdown.clone(),
         hard_stop.clone(),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use http::HeaderName;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,6 +28,8 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::config::LimitsConfig;
+use crate::forward::REQUEST_ID_HEADER;
+use crate::hub::HubState;
 use crate::stall_io::StallIo;
 
 /// What bounds each client connection.
@@ -66,6 +69,7 @@ fn default_max_connections() -> usize {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    hub: Arc<HubState>,
     limits: Limits,
     stop: CancellationToken,
     hard_stop: CancellationToken,
@@ -96,15 +100,16 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let (app, hub) = (app.clone(), hub.clone());
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let mut app = app.clone();
+            let (mut app, hub) = (app.clone(), hub.clone());
             async move {
-                Ok::<_, Infallible>(
-                    app.call(req.map(axum::body::Body::new))
-                        .await
-                        .unwrap_or_else(|e| match e {}),
-                )
+                let mut response = app
+                    .call(req.map(axum::body::Body::new))
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                with_request_id(&hub, &mut response);
+                Ok::<_, Infallible>(response)
             }
         });
         let io = StallIo::new(TokioIo::new(stream), limits.client_stall_timeout);
@@ -127,6 +132,16 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Every response carries `x-request-id`: inference sets its own (the
+/// caller's, if it sent a sane one), the rest get a fresh one here.
+fn with_request_id(hub: &HubState, response: &mut axum::response::Response) {
+    let name = HeaderName::from_static(REQUEST_ID_HEADER);
+    if !response.headers().contains_key(&name) {
+        let id = hub.new_request_header(hub.next_request_id());
+        response.headers_mut().insert(name, id);
+    }
 }
 
 /// Accept errors (out of file descriptors, mostly) wait 10 ms, doubling to

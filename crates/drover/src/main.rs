@@ -43,10 +43,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // The hub's own thread count; every other command (the load generator,
+    // the simulators, the demo's fleet) uses every core.
+    if let Command::Serve(args) = &cli.command {
+        builder.worker_threads(usize::from(args.threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("drover: cannot start the async runtime: {e}");

@@ -94,18 +94,9 @@ async fn job(
 ) -> Result<Job, ApiError> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, &hub.config.limits).await?;
-    let peek = peek(&body)?;
-    let model = match peek.model.as_deref() {
-        Some(m) if !m.trim().is_empty() => m.to_string(),
-        _ => {
-            return Err(ApiError::bad_request(
-                "you must provide a model parameter",
-                Some("model"),
-                "missing_required_parameter",
-            ));
-        }
-    };
-    let caller = caller::identify(&hub.clients, &parts.headers, peek.user.as_deref());
+    let facts = Facts::read_off_thread(&body).await?;
+    let model = facts.model;
+    let caller = caller::identify(&hub.clients, &parts.headers, facts.user.as_deref());
     let priority = priority(&parts.headers, &caller)?;
     let queue_timeout = match parts.headers.get(QUEUE_TIMEOUT_HEADER) {
         Some(v) => parse_seconds(v).ok_or_else(|| {
@@ -126,7 +117,7 @@ async fn job(
         user: caller.user,
         arrival: now,
         deadline: Some(now + queue_timeout),
-        affinity: crate::affinity::for_request(&model, &peek),
+        affinity: facts.affinity,
         exclude: Vec::new(),
         size: body.len(),
     };
@@ -135,7 +126,6 @@ async fn job(
         .path_and_query()
         .map_or(parts.uri.path(), |pq| pq.as_str())
         .to_string();
-    drop(peek);
     // What is left of the request head shares hyper's 8 KiB read buffer;
     // everything needed from it is copied here, so a waiting request does
     // not pin that buffer.
@@ -190,6 +180,55 @@ async fn read_body(body: Body, limits: &crate::config::LimitsConfig) -> Result<B
         Err(_) => Err(ApiError::RequestTimeout {
             limit: limits.body_timeout,
         }),
+    }
+}
+
+/// What routing reads from a body: its model, its user, its prefix hashes.
+struct Facts {
+    model: String,
+    user: Option<String>,
+    affinity: drover_scheduler::Affinity,
+}
+
+/// Bodies larger than this are read on the blocking pool: parsing a few
+/// megabytes of JSON takes milliseconds that every other request on the
+/// hub's I/O thread would otherwise wait through.
+const LARGE_BODY: usize = 256 * 1024;
+
+impl Facts {
+    fn read(body: &[u8]) -> Result<Facts, ApiError> {
+        let peek = peek(body)?;
+        let model = match peek.model.as_deref() {
+            Some(m) if !m.trim().is_empty() => m.to_string(),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "you must provide a model parameter",
+                    Some("model"),
+                    "missing_required_parameter",
+                ));
+            }
+        };
+        Ok(Facts {
+            affinity: crate::affinity::for_request(&model, &peek),
+            user: peek.user.map(|u| u.into_owned()),
+            model,
+        })
+    }
+
+    async fn read_off_thread(body: &Bytes) -> Result<Facts, ApiError> {
+        if body.len() <= LARGE_BODY {
+            return Facts::read(body);
+        }
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || Facts::read(&body))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ApiError::bad_request(
+                    format!("could not read the request body: {e}"),
+                    None,
+                    "invalid_body",
+                ))
+            })
     }
 }
 

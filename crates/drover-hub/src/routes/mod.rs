@@ -9,13 +9,8 @@ mod ops;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::{get, post};
-use http::HeaderName;
 
-use crate::forward::REQUEST_ID_HEADER;
 use crate::hub::HubState;
 
 pub fn router(state: Arc<HubState>) -> Router {
@@ -37,20 +32,5 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/admin/backends/{name}/undrain", post(admin::undrain))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
-}
-
-/// Every response carries `x-request-id`; inference sets its own (the
-/// caller's, if it sent a sane one), the rest get a fresh one here.
-async fn request_id(State(hub): State<Arc<HubState>>, req: Request, next: Next) -> Response {
-    let mut response = next.run(req).await;
-    let name = HeaderName::from_static(REQUEST_ID_HEADER);
-    if !response.headers().contains_key(&name) {
-        let id = hub.next_request_id();
-        response
-            .headers_mut()
-            .insert(name, hub.new_request_header(id));
-    }
-    response
 }

@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// KIND is lmstudio or openai.
     #[arg(long = "backend", value_name = "KIND=URL")]
     pub backends: Vec<String>,
+    /// Threads serving requests. One is the least CPU per request (no
+    /// hand-offs between threads) and carries tens of thousands of requests
+    /// a second, far beyond any fleet of LLM servers (bench/overhead.sh).
+    #[arg(long, env = "DROVER_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
 }
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<HubConfig> {
