@@ -72,15 +72,14 @@ impl HubState {
     /// Backends that have never answered a probe, by name: what they serve
     /// is unknown. (The scheduler learns of a backend at its first answer.)
     pub fn unreachable_backends(&self) -> Vec<String> {
-        let known: Vec<BackendId> = self
-            .dispatcher
-            .inspect(|s| s.fleet().views().iter().map(|v| v.id).collect());
-        self.registry
-            .all()
-            .iter()
-            .filter(|e| !known.contains(&e.id))
-            .map(|e| e.name.clone())
-            .collect()
+        let entries = self.registry.all();
+        self.dispatcher.inspect(|s| {
+            entries
+                .iter()
+                .filter(|e| !s.fleet().contains(e.id))
+                .map(|e| e.name.clone())
+                .collect()
+        })
     }
 
     pub fn next_request_id(&self) -> RequestId {
