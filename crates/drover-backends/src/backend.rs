@@ -6,29 +6,134 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use serde::de::DeserializeOwned;
+use http::StatusCode;
 
 use crate::client::HttpClient;
 use crate::endpoint::Endpoint;
+use crate::http::Http;
 use crate::kind::BackendKind;
 use crate::{lmstudio, openai};
 
-/// One model as a server reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiscoveredModel {
-    pub id: String,
+/// Where a model is on its server, as the server says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelState {
+    /// On disk (or otherwise available); the server loads it on demand or
+    /// on a load call.
+    #[default]
+    Unloaded,
+    /// Being loaded now; requests would wait for it.
+    Loading,
     /// Resident and ready.
-    pub loaded: bool,
-    /// Concurrent requests, when the server says.
-    pub slots: Option<u32>,
+    Loaded,
+    /// Unloaded on idle by the server itself (llama.cpp `--sleep-idle-seconds`,
+    /// router `sleeping`); the next request wakes it, paying a reload.
+    Sleeping,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl ModelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Unloaded => "unloaded",
+            ModelState::Loading => "loading",
+            ModelState::Loaded => "loaded",
+            ModelState::Sleeping => "sleeping",
+        }
+    }
+}
+
+/// What a model is for, where the server says: a generation probe needs a
+/// model that generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelType {
+    #[default]
+    Unknown,
+    Llm,
+    Embedding,
+}
+
+/// One model as a server reports it. Everything but `id` and `state` is
+/// optional: each server tells a different part.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DiscoveredModel {
+    /// The server's own id for the model (what a request's `model` names).
+    pub id: String,
+    pub state: ModelState,
+    pub kind: ModelType,
+    /// Concurrent requests, when the server says (llama.cpp `total_slots`,
+    /// LM Studio `config.parallel`).
+    pub slots: Option<u32>,
+    /// Slots the server itself reports busy, whoever sent the work
+    /// (llama.cpp `/slots`): a cross-check of the hub's own count.
+    pub busy: Option<u32>,
+    /// Bytes the model takes in memory when loaded (Ollama `size`, LM
+    /// Studio `size_bytes`, llama.cpp `meta.size`).
+    pub size_bytes: Option<u64>,
+    /// Of those, bytes in GPU memory (Ollama `size_vram`).
+    pub vram_bytes: Option<u64>,
+    /// Context length it is loaded with (or its maximum when not loaded).
+    pub context_length: Option<u32>,
+    /// Load progress from 0 to 1 while `Loading`, where the server reports it.
+    pub progress: Option<f32>,
+    /// When the server itself will unload it (Ollama `expires_at`), as the
+    /// server wrote it.
+    pub expires_at: Option<String>,
+    /// Server-side instance ids (LM Studio `loaded_instances[].id`), which
+    /// unloading names.
+    pub instances: Vec<String>,
+}
+
+impl DiscoveredModel {
+    /// Resident and ready.
+    pub fn loaded(&self) -> bool {
+        self.state == ModelState::Loaded
+    }
+}
+
+/// Whether the server serves an inference path beyond chat, completions and
+/// embeddings. `None`: it did not say and no probe has shown it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Apis {
+    /// `POST /v1/responses` (OpenAI Responses API).
+    pub responses: Option<bool>,
+    /// `POST /v1/messages` and `/v1/messages/count_tokens` (Anthropic).
+    pub messages: Option<bool>,
+}
+
+/// What a server says about itself: its models, what it can do, how busy
+/// it is. Discovery doubles as the active health probe.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Discovery {
     pub models: Vec<DiscoveredModel>,
+    /// The server's own version, where it tells (Ollama, vLLM, llama.cpp
+    /// `build_info`).
+    pub version: Option<String>,
+    /// Memory in use and in all, in bytes, where the server tells.
+    pub memory_used: Option<u64>,
+    pub memory_total: Option<u64>,
+    /// Whether this adapter can load and unload models on this server.
+    pub can_load: bool,
+    pub can_unload: bool,
+    pub apis: Apis,
+    /// Requests the server holds waiting in its own queue (vLLM
+    /// `num_requests_waiting`, llama.cpp `requests_deferred`): while above
+    /// zero, more work sent there only queues there.
+    pub waiting: Option<u32>,
+    /// Requests the server reports running, all models.
+    pub running: Option<u32>,
+    /// KV cache fill from 0 to 1, where the server reports it.
+    pub kv_cache_usage: Option<f64>,
+    /// How the server runs, when it matters to an operator
+    /// (llama.cpp `router` mode).
+    pub mode: Option<String>,
+}
+
+/// What a finished load reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// How long the load took, as the server reports it or as measured.
+    pub seconds: f64,
+    /// The loaded instance's id, where the server names instances.
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,10 +142,19 @@ pub enum BackendError {
     Unreachable { url: String, reason: String },
     #[error("{url} answered {status}")]
     Status { url: String, status: StatusCode },
+    #[error("{url} answered {status}: {message}")]
+    Refused {
+        url: String,
+        status: StatusCode,
+        /// The server's own error message, truncated.
+        message: String,
+    },
     #[error("{url} answered something unexpected: {reason}")]
     Malformed { url: String, reason: String },
     #[error("{url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
+    #[error("a {kind} server cannot {what}")]
+    Unsupported { kind: BackendKind, what: String },
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -52,6 +166,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Asks the server what it has. Doubles as the active health probe.
     fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>>;
+
+    /// Generates one token from `model` (the server's own id): the probe
+    /// that tells a server that lists models from one that can serve them.
+    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>>;
+
+    /// Loads `model` and waits until it is ready.
+    fn load(&self, model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>>;
+
+    /// Unloads every instance of `model`.
+    fn unload(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>>;
 }
 
 pub fn adapter_for(
@@ -70,97 +194,6 @@ pub fn adapter_for(
     match kind {
         BackendKind::LmStudio => Arc::new(lmstudio::LmStudio::new(http)),
         BackendKind::OpenAi => Arc::new(openai::OpenAi::new(http)),
-    }
-}
-
-/// What every adapter needs to GET JSON from its server.
-pub(crate) struct Http {
-    pub endpoint: Endpoint,
-    pub client: HttpClient,
-    pub authorization: Option<HeaderValue>,
-    pub timeout: Duration,
-}
-
-/// The most discovery reads of any one answer. A model list of a thousand
-/// models is well under a megabyte; a server answering gigabytes (broken or
-/// hostile) must not take the hub's memory with it.
-pub const MAX_DISCOVERY_BYTES: usize = 8 * 1024 * 1024;
-
-impl Http {
-    /// GETs `path` and parses the JSON answer. `Ok(None)` for 404, which
-    /// adapters use to tell an older server from a broken one.
-    pub async fn get_json<T: DeserializeOwned>(
-        &self,
-        path: &str,
-    ) -> Result<Option<T>, BackendError> {
-        let uri = self
-            .endpoint
-            .uri(path)
-            .map_err(|e| BackendError::Malformed {
-                url: format!("{}{}", self.endpoint, path),
-                reason: e.to_string(),
-            })?;
-        let url = uri.to_string();
-        let build = || {
-            let mut req = Request::new(Full::new(Bytes::new()));
-            *req.uri_mut() = uri.clone();
-            let headers = req.headers_mut();
-            headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-            if let Some(auth) = &self.authorization {
-                headers.insert(header::AUTHORIZATION, auth.clone());
-            }
-            req
-        };
-        let fetch = async {
-            let resp = self
-                .client
-                .send(build)
-                .await
-                .map_err(|e| BackendError::Unreachable {
-                    url: url.clone(),
-                    reason: error_chain(&e),
-                })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_DISCOVERY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<LengthLimitError>().is_some() {
-                        BackendError::Malformed {
-                            url: url.clone(),
-                            reason: format!(
-                                "the answer is larger than {} MiB",
-                                MAX_DISCOVERY_BYTES / (1024 * 1024)
-                            ),
-                        }
-                    } else {
-                        BackendError::Unreachable {
-                            url: url.clone(),
-                            reason: e.to_string(),
-                        }
-                    }
-                })?
-                .to_bytes();
-            Ok::<_, BackendError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.timeout, fetch)
-            .await
-            .map_err(|_| BackendError::Timeout {
-                url: url.clone(),
-                timeout: self.timeout,
-            })??;
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(BackendError::Status { url, status });
-        }
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| BackendError::Malformed {
-                url,
-                reason: e.to_string(),
-            })
     }
 }
 

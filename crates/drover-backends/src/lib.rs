@@ -15,11 +15,16 @@
 pub mod backend;
 pub mod client;
 pub mod endpoint;
+mod http;
 pub mod kind;
 pub mod lmstudio;
 pub mod openai;
 
-pub use backend::{Backend, BackendError, DiscoveredModel, Discovery, adapter_for};
+pub use backend::{
+    Apis, Backend, BackendError, DiscoveredModel, Discovery, Loaded, ModelState, ModelType,
+    adapter_for,
+};
 pub use client::{HttpClient, SendError, UpstreamBody};
 pub use endpoint::{Endpoint, EndpointError, redact};
+pub use http::MAX_DISCOVERY_BYTES;
 pub use kind::BackendKind;

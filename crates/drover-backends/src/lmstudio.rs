@@ -4,8 +4,11 @@
 
 use drover_proto::lmstudio::{V0ModelList, V1ModelList};
 
-use crate::backend::{Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Http};
+use crate::backend::{
+    Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState,
+};
 use crate::endpoint::Endpoint;
+use crate::http::Http;
 use crate::kind::BackendKind;
 
 pub struct LmStudio {
@@ -40,13 +43,21 @@ impl LmStudio {
                         .and_then(|x| x.parallel())
                 });
                 DiscoveredModel {
-                    loaded: m.is_loaded(),
+                    state: if m.is_loaded() {
+                        ModelState::Loaded
+                    } else {
+                        ModelState::Unloaded
+                    },
                     id: m.id,
                     slots,
+                    ..DiscoveredModel::default()
                 }
             })
             .collect();
-        Ok(Discovery { models })
+        Ok(Discovery {
+            models,
+            ..Discovery::default()
+        })
     }
 }
 
@@ -61,5 +72,28 @@ impl Backend for LmStudio {
 
     fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
         Box::pin(self.discover_inner())
+    }
+
+    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        let model = model.to_string();
+        Box::pin(async move { self.http.generate_one_token(&model).await })
+    }
+
+    fn load(&self, _model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Unsupported {
+                kind: self.kind(),
+                what: "load models".into(),
+            })
+        })
+    }
+
+    fn unload(&self, _model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Unsupported {
+                kind: self.kind(),
+                what: "unload models".into(),
+            })
+        })
     }
 }

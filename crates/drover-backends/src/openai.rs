@@ -4,8 +4,11 @@
 
 use drover_proto::openai::UpstreamModelList;
 
-use crate::backend::{Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Http};
+use crate::backend::{
+    Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState,
+};
 use crate::endpoint::Endpoint;
+use crate::http::Http;
 use crate::kind::BackendKind;
 
 pub struct OpenAi {
@@ -32,10 +35,11 @@ impl OpenAi {
                 .into_iter()
                 .map(|m| DiscoveredModel {
                     id: m.id,
-                    loaded: true,
-                    slots: None,
+                    state: ModelState::Loaded,
+                    ..DiscoveredModel::default()
                 })
                 .collect(),
+            ..Discovery::default()
         })
     }
 }
@@ -51,5 +55,28 @@ impl Backend for OpenAi {
 
     fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
         Box::pin(self.discover_inner())
+    }
+
+    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        let model = model.to_string();
+        Box::pin(async move { self.http.generate_one_token(&model).await })
+    }
+
+    fn load(&self, _model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Unsupported {
+                kind: self.kind(),
+                what: "load models".into(),
+            })
+        })
+    }
+
+    fn unload(&self, _model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(async move {
+            Err(BackendError::Unsupported {
+                kind: self.kind(),
+                what: "unload models".into(),
+            })
+        })
     }
 }

@@ -49,7 +49,7 @@ fn probe_once(
                 tracing::info!(
                     backend = %entry.name,
                     models = discovery.models.len(),
-                    loaded = discovery.models.iter().filter(|m| m.loaded).count(),
+                    loaded = discovery.models.iter().filter(|m| m.loaded()).count(),
                     "backend is up"
                 );
             }

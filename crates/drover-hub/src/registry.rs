@@ -49,7 +49,7 @@ impl BackendEntry {
             .iter()
             .map(|m| ModelSpec {
                 name: ModelName::new(&m.id),
-                loaded: m.loaded,
+                loaded: m.loaded(),
                 slots: self
                     .model_slots
                     .get(&m.id)
