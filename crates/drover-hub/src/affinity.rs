@@ -63,9 +63,22 @@ impl Window {
     }
 }
 
+/// The prefix hashes of any request the hub forwards: chat messages
+/// (after an Anthropic `system` prompt), Responses `instructions` and
+/// `input` items, or a completion prompt. A system prompt counts as a
+/// system message, so it alone is never looked up.
 pub fn for_request(model: &str, peek: &RequestPeek<'_>) -> Affinity {
+    let system = peek.system.or(peek.instructions).map(|s| s.get());
     if let Some(messages) = &peek.messages {
-        return chat(model, messages.iter().map(|m| m.get()));
+        return chat(model, system, messages.iter().map(|m| m.get()));
+    }
+    if let Some(input) = peek.input {
+        // A list of items is a conversation; a plain string is one user
+        // turn, whose prompt is hashed in blocks like a completion's.
+        return match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(input.get()) {
+            Ok(items) => chat(model, system, items.iter().map(|m| m.get())),
+            Err(_) => prompt_blocks(model, input.get()),
+        };
     }
     if let Some(prompt) = peek.prompt {
         return prompt_blocks(model, prompt.get());
@@ -81,17 +94,30 @@ fn seeded(model: &str) -> DefaultHasher {
     h
 }
 
-fn chat<'a>(model: &str, messages: impl Iterator<Item = &'a str>) -> Affinity {
+fn chat<'a>(
+    model: &str,
+    system: Option<&str>,
+    messages: impl Iterator<Item = &'a str>,
+) -> Affinity {
     let mut h = seeded(model);
     let mut window = Window::default();
     let mut first_conversational = None;
+    let mut offset = 0;
+    if let Some(system) = system {
+        ("system", system).hash(&mut h);
+        window.push(h.finish(), 0);
+        offset = 1;
+    }
     for (i, raw) in messages.enumerate() {
+        let i = i + offset;
         raw.hash(&mut h);
         window.push(h.finish(), i);
         if first_conversational.is_none() {
             let role = serde_json::from_str::<MessageRole<'_>>(raw)
                 .ok()
                 .and_then(|m| m.role.map(|r| r.into_owned()));
+            // Responses items without a role (tool outputs, reasoning) are
+            // conversation too.
             if !matches!(role.as_deref(), Some("system") | Some("developer")) {
                 first_conversational = Some(i);
             }
@@ -203,5 +229,39 @@ mod tests {
                 .iter()
                 .any(|h| first.record.contains(h))
         );
+    }
+
+    #[test]
+    fn anthropic_turns_find_the_previous_turn_but_not_a_shared_system_prompt() {
+        let t1 = peek(
+            r#"{"system":"You are Claude Code.","messages":[{"role":"user","content":"fix it"}]}"#,
+        );
+        let t2 = peek(
+            r#"{"system":"You are Claude Code.","messages":[{"role":"user","content":"fix it"},
+                {"role":"assistant","content":"done"},{"role":"user","content":"test it"}]}"#,
+        );
+        let other = peek(
+            r#"{"system":"You are Claude Code.","messages":[{"role":"user","content":"other"}]}"#,
+        );
+        assert!(t2.lookup.contains(t1.record.last().unwrap()));
+        assert_eq!(
+            t1.record[0], other.record[0],
+            "the system prompt hashes alike"
+        );
+        assert!(!other.lookup.contains(&t1.record[0]));
+        assert!(!other.lookup.contains(t1.record.last().unwrap()));
+    }
+
+    #[test]
+    fn responses_items_and_instructions_hash_like_a_chat() {
+        let t1 = peek(r#"{"instructions":"be a coder","input":[{"role":"user","content":"a"}]}"#);
+        let t2 = peek(
+            r#"{"instructions":"be a coder","input":[{"role":"user","content":"a"},
+                {"type":"message","role":"assistant","content":"b"},
+                {"type":"function_call_output","call_id":"c","output":"ok"}]}"#,
+        );
+        assert!(t2.lookup.contains(t1.record.last().unwrap()));
+        let text = peek(&format!(r#"{{"input":"{}"}}"#, "x".repeat(2000)));
+        assert!(!text.record.is_empty(), "a string input is a prompt");
     }
 }

@@ -40,14 +40,25 @@ pub struct Caller {
     pub ceiling: Priority,
 }
 
-/// The bearer token of `Authorization: Bearer <token>`, if any. The scheme
-/// is case-insensitive (RFC 7235); surrounding spaces are not part of it.
+/// The caller's key: the bearer token of `Authorization: Bearer <token>`
+/// or, as Anthropic clients send it, `x-api-key`. The scheme is
+/// case-insensitive (RFC 7235); surrounding spaces are not part of either.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    let from_authorization = || {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    };
+    let from_x_api_key = || {
+        let token = headers.get(X_API_KEY)?.to_str().ok()?.trim();
+        (!token.is_empty()).then_some(token)
+    };
+    from_authorization().or_else(from_x_api_key)
 }
+
+/// Anthropic's API key header.
+pub const X_API_KEY: &str = "x-api-key";
 
 pub fn identify(clients: &Clients, headers: &HeaderMap, user: Option<&str>) -> Caller {
     let token = bearer(headers);
@@ -128,6 +139,9 @@ mod tests {
             assert_eq!(bearer(&headers(Some(value))), want, "{value:?}");
         }
         assert_eq!(bearer(&headers(None)), None);
+        let mut anthropic = HeaderMap::new();
+        anthropic.insert(X_API_KEY, " sk-ant ".parse().unwrap());
+        assert_eq!(bearer(&anthropic), Some("sk-ant"));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use drover_proto::admin::BackendSpec;
+
+use crate::aliases::ModelAlias;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -25,6 +27,8 @@ pub struct HubConfig {
     pub limits: LimitsConfig,
     pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
+    /// One public name for a model across servers that call it differently.
+    pub models: Vec<ModelAlias>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -124,6 +128,7 @@ impl Default for HubConfig {
             limits: LimitsConfig::default(),
             backends: Vec::new(),
             clients: Vec::new(),
+            models: Vec::new(),
         }
     }
 }
@@ -233,12 +238,10 @@ impl HubConfig {
             }
         }
         for (i, b) in self.backends.iter().enumerate() {
-            if b.slots == Some(0) || b.model_slots.values().any(|s| *s == 0) {
-                return Err(ConfigError(format!(
-                    "backends[{i}]: slots must be at least 1"
-                )));
-            }
+            crate::registry::check_spec(b)
+                .map_err(|e| ConfigError(format!("backends[{i}]: {e}")))?;
         }
+        crate::aliases::Aliases::new(&self.models).map_err(ConfigError)?;
         Ok(())
     }
 }

@@ -1,6 +1,9 @@
 //! The one place where errors become HTTP: every error drover answers has
 //! the OpenAI shape `{"error":{"message","type","param","code"}}` and the
-//! status an OpenAI client expects.
+//! status an OpenAI client expects, except on the Anthropic Messages paths,
+//! where it has Anthropic's shape `{"type":"error","error":{"type",
+//! "message"}}` and the status an Anthropic client expects
+//! ([`ApiError::into_response_as`]).
 
 use std::time::Duration;
 
@@ -46,6 +49,18 @@ pub enum ApiError {
     QueueTimeout { model: String, waited: Duration },
     #[error("no backend serves '{}' any more", echo(model))]
     ModelGone { model: String },
+    #[error(
+        "no backend with '{}' serves {path} (backends with it: {}); a backend that serves it \
+         can say so in its config",
+        echo(model),
+        others.join(", ")
+    )]
+    ApiNotServed {
+        model: String,
+        path: &'static str,
+        /// The backends that list the model (and do not serve the path).
+        others: Vec<String>,
+    },
     #[error("{message}")]
     Upstream { message: String },
     #[error("the hub is shutting down")]
@@ -79,7 +94,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::ModelNotFound { .. } | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound { .. }
+            | ApiError::NotFound { .. }
+            | ApiError::ApiNotServed { .. } => StatusCode::NOT_FOUND,
             ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoHealthyBackend { .. }
             | ApiError::Unreachable { .. }
@@ -107,6 +124,7 @@ impl ApiError {
             }
             ApiError::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
+            ApiError::ApiNotServed { .. } => ("invalid_request_error", Some("api_not_served")),
             ApiError::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
             ApiError::NoHealthyBackend { .. } | ApiError::Unreachable { .. } => {
                 ("server_error", Some("no_healthy_backend"))
@@ -145,6 +163,89 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.kind_and_code().1.unwrap_or("error")
     }
+
+    /// The status and `error.type` an Anthropic client expects: Anthropic
+    /// answers an overloaded service with 529 and any other server-side
+    /// failure with 500 `api_error`.
+    fn anthropic_status_and_kind(&self) -> (StatusCode, &'static str) {
+        let status = self.status();
+        let kind = match status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => return (OVERLOADED, "overloaded_error"),
+            500..=599 => return (StatusCode::INTERNAL_SERVER_ERROR, "api_error"),
+            _ => "invalid_request_error",
+        };
+        (status, kind)
+    }
+
+    pub fn anthropic_body(&self) -> drover_proto::anthropic::ErrorBody {
+        let (_, kind) = self.anthropic_status_and_kind();
+        drover_proto::anthropic::ErrorBody::new(kind, self.to_string())
+    }
+
+    /// The response in the shape `format` asks for.
+    pub fn into_response_as(self, format: ErrorFormat) -> Response {
+        match format {
+            ErrorFormat::OpenAi | ErrorFormat::Responses => self.into_response(),
+            ErrorFormat::Anthropic => {
+                let (status, _) = self.anthropic_status_and_kind();
+                let body = serde_json::to_vec(&self.anthropic_body()).unwrap_or_default();
+                finish(self, status, body)
+            }
+        }
+    }
+
+    /// The error as one SSE event of a stream already under way, in the
+    /// shape of the stream's API.
+    pub fn sse_event(&self, format: ErrorFormat) -> Vec<u8> {
+        match format {
+            ErrorFormat::OpenAi => {
+                let mut event = b"data: ".to_vec();
+                event.extend(serde_json::to_vec(&self.body()).unwrap_or_default());
+                event.extend_from_slice(b"\n\n");
+                event
+            }
+            ErrorFormat::Anthropic => {
+                let mut event = b"event: error\ndata: ".to_vec();
+                event.extend(serde_json::to_vec(&self.anthropic_body()).unwrap_or_default());
+                event.extend_from_slice(b"\n\n");
+                event
+            }
+            ErrorFormat::Responses => {
+                let body = self.body();
+                let event = serde_json::json!({
+                    "type": "error",
+                    "code": body.error.code,
+                    "message": body.error.message,
+                    "param": body.error.param,
+                });
+                let mut out = b"event: error\ndata: ".to_vec();
+                out.extend(serde_json::to_vec(&event).unwrap_or_default());
+                out.extend_from_slice(b"\n\n");
+                out
+            }
+        }
+    }
+}
+
+/// Anthropic's "overloaded" status.
+const OVERLOADED: StatusCode = match StatusCode::from_u16(529) {
+    Ok(s) => s,
+    Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+};
+
+/// Which API's error shape a path answers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorFormat {
+    OpenAi,
+    /// The Responses API: errors before the answer as OpenAI's; its streams
+    /// end with its own `error` event.
+    Responses,
+    Anthropic,
 }
 
 /// Longest piece of client input repeated back in an error or a log line.
@@ -168,19 +269,25 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
-        let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let ApiError::QueueFull { retry_after } = &self {
-            let secs = retry_after.as_secs().max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-        }
-        resp
+        finish(self, status, body)
     }
+}
+
+/// The response for `err` with its status and body, and `Retry-After`
+/// where there is one to give.
+fn finish(err: ApiError, status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let ApiError::QueueFull { retry_after } = &err {
+        let secs = retry_after.as_secs().max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
 }
 
 #[cfg(test)]
@@ -255,5 +362,76 @@ mod tests {
         }
         .into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn anthropic_errors_have_its_shape_and_statuses() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (
+                ApiError::bad_request("bad", None, "invalid_json"),
+                400,
+                "invalid_request_error",
+            ),
+            (
+                ApiError::ModelNotFound { model: "m".into() },
+                404,
+                "not_found_error",
+            ),
+            (
+                ApiError::QueueFull {
+                    retry_after: Duration::from_secs(2),
+                },
+                429,
+                "rate_limit_error",
+            ),
+            (
+                ApiError::NoHealthyBackend { model: "m".into() },
+                529,
+                "overloaded_error",
+            ),
+            (
+                ApiError::Upstream {
+                    message: "x".into(),
+                },
+                500,
+                "api_error",
+            ),
+            (
+                ApiError::Unauthorized("no".into()),
+                401,
+                "authentication_error",
+            ),
+        ];
+        for (err, status, kind) in cases {
+            let resp = err.clone().into_response_as(ErrorFormat::Anthropic);
+            assert_eq!(resp.status().as_u16(), status, "{err:?}");
+            let body = serde_json::to_value(err.anthropic_body()).unwrap();
+            assert_eq!(body["type"], "error");
+            assert_eq!(body["error"]["type"], kind, "{err:?}");
+            assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn stream_error_events_speak_each_api() {
+        let err = ApiError::Upstream {
+            message: "broke".into(),
+        };
+        let openai = String::from_utf8(err.sse_event(ErrorFormat::OpenAi)).unwrap();
+        assert!(openai.starts_with("data: {\"error\""), "{openai}");
+        let anthropic = String::from_utf8(err.sse_event(ErrorFormat::Anthropic)).unwrap();
+        assert!(
+            anthropic.starts_with("event: error\ndata: {\"type\":\"error\""),
+            "{anthropic}"
+        );
+        let responses = String::from_utf8(err.sse_event(ErrorFormat::Responses)).unwrap();
+        assert!(
+            responses.starts_with("event: error\ndata: {"),
+            "{responses}"
+        );
+        assert!(responses.contains("\"type\":\"error\""), "{responses}");
+        for e in [openai, anthropic, responses] {
+            assert!(e.ends_with("\n\n"));
+        }
     }
 }

@@ -20,8 +20,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::aliases::Aliases;
 use crate::caller::{Clients, KnownClient};
 use crate::config::HubConfig;
+use crate::continuations::{self, ResponseOwners};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, RegistryError};
@@ -35,6 +37,10 @@ pub struct HubState {
     pub(crate) client: HttpClient,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clients: Clients,
+    /// `[[models]]`: public names for the servers' own model ids.
+    pub(crate) models: Aliases,
+    /// Which backend stored each Responses API response.
+    pub(crate) response_owners: ResponseOwners,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: running SSE streams end
@@ -82,6 +88,21 @@ impl HubState {
         })
     }
 
+    /// Backends that list a model (under its public name), by name.
+    pub fn backends_listing(&self, model: &str) -> Vec<String> {
+        let ids = self.dispatcher.inspect(|s| {
+            s.fleet()
+                .views()
+                .into_iter()
+                .filter(|v| v.models.iter().any(|m| m.name.as_str() == model))
+                .map(|v| v.id)
+                .collect::<Vec<_>>()
+        });
+        ids.into_iter()
+            .map(|id| self.registry.name_of(id))
+            .collect()
+    }
+
     pub fn next_request_id(&self) -> RequestId {
         RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
     }
@@ -125,6 +146,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("clients[{0}]: two clients share one key")]
     DuplicateClientKey(usize),
+    #[error("{0}")]
+    Models(String),
     #[error(
         "refusing to listen on {0}: that is beyond loopback, and drover has no client keys yet, \
          so anyone who can reach it could use every model (and, without admin_key, nobody could \
@@ -163,12 +186,15 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         }
     }
     let client = HttpClient::new(config.upstream.connect_timeout);
+    let models = Aliases::new(&config.models).map_err(StartError::Models)?;
     let state = Arc::new(HubState {
         registry: Registry::new(client.clone(), config.health.probe_timeout),
         dispatcher: Dispatcher::new(sched, config.upstream.cancel_grace, metrics.clone()),
         client,
         metrics,
         clients,
+        models,
+        response_owners: ResponseOwners::new(continuations::CAPACITY),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         streams_stop: CancellationToken::new(),

@@ -9,6 +9,8 @@
 //! - `caller`: who is calling: credentials, identity, priority ceiling.
 //! - `dispatcher`: the pure scheduler behind a lock, waiters, slot guards.
 //! - `affinity`: conversation prefix hashes.
+//! - `aliases`: `[[models]]`, one public name for a model's ids.
+//! - `continuations`: which backend stored each Responses API response.
 //! - `registry`: backends by name and id, with their adapters.
 //! - `prober`: per-backend discovery, which is also the health probe.
 //! - `server`: the accept loop; every connection task is owned and bounded
@@ -17,8 +19,10 @@
 //! - `error`: the one mapping from errors to HTTP and the OpenAI shape.
 
 mod affinity;
+mod aliases;
 mod caller;
 pub mod config;
+mod continuations;
 mod dispatcher;
 mod error;
 mod forward;
@@ -30,6 +34,7 @@ mod routes;
 mod server;
 mod stall_io;
 
+pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};
 pub use drover_proto::admin::BackendSpec;
 pub use hub::{HubHandle, StartError, start};

@@ -1,14 +1,19 @@
 //! One prober task per backend: every `probe_interval` it asks the server
 //! what it has (the adapter's discovery is the active health probe), feeds
-//! the models and slots to the scheduler, and the result to the breaker.
+//! the models, slots and the server's own load to the scheduler, and the
+//! result to the breaker. With `probe = "generate"` a probe also generates
+//! one token from a loaded model: a server that lists models but cannot run
+//! them (a crashed runner, GPU memory gone) fails it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::time::MissedTickBehavior;
 
+use drover_backends::{Discovery, ModelType};
+
 use crate::hub::HubState;
-use crate::registry::BackendEntry;
+use crate::registry::{BackendEntry, ProbeMode};
 
 pub async fn run(hub: Arc<HubState>, entry: Arc<BackendEntry>) {
     let mut tick = tokio::time::interval(hub.config.health.probe_interval);
@@ -20,21 +25,39 @@ pub async fn run(hub: Arc<HubState>, entry: Arc<BackendEntry>) {
         }
         let result = tokio::select! {
             _ = entry.cancel.cancelled() => return,
-            r = entry.adapter.discover() => r,
+            r = probe(&entry) => r,
         };
         probe_once(&hub, &entry, result);
     }
 }
 
-fn probe_once(
-    hub: &Arc<HubState>,
-    entry: &Arc<BackendEntry>,
-    result: Result<drover_backends::Discovery, drover_backends::BackendError>,
-) {
+/// Discovery, and with `probe = "generate"` a one-token generation from a
+/// loaded model that generates (an embedding model cannot). A server with
+/// nothing loaded is not made to load a model for a probe.
+async fn probe(entry: &BackendEntry) -> Result<Discovery, String> {
+    let discovery = entry.adapter.discover().await.map_err(|e| e.to_string())?;
+    if entry.probe_mode == ProbeMode::Generate {
+        let loaded = |kind: ModelType| {
+            discovery
+                .models
+                .iter()
+                .find(|m| m.loaded() && m.kind == kind)
+        };
+        if let Some(model) = loaded(ModelType::Llm).or_else(|| loaded(ModelType::Unknown)) {
+            entry.adapter.generate(&model.id).await.map_err(|e| {
+                format!("it lists models but cannot generate from {}: {e}", model.id)
+            })?;
+        }
+    }
+    Ok(discovery)
+}
+
+fn probe_once(hub: &Arc<HubState>, entry: &Arc<BackendEntry>, result: Result<Discovery, String>) {
     let id = entry.id;
     match result {
         Ok(discovery) => {
-            let specs = entry.specs(&discovery.models);
+            let specs = entry.specs(&discovery.models, &hub.models);
+            let status = entry.status(&discovery, &hub.models);
             hub.dispatcher.with_scheduler(|s, now| {
                 // Checked under the scheduler's lock, after which removal
                 // also happens under it: a late probe cannot re-add.
@@ -42,6 +65,7 @@ fn probe_once(
                     return;
                 }
                 s.upsert_backend(id, specs);
+                s.set_backend_status(id, status);
                 s.probe(id, true, now);
             });
             let mut status = drover_core::sync::lock(&entry.probe);
@@ -55,6 +79,8 @@ fn probe_once(
             }
             status.last_error = None;
             status.ever_succeeded = true;
+            status.version = discovery.version;
+            status.mode = discovery.mode;
         }
         Err(e) => {
             hub.dispatcher.with_scheduler(|s, now| {
@@ -63,7 +89,7 @@ fn probe_once(
                 }
             });
             let mut status = drover_core::sync::lock(&entry.probe);
-            let msg = e.to_string();
+            let msg = e;
             if status.last_error.as_deref() != Some(msg.as_str()) {
                 tracing::warn!(backend = %entry.name, error = %msg, "backend probe failed");
             }

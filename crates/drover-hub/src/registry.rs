@@ -2,13 +2,18 @@
 //! result. The scheduler knows them only by [`BackendId`]; names live here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use drover_backends::{Backend, BackendKind, DiscoveredModel, Endpoint, HttpClient, adapter_for};
+use drover_backends::{
+    Backend, BackendKind, DiscoveredModel, Discovery, Endpoint, HttpClient, adapter_for,
+};
 use drover_core::{BackendId, ModelName};
-use drover_scheduler::ModelSpec;
+use drover_scheduler::{BackendStatus, ModelSpec};
+
+use crate::aliases::Aliases;
 use tokio_util::sync::CancellationToken;
 
 use drover_proto::admin::BackendSpec;
@@ -27,6 +32,14 @@ pub struct BackendEntry {
     /// default of one.
     pub default_slots: u32,
     pub model_slots: BTreeMap<String, u32>,
+    pub max_concurrent: Option<u32>,
+    pub probe_mode: ProbeMode,
+    /// Config's word on the coding agents' APIs, over what is learned.
+    pub responses: Option<bool>,
+    pub messages: Option<bool>,
+    /// Public model name to this server's own id, from the last discovery:
+    /// a request's `model` is rewritten to it on the way out.
+    own_ids: Mutex<HashMap<String, String>>,
     /// Stops this backend's prober.
     pub cancel: CancellationToken,
     /// Set before the backend leaves the scheduler, so a probe finishing
@@ -39,26 +52,108 @@ pub struct BackendEntry {
 pub struct ProbeStatus {
     pub last_error: Option<String>,
     pub ever_succeeded: bool,
+    /// What the server said about itself at the last successful probe.
+    pub version: Option<String>,
+    pub mode: Option<String>,
+}
+
+/// How a backend's health is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeMode {
+    /// Ask what the server has.
+    #[default]
+    List,
+    /// Also generate one token from a loaded model: a server that lists
+    /// models but cannot run them is unhealthy.
+    Generate,
+}
+
+impl ProbeMode {
+    fn parse(s: Option<&str>) -> Result<ProbeMode, String> {
+        match s.map(str::trim) {
+            None | Some("list") => Ok(ProbeMode::List),
+            Some("generate") => Ok(ProbeMode::Generate),
+            Some(other) => Err(format!(
+                "probe {other:?} is not known; expected \"list\" or \"generate\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ProbeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProbeMode::List => "list",
+            ProbeMode::Generate => "generate",
+        })
+    }
+}
+
+/// Checks what can be checked of a backend's config without adding it.
+pub fn check_spec(config: &BackendSpec) -> Result<(), String> {
+    config.kind.parse::<BackendKind>()?;
+    if config.slots == Some(0) || config.model_slots.values().any(|s| *s == 0) {
+        return Err("slots must be at least 1".into());
+    }
+    if config.max_concurrent == Some(0) {
+        return Err("max_concurrent must be at least 1".into());
+    }
+    ProbeMode::parse(config.probe.as_deref())?;
+    Ok(())
 }
 
 impl BackendEntry {
-    /// What the scheduler should know about each discovered model: config
-    /// overrides first, then what the server reports, then the default.
-    pub fn specs(&self, models: &[DiscoveredModel]) -> Vec<ModelSpec> {
-        models
+    /// What the scheduler should know about each discovered model, under
+    /// its public name: config overrides first, then what the server
+    /// reports, then the default. Remembers each public name's own id here.
+    pub fn specs(&self, models: &[DiscoveredModel], aliases: &Aliases) -> Vec<ModelSpec> {
+        let mut own_ids = HashMap::with_capacity(models.len());
+        let specs = models
             .iter()
-            .map(|m| ModelSpec {
-                name: ModelName::new(&m.id),
-                loaded: m.loaded(),
-                slots: self
-                    .model_slots
-                    .get(&m.id)
-                    .copied()
-                    .or(m.slots)
-                    .unwrap_or(self.default_slots)
-                    .max(1),
+            .map(|m| {
+                let public = aliases.public_name(&m.id);
+                own_ids.insert(public.to_string(), m.id.clone());
+                ModelSpec {
+                    name: ModelName::new(public),
+                    loaded: m.loaded(),
+                    slots: self
+                        .model_slots
+                        .get(public)
+                        .or_else(|| self.model_slots.get(&m.id))
+                        .copied()
+                        .or(m.slots)
+                        .unwrap_or(self.default_slots)
+                        .max(1),
+                }
             })
-            .collect()
+            .collect();
+        *drover_core::sync::lock(&self.own_ids) = own_ids;
+        specs
+    }
+
+    /// What the scheduler should know beyond the models: config's limits,
+    /// the APIs served (config's word, else what was learned, else not),
+    /// the server's own queue and busy counts.
+    pub fn status(&self, discovery: &Discovery, aliases: &Aliases) -> BackendStatus {
+        BackendStatus {
+            max_concurrent: self.max_concurrent,
+            responses: self.responses.or(discovery.apis.responses).unwrap_or(false),
+            messages: self.messages.or(discovery.apis.messages).unwrap_or(false),
+            saturated: discovery.waiting.is_some_and(|w| w > 0),
+            reported_busy: discovery
+                .models
+                .iter()
+                .filter_map(|m| Some((ModelName::new(aliases.public_name(&m.id)), m.busy?)))
+                .collect(),
+        }
+    }
+
+    /// This server's own id for a public model name, when it differs.
+    pub fn own_id(&self, public: &str) -> Option<String> {
+        drover_core::sync::lock(&self.own_ids)
+            .get(public)
+            .filter(|id| *id != public)
+            .cloned()
     }
 }
 
@@ -107,7 +202,10 @@ impl Registry {
         config: &BackendSpec,
         parent: &CancellationToken,
     ) -> Result<Arc<BackendEntry>, RegistryError> {
+        check_spec(config).map_err(RegistryError::Invalid)?;
         let kind: BackendKind = config.kind.parse().map_err(RegistryError::Invalid)?;
+        let probe_mode =
+            ProbeMode::parse(config.probe.as_deref()).map_err(RegistryError::Invalid)?;
         let endpoint =
             Endpoint::parse(&config.url).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let name = match &config.name {
@@ -119,9 +217,6 @@ impl Registry {
             Some(n) => n.clone(),
             None => endpoint.authority().to_string(),
         };
-        if config.slots == Some(0) || config.model_slots.values().any(|s| *s == 0) {
-            return Err(RegistryError::Invalid("slots must be at least 1".into()));
-        }
         let mut inner = self.write();
         if inner.by_name.contains_key(&name) {
             return Err(RegistryError::Duplicate(name));
@@ -143,6 +238,11 @@ impl Registry {
             adapter,
             default_slots: config.slots.unwrap_or(1),
             model_slots: config.model_slots.clone(),
+            max_concurrent: config.max_concurrent,
+            probe_mode,
+            responses: config.responses,
+            messages: config.messages,
+            own_ids: Mutex::new(HashMap::new()),
             cancel: parent.child_token(),
             removed: AtomicBool::new(false),
             probe: Mutex::new(ProbeStatus::default()),

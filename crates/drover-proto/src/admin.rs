@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A backend as both the config file's `[[backends]]` table and the body of
 /// `POST /admin/backends` describe it: one shape, one set of docs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     /// Defaults to the URL's host and port.
@@ -24,6 +24,23 @@ pub struct BackendSpec {
     /// Sent upstream as `Authorization: Bearer`.
     #[serde(default)]
     pub api_key: Option<String>,
+    /// Requests it may run at once over all its models, for a server that
+    /// shares one GPU between several loaded models.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// The active health probe: `list` (ask what the server has; the
+    /// default) or `generate` (also generate one token from a loaded
+    /// model, so a server that lists models but cannot run them is
+    /// unhealthy).
+    #[serde(default)]
+    pub probe: Option<String>,
+    /// Whether it serves `POST /v1/responses`, where the server cannot
+    /// tell; overrides what drover learns.
+    #[serde(default)]
+    pub responses: Option<bool>,
+    /// Whether it serves `POST /v1/messages`, likewise.
+    #[serde(default)]
+    pub messages: Option<bool>,
 }
 
 /// One backend as `GET /admin/backends` shows it.

@@ -6,8 +6,10 @@
 //! - [`openai`]: the OpenAI error shape, model listing, and the few request
 //!   fields the hub peeks at (it forwards bodies untouched).
 //! - [`lmstudio`]: LM Studio's `/api/v0/models` and `/api/v1/models`.
+//! - [`anthropic`]: the Anthropic error shape, for `/v1/messages`.
 //! - [`admin`]: the hub's management API.
 
 pub mod admin;
+pub mod anthropic;
 pub mod lmstudio;
 pub mod openai;

@@ -32,6 +32,18 @@ pub struct RequestPeek<'a> {
     /// A completion prompt: a string, or an array (kept raw).
     #[serde(default, borrow)]
     pub prompt: Option<&'a RawValue>,
+    /// Anthropic Messages: the system prompt, a string or blocks (raw).
+    #[serde(default, borrow)]
+    pub system: Option<&'a RawValue>,
+    /// Responses API: the system prompt.
+    #[serde(default, borrow)]
+    pub instructions: Option<&'a RawValue>,
+    /// Responses API: the input, a string or a list of items (raw).
+    #[serde(default, borrow)]
+    pub input: Option<&'a RawValue>,
+    /// Responses API: the stored response this request continues.
+    #[serde(default, borrow)]
+    pub previous_response_id: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Just a message's role, to tell system prompts from conversation.

@@ -33,7 +33,7 @@ pub mod scheduler;
 
 pub use affinity::{Affinity, AffinityIndex};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
-pub use fleet::{BackendView, Fleet, ModelSpec, ModelView};
+pub use fleet::{Api, BackendStatus, BackendView, Fleet, ModelSpec, ModelView};
 pub use policy::Policy;
 pub use queue::{QueueStats, WaitQueue};
 pub use scheduler::{

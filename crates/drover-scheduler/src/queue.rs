@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use drover_core::{ClientKey, ModelName, RequestId};
 
+use crate::fleet::Api;
 use crate::scheduler::Request;
 
 #[derive(Debug)]
@@ -115,6 +116,9 @@ struct ModelQueue {
     /// Waiting requests that exclude backends (retries), so that looking
     /// for stranded retries costs nothing while there are none.
     retries: usize,
+    /// Waiting requests that only some backends may take (another API
+    /// than OpenAI's, or a pin), for the same reason.
+    particular: usize,
 }
 
 /// Counts for metrics.
@@ -182,6 +186,9 @@ impl WaitQueue {
         if !request.exclude.is_empty() {
             mq.retries += 1;
         }
+        if is_particular(&request) {
+            mq.particular += 1;
+        }
         let class = mq.classes.entry(request.priority.get()).or_default();
         class.ring.add(request.client);
         let client = class.clients.entry(request.client).or_default();
@@ -218,6 +225,9 @@ impl WaitQueue {
         if let Some(mq) = self.models.get_mut(&r.model) {
             if !r.exclude.is_empty() {
                 mq.retries -= 1;
+            }
+            if is_particular(r) {
+                mq.particular -= 1;
             }
             let prio = r.priority.get();
             if let Some(class) = mq.classes.get_mut(&prio) {
@@ -257,9 +267,12 @@ impl WaitQueue {
         })
     }
 
-    /// Retries (requests that exclude backends) waiting for a model.
-    pub(crate) fn retries_for(&self, model: &str) -> usize {
-        self.models.get(model).map_or(0, |q| q.retries)
+    /// Waiting requests for a model that only some backends may take: a
+    /// free slot where plain requests would not go may still be theirs.
+    pub(crate) fn particular_for(&self, model: &str) -> usize {
+        self.models
+            .get(model)
+            .map_or(0, |q| q.retries + q.particular)
     }
 
     /// Ids of the retries waiting for a model that `pred` picks; no work
@@ -318,9 +331,16 @@ impl WaitQueue {
                     continue;
                 };
                 found = cq.users.in_turn().find_map(|user| {
-                    let (_, id) = cq.lines.get(&user)?.first_key_value()?;
-                    let e = entries.get(id)?;
-                    can_place(&e.request).then_some((client, user, *id))
+                    // The oldest request that can be placed, among the first
+                    // few: a head that cannot (held for a busy backend, or
+                    // excluding the free ones) does not block the line,
+                    // and a long line costs a bounded look.
+                    cq.lines
+                        .get(&user)?
+                        .values()
+                        .take(LINE_LOOKAHEAD)
+                        .find(|id| entries.get(id).is_some_and(|e| can_place(&e.request)))
+                        .map(|id| (client, user, *id))
                 });
                 if found.is_some() {
                     break;
@@ -378,6 +398,14 @@ fn leave_line(class: &mut Class, r: &Request, line_key: i64) {
     }
 }
 
+/// Requests of one user's line that a dispatch looks at, oldest first.
+const LINE_LOOKAHEAD: usize = 16;
+
+/// Speaks another API than OpenAI's, or must go to one backend.
+fn is_particular(r: &Request) -> bool {
+    r.api != Api::OpenAi || r.pin.is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +424,9 @@ mod tests {
             exclude: Vec::new(),
             user: 0,
             size: 0,
+            api: Default::default(),
+            pin: None,
+            prompt_tokens: 0,
         }
     }
 

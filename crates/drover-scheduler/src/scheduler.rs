@@ -15,14 +15,14 @@
 //! - a retry never goes back to a backend it already failed on: when no
 //!   other backend lists its model, it is refused or leaves the queue.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 
 use crate::affinity::{Affinity, AffinityIndex};
 use crate::breaker::BreakerConfig;
-use crate::fleet::{Fleet, ModelSpec};
+use crate::fleet::{Api, BackendStatus, Fleet, ModelSpec};
 use crate::policy::{self, Candidate, Policy};
 use crate::queue::WaitQueue;
 
@@ -74,6 +74,16 @@ pub struct Request {
     pub exclude: Vec<BackendId>,
     /// Bytes the request holds while it waits (its body).
     pub size: usize,
+    /// The API it speaks: only backends that serve it may take it.
+    pub api: Api,
+    /// The backend it must go to while that backend lists its model: the
+    /// one holding the state it continues (a Responses
+    /// `previous_response_id`). Ignored once that backend no longer lists
+    /// the model, so that the server, not the hub, says what was lost.
+    pub pin: Option<BackendId>,
+    /// Prompt tokens, roughly: what a backend without its prefix cached
+    /// would have to prefill. 0 when unknown.
+    pub prompt_tokens: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +120,8 @@ pub enum Reject {
     /// A retry whose request was already tried on every backend that lists
     /// the model.
     Exhausted,
+    /// Backends list the model, but none serves the API the request speaks.
+    ApiNotServed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +155,21 @@ pub struct Scheduler {
     /// Models whose capacity or queue changed since the last poll.
     dirty: BTreeSet<ModelName>,
     turn: u64,
+    /// Waiting requests held back for the busy backend that holds their
+    /// prefix (see [`Scheduler::hold_for`]).
+    holds: BTreeMap<RequestId, Hold>,
+}
+
+/// A request waiting for one backend's slot rather than taking a free one
+/// elsewhere, because the wait should be shorter than the prefill the other
+/// backend would need.
+#[derive(Clone, Debug)]
+struct Hold {
+    backend: BackendId,
+    model: ModelName,
+    until: Duration,
+    /// Past `until`: the request goes anywhere and is not held again.
+    over: bool,
 }
 
 impl Scheduler {
@@ -153,6 +180,7 @@ impl Scheduler {
             fleet: Fleet::default(),
             dirty: BTreeSet::new(),
             turn: 0,
+            holds: BTreeMap::new(),
             config,
         }
     }
@@ -176,6 +204,42 @@ impl Scheduler {
             self.dirty.insert(m.name.clone());
         }
         self.fleet.upsert(id, models, &self.config.breaker);
+    }
+
+    /// Sets what a backend says beyond its models: `max_concurrent`, the
+    /// APIs it serves, its own queue and busy counts. Call it after
+    /// [`Scheduler::upsert_backend`] with each probe's result.
+    pub fn set_backend_status(&mut self, id: BackendId, status: BackendStatus) {
+        if self.fleet.set_status(id, status) {
+            self.mark_backend_dirty(id);
+        }
+    }
+
+    /// A measured prefill: `tokens` prompt tokens took `took` on `backend`
+    /// before the first output token. Smoothed with weight 1/8, like
+    /// service times.
+    pub fn observe_prefill(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        tokens: u32,
+        took: Duration,
+    ) {
+        if tokens == 0 || took.is_zero() {
+            return;
+        }
+        let rate = f64::from(tokens) / took.as_secs_f64();
+        if let Some(m) = self
+            .fleet
+            .backends
+            .get_mut(&backend)
+            .and_then(|b| b.models.get_mut(model.as_str()))
+        {
+            m.prefill_rate = Some(match m.prefill_rate {
+                Some(prev) => (prev * 7.0 + rate) / 8.0,
+                None => rate,
+            });
+        }
     }
 
     /// Removes a backend. Requests running there finish normally; their
@@ -238,7 +302,13 @@ impl Scheduler {
         {
             return Err(Reject::Exhausted);
         }
-        let candidates = self.candidates(&request.model, &request.exclude);
+        if !self
+            .fleet
+            .lists_model_for(request.model.as_str(), request.api)
+        {
+            return Err(Reject::ApiNotServed);
+        }
+        let candidates = self.tiers(&request.model).for_request(&request);
         if candidates.is_empty() {
             return Err(Reject::NoHealthyBackend);
         }
@@ -246,14 +316,18 @@ impl Scheduler {
         // A newcomer never overtakes requests already waiting for the same
         // model: it joins the queue and the next poll orders them all.
         let others_waiting = late && self.queue.len_for(request.model.as_str()) > 0;
+        let mut hold = None;
         if !others_waiting {
             let hit = self.affinity.lookup(&request.affinity);
-            if let Some(backend) =
-                policy::choose(self.config.policy, &candidates, hit, &mut self.turn)
-            {
-                return Ok(Admission::Dispatched(self.dispatch(&request, backend, hit)));
+            hold = self.hold_for(&request, &candidates, hit, now);
+            if hold.is_none() {
+                if let Some(backend) =
+                    policy::choose(self.config.policy, &candidates, hit, &mut self.turn)
+                {
+                    return Ok(Admission::Dispatched(self.dispatch(&request, backend, hit)));
+                }
+                debug_assert!(late, "early-binding policies always choose");
             }
-            debug_assert!(late, "early-binding policies always choose");
         }
         let over_bytes =
             self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
@@ -263,14 +337,55 @@ impl Scheduler {
             });
         }
         let model = request.model.clone();
+        if let Some(hold) = hold {
+            self.holds.insert(request.id, hold);
+        }
         self.queue.push(request, retry);
         self.dirty.insert(model);
         Ok(Admission::Queued)
     }
 
+    /// Whether a request should wait for the busy backend that holds its
+    /// prefix instead of taking a free slot elsewhere: when a slot there
+    /// should free sooner (its service time over its slots) than the other
+    /// backend would take to prefill the prompt (its tokens over that
+    /// backend's measured prefill rate). It waits at most that prefill time:
+    /// waiting longer would cost more than it saves. Nothing is held
+    /// without both measurements.
+    fn hold_for(
+        &self,
+        request: &Request,
+        candidates: &[Candidate],
+        hit: Option<BackendId>,
+        now: Duration,
+    ) -> Option<Hold> {
+        let hit = hit?;
+        if !self.config.policy.binds_late() || request.prompt_tokens == 0 {
+            return None;
+        }
+        let at_hit = candidates.iter().find(|c| c.id == hit)?;
+        if at_hit.free {
+            return None;
+        }
+        let model = request.model.as_str();
+        let slot_frees_in = self.fleet.slot_frees_in(hit, model)?;
+        let prefill_elsewhere = candidates
+            .iter()
+            .filter(|c| c.free && c.id != hit)
+            .filter_map(|c| self.fleet.prefill_time(c.id, model, request.prompt_tokens))
+            .min()?;
+        (slot_frees_in < prefill_elsewhere).then(|| Hold {
+            backend: hit,
+            model: request.model.clone(),
+            until: now + prefill_elsewhere,
+            over: false,
+        })
+    }
+
     /// Removes a waiting request whose client left. Returns false if it was
     /// not waiting (already dispatched or gone).
     pub fn cancel(&mut self, id: RequestId) -> bool {
+        self.holds.remove(&id);
         self.queue.remove(id).is_some()
     }
 
@@ -311,9 +426,11 @@ impl Scheduler {
                 false
             }
         };
+        let shared = b.status.max_concurrent.is_some();
         self.dirty.insert(model.clone());
-        if changed || reopened {
-            self.note_breaker_change(backend);
+        // A slot under a backend-wide cap frees room for every model there.
+        if changed || reopened || shared {
+            self.mark_backend_dirty(backend);
         }
     }
 
@@ -325,7 +442,14 @@ impl Scheduler {
         self.tick_breakers(now);
         for id in self.queue.expired(now) {
             self.queue.remove(id);
+            self.holds.remove(&id);
             decisions.push(Decision::Expired(id));
+        }
+        for hold in self.holds.values_mut() {
+            if !hold.over && hold.until <= now {
+                hold.over = true;
+                self.dirty.insert(hold.model.clone());
+            }
         }
         let dirty = std::mem::take(&mut self.dirty);
         for model in dirty {
@@ -344,11 +468,19 @@ impl Scheduler {
             };
             for id in stranded {
                 self.queue.remove(id);
+                self.holds.remove(&id);
                 decisions.push(Decision::Unroutable(id));
             }
             self.drain_model(&model, now, &mut decisions);
         }
         decisions
+    }
+
+    /// The backend a waiting request is held for, while its hold lasts: it
+    /// waits for that backend's slot, which holds its prefix, rather than
+    /// take a free one elsewhere.
+    pub fn held_for(&self, id: RequestId) -> Option<BackendId> {
+        self.holds.get(&id).filter(|h| !h.over).map(|h| h.backend)
     }
 
     /// When the caller should poll again even if nothing else happens.
@@ -358,7 +490,13 @@ impl Scheduler {
             .backends
             .values()
             .filter_map(|b| b.breaker.reopens_at());
-        self.queue.next_deadline().into_iter().chain(breakers).min()
+        let holds = self.holds.values().filter(|h| !h.over).map(|h| h.until);
+        self.queue
+            .next_deadline()
+            .into_iter()
+            .chain(breakers)
+            .chain(holds)
+            .min()
     }
 
     /// How long a new request for `model` would wait, roughly: the queue
@@ -372,23 +510,38 @@ impl Scheduler {
     }
 
     fn drain_model(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
+        self.release_holds(model, decisions);
         loop {
             let tiers = self.tiers(model);
-            let retries_wait = self.queue.retries_for(model.as_str()) > 0;
-            // Only a retry can use a free slot that a plain request would
-            // not take (a cold backend while the loaded ones are busy); with
-            // no retry waiting, there is nothing to look for.
-            let worth_a_look =
-                tiers.for_request(&[]).iter().any(|c| c.free) || (retries_wait && tiers.any_free());
+            // A plain request takes a loaded backend while any takes work;
+            // only a retry, another API or a pin can use a free slot of a
+            // backend that merely lists the model then. With none of those
+            // waiting, nothing could be placed and the queue is not walked.
+            let worth_a_look = tiers.plain_free()
+                || (self.queue.particular_for(model.as_str()) > 0 && tiers.any_free());
             if !worth_a_look {
                 return;
             }
-            let can_place = |r: &Request| tiers.for_request(&r.exclude).iter().any(|c| c.free);
+            let holds = &self.holds;
+            let can_place = |r: &Request| {
+                let candidates = tiers.for_request(r);
+                match holds.get(&r.id).filter(|h| !h.over) {
+                    Some(h) => candidates.iter().any(|c| c.id == h.backend && c.free),
+                    None => candidates.iter().any(|c| c.free),
+                }
+            };
             let Some(request) = self.queue.pop_best(model.as_str(), now, can_place) else {
                 return;
             };
-            let candidates = tiers.for_request(&request.exclude);
+            let candidates = tiers.for_request(&request);
             let hit = self.affinity.lookup(&request.affinity);
+            if !self.holds.contains_key(&request.id)
+                && let Some(hold) = self.hold_for(&request, &candidates, hit, now)
+            {
+                self.holds.insert(request.id, hold);
+                self.queue.push(request, true);
+                continue;
+            }
             match policy::choose(self.config.policy, &candidates, hit, &mut self.turn) {
                 Some(backend) => {
                     decisions.push(Decision::Dispatch(self.dispatch(&request, backend, hit)));
@@ -403,12 +556,49 @@ impl Scheduler {
         }
     }
 
+    /// Held requests whose backend has a free slot go first: they were
+    /// already chosen in turn when they started to wait for it.
+    fn release_holds(&mut self, model: &ModelName, decisions: &mut Vec<Decision>) {
+        let held: Vec<(RequestId, BackendId)> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| !h.over && h.model == *model)
+            .map(|(id, h)| (*id, h.backend))
+            .collect();
+        for (id, backend) in held {
+            let free = self
+                .fleet
+                .backends
+                .get(&backend)
+                .is_some_and(|b| b.admits() && b.has_room())
+                && self
+                    .fleet
+                    .backends
+                    .get(&backend)
+                    .and_then(|b| b.models.get(model.as_str()))
+                    .is_some_and(|m| m.listed && m.has_room());
+            if !free {
+                continue;
+            }
+            let Some(request) = self.queue.remove(id) else {
+                self.holds.remove(&id);
+                continue;
+            };
+            decisions.push(Decision::Dispatch(self.dispatch(
+                &request,
+                backend,
+                Some(backend),
+            )));
+        }
+    }
+
     fn dispatch(
         &mut self,
         request: &Request,
         backend: BackendId,
         hit: Option<BackendId>,
     ) -> Dispatch {
+        self.holds.remove(&request.id);
         if let Some(b) = self.fleet.backends.get_mut(&backend) {
             b.busy += 1;
             b.breaker.on_dispatch();
@@ -432,34 +622,32 @@ impl Scheduler {
         }
     }
 
-    /// Backends that may take a request for `model` that failed on
-    /// `exclude`.
-    fn candidates(&self, model: &ModelName, exclude: &[BackendId]) -> Vec<Candidate> {
-        self.tiers(model).for_request(exclude)
-    }
-
     /// The backends that take work for `model` now, by residency.
     fn tiers(&self, model: &ModelName) -> Tiers {
         let health = self.config.policy.respects_health();
         let late = self.config.policy.binds_late();
         let mut tiers = Tiers::default();
         for (id, b) in &self.fleet.backends {
-            if health && !b.admits() {
-                continue;
-            }
             let Some(m) = b.models.get(model.as_str()).filter(|m| m.listed) else {
                 continue;
             };
-            let c = Candidate {
-                id: *id,
-                free: !late || m.busy < m.slots,
-                busy: b.busy,
-                capacity: b.total_slots(),
+            tiers.listing.push(*id);
+            if health && !b.admits() {
+                continue;
+            }
+            let place = Place {
+                candidate: Candidate {
+                    id: *id,
+                    free: !late || (m.has_room() && b.has_room()),
+                    busy: b.busy,
+                    capacity: b.total_slots(),
+                },
+                status: b.status.clone(),
             };
             if m.loaded {
-                tiers.loaded.push(c);
+                tiers.loaded.push(place.clone());
             }
-            tiers.listed.push(c);
+            tiers.listed.push(place);
         }
         tiers
     }
@@ -492,32 +680,59 @@ impl Scheduler {
 /// that lists it (it loads on demand).
 #[derive(Debug, Default)]
 struct Tiers {
-    loaded: Vec<Candidate>,
+    loaded: Vec<Place>,
     /// Loaded or not.
-    listed: Vec<Candidate>,
+    listed: Vec<Place>,
+    /// Every backend that lists the model, taking work or not: a pin to
+    /// one of them holds even while it is unhealthy.
+    listing: Vec<BackendId>,
+}
+
+#[derive(Clone, Debug)]
+struct Place {
+    candidate: Candidate,
+    status: BackendStatus,
 }
 
 impl Tiers {
-    /// Of the backends a request has not failed on, the ones with the model
-    /// loaded or, when none does, the ones that list it. Exclusions come
+    /// Of the backends that may take this request (not failed on, serving
+    /// its API, the pinned one if it has a pin), those with the model
+    /// loaded or, when none does, those that list it. Exclusions come
     /// before the choice of tier: a retry whose only loaded backend failed
     /// goes to one that would load the model, rather than nowhere.
-    fn for_request(&self, exclude: &[BackendId]) -> Vec<Candidate> {
-        let untried = |tier: &[Candidate]| -> Vec<Candidate> {
+    fn for_request(&self, r: &Request) -> Vec<Candidate> {
+        let pin = r.pin.filter(|p| self.listing.contains(p));
+        let eligible = |tier: &[Place]| -> Vec<Candidate> {
             tier.iter()
-                .filter(|c| !exclude.contains(&c.id))
-                .copied()
+                .filter(|p| {
+                    let id = p.candidate.id;
+                    !r.exclude.contains(&id)
+                        && p.status.serves(r.api)
+                        && pin.is_none_or(|pin| pin == id)
+                })
+                .map(|p| p.candidate)
                 .collect()
         };
-        let loaded = untried(&self.loaded);
+        let loaded = eligible(&self.loaded);
         if loaded.is_empty() {
-            untried(&self.listed)
+            eligible(&self.listed)
         } else {
             loaded
         }
     }
 
     fn any_free(&self) -> bool {
-        self.listed.iter().any(|c| c.free)
+        self.listed.iter().any(|p| p.candidate.free)
+    }
+
+    /// Whether a plain request (OpenAI API, no pin, nothing tried) could be
+    /// placed now.
+    fn plain_free(&self) -> bool {
+        let tier = if self.loaded.is_empty() {
+            &self.listed
+        } else {
+            &self.loaded
+        };
+        tier.iter().any(|p| p.candidate.free)
     }
 }

@@ -5,7 +5,12 @@
 //! users, with bodies of random size; outcomes (success, failure, neutral),
 //! failures retried elsewhere as the hub retries them; cancels; backends
 //! that list models loaded or not, are listed again, drained, probed (up
-//! and down), removed and replaced by new ones.
+//! and down), removed and replaced by new ones. Backends may cap their
+//! concurrency over all models, serve the Responses and Messages APIs or
+//! not, report work of their own (busy slots, a queue); requests speak one
+//! of the three APIs, some are pinned to a backend, and long prompts with
+//! a measured prefill rate may be held for the backend holding their
+//! prefix.
 //!
 //! The invariants, after every call:
 //! - no overload: a dispatch takes a slot that is free under what its
@@ -15,8 +20,9 @@
 //!   the running ones, and a request leaves the queue once;
 //! - work conservation, after every poll: no waiting request could be
 //!   placed on a free slot of a backend it would go to (one it has not
-//!   failed on, with the model loaded or, when no such backend takes work,
-//!   one that lists it);
+//!   failed on, serving its API, its pinned one if that lists the model,
+//!   with the model loaded or, when no such backend takes work, one that
+//!   lists it), except the backend a held request is held for;
 //! - a retry never returns to a backend it failed on, and one that has
 //!   tried every backend listing its model is refused or leaves the queue;
 //! - a new request is refused for a full queue only when the queue is full
@@ -31,8 +37,8 @@ use std::time::Duration;
 use drover_core::mix::SplitMix64;
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use drover_scheduler::{
-    Admission, Affinity, BackendView, BreakerConfig, BreakerState, Decision, Dispatch, ModelSpec,
-    Outcome, Reject, Request, Scheduler, SchedulerConfig,
+    Admission, Affinity, Api, BackendStatus, BackendView, BreakerConfig, BreakerState, Decision,
+    Dispatch, ModelSpec, Outcome, Reject, Request, Scheduler, SchedulerConfig,
 };
 
 const MODELS: [&str; 3] = ["a", "b", "c"];
@@ -179,6 +185,20 @@ impl World {
         }
         self.backends.insert(b, listing);
         self.s.upsert_backend(BackendId(b), specs);
+        let mut reported_busy = Vec::new();
+        for m in MODELS {
+            if self.chance(4) {
+                reported_busy.push((ModelName::new(m), self.below(4) as u32));
+            }
+        }
+        let status = BackendStatus {
+            max_concurrent: self.chance(3).then(|| 1 + self.below(4) as u32),
+            responses: self.chance(2),
+            messages: self.chance(2),
+            saturated: self.chance(6),
+            reported_busy,
+        };
+        self.s.set_backend_status(BackendId(b), status);
     }
 
     /// Removes a backend (what runs there finishes later) or, when few are
@@ -220,7 +240,19 @@ impl World {
             },
             exclude: Vec::new(),
             size: self.below(1_000),
+            api: [Api::OpenAi, Api::OpenAi, Api::Responses, Api::Messages][self.below(4)],
+            pin: self
+                .chance(8)
+                .then(|| BackendId(1 + self.below(self.next_backend as usize) as u32)),
+            prompt_tokens: if self.chance(2) {
+                0
+            } else {
+                1_000 * self.below(20) as u32
+            },
         };
+        if request.api != Api::OpenAi {
+            self.seen.insert("another API");
+        }
         let (waiting, bytes) = self.waiting();
         let size = request.size;
         let lists = self.listing_beyond(&request.model, &[]);
@@ -283,6 +315,11 @@ impl World {
         };
         let model = self.tickets[&id].request.model.clone();
         self.s.finish(b, &model, outcome, self.now);
+        if self.chance(2) {
+            let tokens = 1_000 * (1 + self.below(20)) as u32;
+            let took = Duration::from_millis(1 + self.below(2_000) as u64);
+            self.s.observe_prefill(b, &model, tokens, took);
+        }
         *self.running.get_mut(&(b.0, model_index(&model))).unwrap() -= 1;
         let retry = outcome == Outcome::Failure && !self.chance(4);
         let ticket = self.tickets.get_mut(&id).unwrap();
@@ -394,15 +431,58 @@ impl World {
             .get(&d.backend.0)
             .and_then(|l| l.get(&mi))
             .is_some_and(|(loaded, _)| !loaded);
+        let views = self.s.fleet().views();
+        let view = views.iter().find(|v| v.id == d.backend).unwrap();
+        let external = view
+            .models
+            .iter()
+            .find(|m| m.name == d.model)
+            .map_or(0, |m| m.external);
         assert!(
-            busy < limit,
-            "seed {seed}: dispatch onto {:?}/{} with {busy} of {limit} busy",
+            busy + external < limit,
+            "seed {seed}: dispatch onto {:?}/{} with {busy} (+{external} outside) of {limit} busy",
             d.backend,
             d.model
         );
+        let on_backend: u32 = self
+            .running
+            .iter()
+            .filter(|((rb, _), _)| *rb == d.backend.0)
+            .map(|(_, n)| *n)
+            .sum();
+        let outside: u32 = view.models.iter().map(|m| m.external).sum();
+        if let Some(max) = view.status.max_concurrent {
+            assert!(
+                on_backend + outside < max,
+                "seed {seed}: dispatch onto {:?} beyond max_concurrent {max}",
+                d.backend
+            );
+            self.seen.insert("dispatch under max_concurrent");
+        }
+        assert!(
+            !view.status.saturated,
+            "seed {seed}: dispatch onto a saturated backend"
+        );
+        assert!(
+            view.status.serves(t.request.api),
+            "seed {seed}: {:?} request on {:?}, which does not serve it",
+            t.request.api,
+            d.backend
+        );
+        if let Some(pin) = t.request.pin
+            && self
+                .backends
+                .get(&pin.0)
+                .is_some_and(|l| l.contains_key(&mi))
+        {
+            assert_eq!(
+                d.backend, pin,
+                "seed {seed}: a pinned request went elsewhere"
+            );
+            self.seen.insert("pinned dispatch");
+        }
         // Whether another untried backend takes the model; unknowable here
         // while one of them is half-open (its trial is not in the view).
-        let views = self.s.fleet().views();
         let others: Vec<&BackendView> = views
             .iter()
             .filter(|v| v.id != d.backend && !t.request.exclude.contains(&v.id))
@@ -459,15 +539,22 @@ impl World {
     /// What holds after every poll: no waiting request could be placed on
     /// a free slot of a backend it would go to. (Between a call that frees
     /// a slot and the next poll, one may.)
-    fn check_work_conserved(&self) {
+    fn check_work_conserved(&mut self) {
         let seed = self.seed;
         let views = self.s.fleet().views();
+        let mut held = false;
         for t in self.tickets.values().filter(|t| t.fate == Fate::Waiting) {
             let r = &t.request;
-            let untried: Vec<&BackendView> = views
+            let listing: Vec<&BackendView> = views
                 .iter()
-                .filter(|v| !r.exclude.contains(&v.id))
                 .filter(|v| v.models.iter().any(|m| m.name == r.model))
+                .collect();
+            let pin = r.pin.filter(|p| listing.iter().any(|v| v.id == *p));
+            let untried: Vec<&BackendView> = listing
+                .into_iter()
+                .filter(|v| !r.exclude.contains(&v.id))
+                .filter(|v| v.status.serves(r.api))
+                .filter(|v| pin.is_none_or(|p| p == v.id))
                 .collect();
             // A half-open backend takes work only without a trial in
             // flight, which the view does not show.
@@ -485,18 +572,32 @@ impl World {
                 .filter(|v| slot(v).is_some_and(|m| m.loaded))
                 .collect();
             let tier = if loaded.is_empty() { taking } else { loaded };
+            let hold = self.s.held_for(r.id);
+            held |= hold.is_some();
             for v in tier {
+                if hold.is_some_and(|h| h != v.id) {
+                    continue;
+                }
                 let m = slot(v).unwrap();
+                let outside: u32 = v.models.iter().map(|m| m.external).sum();
+                let backend_full = v.status.saturated
+                    || v.status
+                        .max_concurrent
+                        .is_some_and(|max| v.busy + outside >= max);
                 assert!(
-                    m.busy >= m.slots,
-                    "seed {seed}: {:?} waits for {} while {:?} has a free slot ({} of {})",
+                    backend_full || m.busy + m.external >= m.slots,
+                    "seed {seed}: {:?} waits for {} while {:?} has a free slot ({} + {} of {}); {r:?} {v:?}",
                     r.id,
                     r.model,
                     v.id,
                     m.busy,
+                    m.external,
                     m.slots
                 );
             }
+        }
+        if held {
+            self.seen.insert("held for a prefix");
         }
     }
 
@@ -532,6 +633,10 @@ fn the_random_inputs_reach_every_case() {
         seen.extend(w.seen);
     }
     let wanted = [
+        "another API",
+        "dispatch under max_concurrent",
+        "held for a prefix",
+        "pinned dispatch",
         "backend removed",
         "backend removed under load",
         "breaker not closed",

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use drover_scheduler::{
-    Admission, Affinity, BreakerState, Decision, ModelSpec, Outcome, Policy, Reject, Request,
-    Scheduler, SchedulerConfig,
+    Admission, Affinity, Api, BackendStatus, BreakerState, Decision, ModelSpec, Outcome, Policy,
+    Reject, Request, Scheduler, SchedulerConfig,
 };
 
 fn ms(v: u64) -> Duration {
@@ -34,6 +34,9 @@ fn req(id: u64, model: &str) -> Request {
         exclude: Vec::new(),
         user: 0,
         size: 0,
+        api: Default::default(),
+        pin: None,
+        prompt_tokens: 0,
     }
 }
 
@@ -513,4 +516,226 @@ fn a_waiting_retry_takes_a_free_backend_that_would_load_the_model() {
     assert_eq!(dispatches(&s.poll(ms(2))), vec![(3, 2)]);
     // The plain request still waits for the loaded backend.
     assert_eq!(s.queue().len(), 1);
+}
+
+fn finish_ok(s: &mut Scheduler, backend: u32, model: &str, service_ms: u64, now: Duration) {
+    s.finish(
+        BackendId(backend),
+        &ModelName::new(model),
+        Outcome::Success {
+            service: ms(service_ms),
+        },
+        now,
+    );
+}
+
+fn status(max_concurrent: Option<u32>) -> BackendStatus {
+    BackendStatus {
+        max_concurrent,
+        responses: true,
+        messages: true,
+        ..BackendStatus::default()
+    }
+}
+
+#[test]
+fn max_concurrent_caps_the_sum_over_a_backends_models() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    // Three loaded models with four slots each share one GPU that takes 5.
+    let models = ["a", "b", "c"].map(|m| spec(m, true, 4)).to_vec();
+    s.upsert_backend(BackendId(1), models);
+    s.set_backend_status(BackendId(1), status(Some(5)));
+    let mut running = 0;
+    for i in 0..12 {
+        let model = ["a", "b", "c"][i % 3];
+        if let Ok(Admission::Dispatched(_)) = s.submit(req(i as u64, model), ms(0)) {
+            running += 1;
+        }
+    }
+    assert_eq!(running, 5, "the backend's cap, not 12 model slots");
+    finish_ok(&mut s, 1, "a", 10, ms(10));
+    assert_eq!(
+        dispatches(&s.poll(ms(10))).len(),
+        1,
+        "one ended, one starts"
+    );
+}
+
+#[test]
+fn only_backends_serving_an_api_take_its_requests() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 2)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", true, 2)]);
+    s.set_backend_status(
+        BackendId(2),
+        BackendStatus {
+            messages: true,
+            ..BackendStatus::default()
+        },
+    );
+    for i in 0..2 {
+        let r = Request {
+            api: Api::Messages,
+            ..req(i, "a")
+        };
+        assert_eq!(dispatched(s.submit(r, ms(0))), BackendId(2));
+    }
+    // Backend 1 has free slots but does not serve the API: it waits.
+    let r = Request {
+        api: Api::Messages,
+        ..req(3, "a")
+    };
+    assert_eq!(s.submit(r, ms(0)), Ok(Admission::Queued));
+    let r = Request {
+        api: Api::Responses,
+        ..req(4, "a")
+    };
+    assert_eq!(s.submit(r, ms(0)), Err(Reject::ApiNotServed));
+    finish_ok(&mut s, 2, "a", 10, ms(10));
+    assert_eq!(dispatches(&s.poll(ms(10))), vec![(3, 2)]);
+}
+
+#[test]
+fn a_pinned_request_goes_only_to_its_backend_while_that_lists_the_model() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", true, 1)]);
+    for b in [1, 2] {
+        s.set_backend_status(BackendId(b), status(None));
+    }
+    let pinned = |id| Request {
+        api: Api::Responses,
+        pin: Some(BackendId(2)),
+        ..req(id, "a")
+    };
+    assert_eq!(dispatched(s.submit(pinned(1), ms(0))), BackendId(2));
+    // Backend 1 is free, but the pin waits for 2.
+    assert_eq!(s.submit(pinned(2), ms(0)), Ok(Admission::Queued));
+    assert!(dispatches(&s.poll(ms(1))).is_empty());
+    finish_ok(&mut s, 2, "a", 10, ms(10));
+    assert_eq!(dispatches(&s.poll(ms(10))), vec![(2, 2)]);
+    // Once backend 2 is gone, the pin no longer binds.
+    s.remove_backend(BackendId(2));
+    assert_eq!(dispatched(s.submit(pinned(3), ms(11))), BackendId(1));
+}
+
+#[test]
+fn busy_slots_the_server_reports_beyond_the_hubs_count_are_not_offered() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 2)]);
+    assert_eq!(dispatched(s.submit(req(1, "a"), ms(0))), BackendId(1));
+    // The server says both slots are busy: someone else uses one.
+    s.set_backend_status(
+        BackendId(1),
+        BackendStatus {
+            reported_busy: vec![(ModelName::new("a"), 2)],
+            ..BackendStatus::default()
+        },
+    );
+    assert_eq!(s.submit(req(2, "a"), ms(1)), Ok(Admission::Queued));
+    let view = s.fleet().view(BackendId(1)).unwrap();
+    assert_eq!(view.models[0].external, 1);
+    // The outside work ended.
+    s.set_backend_status(BackendId(1), BackendStatus::default());
+    assert_eq!(dispatches(&s.poll(ms(2))), vec![(2, 1)]);
+}
+
+#[test]
+fn a_server_reporting_its_own_queue_gets_no_more_work_until_it_drains() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 64)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", true, 1)]);
+    s.set_backend_status(
+        BackendId(1),
+        BackendStatus {
+            saturated: true,
+            ..BackendStatus::default()
+        },
+    );
+    assert_eq!(dispatched(s.submit(req(1, "a"), ms(0))), BackendId(2));
+    assert_eq!(s.submit(req(2, "a"), ms(0)), Ok(Admission::Queued));
+    s.set_backend_status(BackendId(1), BackendStatus::default());
+    assert_eq!(dispatches(&s.poll(ms(1))), vec![(2, 1)]);
+}
+
+/// Backend 1 holds a long conversation's prefix and its only slot is busy;
+/// backend 2 is free. Which one the next turn takes depends on seconds:
+/// how soon backend 1's slot should free against how long backend 2 would
+/// take to prefill the whole prompt.
+fn prefix_fleet(service_ms: u64, prefill_rate: f64) -> Scheduler {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    s.upsert_backend(BackendId(2), vec![spec("a", true, 1)]);
+    let model = ModelName::new("a");
+    for b in [1, 2] {
+        // One second per `prefill_rate` tokens on each.
+        s.observe_prefill(BackendId(b), &model, prefill_rate as u32, ms(1000));
+    }
+    // Teach backend 1 its service time and the conversation's prefix.
+    let turn = |id| Request {
+        affinity: Affinity {
+            lookup: vec![7],
+            record: vec![7, 8],
+        },
+        prompt_tokens: 20_000,
+        ..req(id, "a")
+    };
+    assert_eq!(dispatched(s.submit(turn(1), ms(0))), BackendId(1));
+    finish_ok(&mut s, 1, "a", service_ms, ms(service_ms));
+    // A request sharing only the first turn's prefix now occupies it.
+    let other = Request {
+        affinity: Affinity {
+            lookup: vec![7],
+            record: Vec::new(),
+        },
+        ..req(2, "a")
+    };
+    assert_eq!(dispatched(s.submit(other, ms(service_ms))), BackendId(1));
+    s
+}
+
+fn next_turn(id: u64) -> Request {
+    Request {
+        affinity: Affinity {
+            lookup: vec![8, 7],
+            record: vec![7, 8, 9],
+        },
+        prompt_tokens: 20_000,
+        ..req(id, "a")
+    }
+}
+
+#[test]
+fn a_turn_waits_for_its_prefix_when_the_wait_is_shorter_than_a_prefill_elsewhere() {
+    // A slot frees in about 0.5 s; 20,000 tokens at 5,000/s take 4 s.
+    let mut s = prefix_fleet(500, 5_000.0);
+    assert_eq!(s.submit(next_turn(3), ms(500)), Ok(Admission::Queued));
+    assert!(
+        dispatches(&s.poll(ms(600))).is_empty(),
+        "it holds for backend 1"
+    );
+    assert!(s.next_wakeup().is_some(), "the hold has an end");
+    // A plain request still takes the free backend meanwhile (through the
+    // queue, as a newcomer never overtakes a waiting request).
+    assert_eq!(s.submit(req(4, "a"), ms(700)), Ok(Admission::Queued));
+    assert_eq!(dispatches(&s.poll(ms(700))), vec![(4, 2)]);
+    finish_ok(&mut s, 1, "a", 500, ms(1000));
+    assert_eq!(dispatches(&s.poll(ms(1000))), vec![(3, 1)]);
+}
+
+#[test]
+fn a_turn_takes_a_free_backend_when_its_prefix_backend_would_take_longer() {
+    // A slot frees in about 20 s; 20,000 tokens at 50,000/s take 0.4 s.
+    let mut s = prefix_fleet(20_000, 50_000.0);
+    assert_eq!(dispatched(s.submit(next_turn(3), ms(20_000))), BackendId(2));
+}
+
+#[test]
+fn a_held_turn_goes_elsewhere_once_it_has_waited_as_long_as_a_prefill() {
+    // Held for at most 4 s (20,000 tokens at 5,000/s).
+    let mut s = prefix_fleet(500, 5_000.0);
+    assert_eq!(s.submit(next_turn(3), ms(500)), Ok(Admission::Queued));
+    assert_eq!(s.next_wakeup(), Some(ms(4_500)));
+    assert!(dispatches(&s.poll(ms(4_499))).is_empty());
+    assert_eq!(dispatches(&s.poll(ms(4_500))), vec![(3, 2)]);
 }

@@ -86,6 +86,7 @@ impl ClusterBuilder {
                 slots,
                 model_slots: Default::default(),
                 api_key: None,
+                ..BackendSpec::default()
             });
             names.push(name);
             sims.push(sim);
@@ -105,6 +106,7 @@ impl ClusterBuilder {
                 slots: None,
                 model_slots: Default::default(),
                 api_key: None,
+                ..BackendSpec::default()
             });
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -12,8 +12,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::pass_through::PassThrough;
-use super::{Job, Served, ServedBy};
+use drover_scheduler::Api;
+
+use super::pass_through::{PassThrough, Upstream};
+use super::{Job, Served, ServedBy, rewrite};
 use crate::dispatcher::SlotGuard;
 use crate::hub::HubState;
 use crate::metrics::ModelLabels;
@@ -38,7 +40,8 @@ pub async fn run(
         guard.neutral();
         return Err("the backend was removed".into());
     };
-    let deadline = Instant::now() + hub.config.upstream.response_timeout;
+    let started = Instant::now();
+    let deadline = started + hub.config.upstream.response_timeout;
     let upstream = match tokio::time::timeout_at(deadline, send(hub, &entry, job)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(reason)) => {
@@ -74,6 +77,10 @@ pub async fn run(
         }
     };
     let ttfb = job.arrived.elapsed();
+    let sse = is_sse(&parts.headers);
+    if sse && status.is_success() {
+        learn_prefill(hub, &guard, job, started.elapsed());
+    }
     hub.metrics
         .ttfb
         .get_or_create(&ModelLabels {
@@ -96,12 +103,50 @@ pub async fn run(
     Ok(respond(
         hub,
         guard,
-        status,
-        parts.headers,
-        first,
-        body,
+        Answer {
+            status,
+            headers: parts.headers,
+            first,
+            body,
+            sse,
+        },
+        job,
         served,
     ))
+}
+
+/// Prompts shorter than this say little about prefill speed: the first
+/// token's time is then mostly fixed costs.
+const MIN_PREFILL_TOKENS: u32 = 512;
+
+/// A streamed answer's first byte after a prompt the backend had not
+/// cached (not an affinity hit) measures how fast it prefills: what the
+/// scheduler weighs against waiting for the backend that holds a prefix.
+fn learn_prefill(hub: &HubState, guard: &SlotGuard, job: &Job, took: std::time::Duration) {
+    let tokens = job.request.prompt_tokens;
+    if guard.affinity_hit || tokens < MIN_PREFILL_TOKENS {
+        return;
+    }
+    let backend = guard.backend;
+    hub.dispatcher.with_scheduler(|s, _| {
+        s.observe_prefill(backend, &job.request.model, tokens, took);
+    });
+}
+
+fn is_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// A backend's answer, its first body frame read.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    first: Option<Bytes>,
+    body: Incoming,
+    sse: bool,
 }
 
 /// Sends the request; a closed pooled connection is retried by the client
@@ -115,8 +160,14 @@ async fn send(
         .endpoint
         .uri(&job.path_and_query)
         .map_err(|e| format!("cannot build the upstream URL: {e}"))?;
+    // The server's own id for the model, where it differs from the name
+    // the request arrived with.
+    let body = entry
+        .own_id(&job.model)
+        .and_then(|id| rewrite::with_model(&job.body, &id))
+        .unwrap_or_else(|| job.body.clone());
     let build = || {
-        let mut req = Request::new(UpstreamBody::new(job.body.clone()));
+        let mut req = Request::new(UpstreamBody::new(body.clone()));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
@@ -160,16 +211,17 @@ fn no_answer(entry: &BackendEntry, what: &str, hub: &HubState) -> AttemptFailure
 fn respond(
     hub: &Arc<HubState>,
     guard: SlotGuard,
-    status: StatusCode,
-    upstream: HeaderMap,
-    first: Option<Bytes>,
-    body: Incoming,
+    answer: Answer,
+    job: &Job,
     served: Served,
 ) -> Response<Body> {
-    let sse = upstream
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let Answer {
+        status,
+        headers: upstream,
+        first,
+        body,
+        sse,
+    } = answer;
     let mut headers = HeaderMap::with_capacity(upstream.len() + 2);
     for (name, value) in &upstream {
         if is_hop_by_hop(name) || (sse && name == header::CONTENT_LENGTH) {
@@ -181,7 +233,20 @@ fn respond(
         headers.insert(HeaderName::from_static(BACKEND_HEADER), v);
     }
     let backend = served.backend.clone();
-    let body = PassThrough::new(hub.clone(), guard, first, body, sse, served);
+    // A stored response is remembered with the backend that holds it.
+    let owner = (job.request.api == Api::Responses && status.is_success()).then_some(guard.backend);
+    let body = PassThrough::new(
+        hub.clone(),
+        guard,
+        Upstream {
+            first,
+            inner: body,
+            sse,
+            errors: job.errors,
+            owner,
+        },
+        served,
+    );
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;

@@ -14,6 +14,7 @@
 
 mod attempt;
 mod pass_through;
+mod rewrite;
 
 pub use attempt::REQUEST_ID_HEADER;
 
@@ -22,12 +23,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
-use drover_scheduler::Reject;
+use drover_scheduler::{Api, Reject};
 use http::{HeaderValue, Response};
 use tokio::time::Instant;
 
 use crate::dispatcher::{AcquireError, WaitError};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorFormat};
 use crate::hub::HubState;
 use crate::metrics::{BackendLabels, ModelLabels};
 
@@ -46,6 +47,9 @@ pub struct Job {
     /// The caller's name, for the request log.
     pub caller: String,
     pub arrived: Instant,
+    /// The shape of errors on the request's path, before and after the
+    /// first byte.
+    pub errors: ErrorFormat,
 }
 
 /// Which backend answered, as a response extension: the handler reads it
@@ -136,6 +140,15 @@ fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<Stri
         (AcquireError::Rejected(Reject::NoHealthyBackend), None) => {
             ApiError::NoHealthyBackend { model }
         }
+        (AcquireError::Rejected(Reject::ApiNotServed), _) => ApiError::ApiNotServed {
+            others: hub.backends_listing(&model),
+            path: match job.request.api {
+                Api::Responses => "/v1/responses",
+                Api::Messages => "/v1/messages",
+                Api::OpenAi => "the OpenAI API",
+            },
+            model,
+        },
         (AcquireError::Rejected(Reject::QueueFull { retry_after }), _) => {
             ApiError::QueueFull { retry_after }
         }

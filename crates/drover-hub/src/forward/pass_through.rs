@@ -17,14 +17,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use drover_core::BackendId;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Served;
+use crate::continuations::IdSniffer;
 use crate::dispatcher::SlotGuard;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorFormat};
 use crate::hub::HubState;
 use crate::metrics::{BackendLabels, ModelLabels};
 
@@ -38,6 +40,10 @@ pub(super) struct PassThrough {
     /// The backend answered 5xx: a failure, however the body ends.
     upstream_failed: bool,
     sse: bool,
+    errors: ErrorFormat,
+    /// A Responses API answer: its id is looked for in its first bytes and
+    /// remembered with this backend, where a continuation must go.
+    owner: Option<(BackendId, IdSniffer)>,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
     /// SSE only: resolves when the hub's shutdown grace is over, so the
@@ -48,15 +54,33 @@ pub(super) struct PassThrough {
     done: bool,
 }
 
+/// The backend's side of an answer, its first frame read.
+pub(super) struct Upstream {
+    pub first: Option<Bytes>,
+    pub inner: Incoming,
+    pub sse: bool,
+    pub errors: ErrorFormat,
+    /// Set for a Responses API answer: the backend that stores it.
+    pub owner: Option<BackendId>,
+}
+
+/// How far into a Responses answer its id is looked for.
+const ID_WINDOW: usize = 64 * 1024;
+
 impl PassThrough {
     pub(super) fn new(
         hub: Arc<HubState>,
         mut guard: SlotGuard,
-        first: Option<Bytes>,
-        inner: Incoming,
-        sse: bool,
+        upstream: Upstream,
         served: Served,
     ) -> Self {
+        let Upstream {
+            first,
+            inner,
+            sse,
+            errors,
+            owner,
+        } = upstream;
         let upstream_failed = served.status >= 500;
         if upstream_failed {
             guard.fail();
@@ -67,6 +91,8 @@ impl PassThrough {
             guard: Some(guard),
             upstream_failed,
             sse,
+            errors,
+            owner: owner.map(|b| (b, IdSniffer::new(ID_WINDOW))),
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             stop: sse.then(|| Box::pin(hub.streams_stop.clone().cancelled_owned())),
@@ -120,7 +146,7 @@ impl PassThrough {
             .inc();
         tracing::warn!(backend = %self.served.backend, model = %crate::error::echo(&self.served.model), %reason, "answer broke after its first byte");
         if self.sse {
-            Poll::Ready(Some(Ok(Frame::data(error_event(&reason)))))
+            Poll::Ready(Some(Ok(Frame::data(error_event(&reason, self.errors)))))
         } else {
             Poll::Ready(Some(Err(reason.into())))
         }
@@ -130,6 +156,9 @@ impl PassThrough {
     /// the last.
     fn pass(&mut self, frame: Frame<Bytes>) -> Polled {
         self.idle_timer.as_mut().reset(Instant::now() + self.idle);
+        if let Some(data) = frame.data_ref() {
+            self.sniff(data);
+        }
         if http_body::Body::is_end_stream(&self.inner) {
             self.finish(true);
         }
@@ -137,15 +166,25 @@ impl PassThrough {
     }
 }
 
-/// An SSE event in the OpenAI error shape, as streams end on failures.
-pub(crate) fn error_event(reason: &str) -> Bytes {
+/// An SSE error event in the stream's own API shape, as streams end on
+/// failures.
+pub(crate) fn error_event(reason: &str, errors: ErrorFormat) -> Bytes {
     let err = ApiError::Upstream {
         message: format!("the backend's stream broke: {reason}"),
     };
-    let mut event = b"data: ".to_vec();
-    event.extend(serde_json::to_vec(&err.body()).unwrap_or_default());
-    event.extend_from_slice(b"\n\n");
-    Bytes::from(event)
+    Bytes::from(err.sse_event(errors))
+}
+
+impl PassThrough {
+    /// Looks for a Responses answer's id in bytes on their way out.
+    fn sniff(&mut self, bytes: &[u8]) {
+        if let Some((backend, sniffer)) = &mut self.owner
+            && let Some(id) = sniffer.feed(bytes)
+        {
+            self.hub.response_owners.record(&id, *backend);
+            self.owner = None;
+        }
+    }
 }
 
 impl http_body::Body for PassThrough {
@@ -155,6 +194,7 @@ impl http_body::Body for PassThrough {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
+            this.sniff(&first);
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         if this.done {

@@ -1,23 +1,26 @@
-//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//! `/v1/responses`, `/v1/messages` and `/v1/messages/count_tokens`: the
 //! HTTP edge of forwarding. Read the body (bounded in size and time), peek
 //! at the few fields that route it, decide who is calling and at what
-//! priority, and hand the rest to [`forward`].
+//! priority, and hand the rest to [`forward`]. Errors on the Anthropic
+//! paths come in Anthropic's shape.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use drover_core::{ModelName, Priority, RequestId};
 use drover_proto::openai::RequestPeek;
+use drover_scheduler::Api;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 
 use crate::caller::{self, Caller};
-use crate::error::{ApiError, echo};
+use crate::error::{ApiError, ErrorFormat, echo};
 use crate::forward::{self, Job, REQUEST_ID_HEADER, ServedBy};
 use crate::hub::HubState;
 use crate::metrics::RequestLabels;
@@ -26,12 +29,28 @@ pub const PRIORITY_HEADER: &str = "x-drover-priority";
 pub const QUEUE_TIMEOUT_HEADER: &str = "x-drover-queue-timeout";
 const MAX_QUEUE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-pub async fn handle(State(hub): State<Arc<HubState>>, req: Request) -> Response {
+/// Chat, completions, embeddings: the OpenAI API every backend serves.
+pub async fn openai(State(hub): State<Arc<HubState>>, req: Request) -> Response {
+    handle(hub, req, Api::OpenAi, ErrorFormat::OpenAi).await
+}
+
+/// `POST /v1/responses`, the OpenAI Responses API.
+pub async fn responses(State(hub): State<Arc<HubState>>, req: Request) -> Response {
+    handle(hub, req, Api::Responses, ErrorFormat::Responses).await
+}
+
+/// `POST /v1/messages` and `/v1/messages/count_tokens`, the Anthropic
+/// Messages API.
+pub async fn messages(State(hub): State<Arc<HubState>>, req: Request) -> Response {
+    handle(hub, req, Api::Messages, ErrorFormat::Anthropic).await
+}
+
+async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat) -> Response {
     let arrived = Instant::now();
     let id = hub.next_request_id();
     let request_id =
         incoming_request_id(req.headers()).unwrap_or_else(|| hub.new_request_header(id));
-    let result = match job(&hub, req, &request_id, arrived, id).await {
+    let result = match job(&hub, req, &request_id, arrived, id, api, errors).await {
         Ok(job) => {
             let model = job.model.clone();
             (Some(model), forward::forward(&hub, job).await)
@@ -42,7 +61,11 @@ pub async fn handle(State(hub): State<Arc<HubState>>, req: Request) -> Response 
     // The metrics label is set only for models the fleet knows, so that
     // made-up names cannot blow up the metrics' cardinality.
     let label = match &outcome {
-        Err(ApiError::ModelNotFound { .. } | ApiError::Unreachable { .. }) => None,
+        Err(
+            ApiError::ModelNotFound { .. }
+            | ApiError::Unreachable { .. }
+            | ApiError::ApiNotServed { .. },
+        ) => None,
         _ => model.clone(),
     };
     let mut response = match outcome {
@@ -57,7 +80,7 @@ pub async fn handle(State(hub): State<Arc<HubState>>, req: Request) -> Response 
                 error = %err,
                 "request refused"
             );
-            err.into_response()
+            err.into_response_as(errors)
         }
     };
     response
@@ -91,11 +114,18 @@ async fn job(
     request_id: &HeaderValue,
     arrived: Instant,
     id: RequestId,
+    api: Api,
+    errors: ErrorFormat,
 ) -> Result<Job, ApiError> {
     let (parts, body) = req.into_parts();
     let body = read_body(body, &hub.config.limits).await?;
     let facts = Facts::read_off_thread(&body).await?;
-    let model = facts.model;
+    let model = hub.models.public_name(&facts.model).to_string();
+    // A continuation goes where the response it continues is stored.
+    let pin = facts
+        .previous_response_id
+        .as_deref()
+        .and_then(|r| hub.response_owners.owner(r));
     let caller = caller::identify(&hub.clients, &parts.headers, facts.user.as_deref());
     let priority = priority(&parts.headers, &caller)?;
     let queue_timeout = match parts.headers.get(QUEUE_TIMEOUT_HEADER) {
@@ -120,6 +150,9 @@ async fn job(
         affinity: facts.affinity,
         exclude: Vec::new(),
         size: body.len(),
+        api,
+        pin,
+        prompt_tokens: prompt_tokens(body.len()),
     };
     let path_and_query = parts
         .uri
@@ -138,7 +171,16 @@ async fn job(
         caller: caller.name,
         arrived,
         body,
+        errors,
     })
+}
+
+/// Prompt tokens, roughly, from the body's size: about four bytes a token
+/// in English text and code, and a body is mostly its prompt. Only ever
+/// compared with measured prefill rates, which were estimated the same
+/// way, so the bias cancels.
+pub fn prompt_tokens(body_bytes: usize) -> u32 {
+    u32::try_from(body_bytes / 4).unwrap_or(u32::MAX)
 }
 
 /// The request's priority: its header, capped at the caller's ceiling, or
@@ -183,11 +225,13 @@ async fn read_body(body: Body, limits: &crate::config::LimitsConfig) -> Result<B
     }
 }
 
-/// What routing reads from a body: its model, its user, its prefix hashes.
+/// What routing reads from a body: its model, its user, its prefix hashes,
+/// the stored response it continues.
 struct Facts {
     model: String,
     user: Option<String>,
     affinity: drover_scheduler::Affinity,
+    previous_response_id: Option<String>,
 }
 
 /// Bodies larger than this are read on the blocking pool: parsing a few
@@ -211,6 +255,7 @@ impl Facts {
         Ok(Facts {
             affinity: crate::affinity::for_request(&model, &peek),
             user: peek.user.map(|u| u.into_owned()),
+            previous_response_id: peek.previous_response_id.map(|r| r.into_owned()),
             model,
         })
     }

@@ -15,9 +15,12 @@ use crate::hub::HubState;
 
 pub fn router(state: Arc<HubState>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(inference::handle))
-        .route("/v1/completions", post(inference::handle))
-        .route("/v1/embeddings", post(inference::handle))
+        .route("/v1/chat/completions", post(inference::openai))
+        .route("/v1/completions", post(inference::openai))
+        .route("/v1/embeddings", post(inference::openai))
+        .route("/v1/responses", post(inference::responses))
+        .route("/v1/messages", post(inference::messages))
+        .route("/v1/messages/count_tokens", post(inference::messages))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*model}", get(models::get))
         .route("/health", get(ops::health))

@@ -284,6 +284,9 @@ impl<'a> Engine<'a> {
             exclude: self.state[job].exclude.clone(),
             user: 0,
             size: 0,
+            api: Default::default(),
+            pin: None,
+            prompt_tokens: 0,
         }
     }
 

@@ -28,6 +28,7 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
         slots: None,
         model_slots: Default::default(),
         api_key: None,
+        ..BackendSpec::default()
     };
     for opt in parts {
         let (k, v) = opt

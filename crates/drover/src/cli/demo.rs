@@ -64,6 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             slots: None,
             model_slots: Default::default(),
             api_key: None,
+            ..BackendSpec::default()
         });
         sims.push(sim);
     }
