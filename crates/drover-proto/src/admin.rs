@@ -56,8 +56,26 @@ pub struct BackendInfo {
     /// Requests running there now.
     pub in_flight: u32,
     pub models: Vec<BackendModelInfo>,
-    /// The last probe's error, if it failed.
+    /// The last probe's error, if it failed: why the backend is unhealthy.
     pub last_error: Option<String>,
+    /// The server's own version, where it tells.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// How the server runs, when it matters (llama.cpp `router`).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// `list` or `generate`.
+    #[serde(default)]
+    pub probe: String,
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// The inference APIs it takes beyond OpenAI's: `responses`, `messages`.
+    #[serde(default)]
+    pub apis: Vec<String>,
+    /// The server reports requests waiting in its own queue, so the hub
+    /// sends it no more for now.
+    #[serde(default)]
+    pub saturated: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -66,6 +84,9 @@ pub struct BackendModelInfo {
     pub loaded: bool,
     pub slots: u32,
     pub busy: u32,
+    /// Slots the server reports busy with work the hub did not send.
+    #[serde(default)]
+    pub external: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

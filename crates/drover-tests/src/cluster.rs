@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 use crate::client::Client;
 
 pub struct ClusterBuilder {
-    sims: Vec<(String, SimConfig, Option<u32>)>,
+    /// Each simulator with the hub's config for it (its URL filled in at
+    /// start).
+    sims: Vec<(String, SimConfig, BackendSpec)>,
     /// Backends at addresses where nothing listens.
     unreachable: Vec<String>,
     config: HubConfig,
@@ -44,14 +46,29 @@ impl ClusterBuilder {
     }
 
     /// Adds a simulated backend named `name`.
-    pub fn sim(mut self, name: &str, config: SimConfig) -> Self {
-        self.sims.push((name.to_string(), config, None));
-        self
+    pub fn sim(self, name: &str, config: SimConfig) -> Self {
+        self.sim_with(name, config, |_| {})
     }
 
     /// Adds a simulated backend whose slots per model the hub's config sets.
-    pub fn sim_with_slots(mut self, name: &str, config: SimConfig, slots: u32) -> Self {
-        self.sims.push((name.to_string(), config, Some(slots)));
+    pub fn sim_with_slots(self, name: &str, config: SimConfig, slots: u32) -> Self {
+        self.sim_with(name, config, |b| b.slots = Some(slots))
+    }
+
+    /// Adds a simulated backend with the hub's config for it adjusted by
+    /// `f` (kind and URL are set from the simulator).
+    pub fn sim_with(
+        mut self,
+        name: &str,
+        config: SimConfig,
+        f: impl FnOnce(&mut BackendSpec),
+    ) -> Self {
+        let mut spec = BackendSpec {
+            name: Some(name.to_string()),
+            ..BackendSpec::default()
+        };
+        f(&mut spec);
+        self.sims.push((name.to_string(), config, spec));
         self
     }
 
@@ -72,22 +89,18 @@ impl ClusterBuilder {
         let mut sims = Vec::new();
         let mut names = Vec::new();
         let mut config = self.config;
-        for (name, sim_config, slots) in self.sims {
+        for (name, sim_config, mut spec) in self.sims {
             let kind = match sim_config.dialect {
                 Dialect::LmStudio => "lmstudio",
                 _ => "openai",
             };
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let sim = SimServer::start(listener, sim_config).unwrap();
-            config.backends.push(BackendSpec {
-                name: Some(name.clone()),
-                kind: kind.into(),
-                url: sim.url(),
-                slots,
-                model_slots: Default::default(),
-                api_key: None,
-                ..BackendSpec::default()
-            });
+            if spec.kind.is_empty() {
+                spec.kind = kind.into();
+            }
+            spec.url = sim.url();
+            config.backends.push(spec);
             names.push(name);
             sims.push(sim);
         }

@@ -9,6 +9,7 @@
 //! cross-site request cannot send), and without an admin key the `Host`
 //! must name the hub by address or as `localhost`, never by some other name.
 
+use drover_scheduler::Api;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -113,7 +114,15 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
-    let last_error = drover_core::sync::lock(&entry.probe).last_error.clone();
+    let probe = drover_core::sync::lock(&entry.probe).clone();
+    let mut apis = Vec::new();
+    if let Some(v) = view {
+        for (api, name) in [(Api::Responses, "responses"), (Api::Messages, "messages")] {
+            if v.status.serves(api) {
+                apis.push(name.to_string());
+            }
+        }
+    }
     BackendInfo {
         name: entry.name.clone(),
         kind: entry.kind.to_string(),
@@ -132,10 +141,17 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
                     loaded: m.loaded,
                     slots: m.slots,
                     busy: m.busy,
+                    external: m.external,
                 })
                 .collect()
         }),
-        last_error,
+        last_error: probe.last_error,
+        version: probe.version,
+        mode: probe.mode,
+        probe: entry.probe_mode.to_string(),
+        max_concurrent: entry.max_concurrent,
+        apis,
+        saturated: view.is_some_and(|v| v.status.saturated),
     }
 }
 

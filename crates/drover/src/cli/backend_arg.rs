@@ -41,11 +41,42 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
                 })?;
                 config.slots = Some(n);
             }
+            "max_concurrent" => {
+                let n: u32 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!("--backend {shown:?}: max_concurrent must be a whole number above 0")
+                })?;
+                config.max_concurrent = Some(n);
+            }
+            "probe" => match v.trim() {
+                p @ ("list" | "generate") => config.probe = Some(p.to_string()),
+                other => {
+                    return Err(format!(
+                        "--backend {shown:?}: probe {other:?} is not known (list, generate)"
+                    ));
+                }
+            },
+            "responses" | "messages" => {
+                let on = match v.trim() {
+                    "true" | "yes" | "1" => true,
+                    "false" | "no" | "0" => false,
+                    other => {
+                        return Err(format!(
+                            "--backend {shown:?}: {k} must be true or false, not {other:?}"
+                        ));
+                    }
+                };
+                if k.trim() == "responses" {
+                    config.responses = Some(on);
+                } else {
+                    config.messages = Some(on);
+                }
+            }
             "name" => config.name = Some(v.trim().to_string()),
             "api_key" => config.api_key = Some(v.trim().to_string()),
             other => {
                 return Err(format!(
-                    "--backend {shown:?}: unknown option {other:?} (known: slots, name, api_key)"
+                    "--backend {shown:?}: unknown option {other:?} (known: slots, \
+                     max_concurrent, probe, responses, messages, name, api_key)"
                 ));
             }
         }
@@ -67,6 +98,11 @@ mod tests {
         let b = parse("openai=http://h:8000/v1,slots=8,name=gpu1").unwrap();
         assert_eq!(b.slots, Some(8));
         assert_eq!(b.name.as_deref(), Some("gpu1"));
+        let b =
+            parse("ollama=http://h:11434,max_concurrent=4,probe=generate,messages=false").unwrap();
+        assert_eq!(b.max_concurrent, Some(4));
+        assert_eq!(b.probe.as_deref(), Some("generate"));
+        assert_eq!(b.messages, Some(false));
     }
 
     #[test]
@@ -76,6 +112,12 @@ mod tests {
             ("openai=", "URL is missing"),
             ("openai=http://x,slots=0", "slots"),
             ("openai=http://x,color=red", "unknown option"),
+            ("openai=http://x,max_concurrent=0", "max_concurrent"),
+            ("openai=http://x,probe=ping", "probe \"ping\""),
+            (
+                "openai=http://x,messages=maybe",
+                "messages must be true or false",
+            ),
             ("lmstudo=http://x", "unknown backend kind \"lmstudo\""),
             ("openai=10.0.0.1:1234", "missing scheme"),
         ] {

@@ -129,8 +129,13 @@ fn print_table(backends: &[BackendInfo]) {
             .models
             .iter()
             .map(|m| {
+                let outside = if m.external > 0 {
+                    format!(" +{} outside", m.external)
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{}{} {}/{}",
+                    "{}{} {}/{}{outside}",
                     m.id,
                     if m.loaded { "" } else { " (not loaded)" },
                     m.busy,
@@ -148,8 +153,30 @@ fn print_table(backends: &[BackendInfo]) {
             b.in_flight,
             models.join(", ")
         );
+        let mut about = Vec::new();
+        if let Some(v) = &b.version {
+            about.push(format!("version {v}"));
+        }
+        if let Some(m) = &b.mode {
+            about.push(format!("{m} mode"));
+        }
+        if let Some(n) = b.max_concurrent {
+            about.push(format!("max_concurrent {n}"));
+        }
+        if !b.apis.is_empty() {
+            about.push(format!("also serves /v1/{}", b.apis.join(", /v1/")));
+        }
+        if b.probe == "generate" {
+            about.push("probe generates".into());
+        }
+        if b.saturated {
+            about.push("its own queue is full: no new work".into());
+        }
+        if !about.is_empty() {
+            println!("{:<20} {}", "", about.join("; "));
+        }
         if let Some(err) = &b.last_error {
-            println!("{:<20} last probe failed: {err}", "");
+            println!("{:<20} unhealthy: {err}", "");
         }
     }
 }
