@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(b.slots, Some(8));
         assert_eq!(b.name.as_deref(), Some("gpu1"));
         let b =
-            parse("ollama=http://h:11434,max_concurrent=4,probe=generate,messages=false").unwrap();
+            parse("openai=http://h:11434,max_concurrent=4,probe=generate,messages=false").unwrap();
         assert_eq!(b.max_concurrent, Some(4));
         assert_eq!(b.probe.as_deref(), Some("generate"));
         assert_eq!(b.messages, Some(false));
