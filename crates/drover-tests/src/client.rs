@@ -119,6 +119,17 @@ impl Client {
             .await
     }
 
+    /// The status of `GET path`, or `None` when nothing answers (yet).
+    pub async fn try_get(&self, path: &str) -> Option<u16> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(self.url(path))
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = self.inner.request(req).await.ok()?;
+        Some(resp.status().as_u16())
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.call(Method::GET, path, &[], Bytes::new()).await
     }

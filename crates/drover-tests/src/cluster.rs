@@ -14,6 +14,8 @@ pub struct ClusterBuilder {
     sims: Vec<(String, SimConfig, BackendSpec)>,
     /// Backends at addresses where nothing listens.
     unreachable: Vec<String>,
+    /// Real servers the test started itself.
+    external: Vec<BackendSpec>,
     config: HubConfig,
 }
 
@@ -41,6 +43,7 @@ impl ClusterBuilder {
         ClusterBuilder {
             sims: Vec::new(),
             unreachable: Vec::new(),
+            external: Vec::new(),
             config,
         }
     }
@@ -69,6 +72,13 @@ impl ClusterBuilder {
         };
         f(&mut spec);
         self.sims.push((name.to_string(), config, spec));
+        self
+    }
+
+    /// Adds a server the test runs itself (a real llama-server), which must
+    /// list a model before the cluster counts as started.
+    pub fn external(mut self, spec: BackendSpec) -> Self {
+        self.external.push(spec);
         self
     }
 
@@ -122,6 +132,8 @@ impl ClusterBuilder {
                 ..BackendSpec::default()
             });
         }
+        let externals = self.external.len();
+        config.backends.extend(self.external);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.listen = listener.local_addr().unwrap().to_string();
         let hub = drover_hub::start(config, listener).await.unwrap();
@@ -132,7 +144,7 @@ impl ClusterBuilder {
             names,
             client,
         };
-        let want = cluster.sims.len();
+        let want = cluster.sims.len() + externals;
         wait_until("every backend is discovered", || {
             cluster.hub.inspect(|s| {
                 s.fleet()
@@ -192,5 +204,21 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
             panic!("timed out waiting until {what}");
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until an async condition holds, for at most `timeout`: for servers
+/// that must be asked over the network.
+pub async fn wait_until_within<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -4,15 +4,19 @@
 //! - [`Cluster`] / [`ClusterBuilder`]: the hub and its simulated backends.
 //! - [`Client`]: a plain hyper client with JSON and streaming helpers.
 //! - [`Raw`]: a raw TCP client, for clients that misbehave.
+//! - [`LlamaServer`]: the real llama.cpp server, for checks against a
+//!   server nobody here wrote.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod client;
 mod cluster;
+mod llama;
 mod raw;
 
 pub use client::{Client, Reply};
-pub use cluster::{Cluster, ClusterBuilder, wait_until};
+pub use cluster::{Cluster, ClusterBuilder, wait_until, wait_until_within};
+pub use llama::LlamaServer;
 pub use raw::{Raw, post_head};
 
 pub use drover_hub::HubConfig;

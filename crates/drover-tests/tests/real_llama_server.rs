@@ -1,0 +1,102 @@
+//! Through the hub to the real llama.cpp `llama-server` (a tiny model with
+//! random weights, `-np 2`): plain and streamed chat, the Anthropic Messages
+//! and OpenAI Responses paths, as the real server answers them. Needs
+//! `DROVER_LLAMA_SERVER` and `DROVER_TINY_GGUF_DIR` (`scripts/test` sets
+//! both; see `drover_tests::LlamaServer`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use drover_hub::BackendSpec;
+use drover_tests::{ClusterBuilder, LlamaServer, chat_body};
+use serde_json::json;
+
+async fn one_model() -> (LlamaServer, drover_tests::Cluster) {
+    let model = LlamaServer::model("tiny-a");
+    let server = LlamaServer::start(
+        &["-m", model.to_str().unwrap(), "-np", "2", "-c", "4096"],
+        "/health",
+    )
+    .await;
+    let cluster = ClusterBuilder::new()
+        .external(BackendSpec {
+            name: Some("llama".into()),
+            kind: "openai".into(),
+            url: server.url.clone(),
+            slots: Some(2),
+            responses: Some(true),
+            messages: Some(true),
+            ..BackendSpec::default()
+        })
+        .start()
+        .await;
+    (server, cluster)
+}
+
+/// The model id llama-server reports (its `-m` path).
+async fn model_id(cluster: &drover_tests::Cluster) -> String {
+    let models = cluster.client.get("/v1/models").await.json();
+    models["data"][0]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_plain_and_streamed_through_the_hub() {
+    let (_server, cluster) = one_model().await;
+    let model = model_id(&cluster).await;
+    let mut body = chat_body(&model, "Hello there");
+    body["max_tokens"] = json!(8);
+    let r = cluster.client.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["object"], "chat.completion");
+    assert!(answer["timings"]["prompt_n"].as_u64().is_some(), "{answer}");
+    body["stream"] = json!(true);
+    let r = cluster.client.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("chat.completion.chunk"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_messages_and_openai_responses_through_the_hub() {
+    let (_server, cluster) = one_model().await;
+    let model = model_id(&cluster).await;
+    let messages = json!({
+        "model": model,
+        "max_tokens": 8,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "Hi"}],
+    });
+    let r = cluster.client.post("/v1/messages", &messages).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["type"], "message", "{answer}");
+    assert_eq!(answer["content"][0]["type"], "text", "{answer}");
+    let mut streamed = messages.clone();
+    streamed["stream"] = json!(true);
+    let text = cluster.client.post("/v1/messages", &streamed).await.text();
+    assert!(text.contains("event: message_start"), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    let count = cluster
+        .client
+        .post("/v1/messages/count_tokens", &messages)
+        .await;
+    assert_eq!(count.status, 200, "{}", count.text());
+    assert!(count.json()["input_tokens"].as_u64().unwrap() > 0);
+
+    let responses = json!({"model": model, "input": "Hi", "max_output_tokens": 8});
+    let r = cluster.client.post("/v1/responses", &responses).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["object"], "response", "{answer}");
+    assert!(
+        answer["id"].as_str().unwrap().starts_with("resp"),
+        "{answer}"
+    );
+    let mut streamed = responses.clone();
+    streamed["stream"] = json!(true);
+    let text = cluster.client.post("/v1/responses", &streamed).await.text();
+    assert!(text.contains("response.completed"), "{text}");
+    cluster.shutdown().await;
+}
