@@ -122,11 +122,19 @@ def _die_with_the_tests() -> None:
         pass
 
 
-def spawn(name: str, args: list[str], logdir: Path, env: dict[str, str] | None = None) -> Proc:
+def spawn(
+    name: str,
+    args: list[str],
+    logdir: Path,
+    env: dict[str, str] | None = None,
+    binary: Path | None = None,
+) -> Proc:
+    """Starts `binary` (drover by default) with `args`, its output in
+    `logdir/name.log`."""
     log = logdir / f"{name}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(
-            [str(drover_binary()), *args],
+            [str(binary or drover_binary()), *args],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -353,3 +361,76 @@ def metric(hub_url: str, name: str, labels: dict[str, str], timeout: float = 2.0
         if metric_name == name and got == want:
             return float(value)
     return None
+
+
+def from_env(var: str, script: str) -> Path:
+    """A path scripts/test passes by environment; without it the tests that
+    need it fail, saying how to set it."""
+    value = os.environ.get(var)
+    if not value:
+        pytest.fail(f"{var} is not set: run the suite with scripts/test, or set {var}=$({script})")
+    return Path(value)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RealFleet:
+    """A hub in front of the real llama.cpp server."""
+
+    hub: Proc
+    server: Proc
+    model: str
+
+    @property
+    def url(self) -> str:
+        return self.hub.url
+
+    def stop(self) -> None:
+        for p in (self.hub, self.server):
+            p.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_fleet(tmp_path_factory) -> RealFleet:
+    """The real llama-server (scripts/llama-server) with a tiny real model
+    (scripts/tiny-models), two slots, behind a hub."""
+    binary = from_env("DROVER_LLAMA_SERVER", "scripts/llama-server")
+    model = from_env("DROVER_TINY_GGUF_DIR", "scripts/tiny-models") / "tiny-a.gguf"
+    logdir = tmp_path_factory.mktemp("llama")
+    port = free_port()
+    server = spawn(
+        "llama-server",
+        ["-m", str(model), "-np", "2", "-c", "4096", "--host", "127.0.0.1", "--port", str(port)],
+        logdir,
+        binary=binary,
+    )
+    server.url = f"http://127.0.0.1:{port}"
+    hub = None
+    try:
+        wait_until("llama-server is ready", lambda: http_json(server.url + "/health"), STARTUP_TIMEOUT, procs=[server])
+        backend = f"openai={server.url},name=llama,slots=2,responses=true,messages=true"
+        hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", backend], logdir)
+        hub.wait_for_url()
+        listed = wait_until(
+            "the hub listing llama-server's model",
+            lambda: http_json(hub.url + "/v1/models")["data"],
+            STARTUP_TIMEOUT,
+            procs=[server, hub],
+        )
+        fleet = RealFleet(hub=hub, server=server, model=listed[0]["id"])
+    except BaseException:
+        for p in (hub, server):
+            if p is not None:
+                p.stop()
+        raise
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
