@@ -4,15 +4,18 @@
 
 use std::time::Duration;
 
-use super::fleet_spec::FleetSpec;
+use drover_core::{BackendId, ModelName};
+
+use super::fleet_spec::{BackendSpec, FleetSpec, LaneSpec};
 use super::scenario::{PrefixCache, Scenario};
 use super::trace::{Arrivals, Mix, TraceSpec};
 
 /// Each name says the fleet's shape and what happens to it, so a table
 /// reads without the seed documents it was drawn from.
-pub(crate) const NAMES: &[&str] = &[RISING, UNEVEN, OUTAGE, CHATS, BURSTS];
+pub(crate) const NAMES: &[&str] = &[RISING, UNEVEN, MIXED, OUTAGE, CHATS, BURSTS];
 const RISING: &str = "two-servers-six-models-rising-load";
 const UNEVEN: &str = "four-slot-and-one-slot-servers";
+const MIXED: &str = "lmstudio-ollama-llamacpp-mixed-fleet";
 const OUTAGE: &str = "two-servers-one-goes-down";
 const CHATS: &str = "two-servers-multi-turn-chats";
 const BURSTS: &str = "one-server-six-models-bursts";
@@ -34,6 +37,7 @@ pub(crate) fn build(name: &str, scale: f64) -> Option<Vec<Scenario>> {
     Some(match name {
         RISING => rising_load(run),
         UNEVEN => uneven(run),
+        MIXED => mixed(run),
         OUTAGE => vec![outage(run)],
         CHATS => vec![conversations(run)],
         BURSTS => bursts(),
@@ -103,6 +107,40 @@ fn uneven(run: Duration) -> Vec<Scenario> {
             cache: NO_CACHE,
         },
     ]
+}
+
+/// A fleet of the three kinds people mix, serving the same two models:
+/// LM Studio on a Mac (4 parallel slots per model, seed 002's 3 s), Ollama
+/// on a gaming PC (`OLLAMA_NUM_PARALLEL=1`, a fast GPU: 1.5 s) and
+/// llama.cpp on a small box (2 slots, 6 s). Unlike slots and unlike speeds:
+/// round robin sends each a third of the work.
+fn mixed(run: Duration) -> Vec<Scenario> {
+    let lane = |model, slots, secs: f64| LaneSpec {
+        model,
+        slots,
+        base: Duration::from_secs_f64(secs),
+    };
+    let backend = |id, slots, secs: f64| BackendSpec {
+        id: BackendId(id),
+        lanes: vec![lane(0, slots, secs), lane(1, slots, secs)],
+        down: Vec::new(),
+    };
+    let fleet = FleetSpec {
+        models: vec![ModelName::new("m0"), ModelName::new("m1")],
+        backends: vec![backend(1, 4, 3.0), backend(2, 1, 1.5), backend(3, 2, 6.0)],
+    };
+    let capacity = fleet.capacity_per_min();
+    [70, 90, 110]
+        .into_iter()
+        .map(|pct| Scenario {
+            name: MIXED,
+            variant: format!("load {pct}%"),
+            trace: poisson(capacity * f64::from(pct) / 100.0, run),
+            fleet: fleet.clone(),
+            deadline: Some(DEADLINE),
+            cache: NO_CACHE,
+        })
+        .collect()
 }
 
 /// Two servers at 80% load; backend 2 is down from 25% to 60% of the run,
