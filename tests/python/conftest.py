@@ -415,7 +415,8 @@ def llama_fleet(tmp_path_factory) -> RealFleet:
     hub = None
     try:
         wait_until("llama-server is ready", lambda: http_json(server.url + "/health"), STARTUP_TIMEOUT, procs=[server])
-        backend = f"openai={server.url},name=llama,slots=2,responses=true,messages=true"
+        # No kind, slots or paths: the hub detects llama.cpp and learns them.
+        backend = f"{server.url},name=llama"
         hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", backend], logdir)
         hub.wait_for_url()
         listed = wait_until(

@@ -12,7 +12,7 @@ use crate::client::HttpClient;
 use crate::endpoint::Endpoint;
 use crate::http::Http;
 use crate::kind::BackendKind;
-use crate::{lmstudio, openai};
+use crate::{llamacpp, lmstudio, ollama, openai, vllm};
 
 /// Where a model is on its server, as the server says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,6 +193,9 @@ pub fn adapter_for(
     };
     match kind {
         BackendKind::LmStudio => Arc::new(lmstudio::LmStudio::new(http)),
+        BackendKind::Ollama => Arc::new(ollama::Ollama::new(http)),
+        BackendKind::LlamaCpp => Arc::new(llamacpp::LlamaCpp::new(http)),
+        BackendKind::Vllm => Arc::new(vllm::Vllm::new(http)),
         BackendKind::OpenAi => Arc::new(openai::OpenAi::new(http)),
     }
 }

@@ -156,6 +156,18 @@ impl Http {
         answer.success()?.json().map(Some)
     }
 
+    /// GETs `path` as text (Prometheus metrics). `Ok(None)` where the
+    /// server does not serve it: 404, or llama.cpp's 501 for a disabled
+    /// endpoint.
+    pub async fn get_text(&self, path: &str) -> Result<Option<String>, BackendError> {
+        let answer = self.call(Method::GET, path, None, self.timeout).await?;
+        if matches!(answer.status.as_u16(), 404 | 501) {
+            return Ok(None);
+        }
+        let answer = answer.success()?;
+        Ok(Some(String::from_utf8_lossy(&answer.body).into_owned()))
+    }
+
     /// POSTs a JSON body and returns the answer, 2xx or not.
     pub async fn post_json(
         &self,

@@ -4,27 +4,38 @@
 //! `/v1/*` call for every kind, so the hub's proxy does that, not the
 //! adapters.
 //!
-//! - [`kind`]: [`BackendKind`], parsed from `lmstudio` / `openai`.
+//! - [`kind`]: [`BackendKind`]: `lmstudio`, `ollama`, `llamacpp`, `vllm`, `openai`.
 //! - [`endpoint`]: [`Endpoint`], a validated base URL.
 //! - [`client`]: [`HttpClient`], the pooled HTTP client every hub component
 //!   (and `drover bench`) shares; it resends a request that met a closed
 //!   reused connection on a fresh one.
 //! - [`backend`]: the [`Backend`] trait and what discovery returns.
-//! - [`lmstudio`], [`openai`]: the adapters.
+//! - [`lmstudio`], [`ollama`], [`llamacpp`], [`vllm`], [`openai`]: the
+//!   adapters; `paths` probes which of the coding agents' paths a server
+//!   serves where its API does not say, `prometheus` reads `/metrics`.
+//! - `detect`: [`detect`], which kind of server is at a URL.
 
 pub mod backend;
 pub mod client;
+mod detect;
 pub mod endpoint;
 mod http;
 pub mod kind;
+pub mod llamacpp;
 pub mod lmstudio;
+pub mod ollama;
 pub mod openai;
+mod paths;
+mod prometheus;
+mod version;
+pub mod vllm;
 
 pub use backend::{
     Apis, Backend, BackendError, DiscoveredModel, Discovery, Loaded, ModelState, ModelType,
     adapter_for,
 };
 pub use client::{HttpClient, SendError, UpstreamBody};
+pub use detect::{Detected, detect};
 pub use endpoint::{Endpoint, EndpointError, redact};
 pub use http::MAX_DISCOVERY_BYTES;
 pub use kind::BackendKind;

@@ -1,26 +1,46 @@
-//! LM Studio: models and their load state from `/api/v0/models` (0.3.6+),
-//! slot counts from `/api/v1/models` where the server is new enough to
-//! report `parallel` per loaded instance (0.4.0+).
+//! LM Studio: from 0.4 on, `/api/v1/models` lists every downloaded model
+//! with its loaded instances (each with `config.parallel` slots and its
+//! context length), and models load and unload by instance; older servers
+//! (0.3.6 on) have only `/api/v0/models` (load state, no slots), and load
+//! only on demand (JIT). Which of the coding agents' paths it serves is
+//! probed (its API reports no version).
 
-use drover_proto::lmstudio::{V0ModelList, V1ModelList};
+use drover_proto::lmstudio::{V0ModelList, V1Loaded, V1ModelList};
 
 use crate::backend::{
-    Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState,
+    Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState, ModelType,
 };
 use crate::endpoint::Endpoint;
 use crate::http::Http;
 use crate::kind::BackendKind;
+use crate::paths::PathProbe;
+
+/// A load can take minutes (a large model from a slow disk).
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub struct LmStudio {
     http: Http,
+    paths: PathProbe,
 }
 
 impl LmStudio {
     pub(crate) fn new(http: Http) -> Self {
-        LmStudio { http }
+        LmStudio {
+            http,
+            paths: PathProbe::default(),
+        }
     }
 
     async fn discover_inner(&self) -> Result<Discovery, BackendError> {
+        let mut discovery = match self.http.get_json::<V1ModelList>("/api/v1/models").await? {
+            Some(v1) => from_v1(v1),
+            None => self.discover_v0().await?,
+        };
+        discovery.apis = self.paths.apis(&self.http).await;
+        Ok(discovery)
+    }
+
+    async fn discover_v0(&self) -> Result<Discovery, BackendError> {
         let v0: V0ModelList =
             self.http
                 .get_json("/api/v0/models")
@@ -30,34 +50,98 @@ impl LmStudio {
                     reason: "404: not an LM Studio server, or older than 0.3.6 (use kind openai)"
                         .into(),
                 })?;
-        // Older servers lack /api/v1; that only means no slot counts.
-        let v1: Option<V1ModelList> = self.http.get_json("/api/v1/models").await.unwrap_or(None);
         let models = v0
             .data
             .into_iter()
-            .map(|m| {
-                let slots = v1.as_ref().and_then(|v1| {
-                    v1.models
-                        .iter()
-                        .find(|x| x.key == m.id)
-                        .and_then(|x| x.parallel())
-                });
-                DiscoveredModel {
-                    state: if m.is_loaded() {
-                        ModelState::Loaded
-                    } else {
-                        ModelState::Unloaded
-                    },
-                    id: m.id,
-                    slots,
-                    ..DiscoveredModel::default()
-                }
+            .map(|m| DiscoveredModel {
+                state: if m.is_loaded() {
+                    ModelState::Loaded
+                } else {
+                    ModelState::Unloaded
+                },
+                kind: model_type(m.kind.as_deref()),
+                context_length: m.max_context_length.and_then(|n| u32::try_from(n).ok()),
+                id: m.id,
+                ..DiscoveredModel::default()
             })
             .collect();
         Ok(Discovery {
             models,
             ..Discovery::default()
         })
+    }
+
+    /// The instance ids of `model` now loaded.
+    async fn instances(&self, model: &str) -> Result<Vec<String>, BackendError> {
+        let v1: V1ModelList = self
+            .http
+            .get_json("/api/v1/models")
+            .await?
+            .ok_or_else(|| self.needs_v1("unload models"))?;
+        Ok(v1
+            .models
+            .into_iter()
+            .filter(|m| m.key == model)
+            .flat_map(|m| m.loaded_instances.into_iter().map(|i| i.id))
+            .filter(|id| !id.is_empty())
+            .collect())
+    }
+
+    fn needs_v1(&self, what: &str) -> BackendError {
+        BackendError::Unsupported {
+            kind: BackendKind::LmStudio,
+            what: format!("{what} before 0.4 (no /api/v1)"),
+        }
+    }
+}
+
+fn from_v1(v1: V1ModelList) -> Discovery {
+    let models = v1
+        .models
+        .into_iter()
+        .map(|m| {
+            let loaded = !m.loaded_instances.is_empty();
+            DiscoveredModel {
+                state: if loaded {
+                    ModelState::Loaded
+                } else {
+                    ModelState::Unloaded
+                },
+                kind: model_type(m.kind.as_deref()),
+                slots: m.parallel(),
+                size_bytes: m.size_bytes,
+                context_length: m
+                    .loaded_instances
+                    .iter()
+                    .find_map(|i| i.config.context_length)
+                    .or(m.max_context_length),
+                instances: m.loaded_instances.iter().map(|i| i.id.clone()).collect(),
+                id: m.key,
+                ..DiscoveredModel::default()
+            }
+        })
+        .collect::<Vec<_>>();
+    Discovery {
+        memory_used: Some(
+            models
+                .iter()
+                .filter(|m| m.loaded())
+                .filter_map(|m| m.size_bytes)
+                .sum(),
+        ),
+        models,
+        can_load: true,
+        can_unload: true,
+        ..Discovery::default()
+    }
+}
+
+/// `llm`/`vlm` generate; `embedding` (v1) and `embeddings` (v0) do not.
+fn model_type(kind: Option<&str>) -> ModelType {
+    match kind {
+        Some("llm" | "vlm") => ModelType::Llm,
+        Some(k) if k.starts_with("embedding") => ModelType::Embedding,
+        _ => ModelType::Unknown,
     }
 }
 
@@ -79,21 +163,53 @@ impl Backend for LmStudio {
         Box::pin(async move { self.http.generate_one_token(&model).await })
     }
 
-    fn load(&self, _model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
+    fn load(&self, model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
+        let model = model.to_string();
         Box::pin(async move {
-            Err(BackendError::Unsupported {
-                kind: self.kind(),
-                what: "load models".into(),
+            let started = std::time::Instant::now();
+            let answer = self
+                .http
+                .post_json(
+                    "/api/v1/models/load",
+                    &serde_json::json!({ "model": model }),
+                    LOAD_TIMEOUT,
+                )
+                .await?;
+            if answer.status == http::StatusCode::NOT_FOUND
+                && self
+                    .http
+                    .get_json::<V1ModelList>("/api/v1/models")
+                    .await?
+                    .is_none()
+            {
+                return Err(self.needs_v1("load models"));
+            }
+            let loaded: V1Loaded = answer.success()?.json()?;
+            Ok(Loaded {
+                seconds: loaded
+                    .load_time_seconds
+                    .unwrap_or_else(|| started.elapsed().as_secs_f64()),
+                instance: loaded.instance_id,
             })
         })
     }
 
-    fn unload(&self, _model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+    fn unload(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
+        let model = model.to_string();
         Box::pin(async move {
-            Err(BackendError::Unsupported {
-                kind: self.kind(),
-                what: "unload models".into(),
-            })
+            // Every instance: a key names only the first, and JIT loads have
+            // been seen to leave duplicates.
+            for instance in self.instances(&model).await? {
+                self.http
+                    .post_json(
+                        "/api/v1/models/unload",
+                        &serde_json::json!({ "instance_id": instance }),
+                        self.http.timeout,
+                    )
+                    .await?
+                    .success()?;
+            }
+            Ok(())
         })
     }
 }

@@ -1,6 +1,6 @@
 //! A generic OpenAI-compatible server: `/v1/models` lists what it serves,
 //! and everything it serves is taken as loaded. It reports no slot count,
-//! so config decides.
+//! so config decides; whether it serves the coding agents' paths is probed.
 
 use drover_proto::openai::UpstreamModelList;
 
@@ -10,14 +10,19 @@ use crate::backend::{
 use crate::endpoint::Endpoint;
 use crate::http::Http;
 use crate::kind::BackendKind;
+use crate::paths::PathProbe;
 
 pub struct OpenAi {
     http: Http,
+    paths: PathProbe,
 }
 
 impl OpenAi {
     pub(crate) fn new(http: Http) -> Self {
-        OpenAi { http }
+        OpenAi {
+            http,
+            paths: PathProbe::default(),
+        }
     }
 
     async fn discover_inner(&self) -> Result<Discovery, BackendError> {
@@ -39,6 +44,7 @@ impl OpenAi {
                     ..DiscoveredModel::default()
                 })
                 .collect(),
+            apis: self.paths.apis(&self.http).await,
             ..Discovery::default()
         })
     }

@@ -35,7 +35,8 @@ pub async fn run(hub: Arc<HubState>, entry: Arc<BackendEntry>) {
 /// loaded model that generates (an embedding model cannot). A server with
 /// nothing loaded is not made to load a model for a probe.
 async fn probe(entry: &BackendEntry) -> Result<Discovery, String> {
-    let discovery = entry.adapter.discover().await.map_err(|e| e.to_string())?;
+    let adapter = entry.detect().await?;
+    let discovery = adapter.discover().await.map_err(|e| e.to_string())?;
     if entry.probe_mode == ProbeMode::Generate {
         let loaded = |kind: ModelType| {
             discovery
@@ -44,7 +45,7 @@ async fn probe(entry: &BackendEntry) -> Result<Discovery, String> {
                 .find(|m| m.loaded() && m.kind == kind)
         };
         if let Some(model) = loaded(ModelType::Llm).or_else(|| loaded(ModelType::Unknown)) {
-            entry.adapter.generate(&model.id).await.map_err(|e| {
+            adapter.generate(&model.id).await.map_err(|e| {
                 format!("it lists models but cannot generate from {}: {e}", model.id)
             })?;
         }

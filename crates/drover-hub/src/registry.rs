@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use drover_backends::{
@@ -22,9 +22,13 @@ use drover_proto::admin::BackendSpec;
 pub struct BackendEntry {
     pub id: BackendId,
     pub name: String,
-    pub kind: BackendKind,
     pub endpoint: Endpoint,
-    pub adapter: Arc<dyn Backend>,
+    /// Its kind and adapter: from config, or once detection has run.
+    adapter: OnceLock<Arc<dyn Backend>>,
+    /// What building an adapter after detection needs.
+    client: HttpClient,
+    api_key: Option<String>,
+    probe_timeout: Duration,
     /// Sent with every request: the configured key, or the URL's
     /// credentials.
     pub authorization: Option<http::HeaderValue>,
@@ -89,9 +93,17 @@ impl fmt::Display for ProbeMode {
     }
 }
 
+/// The configured kind: `None` to detect it (an empty kind, or `auto`).
+fn configured_kind(config: &BackendSpec) -> Result<Option<BackendKind>, String> {
+    match config.kind.trim() {
+        "" | "auto" => Ok(None),
+        kind => kind.parse().map(Some),
+    }
+}
+
 /// Checks what can be checked of a backend's config without adding it.
 pub fn check_spec(config: &BackendSpec) -> Result<(), String> {
-    config.kind.parse::<BackendKind>()?;
+    configured_kind(config)?;
     if config.slots == Some(0) || config.model_slots.values().any(|s| *s == 0) {
         return Err("slots must be at least 1".into());
     }
@@ -103,6 +115,45 @@ pub fn check_spec(config: &BackendSpec) -> Result<(), String> {
 }
 
 impl BackendEntry {
+    /// The adapter, once the kind is known.
+    pub fn adapter(&self) -> Option<&Arc<dyn Backend>> {
+        self.adapter.get()
+    }
+
+    pub fn kind(&self) -> Option<BackendKind> {
+        self.adapter().map(|a| a.kind())
+    }
+
+    /// Detects the server's kind and builds its adapter (once; a backend
+    /// whose kind is configured has one from the start).
+    pub async fn detect(&self) -> Result<&Arc<dyn Backend>, String> {
+        if let Some(adapter) = self.adapter.get() {
+            return Ok(adapter);
+        }
+        let found = drover_backends::detect(
+            &self.endpoint,
+            &self.client,
+            self.api_key.as_deref(),
+            self.probe_timeout,
+        )
+        .await
+        .map_err(|e| format!("cannot tell what kind of server it is: {e}"))?;
+        tracing::info!(
+            backend = %self.name,
+            kind = %found.kind,
+            version = found.version.as_deref().unwrap_or("unknown"),
+            "detected the server's kind"
+        );
+        let adapter = adapter_for(
+            found.kind,
+            self.endpoint.clone(),
+            self.client.clone(),
+            self.api_key.clone(),
+            self.probe_timeout,
+        );
+        Ok(self.adapter.get_or_init(|| adapter))
+    }
+
     /// What the scheduler should know about each discovered model, under
     /// its public name: config overrides first, then what the server
     /// reports, then the default. Remembers each public name's own id here.
@@ -203,7 +254,7 @@ impl Registry {
         parent: &CancellationToken,
     ) -> Result<Arc<BackendEntry>, RegistryError> {
         check_spec(config).map_err(RegistryError::Invalid)?;
-        let kind: BackendKind = config.kind.parse().map_err(RegistryError::Invalid)?;
+        let kind = configured_kind(config).map_err(RegistryError::Invalid)?;
         let probe_mode =
             ProbeMode::parse(config.probe.as_deref()).map_err(RegistryError::Invalid)?;
         let endpoint =
@@ -222,20 +273,25 @@ impl Registry {
             return Err(RegistryError::Duplicate(name));
         }
         let id = BackendId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        let adapter = adapter_for(
-            kind,
-            endpoint.clone(),
-            self.client.clone(),
-            config.api_key.clone(),
-            self.probe_timeout,
-        );
+        let adapter = OnceLock::new();
+        if let Some(kind) = kind {
+            let _ = adapter.set(adapter_for(
+                kind,
+                endpoint.clone(),
+                self.client.clone(),
+                config.api_key.clone(),
+                self.probe_timeout,
+            ));
+        }
         let entry = Arc::new(BackendEntry {
             authorization: endpoint.authorization(config.api_key.as_deref()),
             id,
             name: name.clone(),
-            kind,
             endpoint,
             adapter,
+            client: self.client.clone(),
+            api_key: config.api_key.clone(),
+            probe_timeout: self.probe_timeout,
             default_slots: config.slots.unwrap_or(1),
             model_slots: config.model_slots.clone(),
             max_concurrent: config.max_concurrent,

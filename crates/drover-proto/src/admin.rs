@@ -12,7 +12,9 @@ pub struct BackendSpec {
     /// Defaults to the URL's host and port.
     #[serde(default)]
     pub name: Option<String>,
-    /// `lmstudio` or `openai`.
+    /// `lmstudio`, `ollama`, `llamacpp`, `vllm` or `openai`; empty or
+    /// `auto` to detect it from the server.
+    #[serde(default)]
     pub kind: String,
     pub url: String,
     /// Slots per model where the server does not report them.

@@ -6,10 +6,14 @@
 //! - [`openai`]: the OpenAI error shape, model listing, and the few request
 //!   fields the hub peeks at (it forwards bodies untouched).
 //! - [`lmstudio`]: LM Studio's `/api/v0/models` and `/api/v1/models`.
+//! - [`ollama`], [`llamacpp`], [`vllm`]: those servers' own endpoints.
 //! - [`anthropic`]: the Anthropic error shape, for `/v1/messages`.
 //! - [`admin`]: the hub's management API.
 
 pub mod admin;
 pub mod anthropic;
+pub mod llamacpp;
 pub mod lmstudio;
+pub mod ollama;
 pub mod openai;
+pub mod vllm;

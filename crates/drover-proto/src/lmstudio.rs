@@ -29,8 +29,8 @@ impl V0Model {
     }
 }
 
-/// `GET /api/v1/models` (LM Studio 0.4.0 and later); read for the slot
-/// count that each loaded instance reports as `config.parallel`.
+/// `GET /api/v1/models` (LM Studio 0.4.0 and later): every downloaded model
+/// with its loaded instances, each with its `config.parallel` slots.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct V1ModelList {
     #[serde(default)]
@@ -40,12 +40,22 @@ pub struct V1ModelList {
 #[derive(Debug, Clone, Deserialize)]
 pub struct V1Model {
     pub key: String,
+    /// `llm` or `embedding`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_context_length: Option<u32>,
     #[serde(default)]
     pub loaded_instances: Vec<V1Instance>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct V1Instance {
+    /// What unloading names; a second instance of a key is `key:2`.
+    #[serde(default)]
+    pub id: String,
     #[serde(default)]
     pub config: V1InstanceConfig,
 }
@@ -54,6 +64,18 @@ pub struct V1Instance {
 pub struct V1InstanceConfig {
     #[serde(default)]
     pub parallel: Option<u32>,
+    #[serde(default)]
+    pub context_length: Option<u32>,
+}
+
+/// `POST /api/v1/models/load`'s answer. The docs name the id `instance_id`
+/// on one page and `model_instance_id` on another: both are read.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct V1Loaded {
+    #[serde(default, alias = "model_instance_id")]
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub load_time_seconds: Option<f64>,
 }
 
 impl V1Model {
@@ -92,6 +114,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v1.models[0].parallel(), Some(6));
+        assert_eq!(v1.models[0].loaded_instances[1].id, "qwen:2");
         assert_eq!(v1.models[1].parallel(), None);
+        for body in [
+            r#"{"type":"llm","instance_id":"qwen","load_time_seconds":9.1,"status":"loaded"}"#,
+            r#"{"type":"llm","model_instance_id":"qwen","load_time_seconds":9.1,"status":"loaded"}"#,
+        ] {
+            let loaded: V1Loaded = serde_json::from_str(body).unwrap();
+            assert_eq!(loaded.instance_id.as_deref(), Some("qwen"), "{body}");
+            assert_eq!(loaded.load_time_seconds, Some(9.1));
+        }
     }
 }

@@ -18,17 +18,20 @@ async fn one_model() -> (LlamaServer, drover_tests::Cluster) {
     )
     .await;
     let cluster = ClusterBuilder::new()
+        // No kind, slots or paths: the hub detects llama.cpp and learns
+        // the rest from the server.
         .external(BackendSpec {
             name: Some("llama".into()),
-            kind: "openai".into(),
             url: server.url.clone(),
-            slots: Some(2),
-            responses: Some(true),
-            messages: Some(true),
             ..BackendSpec::default()
         })
         .start()
         .await;
+    let listed = cluster.client.get("/admin/backends").await.json();
+    let llama = &listed["backends"][0];
+    assert_eq!(llama["kind"], "llamacpp", "{listed}");
+    assert_eq!(llama["models"][0]["slots"], 2, "{listed}");
+    assert_eq!(llama["apis"], json!(["responses", "messages"]), "{listed}");
     (server, cluster)
 }
 

@@ -125,7 +125,9 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
     }
     BackendInfo {
         name: entry.name.clone(),
-        kind: entry.kind.to_string(),
+        kind: entry
+            .kind()
+            .map_or_else(|| "unknown".to_string(), |k| k.to_string()),
         url: entry.endpoint.to_string(),
         // The scheduler learns of a backend at its first answer.
         breaker: view

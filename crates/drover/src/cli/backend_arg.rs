@@ -1,6 +1,7 @@
-//! `--backend KIND=URL[,slots=N][,name=NAME][,api_key=KEY]`, the command
-//! line's way to say what a `[[backends]]` table says. Checked here, so a
-//! mistake is reported by quoting the flag as typed.
+//! `--backend [KIND=]URL[,slots=N][,max_concurrent=N][,probe=generate]...`,
+//! the command line's way to say what a `[[backends]]` table says. Without
+//! a kind, the hub detects it from the server. Checked here, so a mistake
+//! is reported by quoting the flag as typed.
 
 use drover_backends::{BackendKind, Endpoint, redact};
 use drover_hub::BackendSpec;
@@ -8,13 +9,20 @@ use drover_hub::BackendSpec;
 pub fn parse(arg: &str) -> Result<BackendSpec, String> {
     // The flag may carry a key or a password: never repeat it whole.
     let shown = redact(arg.split(",api_key=").next().unwrap_or(arg));
-    let (kind, rest) = arg.split_once('=').ok_or_else(|| {
-        format!(
-            "--backend {shown:?}: expected KIND=URL, for example lmstudio=http://10.0.0.102:1234"
-        )
-    })?;
-    kind.parse::<BackendKind>()
-        .map_err(|e| format!("--backend {shown:?}: {e}"))?;
+    let lower = arg.trim_start().to_ascii_lowercase();
+    let (kind, rest) = if lower.starts_with("http://") || lower.starts_with("https://") {
+        ("", arg.trim_start())
+    } else {
+        let (kind, rest) = arg.split_once('=').ok_or_else(|| {
+            format!(
+                "--backend {shown:?}: expected URL or KIND=URL, for example \
+                 http://10.0.0.102:1234 or lmstudio=http://10.0.0.102:1234"
+            )
+        })?;
+        kind.parse::<BackendKind>()
+            .map_err(|e| format!("--backend {shown:?}: {e}"))?;
+        (kind, rest)
+    };
     let mut parts = rest.split(',');
     let url = parts.next().unwrap_or_default().trim();
     if url.is_empty() {
@@ -106,9 +114,20 @@ mod tests {
     }
 
     #[test]
+    fn a_url_alone_leaves_the_kind_to_detection() {
+        let b = parse("http://10.0.0.5:8080,slots=2").unwrap();
+        assert_eq!(
+            (b.kind.as_str(), b.url.as_str()),
+            ("", "http://10.0.0.5:8080")
+        );
+        assert_eq!(b.slots, Some(2));
+        assert_eq!(parse("HTTP://h:1").unwrap().kind, "");
+    }
+
+    #[test]
     fn names_the_problem() {
         for (arg, want) in [
-            ("http://x", "expected KIND=URL"),
+            ("x", "expected URL or KIND=URL"),
             ("openai=", "URL is missing"),
             ("openai=http://x,slots=0", "slots"),
             ("openai=http://x,color=red", "unknown option"),

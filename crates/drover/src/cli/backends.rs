@@ -30,9 +30,9 @@ pub struct BackendsArgs {
 pub enum BackendsCommand {
     /// List backends, their models, slots and health.
     Ls,
-    /// Add a backend: KIND=URL[,slots=N][,name=NAME][,api_key=KEY].
+    /// Add a backend: [KIND=]URL[,slots=N][,max_concurrent=N][,probe=generate][,name=NAME][,api_key=KEY]; without a kind it is detected.
     Add {
-        #[arg(value_name = "KIND=URL")]
+        #[arg(value_name = "[KIND=]URL")]
         backend: String,
     },
     /// Remove a backend; requests running there finish.

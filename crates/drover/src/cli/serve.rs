@@ -20,9 +20,8 @@ pub struct ServeArgs {
     /// yet: anyone who can reach the port can use every model.
     #[arg(long)]
     pub insecure: bool,
-    /// A backend, KIND=URL[,slots=N][,name=NAME][,api_key=KEY]; repeat for more.
-    /// KIND is lmstudio or openai.
-    #[arg(long = "backend", value_name = "KIND=URL")]
+    /// A backend, [KIND=]URL[,slots=N][,max_concurrent=N][,probe=generate][,responses=BOOL][,messages=BOOL][,name=NAME][,api_key=KEY]; the kind (lmstudio, ollama, llamacpp, vllm, openai) is detected when left out; repeat for more.
+    #[arg(long = "backend", value_name = "[KIND=]URL")]
     pub backends: Vec<String>,
     /// Threads serving requests. One is the least CPU per request (no
     /// hand-offs between threads) and carries tens of thousands of requests
