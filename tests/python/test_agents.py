@@ -84,3 +84,46 @@ def test_messages_errors_are_anthropic_errors(ant):
     assert e.value.status_code == 404
     assert e.value.body["type"] == "error"
     assert e.value.body["error"]["type"] == "not_found_error"
+
+
+# The same clients through drover to simulated LM Studio servers (two of
+# them serve chat-a): stored responses must be continued on the server that
+# holds them, whichever that is.
+
+
+@pytest.fixture
+def sim_oa(fleet):
+    with fleet.client() as c:
+        yield c
+
+
+@pytest.fixture
+def sim_ant(fleet):
+    with anthropic.Anthropic(base_url=fleet.url, api_key="anything", max_retries=0, timeout=CLIENT_TIMEOUT) as c:
+        yield c
+
+
+def test_sim_responses_continue_where_they_are_stored(sim_oa):
+    for _ in range(8):
+        first = sim_oa.responses.create(model="chat-a", input="start a conversation")
+        second = sim_oa.responses.create(model="chat-a", input="go on", previous_response_id=first.id)
+        third = sim_oa.responses.create(model="chat-a", input="and on", previous_response_id=second.id)
+        assert third.status == "completed"
+
+
+def test_sim_responses_stream_with_the_accumulating_helper(sim_oa):
+    with sim_oa.responses.stream(model="chat-a", input="hi") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert final.output_text
+
+
+def test_sim_messages_plain_and_streamed(sim_ant):
+    m = sim_ant.messages.create(model="chat-a", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    assert m.content[0].text
+    with sim_ant.messages.stream(model="chat-a", max_tokens=4, messages=[{"role": "user", "content": "hi"}]) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == final.content[0].text
+    assert final.stop_reason == "max_tokens"

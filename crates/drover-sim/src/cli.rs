@@ -54,6 +54,10 @@ pub struct SimArgs {
     /// no answer.
     #[arg(long)]
     pub close_after_stream: bool,
+    /// List models but fail every generation with a 500, as a server whose
+    /// model runner crashed does.
+    #[arg(long)]
+    pub cannot_generate: bool,
     /// Seeds the generated text and the fault choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -77,6 +81,7 @@ impl SimArgs {
                 hang_rate: self.hang_rate,
                 close_mid_stream_rate: self.close_mid_stream_rate,
                 close_after_stream: self.close_after_stream,
+                cannot_generate: self.cannot_generate,
             },
         }
     }

@@ -72,6 +72,10 @@ pub struct Faults {
     /// answer, which is what a client racing the real server's close sees.
     /// Counted in `SimStats::stale_closes`, and not in `requests_total`.
     pub close_after_stream: bool,
+    /// The server lists its models but cannot run them (a crashed runner,
+    /// GPU memory gone): every generation answers 500 in the path's error
+    /// shape, while listings answer as ever. Counted in `injected_errors`.
+    pub cannot_generate: bool,
 }
 
 impl Faults {
@@ -81,6 +85,7 @@ impl Faults {
         hang_rate: 0.0,
         close_mid_stream_rate: 0.0,
         close_after_stream: false,
+        cannot_generate: false,
     };
 
     pub(crate) fn clamped(self) -> Faults {
@@ -96,6 +101,7 @@ impl Faults {
             hang_rate: probability(self.hang_rate),
             close_mid_stream_rate: probability(self.close_mid_stream_rate),
             close_after_stream: self.close_after_stream,
+            cannot_generate: self.cannot_generate,
         }
     }
 }

@@ -32,6 +32,15 @@ impl Dialect {
         }
     }
 
+    /// Whether it serves the coding agents' paths, `/v1/responses` and
+    /// `/v1/messages` (LM Studio from 0.4.1; a generic server need not).
+    pub(crate) fn serves_agent_apis(self) -> bool {
+        match self {
+            Dialect::LmStudio => true,
+            Dialect::OpenAi => false,
+        }
+    }
+
     /// The `owned_by` field of `/v1/models` entries, as each server fills it.
     pub(crate) fn owned_by(self) -> &'static str {
         match self {

@@ -20,7 +20,15 @@ pub enum SimError {
     Io(#[from] std::io::Error),
 }
 
-/// An HTTP error answer in the OpenAI shape (backend-apis.md §5.2).
+/// Which API's error shape a path answers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    OpenAi,
+    Anthropic,
+}
+
+/// An HTTP error answer in the OpenAI shape (backend-apis.md §5.2), or
+/// Anthropic's on its paths (§7).
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
@@ -94,6 +102,34 @@ impl ApiError {
         }
     }
 
+    /// The server lists the model but its runner is gone (the
+    /// `cannot_generate` fault), in the words of the server imitated.
+    pub(crate) fn cannot_generate(dialect: crate::Dialect) -> Self {
+        let message = match dialect {
+            crate::Dialect::LmStudio => {
+                "Model has crashed without additional information. (Exit code: null)"
+            }
+            crate::Dialect::OpenAi => "The model runner has exited.",
+        };
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
+    }
+
+    pub(crate) fn previous_response_not_found(id: &str) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("Previous response with id '{id}' not found.").into(),
+            kind: "invalid_request_error",
+            param: Some("previous_response_id"),
+            code: Some("previous_response_not_found"),
+        }
+    }
+
     pub(crate) fn internal(message: &'static str) -> Self {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +137,29 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: None,
+        }
+    }
+
+    /// The answer in the shape of the path's API: Anthropic's on
+    /// `/v1/messages`, OpenAI's elsewhere.
+    pub(crate) fn into_response_as(self, shape: ErrorShape) -> http::Response<SimBody> {
+        match shape {
+            ErrorShape::OpenAi => self.into_response(),
+            ErrorShape::Anthropic => {
+                let kind = match self.status.as_u16() {
+                    401 => "authentication_error",
+                    404 => "not_found_error",
+                    413 => "request_too_large",
+                    429 => "rate_limit_error",
+                    500..=599 => "api_error",
+                    _ => "invalid_request_error",
+                };
+                let body = serde_json::json!({
+                    "type": "error",
+                    "error": {"type": kind, "message": self.message},
+                });
+                json_response(self.status, &body)
+            }
         }
     }
 

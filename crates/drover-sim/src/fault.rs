@@ -43,6 +43,7 @@ pub(crate) struct FaultRates {
     hang: AtomicU64,
     close_mid_stream: AtomicU64,
     close_after_stream: AtomicBool,
+    cannot_generate: AtomicBool,
 }
 
 impl FaultRates {
@@ -52,6 +53,7 @@ impl FaultRates {
             hang: AtomicU64::new(0),
             close_mid_stream: AtomicU64::new(0),
             close_after_stream: AtomicBool::new(false),
+            cannot_generate: AtomicBool::new(false),
         };
         rates.set(faults);
         rates
@@ -67,6 +69,8 @@ impl FaultRates {
             .store(faults.close_mid_stream_rate.to_bits(), Ordering::Relaxed);
         self.close_after_stream
             .store(faults.close_after_stream, Ordering::Relaxed);
+        self.cannot_generate
+            .store(faults.cannot_generate, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> Faults {
@@ -75,6 +79,7 @@ impl FaultRates {
             hang_rate: f64::from_bits(self.hang.load(Ordering::Relaxed)),
             close_mid_stream_rate: f64::from_bits(self.close_mid_stream.load(Ordering::Relaxed)),
             close_after_stream: self.close_after_stream.load(Ordering::Relaxed),
+            cannot_generate: self.cannot_generate.load(Ordering::Relaxed),
         }
     }
 }
@@ -137,6 +142,7 @@ mod tests {
             hang_rate: 7.0,
             close_mid_stream_rate: -1.0,
             close_after_stream: true,
+            cannot_generate: true,
         });
         assert_eq!(
             rates.get(),
@@ -145,6 +151,7 @@ mod tests {
                 hang_rate: 1.0,
                 close_mid_stream_rate: 0.0,
                 close_after_stream: true,
+                cannot_generate: true,
             }
         );
     }

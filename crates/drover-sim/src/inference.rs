@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use http::{Response, StatusCode};
 
+use crate::agents::{self, AgentRequest};
+use crate::agents_wire;
 use crate::body::{SimBody, json_response, sse_response};
 use crate::connection::{ConnectionHandle, NotReading, Sever};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorShape};
 use crate::fault::Fault;
 use crate::guard::{Active, InFlight, Running};
 use crate::model::ModelState;
@@ -27,6 +29,21 @@ pub(crate) enum Endpoint {
     Chat,
     Completion,
     Embeddings,
+    /// `POST /v1/responses`.
+    Responses,
+    /// `POST /v1/messages`.
+    Messages,
+    /// `POST /v1/messages/count_tokens`.
+    CountTokens,
+}
+
+impl Endpoint {
+    fn error_shape(self) -> ErrorShape {
+        match self {
+            Endpoint::Messages | Endpoint::CountTokens => ErrorShape::Anthropic,
+            _ => ErrorShape::OpenAi,
+        }
+    }
 }
 
 pub(crate) async fn serve(
@@ -42,7 +59,7 @@ pub(crate) async fn serve(
     shared.watch.changed();
     match answer(shared, connection, endpoint, body, sequence).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => error.into_response_as(endpoint.error_shape()),
     }
 }
 
@@ -84,6 +101,11 @@ impl<'a> Job<'a> {
             Endpoint::Embeddings => Job::Embeddings {
                 inputs: request.embedding_inputs()?,
             },
+            Endpoint::Responses | Endpoint::Messages | Endpoint::CountTokens => {
+                return Err(ApiError::internal(
+                    "an agent request reached the chat parser",
+                ));
+            }
         })
     }
 }
@@ -95,15 +117,71 @@ async fn answer(
     body: &[u8],
     sequence: u64,
 ) -> Result<Response<SimBody>, ApiError> {
-    let request = InferenceRequest::parse(body)?;
-    let name = request.model()?;
+    let request;
+    let agent;
+    let (name, job) = if matches!(
+        endpoint,
+        Endpoint::Responses | Endpoint::Messages | Endpoint::CountTokens
+    ) {
+        agent = AgentRequest::parse(body)?;
+        let name = agent.model()?;
+        if shared.model(name).is_none() {
+            return Err(ApiError::model_not_found(name));
+        }
+        let prompt = agents::prompt(shared.settings.seed, name, body);
+        if endpoint == Endpoint::CountTokens {
+            return Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "input_tokens": prompt.tokens }),
+            ));
+        }
+        if let Some(previous) = agent.previous_response_id() {
+            if !shared.responses.holds(previous) {
+                return Err(ApiError::previous_response_not_found(previous));
+            }
+            shared
+                .counters
+                .continuations
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let shape = if endpoint == Endpoint::Responses {
+            ChunkShape::Responses
+        } else {
+            ChunkShape::Messages
+        };
+        let job = Job::Text(TextJob {
+            shape,
+            prompt,
+            stream: agent.stream(),
+            include_usage: false,
+            max_tokens: agent.max_tokens(),
+        });
+        (name, job)
+    } else {
+        request = InferenceRequest::parse(body)?;
+        let name = request.model()?;
+        if shared.model(name).is_none() {
+            return Err(ApiError::model_not_found(name));
+        }
+        (
+            name,
+            Job::of(&request, endpoint, shared.settings.seed, name)?,
+        )
+    };
     let model = shared
         .model(name)
         .ok_or_else(|| ApiError::model_not_found(name))?;
-    let job = Job::of(&request, endpoint, shared.settings.seed, name)?;
 
-    let in_flight = InFlight::enter(Arc::clone(model));
     let faults = shared.faults.get();
+    if faults.cannot_generate {
+        shared
+            .counters
+            .injected_errors
+            .fetch_add(1, Ordering::Relaxed);
+        shared.watch.changed();
+        return Err(ApiError::cannot_generate(shared.settings.dialect));
+    }
+    let in_flight = InFlight::enter(Arc::clone(model));
     let fault = Fault::choose(faults, shared.settings.seed, sequence);
     let in_flight = apply_fault(shared, connection, fault, in_flight, sequence).await?;
     let running = start_running(shared, model, in_flight).await?;
@@ -221,6 +299,12 @@ impl Text {
         let id = match job.shape {
             ChunkShape::Chat => format!("chatcmpl-{}", shared.next_id()),
             ChunkShape::Text => format!("cmpl-{}", shared.next_id()),
+            ChunkShape::Responses => {
+                let id = format!("resp_{:016x}", shared.next_id() ^ shared.settings.seed);
+                shared.responses.remember(&id);
+                id
+            }
+            ChunkShape::Messages => format!("msg_{:016x}", shared.next_id()),
         };
         Text {
             id,
@@ -318,6 +402,14 @@ async fn plain_text(shared: &Shared, model: &str, job: TextJob) -> Response<SimB
                 }],
                 usage: Some(Some(usage)),
             },
+        ),
+        ChunkShape::Responses => json_response(
+            StatusCode::OK,
+            &agents_wire::response(&id, created, model, &text, job.prompt.tokens, tokens),
+        ),
+        ChunkShape::Messages => json_response(
+            StatusCode::OK,
+            &agents_wire::message(&id, model, &text, finish_reason, job.prompt.tokens, tokens),
         ),
     }
 }

@@ -17,6 +17,9 @@
 //! - `inference` is one request's life: fault, JIT load, slot queue, TTFT,
 //!   answer; `stream` is the SSE body; `guard` keeps the per-model gauges
 //!   right however a request ends.
+//! - `agents` reads the coding agents' requests (Responses, Messages) and
+//!   keeps the ids of stored responses; `agents_wire` writes their answers
+//!   and stream events.
 //! - `request` and `wire` are the bodies read and written; `text` makes
 //!   deterministic words and vectors; `fault` picks faults.
 //! - [`cli`]: [`SimArgs`] and [`run`], for the `drover sim` command.
@@ -28,6 +31,8 @@ pub mod handle;
 pub mod server;
 pub mod stats;
 
+mod agents;
+mod agents_wire;
 mod body;
 mod connection;
 mod error;

@@ -48,10 +48,14 @@ async fn route(
     body: Incoming,
 ) -> Response<SimBody> {
     let path = parts.uri.path();
+    let agents = shared.settings.dialect.serves_agent_apis();
     let endpoint = match (&parts.method, path) {
         (&Method::POST, "/v1/chat/completions") => Some(Endpoint::Chat),
         (&Method::POST, "/v1/completions") => Some(Endpoint::Completion),
         (&Method::POST, "/v1/embeddings") => Some(Endpoint::Embeddings),
+        (&Method::POST, "/v1/responses") if agents => Some(Endpoint::Responses),
+        (&Method::POST, "/v1/messages") if agents => Some(Endpoint::Messages),
+        (&Method::POST, "/v1/messages/count_tokens") if agents => Some(Endpoint::CountTokens),
         _ => None,
     };
     if let Some(endpoint) = endpoint {

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::ResponseStore;
 use crate::fault::FaultRates;
 use crate::model::ModelState;
 use crate::stats::{Counters, StatsWatch};
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) faults: FaultRates,
     pub(crate) counters: Counters,
     pub(crate) watch: Arc<StatsWatch>,
+    /// The Responses API answers it produced, which it can continue.
+    pub(crate) responses: ResponseStore,
     /// Response ids; unlike `requests_total`, never reset, so ids stay unique.
     next_id: AtomicU64,
     /// Unix seconds at start, reported as the models' `created`.
@@ -90,6 +93,7 @@ impl Shared {
             index,
             faults: FaultRates::new(config.faults),
             counters: Counters::default(),
+            responses: ResponseStore::default(),
             watch,
             next_id: AtomicU64::new(1),
             started: unix_now(),
@@ -113,6 +117,7 @@ impl Shared {
     pub(crate) fn stats(&self) -> SimStats {
         let counters = &self.counters;
         SimStats {
+            continuations: counters.continuations.load(Ordering::Relaxed),
             requests_total: counters.requests_total.load(Ordering::Relaxed),
             injected_errors: counters.injected_errors.load(Ordering::Relaxed),
             hangs: counters.hangs.load(Ordering::Relaxed),

@@ -24,6 +24,9 @@ pub struct SimStats {
     /// Model loads performed (JIT or through the load endpoint), each of
     /// which took the configured load time.
     pub loads: u64,
+    /// Responses API requests that continued a response this server had
+    /// produced (`previous_response_id`).
+    pub continuations: u64,
     /// Per model, by name.
     pub models: BTreeMap<String, ModelStats>,
 }
@@ -71,6 +74,7 @@ pub(crate) struct Counters {
     pub(crate) mid_stream_closes: AtomicU64,
     pub(crate) stale_closes: AtomicU64,
     pub(crate) loads: AtomicU64,
+    pub(crate) continuations: AtomicU64,
 }
 
 impl Counters {
@@ -82,6 +86,7 @@ impl Counters {
             &self.mid_stream_closes,
             &self.stale_closes,
             &self.loads,
+            &self.continuations,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

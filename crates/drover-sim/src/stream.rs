@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
 
+use crate::agents_wire;
 use crate::connection::{NotReading, Sever};
 use crate::guard::Running;
 use crate::model::ModelState;
@@ -22,6 +23,18 @@ use crate::wire::{ChatChunk, ChatChunkChoice, Delta, TextChoice, TextCompletion,
 pub(crate) enum ChunkShape {
     Chat,
     Text,
+    /// The Responses API's typed events.
+    Responses,
+    /// Anthropic's Messages events.
+    Messages,
+}
+
+impl ChunkShape {
+    /// The agents' APIs open with events of their own, close with others,
+    /// and have no `[DONE]`.
+    fn typed(self) -> bool {
+        matches!(self, ChunkShape::Responses | ChunkShape::Messages)
+    }
 }
 
 /// Everything a streamed answer is made of, fixed before it starts.
@@ -65,6 +78,10 @@ pub(crate) struct TokenStream {
     sever_after: usize,
     chunks: usize,
     pace: Option<Pace>,
+    /// The agents' APIs: the text so far (their closing events repeat it)
+    /// and the Responses events' sequence number.
+    text: String,
+    sequence: u64,
 }
 
 /// Deadlines advance from the previous deadline rather than from the time a
@@ -78,7 +95,7 @@ struct Pace {
 
 impl TokenStream {
     pub(crate) fn new(plan: StreamPlan, running: Running, not_reading: NotReading) -> Self {
-        let role_chunks = usize::from(plan.shape == ChunkShape::Chat);
+        let role_chunks = usize::from(plan.shape == ChunkShape::Chat || plan.shape.typed());
         // The role chunk and the first half of the tokens get through.
         let sever_after = role_chunks + plan.tokens.div_ceil(2);
         let pace = plan.token_interval.map(|interval| Pace {
@@ -99,6 +116,8 @@ impl TokenStream {
             sever_after,
             chunks: 0,
             pace,
+            text: String::new(),
+            sequence: 0,
         }
     }
 
@@ -138,6 +157,22 @@ impl TokenStream {
 
     fn role_chunk(&mut self) -> Bytes {
         self.step = Step::Token;
+        match self.plan.shape {
+            ChunkShape::Responses => {
+                let mut sequence = self.sequence;
+                let chunk = self.response_events().start(&mut sequence);
+                self.sequence = sequence;
+                return chunk;
+            }
+            ChunkShape::Messages => {
+                return agents_wire::message_start(
+                    &self.plan.id,
+                    &self.plan.model.name,
+                    self.plan.prompt_tokens,
+                );
+            }
+            ChunkShape::Chat | ChunkShape::Text => {}
+        }
         self.chat_chunk(
             Delta {
                 role: Some("assistant"),
@@ -163,11 +198,57 @@ impl TokenStream {
                 None,
             ),
             ChunkShape::Text => self.text_chunk(token, None),
+            ChunkShape::Responses => {
+                self.text.push_str(token);
+                let mut sequence = self.sequence;
+                let chunk = self.response_events().delta(&mut sequence, token);
+                self.sequence = sequence;
+                chunk
+            }
+            ChunkShape::Messages => {
+                self.text.push_str(token);
+                agents_wire::message_delta(token)
+            }
         })
+    }
+
+    fn response_events(&self) -> agents_wire::ResponseEvents<'_> {
+        agents_wire::ResponseEvents {
+            id: &self.plan.id,
+            created: self.plan.created,
+            model: &self.plan.model.name,
+        }
+    }
+
+    /// The closing events of the agents' APIs; the request counts as
+    /// completed as they leave.
+    fn typed_end(&mut self) -> Bytes {
+        self.step = Step::End;
+        if let Some(running) = self.running.take() {
+            running.complete();
+        }
+        self.not_reading = None;
+        match self.plan.shape {
+            ChunkShape::Responses => {
+                let mut sequence = self.sequence;
+                let chunk = self.response_events().end(
+                    &mut sequence,
+                    &self.text,
+                    self.plan.prompt_tokens,
+                    self.sent,
+                );
+                self.sequence = sequence;
+                chunk
+            }
+            _ => agents_wire::message_end(self.plan.finish_reason, self.sent),
+        }
     }
 
     /// The empty chunk that carries the finish reason.
     fn finish_chunk(&mut self) -> Bytes {
+        if self.plan.shape.typed() {
+            return self.typed_end();
+        }
         self.step = if self.plan.include_usage {
             Step::Usage
         } else {
@@ -176,7 +257,7 @@ impl TokenStream {
         let reason = Some(self.plan.finish_reason);
         match self.plan.shape {
             ChunkShape::Chat => self.chat_chunk(Delta::default(), reason),
-            ChunkShape::Text => self.text_chunk("", reason),
+            _ => self.text_chunk("", reason),
         }
     }
 
@@ -239,7 +320,7 @@ impl TokenStream {
                 choices: &[],
                 usage,
             }),
-            ChunkShape::Text => event(&TextCompletion {
+            _ => event(&TextCompletion {
                 id: &self.plan.id,
                 object: "text_completion",
                 created: self.plan.created,

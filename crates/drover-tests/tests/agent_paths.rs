@@ -99,3 +99,42 @@ async fn only_backends_that_serve_a_path_take_its_requests() {
     assert_eq!(agents["apis"], json!(["messages"]));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_ends_with_the_paths_own_error_event() {
+    let mut sim = drover_tests::lmstudio(&["m"], 2, 0);
+    sim.output_tokens = 8;
+    sim.faults.close_mid_stream_rate = 1.0;
+    let cluster = ClusterBuilder::new()
+        .sim("breaks", sim)
+        .hub(|c| c.health.failure_threshold = 1000)
+        .start()
+        .await;
+    let mut messages = anthropic_body("m");
+    messages["stream"] = json!(true);
+    let text = cluster.client.post("/v1/messages", &messages).await.text();
+    assert!(text.contains("event: message_start"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: error\ndata: "), "{text}");
+    let data: serde_json::Value =
+        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+    assert_eq!(data["type"], "error");
+    assert_eq!(data["error"]["type"], "api_error");
+
+    let responses = json!({"model": "m", "input": "hi", "stream": true});
+    let text = cluster
+        .client
+        .post("/v1/responses", &responses)
+        .await
+        .text();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: error\ndata: "), "{text}");
+    let data: serde_json::Value =
+        serde_json::from_str(last.trim_start_matches("event: error\ndata: ")).unwrap();
+    assert_eq!(data["type"], "error");
+    assert!(
+        data["message"].as_str().unwrap().contains("broke"),
+        "{data}"
+    );
+    cluster.shutdown().await;
+}
