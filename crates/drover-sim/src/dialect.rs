@@ -7,6 +7,19 @@ pub enum Dialect {
     /// LM Studio: `/api/v0` and `/api/v1` model endpoints, JIT loading.
     #[value(name = "lmstudio")]
     LmStudio,
+    /// Ollama: `/api/version`, `/api/tags`, `/api/ps`, `/api/show`, load and
+    /// unload through `/api/generate`, JIT loading.
+    #[value(name = "ollama")]
+    Ollama,
+    /// llama.cpp's `llama-server` with one model (the first configured):
+    /// `/health` (503 while it loads, for the load time after start),
+    /// `/props`, `/slots`, `/metrics`.
+    #[value(name = "llamacpp")]
+    LlamaCpp,
+    /// vLLM: `/health`, `/version`, `/metrics` (its own queue); every model
+    /// loaded; slots are its batch, beyond which requests wait inside it.
+    #[value(name = "vllm")]
+    Vllm,
     /// A plain OpenAI-compatible server: every served model is loaded.
     #[default]
     #[value(name = "openai")]
@@ -18,6 +31,9 @@ impl Dialect {
     pub fn name(self) -> &'static str {
         match self {
             Dialect::LmStudio => "lmstudio",
+            Dialect::Ollama => "ollama",
+            Dialect::LlamaCpp => "llamacpp",
+            Dialect::Vllm => "vllm",
             Dialect::OpenAi => "openai",
         }
     }
@@ -27,24 +43,24 @@ impl Dialect {
     /// treat every model as loaded, whatever the configuration says.
     pub(crate) fn has_load_state(self) -> bool {
         match self {
-            Dialect::LmStudio => true,
-            Dialect::OpenAi => false,
+            Dialect::LmStudio | Dialect::Ollama | Dialect::LlamaCpp => true,
+            Dialect::Vllm | Dialect::OpenAi => false,
         }
     }
 
     /// Whether it serves the coding agents' paths, `/v1/responses` and
     /// `/v1/messages` (LM Studio from 0.4.1; a generic server need not).
     pub(crate) fn serves_agent_apis(self) -> bool {
-        match self {
-            Dialect::LmStudio => true,
-            Dialect::OpenAi => false,
-        }
+        !matches!(self, Dialect::OpenAi)
     }
 
     /// The `owned_by` field of `/v1/models` entries, as each server fills it.
     pub(crate) fn owned_by(self) -> &'static str {
         match self {
             Dialect::LmStudio => "organization_owner",
+            Dialect::Ollama => "library",
+            Dialect::LlamaCpp => "llamacpp",
+            Dialect::Vllm => "vllm",
             Dialect::OpenAi => "drover-sim",
         }
     }

@@ -36,6 +36,8 @@ pub(crate) struct ApiError {
     kind: &'static str,
     param: Option<&'static str>,
     code: Option<&'static str>,
+    /// For an unknown model: its name, for servers that word it their way.
+    model: Option<String>,
 }
 
 impl ApiError {
@@ -49,6 +51,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param,
             code: None,
+            model: None,
         }
     }
 
@@ -59,7 +62,13 @@ impl ApiError {
             kind: "invalid_request_error",
             param: Some("model"),
             code: Some("model_not_found"),
+            model: Some(model.to_string()),
         }
+    }
+
+    /// The model named, when this is an unknown model's error.
+    pub(crate) fn unknown_model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     pub(crate) fn instance_not_found(instance_id: &str) -> Self {
@@ -69,6 +78,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: Some("instance_id"),
             code: None,
+            model: None,
         }
     }
 
@@ -79,6 +89,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: None,
+            model: None,
         }
     }
 
@@ -89,6 +100,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: None,
+            model: None,
         }
     }
 
@@ -99,6 +111,7 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: None,
+            model: None,
         }
     }
 
@@ -109,6 +122,11 @@ impl ApiError {
             crate::Dialect::LmStudio => {
                 "Model has crashed without additional information. (Exit code: null)"
             }
+            crate::Dialect::Ollama => "llama runner process has terminated: exit status 2",
+            crate::Dialect::LlamaCpp => "failed to decode the batch: the device is lost",
+            crate::Dialect::Vllm => {
+                "EngineCore encountered an issue. See stack trace for the root cause."
+            }
             crate::Dialect::OpenAi => "The model runner has exited.",
         };
         ApiError {
@@ -117,6 +135,7 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: None,
+            model: None,
         }
     }
 
@@ -127,6 +146,19 @@ impl ApiError {
             kind: "invalid_request_error",
             param: Some("previous_response_id"),
             code: Some("previous_response_not_found"),
+            model: None,
+        }
+    }
+
+    /// llama.cpp answers any work with this while its model loads.
+    pub(crate) fn loading_model() -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "Loading model".into(),
+            kind: "unavailable_error",
+            param: None,
+            code: None,
+            model: None,
         }
     }
 
@@ -137,6 +169,7 @@ impl ApiError {
             kind: "server_error",
             param: None,
             code: None,
+            model: None,
         }
     }
 

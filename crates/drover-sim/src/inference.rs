@@ -23,6 +23,7 @@ use crate::wire::{
     ChatChoice, ChatCompletion, ChatMessage, Embedding, EmbeddingList, EmbeddingUsage, TextChoice,
     TextCompletion, Usage,
 };
+use crate::{Dialect, vllm};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
@@ -59,7 +60,10 @@ pub(crate) async fn serve(
     shared.watch.changed();
     match answer(shared, connection, endpoint, body, sequence).await {
         Ok(response) => response,
-        Err(error) => error.into_response_as(endpoint.error_shape()),
+        Err(error) => match error.unknown_model() {
+            Some(model) if shared.settings.dialect == Dialect::Vllm => vllm::model_not_found(model),
+            _ => error.into_response_as(endpoint.error_shape()),
+        },
     }
 }
 
@@ -125,9 +129,7 @@ async fn answer(
     ) {
         agent = AgentRequest::parse(body)?;
         let name = agent.model()?;
-        if shared.model(name).is_none() {
-            return Err(ApiError::model_not_found(name));
-        }
+        serving(shared, name)?;
         let prompt = agents::prompt(shared.settings.seed, name, body);
         if endpoint == Endpoint::CountTokens {
             return Ok(json_response(
@@ -160,17 +162,13 @@ async fn answer(
     } else {
         request = InferenceRequest::parse(body)?;
         let name = request.model()?;
-        if shared.model(name).is_none() {
-            return Err(ApiError::model_not_found(name));
-        }
+        serving(shared, name)?;
         (
             name,
             Job::of(&request, endpoint, shared.settings.seed, name)?,
         )
     };
-    let model = shared
-        .model(name)
-        .ok_or_else(|| ApiError::model_not_found(name))?;
+    let model = serving(shared, name)?;
 
     let faults = shared.faults.get();
     if faults.cannot_generate {
@@ -199,6 +197,26 @@ async fn answer(
         }
         Job::Text(job) => finish(running, sever, plain_text(shared, name, job).await),
     })
+}
+
+/// The model that serves a request naming `name`. llama.cpp with one model
+/// serves it whatever the request names, and answers 503 until it has
+/// loaded it; every other server looks the name up.
+fn serving<'a>(shared: &'a Shared, name: &str) -> Result<&'a Arc<ModelState>, ApiError> {
+    if shared.settings.dialect == Dialect::LlamaCpp {
+        let model = shared
+            .models()
+            .first()
+            .ok_or_else(|| ApiError::model_not_found(name))?;
+        return if model.is_loaded() {
+            Ok(model)
+        } else {
+            Err(ApiError::loading_model())
+        };
+    }
+    shared
+        .model(name)
+        .ok_or_else(|| ApiError::model_not_found(name))
 }
 
 /// Carries out an error or a hang; hands the request back for any other

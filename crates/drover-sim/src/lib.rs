@@ -12,8 +12,8 @@
 //! - `connection` serves one TCP connection with hyper, stops reading it
 //!   while a stream is written (so a departed client is noticed at the next
 //!   write, as by a real server) and can kill it;
-//!   `router` maps paths to handlers; `lmstudio` holds LM Studio's native
-//!   endpoints.
+//!   `router` maps paths to handlers; `lmstudio`, `ollama`, `llamacpp` and
+//!   `vllm` hold each server's native endpoints.
 //! - `inference` is one request's life: fault, JIT load, slot queue, TTFT,
 //!   answer; `stream` is the SSE body; `guard` keeps the per-model gauges
 //!   right however a request ends.
@@ -39,13 +39,16 @@ mod error;
 mod fault;
 mod guard;
 mod inference;
+mod llamacpp;
 mod lmstudio;
 mod model;
+mod ollama;
 mod request;
 mod router;
 mod shared;
 mod stream;
 mod text;
+mod vllm;
 mod wire;
 
 pub use cli::{SimArgs, run};

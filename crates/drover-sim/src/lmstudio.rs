@@ -29,6 +29,8 @@ pub(crate) async fn route(
     body: Incoming,
 ) -> Option<Response<SimBody>> {
     let response = match (method, path) {
+        // What tells an LM Studio server from any other.
+        (&Method::GET, "/lmstudio-greeting") => ok_json(&serde_json::json!({"lmstudio": true})),
         (&Method::GET, "/api/v0/models") => ok_json(&V0List {
             object: "list",
             data: shared.models().iter().map(|m| V0Model::of(m)).collect(),

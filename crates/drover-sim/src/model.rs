@@ -89,6 +89,15 @@ impl ModelState {
         true
     }
 
+    /// Bytes the model takes in memory, as servers report it: every model
+    /// claims the size of a 7B model at 4 bits (or of a small embedder).
+    pub(crate) fn size_bytes(&self) -> u64 {
+        match self.kind {
+            ModelKind::Llm => 4_683_087_332,
+            ModelKind::Embedding => 274_302_450,
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> ModelStats {
         self.counters.snapshot(self.is_loaded())
     }

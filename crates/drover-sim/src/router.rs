@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::inference::{self, Endpoint};
 use crate::shared::Shared;
 use crate::wire::{ModelEntry, ModelList};
-use crate::{Dialect, lmstudio};
+use crate::{Dialect, llamacpp, lmstudio, ollama, vllm};
 
 /// Large enough for any realistic prompt, small enough that a runaway
 /// client can't make the simulator buffer without bound.
@@ -64,6 +64,14 @@ async fn route(
             Err(error) => error.into_response(),
         };
     }
+    let native_listing = match shared.settings.dialect {
+        Dialect::LlamaCpp => llamacpp::route(shared, &parts.method, path),
+        Dialect::Vllm => vllm::route(shared, &parts.method, path),
+        _ => None,
+    };
+    if let Some(response) = native_listing {
+        return response;
+    }
     match (&parts.method, path) {
         (&Method::GET, "/v1/models") => model_list(shared),
         (&Method::GET, "/_sim/stats") => json_response(StatusCode::OK, &shared.stats()),
@@ -74,7 +82,8 @@ async fn route(
         _ => {
             let native = match shared.settings.dialect {
                 Dialect::LmStudio => lmstudio::route(shared, &parts.method, path, body).await,
-                Dialect::OpenAi => None,
+                Dialect::Ollama => ollama::route(shared, &parts.method, path, body).await,
+                Dialect::LlamaCpp | Dialect::Vllm | Dialect::OpenAi => None,
             };
             native.unwrap_or_else(|| ApiError::no_route(&parts.method, path).into_response())
         }

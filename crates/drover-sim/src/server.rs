@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::Dialect;
 use crate::connection;
 use crate::handle::SimHandle;
 use crate::shared::Shared;
@@ -36,6 +37,20 @@ impl SimServer {
             commands: command_rx,
         };
         tracker.spawn(accept.run(listener));
+        if shared.settings.dialect == Dialect::LlamaCpp
+            && let Some(model) = shared.models().first().cloned()
+        {
+            // llama-server loads its model at start and answers 503 until
+            // it is ready.
+            let loader = Arc::clone(&shared);
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = model.ensure_loaded(loader.settings.load_time, &loader.counters) => {}
+                }
+            });
+        }
         tracing::info!(%addr, dialect = %shared.settings.dialect, "simulator listening");
         Ok(SimHandle::new(addr, shared, tracker, shutdown, commands))
     }

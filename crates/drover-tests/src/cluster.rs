@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use drover_hub::{BackendSpec, HubConfig, HubHandle};
-use drover_sim::{Dialect, SimConfig, SimHandle, SimServer};
+use drover_sim::{SimConfig, SimHandle, SimServer};
 use tokio::net::TcpListener;
 
 use crate::client::Client;
@@ -100,10 +100,8 @@ impl ClusterBuilder {
         let mut names = Vec::new();
         let mut config = self.config;
         for (name, sim_config, mut spec) in self.sims {
-            let kind = match sim_config.dialect {
-                Dialect::LmStudio => "lmstudio",
-                _ => "openai",
-            };
+            // "auto" in a test's spec asks the hub to detect the kind.
+            let kind = sim_config.dialect.name();
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let sim = SimServer::start(listener, sim_config).unwrap();
             if spec.kind.is_empty() {
