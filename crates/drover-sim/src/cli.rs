@@ -28,6 +28,10 @@ pub struct SimArgs {
     /// Time to first token, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub ttft_ms: u64,
+    /// Prompt tokens prefilled per second, for the part of a prompt its
+    /// slot has not cached (0: free).
+    #[arg(long, default_value_t = 0.0)]
+    pub prefill_tokens_per_sec: f64,
     /// Generation speed; 0 sends all tokens at once.
     #[arg(long, default_value_t = 0.0)]
     pub tokens_per_sec: f64,
@@ -71,6 +75,7 @@ impl SimArgs {
             loaded: self.loaded.clone(),
             slots: self.slots as usize,
             ttft: Duration::from_millis(self.ttft_ms),
+            prefill_tokens_per_sec: self.prefill_tokens_per_sec,
             tokens_per_sec: self.tokens_per_sec,
             output_tokens: self.output_tokens,
             load_time: Duration::from_millis(self.load_ms),

@@ -18,6 +18,10 @@ pub struct SimConfig {
     pub slots: usize,
     /// Time to first token, spent holding a slot.
     pub ttft: Duration,
+    /// Prompt tokens prefilled per second, added to the time to first
+    /// token for the part of a prompt its slot has not cached; 0 (or
+    /// anything not positive and finite) makes prefill free.
+    pub prefill_tokens_per_sec: f64,
     /// Generation speed after the first token; 0 (or anything not positive
     /// and finite) means tokens follow each other without delay.
     pub tokens_per_sec: f64,
@@ -42,6 +46,7 @@ impl Default for SimConfig {
             loaded: Vec::new(),
             slots: 1,
             ttft: Duration::ZERO,
+            prefill_tokens_per_sec: 0.0,
             tokens_per_sec: 0.0,
             output_tokens: 16,
             load_time: Duration::ZERO,

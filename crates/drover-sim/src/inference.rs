@@ -182,7 +182,7 @@ async fn answer(
     let in_flight = InFlight::enter(Arc::clone(model));
     let fault = Fault::choose(faults, shared.settings.seed, sequence);
     let in_flight = apply_fault(shared, connection, fault, in_flight, sequence).await?;
-    let running = start_running(shared, model, in_flight).await?;
+    let running = start_running(shared, model, in_flight, body).await?;
     let sever = (fault == Fault::CloseMidStream)
         .then(|| Sever::new(connection.clone(), Arc::clone(shared)));
 
@@ -262,6 +262,7 @@ async fn start_running(
     shared: &Shared,
     model: &Arc<ModelState>,
     in_flight: InFlight,
+    body: &[u8],
 ) -> Result<Running, ApiError> {
     model
         .ensure_loaded(shared.settings.load_time, &shared.counters)
@@ -270,8 +271,31 @@ async fn start_running(
         .await
         .ok_or(ApiError::internal("model slots are closed"))?;
     let running = Running { active, in_flight };
-    sleep(shared.settings.ttft).await;
+    sleep(shared.settings.ttft + prefill(shared, model, body)).await;
     Ok(running)
+}
+
+/// The time to prefill what of the prompt (as rendered, about four bytes a
+/// token) its slot's KV cache lacks, and the count of both.
+fn prefill(shared: &Shared, model: &ModelState, body: &[u8]) -> Duration {
+    let Some(rate) = shared.settings.prefill_rate else {
+        return Duration::ZERO;
+    };
+    let prompt = crate::prefix_cache::rendered(body);
+    let tokens = prompt.len() / 4;
+    let cached = model
+        .prefix_cache
+        .take(&crate::prefix_cache::Blocks::of(&prompt))
+        .min(tokens);
+    let uncached = tokens - cached;
+    let counters = &shared.counters;
+    counters
+        .prompt_tokens_cached
+        .fetch_add(cached as u64, Ordering::Relaxed);
+    counters
+        .prompt_tokens_prefilled
+        .fetch_add(uncached as u64, Ordering::Relaxed);
+    Duration::from_secs_f64((uncached as f64 / rate).min(3600.0))
 }
 
 fn embeddings(shared: &Shared, model: &str, inputs: &[String]) -> Response<SimBody> {

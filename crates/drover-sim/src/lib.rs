@@ -14,7 +14,8 @@
 //!   write, as by a real server) and can kill it;
 //!   `router` maps paths to handlers; `lmstudio`, `ollama`, `llamacpp` and
 //!   `vllm` hold each server's native endpoints.
-//! - `inference` is one request's life: fault, JIT load, slot queue, TTFT,
+//! - `inference` is one request's life: fault, JIT load, slot queue, TTFT
+//!   (with prefill for what `prefix_cache`, each slot's KV cache, lacks),
 //!   answer; `stream` is the SSE body; `guard` keeps the per-model gauges
 //!   right however a request ends.
 //! - `agents` reads the coding agents' requests (Responses, Messages) and
@@ -43,6 +44,7 @@ mod llamacpp;
 mod lmstudio;
 mod model;
 mod ollama;
+mod prefix_cache;
 mod request;
 mod router;
 mod shared;

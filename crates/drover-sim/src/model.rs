@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::prefix_cache::PrefixCache;
 use crate::stats::{Counters, ModelCounters, ModelStats, StatsWatch};
 
 /// What a model does, as LM Studio reports it.
@@ -40,6 +41,8 @@ pub(crate) struct ModelState {
     pub(crate) slot_count: usize,
     pub(crate) counters: ModelCounters,
     pub(crate) watch: Arc<StatsWatch>,
+    /// Its slots' KV caches; lost when it unloads.
+    pub(crate) prefix_cache: PrefixCache,
 }
 
 impl ModelState {
@@ -53,6 +56,7 @@ impl ModelState {
             slot_count: slots,
             counters: ModelCounters::default(),
             watch,
+            prefix_cache: PrefixCache::new(slots),
         }
     }
 
@@ -63,6 +67,9 @@ impl ModelState {
     /// Flips the load state at once, without the load time: a test's setup
     /// knob, not a simulated load, so `loads` doesn't count it.
     pub(crate) fn set_loaded(&self, loaded: bool) {
+        if !loaded {
+            self.prefix_cache.clear();
+        }
         self.loaded.store(loaded, Ordering::Release);
         self.watch.changed();
     }

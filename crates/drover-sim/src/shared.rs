@@ -20,6 +20,8 @@ const SLOWEST_TOKEN_INTERVAL: Duration = Duration::from_secs(3600);
 pub(crate) struct Settings {
     pub(crate) dialect: Dialect,
     pub(crate) ttft: Duration,
+    /// Prompt tokens a second; `None`: prefill is free.
+    pub(crate) prefill_rate: Option<f64>,
     pub(crate) token_interval: Option<Duration>,
     pub(crate) output_tokens: usize,
     pub(crate) load_time: Duration,
@@ -83,6 +85,9 @@ impl Shared {
             settings: Settings {
                 dialect: config.dialect,
                 ttft: config.ttft,
+                prefill_rate: (config.prefill_tokens_per_sec.is_finite()
+                    && config.prefill_tokens_per_sec > 0.0)
+                    .then_some(config.prefill_tokens_per_sec),
                 token_interval,
                 output_tokens: config.output_tokens,
                 load_time: config.load_time,
@@ -118,6 +123,8 @@ impl Shared {
         let counters = &self.counters;
         SimStats {
             continuations: counters.continuations.load(Ordering::Relaxed),
+            prompt_tokens_cached: counters.prompt_tokens_cached.load(Ordering::Relaxed),
+            prompt_tokens_prefilled: counters.prompt_tokens_prefilled.load(Ordering::Relaxed),
             requests_total: counters.requests_total.load(Ordering::Relaxed),
             injected_errors: counters.injected_errors.load(Ordering::Relaxed),
             hangs: counters.hangs.load(Ordering::Relaxed),

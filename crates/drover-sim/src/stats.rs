@@ -27,6 +27,11 @@ pub struct SimStats {
     /// Responses API requests that continued a response this server had
     /// produced (`previous_response_id`).
     pub continuations: u64,
+    /// Prompt tokens found in a slot's KV cache, and prompt tokens
+    /// prefilled: a conversation routed back to this server's cache moves
+    /// tokens from the second to the first.
+    pub prompt_tokens_cached: u64,
+    pub prompt_tokens_prefilled: u64,
     /// Per model, by name.
     pub models: BTreeMap<String, ModelStats>,
 }
@@ -75,6 +80,8 @@ pub(crate) struct Counters {
     pub(crate) stale_closes: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) continuations: AtomicU64,
+    pub(crate) prompt_tokens_cached: AtomicU64,
+    pub(crate) prompt_tokens_prefilled: AtomicU64,
 }
 
 impl Counters {
@@ -87,6 +94,8 @@ impl Counters {
             &self.stale_closes,
             &self.loads,
             &self.continuations,
+            &self.prompt_tokens_cached,
+            &self.prompt_tokens_prefilled,
         ] {
             counter.store(0, Ordering::Relaxed);
         }
