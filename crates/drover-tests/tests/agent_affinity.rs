@@ -70,3 +70,73 @@ async fn later_turns_of_agent_sessions_find_their_prefix_cached() {
         cluster.shutdown().await;
     }
 }
+
+/// The next turn of a long conversation waits for the busy server holding
+/// its prefix when a slot there should free sooner than the other server,
+/// free now, would take to prefill the whole prompt: the hub weighs the two
+/// in seconds, from service times and prefill rates it measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_waits_briefly_for_the_server_holding_its_prefix() {
+    let mut config = lmstudio(&["m"], 1, 0);
+    // 2,000 tokens a second: a 2,000-token prompt takes a second uncached.
+    config.prefill_tokens_per_sec = 2_000.0;
+    config.output_tokens = 40;
+    config.tokens_per_sec = 100.0;
+    let cluster = ClusterBuilder::new()
+        .sim("a", config.clone())
+        .sim("b", config)
+        .start()
+        .await;
+    let turn = |session: usize, history: &[Value], max_tokens: u32| {
+        json!({"model": "m", "max_tokens": max_tokens, "stream": true,
+               "system": format!("Agent {session}. ") + &"Keep to the plan. ".repeat(450),
+               "messages": history})
+    };
+    let x1 = vec![json!({"role": "user", "content": "start x"})];
+    // X's first turn, uncached (a second of prefill), and meanwhile Y's on
+    // the other server: the hub learns both servers' prefill rates.
+    let send = |body: Value| {
+        let client = cluster.client.clone();
+        tokio::spawn(async move {
+            let r = client.post("/v1/messages", &body).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.backend().to_string()
+        })
+    };
+    let x_first = send(turn(0, &x1, 1));
+    drover_tests::wait_until("x's first turn runs", || {
+        cluster.busy("a") + cluster.busy("b") == 1
+    })
+    .await;
+    let y_first = send(turn(1, &[json!({"role": "user", "content": "start y"})], 1));
+    let home = x_first.await.unwrap();
+    let other = y_first.await.unwrap();
+    assert_ne!(home, other);
+    // Quick cached turns of X teach its server a short service time.
+    for i in 0..8 {
+        let mut h = x1.clone();
+        h.push(json!({"role": "assistant", "content": "ok"}));
+        h.push(json!({"role": "user", "content": format!("check {i}")}));
+        assert_eq!(send(turn(0, &h, 1)).await.unwrap(), home);
+    }
+    // A longer X request occupies X's server (40 tokens: 0.4 s)...
+    let mut busy = x1.clone();
+    busy.push(json!({"role": "assistant", "content": "ok"}));
+    busy.push(json!({"role": "user", "content": "write it all"}));
+    let blocker = send(turn(0, &busy, 40));
+    drover_tests::wait_until("x's server is busy", || cluster.busy(&home) == 1).await;
+    let prefilled_elsewhere = cluster.sim(&other).stats().prompt_tokens_prefilled;
+    // ...when X's next turn arrives: it waits for its own server rather
+    // than pay a second of prefill on the free one.
+    let mut next = x1.clone();
+    next.push(json!({"role": "assistant", "content": "ok"}));
+    next.push(json!({"role": "user", "content": "next step"}));
+    assert_eq!(send(turn(0, &next, 1)).await.unwrap(), home);
+    assert_eq!(blocker.await.unwrap(), home);
+    assert_eq!(
+        cluster.sim(&other).stats().prompt_tokens_prefilled,
+        prefilled_elsewhere,
+        "nothing of X was prefilled on the other server"
+    );
+    cluster.shutdown().await;
+}
