@@ -32,6 +32,10 @@ pub struct SimArgs {
     /// slot has not cached (0: free).
     #[arg(long, default_value_t = 0.0)]
     pub prefill_tokens_per_sec: f64,
+    /// Models loaded at once; loading another evicts the least recently
+    /// used idle one (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_loaded: usize,
     /// Generation speed; 0 sends all tokens at once.
     #[arg(long, default_value_t = 0.0)]
     pub tokens_per_sec: f64,
@@ -76,6 +80,7 @@ impl SimArgs {
             slots: self.slots as usize,
             ttft: Duration::from_millis(self.ttft_ms),
             prefill_tokens_per_sec: self.prefill_tokens_per_sec,
+            max_loaded: (self.max_loaded > 0).then_some(self.max_loaded),
             tokens_per_sec: self.tokens_per_sec,
             output_tokens: self.output_tokens,
             load_time: Duration::from_millis(self.load_ms),

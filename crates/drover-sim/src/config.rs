@@ -30,6 +30,10 @@ pub struct SimConfig {
     pub output_tokens: usize,
     /// How long a JIT load of an available but unloaded model takes.
     pub load_time: Duration,
+    /// Models loaded at once, beyond which loading one evicts the least
+    /// recently used idle one (Ollama's `OLLAMA_MAX_LOADED_MODELS`,
+    /// llama.cpp router's `--models-max`); `None`: no limit.
+    pub max_loaded: Option<usize>,
     /// Length of every embedding vector.
     pub embedding_dims: usize,
     /// Seeds generated text, embeddings and fault choice.
@@ -50,6 +54,7 @@ impl Default for SimConfig {
             tokens_per_sec: 0.0,
             output_tokens: 16,
             load_time: Duration::ZERO,
+            max_loaded: None,
             embedding_dims: 8,
             seed: 0,
             faults: Faults::default(),

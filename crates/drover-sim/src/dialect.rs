@@ -16,6 +16,11 @@ pub enum Dialect {
     /// `/props`, `/slots`, `/metrics`.
     #[value(name = "llamacpp")]
     LlamaCpp,
+    /// llama.cpp's `llama-server` in router mode: every configured model,
+    /// loaded on demand (`/models/load`, or a request naming it), evicted
+    /// least recently used beyond `max_loaded`.
+    #[value(name = "llamacpp-router")]
+    LlamaCppRouter,
     /// vLLM: `/health`, `/version`, `/metrics` (its own queue); every model
     /// loaded; slots are its batch, beyond which requests wait inside it.
     #[value(name = "vllm")]
@@ -33,6 +38,7 @@ impl Dialect {
             Dialect::LmStudio => "lmstudio",
             Dialect::Ollama => "ollama",
             Dialect::LlamaCpp => "llamacpp",
+            Dialect::LlamaCppRouter => "llamacpp-router",
             Dialect::Vllm => "vllm",
             Dialect::OpenAi => "openai",
         }
@@ -43,7 +49,9 @@ impl Dialect {
     /// treat every model as loaded, whatever the configuration says.
     pub(crate) fn has_load_state(self) -> bool {
         match self {
-            Dialect::LmStudio | Dialect::Ollama | Dialect::LlamaCpp => true,
+            Dialect::LmStudio | Dialect::Ollama | Dialect::LlamaCpp | Dialect::LlamaCppRouter => {
+                true
+            }
             Dialect::Vllm | Dialect::OpenAi => false,
         }
     }
@@ -59,7 +67,7 @@ impl Dialect {
         match self {
             Dialect::LmStudio => "organization_owner",
             Dialect::Ollama => "library",
-            Dialect::LlamaCpp => "llamacpp",
+            Dialect::LlamaCpp | Dialect::LlamaCppRouter => "llamacpp",
             Dialect::Vllm => "vllm",
             Dialect::OpenAi => "drover-sim",
         }

@@ -123,7 +123,9 @@ impl ApiError {
                 "Model has crashed without additional information. (Exit code: null)"
             }
             crate::Dialect::Ollama => "llama runner process has terminated: exit status 2",
-            crate::Dialect::LlamaCpp => "failed to decode the batch: the device is lost",
+            crate::Dialect::LlamaCpp | crate::Dialect::LlamaCppRouter => {
+                "failed to decode the batch: the device is lost"
+            }
             crate::Dialect::Vllm => {
                 "EngineCore encountered an issue. See stack trace for the root cause."
             }

@@ -264,9 +264,7 @@ async fn start_running(
     in_flight: InFlight,
     body: &[u8],
 ) -> Result<Running, ApiError> {
-    model
-        .ensure_loaded(shared.settings.load_time, &shared.counters)
-        .await;
+    shared.load(model).await;
     let active = Active::acquire(model)
         .await
         .ok_or(ApiError::internal("model slots are closed"))?;

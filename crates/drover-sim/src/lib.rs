@@ -12,8 +12,8 @@
 //! - `connection` serves one TCP connection with hyper, stops reading it
 //!   while a stream is written (so a departed client is noticed at the next
 //!   write, as by a real server) and can kill it;
-//!   `router` maps paths to handlers; `lmstudio`, `ollama`, `llamacpp` and
-//!   `vllm` hold each server's native endpoints.
+//!   `router` maps paths to handlers; `lmstudio`, `ollama`, `llamacpp`,
+//!   `llamacpp_router` and `vllm` hold each server's native endpoints.
 //! - `inference` is one request's life: fault, JIT load, slot queue, TTFT
 //!   (with prefill for what `prefix_cache`, each slot's KV cache, lacks),
 //!   answer; `stream` is the SSE body; `guard` keeps the per-model gauges
@@ -41,6 +41,7 @@ mod fault;
 mod guard;
 mod inference;
 mod llamacpp;
+mod llamacpp_router;
 mod lmstudio;
 mod model;
 mod ollama;

@@ -26,17 +26,26 @@ pub(crate) fn route(
     path: &str,
 ) -> Option<Response<SimBody>> {
     let model = shared.models().first()?;
-    let path = path.split('?').next().unwrap_or(path);
     let response = match (method, path) {
         (&Method::GET, "/health" | "/v1/health") => health(model),
-        (&Method::GET, "/props") if model.is_loaded() => props(model),
-        (&Method::GET, "/slots") if model.is_loaded() => slots(model),
-        (&Method::GET, "/metrics") => metrics(model),
         (&Method::GET, "/v1/models" | "/models") => models(shared, model),
-        (&Method::GET, "/props" | "/slots") => ApiError::loading_model().into_response(),
+        (&Method::GET, "/props" | "/slots") if !model.is_loaded() => {
+            ApiError::loading_model().into_response()
+        }
+        (&Method::GET, _) => return model_route(model, path),
         _ => return None,
     };
     Some(response)
+}
+
+/// The GET routes about one model, which router mode serves per model too.
+pub(crate) fn model_route(model: &ModelState, path: &str) -> Option<Response<SimBody>> {
+    Some(match path {
+        "/props" => props(model),
+        "/slots" => slots(model),
+        "/metrics" => metrics(model),
+        _ => return None,
+    })
 }
 
 fn health(model: &ModelState) -> Response<SimBody> {

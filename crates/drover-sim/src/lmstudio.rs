@@ -66,9 +66,7 @@ async fn load(shared: &Shared, body: Incoming) -> Response<SimBody> {
         let started = Instant::now();
         // Loading a loaded model would make a second instance in LM Studio;
         // the simulator keeps one instance per model and answers at once.
-        model
-            .ensure_loaded(shared.settings.load_time, &shared.counters)
-            .await;
+        shared.load(model).await;
         Ok(ok_json(&LoadResponse {
             kind: v1_type(model.kind),
             instance_id: &model.name,
@@ -109,7 +107,7 @@ fn v1_type(kind: ModelKind) -> &'static str {
 
 /// Decodes `%XX` escapes, so a client that escapes the `/` in a
 /// `publisher/model` key still finds it. Malformed escapes stay as written.
-fn percent_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains('%') {
         return Cow::Borrowed(s);
     }

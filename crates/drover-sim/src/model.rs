@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Semaphore};
@@ -43,6 +43,11 @@ pub(crate) struct ModelState {
     pub(crate) watch: Arc<StatsWatch>,
     /// Its slots' KV caches; lost when it unloads.
     pub(crate) prefix_cache: PrefixCache,
+    /// When it was last asked for, on the simulator's logical clock: the
+    /// least recently used is evicted first.
+    pub(crate) last_used: AtomicU64,
+    /// A load is under way.
+    loading: AtomicBool,
 }
 
 impl ModelState {
@@ -57,11 +62,17 @@ impl ModelState {
             counters: ModelCounters::default(),
             watch,
             prefix_cache: PrefixCache::new(slots),
+            last_used: AtomicU64::new(0),
+            loading: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_loading(&self) -> bool {
+        self.loading.load(Ordering::Acquire)
     }
 
     /// Flips the load state at once, without the load time: a test's setup
@@ -87,6 +98,9 @@ impl ModelState {
             return false;
         }
         tracing::info!(model = %self.name, ?load_time, "loading model");
+        self.loading.store(true, Ordering::Release);
+        // Cleared however the load ends, a caller dropped mid-load included.
+        let _done = ClearOnDrop(&self.loading);
         if !load_time.is_zero() {
             tokio::time::sleep(load_time).await;
         }
@@ -107,5 +121,13 @@ impl ModelState {
 
     pub(crate) fn snapshot(&self) -> ModelStats {
         self.counters.snapshot(self.is_loaded())
+    }
+}
+
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }

@@ -170,9 +170,7 @@ async fn generate(shared: &Shared, path: &str, body: Incoming) -> Response<SimBo
         return ok_json(&base("unload"));
     }
     let started = Instant::now();
-    model
-        .ensure_loaded(shared.settings.load_time, &shared.counters)
-        .await;
+    shared.load(model).await;
     if empty {
         let mut done = base("load");
         done["load_duration"] = json!(started.elapsed().as_nanos() as u64);

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::inference::{self, Endpoint};
 use crate::shared::Shared;
 use crate::wire::{ModelEntry, ModelList};
-use crate::{Dialect, llamacpp, lmstudio, ollama, vllm};
+use crate::{Dialect, llamacpp, llamacpp_router, lmstudio, ollama, vllm};
 
 /// Large enough for any realistic prompt, small enough that a runaway
 /// client can't make the simulator buffer without bound.
@@ -72,6 +72,13 @@ async fn route(
     if let Some(response) = native_listing {
         return response;
     }
+    if shared.settings.dialect == Dialect::LlamaCppRouter {
+        let query = parts.uri.query();
+        return match llamacpp_router::route(shared, &parts.method, path, query, body).await {
+            Some(response) => response,
+            None => ApiError::no_route(&parts.method, path).into_response(),
+        };
+    }
     match (&parts.method, path) {
         (&Method::GET, "/v1/models") => model_list(shared),
         (&Method::GET, "/_sim/stats") => json_response(StatusCode::OK, &shared.stats()),
@@ -83,7 +90,9 @@ async fn route(
             let native = match shared.settings.dialect {
                 Dialect::LmStudio => lmstudio::route(shared, &parts.method, path, body).await,
                 Dialect::Ollama => ollama::route(shared, &parts.method, path, body).await,
-                Dialect::LlamaCpp | Dialect::Vllm | Dialect::OpenAi => None,
+                Dialect::LlamaCpp | Dialect::LlamaCppRouter | Dialect::Vllm | Dialect::OpenAi => {
+                    None
+                }
             };
             native.unwrap_or_else(|| ApiError::no_route(&parts.method, path).into_response())
         }

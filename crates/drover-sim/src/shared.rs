@@ -27,6 +27,8 @@ pub(crate) struct Settings {
     pub(crate) load_time: Duration,
     pub(crate) embedding_dims: usize,
     pub(crate) seed: u64,
+    /// Loaded models beyond which the least recently used idle one goes.
+    pub(crate) max_loaded: Option<usize>,
 }
 
 /// State every connection and request of one simulator shares. Read-mostly:
@@ -44,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) responses: ResponseStore,
     /// Response ids; unlike `requests_total`, never reset, so ids stay unique.
     next_id: AtomicU64,
+    /// The logical clock of `ModelState::last_used`.
+    clock: AtomicU64,
     /// Unix seconds at start, reported as the models' `created`.
     pub(crate) started: u64,
     /// Cancelled when the simulator shuts down; hung requests wait for it.
@@ -84,6 +88,7 @@ impl Shared {
         Ok(Shared {
             settings: Settings {
                 dialect: config.dialect,
+                max_loaded: config.max_loaded.filter(|n| *n > 0),
                 ttft: config.ttft,
                 prefill_rate: (config.prefill_tokens_per_sec.is_finite()
                     && config.prefill_tokens_per_sec > 0.0)
@@ -100,6 +105,7 @@ impl Shared {
             counters: Counters::default(),
             responses: ResponseStore::default(),
             watch,
+            clock: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             started: unix_now(),
             shutdown,
@@ -113,6 +119,47 @@ impl Shared {
     /// In configuration order.
     pub(crate) fn models(&self) -> &[Arc<ModelState>] {
         &self.models
+    }
+
+    /// Makes `model` ready to serve: marks it used and, if it is not
+    /// loaded, first unloads the least recently used idle models beyond
+    /// `max_loaded` (as Ollama and llama.cpp's router do), then loads it.
+    pub(crate) async fn load(&self, model: &Arc<ModelState>) {
+        model.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if model.is_loaded() {
+            return;
+        }
+        if let Some(max) = self.settings.max_loaded {
+            loop {
+                let loaded: Vec<&Arc<ModelState>> = self
+                    .models
+                    .iter()
+                    .filter(|m| m.is_loaded() && !Arc::ptr_eq(m, model))
+                    .collect();
+                if loaded.len() < max {
+                    break;
+                }
+                let idle = loaded
+                    .into_iter()
+                    .filter(|m| m.snapshot().in_flight == 0)
+                    .min_by_key(|m| m.last_used.load(Ordering::Relaxed));
+                match idle {
+                    Some(victim) => {
+                        tracing::info!(model = %victim.name, "evicting the least recently used model");
+                        victim.set_loaded(false);
+                    }
+                    // Everything loaded is busy: load anyway, as the real
+                    // servers do when memory allows.
+                    None => break,
+                }
+            }
+        }
+        model
+            .ensure_loaded(self.settings.load_time, &self.counters)
+            .await;
     }
 
     pub(crate) fn next_id(&self) -> u64 {

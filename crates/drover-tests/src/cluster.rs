@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use drover_hub::{BackendSpec, HubConfig, HubHandle};
-use drover_sim::{SimConfig, SimHandle, SimServer};
+use drover_sim::{Dialect, SimConfig, SimHandle, SimServer};
 use tokio::net::TcpListener;
 
 use crate::client::Client;
@@ -101,7 +101,10 @@ impl ClusterBuilder {
         let mut config = self.config;
         for (name, sim_config, mut spec) in self.sims {
             // "auto" in a test's spec asks the hub to detect the kind.
-            let kind = sim_config.dialect.name();
+            let kind = match sim_config.dialect {
+                Dialect::LlamaCppRouter => "llamacpp",
+                dialect => dialect.name(),
+            };
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let sim = SimServer::start(listener, sim_config).unwrap();
             if spec.kind.is_empty() {

@@ -227,3 +227,84 @@ async fn ollama_and_lmstudio_load_and_unload_through_their_adapters() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llamacpp_router_mode_loads_evicts_and_unloads() {
+    use drover_backends::{BackendKind, ModelState};
+    let mut config = sim(Dialect::LlamaCppRouter, &["a", "b", "c"], 2);
+    config.loaded = Vec::new();
+    config.max_loaded = Some(2);
+    config.load_time = Duration::from_millis(30);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = drover_sim::SimServer::start(listener, config).unwrap();
+    let found = drover_backends::detect(
+        &drover_backends::Endpoint::parse(&server.url()).unwrap(),
+        &drover_backends::HttpClient::new(Duration::from_secs(2)),
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(found.kind, BackendKind::LlamaCpp);
+    let router = adapter_at(BackendKind::LlamaCpp, &server.url());
+    let d = router.discover().await.unwrap();
+    assert_eq!(d.mode.as_deref(), Some("router"));
+    assert!(
+        d.models.iter().all(|m| m.state == ModelState::Unloaded),
+        "{d:?}"
+    );
+    for m in ["a", "b", "c"] {
+        router.load(m).await.unwrap();
+    }
+    let d = router.discover().await.unwrap();
+    let state = |id: &str| d.models.iter().find(|m| m.id == id).unwrap().state;
+    assert_eq!(
+        state("a"),
+        ModelState::Unloaded,
+        "least recently used: {d:?}"
+    );
+    assert_eq!(state("b"), ModelState::Loaded);
+    assert_eq!(state("c"), ModelState::Loaded);
+    let c = d.models.iter().find(|m| m.id == "c").unwrap();
+    assert_eq!((c.slots, c.busy), (Some(2), Some(0)), "{c:?}");
+    router.unload("c").await.unwrap();
+    let d = router.discover().await.unwrap();
+    assert!(
+        d.models
+            .iter()
+            .any(|m| m.id == "c" && m.state == ModelState::Unloaded)
+    );
+    // A request naming an unloaded model loads it.
+    let r = Client::new(&server.url())
+        .post("/v1/chat/completions", &chat_body("a", "hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(server.stats().model("a").loaded);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_evicts_the_least_recently_used_beyond_its_limit() {
+    let mut config = sim(Dialect::Ollama, &["a:7b", "b:7b", "c:7b"], 1);
+    config.loaded = Vec::new();
+    config.max_loaded = Some(2);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = drover_sim::SimServer::start(listener, config).unwrap();
+    let client = Client::new(&server.url());
+    for m in ["a:7b", "b:7b", "a:7b", "c:7b"] {
+        let r = client
+            .post("/v1/chat/completions", &chat_body(m, "hi"))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let ps = client.get("/api/ps").await.json();
+    let mut loaded: Vec<&str> = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    loaded.sort();
+    assert_eq!(loaded, ["a:7b", "c:7b"], "b was the least recently used");
+    server.shutdown().await;
+}
