@@ -66,9 +66,31 @@ pub struct SimArgs {
     /// model runner crashed does.
     #[arg(long)]
     pub cannot_generate: bool,
+    /// Memory for loaded models, in MiB: loading one that does not fit
+    /// evicts (ollama, llamacpp-router) or fails (lmstudio).
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
+    /// A model's size in MiB, as NAME=MIB; repeat for more.
+    #[arg(long = "model-size", value_parser = name_value)]
+    pub model_sizes: Vec<(String, u64)>,
+    /// A model's load time in milliseconds, as NAME=MS; repeat for more.
+    #[arg(long = "model-load-ms", value_parser = name_value)]
+    pub model_load_ms: Vec<(String, u64)>,
     /// Seeds the generated text and the fault choice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `NAME=NUMBER`; the name may hold `=` (the number is after the last one).
+fn name_value(s: &str) -> Result<(String, u64), String> {
+    let (name, value) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?} should be NAME=NUMBER"))?;
+    let value = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} in {s:?} is not a whole number"))?;
+    Ok((name.trim().to_string(), value))
 }
 
 impl SimArgs {
@@ -84,6 +106,17 @@ impl SimArgs {
             tokens_per_sec: self.tokens_per_sec,
             output_tokens: self.output_tokens,
             load_time: Duration::from_millis(self.load_ms),
+            model_load_times: self
+                .model_load_ms
+                .iter()
+                .map(|(m, ms)| (m.clone(), Duration::from_millis(*ms)))
+                .collect(),
+            model_sizes: self
+                .model_sizes
+                .iter()
+                .map(|(m, mib)| (m.clone(), mib.saturating_mul(1 << 20)))
+                .collect(),
+            memory: self.memory_mib.map(|mib| mib.saturating_mul(1 << 20)),
             embedding_dims: self.embedding_dims as usize,
             seed: self.seed,
             faults: Faults {

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::Dialect;
@@ -30,6 +31,17 @@ pub struct SimConfig {
     pub output_tokens: usize,
     /// How long a JIT load of an available but unloaded model takes.
     pub load_time: Duration,
+    /// Per-model load times, over `load_time`.
+    pub model_load_times: BTreeMap<String, Duration>,
+    /// Per-model sizes in bytes (otherwise a 7B model at 4 bits, or a
+    /// small embedder), which `/api/ps`, `size_bytes` and the memory
+    /// budget use.
+    pub model_sizes: BTreeMap<String, u64>,
+    /// Bytes of memory for loaded models: loading one that does not fit
+    /// first evicts the least recently used idle ones (Ollama, llama.cpp's
+    /// router) or fails (LM Studio), and a model larger than all of it
+    /// never loads. `None`: unlimited.
+    pub memory: Option<u64>,
     /// Models loaded at once, beyond which loading one evicts the least
     /// recently used idle one (Ollama's `OLLAMA_MAX_LOADED_MODELS`,
     /// llama.cpp router's `--models-max`); `None`: no limit.
@@ -55,6 +67,9 @@ impl Default for SimConfig {
             output_tokens: 16,
             load_time: Duration::ZERO,
             max_loaded: None,
+            model_load_times: BTreeMap::new(),
+            model_sizes: BTreeMap::new(),
+            memory: None,
             embedding_dims: 8,
             seed: 0,
             faults: Faults::default(),

@@ -66,6 +66,10 @@ impl ApiError {
         }
     }
 
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The model named, when this is an unknown model's error.
     pub(crate) fn unknown_model(&self) -> Option<&str> {
         self.model.as_deref()
@@ -148,6 +152,22 @@ impl ApiError {
             kind: "invalid_request_error",
             param: Some("previous_response_id"),
             code: Some("previous_response_not_found"),
+            model: None,
+        }
+    }
+
+    /// A load that memory cannot hold.
+    pub(crate) fn does_not_fit(model: &crate::model::ModelState, available: u64) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!(
+                "model requires more system memory ({} bytes) than is available ({available} bytes)",
+                model.size_bytes()
+            )
+            .into(),
+            kind: "server_error",
+            param: None,
+            code: None,
             model: None,
         }
     }

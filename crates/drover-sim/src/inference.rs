@@ -264,7 +264,7 @@ async fn start_running(
     in_flight: InFlight,
     body: &[u8],
 ) -> Result<Running, ApiError> {
-    shared.load(model).await;
+    shared.load(model).await?;
     let active = Active::acquire(model)
         .await
         .ok_or(ApiError::internal("model slots are closed"))?;

@@ -45,7 +45,9 @@ pub(crate) async fn route(
                 if param(query, "autoload").as_deref() == Some("false") {
                     return Some(bad_request(format!("model '{}' is not loaded", model.name)));
                 }
-                shared.load(model).await;
+                if let Err(e) = shared.load(model).await {
+                    return Some(e.into_response());
+                }
             }
             llamacpp::model_route(model, path)?
         }
@@ -107,7 +109,9 @@ async fn load(shared: &Shared, body: Incoming, load: bool) -> Response<SimBody> 
         return bad_request(format!("model '{}' not found", request.model));
     };
     if load {
-        shared.load(model).await;
+        if let Err(e) = shared.load(model).await {
+            return e.into_response();
+        }
     } else {
         model.set_loaded(false);
     }

@@ -66,7 +66,7 @@ async fn load(shared: &Shared, body: Incoming) -> Response<SimBody> {
         let started = Instant::now();
         // Loading a loaded model would make a second instance in LM Studio;
         // the simulator keeps one instance per model and answers at once.
-        shared.load(model).await;
+        shared.load(model).await?;
         Ok(ok_json(&LoadResponse {
             kind: v1_type(model.kind),
             instance_id: &model.name,
@@ -220,7 +220,7 @@ impl<'a> V1Model<'a> {
             architecture: llm.then(|| architecture(model.kind)),
             format: Some("gguf"),
             params_string: Some(if llm { "7B" } else { "137M" }),
-            size_bytes: if llm { 4_368_439_584 } else { 84_106_624 },
+            size_bytes: model.size_bytes(),
             max_context_length: MAX_CONTEXT_LENGTH,
             capabilities: llm.then_some(Capabilities {
                 vision: false,

@@ -43,6 +43,10 @@ pub(crate) struct ModelState {
     pub(crate) watch: Arc<StatsWatch>,
     /// Its slots' KV caches; lost when it unloads.
     pub(crate) prefix_cache: PrefixCache,
+    /// Bytes it takes in memory when loaded.
+    size: u64,
+    /// Its own load time, where configured.
+    pub(crate) load_time: Option<Duration>,
     /// When it was last asked for, on the simulator's logical clock: the
     /// least recently used is evicted first.
     pub(crate) last_used: AtomicU64,
@@ -52,9 +56,15 @@ pub(crate) struct ModelState {
 
 impl ModelState {
     pub(crate) fn new(name: &str, loaded: bool, slots: usize, watch: Arc<StatsWatch>) -> Self {
+        let kind = ModelKind::of(name);
         ModelState {
             name: name.into(),
-            kind: ModelKind::of(name),
+            kind,
+            size: match kind {
+                ModelKind::Llm => 4_683_087_332,
+                ModelKind::Embedding => 274_302_450,
+            },
+            load_time: None,
             loaded: AtomicBool::new(loaded),
             load_lock: Mutex::new(()),
             slots: Arc::new(Semaphore::new(slots)),
@@ -110,13 +120,19 @@ impl ModelState {
         true
     }
 
-    /// Bytes the model takes in memory, as servers report it: every model
-    /// claims the size of a 7B model at 4 bits (or of a small embedder).
+    /// Bytes the model takes in memory, as servers report it: configured,
+    /// or the size of a 7B model at 4 bits (or of a small embedder).
     pub(crate) fn size_bytes(&self) -> u64 {
-        match self.kind {
-            ModelKind::Llm => 4_683_087_332,
-            ModelKind::Embedding => 274_302_450,
+        self.size
+    }
+
+    /// Sets what config says of this model.
+    pub(crate) fn with(mut self, size: Option<u64>, load_time: Option<Duration>) -> Self {
+        if let Some(size) = size {
+            self.size = size;
         }
+        self.load_time = load_time;
+        self
     }
 
     pub(crate) fn snapshot(&self) -> ModelStats {

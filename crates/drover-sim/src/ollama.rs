@@ -170,7 +170,9 @@ async fn generate(shared: &Shared, path: &str, body: Incoming) -> Response<SimBo
         return ok_json(&base("unload"));
     }
     let started = Instant::now();
-    shared.load(model).await;
+    if let Err(e) = shared.load(model).await {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.message().to_string());
+    }
     if empty {
         let mut done = base("load");
         done["load_duration"] = json!(started.elapsed().as_nanos() as u64);

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::ResponseStore;
+use crate::error::ApiError;
 use crate::fault::FaultRates;
 use crate::model::ModelState;
 use crate::stats::{Counters, StatsWatch};
@@ -29,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) seed: u64,
     /// Loaded models beyond which the least recently used idle one goes.
     pub(crate) max_loaded: Option<usize>,
+    /// Bytes for loaded models.
+    pub(crate) memory: Option<u64>,
 }
 
 /// State every connection and request of one simulator shares. Read-mostly:
@@ -72,12 +75,12 @@ impl Shared {
             }
             let loaded = all_loaded || config.loaded.contains(name);
             index.insert(Box::<str>::from(name.as_str()), models.len());
-            models.push(Arc::new(ModelState::new(
-                name,
-                loaded,
-                config.slots,
-                Arc::clone(&watch),
-            )));
+            models.push(Arc::new(
+                ModelState::new(name, loaded, config.slots, Arc::clone(&watch)).with(
+                    config.model_sizes.get(name).copied(),
+                    config.model_load_times.get(name).copied(),
+                ),
+            ));
         }
         let token_interval = (config.tokens_per_sec.is_finite() && config.tokens_per_sec > 0.0)
             .then(|| {
@@ -89,6 +92,7 @@ impl Shared {
             settings: Settings {
                 dialect: config.dialect,
                 max_loaded: config.max_loaded.filter(|n| *n > 0),
+                memory: config.memory,
                 ttft: config.ttft,
                 prefill_rate: (config.prefill_tokens_per_sec.is_finite()
                     && config.prefill_tokens_per_sec > 0.0)
@@ -122,44 +126,70 @@ impl Shared {
     }
 
     /// Makes `model` ready to serve: marks it used and, if it is not
-    /// loaded, first unloads the least recently used idle models beyond
-    /// `max_loaded` (as Ollama and llama.cpp's router do), then loads it.
-    pub(crate) async fn load(&self, model: &Arc<ModelState>) {
+    /// loaded, makes room for it (below `max_loaded` and within `memory`)
+    /// and loads it. Room is made by unloading the least recently used idle
+    /// models on servers that evict (Ollama, llama.cpp's router); LM Studio
+    /// refuses instead, and so does every server for a model larger than
+    /// all its memory.
+    pub(crate) async fn load(&self, model: &Arc<ModelState>) -> Result<(), ApiError> {
         model.last_used.store(
             self.clock.fetch_add(1, Ordering::Relaxed),
             Ordering::Relaxed,
         );
         if model.is_loaded() {
-            return;
+            return Ok(());
         }
-        if let Some(max) = self.settings.max_loaded {
-            loop {
-                let loaded: Vec<&Arc<ModelState>> = self
-                    .models
-                    .iter()
-                    .filter(|m| m.is_loaded() && !Arc::ptr_eq(m, model))
-                    .collect();
-                if loaded.len() < max {
-                    break;
+        if let Some(memory) = self.settings.memory
+            && model.size_bytes() > memory
+        {
+            return Err(ApiError::does_not_fit(model, memory));
+        }
+        let evicts = matches!(
+            self.settings.dialect,
+            Dialect::Ollama | Dialect::LlamaCppRouter
+        );
+        loop {
+            let others: Vec<&Arc<ModelState>> = self
+                .models
+                .iter()
+                .filter(|m| m.is_loaded() && !Arc::ptr_eq(m, model))
+                .collect();
+            let used: u64 = others.iter().map(|m| m.size_bytes()).sum();
+            let over_count = self
+                .settings
+                .max_loaded
+                .is_some_and(|max| others.len() >= max);
+            let over_memory = self
+                .settings
+                .memory
+                .is_some_and(|memory| used + model.size_bytes() > memory);
+            if !over_count && !over_memory {
+                break;
+            }
+            let idle = others
+                .into_iter()
+                .filter(|m| m.snapshot().in_flight == 0)
+                .min_by_key(|m| m.last_used.load(Ordering::Relaxed));
+            match idle {
+                Some(victim) if evicts => {
+                    tracing::info!(model = %victim.name, "evicting the least recently used model");
+                    victim.set_loaded(false);
                 }
-                let idle = loaded
-                    .into_iter()
-                    .filter(|m| m.snapshot().in_flight == 0)
-                    .min_by_key(|m| m.last_used.load(Ordering::Relaxed));
-                match idle {
-                    Some(victim) => {
-                        tracing::info!(model = %victim.name, "evicting the least recently used model");
-                        victim.set_loaded(false);
-                    }
-                    // Everything loaded is busy: load anyway, as the real
-                    // servers do when memory allows.
-                    None => break,
+                // Nothing to evict (or a server that does not): past the
+                // memory it refuses; past the count alone it loads anyway,
+                // as the real servers do when memory allows.
+                _ if over_memory => {
+                    return Err(ApiError::does_not_fit(
+                        model,
+                        self.settings.memory.unwrap_or(0).saturating_sub(used),
+                    ));
                 }
+                _ => break,
             }
         }
-        model
-            .ensure_loaded(self.settings.load_time, &self.counters)
-            .await;
+        let load_time = model.load_time.unwrap_or(self.settings.load_time);
+        model.ensure_loaded(load_time, &self.counters).await;
+        Ok(())
     }
 
     pub(crate) fn next_id(&self) -> u64 {

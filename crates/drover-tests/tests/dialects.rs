@@ -308,3 +308,49 @@ async fn ollama_evicts_the_least_recently_used_beyond_its_limit() {
     assert_eq!(loaded, ["a:7b", "c:7b"], "b was the least recently used");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_decides_what_loads_and_each_model_takes_its_own_load_time() {
+    use drover_backends::BackendKind;
+    const GIB: u64 = 1 << 30;
+    for (dialect, kind, evicts) in [
+        (Dialect::Ollama, BackendKind::Ollama, true),
+        (Dialect::LmStudio, BackendKind::LmStudio, false),
+    ] {
+        let mut config = sim(dialect, &["small", "large", "huge"], 1);
+        config.loaded = Vec::new();
+        config.memory = Some(10 * GIB);
+        config.model_sizes = [("small", 3 * GIB), ("large", 8 * GIB), ("huge", 12 * GIB)]
+            .into_iter()
+            .map(|(m, s)| (m.to_string(), s))
+            .collect();
+        config.model_load_times = [("large".to_string(), Duration::from_millis(300))].into();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = drover_sim::SimServer::start(listener, config).unwrap();
+        let adapter = adapter_at(kind, &server.url());
+        let small = adapter.load("small").await.unwrap();
+        // The huge model fits nowhere, whatever is evicted.
+        let huge = adapter.load("huge").await.unwrap_err().to_string();
+        assert!(huge.contains("more system memory"), "{kind}: {huge}");
+        let large = adapter.load("large").await;
+        let d = adapter.discover().await.unwrap();
+        let loaded: Vec<&str> = d
+            .models
+            .iter()
+            .filter(|m| m.loaded())
+            .map(|m| m.id.as_str())
+            .collect();
+        if evicts {
+            // 3 + 8 > 10: the small model made room.
+            let large = large.unwrap();
+            assert!(large.seconds >= 0.29, "{kind}: {large:?}");
+            assert!(small.seconds < 0.1, "{kind}: {small:?}");
+            assert_eq!(loaded, ["large"], "{kind}");
+        } else {
+            let err = large.unwrap_err().to_string();
+            assert!(err.contains("more system memory"), "{kind}: {err}");
+            assert_eq!(loaded, ["small"], "{kind}");
+        }
+        server.shutdown().await;
+    }
+}
