@@ -15,6 +15,7 @@
 //!   serves where its API does not say, `prometheus` reads `/metrics`.
 //! - `detect`: [`detect`], which kind of server is at a URL.
 
+mod adapter;
 pub mod backend;
 pub mod client;
 mod detect;

@@ -8,6 +8,7 @@
 //!   `/models/unload` load and unload.
 //!
 //! Both serve `/v1/responses` and `/v1/messages` natively.
+use std::future::Future;
 
 use std::time::{Duration, Instant};
 
@@ -15,11 +16,10 @@ use drover_proto::llamacpp::{ModelList, Props, Slot};
 use http::{Method, StatusCode};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::adapter::Adapter;
 use crate::backend::{
-    Apis, Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState,
-    ModelType,
+    Apis, BackendError, DiscoveredModel, Discovery, Loaded, ModelState, ModelType,
 };
-use crate::endpoint::Endpoint;
 use crate::http::Http;
 use crate::kind::BackendKind;
 use crate::prometheus::Samples;
@@ -225,49 +225,36 @@ impl LlamaCpp {
     }
 }
 
-impl Backend for LlamaCpp {
-    fn kind(&self) -> BackendKind {
-        BackendKind::LlamaCpp
+impl Adapter for LlamaCpp {
+    const KIND: BackendKind = BackendKind::LlamaCpp;
+
+    fn http(&self) -> &Http {
+        &self.http
     }
 
-    fn endpoint(&self) -> &Endpoint {
-        &self.http.endpoint
+    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
+        self.discover_inner()
     }
 
-    fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
-        Box::pin(self.discover_inner())
+    async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {
+        if self.discover_inner().await?.mode.is_none() {
+            return Err(self.router_only("load models"));
+        }
+        self.load_inner(&model).await
     }
 
-    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move { self.http.generate_one_token(&model).await })
-    }
-
-    fn load(&self, model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move {
-            if self.discover_inner().await?.mode.is_none() {
-                return Err(self.router_only("load models"));
-            }
-            self.load_inner(&model).await
-        })
-    }
-
-    fn unload(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move {
-            if self.discover_inner().await?.mode.is_none() {
-                return Err(self.router_only("unload models"));
-            }
-            self.http
-                .post_json(
-                    "/models/unload",
-                    &serde_json::json!({ "model": model }),
-                    self.http.timeout,
-                )
-                .await?
-                .success()
-                .map(drop)
-        })
+    async fn unload_model(&self, model: String) -> Result<(), BackendError> {
+        if self.discover_inner().await?.mode.is_none() {
+            return Err(self.router_only("unload models"));
+        }
+        self.http
+            .post_json(
+                "/models/unload",
+                &serde_json::json!({ "model": model }),
+                self.http.timeout,
+            )
+            .await?
+            .success()
+            .map(drop)
     }
 }

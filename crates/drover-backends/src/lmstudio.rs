@@ -4,13 +4,12 @@
 //! (0.3.6 on) have only `/api/v0/models` (load state, no slots), and load
 //! only on demand (JIT). Which of the coding agents' paths it serves is
 //! probed (its API reports no version).
+use std::future::Future;
 
 use drover_proto::lmstudio::{V0ModelList, V1Loaded, V1ModelList};
 
-use crate::backend::{
-    Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState, ModelType,
-};
-use crate::endpoint::Endpoint;
+use crate::adapter::Adapter;
+use crate::backend::{BackendError, DiscoveredModel, Discovery, Loaded, ModelState, ModelType};
 use crate::http::Http;
 use crate::kind::BackendKind;
 use crate::paths::PathProbe;
@@ -145,71 +144,58 @@ fn model_type(kind: Option<&str>) -> ModelType {
     }
 }
 
-impl Backend for LmStudio {
-    fn kind(&self) -> BackendKind {
-        BackendKind::LmStudio
+impl Adapter for LmStudio {
+    const KIND: BackendKind = BackendKind::LmStudio;
+
+    fn http(&self) -> &Http {
+        &self.http
     }
 
-    fn endpoint(&self) -> &Endpoint {
-        &self.http.endpoint
+    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
+        self.discover_inner()
     }
 
-    fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
-        Box::pin(self.discover_inner())
-    }
-
-    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move { self.http.generate_one_token(&model).await })
-    }
-
-    fn load(&self, model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let answer = self
+    async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {
+        let started = std::time::Instant::now();
+        let answer = self
+            .http
+            .post_json(
+                "/api/v1/models/load",
+                &serde_json::json!({ "model": model }),
+                LOAD_TIMEOUT,
+            )
+            .await?;
+        if answer.status == http::StatusCode::NOT_FOUND
+            && self
                 .http
-                .post_json(
-                    "/api/v1/models/load",
-                    &serde_json::json!({ "model": model }),
-                    LOAD_TIMEOUT,
-                )
-                .await?;
-            if answer.status == http::StatusCode::NOT_FOUND
-                && self
-                    .http
-                    .get_json::<V1ModelList>("/api/v1/models")
-                    .await?
-                    .is_none()
-            {
-                return Err(self.needs_v1("load models"));
-            }
-            let loaded: V1Loaded = answer.success()?.json()?;
-            Ok(Loaded {
-                seconds: loaded
-                    .load_time_seconds
-                    .unwrap_or_else(|| started.elapsed().as_secs_f64()),
-                instance: loaded.instance_id,
-            })
+                .get_json::<V1ModelList>("/api/v1/models")
+                .await?
+                .is_none()
+        {
+            return Err(self.needs_v1("load models"));
+        }
+        let loaded: V1Loaded = answer.success()?.json()?;
+        Ok(Loaded {
+            seconds: loaded
+                .load_time_seconds
+                .unwrap_or_else(|| started.elapsed().as_secs_f64()),
+            instance: loaded.instance_id,
         })
     }
 
-    fn unload(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move {
-            // Every instance: a key names only the first, and JIT loads have
-            // been seen to leave duplicates.
-            for instance in self.instances(&model).await? {
-                self.http
-                    .post_json(
-                        "/api/v1/models/unload",
-                        &serde_json::json!({ "instance_id": instance }),
-                        self.http.timeout,
-                    )
-                    .await?
-                    .success()?;
-            }
-            Ok(())
-        })
+    async fn unload_model(&self, model: String) -> Result<(), BackendError> {
+        // Every instance: a key names only the first, and JIT loads have
+        // been seen to leave duplicates.
+        for instance in self.instances(&model).await? {
+            self.http
+                .post_json(
+                    "/api/v1/models/unload",
+                    &serde_json::json!({ "instance_id": instance }),
+                    self.http.timeout,
+                )
+                .await?
+                .success()?;
+        }
+        Ok(())
     }
 }

@@ -4,16 +4,16 @@
 //! from config. A model loads with an empty generation and unloads with
 //! `keep_alive: 0`. From 0.14 on it serves `/v1/responses` and
 //! `/v1/messages`.
+use std::future::Future;
 
 use std::time::{Duration, Instant};
 
 use drover_proto::ollama::{GenerateDone, ModelList, Version};
 
+use crate::adapter::Adapter;
 use crate::backend::{
-    Apis, Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState,
-    ModelType,
+    Apis, BackendError, DiscoveredModel, Discovery, Loaded, ModelState, ModelType,
 };
-use crate::endpoint::Endpoint;
 use crate::http::Http;
 use crate::kind::BackendKind;
 use crate::version;
@@ -125,38 +125,27 @@ fn kind(m: &drover_proto::ollama::Model) -> ModelType {
     }
 }
 
-impl Backend for Ollama {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Ollama
+impl Adapter for Ollama {
+    const KIND: BackendKind = BackendKind::Ollama;
+
+    fn http(&self) -> &Http {
+        &self.http
     }
 
-    fn endpoint(&self) -> &Endpoint {
-        &self.http.endpoint
+    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
+        self.discover_inner()
     }
 
-    fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
-        Box::pin(self.discover_inner())
+    async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {
+        self.load_inner(&model).await
     }
 
-    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move { self.http.generate_one_token(&model).await })
-    }
-
-    fn load(&self, model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move { self.load_inner(&model).await })
-    }
-
-    fn unload(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move {
-            let body = serde_json::json!({ "model": model, "keep_alive": 0, "stream": false });
-            self.http
-                .post_json("/api/generate", &body, self.http.timeout)
-                .await?
-                .success()
-                .map(drop)
-        })
+    async fn unload_model(&self, model: String) -> Result<(), BackendError> {
+        let body = serde_json::json!({ "model": model, "keep_alive": 0, "stream": false });
+        self.http
+            .post_json("/api/generate", &body, self.http.timeout)
+            .await?
+            .success()
+            .map(drop)
     }
 }

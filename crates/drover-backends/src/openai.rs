@@ -1,13 +1,12 @@
 //! A generic OpenAI-compatible server: `/v1/models` lists what it serves,
 //! and everything it serves is taken as loaded. It reports no slot count,
 //! so config decides; whether it serves the coding agents' paths is probed.
+use std::future::Future;
 
 use drover_proto::openai::UpstreamModelList;
 
-use crate::backend::{
-    Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState,
-};
-use crate::endpoint::Endpoint;
+use crate::adapter::Adapter;
+use crate::backend::{BackendError, DiscoveredModel, Discovery, ModelState};
 use crate::http::Http;
 use crate::kind::BackendKind;
 use crate::paths::PathProbe;
@@ -50,39 +49,14 @@ impl OpenAi {
     }
 }
 
-impl Backend for OpenAi {
-    fn kind(&self) -> BackendKind {
-        BackendKind::OpenAi
+impl Adapter for OpenAi {
+    const KIND: BackendKind = BackendKind::OpenAi;
+
+    fn http(&self) -> &Http {
+        &self.http
     }
 
-    fn endpoint(&self) -> &Endpoint {
-        &self.http.endpoint
-    }
-
-    fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
-        Box::pin(self.discover_inner())
-    }
-
-    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move { self.http.generate_one_token(&model).await })
-    }
-
-    fn load(&self, _model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::Unsupported {
-                kind: self.kind(),
-                what: "load models".into(),
-            })
-        })
-    }
-
-    fn unload(&self, _model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::Unsupported {
-                kind: self.kind(),
-                what: "unload models".into(),
-            })
-        })
+    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
+        self.discover_inner()
     }
 }

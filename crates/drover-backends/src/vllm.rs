@@ -5,15 +5,14 @@
 //! reports requests waiting the hub sends it no more). It serves
 //! `/v1/responses`, and `/v1/messages` from 0.11.1. It cannot load or
 //! unload.
+use std::future::Future;
 
 use drover_proto::ollama::Version;
 use drover_proto::vllm::ModelList;
 use http::Method;
 
-use crate::backend::{
-    Apis, Backend, BackendError, BoxFuture, DiscoveredModel, Discovery, Loaded, ModelState,
-};
-use crate::endpoint::Endpoint;
+use crate::adapter::Adapter;
+use crate::backend::{Apis, BackendError, DiscoveredModel, Discovery, ModelState};
 use crate::http::Http;
 use crate::kind::BackendKind;
 use crate::prometheus::Samples;
@@ -78,39 +77,14 @@ impl Vllm {
     }
 }
 
-impl Backend for Vllm {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Vllm
+impl Adapter for Vllm {
+    const KIND: BackendKind = BackendKind::Vllm;
+
+    fn http(&self) -> &Http {
+        &self.http
     }
 
-    fn endpoint(&self) -> &Endpoint {
-        &self.http.endpoint
-    }
-
-    fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
-        Box::pin(self.discover_inner())
-    }
-
-    fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        let model = model.to_string();
-        Box::pin(async move { self.http.generate_one_token(&model).await })
-    }
-
-    fn load(&self, _model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::Unsupported {
-                kind: BackendKind::Vllm,
-                what: "load models (it serves what it was started with)".into(),
-            })
-        })
-    }
-
-    fn unload(&self, _model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        Box::pin(async move {
-            Err(BackendError::Unsupported {
-                kind: BackendKind::Vllm,
-                what: "unload models (it serves what it was started with)".into(),
-            })
-        })
+    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
+        self.discover_inner()
     }
 }
