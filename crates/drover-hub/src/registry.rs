@@ -41,8 +41,9 @@ pub struct BackendEntry {
     /// Config's word on the coding agents' APIs, over what is learned.
     pub responses: Option<bool>,
     pub messages: Option<bool>,
-    /// Public model name to this server's own id, from the last discovery:
-    /// a request's `model` is rewritten to it on the way out.
+    /// Public model name to this server's own id where they differ, from
+    /// the last discovery: a request's `model` is rewritten to it on the way
+    /// out.
     own_ids: Mutex<HashMap<String, String>>,
     /// Stops this backend's prober.
     pub cancel: CancellationToken,
@@ -163,7 +164,9 @@ impl BackendEntry {
             .iter()
             .map(|m| {
                 let public = aliases.public_name(&m.id);
-                own_ids.insert(public.to_string(), m.id.clone());
+                if public != m.id {
+                    own_ids.insert(public.to_string(), m.id.clone());
+                }
                 ModelSpec {
                     name: ModelName::new(public),
                     loaded: m.loaded(),
@@ -201,10 +204,7 @@ impl BackendEntry {
 
     /// This server's own id for a public model name, when it differs.
     pub fn own_id(&self, public: &str) -> Option<String> {
-        drover_core::sync::lock(&self.own_ids)
-            .get(public)
-            .filter(|id| *id != public)
-            .cloned()
+        drover_core::sync::lock(&self.own_ids).get(public).cloned()
     }
 }
 

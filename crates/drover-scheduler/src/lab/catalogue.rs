@@ -65,12 +65,22 @@ fn poisson(per_min: f64, run: Duration) -> TraceSpec {
 /// Rising load on two servers: where each policy's waits take off, and
 /// whether it keeps every slot busy under saturation.
 fn rising_load(run: Duration) -> Vec<Scenario> {
-    let fleet = two_servers();
+    at_loads(RISING, &two_servers(), &[50, 80, 95, 100, 120, 150], run)
+}
+
+/// One variant per load, each Poisson traffic at that share of the fleet's
+/// capacity.
+fn at_loads(
+    name: &'static str,
+    fleet: &FleetSpec,
+    percents: &[u32],
+    run: Duration,
+) -> Vec<Scenario> {
     let capacity = fleet.capacity_per_min();
-    [50, 80, 95, 100, 120, 150]
-        .into_iter()
-        .map(|pct| Scenario {
-            name: RISING,
+    percents
+        .iter()
+        .map(|&pct| Scenario {
+            name,
             variant: format!("load {pct}%"),
             trace: poisson(capacity * f64::from(pct) / 100.0, run),
             fleet: fleet.clone(),
@@ -129,18 +139,7 @@ fn mixed(run: Duration) -> Vec<Scenario> {
         models: vec![ModelName::new("m0"), ModelName::new("m1")],
         backends: vec![backend(1, 4, 3.0), backend(2, 1, 1.5), backend(3, 2, 6.0)],
     };
-    let capacity = fleet.capacity_per_min();
-    [70, 90, 110]
-        .into_iter()
-        .map(|pct| Scenario {
-            name: MIXED,
-            variant: format!("load {pct}%"),
-            trace: poisson(capacity * f64::from(pct) / 100.0, run),
-            fleet: fleet.clone(),
-            deadline: Some(DEADLINE),
-            cache: NO_CACHE,
-        })
-        .collect()
+    at_loads(MIXED, &fleet, &[70, 90, 110], run)
 }
 
 /// Two servers at 80% load; backend 2 is down from 25% to 60% of the run,
