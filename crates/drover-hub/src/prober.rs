@@ -82,6 +82,10 @@ fn probe_once(hub: &Arc<HubState>, entry: &Arc<BackendEntry>, result: Result<Dis
             status.ever_succeeded = true;
             status.version = discovery.version;
             status.mode = discovery.mode;
+            status.can_load = discovery.can_load;
+            status.can_unload = discovery.can_unload;
+            status.memory_used = discovery.memory_used;
+            status.memory_total = discovery.memory_total;
         }
         Err(e) => {
             hub.dispatcher.with_scheduler(|s, now| {

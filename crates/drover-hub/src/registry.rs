@@ -60,6 +60,11 @@ pub struct ProbeStatus {
     /// What the server said about itself at the last successful probe.
     pub version: Option<String>,
     pub mode: Option<String>,
+    pub can_load: bool,
+    pub can_unload: bool,
+    /// Memory its loaded models use, and in all, in bytes, where it tells.
+    pub memory_used: Option<u64>,
+    pub memory_total: Option<u64>,
 }
 
 /// How a backend's health is probed.

@@ -78,6 +78,16 @@ pub struct BackendInfo {
     /// sends it no more for now.
     #[serde(default)]
     pub saturated: bool,
+    /// Whether drover can load and unload models there.
+    #[serde(default)]
+    pub can_load: bool,
+    #[serde(default)]
+    pub can_unload: bool,
+    /// Bytes its loaded models use, and in all, where the server tells.
+    #[serde(default)]
+    pub memory_used: Option<u64>,
+    #[serde(default)]
+    pub memory_total: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

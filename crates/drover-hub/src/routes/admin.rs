@@ -154,6 +154,10 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
         max_concurrent: entry.max_concurrent,
         apis,
         saturated: view.is_some_and(|v| v.status.saturated),
+        can_load: probe.can_load,
+        can_unload: probe.can_unload,
+        memory_used: probe.memory_used,
+        memory_total: probe.memory_total,
     }
 }
 

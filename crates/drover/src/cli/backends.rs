@@ -166,6 +166,18 @@ fn print_table(backends: &[BackendInfo]) {
         if !b.apis.is_empty() {
             about.push(format!("also serves /v1/{}", b.apis.join(", /v1/")));
         }
+        match (b.can_load, b.can_unload) {
+            (true, true) => about.push("loads and unloads models".into()),
+            (true, false) => about.push("loads models".into()),
+            _ => {}
+        }
+        match (b.memory_used, b.memory_total) {
+            (Some(used), Some(total)) => {
+                about.push(format!("memory {} of {}", gib(used), gib(total)))
+            }
+            (Some(used), None) => about.push(format!("models use {}", gib(used))),
+            _ => {}
+        }
         if b.probe == "generate" {
             about.push("probe generates".into());
         }
@@ -179,4 +191,9 @@ fn print_table(backends: &[BackendInfo]) {
             println!("{:<20} unhealthy: {err}", "");
         }
     }
+}
+
+/// Bytes as GiB with one decimal.
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
 }
