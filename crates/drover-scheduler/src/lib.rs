@@ -27,6 +27,7 @@ pub mod affinity;
 pub mod breaker;
 pub mod fleet;
 pub mod lab;
+pub mod plan;
 pub mod policy;
 pub mod queue;
 pub mod scheduler;

@@ -39,6 +39,8 @@ enum Command {
     Lab(cli::lab::LabArgs),
     /// Load an OpenAI-compatible URL (a hub, and a backend directly) and report.
     Bench(drover_bench::BenchArgs),
+    /// How many models and slots fit in a node's memory, and what throughput that buys.
+    Plan(cli::plan::PlanArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Backends(args) => cli::backends::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),
+            Command::Plan(args) => cli::plan::run(args),
         }
     });
     match result {

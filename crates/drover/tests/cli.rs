@@ -159,3 +159,65 @@ fn beyond_loopback_needs_insecure_and_the_banner_gives_usable_urls() {
     assert!(line.contains("http://127.0.0.1:"), "{line}");
     assert!(!line.contains("http://0.0.0.0"), "{line}");
 }
+
+#[test]
+fn plan_reproduces_seed_002s_figures_and_names_what_fits_when_asked_for_too_much() {
+    let out = drover()
+        .args([
+            "plan",
+            "--memory",
+            "128G",
+            "--model-size",
+            "15G",
+            "x6",
+            "--slot-buffer",
+            "3G",
+            "--system",
+            "8G",
+            "--margin",
+            "12G",
+            "--response-time",
+            "3s",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "116 GB of 128 GB",
+        "6 x 15 GB = 90 GB",
+        "Slots:            6",
+        "120 requests per minute",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    let out = drover()
+        .args([
+            "plan",
+            "--memory",
+            "128G",
+            "--model-size",
+            "15G",
+            "x7",
+            "--slot-buffer",
+            "3G",
+            "--system",
+            "8G",
+            "--margin",
+            "12G",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Does not fit"), "{text}");
+    assert!(text.contains("the first 6 of the 7 models"), "{text}");
+    // A bad flag is clap's usage error (status 2), naming the value.
+    let out = drover()
+        .args(["plan", "--memory", "lots", "--model-size", "15G"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"lots\" is not a size"), "{err}");
+}

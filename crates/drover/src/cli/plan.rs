@@ -1,0 +1,243 @@
+//! `drover plan`: seed 002's question for any node. How many models and
+//! slots fit in its memory, what is left, and what throughput that buys;
+//! asked for more than fits, it says so and names what would fit.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use drover_scheduler::plan::{Budget, PlanInput};
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// The node's memory: 128G, 64GiB, 96000M...
+    #[arg(long, value_parser = size)]
+    pub memory: u64,
+    /// Model sizes, each optionally followed by xN for N models of that
+    /// size: --model-size 15G x6, or --model-size 15G 7G 7G.
+    #[arg(long = "model-size", num_args = 1.., required = true)]
+    pub model_sizes: Vec<String>,
+    /// Slots (requests at once) per model.
+    #[arg(long, default_value_t = 1)]
+    pub slots_per_model: u32,
+    /// Memory each slot needs beyond its model (KV cache, buffers).
+    #[arg(long, value_parser = size, default_value = "0")]
+    pub slot_buffer: u64,
+    /// Memory the system and the server take.
+    #[arg(long, value_parser = size, default_value = "0")]
+    pub system: u64,
+    /// Memory kept free on purpose.
+    #[arg(long, value_parser = size, default_value = "0")]
+    pub margin: u64,
+    /// How long one response takes (3s, 1500ms), for the throughput.
+    #[arg(long, value_parser = duration)]
+    pub response_time: Option<Duration>,
+}
+
+pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+    let input = PlanInput {
+        memory: args.memory,
+        models: models(&args.model_sizes)?,
+        slots_per_model: args.slots_per_model,
+        slot_buffer: args.slot_buffer,
+        system: args.system,
+        margin: args.margin,
+        response_time: args.response_time.unwrap_or_default(),
+    };
+    if input.slots_per_model == 0 {
+        bail!("--slots-per-model must be at least 1");
+    }
+    let plan = input.plan();
+    print(&plan.asked, &input, args.response_time.is_some());
+    if plan.asked.fits {
+        return Ok(());
+    }
+    let short = plan
+        .asked
+        .used
+        .saturating_add(plan.asked.margin)
+        .saturating_sub(input.memory);
+    println!(
+        "\nDoes not fit: it needs {} with the margin, {} more than the {} there is.",
+        gb(plan.asked.used.saturating_add(plan.asked.margin)),
+        gb(short),
+        gb(input.memory)
+    );
+    let mut any = false;
+    if let Some(b) = &plan.fewer_slots {
+        any = true;
+        println!(
+            "What fits: all {} models with {} slot(s) each ({} slots, {} used, {} left{}).",
+            b.models,
+            b.slots / b.models.max(1) as u32,
+            b.slots,
+            gb(b.used),
+            gb(b.headroom),
+            throughput(b, args.response_time.is_some())
+        );
+    }
+    if let Some(b) = &plan.fewer_models {
+        any = true;
+        println!(
+            "What fits: the first {} of the {} models with {} slot(s) each ({} slots, {} used, {} left{}).",
+            b.models,
+            input.models.len(),
+            input.slots_per_model,
+            b.slots,
+            gb(b.used),
+            gb(b.headroom),
+            throughput(b, args.response_time.is_some())
+        );
+    }
+    if !any {
+        println!("Nothing asked for fits: not even one model with one slot.");
+    }
+    bail!("the models asked for do not fit in {}", gb(input.memory))
+}
+
+fn print(b: &Budget, input: &PlanInput, with_time: bool) {
+    let sizes: Vec<u64> = input.models.clone();
+    let same = sizes.windows(2).all(|w| w[0] == w[1]);
+    let models = if same && !sizes.is_empty() {
+        format!("{} x {} = {}", sizes.len(), gb(sizes[0]), gb(b.model_bytes))
+    } else {
+        gb(b.model_bytes)
+    };
+    println!("Models loaded:    {models}");
+    println!(
+        "Slot buffers:     {} x {} = {}",
+        b.slots,
+        gb(input.slot_buffer),
+        gb(b.buffer_bytes)
+    );
+    println!("System overhead:  {}", gb(b.system));
+    println!("Used:             {} of {}", gb(b.used), gb(input.memory));
+    println!(
+        "Left:             {} (safety margin {}){}",
+        gb(b.headroom),
+        gb(b.margin),
+        if b.fits { "" } else { "  -- not enough" }
+    );
+    println!(
+        "Slots:            {} ({} per model){}",
+        b.slots,
+        input.slots_per_model,
+        throughput(b, with_time)
+    );
+}
+
+fn throughput(b: &Budget, with_time: bool) -> String {
+    if with_time {
+        format!(", {:.0} requests per minute", b.per_minute)
+    } else {
+        String::new()
+    }
+}
+
+/// Bytes as decimal gigabytes, as memory is sold: whole when whole.
+fn gb(bytes: u64) -> String {
+    let g = bytes as f64 / 1e9;
+    if (g - g.round()).abs() < 0.05 {
+        format!("{:.0} GB", g)
+    } else {
+        format!("{g:.1} GB")
+    }
+}
+
+/// `15G x6 7G` as a list of sizes.
+fn models(words: &[String]) -> anyhow::Result<Vec<u64>> {
+    let mut sizes: Vec<u64> = Vec::new();
+    for word in words.iter().flat_map(|w| w.split_whitespace()) {
+        if let Some(n) = word.strip_prefix(['x', 'X', '*']) {
+            let n: usize = n
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("{word:?}: expected xN, a count of models above 0"))?;
+            let Some(last) = sizes.last().copied() else {
+                bail!("{word:?} must follow a model size, as in 15G x6");
+            };
+            sizes.extend(std::iter::repeat_n(last, n - 1));
+        } else {
+            sizes.push(size(word).map_err(anyhow::Error::msg)?);
+        }
+    }
+    Ok(sizes)
+}
+
+/// `128G`, `15GB`, `64GiB`, `512M`, `1.5T`, or bytes: decimal units as
+/// memory is sold, binary ones where asked for.
+fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 128G, 15GB, 64GiB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (K, M, G, T, or KiB..TiB)"
+            ));
+        }
+    };
+    let bytes = number * scale;
+    if !bytes.is_finite() || !(0.0..=1e18).contains(&bytes) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `3s`, `1500ms`, `2m`, or seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let secs: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 3s or 1500ms)"))?;
+    let secs = secs * scale;
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!("{s:?} must be above 0 and at most a day"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_counts() {
+        assert_eq!(size("128G"), Ok(128_000_000_000));
+        assert_eq!(size("64GiB"), Ok(64 << 30));
+        assert_eq!(size("1.5T"), Ok(1_500_000_000_000));
+        assert!(size("12 parsecs").is_err());
+        assert!(size("1e400").is_err());
+        let words = ["15G x6".to_string(), "7G".to_string()];
+        let sizes = models(&words).unwrap();
+        assert_eq!(sizes.len(), 7);
+        assert!(models(&["x3".to_string()]).is_err());
+        assert!(models(&["15G".to_string(), "x0".to_string()]).is_err());
+        assert_eq!(duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert!(duration("0s").is_err());
+    }
+}
