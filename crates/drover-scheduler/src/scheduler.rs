@@ -247,6 +247,7 @@ impl Scheduler {
     pub fn remove_backend(&mut self, id: BackendId) -> bool {
         self.mark_backend_dirty(id);
         self.affinity.forget_backend(id);
+        self.end_holds_for(id);
         self.fleet.backends.remove(&id).is_some()
     }
 
@@ -256,6 +257,9 @@ impl Scheduler {
             return false;
         };
         b.draining = draining;
+        if draining {
+            self.end_holds_for(id);
+        }
         self.mark_backend_dirty(id);
         true
     }
@@ -665,7 +669,18 @@ impl Scheduler {
     }
 
     fn note_breaker_change(&mut self, id: BackendId) {
+        if self.fleet.backends.get(&id).is_some_and(|b| !b.admits()) {
+            self.end_holds_for(id);
+        }
         self.mark_backend_dirty(id);
+    }
+
+    /// Requests held for a backend that is gone or takes no work go
+    /// anywhere now.
+    fn end_holds_for(&mut self, id: BackendId) {
+        for hold in self.holds.values_mut().filter(|h| h.backend == id) {
+            hold.over = true;
+        }
     }
 
     fn mark_backend_dirty(&mut self, id: BackendId) {

@@ -739,3 +739,19 @@ fn a_held_turn_goes_elsewhere_once_it_has_waited_as_long_as_a_prefill() {
     assert!(dispatches(&s.poll(ms(4_499))).is_empty());
     assert_eq!(dispatches(&s.poll(ms(4_500))), vec![(3, 2)]);
 }
+
+#[test]
+fn a_turn_held_for_a_backend_that_goes_or_drains_goes_elsewhere_at_once() {
+    for drain in [false, true] {
+        let mut s = prefix_fleet(500, 5_000.0);
+        assert_eq!(s.submit(next_turn(3), ms(500)), Ok(Admission::Queued));
+        assert_eq!(s.held_for(RequestId(3)), Some(BackendId(1)));
+        if drain {
+            s.set_draining(BackendId(1), true);
+        } else {
+            s.remove_backend(BackendId(1));
+        }
+        assert_eq!(s.held_for(RequestId(3)), None);
+        assert_eq!(dispatches(&s.poll(ms(501))), vec![(3, 2)]);
+    }
+}
