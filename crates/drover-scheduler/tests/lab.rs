@@ -51,7 +51,14 @@ fn every_named_scenario_runs_and_an_unknown_name_is_an_error() {
             let names: Vec<&str> = r.rows.iter().map(|row| row.name.as_str()).collect();
             assert_eq!(
                 names,
-                ["round-robin", "least-conn", "drover", "oracle", "ideal"],
+                [
+                    "round-robin",
+                    "least-conn",
+                    "drover",
+                    "fcfs-oracle",
+                    "sjf-oracle",
+                    "ideal"
+                ],
                 "{name}"
             );
         }
@@ -197,7 +204,7 @@ fn failover_at_full_length_loses_only_what_the_oracle_loses() {
     for seed in [1, 2, 8] {
         let r = &lab::run(OUTAGE, seed, 1.0).unwrap()[0];
         let drover = row(r, Policy::Drover).success_rate().unwrap();
-        let oracle = r.row("oracle").unwrap().success_rate().unwrap();
+        let oracle = r.row("fcfs-oracle").unwrap().success_rate().unwrap();
         assert!(drover >= oracle - 0.005, "seed {seed}: {r}");
         assert!(drover >= 0.95, "seed {seed}: {r}");
     }
@@ -218,7 +225,7 @@ fn conversations_return_to_the_backend_holding_their_prefix() {
         hits(Policy::Drover) > hits(Policy::LeastConnections) + 0.05,
         "{r}"
     );
-    assert_eq!(r.row("oracle").unwrap().affinity_hit_rate, Some(1.0));
+    assert_eq!(r.row("fcfs-oracle").unwrap().affinity_hit_rate, Some(1.0));
 }
 
 #[test]
@@ -257,7 +264,14 @@ fn the_table_names_the_seed_and_every_row() {
     let text = reports[0].to_string();
     assert!(text.contains(&format!("seed {SEED}")), "{text}");
     assert!(text.contains("scale 0.2"), "{text}");
-    for name in ["round-robin", "least-conn", "drover", "oracle", "ideal"] {
+    for name in [
+        "round-robin",
+        "least-conn",
+        "drover",
+        "fcfs-oracle",
+        "sjf-oracle",
+        "ideal",
+    ] {
         assert!(text.lines().any(|l| l.starts_with(name)), "{text}");
     }
     // Aligned: every table line is as wide as the header.
@@ -315,4 +329,16 @@ fn every_column_is_explained_under_its_table() {
             );
         }
     }
+}
+
+#[test]
+fn shortest_job_first_shows_headroom_the_fcfs_oracle_cannot() {
+    // On a symmetric fleet drover's row equals the clairvoyant FCFS one by
+    // construction; with requests of unequal length, starting the shortest
+    // first halves the median wait (at the cost of the longest requests).
+    let reports = run(RISING, 0.5);
+    let r = variant(&reports, "load 95%");
+    let p50 = |name: &str| r.row(name).unwrap().wait.unwrap().p50;
+    assert_eq!(p50("drover"), p50("fcfs-oracle"), "{r}");
+    assert!(p50("sjf-oracle") * 2 < p50("fcfs-oracle"), "{r}");
 }

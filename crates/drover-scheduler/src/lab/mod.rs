@@ -3,7 +3,9 @@
 //!
 //! [`run`] takes a scenario name from [`scenario_names`], a seed and a
 //! scale, and returns one [`Report`] per variant of the scenario: a row per
-//! [`Policy`], then `oracle` (a clairvoyant schedule of the same trace) and
+//! [`Policy`], then `fcfs-oracle` and `sjf-oracle` (clairvoyant
+//! first-come-first-served and shortest-job-first schedules of the same
+//! trace) and
 //! `ideal` (bounds no schedule can beat). Same name, seed and scale, same
 //! report: the run reads no clock and draws every random number from the
 //! seed, so a printed table can be re-run by anyone.
@@ -13,7 +15,7 @@
 //!   fleet, and every request drawn once from the seed.
 //! - `engine`: the event loop; the scheduler driven as the hub drives it,
 //!   servers that queue and fail like LM Studio.
-//! - `oracle` and `ideal`: the yardstick rows.
+//! - `oracle`, `sjf` and `ideal`: the yardstick rows.
 //! - `tally` and `report`: from what happened to each request to the
 //!   printed table.
 //! - `events`, `rng`: the virtual clock's heap, and SplitMix64.
@@ -29,6 +31,7 @@ mod oracle;
 mod report;
 mod rng;
 mod scenario;
+mod sjf;
 mod tally;
 mod trace;
 
@@ -98,7 +101,8 @@ fn report_for(s: &scenario::Scenario, rng: &rng::Rng, seed: u64, scale: f64) -> 
         .iter()
         .map(|&p| engine::play(s, &jobs, p).row(p.name(), ideal_per_min, slots))
         .collect();
-    rows.push(oracle::schedule(s, &jobs).row("oracle", ideal_per_min, slots));
+    rows.push(oracle::schedule(s, &jobs).row("fcfs-oracle", ideal_per_min, slots));
+    rows.push(sjf::schedule(s, &jobs).row("sjf-oracle", ideal_per_min, slots));
     let ideal_makespan = ideal.makespan;
     rows.push(ideal);
     Report {

@@ -1,5 +1,5 @@
-//! The oracle: a clairvoyant schedule of the same trace, for the `oracle`
-//! row. It knows every arrival, every request's length and every outage in
+//! The `fcfs-oracle` row: a clairvoyant first-come-first-served schedule of
+//! the same trace. It knows every arrival, every request's length and every outage in
 //! advance. It takes requests in arrival order and puts each on the slot of
 //! its model that would finish it first, never on one that will be down
 //! while it runs; a request that could not start before its deadline is
@@ -70,7 +70,11 @@ pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job]) -> Tally {
 
 /// The earliest start at or after `t` such that `[start, start + service)`
 /// misses every down interval.
-fn earliest_up(down: &[(Duration, Duration)], mut t: Duration, service: Duration) -> Duration {
+pub(crate) fn earliest_up(
+    down: &[(Duration, Duration)],
+    mut t: Duration,
+    service: Duration,
+) -> Duration {
     loop {
         let clash = down
             .iter()

@@ -38,7 +38,7 @@ impl Percentiles {
 /// One policy's results on one trace, or a yardstick.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
-    /// A [`Policy::name`], `"oracle"` or `"ideal"`.
+    /// A [`Policy::name`], `"fcfs-oracle"`, `"sjf-oracle"` or `"ideal"`.
     pub name: String,
     pub requests: u64,
     /// Answered successfully. `None` on the ideal row, which is a bound
@@ -109,7 +109,8 @@ pub struct Report {
     pub capacity_per_min: f64,
     /// No schedule of this trace on this fleet can finish sooner.
     pub ideal_makespan: Duration,
-    /// One row per policy in [`Policy::ALL`] order, then `oracle`, then
+    /// One row per policy in [`Policy::ALL`] order, then `fcfs-oracle`,
+    /// `sjf-oracle`, then
     /// `ideal`.
     pub rows: Vec<Row>,
 }
@@ -179,8 +180,9 @@ const AFFINITY: &str = "aff%";
 const COLUMNS: &[(&str, &str)] = &[
     (
         "policy",
-        "who scheduled: a policy; oracle, a schedule that knew every arrival in advance; \
-         ideal, bounds that no schedule can beat",
+        "who scheduled: a policy; fcfs-oracle, a first-come-first-served schedule that knew \
+         every arrival in advance; sjf-oracle, the same but shortest request first; ideal, \
+         bounds that no schedule can beat",
     ),
     ("reqs", "requests in the trace"),
     ("done", "requests answered successfully"),
