@@ -6,11 +6,13 @@
 //! - [`model`]: a model name, cheap to clone.
 //! - [`sync`]: a lock that survives a panic.
 //! - [`mix`]: SplitMix64, the seeded generator and mixer.
+//! - [`size`]: sizes in bytes as people write them (`16MiB`, `128G`).
 
 pub mod ids;
 pub mod mix;
 pub mod model;
 pub mod priority;
+pub mod size;
 pub mod sync;
 
 pub use ids::{BackendId, ClientKey, RequestId};

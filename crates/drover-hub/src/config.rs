@@ -338,29 +338,10 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
     match Size::deserialize(d)? {
         Size::Number(n) => usize::try_from(n).map_err(serde::de::Error::custom),
-        Size::Text(s) => parse_size(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "{s:?} is not a size like 16777216, \"16MiB\" or \"1GB\""
-            ))
-        }),
+        Size::Text(s) => drover_core::size::parse(&s)
+            .and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
+            .map_err(serde::de::Error::custom),
     }
-}
-
-fn parse_size(text: &str) -> Option<usize> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let number: u64 = t[..split].parse().ok()?;
-    let unit: u64 = match t[split..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "kib" | "k" => 1 << 10,
-        "mb" => 1_000_000,
-        "mib" | "m" => 1 << 20,
-        "gb" => 1_000_000_000,
-        "gib" | "g" => 1 << 30,
-        _ => return None,
-    };
-    usize::try_from(number.checked_mul(unit)?).ok()
 }
 
 #[cfg(test)]
@@ -460,11 +441,15 @@ mod tests {
 
     #[test]
     fn sizes_read_as_people_write_them() {
-        assert_eq!(parse_size("16MiB"), Some(16 << 20));
-        assert_eq!(parse_size("512 MB"), Some(512_000_000));
-        assert_eq!(parse_size("7"), Some(7));
-        assert_eq!(parse_size("7 parsecs"), None);
-        assert_eq!(parse_size("99999999999999999999GiB"), None);
+        let size = |text: &str| {
+            HubConfig::from_toml(&format!("[limits]\nmax_body_bytes = {text}"), &[])
+                .map(|c| c.limits.max_body_bytes)
+        };
+        assert_eq!(size("\"16MiB\"").unwrap(), 16 << 20);
+        assert_eq!(size("\"512 MB\"").unwrap(), 512_000_000);
+        assert_eq!(size("7").unwrap(), 7);
+        assert!(size("\"7 parsecs\"").is_err());
+        assert!(size("\"99999999999999999999GiB\"").is_err());
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl PlanInput {
 mod tests {
     use super::*;
 
-    const GB: u64 = 1_000_000_000;
+    const GB: u64 = 1 << 30;
 
     fn seed002(models: usize) -> PlanInput {
         PlanInput {

@@ -184,8 +184,8 @@ fn plan_reproduces_seed_002s_figures_and_names_what_fits_when_asked_for_too_much
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
     for want in [
-        "116 GB of 128 GB",
-        "6 x 15 GB = 90 GB",
+        "116G of 128G",
+        "6 x 15G = 90G",
         "Slots:            6",
         "120 requests per minute",
     ] {

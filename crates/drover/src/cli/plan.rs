@@ -9,7 +9,8 @@ use drover_scheduler::plan::{Budget, PlanInput};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// The node's memory: 128G, 64GiB, 96000M...
+    /// The node's memory: 128G, 64GiB, 96000M (bare K, M, G, T are binary;
+    /// KB, MB, GB, TB decimal).
     #[arg(long, value_parser = size)]
     pub memory: u64,
     /// Model sizes, each optionally followed by xN for N models of that
@@ -133,14 +134,8 @@ fn throughput(b: &Budget, with_time: bool) -> String {
     }
 }
 
-/// Bytes as decimal gigabytes, as memory is sold: whole when whole.
 fn gb(bytes: u64) -> String {
-    let g = bytes as f64 / 1e9;
-    if (g - g.round()).abs() < 0.05 {
-        format!("{:.0} GB", g)
-    } else {
-        format!("{g:.1} GB")
-    }
+    drover_core::size::gigabytes(bytes)
 }
 
 /// `15G x6 7G` as a list of sizes.
@@ -164,38 +159,9 @@ fn models(words: &[String]) -> anyhow::Result<Vec<u64>> {
     Ok(sizes)
 }
 
-/// `128G`, `15GB`, `64GiB`, `512M`, `1.5T`, or bytes: decimal units as
-/// memory is sold, binary ones where asked for.
+/// A size, read as everywhere in drover (`drover_core::size`).
 fn size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (like 128G, 15GB, 64GiB)"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown unit {other:?} (K, M, G, T, or KiB..TiB)"
-            ));
-        }
-    };
-    let bytes = number * scale;
-    if !bytes.is_finite() || !(0.0..=1e18).contains(&bytes) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(bytes as u64)
+    drover_core::size::parse(s)
 }
 
 /// `3s`, `1500ms`, `2m`, or seconds.
@@ -227,11 +193,6 @@ mod tests {
 
     #[test]
     fn sizes_and_counts() {
-        assert_eq!(size("128G"), Ok(128_000_000_000));
-        assert_eq!(size("64GiB"), Ok(64 << 30));
-        assert_eq!(size("1.5T"), Ok(1_500_000_000_000));
-        assert!(size("12 parsecs").is_err());
-        assert!(size("1e400").is_err());
         let words = ["15G x6".to_string(), "7G".to_string()];
         let sizes = models(&words).unwrap();
         assert_eq!(sizes.len(), 7);
