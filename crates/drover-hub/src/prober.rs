@@ -86,6 +86,11 @@ fn probe_once(hub: &Arc<HubState>, entry: &Arc<BackendEntry>, result: Result<Dis
             status.can_unload = discovery.can_unload;
             status.memory_used = discovery.memory_used;
             status.memory_total = discovery.memory_total;
+            status.sizes = discovery
+                .models
+                .iter()
+                .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.size_bytes?)))
+                .collect();
         }
         Err(e) => {
             hub.dispatcher.with_scheduler(|s, now| {

@@ -37,6 +37,12 @@ pub struct BackendEntry {
     pub default_slots: u32,
     pub model_slots: BTreeMap<String, u32>,
     pub max_concurrent: Option<u32>,
+    /// The memory budget's terms from config; `memory` where the server
+    /// does not tell its total.
+    pub memory: Option<u64>,
+    pub slot_buffer: u64,
+    pub system: u64,
+    pub margin: u64,
     pub probe_mode: ProbeMode,
     /// Config's word on the coding agents' APIs, over what is learned.
     pub responses: Option<bool>,
@@ -65,6 +71,8 @@ pub struct ProbeStatus {
     /// Memory its loaded models use, and in all, in bytes, where it tells.
     pub memory_used: Option<u64>,
     pub memory_total: Option<u64>,
+    /// Each model's size by public name, where the server tells.
+    pub sizes: HashMap<String, u64>,
 }
 
 /// How a backend's health is probed.
@@ -300,6 +308,10 @@ impl Registry {
             default_slots: config.slots.unwrap_or(1),
             model_slots: config.model_slots.clone(),
             max_concurrent: config.max_concurrent,
+            memory: config.memory,
+            slot_buffer: config.slot_buffer.unwrap_or(0),
+            system: config.system.unwrap_or(0),
+            margin: config.margin.unwrap_or(0),
             probe_mode,
             responses: config.responses,
             messages: config.messages,

@@ -43,6 +43,35 @@ pub struct BackendSpec {
     /// Whether it serves `POST /v1/messages`, likewise.
     #[serde(default)]
     pub messages: Option<bool>,
+    /// Its memory budget, in seed 002's form: `sum(model sizes) + slots x
+    /// slot_buffer + system + margin <= memory`. Sizes as bytes or text
+    /// (`"128G"`, `"3GiB"`, `"512MB"`). `memory` where the server does not
+    /// tell its total.
+    #[serde(default, deserialize_with = "size")]
+    pub memory: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    pub slot_buffer: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    pub system: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    pub margin: Option<u64>,
+}
+
+/// A size in bytes, given as a number or as text `drover_core::size` reads.
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Number(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => drover_core::size::parse(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// One backend as `GET /admin/backends` shows it.
@@ -88,6 +117,13 @@ pub struct BackendInfo {
     pub memory_used: Option<u64>,
     #[serde(default)]
     pub memory_total: Option<u64>,
+    /// The budget's other terms, from config (0 when not set).
+    #[serde(default)]
+    pub slot_buffer: u64,
+    #[serde(default)]
+    pub system: u64,
+    #[serde(default)]
+    pub margin: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -99,6 +135,9 @@ pub struct BackendModelInfo {
     /// Slots the server reports busy with work the hub did not send.
     #[serde(default)]
     pub external: u32,
+    /// Bytes it takes in memory, where the server tells.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -57,33 +57,76 @@ pub struct Plan {
     pub fewer_slots: Option<Budget>,
 }
 
-impl PlanInput {
-    fn budget(&self, models: usize, slots_per_model: u32) -> Budget {
-        let model_bytes: u64 = self.models.iter().take(models).sum();
-        let slots = u32::try_from(models)
-            .unwrap_or(u32::MAX)
-            .saturating_mul(slots_per_model);
-        let buffer_bytes = u64::from(slots).saturating_mul(self.slot_buffer);
-        let used = model_bytes
+/// What one node holds, as the budget counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holding {
+    pub models: usize,
+    pub model_bytes: u64,
+    pub slots: u32,
+}
+
+/// The rest of a node's budget.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Terms {
+    pub memory: u64,
+    pub slot_buffer: u64,
+    pub system: u64,
+    pub margin: u64,
+    pub response_time: Duration,
+}
+
+impl Budget {
+    /// The budget of `holding` under `terms`.
+    pub fn of(holding: Holding, terms: Terms) -> Budget {
+        let buffer_bytes = u64::from(holding.slots).saturating_mul(terms.slot_buffer);
+        let used = holding
+            .model_bytes
             .saturating_add(buffer_bytes)
-            .saturating_add(self.system);
-        let secs = self.response_time.as_secs_f64();
+            .saturating_add(terms.system);
+        let secs = terms.response_time.as_secs_f64();
         Budget {
-            models,
-            model_bytes,
-            slots,
+            models: holding.models,
+            model_bytes: holding.model_bytes,
+            slots: holding.slots,
             buffer_bytes,
-            system: self.system,
-            margin: self.margin,
+            system: terms.system,
+            margin: terms.margin,
             used,
-            headroom: self.memory.saturating_sub(used),
+            headroom: terms.memory.saturating_sub(used),
             per_minute: if secs > 0.0 {
-                f64::from(slots) * 60.0 / secs
+                f64::from(holding.slots) * 60.0 / secs
             } else {
                 0.0
             },
-            fits: used.saturating_add(self.margin) <= self.memory,
+            fits: used.saturating_add(terms.margin) <= terms.memory,
         }
+    }
+
+    /// Bytes more models could take here, beyond the margin.
+    pub fn room(&self) -> u64 {
+        self.headroom.saturating_sub(self.margin)
+    }
+}
+
+impl PlanInput {
+    fn budget(&self, models: usize, slots_per_model: u32) -> Budget {
+        let holding = Holding {
+            models,
+            model_bytes: self.models.iter().take(models).sum(),
+            slots: u32::try_from(models)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(slots_per_model),
+        };
+        Budget::of(
+            holding,
+            Terms {
+                memory: self.memory,
+                slot_buffer: self.slot_buffer,
+                system: self.system,
+                margin: self.margin,
+                response_time: self.response_time,
+            },
+        )
     }
 
     pub fn plan(&self) -> Plan {

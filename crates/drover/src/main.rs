@@ -69,7 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Backends(args) => cli::backends::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),
-            Command::Plan(args) => cli::plan::run(args),
+            Command::Plan(args) => cli::plan::run(args).await,
         }
     });
     match result {

@@ -144,6 +144,7 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
                     slots: m.slots,
                     busy: m.busy,
                     external: m.external,
+                    size_bytes: probe.sizes.get(m.name.as_str()).copied(),
                 })
                 .collect()
         }),
@@ -157,7 +158,12 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
         can_load: probe.can_load,
         can_unload: probe.can_unload,
         memory_used: probe.memory_used,
-        memory_total: probe.memory_total,
+        // Config first, as for slots: the operator knows what is free for
+        // models.
+        memory_total: entry.memory.or(probe.memory_total),
+        slot_buffer: entry.slot_buffer,
+        system: entry.system,
+        margin: entry.margin,
     }
 }
 

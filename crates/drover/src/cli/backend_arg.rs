@@ -79,12 +79,23 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
                     config.messages = Some(on);
                 }
             }
+            "memory" | "slot_buffer" | "system" | "margin" => {
+                let n = drover_core::size::parse(v)
+                    .map_err(|e| format!("--backend {shown:?}: {k}: {e}"))?;
+                match k.trim() {
+                    "memory" => config.memory = Some(n),
+                    "slot_buffer" => config.slot_buffer = Some(n),
+                    "system" => config.system = Some(n),
+                    _ => config.margin = Some(n),
+                }
+            }
             "name" => config.name = Some(v.trim().to_string()),
             "api_key" => config.api_key = Some(v.trim().to_string()),
             other => {
                 return Err(format!(
                     "--backend {shown:?}: unknown option {other:?} (known: slots, \
-                     max_concurrent, probe, responses, messages, name, api_key)"
+                     max_concurrent, probe, responses, messages, memory, slot_buffer, \
+                     system, margin, name, api_key)"
                 ));
             }
         }

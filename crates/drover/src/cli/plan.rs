@@ -1,22 +1,40 @@
 //! `drover plan`: seed 002's question for any node. How many models and
 //! slots fit in its memory, what is left, and what throughput that buys;
-//! asked for more than fits, it says so and names what would fit.
+//! asked for more than fits, it says so and names what would fit. With
+//! `--from-fleet`, the same budget for every backend of a running hub, from
+//! what each holds now.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use drover_scheduler::plan::{Budget, PlanInput};
+use drover_proto::admin::BackendList;
+use drover_scheduler::plan::{Budget, Holding, PlanInput, Terms};
+use http::Method;
+
+use super::http::{Api, check};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
     /// The node's memory: 128G, 64GiB, 96000M (bare K, M, G, T are binary;
     /// KB, MB, GB, TB decimal).
-    #[arg(long, value_parser = size)]
-    pub memory: u64,
+    #[arg(long, value_parser = size, required_unless_present = "from_fleet")]
+    pub memory: Option<u64>,
     /// Model sizes, each optionally followed by xN for N models of that
     /// size: --model-size 15G x6, or --model-size 15G 7G 7G.
-    #[arg(long = "model-size", num_args = 1.., required = true)]
+    #[arg(long = "model-size", num_args = 1.., required_unless_present = "from_fleet")]
     pub model_sizes: Vec<String>,
+    /// Plan every backend of a running hub from what it holds now: its
+    /// memory (from the server, or `memory` in its config), its loaded
+    /// models' sizes and slots, and its config's slot_buffer, system and
+    /// margin.
+    #[arg(long, conflicts_with_all = ["memory", "model_sizes"])]
+    pub from_fleet: bool,
+    /// The hub, for --from-fleet.
+    #[arg(long, env = "DROVER_HUB", default_value = "http://127.0.0.1:8700")]
+    pub hub: String,
+    /// The hub's admin key, if it has one.
+    #[arg(long, env = "DROVER_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
     /// Slots (requests at once) per model.
     #[arg(long, default_value_t = 1)]
     pub slots_per_model: u32,
@@ -34,9 +52,15 @@ pub struct PlanArgs {
     pub response_time: Option<Duration>,
 }
 
-pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
+    if args.from_fleet {
+        return from_fleet(&args).await;
+    }
+    let memory = args
+        .memory
+        .context("--memory is needed without --from-fleet")?;
     let input = PlanInput {
-        memory: args.memory,
+        memory,
         models: models(&args.model_sizes)?,
         slots_per_model: args.slots_per_model,
         slot_buffer: args.slot_buffer,
@@ -56,12 +80,12 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         .asked
         .used
         .saturating_add(plan.asked.margin)
-        .saturating_sub(input.memory);
+        .saturating_sub(memory);
     println!(
         "\nDoes not fit: it needs {} with the margin, {} more than the {} there is.",
         gb(plan.asked.used.saturating_add(plan.asked.margin)),
         gb(short),
-        gb(input.memory)
+        gb(memory)
     );
     let mut any = false;
     if let Some(b) = &plan.fewer_slots {
@@ -92,7 +116,90 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     if !any {
         println!("Nothing asked for fits: not even one model with one slot.");
     }
-    bail!("the models asked for do not fit in {}", gb(input.memory))
+    bail!("the models asked for do not fit in {}", gb(memory))
+}
+
+/// Every backend's budget from what it holds now.
+async fn from_fleet(args: &PlanArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.hub, args.admin_key.clone());
+    let (status, body) = api.call(Method::GET, "/admin/backends", None).await?;
+    check(status, &body)?;
+    let list: BackendList = serde_json::from_value(body).context("unexpected answer")?;
+    if list.backends.is_empty() {
+        println!("no backends");
+        return Ok(());
+    }
+    let mut over = Vec::new();
+    for b in &list.backends {
+        let loaded: Vec<_> = b.models.iter().filter(|m| m.loaded).collect();
+        let unknown: Vec<&str> = loaded
+            .iter()
+            .filter(|m| m.size_bytes.is_none())
+            .map(|m| m.id.as_str())
+            .collect();
+        let holding = Holding {
+            models: loaded.len(),
+            model_bytes: loaded.iter().filter_map(|m| m.size_bytes).sum(),
+            slots: loaded.iter().map(|m| m.slots).sum(),
+        };
+        println!("{} ({}):", b.name, b.kind);
+        let Some(memory) = b.memory_total else {
+            println!(
+                "  {} models loaded ({} known), {} slots; memory unknown: set `memory` in its config",
+                holding.models,
+                gb(holding.model_bytes),
+                holding.slots
+            );
+            continue;
+        };
+        let budget = Budget::of(
+            holding,
+            Terms {
+                memory,
+                slot_buffer: b.slot_buffer,
+                system: b.system,
+                margin: b.margin,
+                response_time: args.response_time.unwrap_or_default(),
+            },
+        );
+        println!(
+            "  {} models loaded = {}; {} slots x {} = {}; system {}",
+            budget.models,
+            gb(budget.model_bytes),
+            budget.slots,
+            gb(b.slot_buffer),
+            gb(budget.buffer_bytes),
+            gb(budget.system)
+        );
+        println!(
+            "  used {} of {}, margin {}: {}{}",
+            gb(budget.used),
+            gb(memory),
+            gb(budget.margin),
+            if budget.fits {
+                format!("fits, {} free for more models", gb(budget.room()))
+            } else {
+                format!(
+                    "over by {}",
+                    gb(budget
+                        .used
+                        .saturating_add(budget.margin)
+                        .saturating_sub(memory))
+                )
+            },
+            throughput(&budget, args.response_time.is_some())
+        );
+        if !unknown.is_empty() {
+            println!("  sizes unknown (not counted): {}", unknown.join(", "));
+        }
+        if !budget.fits {
+            over.push(b.name.clone());
+        }
+    }
+    if !over.is_empty() {
+        bail!("over budget: {}", over.join(", "));
+    }
+    Ok(())
 }
 
 fn print(b: &Budget, input: &PlanInput, with_time: bool) {
