@@ -31,6 +31,13 @@ pub async fn run(hub: Arc<HubState>, entry: Arc<BackendEntry>) {
     }
 }
 
+/// Probes a backend now, out of turn: after an operator's load or unload,
+/// so the scheduler sees the change at once.
+pub async fn refresh(hub: &Arc<HubState>, entry: &Arc<BackendEntry>) {
+    let result = probe(entry).await;
+    probe_once(hub, entry, result);
+}
+
 /// Discovery, and with `probe = "generate"` a one-token generation from a
 /// loaded model that generates (an embedding model cannot). A server with
 /// nothing loaded is not made to load a model for a probe.

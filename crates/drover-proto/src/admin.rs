@@ -144,3 +144,28 @@ pub struct BackendModelInfo {
 pub struct BackendList {
     pub backends: Vec<BackendInfo>,
 }
+
+/// The body of `POST /admin/models/{model}/load|unload`: which backend, or
+/// `null` to let the hub choose (load) or mean every backend (unload).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTarget {
+    #[serde(default)]
+    pub backend: Option<String>,
+}
+
+/// What a model action did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelAction {
+    pub model: String,
+    /// The backends it was done on.
+    pub backends: Vec<String>,
+    /// `load` or `unload`.
+    pub action: String,
+    /// How long the load took, as the server reports it or as measured.
+    #[serde(default)]
+    pub seconds: Option<f64>,
+    /// Nothing needed doing: it was loaded (or unloaded) already.
+    #[serde(default)]
+    pub already: bool,
+}

@@ -35,6 +35,8 @@ enum Command {
     Sim(drover_sim::SimArgs),
     /// Manage a running hub's backends.
     Backends(cli::backends::BackendsArgs),
+    /// Where each model is, and load or unload one.
+    Models(cli::models::ModelsArgs),
     /// The policy lab: compare scheduling policies in virtual time on seeded traces.
     Lab(cli::lab::LabArgs),
     /// Load an OpenAI-compatible URL (a hub, and a backend directly) and report.
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
                 drover_sim::run(args, cli::shutdown_token()).await
             }
             Command::Backends(args) => cli::backends::run(args).await,
+            Command::Models(args) => cli::models::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),
             Command::Plan(args) => cli::plan::run(args).await,

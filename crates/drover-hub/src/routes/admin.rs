@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::registry::{BackendEntry, RegistryError};
 
-fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
     refuse_other_sites(headers)?;
     match &hub.config.admin_key {
         Some(key) if bearer(headers) == Some(key.as_str()) => Ok(()),
@@ -98,7 +98,7 @@ fn is_address_or_localhost(host: &str) -> bool {
 }
 
 /// A body the management API reads must say it is JSON.
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -269,7 +269,7 @@ async fn set_draining(
     Ok(Json(info(&entry, views.get(&entry.id))))
 }
 
-fn find(hub: &HubState, name: &str) -> Result<Arc<BackendEntry>, ApiError> {
+pub(super) fn find(hub: &HubState, name: &str) -> Result<Arc<BackendEntry>, ApiError> {
     hub.registry.by_name(name).ok_or_else(|| unknown(name))
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod inference;
+mod model_actions;
 mod models;
 mod ops;
 
@@ -33,6 +34,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         )
         .route("/admin/backends/{name}/drain", post(admin::drain))
         .route("/admin/backends/{name}/undrain", post(admin::undrain))
+        .route("/admin/models/{*model}", post(model_actions::dispatch))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)

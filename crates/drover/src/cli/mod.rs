@@ -5,6 +5,7 @@ pub mod backends;
 pub mod demo;
 pub mod http;
 pub mod lab;
+pub mod models;
 pub mod plan;
 pub mod serve;
 

@@ -1,0 +1,78 @@
+"""`drover models` against the real llama.cpp server in router mode (three
+tiny models, `--models-max 2`): loaded and unloaded through drover's CLI,
+and loaded on demand by a request naming a model."""
+
+from __future__ import annotations
+
+import subprocess
+
+import openai
+
+from conftest import (
+    CLIENT_TIMEOUT,
+    child_env,
+    drover_binary,
+    free_port,
+    from_env,
+    http_json,
+    spawn,
+    wait_until,
+)
+
+
+def drover(hub_url: str, *args: str) -> str:
+    out = subprocess.run(
+        [str(drover_binary()), *args, "--hub", hub_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def states(hub_url: str) -> dict[str, bool]:
+    backend = http_json(hub_url + "/admin/backends")["backends"][0]
+    return {m["id"]: m["loaded"] for m in backend["models"]}
+
+
+def test_router_mode_through_the_cli_and_on_demand(tmp_path):
+    binary = from_env("DROVER_LLAMA_SERVER", "scripts/llama-server")
+    models = from_env("DROVER_TINY_GGUF_DIR", "scripts/tiny-models")
+    port = free_port()
+    server = spawn(
+        "llama-router",
+        ["--models-dir", str(models), "--models-max", "2", "-np", "2", "-c", "2048",
+         "--host", "127.0.0.1", "--port", str(port)],
+        tmp_path,
+        binary=binary,
+    )  # fmt: skip
+    hub = None
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until("the router answers", lambda: http_json(url + "/models")["data"], 30, procs=[server])
+        hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", f"{url},name=router"], tmp_path)
+        hub.wait_for_url()
+        wait_until("the hub lists the router's models", lambda: "tiny-b" in states(hub.url), 20)
+        assert not states(hub.url)["tiny-b"]
+
+        out = drover(hub.url, "models", "load", "tiny-b")
+        assert "loaded tiny-b on router in" in out, out
+        assert states(hub.url)["tiny-b"]
+        listing = drover(hub.url, "models", "ls")
+        assert any(line.split()[:3] == ["tiny-b", "router", "loaded"] for line in listing.splitlines()), listing
+
+        # On demand: a request naming an unloaded model loads it.
+        with openai.OpenAI(base_url=hub.url + "/v1", api_key="x", max_retries=0, timeout=CLIENT_TIMEOUT) as c:
+            r = c.chat.completions.create(model="tiny-c", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+        assert r.choices
+        wait_until("tiny-c shows loaded", lambda: states(hub.url)["tiny-c"], 10)
+
+        out = drover(hub.url, "models", "unload", "tiny-b")
+        assert "unloaded tiny-b from router" in out, out
+        wait_until("tiny-b shows unloaded", lambda: not states(hub.url)["tiny-b"], 10)
+    finally:
+        for p in (hub, server):
+            if p is not None:
+                p.stop()
