@@ -41,7 +41,13 @@ async fn a_burst_never_exceeds_the_slots() {
     while let Some(joined) = within(burst.join_next()).await {
         assert_eq!(joined.unwrap().0, StatusCode::OK);
     }
-    let stats = wait_for(&sim, |s| s.model("sim-model").completed == 4).await;
+    // A blocker's departure is noticed at its stream's next write, which
+    // may come after the burst has finished: wait for both.
+    let stats = wait_for(&sim, |s| {
+        let m = s.model("sim-model");
+        m.completed == 4 && m.in_flight == 0
+    })
+    .await;
     let model = stats.model("sim-model");
     assert_eq!(model.max_in_flight, 6);
     assert_eq!(model.max_active, 2);
