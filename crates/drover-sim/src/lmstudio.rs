@@ -64,12 +64,17 @@ async fn load(shared: &Shared, body: Incoming) -> Response<SimBody> {
             .model(&request.model)
             .ok_or_else(|| ApiError::model_not_found(&request.model))?;
         let started = Instant::now();
-        // Loading a loaded model would make a second instance in LM Studio;
-        // the simulator keeps one instance per model and answers at once.
-        shared.load(model).await?;
+        // Loading a loaded model makes another instance, `key:2` and on,
+        // as LM Studio does.
+        let instance_id = if model.is_loaded() {
+            format!("{}:{}", model.name, model.add_instance())
+        } else {
+            shared.load(model).await?;
+            model.name.to_string()
+        };
         Ok(ok_json(&LoadResponse {
             kind: v1_type(model.kind),
-            instance_id: &model.name,
+            instance_id: &instance_id,
             load_time_seconds: started.elapsed().as_secs_f64(),
             status: "loaded",
             load_config: request
@@ -85,14 +90,17 @@ async fn unload(shared: &Shared, body: Incoming) -> Response<SimBody> {
     let result = async {
         let bytes = read_body(body).await?;
         let request: UnloadRequest = parse_json(&bytes)?;
-        match shared.model(&request.instance_id) {
-            Some(model) if model.is_loaded() => {
-                model.set_loaded(false);
-                Ok(ok_json(&UnloadResponse {
-                    instance_id: &model.name,
-                }))
+        let id = request.instance_id.as_str();
+        // `key` or `key:N`; the last instance to go unloads the model.
+        let (key, n) = match id.rsplit_once(':') {
+            Some((key, n)) if shared.model(key).is_some() => (key, n.parse::<u64>().ok()),
+            _ => (id, Some(1)),
+        };
+        match (shared.model(key), n) {
+            (Some(model), Some(n)) if model.remove_instance(n) => {
+                Ok(ok_json(&UnloadResponse { instance_id: id }))
             }
-            _ => Err(ApiError::instance_not_found(&request.instance_id)),
+            _ => Err(ApiError::instance_not_found(id)),
         }
     };
     result.await.unwrap_or_else(ApiError::into_response)
@@ -206,7 +214,7 @@ struct V1Model<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     capabilities: Option<Capabilities>,
     quantization: Option<Quantization>,
-    loaded_instances: Vec<Instance<'a>>,
+    loaded_instances: Vec<Instance>,
 }
 
 impl<'a> V1Model<'a> {
@@ -230,14 +238,18 @@ impl<'a> V1Model<'a> {
                 name: Some(QUANTIZATION),
                 bits_per_weight: Some(4.0),
             }),
-            loaded_instances: if model.is_loaded() {
-                vec![Instance {
-                    id: &model.name,
+            loaded_instances: model
+                .instance_numbers()
+                .into_iter()
+                .map(|n| Instance {
+                    id: if n == 1 {
+                        model.name.to_string()
+                    } else {
+                        format!("{}:{n}", model.name)
+                    },
                     config: InstanceConfig::of(slots),
-                }]
-            } else {
-                Vec::new()
-            },
+                })
+                .collect(),
         }
     }
 }
@@ -255,8 +267,8 @@ struct Quantization {
 }
 
 #[derive(Debug, Serialize)]
-struct Instance<'a> {
-    id: &'a str,
+struct Instance {
+    id: String,
     config: InstanceConfig,
 }
 

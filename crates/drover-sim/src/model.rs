@@ -52,6 +52,10 @@ pub(crate) struct ModelState {
     pub(crate) last_used: AtomicU64,
     /// A load is under way.
     loading: AtomicBool,
+    /// LM Studio: the numbers of its loaded instances (`key` is 1, then
+    /// `key:2`...), which loading a loaded model adds to; empty means the
+    /// one first instance.
+    instances: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl ModelState {
@@ -74,11 +78,54 @@ impl ModelState {
             prefix_cache: PrefixCache::new(slots),
             last_used: AtomicU64::new(0),
             loading: AtomicBool::new(false),
+            instances: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
     pub(crate) fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    fn instances(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        let mut set = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        if set.is_empty() {
+            set.insert(1);
+        }
+        set
+    }
+
+    /// The numbers of the loaded instances (none while unloaded).
+    pub(crate) fn instance_numbers(&self) -> Vec<u64> {
+        if !self.is_loaded() {
+            return Vec::new();
+        }
+        self.instances().iter().copied().collect()
+    }
+
+    /// Another instance of a loaded model; its number.
+    pub(crate) fn add_instance(&self) -> u64 {
+        let mut set = self.instances();
+        let n = set.iter().next_back().copied().unwrap_or(1) + 1;
+        set.insert(n);
+        n
+    }
+
+    /// Unloads instance `n`; the last one to go unloads the model. False
+    /// when there is no such instance.
+    pub(crate) fn remove_instance(&self, n: u64) -> bool {
+        if !self.is_loaded() {
+            return false;
+        }
+        let mut set = self.instances();
+        if !set.remove(&n) {
+            return false;
+        }
+        let last = set.is_empty();
+        drop(set);
+        if last {
+            self.set_loaded(false);
+        }
+        true
     }
 
     pub(crate) fn is_loading(&self) -> bool {
@@ -90,6 +137,7 @@ impl ModelState {
     pub(crate) fn set_loaded(&self, loaded: bool) {
         if !loaded {
             self.prefix_cache.clear();
+            self.instances().clear();
         }
         self.loaded.store(loaded, Ordering::Release);
         self.watch.changed();

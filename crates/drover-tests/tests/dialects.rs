@@ -359,3 +359,25 @@ async fn memory_decides_what_loads_and_each_model_takes_its_own_load_time() {
         server.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lmstudio_makes_a_second_instance_and_unloading_takes_every_one() {
+    use drover_backends::BackendKind;
+    let config = sim(Dialect::LmStudio, &["qwen-7b"], 4);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = drover_sim::SimServer::start(listener, config).unwrap();
+    let direct = Client::new(&server.url());
+    // Loading a loaded model makes another instance, as LM Studio does.
+    let r = direct
+        .post("/api/v1/models/load", &json!({"model": "qwen-7b"}))
+        .await;
+    assert_eq!(r.json()["instance_id"], "qwen-7b:2", "{}", r.text());
+    let adapter = adapter_at(BackendKind::LmStudio, &server.url());
+    let d = adapter.discover().await.unwrap();
+    assert_eq!(d.models[0].instances, ["qwen-7b", "qwen-7b:2"]);
+    assert_eq!(d.models[0].slots, Some(8), "both instances' slots");
+    adapter.unload("qwen-7b").await.unwrap();
+    let d = adapter.discover().await.unwrap();
+    assert!(!d.models[0].loaded(), "{d:?}");
+    server.shutdown().await;
+}
