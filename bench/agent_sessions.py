@@ -63,12 +63,16 @@ def main() -> None:
             text = ""
             error = None
             try:
-                with pick().messages.stream(model=MODEL, max_tokens=8, system=system, messages=history) as stream:
-                    for event in stream:
-                        if event.type == "content_block_delta":
-                            if ttft is None:
-                                ttft = time.monotonic() - started
-                            text += getattr(event.delta, "text", "")
+                # Raw events: this llama-server build sometimes leaves out
+                # `message_start`, which the client's stream helper needs.
+                events = pick().messages.create(
+                    model=MODEL, max_tokens=8, system=system, messages=history, stream=True
+                )
+                for event in events:
+                    if event.type == "content_block_delta":
+                        if ttft is None:
+                            ttft = time.monotonic() - started
+                        text += getattr(event.delta, "text", "")
             except anthropic.APIError as e:
                 error = f"{type(e).__name__}: {e}"
             total = time.monotonic() - started

@@ -79,7 +79,9 @@ async fn anthropic_messages_and_openai_responses_through_the_hub() {
     let mut streamed = messages.clone();
     streamed["stream"] = json!(true);
     let text = cluster.client.post("/v1/messages", &streamed).await.text();
-    assert!(text.contains("event: message_start"), "{text}");
+    // Not `message_start`: this llama-server build leaves it out of about
+    // one stream in five, direct to it as through drover.
+    assert!(text.contains("event: content_block_delta"), "{text}");
     assert!(text.contains("event: message_stop"), "{text}");
     let count = cluster
         .client
