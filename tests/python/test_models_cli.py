@@ -56,6 +56,8 @@ def test_router_mode_through_the_cli_and_on_demand(tmp_path):
         hub.wait_for_url()
         wait_until("the hub lists the router's models", lambda: "tiny-b" in states(hub.url), 20)
         assert not states(hub.url)["tiny-b"]
+        listing = drover(hub.url, "models", "ls")
+        assert any(line.split()[:3] == ["tiny-b", "router", "unloaded"] for line in listing.splitlines()), listing
 
         out = drover(hub.url, "models", "load", "tiny-b")
         assert "loaded tiny-b on router in" in out, out

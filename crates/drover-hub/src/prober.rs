@@ -98,6 +98,11 @@ fn probe_once(hub: &Arc<HubState>, entry: &Arc<BackendEntry>, result: Result<Dis
                 .iter()
                 .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.size_bytes?)))
                 .collect();
+            status.states = discovery
+                .models
+                .iter()
+                .map(|m| (hub.models.public_name(&m.id).to_string(), m.state.as_str()))
+                .collect();
         }
         Err(e) => {
             hub.dispatcher.with_scheduler(|s, now| {

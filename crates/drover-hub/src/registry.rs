@@ -73,6 +73,9 @@ pub struct ProbeStatus {
     pub memory_total: Option<u64>,
     /// Each model's size by public name, where the server tells.
     pub sizes: HashMap<String, u64>,
+    /// Each model's state as the server says (`loading`, `sleeping`...),
+    /// by public name.
+    pub states: HashMap<String, &'static str>,
 }
 
 /// How a backend's health is probed.

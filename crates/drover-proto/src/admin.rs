@@ -138,6 +138,9 @@ pub struct BackendModelInfo {
     /// Bytes it takes in memory, where the server tells.
     #[serde(default)]
     pub size_bytes: Option<u64>,
+    /// `unloaded`, `loading`, `loaded` or `sleeping`, as the server says.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

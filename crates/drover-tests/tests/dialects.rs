@@ -65,6 +65,7 @@ async fn each_kind_is_detected_discovered_and_serves() {
         if matches!(dialect, Dialect::Ollama | Dialect::Vllm | Dialect::LlamaCpp) {
             assert!(b["version"].is_string(), "{kind}: {b}");
         }
+        assert_eq!(b["models"][0]["state"], "loaded", "{kind}: {b}");
         let loads = matches!(dialect, Dialect::LmStudio | Dialect::Ollama);
         assert_eq!(b["can_load"], loads, "{kind}: {b}");
         if loads {

@@ -145,6 +145,7 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
                     busy: m.busy,
                     external: m.external,
                     size_bytes: probe.sizes.get(m.name.as_str()).copied(),
+                    state: probe.states.get(m.name.as_str()).map(|s| s.to_string()),
                 })
                 .collect()
         }),

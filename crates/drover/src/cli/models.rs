@@ -69,13 +69,15 @@ async fn ls(api: &Api) -> anyhow::Result<()> {
     let (status, body) = api.call(Method::GET, "/admin/backends", None).await?;
     check(status, &body)?;
     let list: BackendList = serde_json::from_value(body).context("unexpected answer")?;
-    let mut rows: Vec<(String, String, &'static str, String, String)> = Vec::new();
+    let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
     for b in &list.backends {
         for m in &b.models {
             rows.push((
                 m.id.clone(),
                 b.name.clone(),
-                if m.loaded { "loaded" } else { "available" },
+                m.state
+                    .clone()
+                    .unwrap_or_else(|| if m.loaded { "loaded" } else { "unloaded" }.to_string()),
                 format!("{}/{}", m.busy, m.slots),
                 m.size_bytes
                     .map_or_else(|| "-".to_string(), drover_core::size::gigabytes),
