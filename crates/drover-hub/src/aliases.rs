@@ -4,13 +4,16 @@
 //! The scheduler, `/v1/models` and metrics see only public names; a
 //! request naming any of the ids means the public name, and its body's
 //! `model` is rewritten to the chosen backend's own id on the way out.
+//! An entry also carries what the model manager should know of the model:
+//! its size where servers do not tell, warm, pinned, its time to live.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 /// One `[[models]]` entry.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelAlias {
     /// What clients ask for and `/v1/models` lists.
@@ -18,13 +21,29 @@ pub struct ModelAlias {
     /// The servers' own ids for it. An id with a `/` is matched whole; one
     /// without also matches a path's last part, so a GGUF file name matches
     /// llama.cpp's id, which is the path it was started with.
+    #[serde(default)]
     pub ids: Vec<String>,
+    /// Bytes it takes loaded, where a server does not tell (a number or
+    /// `"4.5G"`-style text).
+    #[serde(default, deserialize_with = "drover_proto::admin::size")]
+    pub size: Option<u64>,
+    /// Loaded at start, and again whenever no backend holds it.
+    #[serde(default)]
+    pub warm: bool,
+    /// Never evicted, never unloaded for idleness; loaded where it fits.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Unloaded after this long idle, over `[manager] ttl`.
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub ttl: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
 pub struct Aliases {
     /// Server id (or file name) to public name.
     by_id: HashMap<String, String>,
+    /// Public name to configured size.
+    sizes: HashMap<String, u64>,
 }
 
 impl Aliases {
@@ -60,7 +79,16 @@ impl Aliases {
                 ));
             }
         }
-        Ok(Aliases { by_id })
+        let sizes = entries
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.size?)))
+            .collect();
+        Ok(Aliases { by_id, sizes })
+    }
+
+    /// The size config gives a model, by its public name.
+    pub fn size_of(&self, public: &str) -> Option<u64> {
+        self.sizes.get(public).copied()
     }
 
     /// The public name a server's own id stands for: its alias, or itself.
@@ -85,6 +113,7 @@ mod tests {
                 "qwen2.5-7b-instruct".into(),
                 "Qwen2.5-7B-Instruct-Q4_K_M.gguf".into(),
             ],
+            ..ModelAlias::default()
         }])
         .unwrap()
     }
@@ -108,10 +137,12 @@ mod tests {
             ModelAlias {
                 name: "a".into(),
                 ids: vec!["x".into()],
+                ..ModelAlias::default()
             },
             ModelAlias {
                 name: "b".into(),
                 ids: vec!["x".into()],
+                ..ModelAlias::default()
             },
         ])
         .unwrap_err();

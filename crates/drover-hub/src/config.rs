@@ -25,6 +25,7 @@ pub struct HubConfig {
     pub upstream: UpstreamConfig,
     pub health: HealthConfig,
     pub limits: LimitsConfig,
+    pub manager: ManagerConfig,
     pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
     /// One public name for a model across servers that call it differently.
@@ -46,6 +47,34 @@ pub struct QueueConfig {
     /// Waiting this long raises a request's standing by one priority point.
     #[serde(deserialize_with = "duration")]
     pub aging: Duration,
+}
+
+/// The model manager: when models are loaded and unloaded.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagerConfig {
+    /// An idle model is unloaded after this long, where its server can
+    /// unload. Unset (the default): never; the servers' own expiry (Ollama's
+    /// keep-alive) still applies.
+    #[serde(deserialize_with = "opt_duration")]
+    pub ttl: Option<Duration>,
+    /// How long requests for a model that only unloading a busy one would
+    /// place are passed over before that backend is cleared for it.
+    #[serde(deserialize_with = "duration")]
+    pub swap_after: Duration,
+    /// Longest a load may take before it counts as failed.
+    #[serde(deserialize_with = "duration")]
+    pub load_timeout: Duration,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            ttl: None,
+            swap_after: Duration::from_secs(30),
+            load_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -126,6 +155,7 @@ impl Default for HubConfig {
             upstream: UpstreamConfig::default(),
             health: HealthConfig::default(),
             limits: LimitsConfig::default(),
+            manager: ManagerConfig::default(),
             backends: Vec::new(),
             clients: Vec::new(),
             models: Vec::new(),
@@ -225,6 +255,23 @@ impl HubConfig {
                 "health.failure_threshold must be at least 1".into(),
             ));
         }
+        if self.manager.load_timeout.is_zero() {
+            return Err(ConfigError(
+                "manager.load_timeout must be more than zero".into(),
+            ));
+        }
+        if self.manager.ttl.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError(
+                "manager.ttl must be more than zero; leave it out for never".into(),
+            ));
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            if m.ttl.is_some_and(|t| t.is_zero()) {
+                return Err(ConfigError(format!(
+                    "models[{i}].ttl must be more than zero"
+                )));
+            }
+        }
         if self.limits.max_connections == Some(0) {
             return Err(ConfigError(
                 "limits.max_connections must be at least 1".into(),
@@ -323,9 +370,19 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 /// Durations as people write them: `60s`, `500ms`, `2m`.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!("{s:?} is not a duration like 30s or 500ms: {e}"))
-    })
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+pub(crate) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_duration(&s))
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 30s or 500ms: {e}"))
 }
 
 /// Sizes as people write them: `16777216`, `"16MiB"`, `"512 MB"`, `"1GiB"`.

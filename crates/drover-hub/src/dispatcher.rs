@@ -23,19 +23,43 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use drover_core::{BackendId, ModelName, RequestId};
-use drover_scheduler::{Admission, Decision, Dispatch, Outcome, Reject, Request, Scheduler};
-use tokio::sync::{Notify, oneshot};
+use drover_scheduler::{
+    Admission, Decision, Dispatch, LoadOrder, Outcome, Reject, Request, Scheduler,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
 /// Why a request that was waiting did not get a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitError {
     Expired,
+    /// It waited out its time while its model was still loading there,
+    /// which should be done in about `retry_after`.
+    StillLoading {
+        backend: BackendId,
+        retry_after: Duration,
+    },
+    /// The load that would have placed it failed.
+    LoadFailed {
+        backend: BackendId,
+        message: String,
+    },
     Unroutable,
     ShuttingDown,
+}
+
+/// A load or unload the scheduler decided, for the model manager's task
+/// to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelWork {
+    Load(LoadOrder),
+    Unload {
+        backend: BackendId,
+        model: ModelName,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,11 +110,20 @@ pub struct Dispatcher {
     /// How long an abandoned request's slot stays taken.
     cancel_grace: Duration,
     metrics: Arc<Metrics>,
+    /// Loads and unloads go to the model manager's task.
+    work: mpsc::UnboundedSender<ModelWork>,
 }
 
 impl Dispatcher {
-    pub fn new(sched: Scheduler, cancel_grace: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Dispatcher {
+    /// The dispatcher and the receiving end of the loads and unloads its
+    /// scheduler decides, for the model manager's task.
+    pub fn new(
+        sched: Scheduler,
+        cancel_grace: Duration,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<ModelWork>) {
+        let (work, rx) = mpsc::unbounded_channel();
+        let dispatcher = Arc::new(Dispatcher {
             state: Mutex::new(State {
                 sched,
                 waiters: HashMap::new(),
@@ -102,7 +135,9 @@ impl Dispatcher {
             timer: Notify::new(),
             cancel_grace,
             metrics,
-        })
+            work,
+        });
+        (dispatcher, rx)
     }
 
     /// Scheduler time: how long since the dispatcher started.
@@ -250,6 +285,36 @@ impl Dispatcher {
                         if let Some(tx) = st.waiters.remove(&id) {
                             let _ = tx.send(Err(WaitError::Unroutable));
                         }
+                    }
+                    Decision::ExpiredLoading {
+                        request,
+                        backend,
+                        retry_after,
+                    } => {
+                        self.metrics.queue_expired.inc();
+                        if let Some(tx) = st.waiters.remove(&request) {
+                            let _ = tx.send(Err(WaitError::StillLoading {
+                                backend,
+                                retry_after,
+                            }));
+                        }
+                    }
+                    Decision::LoadFailed {
+                        request,
+                        backend,
+                        message,
+                    } => {
+                        if let Some(tx) = st.waiters.remove(&request) {
+                            let _ = tx.send(Err(WaitError::LoadFailed { backend, message }));
+                        }
+                    }
+                    // The manager's task outlives the dispatcher's users;
+                    // after shutdown nothing is loaded any more.
+                    Decision::Load(order) => {
+                        let _ = self.work.send(ModelWork::Load(order));
+                    }
+                    Decision::Unload { backend, model } => {
+                        let _ = self.work.send(ModelWork::Unload { backend, model });
                     }
                 }
             }

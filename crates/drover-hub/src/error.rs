@@ -61,6 +61,44 @@ pub enum ApiError {
         /// The backends that list the model (and do not serve the path).
         others: Vec<String>,
     },
+    /// The request waited out its time while its model was loading.
+    #[error(
+        "the model '{}' is still loading on backend '{backend}'{}; retry in about {} s",
+        echo(model),
+        progress.map(|p| format!(" ({:.0}% done)", p * 100.0)).unwrap_or_default(),
+        retry_after.as_secs().max(1)
+    )]
+    ModelLoading {
+        model: String,
+        backend: String,
+        progress: Option<f32>,
+        retry_after: Duration,
+    },
+    /// Loading the model failed; no new attempt before `retry_after`.
+    #[error(
+        "the model '{}' could not be loaded on backend '{backend}': {message}",
+        echo(model)
+    )]
+    LoadFailed {
+        model: String,
+        backend: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error(
+        "the model '{}' ({}) needs {} of memory with its slots, but the largest backend that \
+         lists it has {}",
+        echo(model),
+        drover_core::size::gigabytes(*size),
+        drover_core::size::gigabytes(*needs),
+        drover_core::size::gigabytes(*largest)
+    )]
+    NeverFits {
+        model: String,
+        size: u64,
+        needs: u64,
+        largest: u64,
+    },
     #[error("{message}")]
     Upstream { message: String },
     #[error("the hub is shutting down")]
@@ -90,7 +128,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::NeverFits { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -102,6 +140,8 @@ impl ApiError {
             | ApiError::Unreachable { .. }
             | ApiError::QueueTimeout { .. }
             | ApiError::ModelGone { .. }
+            | ApiError::ModelLoading { .. }
+            | ApiError::LoadFailed { .. }
             | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -131,6 +171,9 @@ impl ApiError {
             }
             ApiError::QueueTimeout { .. } => ("server_error", Some("queue_timeout")),
             ApiError::ModelGone { .. } => ("server_error", Some("model_unavailable")),
+            ApiError::ModelLoading { .. } => ("server_error", Some("model_loading")),
+            ApiError::LoadFailed { .. } => ("server_error", Some("model_load_failed")),
+            ApiError::NeverFits { .. } => ("invalid_request_error", Some("model_does_not_fit")),
             ApiError::Upstream { .. } => ("server_error", Some("upstream_error")),
             ApiError::ShuttingDown => ("server_error", Some("shutting_down")),
             ApiError::Unauthorized(_) => ("authentication_error", Some("invalid_api_key")),
@@ -143,7 +186,7 @@ impl ApiError {
     fn param(&self) -> Option<&'static str> {
         match self {
             ApiError::BadRequest { param, .. } => *param,
-            ApiError::ModelNotFound { .. } => Some("model"),
+            ApiError::ModelNotFound { .. } | ApiError::NeverFits { .. } => Some("model"),
             _ => None,
         }
     }
@@ -281,7 +324,14 @@ fn finish(err: ApiError, status: StatusCode, body: Vec<u8>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let ApiError::QueueFull { retry_after } = &err {
+    let retry_after = match &err {
+        ApiError::QueueFull { retry_after } | ApiError::ModelLoading { retry_after, .. } => {
+            Some(*retry_after)
+        }
+        ApiError::LoadFailed { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    if let Some(retry_after) = retry_after {
         let secs = retry_after.as_secs().max(1);
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use drover_backends::HttpClient;
-use drover_core::{BackendId, Priority, RequestId};
-use drover_scheduler::{BreakerConfig, Scheduler, SchedulerConfig};
+use drover_core::{BackendId, ModelName, Priority, RequestId};
+use drover_scheduler::{BreakerConfig, ModelPolicy, Scheduler, SchedulerConfig};
 use http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -27,7 +27,7 @@ use crate::continuations::{self, ResponseOwners};
 use crate::dispatcher::Dispatcher;
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, RegistryError};
-use crate::{prober, routes, server};
+use crate::{manager, prober, routes, server};
 use drover_proto::admin::BackendSpec;
 
 pub struct HubState {
@@ -103,6 +103,13 @@ impl HubState {
             .collect()
     }
 
+    /// How far a model's load on a backend got, where the server tells.
+    pub fn load_progress(&self, backend: BackendId, model: &str) -> Option<f32> {
+        let entry = self.registry.get(backend)?;
+        let probe = drover_core::sync::lock(&entry.probe);
+        probe.progress.get(model).copied()
+    }
+
     pub fn next_request_id(&self) -> RequestId {
         RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
     }
@@ -164,7 +171,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         return Err(StartError::Insecure(local_addr));
     }
     let metrics = Arc::new(Metrics::new());
-    let sched = Scheduler::new(SchedulerConfig {
+    let mut sched = Scheduler::new(SchedulerConfig {
         max_queue: config.queue.max_waiting,
         max_queue_bytes: config.queue.max_waiting_bytes,
         aging: config.queue.aging,
@@ -173,8 +180,23 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
             cooldown: config.health.cooldown,
             max_cooldown: config.health.max_cooldown,
         },
+        ttl: config.manager.ttl,
+        swap_after: config.manager.swap_after,
         ..SchedulerConfig::default()
     });
+    for m in &config.models {
+        let name = ModelName::new(&m.name);
+        sched.set_model_policy(
+            name.clone(),
+            ModelPolicy {
+                ttl: m.ttl,
+                warm: m.warm,
+            },
+        );
+        if m.pinned {
+            sched.pin(&name);
+        }
+    }
     let mut clients: Clients = HashMap::new();
     for (i, c) in config.clients.iter().enumerate() {
         let known = KnownClient {
@@ -187,9 +209,11 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     }
     let client = HttpClient::new(config.upstream.connect_timeout);
     let models = Aliases::new(&config.models).map_err(StartError::Models)?;
+    let (dispatcher, model_work) =
+        Dispatcher::new(sched, config.upstream.cancel_grace, metrics.clone());
     let state = Arc::new(HubState {
         registry: Registry::new(client.clone(), config.health.probe_timeout),
-        dispatcher: Dispatcher::new(sched, config.upstream.cancel_grace, metrics.clone()),
+        dispatcher,
         client,
         metrics,
         clients,
@@ -216,6 +240,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     state
         .tasks
         .spawn(state.dispatcher.clone().run_timer(state.shutdown.clone()));
+    state.tasks.spawn(manager::run(state.clone(), model_work));
 
     let hard_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(

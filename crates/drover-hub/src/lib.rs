@@ -13,6 +13,8 @@
 //! - `continuations`: which backend stored each Responses API response.
 //! - `registry`: backends by name and id, with their adapters.
 //! - `prober`: per-backend discovery, which is also the health probe.
+//! - `manager`: carries out the loads and unloads the scheduler decides
+//!   (and the operator's), reporting each end back.
 //! - `server`: the accept loop; every connection task is owned and bounded
 //!   (`stall_io`: a client may not stall an answer for ever).
 //! - `metrics`: Prometheus metrics.
@@ -27,6 +29,7 @@ mod dispatcher;
 mod error;
 mod forward;
 pub mod hub;
+mod manager;
 mod metrics;
 mod prober;
 mod registry;

@@ -23,19 +23,21 @@ pub async fn run(hub: Arc<HubState>, entry: Arc<BackendEntry>) {
             _ = entry.cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let started = hub.dispatcher.now();
         let result = tokio::select! {
             _ = entry.cancel.cancelled() => return,
             r = probe(&entry) => r,
         };
-        probe_once(&hub, &entry, result);
+        probe_once(&hub, &entry, started, result);
     }
 }
 
 /// Probes a backend now, out of turn: after an operator's load or unload,
 /// so the scheduler sees the change at once.
 pub async fn refresh(hub: &Arc<HubState>, entry: &Arc<BackendEntry>) {
+    let started = hub.dispatcher.now();
     let result = probe(entry).await;
-    probe_once(hub, entry, result);
+    probe_once(hub, entry, started, result);
 }
 
 /// Discovery, and with `probe = "generate"` a one-token generation from a
@@ -60,7 +62,15 @@ async fn probe(entry: &BackendEntry) -> Result<Discovery, String> {
     Ok(discovery)
 }
 
-fn probe_once(hub: &Arc<HubState>, entry: &Arc<BackendEntry>, result: Result<Discovery, String>) {
+/// Feeds a probe's result to the scheduler. `started`: when the probe
+/// began (scheduler time), so that what it saw does not undo a load or
+/// unload that ended while it ran.
+fn probe_once(
+    hub: &Arc<HubState>,
+    entry: &Arc<BackendEntry>,
+    started: std::time::Duration,
+    result: Result<Discovery, String>,
+) {
     let id = entry.id;
     match result {
         Ok(discovery) => {
@@ -72,7 +82,7 @@ fn probe_once(hub: &Arc<HubState>, entry: &Arc<BackendEntry>, result: Result<Dis
                 if entry.removed.load(Ordering::SeqCst) {
                     return;
                 }
-                s.upsert_backend(id, specs);
+                s.observe_backend(id, specs, Some(started), now);
                 s.set_backend_status(id, status);
                 s.probe(id, true, now);
             });
@@ -102,6 +112,11 @@ fn probe_once(hub: &Arc<HubState>, entry: &Arc<BackendEntry>, result: Result<Dis
                 .models
                 .iter()
                 .map(|m| (hub.models.public_name(&m.id).to_string(), m.state.as_str()))
+                .collect();
+            status.progress = discovery
+                .models
+                .iter()
+                .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.progress?)))
                 .collect();
         }
         Err(e) => {

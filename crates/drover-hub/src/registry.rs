@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use drover_backends::ModelState;
 use drover_backends::{
     Backend, BackendKind, DiscoveredModel, Discovery, Endpoint, HttpClient, adapter_for,
 };
 use drover_core::{BackendId, ModelName};
-use drover_scheduler::{BackendStatus, ModelSpec};
+use drover_scheduler::{BackendStatus, MemoryTerms, ModelSpec, ServerState};
 
 use crate::aliases::Aliases;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,7 @@ pub struct BackendEntry {
     pub slot_buffer: u64,
     pub system: u64,
     pub margin: u64,
+    pub max_loaded: Option<u32>,
     pub probe_mode: ProbeMode,
     /// Config's word on the coding agents' APIs, over what is learned.
     pub responses: Option<bool>,
@@ -76,6 +78,8 @@ pub struct ProbeStatus {
     /// Each model's state as the server says (`loading`, `sleeping`...),
     /// by public name.
     pub states: HashMap<String, &'static str>,
+    /// Load progress from 0 to 1 of models loading, by public name.
+    pub progress: HashMap<String, f32>,
 }
 
 /// How a backend's health is probed.
@@ -126,6 +130,9 @@ pub fn check_spec(config: &BackendSpec) -> Result<(), String> {
     }
     if config.max_concurrent == Some(0) {
         return Err("max_concurrent must be at least 1".into());
+    }
+    if config.max_loaded == Some(0) {
+        return Err("max_loaded must be at least 1".into());
     }
     ProbeMode::parse(config.probe.as_deref())?;
     Ok(())
@@ -185,7 +192,13 @@ impl BackendEntry {
                 }
                 ModelSpec {
                     name: ModelName::new(public),
-                    loaded: m.loaded(),
+                    state: match m.state {
+                        ModelState::Loaded => ServerState::Loaded,
+                        ModelState::Loading => ServerState::Loading,
+                        // A sleeping model wakes by a reload.
+                        ModelState::Unloaded | ModelState::Sleeping => ServerState::Unloaded,
+                    },
+                    size: m.size_bytes.or_else(|| aliases.size_of(public)),
                     slots: self
                         .model_slots
                         .get(public)
@@ -215,6 +228,19 @@ impl BackendEntry {
                 .iter()
                 .filter_map(|m| Some((ModelName::new(aliases.public_name(&m.id)), m.busy?)))
                 .collect(),
+            can_load: discovery.can_load,
+            can_unload: discovery.can_unload,
+            // Config first: the operator knows what is free for models.
+            memory: self
+                .memory
+                .or(discovery.memory_total)
+                .map(|total| MemoryTerms {
+                    total,
+                    slot_buffer: self.slot_buffer,
+                    system: self.system,
+                    margin: self.margin,
+                }),
+            max_loaded: self.max_loaded,
         }
     }
 
@@ -315,6 +341,7 @@ impl Registry {
             slot_buffer: config.slot_buffer.unwrap_or(0),
             system: config.system.unwrap_or(0),
             margin: config.margin.unwrap_or(0),
+            max_loaded: config.max_loaded,
             probe_mode,
             responses: config.responses,
             messages: config.messages,

@@ -55,10 +55,14 @@ pub struct BackendSpec {
     pub system: Option<u64>,
     #[serde(default, deserialize_with = "size")]
     pub margin: Option<u64>,
+    /// Models it may hold loaded at once; the hub unloads the least
+    /// recently used idle one to load another.
+    #[serde(default)]
+    pub max_loaded: Option<u32>,
 }
 
 /// A size in bytes, given as a number or as text `drover_core::size` reads.
-fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Size {
@@ -141,6 +145,26 @@ pub struct BackendModelInfo {
     /// `unloaded`, `loading`, `loaded` or `sleeping`, as the server says.
     #[serde(default)]
     pub state: Option<String>,
+    /// `unloaded`, `loading`, `loaded` or `unloading`, as the hub's model
+    /// manager holds it (a load it decided is `loading` before the server
+    /// says so).
+    #[serde(default)]
+    pub residency: Option<String>,
+    /// Load progress from 0 to 1 while loading, where the server tells.
+    #[serde(default)]
+    pub progress: Option<f32>,
+    /// How long its loads have taken here (smoothed), in seconds.
+    #[serde(default)]
+    pub load_seconds: Option<f64>,
+    /// Seconds since a request last started or ended on it here.
+    #[serde(default)]
+    pub idle_seconds: Option<f64>,
+    /// Pinned: never evicted, never unloaded for idleness.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Why its last load here failed, while the hub waits to try again.
+    #[serde(default)]
+    pub load_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -163,7 +187,7 @@ pub struct ModelAction {
     pub model: String,
     /// The backends it was done on.
     pub backends: Vec<String>,
-    /// `load` or `unload`.
+    /// `load`, `unload`, `pin` or `unpin`.
     pub action: String,
     /// How long the load took, as the server reports it or as measured.
     #[serde(default)]

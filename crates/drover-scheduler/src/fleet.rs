@@ -8,16 +8,43 @@ use std::time::Duration;
 use drover_core::{BackendId, ModelName};
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::residency::{LoadFailure, MemoryTerms, Residency, ServerState};
 
 /// What discovery (or config) says about one model on one backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelSpec {
     pub name: ModelName,
-    /// Resident in memory and ready to serve.
-    pub loaded: bool,
+    /// Whether it is in memory, as the server says.
+    pub state: ServerState,
     /// Requests the backend can run at once for this model without slowing
     /// them all down.
     pub slots: u32,
+    /// Bytes it takes in memory when loaded, where known.
+    pub size: Option<u64>,
+}
+
+impl ModelSpec {
+    pub fn loaded(name: &str, slots: u32) -> Self {
+        ModelSpec::new(name, ServerState::Loaded, slots)
+    }
+
+    pub fn unloaded(name: &str, slots: u32) -> Self {
+        ModelSpec::new(name, ServerState::Unloaded, slots)
+    }
+
+    pub fn new(name: &str, state: ServerState, slots: u32) -> Self {
+        ModelSpec {
+            name: ModelName::new(name),
+            state,
+            slots,
+            size: None,
+        }
+    }
+
+    pub fn with_size(mut self, bytes: u64) -> Self {
+        self.size = Some(bytes);
+        self
+    }
 }
 
 /// The inference APIs a request can need. Every backend serves OpenAI's
@@ -60,6 +87,15 @@ pub struct BackendStatus {
     /// Busy slots the server itself reports per model (llama.cpp `/slots`),
     /// whoever sent the work.
     pub reported_busy: Vec<(ModelName, u32)>,
+    /// The hub can load models here (and so decides where and when); a
+    /// server that cannot be told to load either loads on its own when asked
+    /// for a model or serves only what it has.
+    pub can_load: bool,
+    pub can_unload: bool,
+    /// Its memory budget, where the server or config tells the total.
+    pub memory: Option<MemoryTerms>,
+    /// Models it may hold at once, by config.
+    pub max_loaded: Option<u32>,
 }
 
 impl BackendStatus {
@@ -74,8 +110,12 @@ impl BackendStatus {
 
 #[derive(Clone, Debug)]
 pub(crate) struct ModelSlots {
-    pub loaded: bool,
+    pub residency: Residency,
+    /// When the last load or unload the scheduler decided ended: a probe
+    /// that started before then may not change the residency.
+    pub settled: Option<Duration>,
     pub slots: u32,
+    pub size: Option<u64>,
     pub busy: u32,
     /// Slots busy with work the hub did not send (the server's own count
     /// beyond the hub's at the last probe).
@@ -87,11 +127,26 @@ pub(crate) struct ModelSlots {
     pub service: Option<Duration>,
     /// Smoothed prompt tokens per second of prefill, where measured.
     pub prefill_rate: Option<f64>,
+    /// Smoothed time a load took here.
+    pub load_time: Option<Duration>,
+    /// When a request last started or ended here (or it was first seen).
+    pub last_used: Duration,
+    /// The last load here failed; none is tried again before its time.
+    pub failure: Option<LoadFailure>,
 }
 
 impl ModelSlots {
     pub fn has_room(&self) -> bool {
         self.busy + self.external < self.slots
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.residency == Residency::Loaded
+    }
+
+    /// Nothing runs on it, by the hub's count or the server's.
+    pub fn idle(&self) -> bool {
+        self.busy == 0 && self.external == 0
     }
 }
 
@@ -102,6 +157,13 @@ pub(crate) struct Backend {
     pub draining: bool,
     pub breaker: Breaker,
     pub status: BackendStatus,
+    /// Bytes per second its loads have taken, smoothed: an estimate for a
+    /// model never loaded here.
+    pub load_rate: Option<f64>,
+    /// A model the backend is being cleared for (aging has passed a busy
+    /// model's turn): it takes no new work for other models until the
+    /// load.
+    pub reserved: Option<ModelName>,
 }
 
 impl Backend {
@@ -112,6 +174,8 @@ impl Backend {
             draining: false,
             breaker: Breaker::new(config),
             status: BackendStatus::default(),
+            load_rate: None,
+            reserved: None,
         }
     }
 
@@ -145,7 +209,7 @@ impl Backend {
         let loaded: u32 = self
             .models
             .values()
-            .filter(|m| m.listed && m.loaded)
+            .filter(|m| m.listed && m.is_loaded())
             .map(|m| m.slots)
             .sum();
         if loaded > 0 {
@@ -169,8 +233,13 @@ impl Backend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelView {
     pub name: ModelName,
-    pub loaded: bool,
+    pub residency: Residency,
     pub slots: u32,
+    pub size: Option<u64>,
+    pub load_time: Option<Duration>,
+    pub last_used: Duration,
+    /// Why the last load failed, while no new one is tried.
+    pub load_error: Option<String>,
     pub busy: u32,
     /// Slots busy with work the hub did not send, by the server's count.
     pub external: u32,
@@ -195,8 +264,18 @@ pub struct Fleet {
 
 impl Fleet {
     /// Replaces what a backend lists, keeping the busy count of every model
-    /// that still has requests in flight.
-    pub(crate) fn upsert(&mut self, id: BackendId, specs: Vec<ModelSpec>, config: &BreakerConfig) {
+    /// that still has requests in flight. The reported states change the
+    /// residency only where no load or unload the scheduler decided is
+    /// pending and the probe (`probed`: when it started; `None`: just now)
+    /// began after the last one ended.
+    pub(crate) fn upsert(
+        &mut self,
+        id: BackendId,
+        specs: Vec<ModelSpec>,
+        config: &BreakerConfig,
+        probed: Option<Duration>,
+        now: Duration,
+    ) {
         let backend = self
             .backends
             .entry(id)
@@ -206,19 +285,30 @@ impl Fleet {
         }
         for spec in specs {
             let slot = backend.models.entry(spec.name).or_insert(ModelSlots {
-                loaded: false,
+                residency: Residency::Unloaded,
+                settled: None,
                 slots: 0,
+                size: None,
                 busy: 0,
                 external: 0,
                 listed: true,
                 service: None,
                 prefill_rate: None,
+                load_time: None,
+                last_used: now,
+                failure: None,
             });
-            slot.loaded = spec.loaded;
+            let stale = matches!((probed, slot.settled), (Some(p), Some(s)) if p < s);
+            if !slot.residency.pending() && !stale {
+                slot.residency = slot.residency.observed(spec.state, now);
+            }
             slot.slots = spec.slots;
+            slot.size = spec.size.or(slot.size);
             slot.listed = true;
         }
-        backend.models.retain(|_, m| m.listed || m.busy > 0);
+        backend
+            .models
+            .retain(|_, m| m.listed || m.busy > 0 || m.residency.pending());
     }
 
     /// Sets what a backend says beyond its models. The server's busy count
@@ -317,8 +407,12 @@ impl Fleet {
                         .filter(|(_, m)| m.listed)
                         .map(|(name, m)| ModelView {
                             name: name.clone(),
-                            loaded: m.loaded,
+                            residency: m.residency,
                             slots: m.slots,
+                            size: m.size,
+                            load_time: m.load_time,
+                            last_used: m.last_used,
+                            load_error: m.failure.as_ref().map(|f| f.message.clone()),
                             busy: m.busy,
                             external: m.external,
                             service: m.service,

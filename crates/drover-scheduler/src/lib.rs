@@ -11,6 +11,10 @@
 //!   round robin between clients inside a class and between a client's
 //!   users, oldest first per user, deadlines, a bytes budget; a request
 //!   leaves every index at once.
+//! - [`manager`]: the model manager's decisions: loads where a request
+//!   starts soonest, single-flight, evictions, time to live, aging between
+//!   models that cannot all be held; [`residency`]: a model's state on a
+//!   backend and what a backend's memory can hold.
 //! - [`breaker`]: a per-backend circuit breaker, driven by outcomes, probes
 //!   and time; a probe never closes what failed requests opened.
 //! - [`affinity`]: a bounded index from conversation-prefix hashes to the
@@ -27,16 +31,20 @@ pub mod affinity;
 pub mod breaker;
 pub mod fleet;
 pub mod lab;
+pub mod manager;
 pub mod plan;
 pub mod policy;
 pub mod queue;
+pub mod residency;
 pub mod scheduler;
 
 pub use affinity::{Affinity, AffinityIndex};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use fleet::{Api, BackendStatus, BackendView, Fleet, ModelSpec, ModelView};
+pub use manager::Refusal;
 pub use policy::Policy;
 pub use queue::{QueueStats, WaitQueue};
+pub use residency::{LoadFailure, MemoryTerms, ModelPolicy, Residency, ServerState};
 pub use scheduler::{
-    Admission, Decision, Dispatch, Outcome, Reject, Request, Scheduler, SchedulerConfig,
+    Admission, Decision, Dispatch, LoadOrder, Outcome, Reject, Request, Scheduler, SchedulerConfig,
 };

@@ -267,6 +267,38 @@ impl WaitQueue {
         })
     }
 
+    /// When the oldest request waiting for a model arrived.
+    pub fn oldest_for(&self, model: &str) -> Option<Duration> {
+        self.models.get(model).and_then(|q| {
+            q.classes
+                .values()
+                .filter_map(|c| c.by_age.keys().next().map(|(at, _)| *at))
+                .min()
+        })
+    }
+
+    /// The first waiting request for a model that `pred` picks, oldest
+    /// first within each priority. Plain requests are alike as far as where
+    /// they may go, so when only those wait, only one is looked at.
+    pub(crate) fn find_for(
+        &self,
+        model: &str,
+        pred: impl Fn(&Request) -> bool,
+    ) -> Option<&Request> {
+        let q = self.models.get(model)?;
+        let mut all = q
+            .classes
+            .values()
+            .rev()
+            .flat_map(|c| c.by_age.values())
+            .filter_map(|id| self.entries.get(id).map(|e| &e.request));
+        if q.retries + q.particular == 0 {
+            all.next().filter(|r| pred(r))
+        } else {
+            all.find(|r| pred(r))
+        }
+    }
+
     /// Waiting requests for a model that only some backends may take: a
     /// free slot where plain requests would not go may still be theirs.
     pub(crate) fn particular_for(&self, model: &str) -> usize {

@@ -23,8 +23,10 @@ use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use crate::affinity::{Affinity, AffinityIndex};
 use crate::breaker::BreakerConfig;
 use crate::fleet::{Api, BackendStatus, Fleet, ModelSpec};
+use crate::manager::Outlook;
 use crate::policy::{self, Candidate, Policy};
 use crate::queue::WaitQueue;
+use crate::residency::{ModelPolicy, Residency};
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -39,6 +41,14 @@ pub struct SchedulerConfig {
     /// Prefix hashes the affinity index remembers.
     pub affinity_capacity: usize,
     pub breaker: BreakerConfig,
+    /// An idle model is unloaded after this long (where the server can
+    /// unload); `None`: never. A model's own policy overrides it.
+    pub ttl: Option<Duration>,
+    /// How long requests for a model that only an eviction of a busy one
+    /// could place are passed over before that backend is cleared for it.
+    pub swap_after: Duration,
+    /// A load's expected time where none was measured on that backend.
+    pub default_load_time: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -50,6 +60,9 @@ impl Default for SchedulerConfig {
             aging: Duration::from_secs(2),
             affinity_capacity: 65_536,
             breaker: BreakerConfig::default(),
+            ttl: None,
+            swap_after: Duration::from_secs(30),
+            default_load_time: Duration::from_secs(10),
         }
     }
 }
@@ -122,6 +135,18 @@ pub enum Reject {
     Exhausted,
     /// Backends list the model, but none serves the API the request speaks.
     ApiNotServed,
+    /// The model fits in no backend's memory, even alone: it is `size`
+    /// bytes, `needs` with its slots and the server's share, and the
+    /// largest memory is `largest`.
+    NeverFits { size: u64, needs: u64, largest: u64 },
+    /// Only loading it would place the request, and its last load failed
+    /// on every backend that could: the latest failure's backend and what
+    /// it said; no new attempt before `retry_after`.
+    LoadFailed {
+        backend: BackendId,
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +157,39 @@ pub enum Decision {
     /// No backend lists its model any more, or (for a retry) none it has
     /// not failed on already; it has left the queue.
     Unroutable(RequestId),
+    /// Load `model` on `backend`, unloading `evict` first (in that order);
+    /// report the ends with [`Scheduler::unload_finished`] and
+    /// [`Scheduler::load_finished`]. Requests for it wait meanwhile.
+    Load(LoadOrder),
+    /// Unload an idle model whose time to live passed; report the end with
+    /// [`Scheduler::unload_finished`].
+    Unload {
+        backend: BackendId,
+        model: ModelName,
+    },
+    /// The load that would have placed it failed (and no other backend can
+    /// take it): it has left the queue.
+    LoadFailed {
+        request: RequestId,
+        backend: BackendId,
+        message: String,
+    },
+    /// It waited past its deadline while its model was still loading on
+    /// `backend`, which should be done in about `retry_after`.
+    ExpiredLoading {
+        request: RequestId,
+        backend: BackendId,
+        retry_after: Duration,
+    },
+}
+
+/// A load the scheduler decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOrder {
+    pub backend: BackendId,
+    pub model: ModelName,
+    /// Idle models to unload first, to make room, least recently used first.
+    pub evict: Vec<ModelName>,
 }
 
 /// How a dispatched request ended, as far as the backend is concerned.
@@ -148,16 +206,27 @@ pub enum Outcome {
 
 #[derive(Debug)]
 pub struct Scheduler {
-    config: SchedulerConfig,
-    fleet: Fleet,
-    queue: WaitQueue,
+    pub(crate) config: SchedulerConfig,
+    pub(crate) fleet: Fleet,
+    pub(crate) queue: WaitQueue,
     affinity: AffinityIndex,
     /// Models whose capacity or queue changed since the last poll.
-    dirty: BTreeSet<ModelName>,
+    pub(crate) dirty: BTreeSet<ModelName>,
     turn: u64,
     /// Waiting requests held back for the busy backend that holds their
     /// prefix (see [`Scheduler::hold_for`]).
     holds: BTreeMap<RequestId, Hold>,
+    /// Config's word on models: time to live, warm.
+    pub(crate) policies: BTreeMap<ModelName, ModelPolicy>,
+    /// Models an operator pinned: never evicted or unloaded for idleness,
+    /// and loaded where none holds them.
+    pub(crate) pinned: BTreeSet<ModelName>,
+    /// Models that may need a load the last poll could not decide yet (no
+    /// room until something ends, a failed load's backoff, aging).
+    /// Each with when it first needed one (aging counts from then).
+    pub(crate) pending: BTreeMap<ModelName, Duration>,
+    /// The latest time any call brought.
+    pub(crate) clock: Duration,
 }
 
 /// A request waiting for one backend's slot rather than taking a free one
@@ -181,6 +250,10 @@ impl Scheduler {
             dirty: BTreeSet::new(),
             turn: 0,
             holds: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            pinned: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            clock: Duration::ZERO,
             config,
         }
     }
@@ -197,13 +270,32 @@ impl Scheduler {
         &self.queue
     }
 
-    /// Adds a backend or replaces what it lists.
+    /// Adds a backend or replaces what it lists, as just observed.
     pub fn upsert_backend(&mut self, id: BackendId, models: Vec<ModelSpec>) {
+        self.observe_backend(id, models, None, self.clock);
+    }
+
+    /// Adds a backend or replaces what it lists, from a probe that started
+    /// at `probed`: the models' reported states do not undo a load or
+    /// unload decided here that is still pending or ended after it started.
+    pub fn observe_backend(
+        &mut self,
+        id: BackendId,
+        models: Vec<ModelSpec>,
+        probed: Option<Duration>,
+        now: Duration,
+    ) {
+        self.tick(now);
         self.mark_backend_dirty(id);
         for m in &models {
             self.dirty.insert(m.name.clone());
         }
-        self.fleet.upsert(id, models, &self.config.breaker);
+        self.fleet
+            .upsert(id, models, &self.config.breaker, probed, now);
+    }
+
+    pub(crate) fn tick(&mut self, now: Duration) {
+        self.clock = self.clock.max(now);
     }
 
     /// Sets what a backend says beyond its models: `max_concurrent`, the
@@ -296,6 +388,7 @@ impl Scheduler {
     }
 
     fn admit(&mut self, request: Request, now: Duration, retry: bool) -> Result<Admission, Reject> {
+        self.tick(now);
         self.tick_breakers(now);
         if !self.fleet.knows_model(request.model.as_str()) {
             return Err(Reject::ModelNotFound);
@@ -313,13 +406,15 @@ impl Scheduler {
             return Err(Reject::ApiNotServed);
         }
         let candidates = self.tiers(&request.model).for_request(&request);
-        if candidates.is_empty() {
-            return Err(Reject::NoHealthyBackend);
+        // Nothing takes it now: it waits if a load will place it.
+        let loads = candidates.is_empty();
+        if loads && let Outlook::Refuse(reject) = self.outlook(&request, now) {
+            return Err(reject);
         }
         let late = self.config.policy.binds_late();
         // A newcomer never overtakes requests already waiting for the same
         // model: it joins the queue and the next poll orders them all.
-        let others_waiting = late && self.queue.len_for(request.model.as_str()) > 0;
+        let others_waiting = loads || (late && self.queue.len_for(request.model.as_str()) > 0);
         let mut hold = None;
         if !others_waiting {
             let hit = self.affinity.lookup(&request.affinity);
@@ -328,7 +423,9 @@ impl Scheduler {
                 if let Some(backend) =
                     policy::choose(self.config.policy, &candidates, hit, &mut self.turn)
                 {
-                    return Ok(Admission::Dispatched(self.dispatch(&request, backend, hit)));
+                    return Ok(Admission::Dispatched(
+                        self.dispatch(&request, backend, hit, now),
+                    ));
                 }
                 debug_assert!(late, "early-binding policies always choose");
             }
@@ -345,6 +442,9 @@ impl Scheduler {
             self.holds.insert(request.id, hold);
         }
         self.queue.push(request, retry);
+        if loads {
+            self.pending.entry(model.clone()).or_insert(now);
+        }
         self.dirty.insert(model);
         Ok(Admission::Queued)
     }
@@ -401,6 +501,7 @@ impl Scheduler {
         outcome: Outcome,
         now: Duration,
     ) {
+        self.tick(now);
         let cfg = self.config.breaker.clone();
         let Some(b) = self.fleet.backends.get_mut(&backend) else {
             return;
@@ -409,6 +510,7 @@ impl Scheduler {
         if let Some(m) = b.models.get_mut(model.as_str()) {
             debug_assert!(m.busy > 0, "slot released twice");
             m.busy = m.busy.saturating_sub(1);
+            m.last_used = now;
             if let Outcome::Success { service } = outcome {
                 // Smoothed with weight 1/8: steady, yet it follows a backend
                 // that slows down within a few dozen requests.
@@ -430,9 +532,10 @@ impl Scheduler {
                 false
             }
         };
-        let shared = b.status.max_concurrent.is_some();
+        // A slot under a backend-wide cap frees room for every model there,
+        // and an idle model may let another load there.
+        let shared = b.status.max_concurrent.is_some() || !self.pending.is_empty();
         self.dirty.insert(model.clone());
-        // A slot under a backend-wide cap frees room for every model there.
         if changed || reopened || shared {
             self.mark_backend_dirty(backend);
         }
@@ -443,12 +546,23 @@ impl Scheduler {
     /// requests onto free slots.
     pub fn poll(&mut self, now: Duration) -> Vec<Decision> {
         let mut decisions = Vec::new();
+        self.tick(now);
         self.tick_breakers(now);
         for id in self.queue.expired(now) {
-            self.queue.remove(id);
+            let Some(r) = self.queue.remove(id) else {
+                continue;
+            };
             self.holds.remove(&id);
-            decisions.push(Decision::Expired(id));
+            decisions.push(match self.loading(r.model.as_str(), now) {
+                Some((backend, retry_after)) => Decision::ExpiredLoading {
+                    request: id,
+                    backend,
+                    retry_after,
+                },
+                None => Decision::Expired(id),
+            });
         }
+        self.expire_idle(now, &mut decisions);
         for hold in self.holds.values_mut() {
             if !hold.over && hold.until <= now {
                 hold.over = true;
@@ -458,6 +572,9 @@ impl Scheduler {
         let dirty = std::mem::take(&mut self.dirty);
         for model in dirty {
             if self.queue.len_for(model.as_str()) == 0 {
+                if self.wanted_now(&model) {
+                    self.pending.entry(model).or_insert(now);
+                }
                 continue;
             }
             // Every request, if no backend lists the model any more; else
@@ -476,7 +593,11 @@ impl Scheduler {
                 decisions.push(Decision::Unroutable(id));
             }
             self.drain_model(&model, now, &mut decisions);
+            if self.queue.len_for(model.as_str()) > 0 || self.wanted_now(&model) {
+                self.pending.entry(model).or_insert(now);
+            }
         }
+        self.plan_loads(now, &mut decisions);
         decisions
     }
 
@@ -500,6 +621,7 @@ impl Scheduler {
             .into_iter()
             .chain(breakers)
             .chain(holds)
+            .chain(self.next_manager_wakeup())
             .min()
     }
 
@@ -514,7 +636,7 @@ impl Scheduler {
     }
 
     fn drain_model(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
-        self.release_holds(model, decisions);
+        self.release_holds(model, now, decisions);
         loop {
             let tiers = self.tiers(model);
             // A plain request takes a loaded backend while any takes work;
@@ -548,7 +670,9 @@ impl Scheduler {
             }
             match policy::choose(self.config.policy, &candidates, hit, &mut self.turn) {
                 Some(backend) => {
-                    decisions.push(Decision::Dispatch(self.dispatch(&request, backend, hit)));
+                    decisions.push(Decision::Dispatch(
+                        self.dispatch(&request, backend, hit, now),
+                    ));
                 }
                 None => {
                     // can_place said yes, so this cannot happen; keep the
@@ -562,7 +686,7 @@ impl Scheduler {
 
     /// Held requests whose backend has a free slot go first: they were
     /// already chosen in turn when they started to wait for it.
-    fn release_holds(&mut self, model: &ModelName, decisions: &mut Vec<Decision>) {
+    fn release_holds(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
         let held: Vec<(RequestId, BackendId)> = self
             .holds
             .iter()
@@ -592,6 +716,7 @@ impl Scheduler {
                 &request,
                 backend,
                 Some(backend),
+                now,
             )));
         }
     }
@@ -601,6 +726,7 @@ impl Scheduler {
         request: &Request,
         backend: BackendId,
         hit: Option<BackendId>,
+        now: Duration,
     ) -> Dispatch {
         self.holds.remove(&request.id);
         if let Some(b) = self.fleet.backends.get_mut(&backend) {
@@ -608,6 +734,7 @@ impl Scheduler {
             b.breaker.on_dispatch();
             if let Some(m) = b.models.get_mut(request.model.as_str()) {
                 m.busy += 1;
+                m.last_used = now;
             }
         }
         self.affinity.record(&request.affinity, backend);
@@ -627,7 +754,7 @@ impl Scheduler {
     }
 
     /// The backends that take work for `model` now, by residency.
-    fn tiers(&self, model: &ModelName) -> Tiers {
+    pub(crate) fn tiers(&self, model: &ModelName) -> Tiers {
         let health = self.config.policy.respects_health();
         let late = self.config.policy.binds_late();
         let mut tiers = Tiers::default();
@@ -639,6 +766,10 @@ impl Scheduler {
             if health && !b.admits() {
                 continue;
             }
+            // Being cleared for another model: no new work for this one.
+            if b.reserved.as_ref().is_some_and(|r| r != model) {
+                continue;
+            }
             let place = Place {
                 candidate: Candidate {
                     id: *id,
@@ -648,10 +779,17 @@ impl Scheduler {
                 },
                 status: b.status.clone(),
             };
-            if m.loaded {
-                tiers.loaded.push(place.clone());
+            match m.residency {
+                Residency::Loaded => {
+                    tiers.loaded.push(place.clone());
+                    tiers.listed.push(place);
+                }
+                // A server the hub cannot load on loads on its own when
+                // asked, or refuses: either way it may be asked.
+                Residency::Unloaded if !b.status.can_load => tiers.listed.push(place),
+                // Loading or unloading, or the hub will load it first.
+                _ => {}
             }
-            tiers.listed.push(place);
         }
         tiers
     }
@@ -683,7 +821,18 @@ impl Scheduler {
         }
     }
 
-    fn mark_backend_dirty(&mut self, id: BackendId) {
+    /// A warm or pinned model that no backend taking work holds.
+    fn wanted_now(&self, model: &ModelName) -> bool {
+        (self.pinned.contains(model) || self.policies.get(model).is_some_and(|p| p.warm))
+            && !self.fleet.backends.values().any(|b| {
+                b.admits()
+                    && b.models
+                        .get(model.as_str())
+                        .is_some_and(|m| m.listed && m.residency.occupies())
+            })
+    }
+
+    pub(crate) fn mark_backend_dirty(&mut self, id: BackendId) {
         if let Some(b) = self.fleet.backends.get(&id) {
             self.dirty.extend(b.models.keys().cloned());
         }
@@ -694,7 +843,7 @@ impl Scheduler {
 /// chooses between: those with the model loaded and, behind them, every one
 /// that lists it (it loads on demand).
 #[derive(Debug, Default)]
-struct Tiers {
+pub(crate) struct Tiers {
     loaded: Vec<Place>,
     /// Loaded or not.
     listed: Vec<Place>,
@@ -715,7 +864,7 @@ impl Tiers {
     /// loaded or, when none does, those that list it. Exclusions come
     /// before the choice of tier: a retry whose only loaded backend failed
     /// goes to one that would load the model, rather than nowhere.
-    fn for_request(&self, r: &Request) -> Vec<Candidate> {
+    pub(crate) fn for_request(&self, r: &Request) -> Vec<Candidate> {
         let pin = r.pin.filter(|p| self.listing.contains(p));
         let eligible = |tier: &[Place]| -> Vec<Candidate> {
             tier.iter()

@@ -38,7 +38,7 @@ use drover_core::mix::SplitMix64;
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use drover_scheduler::{
     Admission, Affinity, Api, BackendStatus, BackendView, BreakerConfig, BreakerState, Decision,
-    Dispatch, ModelSpec, Outcome, Reject, Request, Scheduler, SchedulerConfig,
+    Dispatch, ModelSpec, Outcome, Reject, Request, Residency, Scheduler, SchedulerConfig,
 };
 
 const MODELS: [&str; 3] = ["a", "b", "c"];
@@ -177,10 +177,10 @@ impl World {
             let loaded = !self.chance(3);
             let slots = 1 + self.below(3) as u32;
             listing.insert(mi, (loaded, slots));
-            specs.push(ModelSpec {
-                name: ModelName::new(m),
-                loaded,
-                slots,
+            specs.push(if loaded {
+                ModelSpec::loaded(m, slots)
+            } else {
+                ModelSpec::unloaded(m, slots)
             });
         }
         self.backends.insert(b, listing);
@@ -197,6 +197,7 @@ impl World {
             messages: self.chance(2),
             saturated: self.chance(6),
             reported_busy,
+            ..BackendStatus::default()
         };
         self.s.set_backend_status(BackendId(b), status);
     }
@@ -406,6 +407,7 @@ impl World {
                 self.tickets.get_mut(&id.0).unwrap().fate = Fate::Done;
                 self.seen.insert("unroutable");
             }
+            other => panic!("seed {seed}: {other:?} on a fleet that cannot load"),
         }
     }
 
@@ -569,7 +571,7 @@ impl World {
             let loaded: Vec<&BackendView> = taking
                 .iter()
                 .copied()
-                .filter(|v| slot(v).is_some_and(|m| m.loaded))
+                .filter(|v| slot(v).is_some_and(|m| m.residency == Residency::Loaded))
                 .collect();
             let tier = if loaded.is_empty() { taking } else { loaded };
             let hold = self.s.held_for(r.id);

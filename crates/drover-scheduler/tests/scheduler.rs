@@ -15,10 +15,10 @@ fn ms(v: u64) -> Duration {
 }
 
 fn spec(name: &str, loaded: bool, slots: u32) -> ModelSpec {
-    ModelSpec {
-        name: ModelName::new(name),
-        loaded,
-        slots,
+    if loaded {
+        ModelSpec::loaded(name, slots)
+    } else {
+        ModelSpec::unloaded(name, slots)
     }
 }
 

@@ -133,13 +133,17 @@ impl ModelState {
     }
 
     /// Flips the load state at once, without the load time: a test's setup
-    /// knob, not a simulated load, so `loads` doesn't count it.
+    /// knob, not a simulated load, so `loads` doesn't count it (`unloads`
+    /// counts every unload, whoever asked).
     pub(crate) fn set_loaded(&self, loaded: bool) {
         if !loaded {
             self.prefix_cache.clear();
             self.instances().clear();
         }
-        self.loaded.store(loaded, Ordering::Release);
+        let was = self.loaded.swap(loaded, Ordering::AcqRel);
+        if was && !loaded {
+            self.counters.unloads.fetch_add(1, Ordering::Relaxed);
+        }
         self.watch.changed();
     }
 
@@ -164,6 +168,7 @@ impl ModelState {
         }
         self.loaded.store(true, Ordering::Release);
         counters.loads.fetch_add(1, Ordering::Relaxed);
+        self.counters.loads.fetch_add(1, Ordering::Relaxed);
         self.watch.changed();
         true
     }

@@ -68,6 +68,10 @@ pub struct ModelStats {
     /// Requests whose client went away before the answer finished,
     /// counted when the server notices (see `in_flight`).
     pub cancelled: u64,
+    /// Times this model was loaded (JIT or through a load endpoint).
+    pub loads: u64,
+    /// Times it was unloaded (asked, or evicted by the server itself).
+    pub unloads: u64,
 }
 
 /// Server-wide counters behind [`SimStats`].
@@ -111,6 +115,8 @@ pub(crate) struct ModelCounters {
     pub(crate) max_active: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) cancelled: AtomicU64,
+    pub(crate) loads: AtomicU64,
+    pub(crate) unloads: AtomicU64,
 }
 
 impl ModelCounters {
@@ -129,6 +135,8 @@ impl ModelCounters {
     pub(crate) fn reset(&self) {
         self.completed.store(0, Ordering::Relaxed);
         self.cancelled.store(0, Ordering::Relaxed);
+        self.loads.store(0, Ordering::Relaxed);
+        self.unloads.store(0, Ordering::Relaxed);
         self.max_in_flight
             .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
         self.max_active
@@ -144,6 +152,8 @@ impl ModelCounters {
             max_active: self.max_active.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            unloads: self.unloads.load(Ordering::Relaxed),
         }
     }
 }

@@ -36,6 +36,8 @@ async fn stats_are_served_as_json_and_reset_zeroes_them() {
             "max_active": 1,
             "completed": 2,
             "cancelled": 0,
+            "loads": 0,
+            "unloads": 0,
         })
     );
 

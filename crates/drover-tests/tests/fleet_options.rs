@@ -18,6 +18,7 @@ async fn one_public_name_reaches_each_server_under_its_own_id() {
             c.models = vec![ModelAlias {
                 name: "qwen2.5-7b".into(),
                 ids: vec!["qwen2.5:7b-instruct".into(), "qwen2.5-7b-instruct".into()],
+                ..ModelAlias::default()
             }];
         })
         .start()

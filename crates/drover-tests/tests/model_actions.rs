@@ -39,6 +39,7 @@ async fn load_and_unload_through_the_adapters_under_the_public_name() {
             c.models = vec![ModelAlias {
                 name: "qwen".into(),
                 ids: vec!["qwen-7b".into(), "qwen2.5:7b".into()],
+                ..ModelAlias::default()
             }]
         })
         .start()
@@ -54,11 +55,16 @@ async fn load_and_unload_through_the_adapters_under_the_public_name() {
     // Ollama was asked for its own id, and the hub sees the change at once.
     assert!(cluster.sim("ollama").stats().model("qwen2.5:7b").loaded);
     assert!(loaded_on(&cluster, "ollama", "qwen").await);
-    // Without a backend: one that can and has not.
-    let r = c.post("/admin/models/qwen/load", &json!({})).await;
-    assert_eq!(r.json()["backends"], json!(["studio"]), "{}", r.text());
+    // Without a backend: loaded somewhere is loaded; nothing to do.
     let r = c.post("/admin/models/qwen/load", &json!({})).await;
     assert_eq!(r.json()["already"], true, "{}", r.text());
+    assert_eq!(r.json()["backends"], json!(["ollama"]), "{}", r.text());
+    // Named, a second copy.
+    let r = c
+        .post("/admin/models/qwen/load", &json!({"backend": "studio"}))
+        .await;
+    assert_eq!(r.json()["backends"], json!(["studio"]), "{}", r.text());
+    assert_eq!(r.json()["already"], false, "{}", r.text());
 
     let r = c.post("/admin/models/qwen/unload", &json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -73,8 +79,11 @@ async fn load_and_unload_through_the_adapters_under_the_public_name() {
     assert!(!loaded_on(&cluster, "studio", "qwen").await);
     assert!(!cluster.sim("studio").stats().model("qwen-7b").loaded);
 
-    // A server that cannot load says so; an unknown model is a 404.
+    // A generic server serves what it lists: loaded, and it cannot unload
+    // (it says so); an unknown model is a 404.
     let r = c.post("/admin/models/other/load", &json!({})).await;
+    assert_eq!(r.json()["already"], true, "{}", r.text());
+    let r = c.post("/admin/models/other/unload", &json!({})).await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("plain (openai)"), "{}", r.text());
     let r = c.post("/admin/models/nope/load", &json!({})).await;

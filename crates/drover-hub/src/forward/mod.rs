@@ -156,6 +156,52 @@ fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<Stri
             model,
             waited: job.arrived.elapsed(),
         },
+        (
+            AcquireError::Wait(WaitError::StillLoading {
+                backend,
+                retry_after,
+            }),
+            _,
+        ) => ApiError::ModelLoading {
+            progress: hub.load_progress(backend, &model),
+            backend: hub.registry.name_of(backend),
+            model,
+            retry_after,
+        },
+        (AcquireError::Wait(WaitError::LoadFailed { backend, message }), _) => {
+            ApiError::LoadFailed {
+                model,
+                backend: hub.registry.name_of(backend),
+                message,
+                retry_after: None,
+            }
+        }
+        (
+            AcquireError::Rejected(Reject::LoadFailed {
+                backend,
+                message,
+                retry_after,
+            }),
+            _,
+        ) => ApiError::LoadFailed {
+            model,
+            backend: hub.registry.name_of(backend),
+            message,
+            retry_after: Some(retry_after),
+        },
+        (
+            AcquireError::Rejected(Reject::NeverFits {
+                size,
+                needs,
+                largest,
+            }),
+            _,
+        ) => ApiError::NeverFits {
+            model,
+            size,
+            needs,
+            largest,
+        },
         (AcquireError::Wait(WaitError::Unroutable), _) => ApiError::ModelGone { model },
         (AcquireError::Wait(WaitError::ShuttingDown), _) => ApiError::ShuttingDown,
     }

@@ -9,15 +9,16 @@
 //! cross-site request cannot send), and without an admin key the `Host`
 //! must name the hub by address or as `localhost`, never by some other name.
 
-use drover_scheduler::Api;
-use std::collections::HashMap;
+use drover_scheduler::{Api, Residency};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use drover_core::BackendId;
+use drover_core::{BackendId, ModelName};
 use drover_proto::admin::{BackendInfo, BackendList, BackendModelInfo, BackendSpec};
 use drover_scheduler::BackendView;
 use http::{HeaderMap, StatusCode, header};
@@ -113,7 +114,8 @@ pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
+fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
+    let view = fleet.views.get(&entry.id);
     let probe = drover_core::sync::lock(&entry.probe).clone();
     let mut apis = Vec::new();
     if let Some(v) = view {
@@ -140,11 +142,18 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
                 .iter()
                 .map(|m| BackendModelInfo {
                     id: m.name.to_string(),
-                    loaded: m.loaded,
+                    loaded: m.residency == Residency::Loaded,
+                    residency: Some(m.residency.as_str().to_string()),
+                    progress: probe.progress.get(m.name.as_str()).copied(),
+                    load_seconds: m.load_time.map(|t| t.as_secs_f64()),
+                    idle_seconds: (m.busy == 0)
+                        .then(|| fleet.now.saturating_sub(m.last_used).as_secs_f64()),
+                    pinned: fleet.pinned.contains(&m.name),
+                    load_error: m.load_error.clone(),
                     slots: m.slots,
                     busy: m.busy,
                     external: m.external,
-                    size_bytes: probe.sizes.get(m.name.as_str()).copied(),
+                    size_bytes: probe.sizes.get(m.name.as_str()).copied().or(m.size),
                     state: probe.states.get(m.name.as_str()).map(|s| s.to_string()),
                 })
                 .collect()
@@ -168,12 +177,21 @@ fn info(entry: &BackendEntry, view: Option<&BackendView>) -> BackendInfo {
     }
 }
 
-fn views(hub: &HubState) -> HashMap<BackendId, BackendView> {
-    hub.dispatcher
-        .inspect(|s| s.fleet().views())
-        .into_iter()
-        .map(|v| (v.id, v))
-        .collect()
+/// What the scheduler holds of the fleet, read at one instant.
+struct FleetSnapshot {
+    views: HashMap<BackendId, BackendView>,
+    pinned: BTreeSet<ModelName>,
+    /// Scheduler time, for how long models have been idle.
+    now: Duration,
+}
+
+fn views(hub: &HubState) -> FleetSnapshot {
+    let now = hub.dispatcher.now();
+    hub.dispatcher.inspect(|s| FleetSnapshot {
+        views: s.fleet().views().into_iter().map(|v| (v.id, v)).collect(),
+        pinned: s.pinned().cloned().collect(),
+        now,
+    })
 }
 
 pub async fn list(
@@ -182,12 +200,7 @@ pub async fn list(
 ) -> Result<Json<BackendList>, ApiError> {
     authorize(&hub, &headers)?;
     let views = views(&hub);
-    let backends = hub
-        .registry
-        .all()
-        .iter()
-        .map(|e| info(e, views.get(&e.id)))
-        .collect();
+    let backends = hub.registry.all().iter().map(|e| info(e, &views)).collect();
     Ok(Json(BackendList { backends }))
 }
 
@@ -199,7 +212,7 @@ pub async fn get(
     authorize(&hub, &headers)?;
     let entry = find(&hub, &name)?;
     let views = views(&hub);
-    Ok(Json(info(&entry, views.get(&entry.id))))
+    Ok(Json(info(&entry, &views)))
 }
 
 pub async fn add(
@@ -217,7 +230,12 @@ pub async fn add(
         RegistryError::Invalid(msg) => ApiError::bad_request(msg, None, "invalid_backend"),
     })?;
     tracing::info!(backend = %entry.name, url = %entry.endpoint, "backend added");
-    Ok((StatusCode::CREATED, Json(info(&entry, None))).into_response())
+    let fleet = FleetSnapshot {
+        views: HashMap::new(),
+        pinned: BTreeSet::new(),
+        now: Duration::ZERO,
+    };
+    Ok((StatusCode::CREATED, Json(info(&entry, &fleet))).into_response())
 }
 
 pub async fn remove(
@@ -267,7 +285,7 @@ async fn set_draining(
     }
     tracing::info!(backend = %name, draining, "drain state changed");
     let views = views(&hub);
-    Ok(Json(info(&entry, views.get(&entry.id))))
+    Ok(Json(info(&entry, &views)))
 }
 
 pub(super) fn find(hub: &HubState, name: &str) -> Result<Arc<BackendEntry>, ApiError> {

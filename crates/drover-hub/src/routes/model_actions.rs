@@ -1,22 +1,25 @@
-//! `POST /admin/models/{model}/load|unload`: the operator's model actions,
-//! carried out by the backends' adapters (LM Studio, Ollama, llama.cpp's
-//! router can; a generic server or vLLM cannot, and says so). The model is
-//! named by its public name; each backend gets its own id for it. After the
-//! action the backend is probed at once, so the scheduler sees the change.
+//! `POST /admin/models/{model}/load|unload|pin|unpin`: the operator's model
+//! actions. A load or unload is first put to the scheduler's model manager
+//! (which refuses what it would not do itself: a server that cannot load, a
+//! model in use, one that does not fit, and makes room as for a request),
+//! then carried out by the backend's adapter (LM Studio, Ollama, llama.cpp's
+//! router can; a generic server or vLLM cannot). The model is named by its
+//! public name; each backend gets its own id for it.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use drover_backends::BackendError;
+use drover_core::ModelName;
 use drover_proto::admin::{ModelAction, ModelTarget};
+use drover_scheduler::{Refusal, Residency};
 use http::HeaderMap;
 
 use super::admin::{authorize, find, require_json};
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::prober;
+use crate::manager;
 use crate::registry::BackendEntry;
 
 /// `POST /admin/models/{model}/load` and `.../unload`. Model names hold
@@ -30,8 +33,11 @@ pub async fn dispatch(
     match rest.rsplit_once('/') {
         Some((model, "load")) if !model.is_empty() => load(hub, headers, model, body).await,
         Some((model, "unload")) if !model.is_empty() => unload(hub, headers, model, body).await,
+        Some((model, "pin")) if !model.is_empty() => pin(hub, headers, model, body, true),
+        Some((model, "unpin")) if !model.is_empty() => pin(hub, headers, model, body, false),
         _ => Err(ApiError::NotFound {
-            message: "expected POST /admin/models/{model}/load or .../unload".into(),
+            message: "expected POST /admin/models/{model}/load, .../unload, .../pin or .../unpin"
+                .into(),
         }),
     }
 }
@@ -44,18 +50,8 @@ async fn load(
 ) -> Result<Json<ModelAction>, ApiError> {
     let (model, target) = read(&hub, &headers, model, &body)?;
     let listing = listing(&hub, &model, target.backend.as_deref())?;
-    let loadable: Vec<&(Arc<BackendEntry>, bool)> = listing
-        .iter()
-        .filter(|(e, _)| drover_core::sync::lock(&e.probe).can_load)
-        .collect();
-    if loadable.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "no backend with '{model}' can load models: {}",
-            describe(&listing)
-        )));
-    }
-    let Some((entry, _)) = loadable.iter().find(|(_, loaded)| !loaded) else {
-        let (entry, _) = loadable[0];
+    // Loaded where asked (anywhere, when no backend is named): done.
+    if let Some((entry, _)) = listing.iter().find(|(_, r)| *r == Residency::Loaded) {
         return Ok(Json(action(
             &model,
             vec![entry.name.clone()],
@@ -63,19 +59,24 @@ async fn load(
             None,
             true,
         )));
-    };
-    let own = entry.own_id(&model).unwrap_or_else(|| model.clone());
-    let adapter = entry
-        .adapter()
-        .ok_or_else(|| ApiError::Conflict(format!("{}: its kind is not known yet", entry.name)))?;
-    let loaded = adapter.load(&own).await.map_err(|e| failed(entry, e))?;
-    tracing::info!(backend = %entry.name, %model, seconds = loaded.seconds, "model loaded");
-    prober::refresh(&hub, entry).await;
+    }
+    let only = target.backend.is_some().then(|| listing[0].0.id);
+    let name = ModelName::new(&model);
+    let order = hub
+        .dispatcher
+        .with_scheduler(|s, now| s.begin_load(only, &name, now))
+        .map_err(|r| refused(&model, &listing, r))?;
+    let backend = hub.registry.name_of(order.backend);
+    let took = manager::load(&hub, order)
+        .await
+        .map_err(|e| ApiError::Upstream {
+            message: format!("{backend}: {e}"),
+        })?;
     Ok(Json(action(
         &model,
-        vec![entry.name.clone()],
+        vec![backend],
         "load",
-        Some(loaded.seconds),
+        Some(took.as_secs_f64()),
         false,
     )))
 }
@@ -88,22 +89,104 @@ async fn unload(
 ) -> Result<Json<ModelAction>, ApiError> {
     let (model, target) = read(&hub, &headers, model, &body)?;
     let listing = listing(&hub, &model, target.backend.as_deref())?;
+    let name = ModelName::new(&model);
     let mut done = Vec::new();
-    for (entry, loaded) in &listing {
-        if !loaded {
+    for (entry, residency) in &listing {
+        if *residency != Residency::Loaded {
             continue;
         }
-        let own = entry.own_id(&model).unwrap_or_else(|| model.clone());
-        let adapter = entry.adapter().ok_or_else(|| {
-            ApiError::Conflict(format!("{}: its kind is not known yet", entry.name))
-        })?;
-        adapter.unload(&own).await.map_err(|e| failed(entry, e))?;
-        tracing::info!(backend = %entry.name, %model, "model unloaded");
-        prober::refresh(&hub, entry).await;
+        hub.dispatcher
+            .with_scheduler(|s, now| s.begin_unload(entry.id, &name, now))
+            .map_err(|r| refused(&model, &listing, r))?;
+        manager::unload(&hub, entry.id, &name, "an operator asked")
+            .await
+            .map_err(|e| ApiError::Upstream {
+                message: format!("{}: {e}", entry.name),
+            })?;
         done.push(entry.name.clone());
     }
     let already = done.is_empty();
     Ok(Json(action(&model, done, "unload", None, already)))
+}
+
+/// `pin`: never evicted, never unloaded for idleness, loaded where it fits
+/// whenever no backend holds it. `unpin` undoes it.
+fn pin(
+    hub: Arc<HubState>,
+    headers: HeaderMap,
+    model: &str,
+    body: Bytes,
+    on: bool,
+) -> Result<Json<ModelAction>, ApiError> {
+    let (model, _) = read(&hub, &headers, model, &body)?;
+    let listing = listing(&hub, &model, None)?;
+    let name = ModelName::new(&model);
+    let changed = hub
+        .dispatcher
+        .with_scheduler(|s, _| if on { s.pin(&name) } else { s.unpin(&name) });
+    let holding = listing
+        .iter()
+        .filter(|(_, r)| *r == Residency::Loaded)
+        .map(|(e, _)| e.name.clone())
+        .collect();
+    tracing::info!(%model, pinned = on, "model pin changed");
+    let verb = if on { "pin" } else { "unpin" };
+    Ok(Json(action(&model, holding, verb, None, !changed)))
+}
+
+/// Why the model manager would not do it, as the operator should hear it.
+fn refused(model: &str, listing: &[(Arc<BackendEntry>, Residency)], refusal: Refusal) -> ApiError {
+    let first = || {
+        listing
+            .first()
+            .map_or_else(String::new, |(e, _)| e.name.clone())
+    };
+    let message = match refusal {
+        Refusal::NotListed => {
+            return ApiError::ModelNotFound {
+                model: model.to_string(),
+            };
+        }
+        Refusal::CannotLoad => format!(
+            "no backend with '{model}' can load models: {}",
+            describe(listing)
+        ),
+        Refusal::CannotUnload => format!(
+            "no backend with '{model}' can unload models: {}",
+            describe(listing)
+        ),
+        Refusal::AlreadyLoaded | Refusal::NotLoaded | Refusal::Busy => {
+            format!(
+                "'{model}' is being loaded or unloaded on {}; try again when that ends",
+                first()
+            )
+        }
+        Refusal::Running(n) => format!(
+            "{n} request{} running on '{model}'; unload it when {} ended, or drain the backend",
+            if n == 1 { " is" } else { "s are" },
+            if n == 1 { "it has" } else { "they have" }
+        ),
+        Refusal::Unhealthy => format!(
+            "the backends with '{model}' take no work now (breaker open or draining): {}",
+            describe(listing)
+        ),
+        Refusal::NoRoom { in_use } => format!(
+            "'{model}' fits only if models in use were unloaded ({}): wait until they are idle, \
+             unload or unpin one",
+            in_use
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Refusal::NeverFits { needs, total } => format!(
+            "'{model}' needs {} of memory with its slots, more than the {} of {}",
+            drover_core::size::gigabytes(needs),
+            drover_core::size::gigabytes(total),
+            first()
+        ),
+    };
+    ApiError::Conflict(message)
 }
 
 /// The caller, the body and the model's public name.
@@ -126,20 +209,20 @@ fn read(
 }
 
 /// The backends that list `model` (only `backend`, when named), each with
-/// whether the model is loaded there.
+/// the model's residency there.
 fn listing(
     hub: &HubState,
     model: &str,
     backend: Option<&str>,
-) -> Result<Vec<(Arc<BackendEntry>, bool)>, ApiError> {
+) -> Result<Vec<(Arc<BackendEntry>, Residency)>, ApiError> {
     let only = backend.map(|name| find(hub, name)).transpose()?;
     let views = hub.dispatcher.inspect(|s| s.fleet().views());
-    let listing: Vec<(Arc<BackendEntry>, bool)> = views
+    let listing: Vec<(Arc<BackendEntry>, Residency)> = views
         .iter()
         .filter(|v| only.as_ref().is_none_or(|e| e.id == v.id))
         .filter_map(|v| {
             let m = v.models.iter().find(|m| m.name.as_str() == model)?;
-            Some((hub.registry.get(v.id)?, m.loaded))
+            Some((hub.registry.get(v.id)?, m.residency))
         })
         .collect();
     if listing.is_empty() {
@@ -155,7 +238,7 @@ fn listing(
     Ok(listing)
 }
 
-fn describe(listing: &[(Arc<BackendEntry>, bool)]) -> String {
+fn describe(listing: &[(Arc<BackendEntry>, Residency)]) -> String {
     listing
         .iter()
         .map(|(e, _)| {
@@ -164,17 +247,6 @@ fn describe(listing: &[(Arc<BackendEntry>, bool)]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A backend's refusal: one that cannot is a conflict with the request;
-/// any other failure is the backend's, with what it said.
-fn failed(entry: &BackendEntry, e: BackendError) -> ApiError {
-    match e {
-        BackendError::Unsupported { .. } => ApiError::Conflict(format!("{}: {e}", entry.name)),
-        other => ApiError::Upstream {
-            message: format!("{}: {other}", entry.name),
-        },
-    }
 }
 
 fn action(

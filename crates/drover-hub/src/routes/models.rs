@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use drover_proto::openai::{ModelEntry, ModelList, ModelPlacement};
+use drover_scheduler::Residency;
 
 use crate::error::ApiError;
 use crate::hub::HubState;
@@ -22,7 +23,11 @@ fn entries(hub: &HubState) -> Vec<ModelEntry> {
                 .or_default()
                 .push(ModelPlacement {
                     backend: backend.clone(),
-                    state: if m.loaded { "loaded" } else { "available" }.to_string(),
+                    state: match m.residency {
+                        Residency::Unloaded => "available",
+                        other => other.as_str(),
+                    }
+                    .to_string(),
                     slots: m.slots,
                     busy: m.busy,
                 });

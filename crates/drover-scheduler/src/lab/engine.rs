@@ -232,8 +232,32 @@ impl<'a> Engine<'a> {
             Decision::Expired(id) => {
                 self.resolve(job_index(id), Fate::Expired);
             }
-            Decision::Unroutable(id) => {
+            Decision::Unroutable(id) | Decision::LoadFailed { request: id, .. } => {
                 self.resolve(job_index(id), Fate::Failed);
+            }
+            Decision::ExpiredLoading { request, .. } => {
+                self.resolve(job_index(request), Fate::Expired);
+            }
+            // The lab's servers hold what they list; they cannot load.
+            Decision::Load(order) => {
+                for model in &order.evict {
+                    self.scheduler
+                        .unload_finished(order.backend, model, Ok(()), now);
+                }
+                self.scheduler.load_finished(
+                    order.backend,
+                    &order.model,
+                    Err("the lab's servers cannot load".into()),
+                    now,
+                );
+            }
+            Decision::Unload { backend, model } => {
+                self.scheduler.unload_finished(
+                    backend,
+                    &model,
+                    Err("the lab's servers cannot unload".into()),
+                    now,
+                );
             }
         }
     }

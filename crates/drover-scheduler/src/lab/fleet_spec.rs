@@ -78,11 +78,7 @@ impl FleetSpec {
         backend
             .lanes
             .iter()
-            .map(|l| ModelSpec {
-                name: self.models[l.model].clone(),
-                loaded: true,
-                slots: l.slots,
-            })
+            .map(|l| ModelSpec::loaded(self.models[l.model].as_str(), l.slots))
             .collect()
     }
 

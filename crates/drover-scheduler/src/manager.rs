@@ -1,0 +1,678 @@
+//! The model manager's half of the scheduler: which model to load where and
+//! when, what to evict for it, what to unload for idleness. Its decisions
+//! come out of [`Scheduler::poll`] like dispatches, so the hub and the
+//! virtual-time lab run one policy.
+//!
+//! - A model some waiting request needs and no backend holds (or is
+//!   loading) for it is loaded once, where the request would start soonest:
+//!   the wait for room plus the load time learned there. A hundred waiting
+//!   requests make one load.
+//! - Room is made by unloading the least recently used idle models (none
+//!   running, none waiting, not pinned), and only when that makes it fit.
+//! - A model that could only be placed by evicting a busy one waits
+//!   `swap_after`; then that backend takes no new work for other models
+//!   until it is clear, and the load goes ahead (aging: the busy model had
+//!   its turn, the fleet does not swap on every request).
+//! - A failed load backs off on that backend; while every way to the model
+//!   is backing off, its waiting requests get the failure.
+//! - Warm and pinned models are loaded where they fit without evicting
+//!   anything whenever no backend holds them; pinned ones are never evicted
+//!   or unloaded for idleness.
+
+use std::time::Duration;
+
+use drover_core::{BackendId, ModelName};
+
+use crate::fleet::{Backend, ModelSlots};
+use crate::residency::{LoadFailure, ModelPolicy, Residency};
+use crate::scheduler::{Decision, LoadOrder, Reject, Request, Scheduler};
+
+/// Why an operator's load or unload cannot go ahead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No backend (or not the one named) lists the model.
+    NotListed,
+    /// The server cannot be told to load or unload models.
+    CannotLoad,
+    CannotUnload,
+    /// It is already loaded there (for a load) or not (for an unload).
+    AlreadyLoaded,
+    NotLoaded,
+    /// A load or unload of it is under way there.
+    Busy,
+    /// Requests are running on it there.
+    Running(u32),
+    /// The backend takes no work (breaker open, draining).
+    Unhealthy,
+    /// It fits there only if models that are in use were unloaded.
+    NoRoom {
+        in_use: Vec<ModelName>,
+    },
+    /// It does not fit even alone.
+    NeverFits {
+        needs: u64,
+        total: u64,
+    },
+}
+
+/// What can still happen for a request no backend can take right now.
+pub(crate) enum Outlook {
+    /// A load under way, or one that can be decided, will place it.
+    Wait,
+    Refuse(Reject),
+}
+
+impl Scheduler {
+    /// Sets config's word on a model: its time to live, whether it is warm.
+    pub fn set_model_policy(&mut self, model: ModelName, policy: ModelPolicy) {
+        if policy.warm {
+            self.want(&model);
+        }
+        self.policies.insert(model, policy);
+    }
+
+    /// Pins a model: never evicted or unloaded for idleness, and loaded
+    /// where it fits whenever no backend holds it. False if it was pinned.
+    pub fn pin(&mut self, model: &ModelName) -> bool {
+        let new = self.pinned.insert(model.clone());
+        self.want(model);
+        new
+    }
+
+    /// False if it was not pinned.
+    pub fn unpin(&mut self, model: &ModelName) -> bool {
+        self.pinned.remove(model)
+    }
+
+    pub fn is_pinned(&self, model: &str) -> bool {
+        self.pinned.contains(model)
+    }
+
+    pub fn pinned(&self) -> impl Iterator<Item = &ModelName> {
+        self.pinned.iter()
+    }
+
+    fn want(&mut self, model: &ModelName) {
+        let clock = self.clock;
+        self.pending.entry(model.clone()).or_insert(clock);
+        self.dirty.insert(model.clone());
+    }
+
+    fn wanted(&self, model: &str) -> bool {
+        self.pinned.contains(model) || self.policies.get(model).is_some_and(|p| p.warm)
+    }
+
+    fn ttl_of(&self, model: &str) -> Option<Duration> {
+        self.policies
+            .get(model)
+            .and_then(|p| p.ttl)
+            .or(self.config.ttl)
+    }
+
+    /// An operator's load of `model`, on `backend` or wherever it would be
+    /// ready soonest. On success the load is pending as if the scheduler
+    /// had decided it: carry out the order and report its end.
+    pub fn begin_load(
+        &mut self,
+        backend: Option<BackendId>,
+        model: &ModelName,
+        now: Duration,
+    ) -> Result<LoadOrder, Refusal> {
+        self.tick(now);
+        let listing: Vec<BackendId> = self
+            .fleet
+            .backends
+            .iter()
+            .filter(|(id, b)| {
+                backend.is_none_or(|want| want == **id)
+                    && b.models.get(model.as_str()).is_some_and(|m| m.listed)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if listing.is_empty() {
+            return Err(Refusal::NotListed);
+        }
+        if let Some((id, evict, _)) =
+            self.load_target(model, now, |id, _| listing.contains(&id), Evict::Idle)
+        {
+            return Ok(self.start_load(id, model, evict, now));
+        }
+        // Say why, for the one backend asked for, else the first that can
+        // load at all.
+        let id = listing
+            .iter()
+            .copied()
+            .find(|id| self.fleet.backends[id].status.can_load)
+            .unwrap_or(listing[0]);
+        let b = &self.fleet.backends[&id];
+        let m = &b.models[model.as_str()];
+        Err(if !b.status.can_load {
+            Refusal::CannotLoad
+        } else if m.residency == Residency::Loaded {
+            Refusal::AlreadyLoaded
+        } else if m.residency != Residency::Unloaded {
+            Refusal::Busy
+        } else if !b.admits() {
+            Refusal::Unhealthy
+        } else if !b.could_ever_fit(model.as_str()) {
+            let terms = b.status.memory.unwrap_or_default();
+            Refusal::NeverFits {
+                needs: terms.alone(m.size.unwrap_or(0), m.slots),
+                total: terms.total,
+            }
+        } else {
+            Refusal::NoRoom {
+                in_use: self.in_use_on(b, model),
+            }
+        })
+    }
+
+    /// An operator's unload of `model` from `backend`. On success the
+    /// unload is pending: carry it out and report its end.
+    pub fn begin_unload(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        now: Duration,
+    ) -> Result<(), Refusal> {
+        self.tick(now);
+        let b = self
+            .fleet
+            .backends
+            .get_mut(&backend)
+            .ok_or(Refusal::NotListed)?;
+        let m = b
+            .models
+            .get_mut(model.as_str())
+            .filter(|m| m.listed)
+            .ok_or(Refusal::NotListed)?;
+        if !b.status.can_unload {
+            return Err(Refusal::CannotUnload);
+        }
+        match m.residency {
+            Residency::Loaded => {}
+            Residency::Unloaded => return Err(Refusal::NotLoaded),
+            _ => return Err(Refusal::Busy),
+        }
+        if m.busy > 0 {
+            return Err(Refusal::Running(m.busy));
+        }
+        m.residency = Residency::Unloading { since: now };
+        self.dirty.insert(model.clone());
+        Ok(())
+    }
+
+    /// A load ended: `Ok` with how long it took, or what went wrong.
+    pub fn load_finished(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        result: Result<Duration, String>,
+        now: Duration,
+    ) {
+        self.tick(now);
+        let Some(b) = self.fleet.backends.get_mut(&backend) else {
+            return;
+        };
+        let Some(m) = b.models.get_mut(model.as_str()) else {
+            return;
+        };
+        m.settled = Some(now);
+        match result {
+            Ok(took) => {
+                m.residency = Residency::Loaded;
+                m.failure = None;
+                m.last_used = now;
+                // Smoothed with weight 1/4: loads are few.
+                m.load_time = Some(match m.load_time {
+                    Some(prev) => (prev * 3 + took) / 4,
+                    None => took,
+                });
+                if let Some(size) = m.size.filter(|s| *s > 0 && !took.is_zero()) {
+                    let rate = size as f64 / took.as_secs_f64();
+                    b.load_rate = Some(match b.load_rate {
+                        Some(prev) => (prev * 3.0 + rate) / 4.0,
+                        None => rate,
+                    });
+                }
+            }
+            Err(message) => {
+                m.residency = Residency::Unloaded;
+                m.failure = Some(LoadFailure::after(m.failure.as_ref(), message, now));
+                let clock = self.clock;
+                self.pending.entry(model.clone()).or_insert(clock);
+            }
+        }
+        self.dirty.insert(model.clone());
+    }
+
+    /// An unload ended. One that failed leaves the model loaded as far as
+    /// the scheduler knows, until discovery says otherwise.
+    pub fn unload_finished(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        result: Result<(), String>,
+        now: Duration,
+    ) {
+        self.tick(now);
+        let Some(m) = self
+            .fleet
+            .backends
+            .get_mut(&backend)
+            .and_then(|b| b.models.get_mut(model.as_str()))
+        else {
+            return;
+        };
+        m.settled = Some(now);
+        m.residency = match result {
+            Ok(()) => Residency::Unloaded,
+            Err(_) => Residency::Loaded,
+        };
+        self.dirty.insert(model.clone());
+        self.mark_backend_dirty(backend);
+    }
+
+    /// Where `model` is loading and about how long it has left.
+    pub fn loading(&self, model: &str, now: Duration) -> Option<(BackendId, Duration)> {
+        self.fleet
+            .backends
+            .iter()
+            .filter_map(|(id, b)| {
+                let m = b.models.get(model).filter(|m| m.listed)?;
+                let Residency::Loading { since, .. } = m.residency else {
+                    return None;
+                };
+                let left = self
+                    .load_estimate(b, m)
+                    .saturating_sub(now.saturating_sub(since));
+                Some((*id, left.max(Duration::from_secs(1))))
+            })
+            .min_by_key(|(_, left)| *left)
+    }
+
+    /// For a request no backend can take now: whether a load will place
+    /// it, or why nothing will.
+    pub(crate) fn outlook(&self, r: &Request, now: Duration) -> Outlook {
+        let model = r.model.as_str();
+        let mut backed_off: Option<(BackendId, &LoadFailure)> = None;
+        let mut never_fits: Option<(u64, u64, u64)> = None;
+        for (id, b) in &self.fleet.backends {
+            let Some(m) = b.models.get(model).filter(|m| m.listed) else {
+                continue;
+            };
+            if !b.admits() || r.exclude.contains(id) || !b.status.serves(r.api) {
+                continue;
+            }
+            if r.pin.is_some_and(|p| p != *id) {
+                continue;
+            }
+            match m.residency {
+                Residency::Unloaded if b.status.can_load => {}
+                // Held, or about to be: it waits for that.
+                _ => return Outlook::Wait,
+            }
+            if !b.could_ever_fit(model) {
+                let terms = b.status.memory.unwrap_or_default();
+                let needs = terms.alone(m.size.unwrap_or(0), m.slots);
+                if never_fits.is_none_or(|(_, _, total)| terms.total > total) {
+                    never_fits = Some((m.size.unwrap_or(0), needs, terms.total));
+                }
+                continue;
+            }
+            match &m.failure {
+                Some(f) if f.until > now => {
+                    if backed_off.is_none_or(|(_, g)| f.until > g.until) {
+                        backed_off = Some((*id, f));
+                    }
+                }
+                _ => return Outlook::Wait,
+            }
+        }
+        Outlook::Refuse(match (backed_off, never_fits) {
+            (Some((backend, f)), _) => Reject::LoadFailed {
+                backend,
+                message: f.message.clone(),
+                retry_after: f.until.saturating_sub(now).max(Duration::from_secs(1)),
+            },
+            (None, Some((size, needs, largest))) => Reject::NeverFits {
+                size,
+                needs,
+                largest,
+            },
+            (None, None) => Reject::NoHealthyBackend,
+        })
+    }
+
+    /// Decides the loads pending models need, and answers the requests of a
+    /// model whose every way in is a failed load backing off.
+    pub(crate) fn plan_loads(&mut self, now: Duration, decisions: &mut Vec<Decision>) {
+        let pending: Vec<(ModelName, Duration)> =
+            self.pending.iter().map(|(m, t)| (m.clone(), *t)).collect();
+        for (model, since) in pending {
+            match self.plan_load(&model, since, now, decisions) {
+                Planned::Done => {
+                    self.pending.remove(&model);
+                    self.clear_reservations(&model);
+                }
+                Planned::Later => {}
+            }
+        }
+    }
+
+    fn plan_load(
+        &mut self,
+        model: &ModelName,
+        since: Duration,
+        now: Duration,
+        decisions: &mut Vec<Decision>,
+    ) -> Planned {
+        let tiers = self.tiers(model);
+        let needy = self
+            .queue
+            .find_for(model.as_str(), |r| tiers.for_request(r).is_empty())
+            .cloned();
+        let wanted = self.wanted(model.as_str()) && !self.held_anywhere(model);
+        if needy.is_none() && !wanted {
+            return Planned::Done;
+        }
+        if self.loading_for(model, needy.as_ref()) {
+            return Planned::Done;
+        }
+        fn fits(r: &Option<Request>) -> impl Fn(BackendId, &Backend) -> bool + '_ {
+            move |id, b| {
+                r.as_ref().is_none_or(|r| {
+                    !r.exclude.contains(&id)
+                        && b.status.serves(r.api)
+                        && r.pin.is_none_or(|p| p == id)
+                })
+            }
+        }
+        let evict = if needy.is_some() {
+            Evict::Idle
+        } else {
+            Evict::Nothing
+        };
+        if let Some((id, evict, _)) = self.load_target(model, now, fits(&needy), evict) {
+            let order = self.start_load(id, model, evict, now);
+            decisions.push(Decision::Load(order));
+            return Planned::Done;
+        }
+        let Some(needy) = needy else {
+            return Planned::Later;
+        };
+        if now >= since + self.config.swap_after
+            && let Some((id, evict, _)) =
+                self.load_target(model, now, fits(&Some(needy.clone())), Evict::InUse)
+        {
+            // Clear that backend for this model: no new work for others.
+            if let Some(b) = self.fleet.backends.get_mut(&id)
+                && b.reserved.is_none()
+            {
+                b.reserved = Some(model.clone());
+                for name in evict {
+                    self.dirty.insert(name);
+                }
+            }
+            return Planned::Later;
+        }
+        if let Outlook::Refuse(Reject::LoadFailed {
+            backend, message, ..
+        }) = self.outlook(&needy, now)
+        {
+            for id in self.queue.ids_for(model.as_str()) {
+                self.queue.remove(id);
+                decisions.push(Decision::LoadFailed {
+                    request: id,
+                    backend,
+                    message: message.clone(),
+                });
+            }
+            return Planned::Done;
+        }
+        Planned::Later
+    }
+
+    /// Whether a backend the request could use (any, for a warm model) is
+    /// loading the model already: then it waits for that one.
+    fn loading_for(&self, model: &ModelName, r: Option<&Request>) -> bool {
+        self.fleet.backends.iter().any(|(id, b)| {
+            b.admits()
+                && r.is_none_or(|r| {
+                    !r.exclude.contains(id)
+                        && b.status.serves(r.api)
+                        && r.pin.is_none_or(|p| p == *id)
+                })
+                && b.models
+                    .get(model.as_str())
+                    .is_some_and(|m| m.listed && matches!(m.residency, Residency::Loading { .. }))
+        })
+    }
+
+    /// Whether some backend that takes work holds the model or is loading it.
+    fn held_anywhere(&self, model: &ModelName) -> bool {
+        self.fleet.backends.values().any(|b| {
+            b.admits()
+                && b.models.get(model.as_str()).is_some_and(|m| {
+                    m.listed && matches!(m.residency, Residency::Loaded | Residency::Loading { .. })
+                })
+        })
+    }
+
+    /// The backend where `model` would be ready soonest, with the models to
+    /// evict there and the expected time: among those `allowed` picks that
+    /// list it unloaded, can load, take work, are not backing off a failed
+    /// load of it, and have room once `evict` allows.
+    fn load_target(
+        &self,
+        model: &ModelName,
+        now: Duration,
+        allowed: impl Fn(BackendId, &Backend) -> bool,
+        evict: Evict,
+    ) -> Option<(BackendId, Vec<ModelName>, Duration)> {
+        let mut best: Option<(BackendId, Vec<ModelName>, Duration)> = None;
+        for (id, b) in &self.fleet.backends {
+            let Some(m) = b.models.get(model.as_str()).filter(|m| m.listed) else {
+                continue;
+            };
+            let usable = m.residency == Residency::Unloaded
+                && b.status.can_load
+                && b.admits()
+                && allowed(*id, b)
+                && m.failure.as_ref().is_none_or(|f| f.until <= now)
+                && b.reserved.as_ref().is_none_or(|r| r == model);
+            if !usable {
+                continue;
+            }
+            let cleared = b.reserved.as_ref() == Some(model);
+            let out = match evict {
+                Evict::Nothing if !cleared => b.room_for(model.as_str(), |_, _| false),
+                Evict::Idle | Evict::Nothing => b.room_for(model.as_str(), |name, e| {
+                    !self.pinned.contains(name)
+                        && e.idle()
+                        && (cleared || self.queue.len_for(name.as_str()) == 0)
+                }),
+                Evict::InUse => b.room_for(model.as_str(), |name, _| !self.pinned.contains(name)),
+            };
+            let Some(out) = out else {
+                continue;
+            };
+            let wait = out
+                .iter()
+                .filter_map(|name| b.models.get(name.as_str()))
+                .filter(|e| !e.idle())
+                .map(|e| e.service.unwrap_or(Duration::from_secs(1)))
+                .max()
+                .unwrap_or_default();
+            let start = wait + self.load_estimate(b, m);
+            if best.as_ref().is_none_or(|(_, _, t)| start < *t) {
+                best = Some((*id, out, start));
+            }
+        }
+        best
+    }
+
+    /// How long a load of `m` on `b` should take: as measured there, else
+    /// its size at the backend's measured rate, else the default.
+    pub(crate) fn load_estimate(&self, b: &Backend, m: &ModelSlots) -> Duration {
+        m.load_time
+            .or_else(|| {
+                let rate = b.load_rate?;
+                let size = m.size? as f64;
+                (rate > 0.0).then(|| Duration::from_secs_f64((size / rate).min(3600.0)))
+            })
+            .unwrap_or(self.config.default_load_time)
+    }
+
+    fn start_load(
+        &mut self,
+        id: BackendId,
+        model: &ModelName,
+        evict: Vec<ModelName>,
+        now: Duration,
+    ) -> LoadOrder {
+        if let Some(b) = self.fleet.backends.get_mut(&id) {
+            for name in &evict {
+                if let Some(e) = b.models.get_mut(name.as_str()) {
+                    e.residency = Residency::Unloading { since: now };
+                }
+            }
+            if let Some(m) = b.models.get_mut(model.as_str()) {
+                m.residency = Residency::Loading {
+                    since: now,
+                    ours: true,
+                };
+            }
+            if b.reserved.as_ref() == Some(model) {
+                b.reserved = None;
+            }
+        }
+        for name in &evict {
+            self.dirty.insert(name.clone());
+        }
+        self.pending.remove(model);
+        LoadOrder {
+            backend: id,
+            model: model.clone(),
+            evict,
+        }
+    }
+
+    fn clear_reservations(&mut self, model: &ModelName) {
+        let mut cleared = Vec::new();
+        for (id, b) in self.fleet.backends.iter_mut() {
+            if b.reserved.as_ref() == Some(model) {
+                b.reserved = None;
+                cleared.push(*id);
+            }
+        }
+        for id in cleared {
+            self.mark_backend_dirty(id);
+        }
+    }
+
+    /// Models in use on `b` that stand in the way of loading `model`.
+    fn in_use_on(&self, b: &Backend, model: &ModelName) -> Vec<ModelName> {
+        let mut in_use: Vec<ModelName> = b
+            .models
+            .iter()
+            .filter(|(name, m)| {
+                *name != model
+                    && m.residency.occupies()
+                    && (!m.idle()
+                        || self.pinned.contains(*name)
+                        || self.queue.len_for(name.as_str()) > 0)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        in_use.sort();
+        in_use
+    }
+
+    /// Unloads idle models whose time to live has passed.
+    pub(crate) fn expire_idle(&mut self, now: Duration, decisions: &mut Vec<Decision>) {
+        let mut due = Vec::new();
+        for (id, b) in &self.fleet.backends {
+            if !b.status.can_unload || !b.admits() {
+                continue;
+            }
+            for (name, m) in &b.models {
+                if self.ttl_due(name, m).is_some_and(|at| at <= now) {
+                    due.push((*id, name.clone()));
+                }
+            }
+        }
+        for (id, model) in due {
+            if let Some(m) = self
+                .fleet
+                .backends
+                .get_mut(&id)
+                .and_then(|b| b.models.get_mut(model.as_str()))
+            {
+                m.residency = Residency::Unloading { since: now };
+            }
+            self.dirty.insert(model.clone());
+            decisions.push(Decision::Unload { backend: id, model });
+        }
+    }
+
+    /// When an idle model's time to live runs out, if it is one that may
+    /// be unloaded for idleness.
+    fn ttl_due(&self, name: &ModelName, m: &ModelSlots) -> Option<Duration> {
+        let ttl = self.ttl_of(name.as_str())?;
+        let idle = m.listed
+            && m.residency == Residency::Loaded
+            && m.idle()
+            && !self.wanted(name.as_str())
+            && self.queue.len_for(name.as_str()) == 0;
+        idle.then(|| m.last_used + ttl)
+    }
+
+    /// The next time the manager has something to do by the clock: a time
+    /// to live running out, a failed load's backoff ending, aging passing.
+    pub(crate) fn next_manager_wakeup(&self) -> Option<Duration> {
+        let mut next: Option<Duration> = None;
+        let mut at = |t: Duration| next = Some(next.map_or(t, |n| n.min(t)));
+        let ttls = self.config.ttl.is_some() || self.policies.values().any(|p| p.ttl.is_some());
+        for b in self.fleet.backends.values() {
+            for (name, m) in &b.models {
+                if ttls
+                    && b.status.can_unload
+                    && let Some(t) = self.ttl_due(name, m)
+                {
+                    at(t);
+                }
+                if let Some(f) = &m.failure
+                    && self.pending.contains_key(name)
+                    && f.until > self.clock
+                {
+                    at(f.until);
+                }
+            }
+        }
+        for (model, since) in &self.pending {
+            if self.queue.len_for(model.as_str()) > 0 {
+                at(*since + self.config.swap_after);
+            }
+        }
+        next
+    }
+}
+
+/// What a load may unload to make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Evict {
+    /// Nothing: a warm or pinned model loads only where it fits as is.
+    Nothing,
+    /// Idle models with nothing waiting, least recently used first.
+    Idle,
+    /// Any model not pinned: aging passed a busy one's turn.
+    InUse,
+}
+
+enum Planned {
+    /// Decided, or nothing is needed any more.
+    Done,
+    /// Still needed; look again at the next poll.
+    Later,
+}

@@ -1,0 +1,235 @@
+//! Where a model stands on a backend, and what a backend's memory can hold.
+//!
+//! Residency is a state, not a flag: a load or unload the scheduler decided
+//! is pending until the caller reports its end, and discovery (which says
+//! what the server says) cannot undo it meanwhile, nor can a probe that
+//! started before it ended.
+
+use std::time::Duration;
+
+use drover_core::ModelName;
+
+use crate::fleet::{Backend, ModelSlots};
+use crate::plan::{Budget, Holding, Terms};
+
+/// A model's state as its server reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerState {
+    /// Listed (downloaded, or configured) but not in memory.
+    #[default]
+    Unloaded,
+    /// Being loaded, by whoever asked.
+    Loading,
+    /// In memory and ready to serve.
+    Loaded,
+}
+
+/// A model's residency on one backend, as the scheduler tracks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residency {
+    Unloaded,
+    /// Being loaded since `since`. `ours`: the scheduler decided it and the
+    /// caller reports its end ([`crate::Scheduler::load_finished`]); else
+    /// the server loads on its own and discovery says when it is done.
+    Loading {
+        since: Duration,
+        ours: bool,
+    },
+    Loaded,
+    /// Being unloaded, by the scheduler's decision.
+    Unloading {
+        since: Duration,
+    },
+}
+
+impl Residency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Residency::Unloaded => "unloaded",
+            Residency::Loading { .. } => "loading",
+            Residency::Loaded => "loaded",
+            Residency::Unloading { .. } => "unloading",
+        }
+    }
+
+    /// A load or unload the scheduler decided has not been reported done.
+    pub(crate) fn pending(self) -> bool {
+        matches!(
+            self,
+            Residency::Loading { ours: true, .. } | Residency::Unloading { .. }
+        )
+    }
+
+    /// It takes memory (or is about to, or still does).
+    pub(crate) fn occupies(self) -> bool {
+        !matches!(self, Residency::Unloaded)
+    }
+
+    /// What discovery's report makes of the state the scheduler had.
+    pub(crate) fn observed(self, reported: ServerState, now: Duration) -> Residency {
+        match (reported, self) {
+            (ServerState::Loaded, _) => Residency::Loaded,
+            (ServerState::Unloaded, _) => Residency::Unloaded,
+            (ServerState::Loading, Residency::Loading { since, .. }) => {
+                Residency::Loading { since, ours: false }
+            }
+            (ServerState::Loading, _) => Residency::Loading {
+                since: now,
+                ours: false,
+            },
+        }
+    }
+}
+
+/// A backend's memory and what its server and buffers take of it: seed
+/// 002's budget, `sum(model sizes) + slots x slot_buffer + system + margin
+/// <= total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryTerms {
+    pub total: u64,
+    pub slot_buffer: u64,
+    pub system: u64,
+    pub margin: u64,
+}
+
+impl MemoryTerms {
+    fn terms(self) -> Terms {
+        Terms {
+            memory: self.total,
+            slot_buffer: self.slot_buffer,
+            system: self.system,
+            margin: self.margin,
+            response_time: Duration::ZERO,
+        }
+    }
+
+    /// What one model with its slots needs, on its own, beyond nothing.
+    pub fn alone(self, size: u64, slots: u32) -> u64 {
+        Budget::of(
+            Holding {
+                models: 1,
+                model_bytes: size,
+                slots,
+            },
+            self.terms(),
+        )
+        .used
+        .saturating_add(self.margin)
+    }
+}
+
+/// The last load of a model on a backend failed: no new attempt there
+/// before `until`, and the message answers who waits meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadFailure {
+    pub message: String,
+    pub until: Duration,
+    pub attempts: u32,
+}
+
+impl LoadFailure {
+    /// Backs off 5 s, 10 s, 20 s... up to 5 minutes: a load that fails is
+    /// not retried in a tight loop.
+    pub(crate) fn after(previous: Option<&LoadFailure>, message: String, now: Duration) -> Self {
+        let attempts = previous.map_or(1, |f| f.attempts.saturating_add(1));
+        let backoff = Duration::from_secs(5)
+            .saturating_mul(1 << (attempts - 1).min(6))
+            .min(Duration::from_secs(300));
+        LoadFailure {
+            message,
+            until: now + backoff,
+            attempts,
+        }
+    }
+}
+
+/// What config says of a model beyond its backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelPolicy {
+    /// Unloaded after this long idle; `None`: the scheduler's default.
+    pub ttl: Option<Duration>,
+    /// Loaded at start and again whenever no backend holds it.
+    pub warm: bool,
+}
+
+impl Backend {
+    /// Whether `model` would fit here with every model in `without`
+    /// unloaded: under `max_loaded` and, where the memory is known, within
+    /// the budget. Sizes the server does not tell count as nothing.
+    pub(crate) fn fits(&self, model: &str, without: &[ModelName]) -> bool {
+        let Some(target) = self.models.get(model) else {
+            return false;
+        };
+        let staying = self.models.iter().filter(|(name, m)| {
+            name.as_str() != model && m.residency.occupies() && !without.contains(name)
+        });
+        let (count, bytes, slots) =
+            staying.fold((1usize, size_of(target), target.slots), |acc, (_, m)| {
+                (
+                    acc.0 + 1,
+                    acc.1.saturating_add(size_of(m)),
+                    acc.2.saturating_add(m.slots),
+                )
+            });
+        let under_count = self
+            .status
+            .max_loaded
+            .is_none_or(|max| count <= max as usize);
+        let in_memory = self.status.memory.is_none_or(|terms| {
+            Budget::of(
+                Holding {
+                    models: count,
+                    model_bytes: bytes,
+                    slots,
+                },
+                terms.terms(),
+            )
+            .fits
+        });
+        under_count && in_memory
+    }
+
+    /// Whether `model` could ever fit here, with nothing else loaded.
+    pub(crate) fn could_ever_fit(&self, model: &str) -> bool {
+        let Some(m) = self.models.get(model) else {
+            return false;
+        };
+        self.status
+            .memory
+            .is_none_or(|t| t.alone(size_of(m), m.slots) <= t.total)
+    }
+
+    /// The models to unload to make room for `model`, least recently used
+    /// first, among those `may_evict` allows; `None` when unloading all of
+    /// them would not make it fit (nothing is evicted for a model that will
+    /// not fit anyway).
+    pub(crate) fn room_for(
+        &self,
+        model: &str,
+        may_evict: impl Fn(&ModelName, &ModelSlots) -> bool,
+    ) -> Option<Vec<ModelName>> {
+        if self.fits(model, &[]) {
+            return Some(Vec::new());
+        }
+        let mut evictable: Vec<(&ModelName, &ModelSlots)> = self
+            .models
+            .iter()
+            .filter(|(name, m)| {
+                name.as_str() != model && m.residency == Residency::Loaded && may_evict(name, m)
+            })
+            .collect();
+        evictable.sort_by(|a, b| a.1.last_used.cmp(&b.1.last_used).then(a.0.cmp(b.0)));
+        let mut evict = Vec::new();
+        for (name, _) in evictable {
+            evict.push(name.clone());
+            if self.fits(model, &evict) {
+                return Some(evict);
+            }
+        }
+        None
+    }
+}
+
+fn size_of(m: &ModelSlots) -> u64 {
+    m.size.unwrap_or(0)
+}
