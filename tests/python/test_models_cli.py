@@ -1,10 +1,13 @@
 """`drover models` against the real llama.cpp server in router mode (three
 tiny models, `--models-max 2`): loaded and unloaded through drover's CLI,
-and loaded on demand by a request naming a model."""
+loaded on demand by a request naming a model, evicted by the server on its
+own (and left so), and evicted by drover's model manager under
+`max_loaded=2` with a pinned model kept."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 
 import openai
 
@@ -76,5 +79,71 @@ def test_router_mode_through_the_cli_and_on_demand(tmp_path):
         wait_until("tiny-b shows unloaded", lambda: not states(hub.url)["tiny-b"], 10)
     finally:
         for p in (hub, server):
+            if p is not None:
+                p.stop()
+
+
+def chat(hub_url: str, model: str) -> None:
+    with openai.OpenAI(base_url=hub_url + "/v1", api_key="x", max_retries=0, timeout=CLIENT_TIMEOUT) as c:
+        r = c.chat.completions.create(model=model, max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    assert r.choices
+
+
+def loaded(hub_url: str) -> set[str]:
+    return {m for m, on in states(hub_url).items() if on}
+
+
+def test_router_evictions_by_the_server_and_by_drover(tmp_path):
+    binary = from_env("DROVER_LLAMA_SERVER", "scripts/llama-server")
+    models = from_env("DROVER_TINY_GGUF_DIR", "scripts/tiny-models")
+    port = free_port()
+    server = spawn(
+        "llama-router",
+        ["--models-dir", str(models), "--models-max", "2", "-np", "1", "-c", "2048",
+         "--host", "127.0.0.1", "--port", str(port)],
+        tmp_path,
+        binary=binary,
+    )  # fmt: skip
+    hubs = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until("the router answers", lambda: http_json(url + "/models")["data"], 30, procs=[server])
+
+        # A hub that does not know the router's limit: the router evicts on
+        # its own, and drover does not load the evicted model back.
+        hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", f"{url},name=router"], tmp_path)
+        hubs.append(hub)
+        hub.wait_for_url()
+        wait_until("the hub lists the router's models", lambda: "tiny-b" in states(hub.url), 20)
+        for model in ("tiny-b", "tiny-c", "tiny-a"):
+            chat(hub.url, model)
+        wait_until("the router's own eviction shows", lambda: loaded(hub.url) == {"tiny-c", "tiny-a"}, 10)
+        routers = {m["id"]: m["status"]["value"] for m in http_json(url + "/models")["data"]}
+        assert routers["tiny-b"] == "unloaded", routers
+        time.sleep(1)  # ten probes of the hub
+        assert loaded(hub.url) == {"tiny-c", "tiny-a"}, "drover loaded it back"
+        hub.stop()
+
+        # Told the limit, drover evicts itself: the least recently used idle
+        # model that is not pinned.
+        hub = spawn(
+            "hub2", ["serve", "--listen", "127.0.0.1:0", "--backend", f"{url},name=router,max_loaded=2"], tmp_path
+        )
+        hubs.append(hub)
+        hub.wait_for_url()
+        wait_until("the second hub sees what is loaded", lambda: loaded(hub.url) == {"tiny-c", "tiny-a"}, 20)
+        out = drover(hub.url, "models", "pin", "tiny-c")
+        assert "tiny-c is pinned (loaded on router)" in out, out
+        chat(hub.url, "tiny-a")
+        chat(hub.url, "tiny-b")
+        assert loaded(hub.url) == {"tiny-c", "tiny-b"}, states(hub.url)
+        routers = {m["id"]: m["status"]["value"] for m in http_json(url + "/models")["data"]}
+        assert routers["tiny-a"] == "unloaded" and routers["tiny-c"] == "loaded", routers
+        listing = drover(hub.url, "models", "ls")
+        rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
+        assert rows["tiny-c"].rstrip().endswith("yes"), listing
+        assert "s ago" in rows["tiny-b"] and rows["tiny-b"].split()[2] == "loaded", listing
+    finally:
+        for p in (*hubs, server):
             if p is not None:
                 p.stop()

@@ -182,6 +182,29 @@ impl LlamaCpp {
             .await?
             .success()?;
         // The answer comes at once; the model is ready when its status says.
+        self.await_status(model, "/models/load", |value, failed| match value {
+            "loaded" => Some(Ok(())),
+            "unloaded" => Some(Err(format!("{model} did not load (status {value:?})"))),
+            _ if failed => Some(Err(format!("{model} did not load (status {value:?})"))),
+            _ => None,
+        })
+        .await?;
+        Ok(Loaded {
+            seconds: started.elapsed().as_secs_f64(),
+            instance: None,
+        })
+    }
+
+    /// Polls the router's model list until `done` judges the model's status
+    /// (`Some`): the router answers a load or an unload at once and carries
+    /// it out after, so its status, not its answer, says when it is over.
+    async fn await_status(
+        &self,
+        model: &str,
+        asked: &str,
+        done: impl Fn(&str, bool) -> Option<Result<(), String>>,
+    ) -> Result<(), BackendError> {
+        let started = Instant::now();
         loop {
             let list: ModelList = self.http.get_json("/v1/models").await?.unwrap_or_default();
             let status = list
@@ -190,29 +213,24 @@ impl LlamaCpp {
                 .find(|m| m.id == model)
                 .and_then(|m| m.status.clone())
                 .unwrap_or_default();
-            match status.value.as_str() {
-                "loaded" => break,
-                "loading" | "downloading" => {}
-                other if status.failed == Some(true) || other == "unloaded" => {
+            match done(&status.value, status.failed == Some(true)) {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(reason)) => {
                     return Err(BackendError::Malformed {
-                        url: format!("{}/models/load", self.http.endpoint),
-                        reason: format!("{model} did not load (status {other:?})"),
+                        url: format!("{}{asked}", self.http.endpoint),
+                        reason,
                     });
                 }
-                _ => {}
+                None => {}
             }
             if started.elapsed() > LOAD_TIMEOUT {
                 return Err(BackendError::Timeout {
-                    url: format!("{}/models/load", self.http.endpoint),
+                    url: format!("{}{asked}", self.http.endpoint),
                     timeout: LOAD_TIMEOUT,
                 });
             }
             tokio::time::sleep(LOAD_POLL).await;
         }
-        Ok(Loaded {
-            seconds: started.elapsed().as_secs_f64(),
-            instance: None,
-        })
     }
 
     fn router_only(&self, what: &str) -> BackendError {
@@ -247,14 +265,26 @@ impl Adapter for LlamaCpp {
         if self.discover_inner().await?.mode.is_none() {
             return Err(self.router_only("unload models"));
         }
-        self.http
+        let answer = self
+            .http
             .post_json(
                 "/models/unload",
                 &serde_json::json!({ "model": model }),
                 self.http.timeout,
             )
-            .await?
-            .success()
-            .map(drop)
+            .await?;
+        // Unloading what is not running is done already.
+        let gone = answer.status == http::StatusCode::BAD_REQUEST
+            && crate::http::server_message(&answer.body).contains("not running");
+        if !gone {
+            answer.success()?;
+        }
+        // The answer comes before the model stops: its status may still say
+        // "loaded" a moment later, and a load sent meanwhile would make the
+        // router evict another model to keep under --models-max.
+        self.await_status(&model, "/models/unload", |value, _| {
+            (value != "loaded" && value != "loading").then_some(Ok(()))
+        })
+        .await
     }
 }

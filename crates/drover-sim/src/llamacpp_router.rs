@@ -5,7 +5,9 @@
 //! the least recently used beyond `--models-max` (`max_loaded`). GET routes
 //! that concern one model (`/slots`, `/props`, `/metrics`) take
 //! `?model=ID`; without it they answer 400. `?autoload=false` keeps a GET
-//! from loading the model it names.
+//! from loading the model it names. As the real one: unloading a model that
+//! is not running is a 400 "model is not running", and an unloaded model's
+//! status still says "loaded" for a moment after the answer.
 
 use std::sync::Arc;
 
@@ -71,8 +73,16 @@ fn param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
+/// How long the status of an unloaded model still says "loaded".
+const STATUS_LAG: std::time::Duration = std::time::Duration::from_millis(150);
+
 fn status(model: &ModelState) -> &'static str {
-    if model.is_loaded() {
+    let stopping = model
+        .stopping_until
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some_and(|until| tokio::time::Instant::now() < until);
+    if model.is_loaded() || stopping {
         "loaded"
     } else if model.is_loading() {
         "loading"
@@ -113,7 +123,16 @@ async fn load(shared: &Shared, body: Incoming, load: bool) -> Response<SimBody> 
             return e.into_response();
         }
     } else {
+        if !model.is_loaded() {
+            return bad_request("model is not running".into());
+        }
+        // The instance is told to stop and no longer counts; the answer
+        // comes before its status changes.
         model.set_loaded(false);
+        *model
+            .stopping_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now() + STATUS_LAG);
     }
     ok_json(&json!({"success": true}))
 }

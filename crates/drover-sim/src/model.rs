@@ -56,6 +56,10 @@ pub(crate) struct ModelState {
     /// `key:2`...), which loading a loaded model adds to; empty means the
     /// one first instance.
     instances: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// llama.cpp's router: after an unload its status still says "loaded"
+    /// until this instant, as the real one's does for a moment (its answer
+    /// comes before the instance has stopped).
+    pub(crate) stopping_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl ModelState {
@@ -79,6 +83,7 @@ impl ModelState {
             last_used: AtomicU64::new(0),
             loading: AtomicBool::new(false),
             instances: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            stopping_until: std::sync::Mutex::new(None),
         }
     }
 

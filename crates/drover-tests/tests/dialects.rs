@@ -273,6 +273,7 @@ async fn llamacpp_router_mode_loads_evicts_and_unloads() {
     assert_eq!(state("c"), ModelState::Loaded);
     let c = d.models.iter().find(|m| m.id == "c").unwrap();
     assert_eq!((c.slots, c.busy), (Some(2), Some(0)), "{c:?}");
+    // Its answer comes before the status changes; the unload waits for it.
     router.unload("c").await.unwrap();
     let d = router.discover().await.unwrap();
     assert!(
@@ -280,6 +281,8 @@ async fn llamacpp_router_mode_loads_evicts_and_unloads() {
             .iter()
             .any(|m| m.id == "c" && m.state == ModelState::Unloaded)
     );
+    // Unloading it again ("model is not running") is done already.
+    router.unload("c").await.unwrap();
     // A request naming an unloaded model loads it.
     let r = Client::new(&server.url())
         .post("/v1/chat/completions", &chat_body("a", "hi"))

@@ -1,4 +1,4 @@
-//! `--backend [KIND=]URL[,slots=N][,max_concurrent=N][,probe=generate]...`,
+//! `--backend [KIND=]URL[,slots=N][,max_concurrent=N][,max_loaded=N]...`,
 //! the command line's way to say what a `[[backends]]` table says. Without
 //! a kind, the hub detects it from the server. Checked here, so a mistake
 //! is reported by quoting the flag as typed.
@@ -49,11 +49,18 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
                 })?;
                 config.slots = Some(n);
             }
-            "max_concurrent" => {
+            "max_concurrent" | "max_loaded" => {
                 let n: u32 = v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    format!("--backend {shown:?}: max_concurrent must be a whole number above 0")
+                    format!(
+                        "--backend {shown:?}: {} must be a whole number above 0",
+                        k.trim()
+                    )
                 })?;
-                config.max_concurrent = Some(n);
+                if k.trim() == "max_loaded" {
+                    config.max_loaded = Some(n);
+                } else {
+                    config.max_concurrent = Some(n);
+                }
             }
             "probe" => match v.trim() {
                 p @ ("list" | "generate") => config.probe = Some(p.to_string()),
@@ -94,8 +101,8 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
             other => {
                 return Err(format!(
                     "--backend {shown:?}: unknown option {other:?} (known: slots, \
-                     max_concurrent, probe, responses, messages, memory, slot_buffer, \
-                     system, margin, name, api_key)"
+                     max_concurrent, max_loaded, probe, responses, messages, memory, \
+                     slot_buffer, system, margin, name, api_key)"
                 ));
             }
         }
@@ -120,6 +127,9 @@ mod tests {
         let b =
             parse("openai=http://h:11434,max_concurrent=4,probe=generate,messages=false").unwrap();
         assert_eq!(b.max_concurrent, Some(4));
+        let b = parse("http://h:11434,max_loaded=2").unwrap();
+        assert_eq!(b.max_loaded, Some(2));
+        assert!(parse("http://h:11434,max_loaded=0").is_err());
         assert_eq!(b.probe.as_deref(), Some("generate"));
         assert_eq!(b.messages, Some(false));
     }

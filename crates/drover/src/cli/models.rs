@@ -1,8 +1,8 @@
-//! `drover models ls|load|unload`: where each model is, and the operator's
-//! model actions, over the management API.
+//! `drover models ls|load|unload|pin|unpin`: where each model is, and the
+//! operator's model actions, over the management API.
 
 use anyhow::Context;
-use drover_proto::admin::{BackendList, ModelAction, ModelTarget};
+use drover_proto::admin::{BackendList, BackendModelInfo, ModelAction, ModelTarget};
 use http::Method;
 
 use super::http::{Api, check};
@@ -26,9 +26,12 @@ pub struct ModelsArgs {
 
 #[derive(clap::Subcommand)]
 pub enum ModelsCommand {
-    /// Every model on every backend: state, slots busy/total, size.
+    /// Every model on every backend: state, slots busy/total, memory, load
+    /// time, last used, pinned.
     Ls,
-    /// Load a model, on the backend named or on one that can and has not.
+    /// Load a model: on the backend named, else where it would be ready
+    /// soonest (nothing to do if some backend holds it). Makes room by
+    /// unloading idle models, as for a request.
     Load {
         model: String,
         #[arg(long)]
@@ -40,6 +43,11 @@ pub enum ModelsCommand {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Pin a model: never evicted or unloaded for idleness, and loaded
+    /// where it fits whenever no backend holds it.
+    Pin { model: String },
+    /// Undo a pin.
+    Unpin { model: String },
 }
 
 pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
@@ -48,6 +56,8 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         ModelsCommand::Ls => return ls(&api).await,
         ModelsCommand::Load { model, backend } => ("load", model, backend),
         ModelsCommand::Unload { model, backend } => ("unload", model, backend),
+        ModelsCommand::Pin { model } => ("pin", model, None),
+        ModelsCommand::Unpin { model } => ("unpin", model, None),
     };
     let body = serde_json::to_value(ModelTarget { backend })?;
     let path = format!("/admin/models/{}/{verb}", path_segment(&model));
@@ -59,8 +69,18 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         ("load", true, _) => println!("{} is loaded already on {on}", done.model),
         ("load", false, Some(s)) => println!("loaded {} on {on} in {s:.1} s", done.model),
         ("load", false, None) => println!("loaded {} on {on}", done.model),
-        (_, true, _) => println!("{} was not loaded anywhere asked", done.model),
-        _ => println!("unloaded {} from {on}", done.model),
+        ("unload", true, _) => println!("{} was not loaded anywhere asked", done.model),
+        ("unload", false, _) => println!("unloaded {} from {on}", done.model),
+        (verb, already, _) => {
+            let state = if verb == "pin" { "pinned" } else { "unpinned" };
+            let was = if already { " already" } else { "" };
+            let held = if on.is_empty() {
+                "loaded nowhere yet".to_string()
+            } else {
+                format!("loaded on {on}")
+            };
+            println!("{} is{was} {state} ({held})", done.model);
+        }
     }
     Ok(())
 }
@@ -69,19 +89,10 @@ async fn ls(api: &Api) -> anyhow::Result<()> {
     let (status, body) = api.call(Method::GET, "/admin/backends", None).await?;
     check(status, &body)?;
     let list: BackendList = serde_json::from_value(body).context("unexpected answer")?;
-    let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
+    let mut rows: Vec<[String; 8]> = Vec::new();
     for b in &list.backends {
         for m in &b.models {
-            rows.push((
-                m.id.clone(),
-                b.name.clone(),
-                m.state
-                    .clone()
-                    .unwrap_or_else(|| if m.loaded { "loaded" } else { "unloaded" }.to_string()),
-                format!("{}/{}", m.busy, m.slots),
-                m.size_bytes
-                    .map_or_else(|| "-".to_string(), drover_core::size::gigabytes),
-            ));
+            rows.push(row(&b.name, m));
         }
     }
     if rows.is_empty() {
@@ -89,14 +100,74 @@ async fn ls(api: &Api) -> anyhow::Result<()> {
         return Ok(());
     }
     rows.sort();
-    println!(
-        "{:<36} {:<20} {:<10} {:>8} {:>8}",
-        "MODEL", "BACKEND", "STATE", "SLOTS", "SIZE"
-    );
-    for (model, backend, state, slots, size) in rows {
-        println!("{model:<36} {backend:<20} {state:<10} {slots:>8} {size:>8}");
+    let head = [
+        "MODEL",
+        "BACKEND",
+        "STATE",
+        "SLOTS",
+        "MEMORY",
+        "LOAD",
+        "LAST USED",
+        "PINNED",
+    ];
+    print_row(&head.map(str::to_string));
+    for r in &rows {
+        print_row(r);
     }
     Ok(())
+}
+
+/// One model on one backend: the hub's residency (with the server's own
+/// word where it says more, and progress while loading), slots busy/total,
+/// memory, how long its loads take, how long since it was used, pinned.
+fn row(backend: &str, m: &BackendModelInfo) -> [String; 8] {
+    let mut state = m
+        .residency
+        .clone()
+        .or_else(|| m.state.clone())
+        .unwrap_or_else(|| if m.loaded { "loaded" } else { "unloaded" }.to_string());
+    if let Some(p) = m.progress.filter(|_| state == "loading") {
+        state = format!("loading {:.0}%", p * 100.0);
+    }
+    if m.state.as_deref() == Some("sleeping") && state == "unloaded" {
+        state = "sleeping".into();
+    }
+    if m.load_error.is_some() {
+        state = format!("{state} (load failed)");
+    }
+    let dash = || "-".to_string();
+    [
+        m.id.clone(),
+        backend.to_string(),
+        state,
+        format!("{}/{}", m.busy, m.slots),
+        m.size_bytes.map_or_else(dash, drover_core::size::gigabytes),
+        m.load_seconds.map_or_else(dash, |s| format!("{s:.1}s")),
+        match m.idle_seconds {
+            None if m.busy > 0 => "now".into(),
+            None => dash(),
+            Some(s) => format!("{} ago", ago(s)),
+        },
+        if m.pinned { "yes" } else { "" }.to_string(),
+    ]
+}
+
+fn print_row(r: &[String; 8]) {
+    println!(
+        "{:<32} {:<18} {:<18} {:>6} {:>7} {:>7} {:>10} {}",
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+    );
+}
+
+/// Seconds as a person reads an age: 42s, 7m, 3h, 2d.
+fn ago(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 /// A model name as one path segment run: letters and digits and
