@@ -449,6 +449,17 @@ impl Scheduler {
         })
     }
 
+    /// Whether a backend other than `id` that takes work holds the model.
+    fn held_beyond(&self, id: BackendId, model: &ModelName) -> bool {
+        self.fleet.backends.iter().any(|(other, b)| {
+            *other != id
+                && b.admits()
+                && b.models
+                    .get(model.as_str())
+                    .is_some_and(|m| m.listed && m.is_loaded())
+        })
+    }
+
     /// Whether some backend that takes work holds the model or is loading it.
     fn held_anywhere(&self, model: &ModelName) -> bool {
         self.fleet.backends.values().any(|b| {
@@ -485,14 +496,21 @@ impl Scheduler {
                 continue;
             }
             let cleared = b.reserved.as_ref() == Some(model);
+            let spare = |name: &ModelName| self.held_beyond(*id, name);
             let out = match evict {
-                Evict::Nothing if !cleared => b.room_for(model.as_str(), |_, _| false),
-                Evict::Idle | Evict::Nothing => b.room_for(model.as_str(), |name, e| {
-                    !self.pinned.contains(name)
-                        && e.idle()
-                        && (cleared || self.queue.len_for(name.as_str()) == 0)
-                }),
-                Evict::InUse => b.room_for(model.as_str(), |name, _| !self.pinned.contains(name)),
+                Evict::Nothing if !cleared => b.room_for(model.as_str(), |_, _| false, spare),
+                Evict::Idle | Evict::Nothing => b.room_for(
+                    model.as_str(),
+                    |name, e| {
+                        !self.pinned.contains(name)
+                            && e.idle()
+                            && (cleared || self.queue.len_for(name.as_str()) == 0)
+                    },
+                    spare,
+                ),
+                Evict::InUse => {
+                    b.room_for(model.as_str(), |name, _| !self.pinned.contains(name), spare)
+                }
             };
             let Some(out) = out else {
                 continue;

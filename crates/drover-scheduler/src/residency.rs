@@ -199,14 +199,16 @@ impl Backend {
             .is_none_or(|t| t.alone(size_of(m), m.slots) <= t.total)
     }
 
-    /// The models to unload to make room for `model`, least recently used
-    /// first, among those `may_evict` allows; `None` when unloading all of
-    /// them would not make it fit (nothing is evicted for a model that will
-    /// not fit anyway).
+    /// The models to unload to make room for `model`, among those
+    /// `may_evict` allows: those `spare` picks first (another backend holds
+    /// them too, so their requests lose nothing), then the least recently
+    /// used. `None` when unloading all of them would not make it fit
+    /// (nothing is evicted for a model that will not fit anyway).
     pub(crate) fn room_for(
         &self,
         model: &str,
         may_evict: impl Fn(&ModelName, &ModelSlots) -> bool,
+        spare: impl Fn(&ModelName) -> bool,
     ) -> Option<Vec<ModelName>> {
         if self.fits(model, &[]) {
             return Some(Vec::new());
@@ -218,7 +220,7 @@ impl Backend {
                 name.as_str() != model && m.residency == Residency::Loaded && may_evict(name, m)
             })
             .collect();
-        evictable.sort_by(|a, b| a.1.last_used.cmp(&b.1.last_used).then(a.0.cmp(b.0)));
+        evictable.sort_by_key(|(name, m)| (!spare(name), m.last_used, *name));
         let mut evict = Vec::new();
         for (name, _) in evictable {
             evict.push(name.clone());

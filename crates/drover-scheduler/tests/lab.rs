@@ -18,6 +18,7 @@ const MIXED: &str = "lmstudio-ollama-llamacpp-mixed-fleet";
 const OUTAGE: &str = "two-servers-one-goes-down";
 const CHATS: &str = "two-servers-multi-turn-chats";
 const BURSTS: &str = "one-server-six-models-bursts";
+const SWAP: &str = "two-servers-hold-two-of-five-models";
 
 fn run(name: &str, scale: f64) -> Vec<Report> {
     lab::run(name, SEED, scale).unwrap()
@@ -49,18 +50,18 @@ fn every_named_scenario_runs_and_an_unknown_name_is_an_error() {
         assert!(!reports.is_empty(), "{name}");
         for r in &reports {
             let names: Vec<&str> = r.rows.iter().map(|row| row.name.as_str()).collect();
-            assert_eq!(
-                names,
-                [
-                    "round-robin",
-                    "least-conn",
-                    "drover",
-                    "fcfs-oracle",
-                    "sjf-oracle",
-                    "ideal"
-                ],
-                "{name}"
-            );
+            let oracles: &[&str] = if *name == SWAP {
+                &["belady-oracle", "belady-batched"]
+            } else {
+                &["fcfs-oracle", "sjf-oracle"]
+            };
+            let expected: Vec<&str> = ["round-robin", "least-conn", "drover"]
+                .iter()
+                .chain(oracles)
+                .chain(&["ideal"])
+                .copied()
+                .collect();
+            assert_eq!(names, expected, "{name}");
         }
     }
     let err = lab::run("nope", SEED, 1.0).unwrap_err();
@@ -291,7 +292,7 @@ fn scenario_names_say_the_fleet_and_what_happens_to_it() {
     // about.
     assert_eq!(
         lab::scenario_names(),
-        [RISING, UNEVEN, MIXED, OUTAGE, CHATS, BURSTS]
+        [RISING, UNEVEN, MIXED, OUTAGE, CHATS, BURSTS, SWAP]
     );
     for name in lab::scenario_names() {
         for r in run(name, 0.1) {
@@ -341,4 +342,29 @@ fn shortest_job_first_shows_headroom_the_fcfs_oracle_cannot() {
     let p50 = |name: &str| r.row(name).unwrap().wait.unwrap().p50;
     assert_eq!(p50("drover"), p50("fcfs-oracle"), "{r}");
     assert!(p50("sjf-oracle") * 2 < p50("fcfs-oracle"), "{r}");
+}
+
+/// Backends that hold two of their five models at once: drover loads each
+/// model where it is needed and keeps what is in use, where round robin
+/// (the servers loading on demand) thrashes; drover's loads stay within
+/// 1.5x of a clairvoyant schedule that evicts by Belady's rule, and the
+/// load-batching oracle shows how few loads are possible at all.
+#[test]
+fn drover_loads_models_far_less_than_round_robin_and_near_a_belady_oracle() {
+    for report in run(SWAP, 1.0) {
+        let drover = row(&report, Policy::Drover);
+        let rr = row(&report, Policy::RoundRobin);
+        let belady = report.row("belady-oracle").unwrap();
+        let batched = report.row("belady-batched").unwrap();
+        let loads = |r: &Row| r.loads.unwrap();
+        assert_eq!(drover.lost, 0, "{report}");
+        assert_eq!(drover.overbooked, 0, "{report}");
+        assert!(loads(drover) * 4 <= loads(rr) * 3, "{report}");
+        assert!(loads(drover) * 2 <= loads(belady) * 3, "{report}");
+        assert!(loads(batched) <= loads(belady), "{report}");
+        assert!(
+            success(&report, Policy::Drover) > success(&report, Policy::RoundRobin),
+            "{report}"
+        );
+    }
 }

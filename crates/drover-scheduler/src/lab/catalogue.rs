@@ -12,13 +12,14 @@ use super::trace::{Arrivals, Mix, TraceSpec};
 
 /// Each name says the fleet's shape and what happens to it, so a table
 /// reads without the seed documents it was drawn from.
-pub(crate) const NAMES: &[&str] = &[RISING, UNEVEN, MIXED, OUTAGE, CHATS, BURSTS];
+pub(crate) const NAMES: &[&str] = &[RISING, UNEVEN, MIXED, OUTAGE, CHATS, BURSTS, SWAP];
 const RISING: &str = "two-servers-six-models-rising-load";
 const UNEVEN: &str = "four-slot-and-one-slot-servers";
 const MIXED: &str = "lmstudio-ollama-llamacpp-mixed-fleet";
 const OUTAGE: &str = "two-servers-one-goes-down";
 const CHATS: &str = "two-servers-multi-turn-chats";
 const BURSTS: &str = "one-server-six-models-bursts";
+const SWAP: &str = "two-servers-hold-two-of-five-models";
 
 /// Seed 002's measured response time.
 const SERVICE: Duration = Duration::from_secs(3);
@@ -41,6 +42,7 @@ pub(crate) fn build(name: &str, scale: f64) -> Option<Vec<Scenario>> {
         OUTAGE => vec![outage(run)],
         CHATS => vec![conversations(run)],
         BURSTS => bursts(),
+        SWAP => swap(run),
         _ => return None,
     })
 }
@@ -125,15 +127,13 @@ fn uneven(run: Duration) -> Vec<Scenario> {
 /// llama.cpp on a small box (2 slots, 6 s). Unlike slots and unlike speeds:
 /// round robin sends each a third of the work.
 fn mixed(run: Duration) -> Vec<Scenario> {
-    let lane = |model, slots, secs: f64| LaneSpec {
-        model,
-        slots,
-        base: Duration::from_secs_f64(secs),
-    };
+    let lane =
+        |model, slots, secs: f64| LaneSpec::resident(model, slots, Duration::from_secs_f64(secs));
     let backend = |id, slots, secs: f64| BackendSpec {
         id: BackendId(id),
         lanes: vec![lane(0, slots, secs), lane(1, slots, secs)],
         down: Vec::new(),
+        max_loaded: None,
     };
     let fleet = FleetSpec {
         models: vec![ModelName::new("m0"), ModelName::new("m1")],
@@ -210,4 +210,46 @@ fn bursts() -> Vec<Scenario> {
         case("6 messages, 1 model", 6, Mix::Only(0)),
         case("120 messages, 6 models", 120, Mix::Cycle),
     ]
+}
+
+/// Two servers that each list five models but hold only two at once (seed
+/// 002's budget: more models than memory), 2 slots a model, 3 s a
+/// response, 20 s to load one; each starts with the two most popular
+/// loaded. Traffic asks for the models in Zipf proportions (44%, 22%, 15%,
+/// 11%, 9%), so the tail has to be loaded and unloaded: does the hub load
+/// each model once where it is needed, or thrash?
+fn swap(run: Duration) -> Vec<Scenario> {
+    let backend = |id| BackendSpec {
+        id: BackendId(id),
+        lanes: (0..5)
+            .map(|model| LaneSpec {
+                model,
+                slots: 2,
+                base: SERVICE,
+                resident: model < 2,
+                load: Duration::from_secs(20),
+            })
+            .collect(),
+        down: Vec::new(),
+        max_loaded: Some(2),
+    };
+    let fleet = FleetSpec {
+        models: (0..5).map(|m| ModelName::new(&format!("m{m}"))).collect(),
+        backends: vec![backend(1), backend(2)],
+    };
+    let capacity = fleet.capacity_per_min();
+    [30u32, 60, 80]
+        .iter()
+        .map(|&pct| Scenario {
+            name: SWAP,
+            variant: format!("load {pct}%"),
+            trace: TraceSpec {
+                mix: Mix::Zipf(1.0),
+                ..poisson(capacity * f64::from(pct) / 100.0, run)
+            },
+            fleet: fleet.clone(),
+            deadline: Some(DEADLINE),
+            cache: NO_CACHE,
+        })
+        .collect()
 }

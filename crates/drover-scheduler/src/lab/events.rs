@@ -26,6 +26,8 @@ pub(crate) enum Event {
     Probe,
     /// The scheduler asked to be polled now.
     Wakeup,
+    /// A lane's model finished loading.
+    Loaded(usize),
 }
 
 #[derive(Debug, Default)]

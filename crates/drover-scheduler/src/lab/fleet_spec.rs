@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use drover_core::{BackendId, ModelName};
 
-use crate::fleet::ModelSpec;
+use crate::fleet::{BackendStatus, ModelSpec};
 
 /// One model on one backend.
 #[derive(Clone, Debug)]
@@ -18,6 +18,24 @@ pub(crate) struct LaneSpec {
     /// Service time of a request of work 1.0; a request's own service time
     /// is this times its work.
     pub base: Duration,
+    /// Loaded when the run starts. Always, on a backend without
+    /// `max_loaded`.
+    pub resident: bool,
+    /// How long loading it takes.
+    pub load: Duration,
+}
+
+impl LaneSpec {
+    /// A lane that is loaded from the start and never unloaded.
+    pub fn resident(model: usize, slots: u32, base: Duration) -> Self {
+        LaneSpec {
+            model,
+            slots,
+            base,
+            resident: true,
+            load: Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -26,6 +44,38 @@ pub(crate) struct BackendSpec {
     pub lanes: Vec<LaneSpec>,
     /// Intervals `[from, to)` during which the server is unreachable.
     pub down: Vec<(Duration, Duration)>,
+    /// Models it can hold loaded at once; `None`: every lane, always. With
+    /// a limit it loads and unloads, and a request for a model it does not
+    /// hold waits for a load.
+    pub max_loaded: Option<u32>,
+}
+
+impl BackendSpec {
+    /// What the server says of itself to a hub under `policy`: drover's
+    /// model manager loads and unloads (it knows the limit); the baselines
+    /// leave that to the server, which loads on demand.
+    pub fn status(&self, manages: bool) -> BackendStatus {
+        BackendStatus {
+            can_load: manages && self.max_loaded.is_some(),
+            can_unload: manages && self.max_loaded.is_some(),
+            max_loaded: self.max_loaded.filter(|_| manages),
+            ..BackendStatus::default()
+        }
+    }
+
+    /// The lanes it can have loaded at once: the `max_loaded` with the most
+    /// capacity, or all.
+    pub fn concurrent_lanes(&self) -> Vec<&LaneSpec> {
+        let mut lanes: Vec<&LaneSpec> = self.lanes.iter().collect();
+        lanes.sort_by(|a, b| rate(b).total_cmp(&rate(a)));
+        lanes.truncate(self.max_loaded.map_or(usize::MAX, |m| m as usize));
+        lanes
+    }
+}
+
+/// Requests of work 1.0 a lane completes per second with every slot busy.
+fn rate(l: &LaneSpec) -> f64 {
+    f64::from(l.slots) / l.base.as_secs_f64()
 }
 
 #[derive(Clone, Debug)]
@@ -46,9 +96,10 @@ impl FleetSpec {
                 .map(|id| BackendSpec {
                     id: BackendId(id),
                     lanes: (0..models)
-                        .map(|model| LaneSpec { model, slots, base })
+                        .map(|model| LaneSpec::resident(model, slots, base))
                         .collect(),
                     down: Vec::new(),
+                    max_loaded: None,
                 })
                 .collect(),
         }
@@ -62,28 +113,45 @@ impl FleetSpec {
                 .zip(slots)
                 .map(|(id, &slots)| BackendSpec {
                     id: BackendId(id),
-                    lanes: vec![LaneSpec {
-                        model: 0,
-                        slots,
-                        base,
-                    }],
+                    lanes: vec![LaneSpec::resident(0, slots, base)],
                     down: Vec::new(),
+                    max_loaded: None,
                 })
                 .collect(),
         }
     }
 
-    /// What discovery would report for a backend: everything loaded.
-    pub fn model_specs(&self, backend: &BackendSpec) -> Vec<ModelSpec> {
+    /// What discovery would report for a backend at the start. A hub that
+    /// does not manage loads (the baselines) takes every model listed as
+    /// one it may send work to, and the server loads on demand.
+    pub fn model_specs(&self, backend: &BackendSpec, manages: bool) -> Vec<ModelSpec> {
         backend
             .lanes
             .iter()
-            .map(|l| ModelSpec::loaded(self.models[l.model].as_str(), l.slots))
+            .map(|l| {
+                let name = self.models[l.model].as_str();
+                if l.resident || !manages {
+                    ModelSpec::loaded(name, l.slots)
+                } else {
+                    ModelSpec::unloaded(name, l.slots)
+                }
+            })
             .collect()
     }
 
+    /// Whether some backend loads and unloads models.
+    pub fn loads(&self) -> bool {
+        self.backends.iter().any(|b| b.max_loaded.is_some())
+    }
+
+    /// Slots that can be busy at once (on backends that hold only some of
+    /// their models, those of the largest models they can hold together).
     pub fn total_slots(&self) -> u32 {
-        self.lanes().map(|(_, l)| l.slots).sum()
+        self.backends
+            .iter()
+            .flat_map(|b| b.concurrent_lanes())
+            .map(|l| l.slots)
+            .sum()
     }
 
     pub fn lanes(&self) -> impl Iterator<Item = (&BackendSpec, &LaneSpec)> {
@@ -108,8 +176,10 @@ impl FleetSpec {
     /// Requests of work 1.0 the whole fleet completes per minute with
     /// every slot busy and every backend up: the throughput yardstick.
     pub fn capacity_per_min(&self) -> f64 {
-        self.lanes()
-            .map(|(_, l)| 60.0 * f64::from(l.slots) / l.base.as_secs_f64())
+        self.backends
+            .iter()
+            .flat_map(|b| b.concurrent_lanes())
+            .map(|l| 60.0 * rate(l))
             .sum()
     }
 
@@ -143,6 +213,13 @@ impl FleetSpec {
                 slots,
                 plural(slots as usize)
             );
+            if let Some(max) = b.max_loaded {
+                let load = b.lanes.iter().map(|l| l.load).max().unwrap_or_default();
+                s.push_str(&format!(
+                    ", holds {max} at once, a load takes {:.0} s",
+                    load.as_secs_f64()
+                ));
+            }
             for &(from, to) in &b.down {
                 s.push_str(&format!(
                     ", down {:.0}-{:.0} s",

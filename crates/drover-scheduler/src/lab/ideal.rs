@@ -95,6 +95,7 @@ pub(crate) fn row(scenario: &Scenario, jobs: &[Job]) -> Row {
         },
         affinity_hit_rate: jobs.iter().any(later_turn).then_some(1.0),
         overbooked: 0,
+        loads: None,
     }
 }
 

@@ -5,8 +5,11 @@
 //! scale, and returns one [`Report`] per variant of the scenario: a row per
 //! [`Policy`], then `fcfs-oracle` and `sjf-oracle` (clairvoyant
 //! first-come-first-served and shortest-job-first schedules of the same
-//! trace) and
-//! `ideal` (bounds no schedule can beat). Same name, seed and scale, same
+//! trace), or on a fleet whose backends cannot hold every model at once
+//! `belady-oracle` and `belady-batched` (clairvoyant, evicting the model
+//! needed furthest ahead; loading at once, or as late as deadlines allow so
+//! that one load serves many requests), and `ideal` (bounds no schedule can
+//! beat). Same name, seed and scale, same
 //! report: the run reads no clock and draws every random number from the
 //! seed, so a printed table can be re-run by anyone.
 //!
@@ -15,13 +18,14 @@
 //!   fleet, and every request drawn once from the seed.
 //! - `engine`: the event loop; the scheduler driven as the hub drives it,
 //!   servers that queue and fail like LM Studio.
-//! - `oracle`, `sjf` and `ideal`: the yardstick rows.
+//! - `oracle`, `sjf`, `belady` and `ideal`: the yardstick rows.
 //! - `tally` and `report`: from what happened to each request to the
 //!   printed table.
 //! - `events`, `rng`: the virtual clock's heap, and SplitMix64.
 //!
 //! [`Scheduler`]: crate::Scheduler
 
+mod belady;
 mod catalogue;
 mod engine;
 mod events;
@@ -101,8 +105,18 @@ fn report_for(s: &scenario::Scenario, rng: &rng::Rng, seed: u64, scale: f64) -> 
         .iter()
         .map(|&p| engine::play(s, &jobs, p).row(p.name(), ideal_per_min, slots))
         .collect();
-    rows.push(oracle::schedule(s, &jobs).row("fcfs-oracle", ideal_per_min, slots));
-    rows.push(sjf::schedule(s, &jobs).row("sjf-oracle", ideal_per_min, slots));
+    if s.fleet.loads() {
+        // The other oracles would have every model everywhere at once.
+        for (mode, name) in [
+            (belady::Loads::Eager, "belady-oracle"),
+            (belady::Loads::Batched, "belady-batched"),
+        ] {
+            rows.push(belady::schedule(s, &jobs, mode).row(name, ideal_per_min, slots));
+        }
+    } else {
+        rows.push(oracle::schedule(s, &jobs).row("fcfs-oracle", ideal_per_min, slots));
+        rows.push(sjf::schedule(s, &jobs).row("sjf-oracle", ideal_per_min, slots));
+    }
     let ideal_makespan = ideal.makespan;
     rows.push(ideal);
     Report {

@@ -77,6 +77,9 @@ pub struct Row {
     /// policy. Late binding only dispatches onto free slots, so anything but
     /// 0 is a broken invariant.
     pub overbooked: u64,
+    /// Model loads performed, on a fleet that cannot hold every model at
+    /// once; `None` elsewhere and on the ideal row.
+    pub loads: Option<u64>,
 }
 
 impl Row {
@@ -144,16 +147,18 @@ impl fmt::Display for Report {
             self.ideal_makespan.as_secs_f64()
         )?;
         let with_affinity = self.rows.iter().any(|r| r.affinity_hit_rate.is_some());
+        let with_loads = self.rows.iter().any(|r| r.loads.is_some());
         let columns: Vec<(&str, &str)> = COLUMNS
             .iter()
             .copied()
             .filter(|(name, _)| with_affinity || *name != AFFINITY)
+            .filter(|(name, _)| with_loads || *name != LOADS)
             .collect();
         let header: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
         let rows: Vec<Vec<String>> = self
             .rows
             .iter()
-            .map(|r| cells(r, self.ideal_makespan, with_affinity))
+            .map(|r| cells(r, self.ideal_makespan, with_affinity, with_loads))
             .collect();
         f.write_str(&table(&header, &rows))?;
         for r in &self.rows {
@@ -173,6 +178,7 @@ impl fmt::Display for Report {
 }
 
 const AFFINITY: &str = "aff%";
+const LOADS: &str = "loads";
 
 /// The table's columns in order, each with what it means in plain words;
 /// the legend under every table is printed from here, so the two cannot
@@ -236,6 +242,10 @@ const COLUMNS: &[(&str, &str)] = &[
         AFFINITY,
         "share of later conversation turns that ran where their earlier turns were still cached",
     ),
+    (
+        LOADS,
+        "models loaded during the run (each costs the server its load time)",
+    ),
 ];
 
 /// One line per column under a table: its name, then what it means.
@@ -252,7 +262,7 @@ fn legend(columns: &[(&str, &str)]) -> String {
     out
 }
 
-fn cells(r: &Row, ideal_makespan: Duration, with_affinity: bool) -> Vec<String> {
+fn cells(r: &Row, ideal_makespan: Duration, with_affinity: bool, with_loads: bool) -> Vec<String> {
     let dash = || "-".to_string();
     let count = |n: u64| {
         if r.completed.is_some() {
@@ -295,6 +305,9 @@ fn cells(r: &Row, ideal_makespan: Duration, with_affinity: bool) -> Vec<String> 
     out.push(pct(r.utilisation));
     if with_affinity {
         out.push(r.affinity_hit_rate.map_or_else(dash, pct));
+    }
+    if with_loads {
+        out.push(r.loads.map_or_else(dash, |n| n.to_string()));
     }
     out
 }

@@ -39,6 +39,9 @@ pub(crate) struct Tally {
     pub busy: Duration,
     pub retries: u64,
     pub overbooked: u64,
+    /// Model loads performed, on a fleet that loads; `None` on one that
+    /// holds every model.
+    pub loads: Option<u64>,
 }
 
 impl Tally {
@@ -57,6 +60,19 @@ impl Tally {
             busy: Duration::ZERO,
             retries: 0,
             overbooked: 0,
+            loads: None,
+        }
+    }
+
+    /// Counts loads, from zero, if the fleet loads models.
+    pub fn counting_loads(mut self, loads: bool) -> Self {
+        self.loads = loads.then_some(0);
+        self
+    }
+
+    pub fn count_load(&mut self) {
+        if let Some(n) = &mut self.loads {
+            *n += 1;
         }
     }
 
@@ -135,6 +151,7 @@ impl Tally {
             affinity_hit_rate: (!hits.is_empty())
                 .then(|| hits.iter().filter(|h| **h).count() as f64 / hits.len() as f64),
             overbooked: self.overbooked,
+            loads: self.loads,
         }
     }
 }

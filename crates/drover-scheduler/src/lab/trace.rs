@@ -63,6 +63,9 @@ pub(crate) enum Mix {
     Cycle,
     /// Every request asks for this model.
     Only(usize),
+    /// Model k is asked for in proportion to 1/(k+1)^s: a few popular
+    /// models and a long tail, as a team's traffic usually is.
+    Zipf(f64),
 }
 
 #[derive(Clone, Debug)]
@@ -81,11 +84,25 @@ impl TraceSpec {
         let mut picks = rng.fork(1);
         let mut sizes = rng.fork(2);
         let models = models.max(1) as u64;
+        let zipf: Vec<f64> = match self.mix {
+            Mix::Zipf(s) => (1..=models).map(|k| (k as f64).powf(-s)).collect(),
+            _ => Vec::new(),
+        };
+        let total: f64 = zipf.iter().sum();
         let mut pick = |i: usize| -> usize {
             match self.mix {
                 Mix::Uniform => picks.below(models) as usize,
                 Mix::Cycle => i % models as usize,
                 Mix::Only(m) => m,
+                Mix::Zipf(_) => {
+                    let mut x = picks.uniform(0.0, total);
+                    zipf.iter()
+                        .position(|w| {
+                            x -= w;
+                            x < 0.0
+                        })
+                        .unwrap_or(zipf.len() - 1)
+                }
             }
         };
         let mut jobs: Vec<Job> = Vec::new();
@@ -169,6 +186,7 @@ impl TraceSpec {
             Mix::Uniform => "uniform model mix".to_string(),
             Mix::Cycle => "models in turn".to_string(),
             Mix::Only(m) => format!("all for m{m}"),
+            Mix::Zipf(s) => format!("models by Zipf (s = {s})"),
         };
         let work = if self.work.0 == self.work.1 {
             format!("work x{}", self.work.0)

@@ -12,7 +12,13 @@
 //! at once; more wait in the lane's own FIFO (only early binding sends
 //! more). A server that is down refuses connections after 1 ms and drops
 //! everything it was running or holding when it goes down. Clients give up
-//! on a request that has not started by its deadline.
+//! on a request that has not started by its deadline. A server that holds
+//! only some of its models at once loads them (`loading`): as drover's
+//! model manager decides, or on its own when a request names a model it
+//! does not hold (the baselines), evicting its least recently used idle
+//! model as Ollama does.
+
+mod loading;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -69,6 +75,15 @@ struct Lane {
     /// Conversations whose prefix the KV cache holds, as (session, last
     /// turn answered here), least recently used first.
     cache: VecDeque<(u64, u32)>,
+    /// In memory, ready to run requests.
+    loaded: bool,
+    /// A load is under way.
+    loading: bool,
+    /// How long loading it takes.
+    load: Duration,
+    /// When a request last started or ended here: the server's own
+    /// evictions take the least recently used.
+    last_used: Duration,
 }
 
 #[derive(Debug)]
@@ -76,6 +91,11 @@ struct Server {
     id: BackendId,
     up: bool,
     lanes: Vec<usize>,
+    /// Models it can hold at once; `None`: all, always.
+    max_loaded: Option<u32>,
+    /// Lanes a request is waiting on that the server will load once a
+    /// model it holds is idle (it loads on its own, under the baselines).
+    waiting_loads: VecDeque<usize>,
 }
 
 /// One sending of a request to a backend.
@@ -114,6 +134,9 @@ struct Engine<'a> {
     unresolved: usize,
     /// Wakeups already in the event heap, so each instant is queued once.
     wakeups: BTreeSet<Duration>,
+    /// The hub's model manager decides loads (drover); else the servers
+    /// load on their own when asked for a model.
+    manages: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -123,11 +146,13 @@ impl<'a> Engine<'a> {
             policy,
             ..SchedulerConfig::default()
         });
+        let manages = policy == Policy::Drover;
         let mut servers = Vec::new();
         let mut lanes = Vec::new();
         let mut lane_of = Vec::new();
         for (s, spec) in fleet.backends.iter().enumerate() {
-            scheduler.upsert_backend(spec.id, fleet.model_specs(spec));
+            scheduler.upsert_backend(spec.id, fleet.model_specs(spec, manages));
+            scheduler.set_backend_status(spec.id, spec.status(manages));
             let mut by_model = vec![None; fleet.models.len()];
             let mut mine = Vec::new();
             for l in &spec.lanes {
@@ -141,12 +166,18 @@ impl<'a> Engine<'a> {
                     running: Vec::new(),
                     queue: VecDeque::new(),
                     cache: VecDeque::new(),
+                    loaded: l.resident || spec.max_loaded.is_none(),
+                    loading: false,
+                    load: l.load,
+                    last_used: Duration::ZERO,
                 });
             }
             servers.push(Server {
                 id: spec.id,
                 up: !is_down(spec, Duration::ZERO),
                 lanes: mine,
+                max_loaded: spec.max_loaded,
+                waiting_loads: VecDeque::new(),
             });
             lane_of.push(by_model);
         }
@@ -161,9 +192,10 @@ impl<'a> Engine<'a> {
             lane_of,
             attempts: Vec::new(),
             state: jobs.iter().map(|_| JobState::default()).collect(),
-            tally: Tally::new(jobs),
+            tally: Tally::new(jobs).counting_loads(fleet.loads()),
             unresolved: jobs.len(),
             wakeups: BTreeSet::new(),
+            manages,
         }
     }
 
@@ -223,6 +255,7 @@ impl<'a> Engine<'a> {
             Event::Wakeup => {
                 self.wakeups.remove(&now);
             }
+            Event::Loaded(lane) => self.loaded(lane, now),
         }
     }
 
@@ -238,27 +271,8 @@ impl<'a> Engine<'a> {
             Decision::ExpiredLoading { request, .. } => {
                 self.resolve(job_index(request), Fate::Expired);
             }
-            // The lab's servers hold what they list; they cannot load.
-            Decision::Load(order) => {
-                for model in &order.evict {
-                    self.scheduler
-                        .unload_finished(order.backend, model, Ok(()), now);
-                }
-                self.scheduler.load_finished(
-                    order.backend,
-                    &order.model,
-                    Err("the lab's servers cannot load".into()),
-                    now,
-                );
-            }
-            Decision::Unload { backend, model } => {
-                self.scheduler.unload_finished(
-                    backend,
-                    &model,
-                    Err("the lab's servers cannot unload".into()),
-                    now,
-                );
-            }
+            Decision::Load(order) => self.load_ordered(&order, now),
+            Decision::Unload { backend, model } => self.unload_ordered(backend, &model, now),
         }
     }
 
@@ -343,6 +357,14 @@ impl<'a> Engine<'a> {
         });
         if !self.servers[server].up {
             self.events.push(now + REFUSED_AFTER, Event::Refused(a));
+        } else if !self.lanes[lane].loaded {
+            // Only a hub that leaves loading to the servers sends here.
+            debug_assert!(!self.manages, "drover dispatched to an unloaded lane");
+            self.lanes[lane].queue.push_back(a);
+            if let Some(deadline) = self.deadline(job) {
+                self.events.push(deadline.max(now), Event::Abandon(a));
+            }
+            self.demand_load(lane, now);
         } else if (self.lanes[lane].running.len() as u32) < self.lanes[lane].slots {
             self.start(a, now);
         } else {
@@ -370,6 +392,7 @@ impl<'a> Engine<'a> {
         attempt.started = Some(now);
         attempt.hit = hit;
         lane.running.push(a);
+        lane.last_used = now;
         let service = self.scenario.service(lane.base, job.work, hit);
         self.events.push(now + service, Event::Finish(a));
     }
@@ -384,6 +407,7 @@ impl<'a> Engine<'a> {
         let started = attempt.started.unwrap_or(now);
         let lane = &mut self.lanes[lane_ix];
         lane.running.retain(|&x| x != a);
+        lane.last_used = now;
         self.tally.busy += now.saturating_sub(started);
         let backend = self.servers[lane.server].id;
         let model = self.scenario.fleet.models[lane.model].clone();
@@ -408,10 +432,14 @@ impl<'a> Engine<'a> {
             record.affinity_hit = turn.filter(|t| t.index > 0).map(|_| hit);
         }
         self.start_queued(lane_ix, now);
+        self.retry_waiting_loads(self.lanes[lane_ix].server, now);
     }
 
     /// A freed slot takes the oldest request queued inside the server.
     fn start_queued(&mut self, lane: usize, now: Duration) {
+        if !self.lanes[lane].loaded {
+            return;
+        }
         while (self.lanes[lane].running.len() as u32) < self.lanes[lane].slots {
             let Some(a) = self.lanes[lane].queue.pop_front() else {
                 return;
@@ -434,6 +462,7 @@ impl<'a> Engine<'a> {
         self.scheduler
             .finish(backend, &model, Outcome::Neutral, now);
         self.resolve(job, Fate::Expired);
+        self.retry_waiting_loads(self.lanes[lane].server, now);
     }
 
     /// A server goes down: everything it runs or holds fails now.
