@@ -255,6 +255,8 @@ pub struct BackendView {
     pub busy: u32,
     pub status: BackendStatus,
     pub models: Vec<ModelView>,
+    /// The model it is being cleared for: it takes no new work for others.
+    pub reserved: Option<ModelName>,
 }
 
 #[derive(Debug, Default)]
@@ -395,6 +397,7 @@ impl Fleet {
         self.backends
             .iter()
             .map(|(id, b)| BackendView {
+                reserved: b.reserved.clone(),
                 id: *id,
                 draining: b.draining,
                 breaker: b.breaker.state(),

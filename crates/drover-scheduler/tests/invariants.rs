@@ -10,7 +10,9 @@
 //! not, report work of their own (busy slots, a queue); requests speak one
 //! of the three APIs, some are pinned to a backend, and long prompts with
 //! a measured prefill rate may be held for the backend holding their
-//! prefix.
+//! prefix. Some backends let the hub load and unload (with a limit on the
+//! models they hold): the test carries out the loads and unloads the
+//! scheduler decides after random delays, and some loads fail.
 //!
 //! The invariants, after every call:
 //! - no overload: a dispatch takes a slot that is free under what its
@@ -27,7 +29,11 @@
 //!   tried every backend listing its model is refused or leaves the queue;
 //! - a new request is refused for a full queue only when the queue is full
 //!   by count or by bytes, and a retry never is;
-//! - `last_resort` says whether another untried backend takes the model.
+//! - `last_resort` says whether another untried backend takes the model;
+//! - on a backend the hub loads for, work goes only to a model loaded
+//!   there; a load is never decided for a model loaded or loading there,
+//!   never evicts a model with requests running, and leaves the backend
+//!   within `max_loaded`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,7 +44,8 @@ use drover_core::mix::SplitMix64;
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use drover_scheduler::{
     Admission, Affinity, Api, BackendStatus, BackendView, BreakerConfig, BreakerState, Decision,
-    Dispatch, ModelSpec, Outcome, Reject, Request, Residency, Scheduler, SchedulerConfig,
+    Dispatch, LoadOrder, ModelSpec, Outcome, Reject, Request, Residency, Scheduler,
+    SchedulerConfig,
 };
 
 const MODELS: [&str; 3] = ["a", "b", "c"];
@@ -85,6 +92,15 @@ struct World {
     /// Kinds of event the run went through, to check that the random
     /// inputs reach what they are meant to cover.
     seen: BTreeSet<&'static str>,
+    /// Loads and unloads the scheduler decided that the test has not
+    /// carried out yet.
+    ops: Vec<Op>,
+}
+
+#[derive(Debug)]
+enum Op {
+    Load(LoadOrder),
+    Unload(BackendId, ModelName),
 }
 
 impl World {
@@ -110,6 +126,7 @@ impl World {
             next_backend: 1,
             next_request: 1,
             seen: BTreeSet::new(),
+            ops: Vec::new(),
         };
         for _ in 0..3 {
             let id = w.next_backend;
@@ -144,11 +161,12 @@ impl World {
                     let on = self.chance(2);
                     self.s.set_draining(BackendId(b), on);
                 }
-                16 | 17 => {
+                16 => {
                     let b = self.pick_backend();
                     let ok = self.chance(2);
                     self.s.probe(BackendId(b), ok, self.now);
                 }
+                17 => self.end_op(),
                 _ => self.replace_backend(),
             }
             self.check_ledger();
@@ -191,12 +209,16 @@ impl World {
                 reported_busy.push((ModelName::new(m), self.below(4) as u32));
             }
         }
+        let loads = self.chance(2);
         let status = BackendStatus {
             max_concurrent: self.chance(3).then(|| 1 + self.below(4) as u32),
             responses: self.chance(2),
             messages: self.chance(2),
             saturated: self.chance(6),
             reported_busy,
+            can_load: loads,
+            can_unload: loads,
+            max_loaded: (loads && self.chance(2)).then(|| 1 + self.below(2) as u32),
             ..BackendStatus::default()
         };
         self.s.set_backend_status(BackendId(b), status);
@@ -407,7 +429,84 @@ impl World {
                 self.tickets.get_mut(&id.0).unwrap().fate = Fate::Done;
                 self.seen.insert("unroutable");
             }
-            other => panic!("seed {seed}: {other:?} on a fleet that cannot load"),
+            Decision::LoadFailed { request: id, .. }
+            | Decision::ExpiredLoading { request: id, .. } => {
+                let t = &self.tickets[&id.0];
+                assert_eq!(t.fate, Fate::Waiting, "seed {seed}: {id:?}");
+                self.tickets.get_mut(&id.0).unwrap().fate = Fate::Done;
+                self.seen.insert("answered for a load");
+            }
+            Decision::Load(order) => {
+                self.check_load(order);
+                self.ops.push(Op::Load(order.clone()));
+                self.seen.insert("load decided");
+                if !order.evict.is_empty() {
+                    self.seen.insert("eviction");
+                }
+            }
+            Decision::Unload { backend, model } => {
+                self.ops.push(Op::Unload(*backend, model.clone()));
+                self.seen.insert("unload decided");
+            }
+        }
+    }
+
+    /// A load the scheduler decided: not of a model loaded or loading
+    /// there, evicting nothing that runs, within `max_loaded`.
+    fn check_load(&self, order: &LoadOrder) {
+        let seed = self.seed;
+        let pending = self.ops.iter().any(
+            |op| matches!(op, Op::Load(o) if o.backend == order.backend && o.model == order.model),
+        );
+        assert!(!pending, "seed {seed}: a second load of {order:?}");
+        for model in &order.evict {
+            let running = self
+                .running
+                .get(&(order.backend.0, model_index(model)))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(running, 0, "seed {seed}: {order:?} evicts a model in use");
+        }
+        let view = self.s.fleet().view(order.backend).unwrap();
+        assert!(view.status.can_load, "seed {seed}: {order:?}");
+        let occupying = view
+            .models
+            .iter()
+            .filter(|m| m.residency != Residency::Unloaded)
+            .filter(|m| !order.evict.contains(&m.name))
+            .count();
+        if let Some(max) = view.status.max_loaded {
+            assert!(
+                occupying <= max as usize,
+                "seed {seed}: {order:?} leaves {occupying} loaded, max {max}"
+            );
+        }
+    }
+
+    /// Carries out a decided load or unload, a quarter of loads failing.
+    fn end_op(&mut self) {
+        if self.ops.is_empty() {
+            return;
+        }
+        let i = self.below(self.ops.len());
+        let now = self.now;
+        match self.ops.remove(i) {
+            Op::Load(order) => {
+                for model in &order.evict {
+                    self.s.unload_finished(order.backend, model, Ok(()), now);
+                }
+                let result = if self.chance(4) {
+                    self.seen.insert("load failed");
+                    Err("out of memory".to_string())
+                } else {
+                    Ok(Duration::from_millis(1 + self.below(500) as u64))
+                };
+                self.s
+                    .load_finished(order.backend, &order.model, result, now);
+            }
+            Op::Unload(backend, model) => {
+                self.s.unload_finished(backend, &model, Ok(()), now);
+            }
         }
     }
 
@@ -435,6 +534,21 @@ impl World {
             .is_some_and(|(loaded, _)| !loaded);
         let views = self.s.fleet().views();
         let view = views.iter().find(|v| v.id == d.backend).unwrap();
+        if view.status.can_load {
+            let residency = view
+                .models
+                .iter()
+                .find(|m| m.name == d.model)
+                .map(|m| m.residency);
+            assert_eq!(
+                residency,
+                Some(Residency::Loaded),
+                "seed {seed}: work for {} on {:?}, where the hub loads, while not loaded",
+                d.model,
+                d.backend
+            );
+            self.seen.insert("dispatch where the hub loads");
+        }
         let external = view
             .models
             .iter()
@@ -567,13 +681,24 @@ impl World {
             let taking: Vec<&BackendView> = untried
                 .into_iter()
                 .filter(|v| !v.draining && v.breaker == BreakerState::Closed)
+                .filter(|v| v.reserved.as_ref().is_none_or(|m| *m == r.model))
                 .collect();
             let loaded: Vec<&BackendView> = taking
                 .iter()
                 .copied()
                 .filter(|v| slot(v).is_some_and(|m| m.residency == Residency::Loaded))
                 .collect();
-            let tier = if loaded.is_empty() { taking } else { loaded };
+            // Where the hub loads, an unloaded model takes no work until it
+            // is loaded; a server the hub cannot load on may be asked.
+            let asked: Vec<&BackendView> = taking
+                .iter()
+                .copied()
+                .filter(|v| {
+                    !v.status.can_load
+                        && slot(v).is_some_and(|m| m.residency == Residency::Unloaded)
+                })
+                .collect();
+            let tier = if loaded.is_empty() { asked } else { loaded };
             let hold = self.s.held_for(r.id);
             held |= hold.is_some();
             for v in tier {
@@ -652,6 +777,11 @@ fn the_random_inputs_reach_every_case() {
         "retry queued",
         "second retry dispatched",
         "unroutable",
+        "load decided",
+        "eviction",
+        "load failed",
+        "answered for a load",
+        "dispatch where the hub loads",
     ];
     let missing: Vec<&str> = wanted.into_iter().filter(|k| !seen.contains(k)).collect();
     assert!(missing.is_empty(), "never reached: {missing:?}");
