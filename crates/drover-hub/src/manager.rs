@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::dispatcher::ModelWork;
 use crate::hub::HubState;
+use crate::metrics::{BackendModelLabels, LoadLabels};
 use crate::prober;
 
 /// Receives the scheduler's loads and unloads and runs each as a task the
@@ -64,6 +65,14 @@ pub(crate) async fn load(hub: &Arc<HubState>, order: LoadOrder) -> Result<Durati
         ),
         Err(e) => tracing::warn!(backend = %name, %model, error = %e, "model load failed"),
     }
+    hub.metrics
+        .model_loads
+        .get_or_create(&LoadLabels {
+            backend: name,
+            model: model.to_string(),
+            outcome: if result.is_ok() { "ok" } else { "failed" },
+        })
+        .inc();
     hub.dispatcher
         .with_scheduler(|s, now| s.load_finished(backend, &model, result.clone(), now));
     refresh(hub, backend).await;
@@ -119,7 +128,16 @@ pub(crate) async fn unload(
     };
     let name = hub.registry.name_of(backend);
     match &result {
-        Ok(()) => tracing::info!(backend = %name, %model, why, "model unloaded"),
+        Ok(()) => {
+            tracing::info!(backend = %name, %model, why, "model unloaded");
+            hub.metrics
+                .model_unloads
+                .get_or_create(&BackendModelLabels {
+                    backend: name,
+                    model: model.to_string(),
+                })
+                .inc();
+        }
         Err(e) => tracing::warn!(backend = %name, %model, error = %e, "model unload failed"),
     }
     hub.dispatcher

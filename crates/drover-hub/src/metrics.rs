@@ -43,6 +43,21 @@ pub struct BreakerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoadLabels {
+    pub backend: String,
+    pub model: String,
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResidencyLabels {
+    pub backend: String,
+    pub model: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PriorityLabels {
     pub priority: u8,
 }
@@ -68,6 +83,10 @@ pub struct Metrics {
     queue_bytes: Gauge,
     slots_busy: Family<BackendModelLabels, Gauge>,
     slots_total: Family<BackendModelLabels, Gauge>,
+    /// Loads the hub carried out (its own decisions and operators').
+    pub model_loads: Family<LoadLabels, Counter>,
+    pub model_unloads: Family<BackendModelLabels, Counter>,
+    residency: Family<ResidencyLabels, Gauge>,
     breaker: Family<BreakerLabels, Gauge>,
     draining: Family<BackendLabels, Gauge>,
 }
@@ -176,6 +195,24 @@ impl Metrics {
             "Slots per backend and model",
             Family::default(),
         );
+        let model_loads = register(
+            r,
+            "model_loads",
+            "Model loads the hub carried out, by backend, model and outcome (ok, failed)",
+            Family::default(),
+        );
+        let model_unloads = register(
+            r,
+            "model_unloads",
+            "Model unloads the hub carried out (evictions, time to live, operators)",
+            Family::default(),
+        );
+        let residency = register(
+            r,
+            "model_residency",
+            "1 for each model's current state on each backend: unloaded, loading, loaded or unloading",
+            Family::default(),
+        );
         let breaker = register(
             r,
             "backend_breaker_state",
@@ -205,6 +242,9 @@ impl Metrics {
             queue_bytes,
             slots_busy,
             slots_total,
+            model_loads,
+            model_unloads,
+            residency,
             breaker,
             draining,
         }
@@ -267,6 +307,7 @@ impl Metrics {
     fn refresh_backends(&self, fleet: &FleetSnapshot<'_>) {
         self.slots_busy.clear();
         self.slots_total.clear();
+        self.residency.clear();
         self.breaker.clear();
         self.draining.clear();
         for view in fleet.views {
@@ -288,6 +329,15 @@ impl Metrics {
                 self.slots_total
                     .get_or_create(&labels)
                     .set(i64::from(m.slots));
+                for state in ["unloaded", "loading", "loaded", "unloading"] {
+                    self.residency
+                        .get_or_create(&ResidencyLabels {
+                            backend: backend.clone(),
+                            model: m.name.to_string(),
+                            state,
+                        })
+                        .set(i64::from(m.residency.as_str() == state));
+                }
             }
         }
         for backend in fleet.unreachable {

@@ -67,6 +67,18 @@ async fn a_hundred_concurrent_requests_for_a_cold_model_make_one_load() {
     }
     let total = loads(&cluster, "a", "m") + loads(&cluster, "b", "m");
     assert_eq!(total, 1, "one load for a hundred requests");
+    let on = if loads(&cluster, "a", "m") == 1 {
+        "a"
+    } else {
+        "b"
+    };
+    let metrics = cluster.client.get("/metrics").await.text();
+    for line in [
+        format!(r#"drover_model_loads_total{{backend="{on}",model="m",outcome="ok"}} 1"#),
+        format!(r#"drover_model_residency{{backend="{on}",model="m",state="loaded"}} 1"#),
+    ] {
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
     cluster.shutdown().await;
 }
 
@@ -209,6 +221,9 @@ async fn a_failed_load_says_where_and_why_and_is_not_retried_at_once() {
     assert_eq!(r.error_code(), "model_load_failed");
     assert!(r.header("retry-after").is_some(), "{:?}", r.text());
     assert_eq!(cluster.sim("o").stats().requests_total, asked);
+    let metrics = cluster.client.get("/metrics").await.text();
+    let line = r#"drover_model_loads_total{backend="o",model="big",outcome="failed"} 1"#;
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
     cluster.shutdown().await;
 }
 
