@@ -405,6 +405,20 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 mod tests {
     use super::*;
 
+    /// The README's example config is what a first-time user copies: it
+    /// must parse, with every field it shows.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + readme[start..].find("```").expect("its end");
+        let c = HubConfig::from_toml(&readme[start..end], &[]).unwrap();
+        assert_eq!(c.manager.swap_after, Duration::from_secs(30));
+        assert_eq!(c.backends[0].max_loaded, Some(2));
+        assert!(c.models[0].warm);
+        assert_eq!(c.models[0].size, Some(47 * (1u64 << 30) / 10));
+    }
+
     #[test]
     fn empty_file_gives_the_defaults() {
         assert_eq!(HubConfig::from_toml("", &[]).unwrap(), HubConfig::default());
