@@ -127,8 +127,8 @@ mod tests {
         let b =
             parse("openai=http://h:11434,max_concurrent=4,probe=generate,messages=false").unwrap();
         assert_eq!(b.max_concurrent, Some(4));
-        let b = parse("http://h:11434,max_loaded=2").unwrap();
-        assert_eq!(b.max_loaded, Some(2));
+        let limited = parse("http://h:11434,max_loaded=2").unwrap();
+        assert_eq!(limited.max_loaded, Some(2));
         assert!(parse("http://h:11434,max_loaded=0").is_err());
         assert_eq!(b.probe.as_deref(), Some("generate"));
         assert_eq!(b.messages, Some(false));
