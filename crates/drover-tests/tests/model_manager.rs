@@ -365,3 +365,27 @@ async fn a_model_the_server_unloaded_on_its_own_is_not_loaded_back_unasked() {
     assert_eq!(loads(&cluster, "o", "a"), 1);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_model_a_server_is_still_loading_wait_for_it_in_the_hub() {
+    // llama.cpp answers 503 "Loading model" to work while it loads at start.
+    let sim = SimConfig {
+        dialect: Dialect::LlamaCpp,
+        models: vec!["m".into()],
+        loaded: Vec::new(),
+        load_time: Duration::from_millis(1500),
+        slots: 2,
+        ..SimConfig::default()
+    };
+    let cluster = ClusterBuilder::new().sim("llama", sim).start().await;
+    let listed = cluster.client.get("/admin/backends/llama").await.json();
+    assert_eq!(listed["models"][0]["residency"], "loading", "{listed}");
+    let r = chat(&cluster, "m").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        cluster.sim("llama").stats().requests_total,
+        1,
+        "nothing was sent while it loaded"
+    );
+    cluster.shutdown().await;
+}
