@@ -129,8 +129,11 @@ pub(crate) struct ModelSlots {
     pub prefill_rate: Option<f64>,
     /// Smoothed time a load took here.
     pub load_time: Option<Duration>,
-    /// When a request last started or ended here (or it was first seen).
+    /// When a request last started or ended here (or it was first seen, or
+    /// loaded: time to live counts from then).
     pub last_used: Duration,
+    /// A request has run here.
+    pub used: bool,
     /// The last load here failed; none is tried again before its time.
     pub failure: Option<LoadFailure>,
 }
@@ -237,7 +240,8 @@ pub struct ModelView {
     pub slots: u32,
     pub size: Option<u64>,
     pub load_time: Option<Duration>,
-    pub last_used: Duration,
+    /// When a request last started or ended here; `None` if none has.
+    pub last_used: Option<Duration>,
     /// Why the last load failed, while no new one is tried.
     pub load_error: Option<String>,
     pub busy: u32,
@@ -298,6 +302,7 @@ impl Fleet {
                 prefill_rate: None,
                 load_time: None,
                 last_used: now,
+                used: false,
                 failure: None,
             });
             let stale = matches!((probed, slot.settled), (Some(p), Some(s)) if p < s);
@@ -414,7 +419,7 @@ impl Fleet {
                             slots: m.slots,
                             size: m.size,
                             load_time: m.load_time,
-                            last_used: m.last_used,
+                            last_used: m.used.then_some(m.last_used),
                             load_error: m.failure.as_ref().map(|f| f.message.clone()),
                             busy: m.busy,
                             external: m.external,

@@ -511,6 +511,7 @@ impl Scheduler {
             debug_assert!(m.busy > 0, "slot released twice");
             m.busy = m.busy.saturating_sub(1);
             m.last_used = now;
+            m.used = true;
             if let Outcome::Success { service } = outcome {
                 // Smoothed with weight 1/8: steady, yet it follows a backend
                 // that slows down within a few dozen requests.
@@ -735,6 +736,7 @@ impl Scheduler {
             if let Some(m) = b.models.get_mut(request.model.as_str()) {
                 m.busy += 1;
                 m.last_used = now;
+                m.used = true;
             }
         }
         self.affinity.record(&request.affinity, backend);

@@ -146,8 +146,10 @@ fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
                     residency: Some(m.residency.as_str().to_string()),
                     progress: probe.progress.get(m.name.as_str()).copied(),
                     load_seconds: m.load_time.map(|t| t.as_secs_f64()),
-                    idle_seconds: (m.busy == 0)
-                        .then(|| fleet.now.saturating_sub(m.last_used).as_secs_f64()),
+                    idle_seconds: m
+                        .last_used
+                        .filter(|_| m.busy == 0)
+                        .map(|t| fleet.now.saturating_sub(t).as_secs_f64()),
                     pinned: fleet.pinned.contains(&m.name),
                     load_error: m.load_error.clone(),
                     slots: m.slots,
