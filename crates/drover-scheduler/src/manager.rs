@@ -102,6 +102,11 @@ impl Scheduler {
         self.pinned.contains(model) || self.policies.get(model).is_some_and(|p| p.warm)
     }
 
+    /// A warm or pinned model that no backend taking work holds.
+    pub(crate) fn wanted_unheld(&self, model: &ModelName) -> bool {
+        self.wanted(model.as_str()) && !self.held_anywhere(model)
+    }
+
     fn ttl_of(&self, model: &str) -> Option<Duration> {
         self.policies
             .get(model)
@@ -372,7 +377,7 @@ impl Scheduler {
             .queue
             .find_for(model.as_str(), |r| tiers.for_request(r).is_empty())
             .cloned();
-        let wanted = self.wanted(model.as_str()) && !self.held_anywhere(model);
+        let wanted = self.wanted_unheld(model);
         if needy.is_none() && !wanted {
             return Planned::Done;
         }
@@ -460,13 +465,14 @@ impl Scheduler {
         })
     }
 
-    /// Whether some backend that takes work holds the model or is loading it.
+    /// Whether some backend that takes work holds the model (or is loading
+    /// or unloading it).
     fn held_anywhere(&self, model: &ModelName) -> bool {
         self.fleet.backends.values().any(|b| {
             b.admits()
-                && b.models.get(model.as_str()).is_some_and(|m| {
-                    m.listed && matches!(m.residency, Residency::Loaded | Residency::Loading { .. })
-                })
+                && b.models
+                    .get(model.as_str())
+                    .is_some_and(|m| m.listed && m.residency.occupies())
         })
     }
 

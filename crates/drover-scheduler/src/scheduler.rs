@@ -573,7 +573,7 @@ impl Scheduler {
         let dirty = std::mem::take(&mut self.dirty);
         for model in dirty {
             if self.queue.len_for(model.as_str()) == 0 {
-                if self.wanted_now(&model) {
+                if self.wanted_unheld(&model) {
                     self.pending.entry(model).or_insert(now);
                 }
                 continue;
@@ -594,7 +594,7 @@ impl Scheduler {
                 decisions.push(Decision::Unroutable(id));
             }
             self.drain_model(&model, now, &mut decisions);
-            if self.queue.len_for(model.as_str()) > 0 || self.wanted_now(&model) {
+            if self.queue.len_for(model.as_str()) > 0 || self.wanted_unheld(&model) {
                 self.pending.entry(model).or_insert(now);
             }
         }
@@ -821,17 +821,6 @@ impl Scheduler {
         for hold in self.holds.values_mut().filter(|h| h.backend == id) {
             hold.over = true;
         }
-    }
-
-    /// A warm or pinned model that no backend taking work holds.
-    fn wanted_now(&self, model: &ModelName) -> bool {
-        (self.pinned.contains(model) || self.policies.get(model).is_some_and(|p| p.warm))
-            && !self.fleet.backends.values().any(|b| {
-                b.admits()
-                    && b.models
-                        .get(model.as_str())
-                        .is_some_and(|m| m.listed && m.residency.occupies())
-            })
     }
 
     pub(crate) fn mark_backend_dirty(&mut self, id: BackendId) {
