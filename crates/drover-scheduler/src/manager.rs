@@ -658,6 +658,10 @@ impl Scheduler {
         let mut next: Option<Duration> = None;
         let mut at = |t: Duration| next = Some(next.map_or(t, |n| n.min(t)));
         let ttls = self.config.ttl.is_some() || self.policies.values().any(|p| p.ttl.is_some());
+        // Called on every slot release: nothing to walk for most fleets.
+        if !ttls && self.pending.is_empty() {
+            return None;
+        }
         for b in self.fleet.backends.values() {
             for (name, m) in &b.models {
                 if ttls
