@@ -9,6 +9,7 @@
 //! - [`ollama`], [`llamacpp`], [`vllm`]: those servers' own endpoints.
 //! - [`anthropic`]: the Anthropic error shape, for `/v1/messages`.
 //! - [`admin`]: the hub's management API.
+//! - [`queue`]: `GET /v1/queue`, the queue as clients may see it.
 
 pub mod admin;
 pub mod anthropic;
@@ -16,4 +17,5 @@ pub mod llamacpp;
 pub mod lmstudio;
 pub mod ollama;
 pub mod openai;
+pub mod queue;
 pub mod vllm;

@@ -536,6 +536,16 @@ impl Scheduler {
         best
     }
 
+    /// The shortest load of `model` on a backend that could load it now.
+    pub(crate) fn fastest_load(&self, model: &str) -> Option<Duration> {
+        self.fleet
+            .backends
+            .values()
+            .filter(|b| b.status.can_load && b.admits())
+            .filter_map(|b| Some(self.load_estimate(b, b.models.get(model)?)))
+            .min()
+    }
+
     /// How long a load of `m` on `b` should take: as measured there, else
     /// its size at the backend's measured rate, else the default.
     pub(crate) fn load_estimate(&self, b: &Backend, m: &ModelSlots) -> Duration {

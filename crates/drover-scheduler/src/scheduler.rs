@@ -636,6 +636,28 @@ impl Scheduler {
         wait.clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
+    /// How long a new request for `model` should wait before it starts:
+    /// nothing when a slot is free and nobody waits; else the rest of a
+    /// load under way (or a whole load, when none holds it), plus the queue
+    /// ahead over the model's slots times its service time. What a client
+    /// reads to decide whether to come back later.
+    pub fn expected_wait(&self, model: &str, now: Duration) -> Duration {
+        let name = ModelName::new(model);
+        let tiers = self.tiers(&name);
+        let ahead = self.queue.len_for(model) as u32;
+        if ahead == 0 && tiers.plain_free() {
+            return Duration::ZERO;
+        }
+        let load = match self.loading(model, now) {
+            Some((_, left)) => left,
+            None if tiers.for_plain().is_empty() => self.fastest_load(model).unwrap_or_default(),
+            None => Duration::ZERO,
+        };
+        let (slots, service) = self.fleet.model_capacity(model);
+        let service = service.unwrap_or(Duration::from_secs(1));
+        load + service * (ahead + 1).div_ceil(slots.max(1))
+    }
+
     fn drain_model(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
         self.release_holds(model, now, decisions);
         loop {
@@ -876,6 +898,15 @@ impl Tiers {
         }
     }
 
+    /// Where a plain request (OpenAI API, no pin, nothing tried) may go.
+    fn for_plain(&self) -> &[Place] {
+        if self.loaded.is_empty() {
+            &self.listed
+        } else {
+            &self.loaded
+        }
+    }
+
     fn any_free(&self) -> bool {
         self.listed.iter().any(|p| p.candidate.free)
     }
@@ -883,11 +914,6 @@ impl Tiers {
     /// Whether a plain request (OpenAI API, no pin, nothing tried) could be
     /// placed now.
     fn plain_free(&self) -> bool {
-        let tier = if self.loaded.is_empty() {
-            &self.listed
-        } else {
-            &self.loaded
-        };
-        tier.iter().any(|p| p.candidate.free)
+        self.for_plain().iter().any(|p| p.candidate.free)
     }
 }

@@ -58,25 +58,40 @@ pub struct Job {
 pub struct ServedBy(pub String);
 
 /// Forwards `job`: the backend's answer (its status may be an error the
-/// backend chose), or why no backend answered.
-pub async fn forward(hub: &Arc<HubState>, mut job: Job) -> Result<Response<Body>, ApiError> {
+/// backend chose), or why no backend answered; and how long the request
+/// waited in the hub's queue over all its attempts.
+pub async fn forward(
+    hub: &Arc<HubState>,
+    job: Job,
+) -> (Result<Response<Body>, ApiError>, Duration) {
+    let mut queued = Duration::ZERO;
+    let result = attempts(hub, job, &mut queued).await;
+    (result, queued)
+}
+
+async fn attempts(
+    hub: &Arc<HubState>,
+    mut job: Job,
+    queued: &mut Duration,
+) -> Result<Response<Body>, ApiError> {
     let max_retries = hub.config.upstream.max_retries;
     let mut last_failure: Option<String> = None;
     let mut attempt = 0;
     loop {
         let waiting_since = Instant::now();
-        let guard = hub
+        let acquired = hub
             .dispatcher
             .acquire(job.request.clone(), attempt > 0)
-            .await
-            .map_err(|e| refusal(hub, e, &job, last_failure.take()))?;
-        let queue_wait = waiting_since.elapsed();
+            .await;
+        *queued += waiting_since.elapsed();
+        let guard = acquired.map_err(|e| refusal(hub, e, &job, last_failure.take()))?;
+        let queue_wait = *queued;
         hub.metrics
             .queue_wait
             .get_or_create(&ModelLabels {
                 model: job.model.clone(),
             })
-            .observe(queue_wait.as_secs_f64());
+            .observe(waiting_since.elapsed().as_secs_f64());
         let backend = guard.backend;
         // The last attempt passes a backend's 5xx through as it came: the
         // retries are spent, or no other backend could take the request.

@@ -29,6 +29,11 @@ pub const PRIORITY_HEADER: &str = "x-drover-priority";
 pub const QUEUE_TIMEOUT_HEADER: &str = "x-drover-queue-timeout";
 const MAX_QUEUE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// On every inference answer: milliseconds the request waited in the hub's
+/// queue (over all its attempts), so a client can tell the hub's wait from
+/// the server's work.
+pub const QUEUE_HEADER: &str = "x-drover-queue-ms";
+
 /// Chat, completions, embeddings: the OpenAI API every backend serves.
 pub async fn openai(State(hub): State<Arc<HubState>>, req: Request) -> Response {
     handle(hub, req, Api::OpenAi, ErrorFormat::OpenAi).await
@@ -50,14 +55,15 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
     let id = hub.next_request_id();
     let request_id =
         incoming_request_id(req.headers()).unwrap_or_else(|| hub.new_request_header(id));
-    let result = match job(&hub, req, &request_id, arrived, id, api, errors).await {
+    let (model, outcome, queued) = match job(&hub, req, &request_id, arrived, id, api, errors).await
+    {
         Ok(job) => {
             let model = job.model.clone();
-            (Some(model), forward::forward(&hub, job).await)
+            let (outcome, queued) = forward::forward(&hub, job).await;
+            (Some(model), outcome, queued)
         }
-        Err(e) => (None, Err(e)),
+        Err(e) => (None, Err(e), Duration::ZERO),
     };
-    let (model, outcome) = result;
     // The metrics label is set only for models the fleet knows, so that
     // made-up names cannot blow up the metrics' cardinality.
     let label = match &outcome {
@@ -83,9 +89,12 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
             err.into_response_as(errors)
         }
     };
-    response
-        .headers_mut()
-        .insert(HeaderName::from_static(REQUEST_ID_HEADER), request_id);
+    let headers = response.headers_mut();
+    headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), request_id);
+    headers.insert(
+        HeaderName::from_static(QUEUE_HEADER),
+        HeaderValue::from(queued.as_millis() as u64),
+    );
     count(&hub, &response, label);
     response
 }

@@ -6,6 +6,7 @@ mod inference;
 mod model_actions;
 mod models;
 mod ops;
+mod queue;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/messages/count_tokens", post(inference::messages))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*model}", get(models::get))
+        .route("/v1/queue", get(queue::list))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
