@@ -33,7 +33,7 @@ backends=()
 for port in "${PORTS[@]}"; do
   backends+=(--backend "llamacpp=http://127.0.0.1:$port,name=llama-$port")
 done
-DROVER_LOG=warn "$DROVER" serve --listen 127.0.0.1:$HUB_PORT "${backends[@]}" >/dev/null 2>&1 &
+DROVER_LOG=warn "$DROVER" serve --data-dir "$(mktemp -d)" --listen 127.0.0.1:$HUB_PORT "${backends[@]}" >/dev/null 2>&1 &
 HUB=$!
 PIDS+=($HUB)
 wait_http http://127.0.0.1:$HUB_PORT/ready

@@ -19,7 +19,7 @@ need nginx nginx
 "$DROVER" sim --dialect openai --listen 127.0.0.1:$SIM_PORT --models m --slots 1024 \
   --ttft-ms 0 --tokens-per-sec 0 --output-tokens 16 >/dev/null 2>&1 &
 PIDS+=($!)
-DROVER_LOG=warn "$DROVER" serve ${HUB_THREADS:+--threads $HUB_THREADS} --listen 127.0.0.1:$HUB_PORT \
+DROVER_LOG=warn "$DROVER" serve --data-dir "$(mktemp -d)" ${HUB_THREADS:+--threads $HUB_THREADS} --listen 127.0.0.1:$HUB_PORT \
   --backend openai=http://127.0.0.1:$SIM_PORT,slots=1024 >/dev/null 2>&1 &
 HUB_PID=$!
 PIDS+=($HUB_PID)

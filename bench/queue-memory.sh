@@ -15,7 +15,7 @@ fi
   --ttft-ms 3600000 >/dev/null 2>&1 &
 PIDS+=($!)
 DROVER_LOG=warn DROVER_QUEUE__MAX_WAITING=$((N + 10)) DROVER_QUEUE__TIMEOUT=3600s \
-  ${HUB_WRAP:-} "$DROVER" serve --listen 127.0.0.1:$HUB_PORT --backend openai=http://127.0.0.1:$SIM_PORT,slots=1 \
+  ${HUB_WRAP:-} "$DROVER" serve --data-dir "$(mktemp -d)" --listen 127.0.0.1:$HUB_PORT --backend openai=http://127.0.0.1:$SIM_PORT,slots=1 \
   >/dev/null 2>&1 &
 PIDS+=($!)
 HUB=http://127.0.0.1:$HUB_PORT

@@ -18,7 +18,7 @@ MODELS=$(scripts/tiny-models)
   --host 127.0.0.1 --port $LLAMA_PORT >/dev/null 2>&1 &
 PIDS+=($!)
 wait_http http://127.0.0.1:$LLAMA_PORT/health
-DROVER_LOG=warn "$DROVER" serve --listen 127.0.0.1:$HUB_PORT \
+DROVER_LOG=warn "$DROVER" serve --data-dir "$(mktemp -d)" --listen 127.0.0.1:$HUB_PORT \
   --backend "llamacpp=http://127.0.0.1:$LLAMA_PORT,name=llama" >/dev/null 2>&1 &
 PIDS+=($!)
 wait_http http://127.0.0.1:$HUB_PORT/ready

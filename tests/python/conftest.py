@@ -132,6 +132,8 @@ def spawn(
     """Starts `binary` (drover by default) with `args`, its output in
     `logdir/name.log`."""
     log = logdir / f"{name}.log"
+    # Its own key store, never the user's.
+    env = {"DROVER_DATA_DIR": str(logdir / f"{name}-data"), **(env or {})}
     with open(log, "wb") as out:
         popen = subprocess.Popen(
             [str(binary or drover_binary()), *args],

@@ -7,12 +7,21 @@
 //! token, only tells users apart *within* a client, so rotating either buys
 //! no extra share against other clients. A key's configured priority is the
 //! ceiling for its `x-drover-priority` header.
+//!
+//! Keys from the hub's key store ([`crate::keys`]) have powers: once a
+//! client key has been created, inference needs a valid one (or a
+//! `[[clients]]` key), even after every one is revoked; an admin key runs
+//! no inference.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use drover_core::{ClientKey, Priority};
+use drover_proto::admin::KeyKind;
 use http::{HeaderMap, header};
+
+use crate::error::ApiError;
+use crate::keys::{Holder, Keys};
 
 /// A configured client, found by its API key.
 #[derive(Debug, Clone)]
@@ -60,7 +69,36 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Anthropic's API key header.
 pub const X_API_KEY: &str = "x-api-key";
 
-pub fn identify(clients: &Clients, headers: &HeaderMap, user: Option<&str>) -> Caller {
+/// The client key an inference request carries, checked: `None` for a
+/// caller without one where none is needed (no client keys exist, or a
+/// `[[clients]]` key).
+pub fn authenticate(
+    keys: &Keys,
+    clients: &Clients,
+    headers: &HeaderMap,
+) -> Result<Option<Holder>, ApiError> {
+    let token = bearer(headers);
+    match token.and_then(|t| keys.find(t)) {
+        Some(h) if h.kind == KeyKind::Client => Ok(Some(h)),
+        Some(h) => Err(ApiError::Forbidden(format!(
+            "{:?} is an admin key: inference needs a client key",
+            h.name
+        ))),
+        None if token.is_some_and(|t| clients.contains_key(t)) => Ok(None),
+        None if keys.ever(KeyKind::Client) => Err(ApiError::Unauthorized(match token {
+            Some(_) => "the API key is not valid (unknown or revoked)".into(),
+            None => "this hub needs an API key: send Authorization: Bearer <key>".into(),
+        })),
+        None => Ok(None),
+    }
+}
+
+pub fn identify(
+    clients: &Clients,
+    holder: Option<&Holder>,
+    headers: &HeaderMap,
+    user: Option<&str>,
+) -> Caller {
     let token = bearer(headers);
     let user_key = |salt: &str, text: &str| {
         let mut h = DefaultHasher::new();
@@ -68,6 +106,17 @@ pub fn identify(clients: &Clients, headers: &HeaderMap, user: Option<&str>) -> C
         h.finish().max(1)
     };
     let user_field = user.filter(|u| !u.is_empty());
+    if let Some(holder) = holder {
+        let mut h = DefaultHasher::new();
+        ("key", &holder.id).hash(&mut h);
+        return Caller {
+            client: ClientKey(h.finish().max(1)),
+            user: user_field.map_or(0, |u| user_key("user", u)),
+            name: holder.name.clone(),
+            priority: Priority::DEFAULT,
+            ceiling: Priority::DEFAULT,
+        };
+    }
     if let Some(known) = token.and_then(|t| clients.get(t)) {
         let mut h = DefaultHasher::new();
         ("client", &known.name).hash(&mut h);
@@ -147,12 +196,12 @@ mod tests {
     #[test]
     fn rotating_the_user_field_keeps_the_identity() {
         let c = clients();
-        let a = identify(&c, &headers(Some("Bearer sk-batch")), Some("u1"));
-        let b = identify(&c, &headers(Some("Bearer sk-batch")), Some("u2"));
+        let a = identify(&c, None, &headers(Some("Bearer sk-batch")), Some("u1"));
+        let b = identify(&c, None, &headers(Some("Bearer sk-batch")), Some("u2"));
         assert_eq!(a.client, b.client);
         assert_ne!(a.user, b.user);
-        let x = identify(&c, &headers(None), Some("u1"));
-        let y = identify(&c, &headers(Some("Bearer made-up")), Some("u9"));
+        let x = identify(&c, None, &headers(None), Some("u1"));
+        let y = identify(&c, None, &headers(Some("Bearer made-up")), Some("u9"));
         assert_eq!((x.client, y.client), (ANONYMOUS, ANONYMOUS));
         assert_ne!(x.client, a.client);
     }
@@ -160,11 +209,11 @@ mod tests {
     #[test]
     fn a_keys_priority_is_its_ceiling() {
         let c = clients();
-        let known = identify(&c, &headers(Some("Bearer sk-batch")), None);
+        let known = identify(&c, None, &headers(Some("Bearer sk-batch")), None);
         assert_eq!((known.priority.get(), known.ceiling.get()), (20, 20));
-        let stranger = identify(&c, &headers(Some("Bearer other")), None);
+        let stranger = identify(&c, None, &headers(Some("Bearer other")), None);
         assert_eq!(stranger.ceiling, Priority::DEFAULT);
-        let alone = identify(&Clients::new(), &headers(None), None);
+        let alone = identify(&Clients::new(), None, &headers(None), None);
         assert_eq!(alone.ceiling, Priority::MAX);
     }
 }

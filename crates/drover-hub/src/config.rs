@@ -19,8 +19,12 @@ pub struct HubConfig {
     /// model. Off by default; the hub refuses such an address without it.
     pub insecure: bool,
     /// Bearer key for `/admin/*`. Without one the management API answers
-    /// only when the hub listens on loopback.
+    /// only when the hub listens on loopback (or to an admin key).
     pub admin_key: Option<String>,
+    /// Where the hub keeps what must outlive it (its API keys). Unset: it
+    /// keeps nothing on disk and creates no keys (`drover serve` sets
+    /// `~/.local/share/drover` by default).
+    pub data_dir: Option<std::path::PathBuf>,
     pub queue: QueueConfig,
     pub upstream: UpstreamConfig,
     pub health: HealthConfig,
@@ -151,6 +155,7 @@ impl Default for HubConfig {
             listen: "127.0.0.1:8700".into(),
             insecure: false,
             admin_key: None,
+            data_dir: None,
             queue: QueueConfig::default(),
             upstream: UpstreamConfig::default(),
             health: HealthConfig::default(),
@@ -308,14 +313,19 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
     Ok((host, port))
 }
 
-const KNOWN_ROOTS: [&str; 7] = [
+/// Every field of [`HubConfig`] an environment variable may set (the
+/// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
+/// keeps it whole.
+const KNOWN_ROOTS: [&str; 9] = [
     "listen",
     "insecure",
     "admin_key",
+    "data_dir",
     "queue",
     "upstream",
     "health",
     "limits",
+    "manager",
 ];
 
 /// The TOML value an environment variable stands for. Its text is tried as
@@ -404,6 +414,41 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_root_can_be_set_from_the_environment() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = HubConfig::from_toml(
+            "",
+            &env(&[
+                ("DROVER_LISTEN", "127.0.0.1:9"),
+                ("DROVER_INSECURE", "true"),
+                ("DROVER_ADMIN_KEY", "k"),
+                ("DROVER_DATA_DIR", "/srv/drover"),
+                ("DROVER_QUEUE__MAX_WAITING", "7"),
+                ("DROVER_UPSTREAM__MAX_RETRIES", "1"),
+                ("DROVER_HEALTH__FAILURE_THRESHOLD", "9"),
+                ("DROVER_LIMITS__BODY_TIMEOUT", "3s"),
+                ("DROVER_MANAGER__TTL", "5m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9");
+        assert!(c.insecure);
+        assert_eq!(c.admin_key.as_deref(), Some("k"));
+        assert_eq!(c.data_dir, Some(std::path::PathBuf::from("/srv/drover")));
+        assert_eq!(c.queue.max_waiting, 7);
+        assert_eq!(c.upstream.max_retries, 1);
+        assert_eq!(c.health.failure_threshold, 9);
+        assert_eq!(c.limits.body_timeout, Duration::from_secs(3));
+        assert_eq!(c.manager.ttl, Some(Duration::from_secs(300)));
+        assert_eq!(KNOWN_ROOTS.len(), 9, "a new root needs a line above");
+    }
 
     /// The README's example config is what a first-time user copies: it
     /// must parse, with every field it shows.

@@ -111,6 +111,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The hub itself failed (its disk, say).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -148,6 +151,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -180,6 +184,7 @@ impl ApiError {
             ApiError::Forbidden(_) => ("permission_error", Some("forbidden")),
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::MethodNotAllowed(_) => ("invalid_request_error", Some("method_not_allowed")),
+            ApiError::Internal(_) => ("server_error", Some("internal_error")),
         }
     }
 

@@ -25,10 +25,12 @@ use crate::caller::{Clients, KnownClient};
 use crate::config::HubConfig;
 use crate::continuations::{self, ResponseOwners};
 use crate::dispatcher::Dispatcher;
+use crate::keys::{KeyError, Keys};
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, RegistryError};
 use crate::{manager, prober, routes, server};
 use drover_proto::admin::BackendSpec;
+use drover_proto::admin::KeyKind;
 
 pub struct HubState {
     pub(crate) config: HubConfig,
@@ -46,6 +48,8 @@ pub struct HubState {
     /// Cancelled when the shutdown grace is over: running SSE streams end
     /// with an error event before their connections are cut.
     pub(crate) streams_stop: CancellationToken,
+    /// API keys with powers, kept in the data directory.
+    pub(crate) keys: Keys,
     /// The address actually bound (port 0 resolved).
     pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
@@ -156,18 +160,22 @@ pub enum StartError {
     #[error("{0}")]
     Models(String),
     #[error(
-        "refusing to listen on {0}: that is beyond loopback, and drover has no client keys yet, \
-         so anyone who can reach it could use every model (and, without admin_key, nobody could \
-         manage it). Listen on 127.0.0.1, or pass --insecure (insecure = true) if the network \
-         itself is trusted"
+        "refusing to listen on {0}: that is beyond loopback, and this hub has no client keys, \
+         so anyone who can reach it could use every model. Create one first (drover keys create \
+         NAME, against the hub on 127.0.0.1 with the same data_dir), listen on 127.0.0.1, or \
+         pass --insecure (insecure = true) if the network itself is trusted"
     )]
     Insecure(SocketAddr),
+    #[error("{0}")]
+    Keys(KeyError),
 }
 
 /// Starts the hub on `listener` with `config`'s backends.
 pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle, StartError> {
     let local_addr = listener.local_addr()?;
-    if !local_addr.ip().is_loopback() && !config.insecure {
+    let keys = Keys::open(config.data_dir.as_deref()).map_err(StartError::Keys)?;
+    // With client keys, inference beyond loopback needs one.
+    if !local_addr.ip().is_loopback() && !config.insecure && !keys.ever(KeyKind::Client) {
         return Err(StartError::Insecure(local_addr));
     }
     let metrics = Arc::new(Metrics::new());
@@ -219,6 +227,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         clients,
         models,
         response_owners: ResponseOwners::new(continuations::CAPACITY),
+        keys,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         streams_stop: CancellationToken::new(),

@@ -7,6 +7,8 @@
 //! - `forward`: the forwarding service: wait for a slot, attempt, fail over
 //!   before the first byte, pass the answer through.
 //! - `caller`: who is calling: credentials, identity, priority ceiling.
+//! - `keys`: API keys with powers (client, admin), kept hashed in the data
+//!   directory.
 //! - `dispatcher`: the pure scheduler behind a lock, waiters, slot guards.
 //! - `affinity`: conversation prefix hashes.
 //! - `aliases`: `[[models]]`, one public name for a model's ids.
@@ -29,6 +31,7 @@ mod dispatcher;
 mod error;
 mod forward;
 pub mod hub;
+mod keys;
 mod manager;
 mod metrics;
 mod prober;

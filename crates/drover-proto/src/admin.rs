@@ -196,3 +196,50 @@ pub struct ModelAction {
     #[serde(default)]
     pub already: bool,
 }
+
+/// What a key may do: run inference, or use the management API.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Client,
+    Admin,
+}
+
+/// One key as `GET /admin/keys` shows it: never the key itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    pub kind: KeyKind,
+    /// The key's first characters.
+    pub prefix: String,
+    pub created_unix: u64,
+    #[serde(default)]
+    pub revoked_unix: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+}
+
+/// The body of `POST /admin/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    pub name: String,
+    #[serde(default = "client")]
+    pub kind: KeyKind,
+}
+
+fn client() -> KeyKind {
+    KeyKind::Client
+}
+
+/// The answer to `POST /admin/keys`: the key, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyCreated {
+    pub key: String,
+    #[serde(flatten)]
+    pub info: KeyInfo,
+}

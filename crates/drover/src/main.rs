@@ -37,6 +37,8 @@ enum Command {
     Backends(cli::backends::BackendsArgs),
     /// Where each model is, and load or unload one.
     Models(cli::models::ModelsArgs),
+    /// API keys: create (shown once), list, revoke.
+    Keys(cli::keys::KeysArgs),
     /// The policy lab: compare scheduling policies in virtual time on seeded traces.
     Lab(cli::lab::LabArgs),
     /// Load an OpenAI-compatible URL (a hub, and a backend directly) and report.
@@ -70,6 +72,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Backends(args) => cli::backends::run(args).await,
             Command::Models(args) => cli::models::run(args).await,
+            Command::Keys(args) => cli::keys::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),
             Command::Plan(args) => cli::plan::run(args).await,

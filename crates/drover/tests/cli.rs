@@ -18,6 +18,11 @@ fn drover() -> Command {
         }
     }
     cmd.env("DROVER_LOG", "warn");
+    // Its own key store, never the user's.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("drover-cli-test-{}-{n}", std::process::id()));
+    cmd.env("DROVER_DATA_DIR", dir);
     cmd
 }
 

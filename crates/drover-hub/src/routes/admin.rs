@@ -9,6 +9,7 @@
 //! cross-site request cannot send), and without an admin key the `Host`
 //! must name the hub by address or as `localhost`, never by some other name.
 
+use drover_proto::admin::KeyKind;
 use drover_scheduler::{Api, Residency};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -31,10 +32,24 @@ use crate::registry::{BackendEntry, RegistryError};
 
 pub(super) fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
     refuse_other_sites(headers)?;
+    let token = bearer(headers);
+    match token.and_then(|t| hub.keys.find(t)) {
+        Some(h) if h.kind == KeyKind::Admin => return Ok(()),
+        Some(h) => {
+            return Err(ApiError::Forbidden(format!(
+                "{:?} is a client key: the management API needs an admin key",
+                h.name
+            )));
+        }
+        None => {}
+    }
     match &hub.config.admin_key {
-        Some(key) if bearer(headers) == Some(key.as_str()) => Ok(()),
+        Some(key) if token == Some(key.as_str()) => Ok(()),
         Some(_) => Err(ApiError::Unauthorized(
             "the management API needs the admin key as a bearer token".into(),
+        )),
+        None if hub.keys.any(KeyKind::Admin) => Err(ApiError::Unauthorized(
+            "the management API needs an admin key as a bearer token".into(),
         )),
         None if hub.admin_open_without_key() => require_own_host(headers),
         None => Err(ApiError::Forbidden(

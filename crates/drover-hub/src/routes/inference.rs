@@ -127,6 +127,8 @@ async fn job(
     errors: ErrorFormat,
 ) -> Result<Job, ApiError> {
     let (parts, body) = req.into_parts();
+    // Before the body: a caller without a valid key costs no more.
+    let holder = caller::authenticate(&hub.keys, &hub.clients, &parts.headers)?;
     let body = read_body(body, &hub.config.limits).await?;
     let facts = Facts::read_off_thread(&body).await?;
     let model = hub.models.public_name(&facts.model).to_string();
@@ -135,7 +137,12 @@ async fn job(
         .previous_response_id
         .as_deref()
         .and_then(|r| hub.response_owners.owner(r));
-    let caller = caller::identify(&hub.clients, &parts.headers, facts.user.as_deref());
+    let caller = caller::identify(
+        &hub.clients,
+        holder.as_ref(),
+        &parts.headers,
+        facts.user.as_deref(),
+    );
     let priority = priority(&parts.headers, &caller)?;
     let queue_timeout = match parts.headers.get(QUEUE_TIMEOUT_HEADER) {
         Some(v) => parse_seconds(v).ok_or_else(|| {

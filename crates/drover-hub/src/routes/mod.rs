@@ -3,6 +3,7 @@
 
 mod admin;
 mod inference;
+mod keys;
 mod model_actions;
 mod models;
 mod ops;
@@ -37,6 +38,8 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/admin/backends/{name}/drain", post(admin::drain))
         .route("/admin/backends/{name}/undrain", post(admin::undrain))
         .route("/admin/models/{*model}", post(model_actions::dispatch))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/keys/{id}", axum::routing::delete(keys::revoke))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)

@@ -16,10 +16,14 @@ pub struct ServeArgs {
     /// HOST:PORT to listen on (default 127.0.0.1:8700); HOST may be a name.
     #[arg(long)]
     pub listen: Option<String>,
-    /// Allow listening beyond loopback although drover has no client keys
-    /// yet: anyone who can reach the port can use every model.
+    /// Allow listening beyond loopback although the hub has no client keys:
+    /// anyone who can reach the port can use every model.
     #[arg(long)]
     pub insecure: bool,
+    /// Where the hub keeps its API keys (default: data_dir in the config,
+    /// else $XDG_DATA_HOME/drover or ~/.local/share/drover).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// A backend, [KIND=]URL[,slots=N][,max_concurrent=N][,probe=generate][,responses=BOOL][,messages=BOOL][,name=NAME][,api_key=KEY]; the kind (lmstudio, ollama, llamacpp, vllm, openai) is detected when left out; repeat for more.
     #[arg(long = "backend", value_name = "[KIND=]URL")]
     pub backends: Vec<String>,
@@ -48,12 +52,27 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<HubConfig> {
         config.listen = listen.clone();
     }
     config.insecure |= args.insecure;
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = Some(dir.clone());
+    }
+    if config.data_dir.is_none() {
+        config.data_dir = default_data_dir();
+    }
     for b in &args.backends {
         config
             .backends
             .push(super::backend_arg::parse(b).map_err(anyhow::Error::msg)?);
     }
     Ok(config)
+}
+
+/// `$XDG_DATA_HOME/drover`, else `~/.local/share/drover`.
+fn default_data_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("drover"))
 }
 
 /// Binds `HOST:PORT`, resolving a host name (`localhost:8700`) to the

@@ -1,0 +1,341 @@
+//! API keys with powers: a client key may run inference, an admin key may
+//! use the management API, and neither may do the other's work. A key is
+//! shown once, when it is created; the hub keeps only its SHA-256, in
+//! `<data_dir>/keys.json` (written whole to a temporary file and renamed
+//! over the old one, so a crash leaves one or the other, readable by its
+//! owner only), and finds a caller's key by that hash. Revoking takes
+//! effect at the next request. Without a data directory the hub keeps no
+//! keys and says so when asked to create one.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use drover_proto::admin::{KeyInfo, KeyKind};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What the file holds: every key ever created, revoked ones too (they
+/// are listed as revoked and match nothing).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KeyFile {
+    keys: Vec<Record>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    name: String,
+    kind: KeyKind,
+    /// SHA-256 of the whole key, hex.
+    sha256: String,
+    /// The key's first characters, to tell keys apart in a listing.
+    prefix: String,
+    created_unix: u64,
+    #[serde(default)]
+    revoked_unix: Option<u64>,
+}
+
+impl Record {
+    fn info(&self) -> KeyInfo {
+        KeyInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            prefix: self.prefix.clone(),
+            created_unix: self.created_unix,
+            revoked_unix: self.revoked_unix,
+        }
+    }
+}
+
+/// A key a caller presented, found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub id: String,
+    pub name: String,
+    pub kind: KeyKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("this hub keeps no keys: it has no data directory (set data_dir, or --data-dir)")]
+    NoDataDir,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("an active key is already named {0:?}")]
+    Duplicate(String),
+    #[error("cannot write {path}: {error}")]
+    Write { path: String, error: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: String },
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    records: Vec<Record>,
+    /// Hash to index in `records`, active keys only.
+    active: HashMap<String, usize>,
+}
+
+impl Inner {
+    fn index(records: Vec<Record>) -> Inner {
+        let active = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.revoked_unix.is_none())
+            .map(|(i, r)| (r.sha256.clone(), i))
+            .collect();
+        Inner { records, active }
+    }
+}
+
+#[derive(Debug)]
+pub struct Keys {
+    file: Option<PathBuf>,
+    inner: RwLock<Inner>,
+}
+
+impl Keys {
+    /// The keys in `data_dir`, if it has any; none without a directory.
+    pub fn open(data_dir: Option<&Path>) -> Result<Keys, KeyError> {
+        let file = data_dir.map(|d| d.join("keys.json"));
+        let records = match &file {
+            Some(path) if path.exists() => {
+                let read = |error: String| KeyError::Read {
+                    path: path.display().to_string(),
+                    error,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+                let parsed: KeyFile =
+                    serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
+                parsed.keys
+            }
+            _ => Vec::new(),
+        };
+        Ok(Keys {
+            file,
+            inner: RwLock::new(Inner::index(records)),
+        })
+    }
+
+    /// The active key `token` is, if any.
+    pub fn find(&self, token: &str) -> Option<Holder> {
+        let inner = drover_core::sync::read(&self.inner);
+        let r = &inner.records[*inner.active.get(&digest(token))?];
+        Some(Holder {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            kind: r.kind,
+        })
+    }
+
+    /// Whether an active key of `kind` exists.
+    pub fn any(&self, kind: KeyKind) -> bool {
+        let inner = drover_core::sync::read(&self.inner);
+        inner
+            .active
+            .values()
+            .any(|&i| inner.records[i].kind == kind)
+    }
+
+    /// Whether a key of `kind` was ever created, revoked or not: inference
+    /// stays closed once client keys are in use, even when every one has
+    /// been revoked.
+    pub fn ever(&self, kind: KeyKind) -> bool {
+        drover_core::sync::read(&self.inner)
+            .records
+            .iter()
+            .any(|r| r.kind == kind)
+    }
+
+    /// Creates a key; returns what the listing shows and the key itself,
+    /// which is never shown again.
+    pub fn create(&self, name: &str, kind: KeyKind) -> Result<(KeyInfo, String), KeyError> {
+        let file = self.file.as_ref().ok_or(KeyError::NoDataDir)?;
+        if !valid_name(name) {
+            return Err(KeyError::Invalid(format!(
+                "key name {name:?} must be 1-64 letters, digits, '.', '-', '_' or ':'"
+            )));
+        }
+        let mut inner = drover_core::sync::write(&self.inner);
+        if inner
+            .active
+            .values()
+            .any(|&i| inner.records[i].name == name)
+        {
+            return Err(KeyError::Duplicate(name.to_string()));
+        }
+        let secret = format!(
+            "drv_{}_{}",
+            match kind {
+                KeyKind::Client => "c",
+                KeyKind::Admin => "a",
+            },
+            hex(&random::<32>()?)
+        );
+        let record = Record {
+            id: format!("key_{}", hex(&random::<6>()?)),
+            name: name.to_string(),
+            kind,
+            sha256: digest(&secret),
+            prefix: secret.chars().take(12).collect(),
+            created_unix: unix_now(),
+            revoked_unix: None,
+        };
+        let mut records = inner.records.clone();
+        records.push(record.clone());
+        save(file, &records)?;
+        *inner = Inner::index(records);
+        Ok((record.info(), secret))
+    }
+
+    /// Every key, revoked ones too, oldest first.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        drover_core::sync::read(&self.inner)
+            .records
+            .iter()
+            .map(Record::info)
+            .collect()
+    }
+
+    /// Revokes a key by id: `Ok(None)` if there is no such key; the key as
+    /// it now is otherwise (revoking twice changes nothing).
+    pub fn revoke(&self, id: &str) -> Result<Option<KeyInfo>, KeyError> {
+        let mut inner = drover_core::sync::write(&self.inner);
+        let Some(i) = inner.records.iter().position(|r| r.id == id) else {
+            return Ok(None);
+        };
+        if inner.records[i].revoked_unix.is_some() {
+            return Ok(Some(inner.records[i].info()));
+        }
+        let file = self.file.as_ref().ok_or(KeyError::NoDataDir)?;
+        let mut records = inner.records.clone();
+        records[i].revoked_unix = Some(unix_now());
+        save(file, &records)?;
+        let info = records[i].info();
+        *inner = Inner::index(records);
+        Ok(Some(info))
+    }
+}
+
+/// Writes the whole file beside its place and renames it there: readers
+/// see the old file or the new one, never half of one.
+fn save(path: &Path, records: &[Record]) -> Result<(), KeyError> {
+    let failed = |error: std::io::Error| KeyError::Write {
+        path: path.display().to_string(),
+        error,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let text = serde_json::to_vec_pretty(&KeyFile {
+        keys: records.to_vec(),
+    })
+    .map_err(|e| failed(e.into()))?;
+    let tmp = path.with_extension("json.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&tmp).map_err(failed)?;
+    f.write_all(&text).map_err(failed)?;
+    f.sync_all().map_err(failed)?;
+    std::fs::rename(&tmp, path).map_err(failed)
+}
+
+fn digest(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn random<const N: usize>() -> Result<[u8; N], KeyError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| KeyError::Invalid(format!("no randomness: {e}")))?;
+    Ok(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("drover-keys-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_key_is_kept_hashed_found_by_itself_and_revoked_at_once() {
+        let d = dir("basic");
+        let keys = Keys::open(Some(&d)).unwrap();
+        let (info, secret) = keys.create("batch", KeyKind::Client).unwrap();
+        assert!(
+            secret.starts_with("drv_c_") && secret.len() == 6 + 64,
+            "{secret}"
+        );
+        assert_eq!(keys.find(&secret).map(|h| h.name), Some("batch".into()));
+        assert_eq!(keys.find("drv_c_nope"), None);
+        let text = std::fs::read_to_string(d.join("keys.json")).unwrap();
+        assert!(!text.contains(&secret), "the file holds no key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(d.join("keys.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Kept across a restart.
+        let again = Keys::open(Some(&d)).unwrap();
+        assert!(again.find(&secret).is_some());
+        assert!(matches!(
+            again.create("batch", KeyKind::Client),
+            Err(KeyError::Duplicate(_))
+        ));
+        let revoked = again.revoke(&info.id).unwrap().unwrap();
+        assert!(revoked.revoked_unix.is_some());
+        assert_eq!(again.find(&secret), None);
+        assert_eq!(Keys::open(Some(&d)).unwrap().find(&secret), None);
+        assert!(again.revoke("key_none").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn without_a_data_directory_no_key_is_created() {
+        let keys = Keys::open(None).unwrap();
+        assert!(matches!(
+            keys.create("x", KeyKind::Admin),
+            Err(KeyError::NoDataDir)
+        ));
+        assert!(!keys.any(KeyKind::Client));
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let d = dir("damaged");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("keys.json"), "{not json").unwrap();
+        let e = Keys::open(Some(&d)).unwrap_err().to_string();
+        assert!(e.contains("keys.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

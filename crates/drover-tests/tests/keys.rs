@@ -1,0 +1,213 @@
+//! API keys with powers: a client key runs inference and nothing else, an
+//! admin key manages and runs nothing; once a client key exists, inference
+//! without a valid one is a 401 in the path's shape; revoking works at the
+//! next request; keys outlive the hub; with a client key the hub may listen
+//! beyond loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use drover_tests::{ClusterBuilder, HubConfig, chat_body, openai};
+use http::Method;
+use serde_json::json;
+
+fn data_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("drover-keys-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+async fn create(
+    cluster: &drover_tests::Cluster,
+    auth: &[(&str, &str)],
+    name: &str,
+    kind: &str,
+) -> String {
+    let r = cluster
+        .client
+        .post_with("/admin/keys", auth, &json!({"name": name, "kind": kind}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("drv_"), "{key}");
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_admin_keys_have_their_own_powers_and_revoking_is_at_once() {
+    let dir = data_dir("powers");
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 2, 0))
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let c = &cluster.client;
+    // No keys yet: inference is open, as before.
+    assert_eq!(
+        c.post("/v1/chat/completions", &chat_body("m", "hi"))
+            .await
+            .status,
+        200
+    );
+    // On loopback with no admin key anywhere, the operator creates the first.
+    let admin = create(&cluster, &[], "ops", "admin").await;
+    let admin_auth = bearer(&admin);
+    let as_admin = [("authorization", admin_auth.as_str())];
+    let client = create(&cluster, &as_admin, "batch", "client").await;
+    let client_auth = bearer(&client);
+    let as_client = [("authorization", client_auth.as_str())];
+
+    // Management: the admin key, nothing else.
+    assert_eq!(
+        c.call(Method::GET, "/admin/keys", &as_admin, Bytes::new())
+            .await
+            .status,
+        200
+    );
+    let r = c
+        .call(Method::GET, "/admin/backends", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = c
+        .call(Method::GET, "/admin/backends", &as_client, Bytes::new())
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("client key"), "{}", r.text());
+
+    // Inference: the client key, nothing else, in each path's shape.
+    let r = c.post("/v1/chat/completions", &chat_body("m", "hi")).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    let messages = json!({"model": "m", "max_tokens": 8,
+                          "messages": [{"role": "user", "content": "hi"}]});
+    let r = c.post("/v1/messages", &messages).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    assert_eq!(r.json()["type"], "error");
+    let r = c
+        .post_with("/v1/chat/completions", &as_admin, &chat_body("m", "hi"))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = c
+        .post_with("/v1/chat/completions", &as_client, &chat_body("m", "hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Anthropic clients send it as x-api-key.
+    let r = c
+        .post_with("/v1/messages", &[("x-api-key", client.as_str())], &messages)
+        .await;
+    assert_ne!(r.status, 401, "{}", r.text());
+    let r = c
+        .post_with(
+            "/v1/chat/completions",
+            &[("authorization", "Bearer drv_c_made_up")],
+            &chat_body("m", "hi"),
+        )
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // The listing shows no key; revoking stops it at the next request.
+    let list = c
+        .call(Method::GET, "/admin/keys", &as_admin, Bytes::new())
+        .await;
+    assert!(!list.text().contains(&client), "{}", list.text());
+    let id = list.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "batch")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = c
+        .call(
+            Method::DELETE,
+            &format!("/admin/keys/{id}"),
+            &as_admin,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c
+        .post_with("/v1/chat/completions", &as_client, &chat_body("m", "hi"))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_outlive_the_hub_and_let_it_listen_beyond_loopback() {
+    let dir = data_dir("restart");
+    let first = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 0))
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let key = create(&first, &[], "batch", "client").await;
+    first.shutdown().await;
+    let text = std::fs::read_to_string(dir.join("keys.json")).unwrap();
+    assert!(!text.contains(&key), "only the hash is kept");
+
+    let second = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 0))
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let auth = bearer(&key);
+    let r = second
+        .client
+        .post_with(
+            "/v1/chat/completions",
+            &[("authorization", auth.as_str())],
+            &chat_body("m", "hi"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = second
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "hi"))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    second.shutdown().await;
+
+    // Beyond loopback: with a client key, yes; without, no.
+    let beyond = || async { tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap() };
+    let config = |dir: Option<PathBuf>| HubConfig {
+        data_dir: dir,
+        ..HubConfig::default()
+    };
+    let hub = drover_hub::start(config(Some(dir.clone())), beyond().await)
+        .await
+        .expect("a hub with client keys may listen beyond loopback");
+    hub.shutdown(std::time::Duration::from_secs(1)).await;
+    let refused = drover_hub::start(config(Some(data_dir("empty"))), beyond().await).await;
+    assert!(
+        matches!(refused, Err(drover_hub::StartError::Insecure(_))),
+        "{:?}",
+        refused.err()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_a_data_directory_says_it_keeps_no_keys() {
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 0))
+        .start()
+        .await;
+    let r = cluster
+        .client
+        .post("/admin/keys", &json!({"name": "x"}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("data_dir"), "{}", r.text());
+    cluster.shutdown().await;
+}

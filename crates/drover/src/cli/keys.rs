@@ -1,0 +1,111 @@
+//! `drover keys create|ls|revoke`: API keys, over the management API. A
+//! new key is printed once; the hub keeps only its hash.
+
+use anyhow::Context;
+use drover_proto::admin::{KeyCreate, KeyCreated, KeyInfo, KeyKind, KeyList};
+use http::Method;
+
+use super::http::{Api, check};
+
+#[derive(clap::Args)]
+pub struct KeysArgs {
+    /// The hub's URL.
+    #[arg(
+        long,
+        env = "DROVER_HUB",
+        default_value = "http://127.0.0.1:8700",
+        global = true
+    )]
+    pub hub: String,
+    /// An admin key (or the config's admin_key), if the hub needs one.
+    #[arg(long, env = "DROVER_ADMIN_KEY", global = true, hide_env_values = true)]
+    pub admin_key: Option<String>,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (this once): a client key runs inference,
+    /// an admin key manages the hub.
+    Create {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Kind::Client)]
+        kind: Kind,
+    },
+    /// Every key: id, name, kind, its first characters, created, revoked.
+    Ls,
+    /// Revoke a key by id: it stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    Client,
+    Admin,
+}
+
+pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.hub, args.admin_key.clone());
+    match args.command {
+        KeysCommand::Create { name, kind } => {
+            let kind = match kind {
+                Kind::Client => KeyKind::Client,
+                Kind::Admin => KeyKind::Admin,
+            };
+            let body = serde_json::to_value(KeyCreate { name, kind })?;
+            let (status, body) = api.call(Method::POST, "/admin/keys", Some(body)).await?;
+            check(status, &body)?;
+            let created: KeyCreated = serde_json::from_value(body).context("unexpected answer")?;
+            eprintln!(
+                "created {} key {} ({}); it is shown this once:",
+                kind_name(created.info.kind),
+                created.info.name,
+                created.info.id
+            );
+            println!("{}", created.key);
+        }
+        KeysCommand::Ls => {
+            let (status, body) = api.call(Method::GET, "/admin/keys", None).await?;
+            check(status, &body)?;
+            let list: KeyList = serde_json::from_value(body).context("unexpected answer")?;
+            if list.keys.is_empty() {
+                println!("no keys");
+            } else {
+                println!(
+                    "{:<18} {:<24} {:<7} {:<13} STATE",
+                    "ID", "NAME", "KIND", "KEY"
+                );
+                for k in &list.keys {
+                    println!(
+                        "{:<18} {:<24} {:<7} {:<13} {}",
+                        k.id,
+                        k.name,
+                        kind_name(k.kind),
+                        format!("{}...", k.prefix),
+                        if k.revoked_unix.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        }
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let path = format!("/admin/keys/{id}");
+            let (status, body) = api.call(Method::DELETE, &path, None).await?;
+            check(status, &body)?;
+            let info: KeyInfo = serde_json::from_value(body).context("unexpected answer")?;
+            println!("revoked {} ({})", info.name, info.id);
+        }
+    }
+    Ok(())
+}
+
+fn kind_name(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Client => "client",
+        KeyKind::Admin => "admin",
+    }
+}

@@ -1,0 +1,63 @@
+"""API keys through drover's CLI and the real `openai` client: a key
+created with `drover keys create` (printed once) runs inference, a call
+without it is an `AuthenticationError`, and `drover keys revoke` stops it at
+the next request."""
+
+from __future__ import annotations
+
+import subprocess
+
+import openai
+import pytest
+
+from conftest import CLIENT_TIMEOUT, child_env, drover_binary, http_json, spawn, wait_until
+
+
+def drover(hub_url: str, *args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [str(drover_binary()), *args, "--hub", hub_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=child_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def ask(hub_url: str, key: str) -> str:
+    with openai.OpenAI(base_url=hub_url + "/v1", api_key=key, max_retries=0, timeout=CLIENT_TIMEOUT) as c:
+        r = c.chat.completions.create(model="m", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    return r.choices[0].message.content
+
+
+def test_keys_created_listed_and_revoked_through_the_cli(tmp_path):
+    sim = spawn("sim", ["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], tmp_path)
+    hub = None
+    try:
+        sim.wait_for_url()
+        hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", sim.url], tmp_path)
+        hub.wait_for_url()
+        wait_until("the hub knows the model", lambda: http_json(hub.url + "/v1/models")["data"], 20)
+        assert ask(hub.url, "anything")  # no keys yet: open, as before
+
+        created = drover(hub.url, "keys", "create", "batch")
+        key = created.stdout.strip()
+        assert key.startswith("drv_c_"), created.stdout
+        assert "shown this once" in created.stderr, created.stderr
+        assert ask(hub.url, key)
+        with pytest.raises(openai.AuthenticationError):
+            ask(hub.url, "not-a-key")
+
+        listing = drover(hub.url, "keys", "ls").stdout
+        row = next(line for line in listing.splitlines() if " batch " in line)
+        assert row.split()[2:] == ["client", key[:12] + "...", "active"], listing
+        assert key not in listing
+        key_id = row.split()[0]
+        assert "revoked batch" in drover(hub.url, "keys", "revoke", key_id).stdout
+        with pytest.raises(openai.AuthenticationError):
+            ask(hub.url, key)
+    finally:
+        for p in (hub, sim):
+            if p is not None:
+                p.stop()
