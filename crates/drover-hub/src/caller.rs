@@ -109,12 +109,21 @@ pub fn identify(
     if let Some(holder) = holder {
         let mut h = DefaultHasher::new();
         ("key", &holder.id).hash(&mut h);
+        let limits = &holder.limits;
+        let priority = limits
+            .priority
+            .and_then(|p| Priority::new(p).ok())
+            .unwrap_or(Priority::DEFAULT);
+        let ceiling = limits
+            .max_priority
+            .and_then(|p| Priority::new(p).ok())
+            .unwrap_or(priority);
         return Caller {
             client: ClientKey(h.finish().max(1)),
             user: user_field.map_or(0, |u| user_key("user", u)),
             name: holder.name.clone(),
-            priority: Priority::DEFAULT,
-            ceiling: Priority::DEFAULT,
+            priority,
+            ceiling,
         };
     }
     if let Some(known) = token.and_then(|t| clients.get(t)) {

@@ -31,6 +31,12 @@ pub enum ApiError {
     NotFound { message: String },
     #[error("too many requests are waiting; retry after {} s", retry_after.as_secs())]
     QueueFull { retry_after: Duration },
+    /// A key's own limit.
+    #[error("{message}; retry after {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("every backend serving '{}' is unhealthy or draining", echo(model))]
     NoHealthyBackend { model: String },
     /// No answering backend lists the model, but some backends have never
@@ -138,7 +144,9 @@ impl ApiError {
             ApiError::ModelNotFound { .. }
             | ApiError::NotFound { .. }
             | ApiError::ApiNotServed { .. } => StatusCode::NOT_FOUND,
-            ApiError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::QueueFull { .. } | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NoHealthyBackend { .. }
             | ApiError::Unreachable { .. }
             | ApiError::QueueTimeout { .. }
@@ -170,6 +178,7 @@ impl ApiError {
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::ApiNotServed { .. } => ("invalid_request_error", Some("api_not_served")),
             ApiError::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
+            ApiError::RateLimited { .. } => ("rate_limit_error", Some("rate_limited")),
             ApiError::NoHealthyBackend { .. } | ApiError::Unreachable { .. } => {
                 ("server_error", Some("no_healthy_backend"))
             }
@@ -330,14 +339,15 @@ fn finish(err: ApiError, status: StatusCode, body: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     let retry_after = match &err {
-        ApiError::QueueFull { retry_after } | ApiError::ModelLoading { retry_after, .. } => {
-            Some(*retry_after)
-        }
+        ApiError::QueueFull { retry_after }
+        | ApiError::ModelLoading { retry_after, .. }
+        | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
         ApiError::LoadFailed { retry_after, .. } => *retry_after,
         _ => None,
     };
     if let Some(retry_after) = retry_after {
-        let secs = retry_after.as_secs().max(1);
+        // Rounded up: a client that comes back on time is not turned away.
+        let secs = retry_after.as_millis().div_ceil(1000).max(1);
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

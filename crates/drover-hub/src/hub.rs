@@ -26,6 +26,7 @@ use crate::config::HubConfig;
 use crate::continuations::{self, ResponseOwners};
 use crate::dispatcher::Dispatcher;
 use crate::keys::{KeyError, Keys};
+use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, RegistryError};
 use crate::{manager, prober, routes, server};
@@ -50,6 +51,7 @@ pub struct HubState {
     pub(crate) streams_stop: CancellationToken,
     /// API keys with powers, kept in the data directory.
     pub(crate) keys: Keys,
+    pub(crate) limiter: Arc<Limiter>,
     /// The address actually bound (port 0 resolved).
     pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
@@ -228,6 +230,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         models,
         response_owners: ResponseOwners::new(continuations::CAPACITY),
         keys,
+        limiter: Arc::new(Limiter::default()),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         streams_stop: CancellationToken::new(),

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use drover_proto::admin::{KeyInfo, KeyKind};
+use drover_proto::admin::{KeyInfo, KeyKind, KeyLimits};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +35,8 @@ struct Record {
     created_unix: u64,
     #[serde(default)]
     revoked_unix: Option<u64>,
+    #[serde(default)]
+    limits: KeyLimits,
 }
 
 impl Record {
@@ -46,6 +48,7 @@ impl Record {
             prefix: self.prefix.clone(),
             created_unix: self.created_unix,
             revoked_unix: self.revoked_unix,
+            limits: self.limits.clone(),
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct Holder {
     pub id: String,
     pub name: String,
     pub kind: KeyKind,
+    pub limits: KeyLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,7 @@ impl Keys {
             id: r.id.clone(),
             name: r.name.clone(),
             kind: r.kind,
+            limits: r.limits.clone(),
         })
     }
 
@@ -152,13 +157,19 @@ impl Keys {
 
     /// Creates a key; returns what the listing shows and the key itself,
     /// which is never shown again.
-    pub fn create(&self, name: &str, kind: KeyKind) -> Result<(KeyInfo, String), KeyError> {
+    pub fn create(
+        &self,
+        name: &str,
+        kind: KeyKind,
+        limits: KeyLimits,
+    ) -> Result<(KeyInfo, String), KeyError> {
         let file = self.file.as_ref().ok_or(KeyError::NoDataDir)?;
         if !valid_name(name) {
             return Err(KeyError::Invalid(format!(
                 "key name {name:?} must be 1-64 letters, digits, '.', '-', '_' or ':'"
             )));
         }
+        check_limits(kind, &limits).map_err(KeyError::Invalid)?;
         let mut inner = drover_core::sync::write(&self.inner);
         if inner
             .active
@@ -183,6 +194,7 @@ impl Keys {
             prefix: secret.chars().take(12).collect(),
             created_unix: unix_now(),
             revoked_unix: None,
+            limits,
         };
         let mut records = inner.records.clone();
         records.push(record.clone());
@@ -265,6 +277,28 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Limits belong to client keys and must make sense.
+fn check_limits(kind: KeyKind, l: &KeyLimits) -> Result<(), String> {
+    if kind == KeyKind::Admin && *l != KeyLimits::default() {
+        return Err("limits are for client keys; an admin key runs no inference".into());
+    }
+    if l.requests_per_minute == Some(0) || l.max_concurrent == Some(0) {
+        return Err("requests_per_minute and max_concurrent must be at least 1".into());
+    }
+    if l.priority.is_some_and(|p| p > 100) || l.max_priority.is_some_and(|p| p > 100) {
+        return Err("priority and max_priority must be from 0 to 100".into());
+    }
+    if let (Some(p), Some(max)) = (l.priority, l.max_priority)
+        && p > max
+    {
+        return Err(format!("priority {p} is above max_priority {max}"));
+    }
+    if l.models.as_ref().is_some_and(|m| m.is_empty()) {
+        return Err("models, when given, must name at least one".into());
+    }
+    Ok(())
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
@@ -286,7 +320,9 @@ mod tests {
     fn a_key_is_kept_hashed_found_by_itself_and_revoked_at_once() {
         let d = dir("basic");
         let keys = Keys::open(Some(&d)).unwrap();
-        let (info, secret) = keys.create("batch", KeyKind::Client).unwrap();
+        let (info, secret) = keys
+            .create("batch", KeyKind::Client, KeyLimits::default())
+            .unwrap();
         assert!(
             secret.starts_with("drv_c_") && secret.len() == 6 + 64,
             "{secret}"
@@ -308,7 +344,7 @@ mod tests {
         let again = Keys::open(Some(&d)).unwrap();
         assert!(again.find(&secret).is_some());
         assert!(matches!(
-            again.create("batch", KeyKind::Client),
+            again.create("batch", KeyKind::Client, KeyLimits::default()),
             Err(KeyError::Duplicate(_))
         ));
         let revoked = again.revoke(&info.id).unwrap().unwrap();
@@ -323,7 +359,7 @@ mod tests {
     fn without_a_data_directory_no_key_is_created() {
         let keys = Keys::open(None).unwrap();
         assert!(matches!(
-            keys.create("x", KeyKind::Admin),
+            keys.create("x", KeyKind::Admin, KeyLimits::default()),
             Err(KeyError::NoDataDir)
         ));
         assert!(!keys.any(KeyKind::Client));

@@ -8,7 +8,7 @@
 //!   before the first byte, pass the answer through.
 //! - `caller`: who is calling: credentials, identity, priority ceiling.
 //! - `keys`: API keys with powers (client, admin), kept hashed in the data
-//!   directory.
+//!   directory; `limits`: a client key's limits, checked at the door.
 //! - `dispatcher`: the pure scheduler behind a lock, waiters, slot guards.
 //! - `affinity`: conversation prefix hashes.
 //! - `aliases`: `[[models]]`, one public name for a model's ids.
@@ -32,6 +32,7 @@ mod error;
 mod forward;
 pub mod hub;
 mod keys;
+mod limits;
 mod manager;
 mod metrics;
 mod prober;

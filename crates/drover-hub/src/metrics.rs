@@ -51,6 +51,17 @@ pub struct LoadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLimitLabels {
+    pub key: String,
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResidencyLabels {
     pub backend: String,
     pub model: String,
@@ -87,6 +98,12 @@ pub struct Metrics {
     pub model_loads: Family<LoadLabels, Counter>,
     pub model_unloads: Family<BackendModelLabels, Counter>,
     residency: Family<ResidencyLabels, Gauge>,
+    /// Requests per client key (by its name), those turned away by one of
+    /// its limits, and the prompt tokens it sent (estimated as body bytes
+    /// over 4).
+    pub key_requests: Family<KeyLabels, Counter>,
+    pub key_limited: Family<KeyLimitLabels, Counter>,
+    pub key_prompt_tokens: Family<KeyLabels, Counter>,
     breaker: Family<BreakerLabels, Gauge>,
     draining: Family<BackendLabels, Gauge>,
 }
@@ -213,6 +230,24 @@ impl Metrics {
             "1 for each model's current state on each backend: unloaded, loading, loaded or unloading",
             Family::default(),
         );
+        let key_requests = register(
+            r,
+            "key_requests",
+            "Inference requests per client key (by name), admitted past its limits",
+            Family::default(),
+        );
+        let key_limited = register(
+            r,
+            "key_limited",
+            "Requests a client key's own limit turned away, by key and limit",
+            Family::default(),
+        );
+        let key_prompt_tokens = register(
+            r,
+            "key_prompt_tokens",
+            "Prompt tokens per client key, estimated as request body bytes over 4",
+            Family::default(),
+        );
         let breaker = register(
             r,
             "backend_breaker_state",
@@ -245,6 +280,9 @@ impl Metrics {
             model_loads,
             model_unloads,
             residency,
+            key_requests,
+            key_limited,
+            key_prompt_tokens,
             breaker,
             draining,
         }

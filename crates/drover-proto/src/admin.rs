@@ -205,6 +205,27 @@ pub enum KeyKind {
     Admin,
 }
 
+/// What a client key may do beyond running inference at all.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyLimits {
+    /// The models it may use (public names); unset: every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// Requests it may start a minute (a bucket that refills evenly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Requests it may have waiting or running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Priority of its requests that name none (0-100; default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// The highest priority its requests may ask for (default: `priority`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_priority: Option<u8>,
+}
+
 /// One key as `GET /admin/keys` shows it: never the key itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KeyInfo {
@@ -216,6 +237,8 @@ pub struct KeyInfo {
     pub created_unix: u64,
     #[serde(default)]
     pub revoked_unix: Option<u64>,
+    #[serde(default)]
+    pub limits: KeyLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -230,6 +253,8 @@ pub struct KeyCreate {
     pub name: String,
     #[serde(default = "client")]
     pub kind: KeyKind,
+    #[serde(default)]
+    pub limits: KeyLimits,
 }
 
 fn client() -> KeyKind {

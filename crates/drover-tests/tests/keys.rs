@@ -211,3 +211,156 @@ async fn a_hub_without_a_data_directory_says_it_keeps_no_keys() {
     assert!(r.text().contains("data_dir"), "{}", r.text());
     cluster.shutdown().await;
 }
+
+async fn create_with(
+    cluster: &drover_tests::Cluster,
+    name: &str,
+    limits: serde_json::Value,
+) -> String {
+    let r = cluster
+        .client
+        .post("/admin/keys", &json!({"name": name, "limits": limits}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+fn auth(key: &str) -> [(&'static str, String); 1] {
+    [("authorization", bearer(key))]
+}
+
+async fn ask(cluster: &drover_tests::Cluster, key: &str, model: &str) -> drover_tests::Reply {
+    let [(name, value)] = auth(key);
+    cluster
+        .client
+        .post_with(
+            "/v1/chat/completions",
+            &[(name, value.as_str())],
+            &chat_body(model, "hi"),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_limits_answer_429_with_retry_after_and_are_counted() {
+    let dir = data_dir("limits");
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m", "other"], 2, 0))
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let key = create_with(
+        &cluster,
+        "batch",
+        json!({"requests_per_minute": 2, "models": ["m"]}),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(ask(&cluster, &key, "m").await.status, 200);
+    }
+    let r = ask(&cluster, &key, "m").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.error_code(), "rate_limited");
+    // One request every 30 s, less the moments the first two took.
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((29..=30).contains(&retry), "{retry}");
+    let r = ask(&cluster, &key, "other").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("may use: m"), "{}", r.text());
+
+    let metrics = cluster.client.get("/metrics").await.text();
+    for line in [
+        r#"drover_key_requests_total{key="batch"} 2"#,
+        r#"drover_key_limited_total{key="batch",limit="requests_per_minute"} 1"#,
+        r#"drover_key_limited_total{key="batch",limit="models"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_concurrency_counts_until_the_answer_ends() {
+    let dir = data_dir("concurrency");
+    let mut sim = openai(&["m"], 4, 50);
+    sim.tokens_per_sec = 10.0;
+    sim.output_tokens = 8;
+    let cluster = ClusterBuilder::new()
+        .sim("s", sim)
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let key = create_with(&cluster, "one-at-a-time", json!({"max_concurrent": 1})).await;
+    // A stream: its headers come at once, its tokens over about 0.8 s.
+    let auth = bearer(&key);
+    let mut body = chat_body("m", "a");
+    body["stream"] = json!(true);
+    let streaming = cluster
+        .client
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            &[("authorization", auth.as_str())],
+            Bytes::from(body.to_string()),
+        )
+        .await;
+    assert_eq!(streaming.status(), 200);
+    let r = ask(&cluster, &key, "m").await;
+    assert_eq!(r.status, 429, "counted while it streams: {}", r.text());
+    assert!(r.header("retry-after").is_some());
+    let rest = http_body_util::BodyExt::collect(streaming.into_body())
+        .await
+        .unwrap();
+    assert!(!rest.to_bytes().is_empty());
+    drover_tests::wait_until("the stream's slot is free", || cluster.busy("s") == 0).await;
+    assert_eq!(ask(&cluster, &key, "m").await.status, 200, "free again");
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_priority_orders_the_queue_and_caps_its_header() {
+    let dir = data_dir("priority");
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 300))
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let low = create_with(&cluster, "low", json!({"priority": 10, "max_priority": 60})).await;
+    let high = create_with(&cluster, "high", json!({"priority": 90})).await;
+    let send = |key: String, priority: Option<&'static str>| {
+        let client = cluster.client.clone();
+        tokio::spawn(async move {
+            let auth = bearer(&key);
+            let mut headers = vec![("authorization", auth.as_str())];
+            if let Some(p) = priority {
+                headers.push(("x-drover-priority", p));
+            }
+            client
+                .post_with("/v1/chat/completions", &headers, &chat_body("m", "x"))
+                .await
+        })
+    };
+    let running = send(high.clone(), None);
+    drover_tests::wait_until("one runs", || cluster.busy("s") == 1).await;
+    // The low key asks for 100 and gets its ceiling, 60: below the high
+    // key's own default, 90.
+    let low_reply = send(low, Some("100"));
+    drover_tests::wait_until("low waits", || cluster.waiting() == 1).await;
+    let high_reply = send(high, None);
+    drover_tests::wait_until("both wait", || cluster.waiting() == 2).await;
+    let (low_reply, high_reply) = (low_reply.await.unwrap(), high_reply.await.unwrap());
+    running.await.unwrap();
+    let waited = |r: &drover_tests::Reply| -> u64 {
+        r.header("x-drover-queue-ms").unwrap().parse().unwrap()
+    };
+    assert!(
+        waited(&high_reply) < waited(&low_reply),
+        "the later high-priority request went first: high {} ms, low {} ms",
+        waited(&high_reply),
+        waited(&low_reply)
+    );
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,7 +23,9 @@ use crate::caller::{self, Caller};
 use crate::error::{ApiError, ErrorFormat, echo};
 use crate::forward::{self, Job, REQUEST_ID_HEADER, ServedBy};
 use crate::hub::HubState;
-use crate::metrics::RequestLabels;
+use crate::keys::Holder;
+use crate::limits::Permit;
+use crate::metrics::{KeyLabels, KeyLimitLabels, RequestLabels};
 
 pub const PRIORITY_HEADER: &str = "x-drover-priority";
 pub const QUEUE_TIMEOUT_HEADER: &str = "x-drover-queue-timeout";
@@ -57,9 +59,14 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
         incoming_request_id(req.headers()).unwrap_or_else(|| hub.new_request_header(id));
     let (model, outcome, queued) = match job(&hub, req, &request_id, arrived, id, api, errors).await
     {
-        Ok(job) => {
+        Ok((job, permit)) => {
             let model = job.model.clone();
             let (outcome, queued) = forward::forward(&hub, job).await;
+            // A key's concurrency counts the request until its last byte.
+            let outcome = outcome.map(|r| match permit {
+                Some(permit) => r.map(|body| Body::new(Held::new(body, permit))),
+                None => r,
+            });
             (Some(model), outcome, queued)
         }
         Err(e) => (None, Err(e), Duration::ZERO),
@@ -125,7 +132,7 @@ async fn job(
     id: RequestId,
     api: Api,
     errors: ErrorFormat,
-) -> Result<Job, ApiError> {
+) -> Result<(Job, Option<Permit>), ApiError> {
     let (parts, body) = req.into_parts();
     // Before the body: a caller without a valid key costs no more.
     let holder = caller::authenticate(&hub.keys, &hub.clients, &parts.headers)?;
@@ -143,6 +150,10 @@ async fn job(
         &parts.headers,
         facts.user.as_deref(),
     );
+    let permit = match &holder {
+        Some(h) => admit(hub, h, &model, body.len())?,
+        None => None,
+    };
     let priority = priority(&parts.headers, &caller)?;
     let queue_timeout = match parts.headers.get(QUEUE_TIMEOUT_HEADER) {
         Some(v) => parse_seconds(v).ok_or_else(|| {
@@ -178,7 +189,7 @@ async fn job(
     // What is left of the request head shares hyper's 8 KiB read buffer;
     // everything needed from it is copied here, so a waiting request does
     // not pin that buffer.
-    Ok(Job {
+    let job = Job {
         request,
         model,
         path_and_query,
@@ -188,7 +199,76 @@ async fn job(
         arrived,
         body,
         errors,
-    })
+    };
+    Ok((job, permit))
+}
+
+/// A client key's limits, and its usage counted.
+fn admit(
+    hub: &HubState,
+    holder: &Holder,
+    model: &str,
+    body_bytes: usize,
+) -> Result<Option<Permit>, ApiError> {
+    let key = KeyLabels {
+        key: holder.name.clone(),
+    };
+    match hub.limiter.admit(holder, model, Instant::now()) {
+        Ok(permit) => {
+            hub.metrics.key_requests.get_or_create(&key).inc();
+            hub.metrics
+                .key_prompt_tokens
+                .get_or_create(&key)
+                .inc_by(u64::from(prompt_tokens(body_bytes)));
+            Ok(permit)
+        }
+        Err((limit, e)) => {
+            hub.metrics
+                .key_limited
+                .get_or_create(&KeyLimitLabels {
+                    key: key.key,
+                    limit: limit.as_str(),
+                })
+                .inc();
+            Err(e)
+        }
+    }
+}
+
+/// A body that holds something (a key's concurrency permit) until it is
+/// done or dropped.
+struct Held<B> {
+    body: B,
+    _permit: Permit,
+}
+
+impl<B> Held<B> {
+    fn new(body: B, permit: Permit) -> Self {
+        Held {
+            body,
+            _permit: permit,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Prompt tokens, roughly, from the body's size: about four bytes a token

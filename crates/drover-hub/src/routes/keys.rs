@@ -35,7 +35,10 @@ pub async fn create(
     require_json(&headers)?;
     let asked: KeyCreate = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}"), None, "invalid_body"))?;
-    let (info, key) = hub.keys.create(&asked.name, asked.kind).map_err(refused)?;
+    let (info, key) = hub
+        .keys
+        .create(&asked.name, asked.kind, asked.limits)
+        .map_err(refused)?;
     tracing::info!(key = %info.id, name = %info.name, kind = ?info.kind, "API key created");
     Ok((StatusCode::CREATED, Json(KeyCreated { key, info })).into_response())
 }
@@ -59,7 +62,7 @@ pub async fn revoke(
 
 fn refused(e: KeyError) -> ApiError {
     match e {
-        KeyError::Invalid(m) => ApiError::bad_request(m, Some("name"), "invalid_key_name"),
+        KeyError::Invalid(m) => ApiError::bad_request(m, None, "invalid_key"),
         KeyError::Duplicate(_) | KeyError::NoDataDir => ApiError::Conflict(e.to_string()),
         KeyError::Write { .. } | KeyError::Read { .. } => ApiError::Internal(e.to_string()),
     }

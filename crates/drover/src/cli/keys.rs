@@ -2,7 +2,7 @@
 //! new key is printed once; the hub keeps only its hash.
 
 use anyhow::Context;
-use drover_proto::admin::{KeyCreate, KeyCreated, KeyInfo, KeyKind, KeyList};
+use drover_proto::admin::{KeyCreate, KeyCreated, KeyInfo, KeyKind, KeyLimits, KeyList};
 use http::Method;
 
 use super::http::{Api, check};
@@ -32,6 +32,21 @@ pub enum KeysCommand {
         name: String,
         #[arg(long, value_enum, default_value_t = Kind::Client)]
         kind: Kind,
+        /// The models it may use, comma-separated (default: every one).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Requests it may start a minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Requests it may have waiting or running at once.
+        #[arg(long)]
+        max_concurrent: Option<u32>,
+        /// Priority of its requests that name none (0-100).
+        #[arg(long)]
+        priority: Option<u8>,
+        /// The highest priority its requests may ask for.
+        #[arg(long)]
+        max_priority: Option<u8>,
     },
     /// Every key: id, name, kind, its first characters, created, revoked.
     Ls,
@@ -48,12 +63,27 @@ pub enum Kind {
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.hub, args.admin_key.clone());
     match args.command {
-        KeysCommand::Create { name, kind } => {
+        KeysCommand::Create {
+            name,
+            kind,
+            models,
+            rpm,
+            max_concurrent,
+            priority,
+            max_priority,
+        } => {
             let kind = match kind {
                 Kind::Client => KeyKind::Client,
                 Kind::Admin => KeyKind::Admin,
             };
-            let body = serde_json::to_value(KeyCreate { name, kind })?;
+            let limits = KeyLimits {
+                models: (!models.is_empty()).then_some(models),
+                requests_per_minute: rpm,
+                max_concurrent,
+                priority,
+                max_priority,
+            };
+            let body = serde_json::to_value(KeyCreate { name, kind, limits })?;
             let (status, body) = api.call(Method::POST, "/admin/keys", Some(body)).await?;
             check(status, &body)?;
             let created: KeyCreated = serde_json::from_value(body).context("unexpected answer")?;

@@ -1,0 +1,200 @@
+//! A client key's limits, checked at the door before a request may queue:
+//! the models it may use, requests it may start a minute (a bucket that
+//! refills evenly, so a burst up to the limit passes and then one request
+//! per 60/rpm seconds), and requests it may have waiting or running at
+//! once (a [`Permit`] held until the answer's last byte). A request over a
+//! limit is answered `429` with `Retry-After` and never queues.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::keys::Holder;
+
+#[derive(Debug, Default)]
+pub struct Limiter {
+    keys: Mutex<HashMap<String, Use>>,
+}
+
+/// One key's use right now.
+#[derive(Debug)]
+struct Use {
+    /// Requests it may still start now (fractional: refills continuously).
+    tokens: f64,
+    refilled: Instant,
+    in_flight: u32,
+}
+
+/// Which limit turned a request away, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Models,
+    Rate,
+    Concurrency,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::Models => "models",
+            Limit::Rate => "requests_per_minute",
+            Limit::Concurrency => "max_concurrent",
+        }
+    }
+}
+
+/// A request of a key with `max_concurrent` counts as in flight while this
+/// lives.
+#[derive(Debug)]
+pub struct Permit {
+    limiter: Arc<Limiter>,
+    key: String,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut keys = drover_core::sync::lock(&self.limiter.keys);
+        if let Some(u) = keys.get_mut(&self.key) {
+            u.in_flight = u.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Limiter {
+    /// Admits a request of `holder` for `model` (its public name), or says
+    /// which limit it is over.
+    pub fn admit(
+        self: &Arc<Self>,
+        holder: &Holder,
+        model: &str,
+        now: Instant,
+    ) -> Result<Option<Permit>, (Limit, ApiError)> {
+        let limits = &holder.limits;
+        if let Some(models) = &limits.models
+            && !models.iter().any(|m| m == model)
+        {
+            return Err((
+                Limit::Models,
+                ApiError::Forbidden(format!(
+                    "the key {:?} may not use the model '{}' (it may use: {})",
+                    holder.name,
+                    crate::error::echo(model),
+                    models.join(", ")
+                )),
+            ));
+        }
+        if limits.requests_per_minute.is_none() && limits.max_concurrent.is_none() {
+            return Ok(None);
+        }
+        let mut keys = drover_core::sync::lock(&self.keys);
+        let u = keys.entry(holder.id.clone()).or_insert(Use {
+            tokens: f64::from(limits.requests_per_minute.unwrap_or(0)),
+            refilled: now,
+            in_flight: 0,
+        });
+        if let Some(max) = limits.max_concurrent
+            && u.in_flight >= max
+        {
+            return Err((
+                Limit::Concurrency,
+                ApiError::RateLimited {
+                    message: format!(
+                        "the key {:?} has {max} requests waiting or running, its limit",
+                        holder.name
+                    ),
+                    retry_after: Duration::from_secs(1),
+                },
+            ));
+        }
+        if let Some(rpm) = limits.requests_per_minute {
+            let per_sec = f64::from(rpm) / 60.0;
+            let elapsed = now.saturating_duration_since(u.refilled).as_secs_f64();
+            u.tokens = (u.tokens + elapsed * per_sec).min(f64::from(rpm));
+            u.refilled = now;
+            if u.tokens < 1.0 {
+                let wait = Duration::from_secs_f64((1.0 - u.tokens) / per_sec);
+                return Err((
+                    Limit::Rate,
+                    ApiError::RateLimited {
+                        message: format!(
+                            "the key {:?} may start {rpm} requests a minute",
+                            holder.name
+                        ),
+                        retry_after: wait.max(Duration::from_secs(1)),
+                    },
+                ));
+            }
+            u.tokens -= 1.0;
+        }
+        u.in_flight += 1;
+        Ok(Some(Permit {
+            limiter: self.clone(),
+            key: holder.id.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_proto::admin::{KeyKind, KeyLimits};
+
+    fn holder(limits: KeyLimits) -> Holder {
+        Holder {
+            id: "key_1".into(),
+            name: "batch".into(),
+            kind: KeyKind::Client,
+            limits,
+        }
+    }
+
+    #[test]
+    fn a_bucket_of_requests_per_minute_refills_evenly() {
+        let limiter = Arc::new(Limiter::default());
+        let h = holder(KeyLimits {
+            requests_per_minute: Some(3),
+            ..KeyLimits::default()
+        });
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.admit(&h, "m", t0).is_ok());
+        }
+        let Err((limit, ApiError::RateLimited { retry_after, .. })) = limiter.admit(&h, "m", t0)
+        else {
+            panic!("the fourth passes");
+        };
+        assert_eq!((limit, retry_after), (Limit::Rate, Duration::from_secs(20)));
+        // One refills every 20 s.
+        assert!(limiter.admit(&h, "m", t0 + Duration::from_secs(20)).is_ok());
+        assert!(
+            limiter
+                .admit(&h, "m", t0 + Duration::from_secs(21))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn concurrency_counts_until_the_permit_goes() {
+        let limiter = Arc::new(Limiter::default());
+        let h = holder(KeyLimits {
+            max_concurrent: Some(1),
+            models: Some(vec!["m".into()]),
+            ..KeyLimits::default()
+        });
+        let now = Instant::now();
+        let first = limiter.admit(&h, "m", now).unwrap();
+        assert!(matches!(
+            limiter.admit(&h, "m", now),
+            Err((Limit::Concurrency, _))
+        ));
+        drop(first);
+        assert!(limiter.admit(&h, "m", now).is_ok());
+        assert!(matches!(
+            limiter.admit(&h, "other", now),
+            Err((Limit::Models, _))
+        ));
+    }
+}
