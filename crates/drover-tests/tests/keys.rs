@@ -364,3 +364,88 @@ async fn a_keys_priority_orders_the_queue_and_caps_its_header() {
     cluster.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every management route, as the router knows them.
+const MANAGEMENT: &[(Method, &str)] = &[
+    (Method::GET, "/admin/backends"),
+    (Method::POST, "/admin/backends"),
+    (Method::GET, "/admin/backends/s"),
+    (Method::DELETE, "/admin/backends/s"),
+    (Method::POST, "/admin/backends/s/drain"),
+    (Method::POST, "/admin/backends/s/undrain"),
+    (Method::POST, "/admin/models/m/load"),
+    (Method::POST, "/admin/models/m/unload"),
+    (Method::POST, "/admin/models/m/pin"),
+    (Method::POST, "/admin/models/m/unpin"),
+    (Method::GET, "/admin/keys"),
+    (Method::POST, "/admin/keys"),
+    (Method::DELETE, "/admin/keys/key_0"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_management_route_refuses_a_client_key_and_no_key() {
+    let dir = data_dir("routes");
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 0))
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let admin = create(&cluster, &[], "ops", "admin").await;
+    let admin_auth = bearer(&admin);
+    let client = create(
+        &cluster,
+        &[("authorization", admin_auth.as_str())],
+        "app",
+        "client",
+    )
+    .await;
+    let client_auth = bearer(&client);
+    let body = Bytes::from_static(b"{}");
+    for (method, path) in MANAGEMENT {
+        for (who, headers, want) in [
+            ("no key", vec![], 401),
+            (
+                "a client key",
+                vec![("authorization", client_auth.as_str())],
+                403,
+            ),
+            (
+                "a client key as x-api-key",
+                vec![("x-api-key", client.as_str())],
+                403,
+            ),
+            (
+                "a made-up key",
+                vec![("authorization", "Bearer drv_a_0000")],
+                401,
+            ),
+        ] {
+            let r = cluster
+                .client
+                .call(method.clone(), path, &headers, body.clone())
+                .await;
+            assert_eq!(r.status, want, "{method} {path} with {who}: {}", r.text());
+            assert!(r.json()["error"]["message"].is_string(), "{}", r.text());
+        }
+    }
+    // The routes list above is every one: the admin key reaches each (its
+    // answer may be a 4xx about the request itself, never 401 or 403).
+    for (method, path) in MANAGEMENT {
+        let r = cluster
+            .client
+            .call(
+                method.clone(),
+                path,
+                &[("authorization", admin_auth.as_str())],
+                body.clone(),
+            )
+            .await;
+        assert!(
+            ![401, 403, 405].contains(&r.status.as_u16()),
+            "{method} {path}: {}",
+            r.text()
+        );
+    }
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
