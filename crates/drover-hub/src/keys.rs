@@ -282,8 +282,13 @@ fn check_limits(kind: KeyKind, l: &KeyLimits) -> Result<(), String> {
     if kind == KeyKind::Admin && *l != KeyLimits::default() {
         return Err("limits are for client keys; an admin key runs no inference".into());
     }
-    if l.requests_per_minute == Some(0) || l.max_concurrent == Some(0) {
-        return Err("requests_per_minute and max_concurrent must be at least 1".into());
+    if l.requests_per_minute == Some(0)
+        || l.tokens_per_minute == Some(0)
+        || l.max_concurrent == Some(0)
+    {
+        return Err(
+            "requests_per_minute, tokens_per_minute and max_concurrent must be at least 1".into(),
+        );
     }
     if l.priority.is_some_and(|p| p > 100) || l.max_priority.is_some_and(|p| p > 100) {
         return Err("priority and max_priority must be from 0 to 100".into());

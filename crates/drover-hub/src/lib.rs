@@ -20,6 +20,7 @@
 //! - `server`: the accept loop; every connection task is owned and bounded
 //!   (`stall_io`: a client may not stall an answer for ever).
 //! - `metrics`: Prometheus metrics.
+//! - `usage`: the output tokens an answer reports, read as it passes.
 //! - `error`: the one mapping from errors to HTTP and the OpenAI shape.
 
 mod affinity;
@@ -40,6 +41,7 @@ mod registry;
 mod routes;
 mod server;
 mod stall_io;
+mod usage;
 
 pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};

@@ -2,8 +2,11 @@
 //! the models it may use, requests it may start a minute (a bucket that
 //! refills evenly, so a burst up to the limit passes and then one request
 //! per 60/rpm seconds), and requests it may have waiting or running at
-//! once (a [`Permit`] held until the answer's last byte). A request over a
-//! limit is answered `429` with `Retry-After` and never queues.
+//! once (a [`Permit`] held until the answer's last byte), and tokens a
+//! minute (a bucket charged the prompt's estimate at the door and the
+//! answer's output tokens after it, so it may run into debt that later
+//! requests wait out). A request over a limit is answered `429` with
+//! `Retry-After` and never queues.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,9 @@ pub struct Limiter {
 struct Use {
     /// Requests it may still start now (fractional: refills continuously).
     tokens: f64,
+    /// Model tokens it may still use now; below zero after answers longer
+    /// than the bucket.
+    model_tokens: f64,
     refilled: Instant,
     in_flight: u32,
 }
@@ -33,6 +39,7 @@ struct Use {
 pub enum Limit {
     Models,
     Rate,
+    Tokens,
     Concurrency,
 }
 
@@ -41,6 +48,7 @@ impl Limit {
         match self {
             Limit::Models => "models",
             Limit::Rate => "requests_per_minute",
+            Limit::Tokens => "tokens_per_minute",
             Limit::Concurrency => "max_concurrent",
         }
     }
@@ -64,12 +72,13 @@ impl Drop for Permit {
 }
 
 impl Limiter {
-    /// Admits a request of `holder` for `model` (its public name), or says
-    /// which limit it is over.
+    /// Admits a request of `holder` for `model` (its public name) with
+    /// about `prompt_tokens` of prompt, or says which limit it is over.
     pub fn admit(
         self: &Arc<Self>,
         holder: &Holder,
         model: &str,
+        prompt_tokens: u32,
         now: Instant,
     ) -> Result<Option<Permit>, (Limit, ApiError)> {
         let limits = &holder.limits;
@@ -86,15 +95,21 @@ impl Limiter {
                 )),
             ));
         }
-        if limits.requests_per_minute.is_none() && limits.max_concurrent.is_none() {
+        if limits.requests_per_minute.is_none()
+            && limits.tokens_per_minute.is_none()
+            && limits.max_concurrent.is_none()
+        {
             return Ok(None);
         }
         let mut keys = drover_core::sync::lock(&self.keys);
         let u = keys.entry(holder.id.clone()).or_insert(Use {
             tokens: f64::from(limits.requests_per_minute.unwrap_or(0)),
+            model_tokens: f64::from(limits.tokens_per_minute.unwrap_or(0)),
             refilled: now,
             in_flight: 0,
         });
+        let elapsed = now.saturating_duration_since(u.refilled).as_secs_f64();
+        u.refilled = now;
         if let Some(max) = limits.max_concurrent
             && u.in_flight >= max
         {
@@ -109,11 +124,25 @@ impl Limiter {
                 },
             ));
         }
+        if let Some(tpm) = limits.tokens_per_minute {
+            let per_sec = f64::from(tpm) / 60.0;
+            u.model_tokens = (u.model_tokens + elapsed * per_sec).min(f64::from(tpm));
+            // A prompt larger than the whole bucket waits for a full one.
+            let need = f64::from(prompt_tokens.min(tpm));
+            if u.model_tokens < need {
+                let wait = Duration::from_secs_f64((need - u.model_tokens) / per_sec);
+                return Err((
+                    Limit::Tokens,
+                    ApiError::RateLimited {
+                        message: format!("the key {:?} may use {tpm} tokens a minute", holder.name),
+                        retry_after: wait.max(Duration::from_secs(1)),
+                    },
+                ));
+            }
+        }
         if let Some(rpm) = limits.requests_per_minute {
             let per_sec = f64::from(rpm) / 60.0;
-            let elapsed = now.saturating_duration_since(u.refilled).as_secs_f64();
             u.tokens = (u.tokens + elapsed * per_sec).min(f64::from(rpm));
-            u.refilled = now;
             if u.tokens < 1.0 {
                 let wait = Duration::from_secs_f64((1.0 - u.tokens) / per_sec);
                 return Err((
@@ -129,11 +158,24 @@ impl Limiter {
             }
             u.tokens -= 1.0;
         }
+        if limits.tokens_per_minute.is_some() {
+            u.model_tokens -= f64::from(prompt_tokens);
+        }
         u.in_flight += 1;
         Ok(Some(Permit {
             limiter: self.clone(),
             key: holder.id.clone(),
         }))
+    }
+}
+
+impl Limiter {
+    /// An answer of the key `id` reported `tokens` output tokens: they come
+    /// out of its tokens-a-minute bucket.
+    pub fn charge(&self, id: &str, tokens: u64) {
+        if let Some(u) = drover_core::sync::lock(&self.keys).get_mut(id) {
+            u.model_tokens -= tokens as f64;
+        }
     }
 }
 
@@ -160,18 +202,22 @@ mod tests {
         });
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limiter.admit(&h, "m", t0).is_ok());
+            assert!(limiter.admit(&h, "m", 0, t0).is_ok());
         }
-        let Err((limit, ApiError::RateLimited { retry_after, .. })) = limiter.admit(&h, "m", t0)
+        let Err((limit, ApiError::RateLimited { retry_after, .. })) = limiter.admit(&h, "m", 0, t0)
         else {
             panic!("the fourth passes");
         };
         assert_eq!((limit, retry_after), (Limit::Rate, Duration::from_secs(20)));
         // One refills every 20 s.
-        assert!(limiter.admit(&h, "m", t0 + Duration::from_secs(20)).is_ok());
         assert!(
             limiter
-                .admit(&h, "m", t0 + Duration::from_secs(21))
+                .admit(&h, "m", 0, t0 + Duration::from_secs(20))
+                .is_ok()
+        );
+        assert!(
+            limiter
+                .admit(&h, "m", 0, t0 + Duration::from_secs(21))
                 .is_err()
         );
     }
@@ -185,15 +231,15 @@ mod tests {
             ..KeyLimits::default()
         });
         let now = Instant::now();
-        let first = limiter.admit(&h, "m", now).unwrap();
+        let first = limiter.admit(&h, "m", 0, now).unwrap();
         assert!(matches!(
-            limiter.admit(&h, "m", now),
+            limiter.admit(&h, "m", 0, now),
             Err((Limit::Concurrency, _))
         ));
         drop(first);
-        assert!(limiter.admit(&h, "m", now).is_ok());
+        assert!(limiter.admit(&h, "m", 0, now).is_ok());
         assert!(matches!(
-            limiter.admit(&h, "other", now),
+            limiter.admit(&h, "other", 0, now),
             Err((Limit::Models, _))
         ));
     }

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub key_requests: Family<KeyLabels, Counter>,
     pub key_limited: Family<KeyLimitLabels, Counter>,
     pub key_prompt_tokens: Family<KeyLabels, Counter>,
+    /// Output tokens per client key, as its answers report them.
+    pub key_completion_tokens: Family<KeyLabels, Counter>,
     breaker: Family<BreakerLabels, Gauge>,
     draining: Family<BackendLabels, Gauge>,
 }
@@ -248,6 +250,12 @@ impl Metrics {
             "Prompt tokens per client key, estimated as request body bytes over 4",
             Family::default(),
         );
+        let key_completion_tokens = register(
+            r,
+            "key_completion_tokens",
+            "Output tokens per client key, as its answers' usage reports them",
+            Family::default(),
+        );
         let breaker = register(
             r,
             "backend_breaker_state",
@@ -283,6 +291,7 @@ impl Metrics {
             key_requests,
             key_limited,
             key_prompt_tokens,
+            key_completion_tokens,
             breaker,
             draining,
         }

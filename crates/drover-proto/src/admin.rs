@@ -215,6 +215,10 @@ pub struct KeyLimits {
     /// Requests it may start a minute (a bucket that refills evenly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
+    /// Tokens it may use a minute: its prompts (estimated at the door) and
+    /// the output tokens its answers report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u32>,
     /// Requests it may have waiting or running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,

@@ -449,3 +449,37 @@ async fn every_management_route_refuses_a_client_key_and_no_key() {
     cluster.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_a_minute_count_prompts_and_the_answers_own_usage() {
+    let dir = data_dir("tokens");
+    let mut sim = openai(&["m"], 2, 0);
+    sim.output_tokens = 8;
+    let cluster = ClusterBuilder::new()
+        .sim("s", sim)
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    // The hub estimates a prompt as its body's bytes over 4. The bucket
+    // holds two prompts, but not two prompts and the first answer's 8.
+    let prompt = (chat_body("m", "hi").to_string().len() / 4) as u64;
+    let tpm = 2 * prompt + 4;
+    let key = create_with(&cluster, "tokens", json!({"tokens_per_minute": tpm})).await;
+    let first = ask(&cluster, &key, "m").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json()["usage"]["completion_tokens"], 8);
+    let r = ask(&cluster, &key, "m").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.error_code(), "rate_limited");
+    assert!(r.text().contains("tokens a minute"), "{}", r.text());
+    let metrics = cluster.client.get("/metrics").await.text();
+    for line in [
+        r#"drover_key_completion_tokens_total{key="tokens"} 8"#.to_string(),
+        format!(r#"drover_key_prompt_tokens_total{{key="tokens"}} {prompt}"#),
+        r#"drover_key_limited_total{key="tokens",limit="tokens_per_minute"} 1"#.to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

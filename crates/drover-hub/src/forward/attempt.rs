@@ -244,6 +244,7 @@ fn respond(
             sse,
             errors: job.errors,
             owner,
+            key: job.key.clone(),
         },
         served,
     );

@@ -50,6 +50,9 @@ pub struct Job {
     /// The shape of errors on the request's path, before and after the
     /// first byte.
     pub errors: ErrorFormat,
+    /// The client key it came with (id, name): its answer's output tokens
+    /// are counted for it.
+    pub key: Option<(String, String)>,
 }
 
 /// Which backend answered, as a response extension: the handler reads it

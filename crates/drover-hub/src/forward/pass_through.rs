@@ -28,7 +28,8 @@ use crate::continuations::IdSniffer;
 use crate::dispatcher::SlotGuard;
 use crate::error::{ApiError, ErrorFormat};
 use crate::hub::HubState;
-use crate::metrics::{BackendLabels, ModelLabels};
+use crate::metrics::{BackendLabels, KeyLabels, ModelLabels};
+use crate::usage::UsageSniffer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
@@ -44,6 +45,8 @@ pub(super) struct PassThrough {
     /// A Responses API answer: its id is looked for in its first bytes and
     /// remembered with this backend, where a continuation must go.
     owner: Option<(BackendId, IdSniffer)>,
+    /// The client key whose answer this is, and its output tokens as read.
+    usage: Option<((String, String), UsageSniffer)>,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
     /// SSE only: resolves when the hub's shutdown grace is over, so the
@@ -62,6 +65,8 @@ pub(super) struct Upstream {
     pub errors: ErrorFormat,
     /// Set for a Responses API answer: the backend that stores it.
     pub owner: Option<BackendId>,
+    /// The client key (id, name) the request came with.
+    pub key: Option<(String, String)>,
 }
 
 /// How far into a Responses answer its id is looked for.
@@ -80,6 +85,7 @@ impl PassThrough {
             sse,
             errors,
             owner,
+            key,
         } = upstream;
         let upstream_failed = served.status >= 500;
         if upstream_failed {
@@ -93,6 +99,7 @@ impl PassThrough {
             sse,
             errors,
             owner: owner.map(|b| (b, IdSniffer::new(ID_WINDOW))),
+            usage: key.map(|k| (k, UsageSniffer::default())),
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             stop: sse.then(|| Box::pin(hub.streams_stop.clone().cancelled_owned())),
@@ -101,6 +108,9 @@ impl PassThrough {
             done: false,
             inner,
         };
+        if let (Some((_, usage)), Some(first)) = (&mut body.usage, &body.first) {
+            usage.feed(first);
+        }
         if http_body::Body::is_end_stream(&body.inner) {
             // The first frame was the whole answer (or there was none).
             body.finish(true);
@@ -108,8 +118,24 @@ impl PassThrough {
         body
     }
 
+    /// The key's answer is over: its output tokens count against it.
+    fn count_usage(&mut self) {
+        let Some(((id, name), usage)) = self.usage.take() else {
+            return;
+        };
+        if let Some(tokens) = usage.tokens() {
+            self.hub.limiter.charge(&id, tokens);
+            self.hub
+                .metrics
+                .key_completion_tokens
+                .get_or_create(&KeyLabels { key: name })
+                .inc_by(tokens);
+        }
+    }
+
     fn finish(&mut self, complete: bool) {
         self.done = true;
+        self.count_usage();
         let Some(mut guard) = self.guard.take() else {
             return;
         };
@@ -158,6 +184,9 @@ impl PassThrough {
         self.idle_timer.as_mut().reset(Instant::now() + self.idle);
         if let Some(data) = frame.data_ref() {
             self.sniff(data);
+            if let Some((_, usage)) = &mut self.usage {
+                usage.feed(data);
+            }
         }
         if http_body::Body::is_end_stream(&self.inner) {
             self.finish(true);

@@ -199,6 +199,7 @@ async fn job(
         arrived,
         body,
         errors,
+        key: holder.map(|h| (h.id, h.name)),
     };
     Ok((job, permit))
 }
@@ -213,7 +214,10 @@ fn admit(
     let key = KeyLabels {
         key: holder.name.clone(),
     };
-    match hub.limiter.admit(holder, model, Instant::now()) {
+    match hub
+        .limiter
+        .admit(holder, model, prompt_tokens(body_bytes), Instant::now())
+    {
         Ok(permit) => {
             hub.metrics.key_requests.get_or_create(&key).inc();
             hub.metrics

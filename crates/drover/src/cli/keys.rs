@@ -38,6 +38,9 @@ pub enum KeysCommand {
         /// Requests it may start a minute.
         #[arg(long)]
         rpm: Option<u32>,
+        /// Tokens it may use a minute (prompts and answers).
+        #[arg(long)]
+        tpm: Option<u32>,
         /// Requests it may have waiting or running at once.
         #[arg(long)]
         max_concurrent: Option<u32>,
@@ -68,6 +71,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             kind,
             models,
             rpm,
+            tpm,
             max_concurrent,
             priority,
             max_priority,
@@ -79,6 +83,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             let limits = KeyLimits {
                 models: (!models.is_empty()).then_some(models),
                 requests_per_minute: rpm,
+                tokens_per_minute: tpm,
                 max_concurrent,
                 priority,
                 max_priority,

@@ -1,0 +1,111 @@
+//! The output tokens an answer reports, read as its bytes pass through:
+//! OpenAI's `"completion_tokens"` (a JSON answer's `usage`, a stream's last
+//! chunk when the client asked for usage) and the `"output_tokens"` of the
+//! Anthropic and Responses APIs (cumulative in a stream, so the last value
+//! wins). Bodies are forwarded untouched; this only looks, keeping a short
+//! tail between chunks so a number split across two is still read.
+
+const KEYS: [&[u8]; 2] = [b"\"completion_tokens\"", b"\"output_tokens\""];
+
+/// Bytes kept from one chunk to the next: the longest key, a colon, spaces
+/// and a number.
+const TAIL: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct UsageSniffer {
+    tail: Vec<u8>,
+    last: Option<u64>,
+}
+
+impl UsageSniffer {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        let mut text = std::mem::take(&mut self.tail);
+        text.extend_from_slice(bytes);
+        for key in KEYS {
+            let mut from = 0;
+            while let Some(at) = find(&text[from..], key) {
+                let start = from + at + key.len();
+                match number_after(&text[start..]) {
+                    Some(Some(n)) => self.last = Some(n),
+                    // Cut off by the chunk's end: read again with the next.
+                    Some(None) => break,
+                    None => {}
+                }
+                from = start;
+            }
+        }
+        let keep = text.len().min(TAIL);
+        self.tail = text[text.len() - keep..].to_vec();
+    }
+
+    /// The last output-token count seen.
+    pub fn tokens(&self) -> Option<u64> {
+        self.last
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// After a key: `Some(Some(n))` for `: n`, `Some(None)` when the text ends
+/// before the number does, `None` when no number follows.
+fn number_after(rest: &[u8]) -> Option<Option<u64>> {
+    let skip = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    let mut i = skip(rest);
+    if i == rest.len() {
+        return Some(None);
+    }
+    if rest[i] != b':' {
+        return None;
+    }
+    i += 1;
+    i += skip(&rest[i..]);
+    let digits = rest[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if i + digits == rest.len() {
+        return Some(None);
+    }
+    if digits == 0 {
+        return None;
+    }
+    std::str::from_utf8(&rest[i..i + digits])
+        .ok()?
+        .parse()
+        .ok()
+        .map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(chunks: &[&[u8]]) -> Option<u64> {
+        let mut s = UsageSniffer::default();
+        for c in chunks {
+            s.feed(c);
+        }
+        s.tokens()
+    }
+
+    #[test]
+    fn reads_usage_of_each_api_split_anywhere() {
+        let openai = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#;
+        for cut in 0..openai.len() {
+            assert_eq!(
+                read(&[&openai[..cut], &openai[cut..]]),
+                Some(34),
+                "cut at {cut}"
+            );
+        }
+        let anthropic = b"event: message_start\ndata: {\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}\n\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\": 27}}\n\n";
+        for cut in 0..anthropic.len() {
+            assert_eq!(
+                read(&[&anthropic[..cut], &anthropic[cut..]]),
+                Some(27),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(read(&[b"{\"choices\":[]}"]), None);
+        assert_eq!(read(&[b"\"completion_tokens\": \"many\""]), None);
+    }
+}
