@@ -20,6 +20,7 @@
 //! - `server`: the accept loop; every connection task is owned and bounded
 //!   (`stall_io`: a client may not stall an answer for ever).
 //! - `metrics`: Prometheus metrics.
+//! - `openapi`: the OpenAPI document, from the handlers' annotations.
 //! - `usage`: the output tokens an answer reports, read as it passes.
 //! - `error`: the one mapping from errors to HTTP and the OpenAI shape.
 
@@ -36,6 +37,7 @@ mod keys;
 mod limits;
 mod manager;
 mod metrics;
+mod openapi;
 mod prober;
 mod registry;
 mod routes;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A backend as both the config file's `[[backends]]` table and the body of
 /// `POST /admin/backends` describe it: one shape, one set of docs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
     /// Defaults to the URL's host and port.
@@ -79,7 +79,7 @@ pub fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
 }
 
 /// One backend as `GET /admin/backends` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BackendInfo {
     pub name: String,
     pub kind: String,
@@ -130,7 +130,7 @@ pub struct BackendInfo {
     pub margin: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BackendModelInfo {
     pub id: String,
     pub loaded: bool,
@@ -167,14 +167,14 @@ pub struct BackendModelInfo {
     pub load_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct BackendList {
     pub backends: Vec<BackendInfo>,
 }
 
 /// The body of `POST /admin/models/{model}/load|unload`: which backend, or
 /// `null` to let the hub choose (load) or mean every backend (unload).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelTarget {
     #[serde(default)]
@@ -182,7 +182,7 @@ pub struct ModelTarget {
 }
 
 /// What a model action did.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ModelAction {
     pub model: String,
     /// The backends it was done on.
@@ -198,7 +198,7 @@ pub struct ModelAction {
 }
 
 /// What a key may do: run inference, or use the management API.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     Client,
@@ -206,7 +206,7 @@ pub enum KeyKind {
 }
 
 /// What a client key may do beyond running inference at all.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyLimits {
     /// The models it may use (public names); unset: every one.
@@ -231,7 +231,7 @@ pub struct KeyLimits {
 }
 
 /// One key as `GET /admin/keys` shows it: never the key itself.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub name: String,
@@ -245,13 +245,13 @@ pub struct KeyInfo {
     pub limits: KeyLimits,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct KeyList {
     pub keys: Vec<KeyInfo>,
 }
 
 /// The body of `POST /admin/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
     pub name: String,
@@ -266,7 +266,7 @@ fn client() -> KeyKind {
 }
 
 /// The answer to `POST /admin/keys`: the key, shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct KeyCreated {
     pub key: String,
     #[serde(flatten)]

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueueList {
     /// `"list"`.
     pub object: String,
@@ -13,7 +13,7 @@ pub struct QueueList {
 }
 
 /// One model's queue.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueueEntry {
     pub model: String,
     /// Requests waiting for it now.

@@ -483,3 +483,77 @@ async fn tokens_a_minute_count_prompts_and_the_answers_own_usage() {
     cluster.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every other route drover adds beside the inference API.
+const OTHERS: &[(Method, &str)] = &[
+    (Method::GET, "/v1/queue"),
+    (Method::GET, "/v1/models"),
+    (Method::GET, "/v1/models/m"),
+    (Method::GET, "/health"),
+    (Method::GET, "/ready"),
+    (Method::GET, "/metrics"),
+];
+
+/// The document's path for a concrete one: `/admin/backends/s/drain` is
+/// `/admin/backends/{name}/drain`.
+fn documented<'a>(doc: &'a serde_json::Value, path: &str) -> Option<&'a str> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .find_map(|template| {
+            let t: Vec<&str> = template.split('/').collect();
+            let p: Vec<&str> = path.split('/').collect();
+            let fits =
+                t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p);
+            fits.then_some(template.as_str())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route_and_every_answer() {
+    let dir = data_dir("openapi");
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 0))
+        .hub(|c| c.data_dir = Some(dir.clone()))
+        .start()
+        .await;
+    let admin = create(&cluster, &[], "ops", "admin").await;
+    let auth = bearer(&admin);
+    let doc = cluster.client.get("/openapi.json").await.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for (method, path) in MANAGEMENT.iter().chain(OTHERS) {
+        let template = documented(&doc, path)
+            .unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+        let operation = &doc["paths"][template][method.as_str().to_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{method} {template} is not documented"
+        );
+        let r = cluster
+            .client
+            .call(
+                method.clone(),
+                path,
+                &[("authorization", auth.as_str())],
+                Bytes::from_static(b"{}"),
+            )
+            .await;
+        let status = r.status.as_u16().to_string();
+        assert!(
+            operation["responses"][&status].is_object(),
+            "{method} {path} answered {status}, which the document does not list: {}",
+            r.text()
+        );
+    }
+    // And nothing is documented that the router does not serve.
+    let documented_paths = doc["paths"].as_object().unwrap().len();
+    let served: std::collections::BTreeSet<&str> = MANAGEMENT
+        .iter()
+        .chain(OTHERS)
+        .map(|(_, p)| documented(&doc, p).unwrap())
+        .collect();
+    assert_eq!(served.len(), documented_paths, "{served:?}");
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

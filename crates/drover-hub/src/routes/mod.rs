@@ -1,13 +1,13 @@
 //! HTTP routes. Handlers translate between HTTP and the hub's state; the
 //! mapping from errors to responses lives in [`crate::error`].
 
-mod admin;
+pub(crate) mod admin;
 mod inference;
-mod keys;
-mod model_actions;
-mod models;
-mod ops;
-mod queue;
+pub(crate) mod keys;
+pub(crate) mod model_actions;
+pub(crate) mod models;
+pub(crate) mod ops;
+pub(crate) mod queue;
 
 use std::sync::Arc;
 
@@ -30,6 +30,15 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    crate::openapi::json(),
+                )
+            }),
+        )
         .route("/admin/backends", get(admin::list).post(admin::add))
         .route(
             "/admin/backends/{name}",

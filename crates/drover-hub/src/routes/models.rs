@@ -45,6 +45,7 @@ fn entries(hub: &HubState) -> Vec<ModelEntry> {
         .collect()
 }
 
+#[utoipa::path(get, path = "/v1/models", tag = "inference", responses((status = 200, description = "The fleet's models, each with the backends that have it", body = drover_proto::openai::ModelList)))]
 pub async fn list(State(hub): State<Arc<HubState>>) -> Json<ModelList> {
     Json(ModelList {
         object: "list".into(),
@@ -53,6 +54,7 @@ pub async fn list(State(hub): State<Arc<HubState>>) -> Json<ModelList> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "inference", params(("model" = String, Path, description = "A model's public name")), responses((status = 200, description = "The model", body = drover_proto::openai::ModelEntry), (status = 404, description = "No backend serves it", body = drover_proto::openai::ErrorBody), (status = 503, description = "A backend that might serve it has never answered", body = drover_proto::openai::ErrorBody)))]
 pub async fn get(
     State(hub): State<Arc<HubState>>,
     Path(model): Path<String>,

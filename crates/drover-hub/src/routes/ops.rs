@@ -12,11 +12,13 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::hub::HubState;
 
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is up")))]
 pub async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
 /// Ready when at least one backend can take work for at least one model.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "A backend can take work"), (status = 503, description = "None can yet")))]
 pub async fn ready(State(hub): State<Arc<HubState>>) -> Response {
     let views = hub.dispatcher.inspect(|s| s.fleet().views());
     let usable = views
@@ -39,6 +41,7 @@ pub async fn ready(State(hub): State<Arc<HubState>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(hub): State<Arc<HubState>>) -> Response {
     // Snapshot under the lock, render outside it: a scrape must not stall
     // dispatch.

@@ -11,6 +11,7 @@ use drover_proto::queue::{QueueEntry, QueueList};
 
 use crate::hub::HubState;
 
+#[utoipa::path(get, path = "/v1/queue", tag = "inference", responses((status = 200, description = "Per model: requests waiting, the expected wait, whether it is loading", body = drover_proto::queue::QueueList)))]
 pub async fn list(State(hub): State<Arc<HubState>>) -> Json<QueueList> {
     let now = hub.dispatcher.now();
     Json(hub.dispatcher.inspect(|s| {

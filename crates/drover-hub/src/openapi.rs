@@ -1,0 +1,61 @@
+//! The OpenAPI document of what drover adds beside the inference API it
+//! forwards (OpenAI's and Anthropic's, documented by them): the management
+//! API, `/v1/queue`, drover's model listing and the operations routes.
+//! Generated from the handlers' own annotations and the wire types'
+//! schemas, and served at `/openapi.json`; a test checks every route the
+//! router serves against it, so the two cannot drift apart.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "drover",
+        description = "One OpenAI-compatible endpoint for a fleet of local LLM servers: its management API and what it adds to the inference API."
+    ),
+    paths(
+        routes::admin::list,
+        routes::admin::get,
+        routes::admin::add,
+        routes::admin::remove,
+        routes::admin::drain,
+        routes::admin::undrain,
+        routes::model_actions::load_doc,
+        routes::model_actions::unload_doc,
+        routes::model_actions::pin_doc,
+        routes::model_actions::unpin_doc,
+        routes::keys::list,
+        routes::keys::create,
+        routes::keys::revoke,
+        routes::queue::list,
+        routes::models::list,
+        routes::models::get,
+        routes::ops::health,
+        routes::ops::ready,
+        routes::ops::metrics,
+    ),
+    modifiers(&Bearer)
+)]
+pub struct Document;
+
+/// Admin and client keys are bearer tokens.
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as JSON, built once.
+pub fn json() -> &'static str {
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    JSON.get_or_init(|| Document::openapi().to_pretty_json().unwrap_or_default())
+}
