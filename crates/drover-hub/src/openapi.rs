@@ -41,7 +41,9 @@ use crate::routes;
 )]
 pub struct Document;
 
-/// Admin and client keys are bearer tokens.
+/// Admin and client keys are bearer tokens. Each operation lists no
+/// security as well: on loopback, with no admin key configured or active,
+/// the management API is open to the machine's own users.
 struct Bearer;
 
 impl Modify for Bearer {

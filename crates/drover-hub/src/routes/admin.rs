@@ -211,7 +211,7 @@ fn views(hub: &HubState) -> FleetSnapshot {
     })
 }
 
-#[utoipa::path(get, path = "/admin/backends", tag = "backends", responses((status = 200, description = "Every backend, with its models and state", body = drover_proto::admin::BackendList), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/backends", tag = "backends", responses((status = 200, description = "Every backend, with its models and state", body = drover_proto::admin::BackendList), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn list(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -222,7 +222,7 @@ pub async fn list(
     Ok(Json(BackendList { backends }))
 }
 
-#[utoipa::path(get, path = "/admin/backends/{name}", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "The backend", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/backends/{name}", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "The backend", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn get(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -234,7 +234,7 @@ pub async fn get(
     Ok(Json(info(&entry, &views)))
 }
 
-#[utoipa::path(post, path = "/admin/backends", tag = "backends", request_body = drover_proto::admin::BackendSpec, responses((status = 201, description = "Added; probed from now on", body = drover_proto::admin::BackendInfo), (status = 400, description = "An invalid spec", body = drover_proto::openai::ErrorBody), (status = 409, description = "The name is taken", body = drover_proto::openai::ErrorBody), (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/backends", tag = "backends", request_body = drover_proto::admin::BackendSpec, responses((status = 201, description = "Added; probed from now on", body = drover_proto::admin::BackendInfo), (status = 400, description = "An invalid spec", body = drover_proto::openai::ErrorBody), (status = 409, description = "The name is taken", body = drover_proto::openai::ErrorBody), (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn add(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -258,7 +258,7 @@ pub async fn add(
     Ok((StatusCode::CREATED, Json(info(&entry, &fleet))).into_response())
 }
 
-#[utoipa::path(delete, path = "/admin/backends/{name}", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Removed: no new work; running requests finish"), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/admin/backends/{name}", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Removed: no new work; running requests finish"), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn remove(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -272,7 +272,7 @@ pub async fn remove(
     Ok(Json(json!({"removed": name})).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/backends/{name}/drain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Draining: no new work", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/backends/{name}/drain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Draining: no new work", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn drain(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -281,7 +281,7 @@ pub async fn drain(
     set_draining(hub, headers, name, true).await
 }
 
-#[utoipa::path(post, path = "/admin/backends/{name}/undrain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Taking work again", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/backends/{name}/undrain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Taking work again", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn undrain(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::keys::KeyError;
 
-#[utoipa::path(get, path = "/admin/keys", tag = "keys", responses((status = 200, description = "Every key, never the key itself", body = drover_proto::admin::KeyList), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/keys", tag = "keys", responses((status = 200, description = "Every key, never the key itself", body = drover_proto::admin::KeyList), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn list(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -27,7 +27,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(post, path = "/admin/keys", tag = "keys", request_body = drover_proto::admin::KeyCreate, responses((status = 201, description = "Created; the key is in this answer only", body = drover_proto::admin::KeyCreated), (status = 400, description = "An invalid name or limits", body = drover_proto::openai::ErrorBody), (status = 409, description = "The name is taken, or the hub keeps no keys", body = drover_proto::openai::ErrorBody), (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/keys", tag = "keys", request_body = drover_proto::admin::KeyCreate, responses((status = 201, description = "Created; the key is in this answer only", body = drover_proto::admin::KeyCreated), (status = 400, description = "An invalid name or limits", body = drover_proto::openai::ErrorBody), (status = 409, description = "The name is taken, or the hub keeps no keys", body = drover_proto::openai::ErrorBody), (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn create(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -45,7 +45,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(KeyCreated { key, info })).into_response())
 }
 
-#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id")), responses((status = 200, description = "Revoked, at once", body = drover_proto::admin::KeyInfo), (status = 404, description = "No such key", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id")), responses((status = 200, description = "Revoked, at once", body = drover_proto::admin::KeyInfo), (status = 404, description = "No such key", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn revoke(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,

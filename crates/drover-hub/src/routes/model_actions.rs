@@ -47,10 +47,12 @@ pub async fn dispatch(
     params(("model" = String, Path, description = "The model's public name")),
     request_body = drover_proto::admin::ModelTarget,
     responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
+        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
+        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
         (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
         (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
         (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security(("bearer" = [])))]
+    security((), ("bearer" = [])))]
 #[expect(
     dead_code,
     reason = "the document's entry: `dispatch` serves this path"
@@ -62,10 +64,12 @@ pub(crate) fn load_doc() {}
     params(("model" = String, Path, description = "The model's public name")),
     request_body = drover_proto::admin::ModelTarget,
     responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
+        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
+        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
         (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
         (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
         (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security(("bearer" = [])))]
+    security((), ("bearer" = [])))]
 #[expect(
     dead_code,
     reason = "the document's entry: `dispatch` serves this path"
@@ -77,10 +81,12 @@ pub(crate) fn unload_doc() {}
     params(("model" = String, Path, description = "The model's public name")),
     request_body = drover_proto::admin::ModelTarget,
     responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
+        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
+        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
         (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
         (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
         (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security(("bearer" = [])))]
+    security((), ("bearer" = [])))]
 #[expect(
     dead_code,
     reason = "the document's entry: `dispatch` serves this path"
@@ -92,10 +98,12 @@ pub(crate) fn pin_doc() {}
     params(("model" = String, Path, description = "The model's public name")),
     request_body = drover_proto::admin::ModelTarget,
     responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
+        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
+        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
         (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
         (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
         (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security(("bearer" = [])))]
+    security((), ("bearer" = [])))]
 #[expect(
     dead_code,
     reason = "the document's entry: `dispatch` serves this path"
