@@ -39,6 +39,8 @@ enum Command {
     Models(cli::models::ModelsArgs),
     /// API keys: create (shown once), list, revoke.
     Keys(cli::keys::KeysArgs),
+    /// The fleet live in a terminal: backends, models, queue, rates; q quits.
+    Top(cli::top::TopArgs),
     /// The policy lab: compare scheduling policies in virtual time on seeded traces.
     Lab(cli::lab::LabArgs),
     /// Load an OpenAI-compatible URL (a hub, and a backend directly) and report.
@@ -73,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Backends(args) => cli::backends::run(args).await,
             Command::Models(args) => cli::models::run(args).await,
             Command::Keys(args) => cli::keys::run(args).await,
+            Command::Top(args) => cli::top::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),
             Command::Plan(args) => cli::plan::run(args).await,

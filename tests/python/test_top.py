@@ -1,0 +1,86 @@
+"""`drover top` against a running hub: one frame with `--once`, and the
+live screen in a real pseudo-terminal, redrawn in place and quitting on
+`q` with the terminal restored."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import time
+
+from conftest import child_env, drover_binary, http_json, spawn, wait_until
+
+
+def start(tmp_path):
+    sim = spawn("sim", ["sim", "--dialect", "lmstudio", "--listen", "127.0.0.1:0", "--models", "alpha,beta",
+                        "--slots", "2"], tmp_path)  # fmt: skip
+    sim.wait_for_url()
+    hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", f"{sim.url},name=studio"], tmp_path)
+    hub.wait_for_url()
+    wait_until("the hub knows the models", lambda: len(http_json(hub.url + "/v1/models")["data"]) == 2, 20)
+    return sim, hub
+
+
+def test_one_frame_shows_backends_models_and_the_queue(tmp_path):
+    sim, hub = start(tmp_path)
+    try:
+        out = subprocess.run(
+            [str(drover_binary()), "top", "--once", "--interval", "0.3", "--hub", hub.url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=child_env(),
+        )
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0].startswith(f"drover top  {hub.url}   requests/s"), out.stdout
+        assert any(line.split() == ["studio", "closed", "alpha", "0/1", "unloaded"] for line in lines), out.stdout
+        assert "QUEUE" in out.stdout and "RECENT ERRORS" in out.stdout, out.stdout
+    finally:
+        hub.stop()
+        sim.stop()
+
+
+def test_the_live_screen_redraws_and_quits_on_q(tmp_path):
+    sim, hub = start(tmp_path)
+    main, replica = pty.openpty()
+    top = subprocess.Popen(
+        [str(drover_binary()), "top", "--interval", "0.2", "--hub", hub.url],
+        stdin=replica,
+        stdout=replica,
+        stderr=replica,
+        env=child_env({"TERM": "xterm"}),
+    )
+    os.close(replica)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while seen.count(b"requests/s") < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.5)
+            if ready:
+                seen += os.read(main, 65536)
+        assert seen.count(b"requests/s") >= 2, seen[-2000:]
+        assert b"\x1b[?1049h" in seen, "the alternate screen"
+        assert b"alpha" in seen and b"studio" in seen
+        os.write(main, b"q")
+        assert top.wait(timeout=10) == 0
+        while True:
+            ready, _, _ = select.select([main], [], [], 0.2)
+            if not ready:
+                break
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert b"\x1b[?1049l" in seen, "the terminal is restored"
+    finally:
+        if top.poll() is None:
+            top.kill()
+        os.close(main)
+        hub.stop()
+        sim.stop()
