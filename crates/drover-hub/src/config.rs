@@ -25,6 +25,9 @@ pub struct HubConfig {
     /// keeps nothing on disk and creates no keys (`drover serve` sets
     /// `~/.local/share/drover` by default).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Serve HTTPS (rustls) with this certificate and key; plain HTTP
+    /// without.
+    pub tls: Option<TlsConfig>,
     pub queue: QueueConfig,
     pub upstream: UpstreamConfig,
     pub health: HealthConfig,
@@ -51,6 +54,17 @@ pub struct QueueConfig {
     /// Waiting this long raises a request's standing by one priority point.
     #[serde(deserialize_with = "duration")]
     pub aging: Duration,
+}
+
+/// The listener's certificate chain and private key, PEM files. Both are
+/// needed (`validate` says so); each may come from its own variable.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub cert: std::path::PathBuf,
+    #[serde(default)]
+    pub key: std::path::PathBuf,
 }
 
 /// The model manager: when models are loaded and unloaded.
@@ -156,6 +170,7 @@ impl Default for HubConfig {
             insecure: false,
             admin_key: None,
             data_dir: None,
+            tls: None,
             queue: QueueConfig::default(),
             upstream: UpstreamConfig::default(),
             health: HealthConfig::default(),
@@ -260,6 +275,13 @@ impl HubConfig {
                 "health.failure_threshold must be at least 1".into(),
             ));
         }
+        if let Some(tls) = &self.tls
+            && (tls.cert.as_os_str().is_empty() || tls.key.as_os_str().is_empty())
+        {
+            return Err(ConfigError(
+                "tls needs both cert and key (PEM files)".into(),
+            ));
+        }
         if self.manager.load_timeout.is_zero() {
             return Err(ConfigError(
                 "manager.load_timeout must be more than zero".into(),
@@ -316,11 +338,12 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
 /// Every field of [`HubConfig`] an environment variable may set (the
 /// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
 /// keeps it whole.
-const KNOWN_ROOTS: [&str; 9] = [
+const KNOWN_ROOTS: [&str; 10] = [
     "listen",
     "insecure",
     "admin_key",
     "data_dir",
+    "tls",
     "queue",
     "upstream",
     "health",
@@ -435,6 +458,8 @@ mod tests {
                 ("DROVER_HEALTH__FAILURE_THRESHOLD", "9"),
                 ("DROVER_LIMITS__BODY_TIMEOUT", "3s"),
                 ("DROVER_MANAGER__TTL", "5m"),
+                ("DROVER_TLS__CERT", "/etc/drover/cert.pem"),
+                ("DROVER_TLS__KEY", "/etc/drover/key.pem"),
             ]),
         )
         .unwrap();
@@ -447,7 +472,17 @@ mod tests {
         assert_eq!(c.health.failure_threshold, 9);
         assert_eq!(c.limits.body_timeout, Duration::from_secs(3));
         assert_eq!(c.manager.ttl, Some(Duration::from_secs(300)));
-        assert_eq!(KNOWN_ROOTS.len(), 9, "a new root needs a line above");
+        assert_eq!(
+            c.tls.map(|t| t.key),
+            Some(std::path::PathBuf::from("/etc/drover/key.pem"))
+        );
+        assert_eq!(KNOWN_ROOTS.len(), 10, "a new root needs a line above");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let e = HubConfig::from_toml("[tls]\ncert = \"/c.pem\"", &[]).unwrap_err();
+        assert!(e.0.contains("both cert and key"), "{e:?}");
     }
 
     /// The README's example config is what a first-time user copies: it

@@ -29,7 +29,7 @@ use crate::keys::{KeyError, Keys};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::registry::{BackendEntry, Registry, RegistryError};
-use crate::{manager, prober, routes, server};
+use crate::{manager, prober, routes, server, tls};
 use drover_proto::admin::BackendSpec;
 use drover_proto::admin::KeyKind;
 
@@ -170,12 +170,20 @@ pub enum StartError {
     Insecure(SocketAddr),
     #[error("{0}")]
     Keys(KeyError),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Starts the hub on `listener` with `config`'s backends.
 pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle, StartError> {
     let local_addr = listener.local_addr()?;
     let keys = Keys::open(config.data_dir.as_deref()).map_err(StartError::Keys)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()
+        .map_err(StartError::Tls)?;
     // With client keys, inference beyond loopback needs one.
     if !local_addr.ip().is_loopback() && !config.insecure && !keys.ever(KeyKind::Client) {
         return Err(StartError::Insecure(local_addr));
@@ -257,6 +265,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     let hard_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(
         listener,
+        tls,
         routes::router(state.clone()),
         state.clone(),
         server::Limits::from_config(&state.config.limits),
@@ -278,7 +287,16 @@ impl HubHandle {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.state.local_addr)
+        format!("{}://{}", self.scheme(), self.state.local_addr)
+    }
+
+    /// `https` when the hub serves TLS.
+    pub fn scheme(&self) -> &'static str {
+        if self.state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Resolves when something asked the hub to stop.

@@ -43,6 +43,7 @@ mod registry;
 mod routes;
 mod server;
 mod stall_io;
+mod tls;
 mod usage;
 
 pub use aliases::ModelAlias;

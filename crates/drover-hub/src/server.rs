@@ -23,6 +23,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -66,8 +68,10 @@ fn default_max_connections() -> usize {
 /// Serves `app` on `listener` until `stop`; then asks every connection to
 /// finish its current request and waits for them, or until `hard_stop`
 /// cuts them off.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     hub: Arc<HubState>,
     limits: Limits,
@@ -112,16 +116,37 @@ pub async fn serve(
                 Ok::<_, Infallible>(response)
             }
         });
-        let io = StallIo::new(TokioIo::new(stream), limits.client_stall_timeout);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .keep_alive(true)
-            .serve_connection(io, service);
-        let conn = graceful.watch(conn);
-        let hard_stop = hard_stop.clone();
+        let (hard_stop, tls, limits) = (hard_stop.clone(), tls.clone(), limits.clone());
+        let watcher = graceful.watcher();
         tasks.spawn(async move {
             let _permit = permit;
+            // The handshake in the connection's own task, bounded like the
+            // request head: a client that stalls it holds only itself.
+            let stream = match tls {
+                None => Either::Right(stream),
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, tls.accept(stream));
+                    tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(s)) => Either::Left(s),
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        },
+                        _ = hard_stop.cancelled() => return,
+                    }
+                }
+            };
+            let io = StallIo::new(TokioIo::new(stream), limits.client_stall_timeout);
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true)
+                .serve_connection(io, service);
+            let conn = watcher.watch(conn);
             tokio::select! {
                 result = conn => if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");

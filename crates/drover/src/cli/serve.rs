@@ -24,6 +24,12 @@ pub struct ServeArgs {
     /// else $XDG_DATA_HOME/drover or ~/.local/share/drover).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A backend, [KIND=]URL[,slots=N][,max_concurrent=N][,probe=generate][,responses=BOOL][,messages=BOOL][,name=NAME][,api_key=KEY]; the kind (lmstudio, ollama, llamacpp, vllm, openai) is detected when left out; repeat for more.
     #[arg(long = "backend", value_name = "[KIND=]URL")]
     pub backends: Vec<String>,
@@ -57,6 +63,12 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<HubConfig> {
     }
     if config.data_dir.is_none() {
         config.data_dir = default_data_dir();
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(drover_hub::config::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
     }
     for b in &args.backends {
         config
@@ -102,9 +114,9 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
 /// The base URL a client should use: for an address that means "every
 /// interface", the loopback address for this machine and its name for
 /// others.
-pub fn client_urls(addr: SocketAddr) -> String {
+pub fn client_urls(scheme: &str, addr: SocketAddr) -> String {
     if !addr.ip().is_unspecified() {
-        return format!("http://{addr}/v1");
+        return format!("{scheme}://{addr}/v1");
     }
     let port = addr.port();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -112,7 +124,9 @@ pub fn client_urls(addr: SocketAddr) -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "THIS-MACHINE".into());
-    format!("http://127.0.0.1:{port}/v1 on this machine, http://{host}:{port}/v1 from others")
+    format!(
+        "{scheme}://127.0.0.1:{port}/v1 on this machine, {scheme}://{host}:{port}/v1 from others"
+    )
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -133,7 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     eprintln!(
         "drover: listening on {listening} (OpenAI base URL {})",
-        client_urls(addr)
+        client_urls(hub.scheme(), addr)
     );
     let stop = super::shutdown_token();
     tokio::select! {

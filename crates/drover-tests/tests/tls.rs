@@ -1,0 +1,117 @@
+//! The listener serves HTTPS from a PEM certificate and key: a client that
+//! trusts the certificate talks to it, plain HTTP gets no answer, and a
+//! certificate file that cannot be read is a start error naming it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_tests::{ClusterBuilder, HubConfig, chat_body, openai};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+fn certificate(
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    CertificateDer<'static>,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    (cert, key, made.cert.der().clone())
+}
+
+/// One HTTPS request to `addr`, trusting `root` for the name localhost.
+async fn https(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    request: Request<Full<Bytes>>,
+) -> (u16, String) {
+    let mut roots = RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("a TLS handshake with the hub");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_serves_https_from_pem_files_and_nothing_in_the_clear() {
+    let dir = std::env::temp_dir().join(format!("drover-tls-{}", std::process::id()));
+    let (cert, key, root) = certificate(&dir);
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 0))
+        .hub(|c| {
+            c.tls = Some(drover_hub::config::TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        })
+        .start()
+        .await;
+    let addr = cluster.hub.addr();
+    assert!(
+        cluster.hub.url().starts_with("https://"),
+        "{}",
+        cluster.hub.url()
+    );
+    let request = Request::post("/v1/chat/completions")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat_body("m", "hi").to_string())))
+        .unwrap();
+    let (status, body) = https(addr, &root, request).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("chat.completion"), "{body}");
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = tokio::time::timeout(Duration::from_secs(5), cluster.client.try_get("/health"))
+        .await
+        .expect("the hub does not hang a plain client");
+    assert_eq!(plain, None);
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_cannot_be_read_is_a_start_error_naming_it() {
+    let missing = std::env::temp_dir().join("drover-no-such-cert.pem");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = HubConfig {
+        tls: Some(drover_hub::config::TlsConfig {
+            cert: missing.clone(),
+            key: missing.clone(),
+        }),
+        ..HubConfig::default()
+    };
+    let e = drover_hub::start(config, listener)
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("drover-no-such-cert.pem"), "{e}");
+}
