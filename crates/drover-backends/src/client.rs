@@ -33,6 +33,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_util::either::Either;
 use tower_service::Service;
 
 /// Request bodies are buffered in full before they go upstream, so a request
@@ -61,11 +68,31 @@ impl HttpClient {
     /// A client keeping at most `max_idle_per_host` idle connections to each
     /// server.
     pub fn with_pool_size(connect_timeout: Duration, max_idle_per_host: usize) -> Self {
+        let tls = tls_config(None).map_err(Arc::from);
+        Self::build(connect_timeout, max_idle_per_host, tls)
+    }
+
+    /// A client for `https://` servers whose certificate `ca` (a PEM file)
+    /// vouches for, besides the system's roots.
+    pub fn with_ca(connect_timeout: Duration, ca: &std::path::Path) -> Result<Self, String> {
+        Ok(Self::build(
+            connect_timeout,
+            1024,
+            Ok(tls_config(Some(ca))?),
+        ))
+    }
+
+    fn build(
+        connect_timeout: Duration,
+        max_idle_per_host: usize,
+        tls: Result<TlsConnector, Arc<str>>,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
-        http.enforce_http(true);
-        let connector = CountingConnector { http };
+        // https:// too: the TCP connection is made here, TLS on top below.
+        http.enforce_http(false);
+        let connector = CountingConnector { http, tls };
         let pooled = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(max_idle_per_host)
@@ -118,10 +145,42 @@ fn failed_on_reused_connection(e: &SendError) -> bool {
 #[derive(Clone, Debug, Default)]
 struct Answers(Arc<AtomicU32>);
 
-/// `HttpConnector`, with each connection tagged by its [`Answers`].
+/// What `https://` connections trust: the system's roots (those it can
+/// read) and `ca`'s certificates.
+fn tls_config(ca: Option<&std::path::Path>) -> Result<TlsConnector, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = ca {
+        let named = |e: &dyn std::fmt::Display| format!("{}: {e}", ca.display());
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| named(&e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| named(&e))?;
+        if certs.is_empty() {
+            return Err(named(&"no certificate in it"));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| named(&e))?;
+        }
+    }
+    let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// `HttpConnector`, with TLS for `https://`, each connection tagged by its
+/// [`Answers`].
 #[derive(Clone)]
 struct CountingConnector {
     http: HttpConnector,
+    /// Or why TLS could not be set up, said on an https connection.
+    tls: Result<TlsConnector, Arc<str>>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -136,26 +195,40 @@ impl Service<Uri> for CountingConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let https = uri.scheme_str() == Some("https");
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_string();
         let connecting = self.http.call(uri);
+        let tls = self.tls.clone();
         Box::pin(async move {
-            let io = connecting.await?;
+            let tcp = connecting.await?;
+            let io = if https {
+                let tls = tls.map_err(|e| format!("TLS is not available: {e}"))?;
+                let name = ServerName::try_from(host)?;
+                Either::Right(tls.connect(name, tcp.into_inner()).await?)
+            } else {
+                Either::Left(tcp.into_inner())
+            };
             Ok(CountedIo {
-                io,
+                io: TokioIo::new(io),
                 answers: Answers::default(),
             })
         })
     }
 }
 
-/// A TCP connection and its answer count.
+/// A TCP connection (with TLS over it for https) and its answer count.
 struct CountedIo {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<Either<TcpStream, TlsStream<TcpStream>>>,
     answers: Answers,
 }
 
 impl Connection for CountedIo {
     fn connected(&self) -> Connected {
-        self.io.connected().extra(self.answers.clone())
+        Connected::new().extra(self.answers.clone())
     }
 }
 

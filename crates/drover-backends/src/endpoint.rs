@@ -16,7 +16,7 @@ pub enum EndpointError {
     Invalid(String, String),
     #[error("URL {0:?} has no host")]
     NoHost(String),
-    #[error("URL {0:?}: only http:// backends are supported so far")]
+    #[error("URL {0:?}: a backend is http:// or https://")]
     Scheme(String),
 }
 
@@ -41,7 +41,7 @@ impl Endpoint {
         let scheme = uri.scheme().cloned().ok_or_else(|| {
             EndpointError::Invalid(redact(url), "missing scheme (http://)".into())
         })?;
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(EndpointError::Scheme(redact(url)));
         }
         let full = uri
@@ -175,7 +175,7 @@ mod tests {
     fn names_what_is_wrong() {
         let cases = [
             ("10.0.0.1:1234", "missing scheme"),
-            ("https://host", "only http://"),
+            ("ftp://host", "http:// or https://"),
             ("http://", "invalid URL"),
             ("not a url", "invalid URL"),
         ];

@@ -37,7 +37,6 @@ pub struct HubState {
     pub(crate) config: HubConfig,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) registry: Registry,
-    pub(crate) client: HttpClient,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clients: Clients,
     /// `[[models]]`: public names for the servers' own model ids.
@@ -230,9 +229,12 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     let (dispatcher, model_work) =
         Dispatcher::new(sched, config.upstream.cancel_grace, metrics.clone());
     let state = Arc::new(HubState {
-        registry: Registry::new(client.clone(), config.health.probe_timeout),
+        registry: Registry::new(
+            client,
+            config.upstream.connect_timeout,
+            config.health.probe_timeout,
+        ),
         dispatcher,
-        client,
         metrics,
         clients,
         models,

@@ -26,8 +26,9 @@ pub struct BackendEntry {
     pub endpoint: Endpoint,
     /// Its kind and adapter: from config, or once detection has run.
     adapter: OnceLock<Arc<dyn Backend>>,
-    /// What building an adapter after detection needs.
-    client: HttpClient,
+    /// Its HTTP client (its own where it names a CA file), for discovery
+    /// and forwarding alike.
+    pub(crate) client: HttpClient,
     api_key: Option<String>,
     probe_timeout: Duration,
     /// Sent with every request: the configured key, or the URL's
@@ -268,15 +269,17 @@ pub struct Registry {
     inner: RwLock<Inner>,
     next_id: AtomicU32,
     client: HttpClient,
+    connect_timeout: Duration,
     probe_timeout: Duration,
 }
 
 impl Registry {
-    pub fn new(client: HttpClient, probe_timeout: Duration) -> Self {
+    pub fn new(client: HttpClient, connect_timeout: Duration, probe_timeout: Duration) -> Self {
         Registry {
             inner: RwLock::new(Inner::default()),
             next_id: AtomicU32::new(1),
             client,
+            connect_timeout,
             probe_timeout,
         }
     }
@@ -314,13 +317,19 @@ impl Registry {
         if inner.by_name.contains_key(&name) {
             return Err(RegistryError::Duplicate(name));
         }
+        // A backend with its own CA gets its own client (and pool).
+        let client = match &config.ca_file {
+            Some(ca) => HttpClient::with_ca(self.connect_timeout, ca)
+                .map_err(|e| RegistryError::Invalid(format!("ca_file {e}")))?,
+            None => self.client.clone(),
+        };
         let id = BackendId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let adapter = OnceLock::new();
         if let Some(kind) = kind {
             let _ = adapter.set(adapter_for(
                 kind,
                 endpoint.clone(),
-                self.client.clone(),
+                client.clone(),
                 config.api_key.clone(),
                 self.probe_timeout,
             ));
@@ -331,7 +340,7 @@ impl Registry {
             name: name.clone(),
             endpoint,
             adapter,
-            client: self.client.clone(),
+            client: client.clone(),
             api_key: config.api_key.clone(),
             probe_timeout: self.probe_timeout,
             default_slots: config.slots.unwrap_or(1),

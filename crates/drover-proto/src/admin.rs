@@ -59,6 +59,11 @@ pub struct BackendSpec {
     /// recently used idle one to load another.
     #[serde(default)]
     pub max_loaded: Option<u32>,
+    /// For an `https://` backend: a PEM file of the certificate authority
+    /// that vouches for it, trusted besides the system's roots.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// A size in bytes, given as a number or as text `drover_core::size` reads.

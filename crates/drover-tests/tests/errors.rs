@@ -158,7 +158,7 @@ async fn bad_requests_get_openai_shaped_errors() {
             Method::POST,
             "/admin/backends",
             vec![],
-            r#"{"kind":"openai","url":"https://x"}"#.into(),
+            r#"{"kind":"openai","url":"ftp://x"}"#.into(),
             400,
             "invalid_backend",
         ),

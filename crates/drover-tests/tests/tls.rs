@@ -115,3 +115,91 @@ async fn a_certificate_that_cannot_be_read_is_a_start_error_naming_it() {
         .expect("refused");
     assert!(e.to_string().contains("drover-no-such-cert.pem"), "{e}");
 }
+
+/// A TLS front for `upstream`: terminates TLS with `cert`/`key` and passes
+/// the bytes on. Returns its port.
+async fn tls_front(
+    upstream: std::net::SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> u16 {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::PrivateKeyDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_backend_is_reached_with_its_ca_file_and_not_without() {
+    let dir = std::env::temp_dir().join(format!("drover-tls-backend-{}", std::process::id()));
+    let (cert, key, _) = certificate(&dir);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = drover_sim::SimServer::start(listener, openai(&["m"], 1, 0)).unwrap();
+    let port = tls_front(sim.addr(), &cert, &key).await;
+    let url = format!("https://localhost:{port}");
+    let spec = |name: &str, ca: Option<std::path::PathBuf>| drover_hub::BackendSpec {
+        name: Some(name.into()),
+        kind: "openai".into(),
+        url: url.clone(),
+        ca_file: ca,
+        ..drover_hub::BackendSpec::default()
+    };
+    let cluster = ClusterBuilder::new()
+        .external(spec("trusted", Some(cert.clone())))
+        .start()
+        .await;
+    let r = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "trusted");
+
+    // Without the CA, the certificate is refused and the backend says why.
+    let r = cluster
+        .client
+        .post(
+            "/admin/backends",
+            &serde_json::to_value(spec("untrusted", None)).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    drover_tests::wait_until_within("the probe fails", Duration::from_secs(10), || async {
+        let b = cluster.client.get("/admin/backends/untrusted").await.json();
+        b["last_error"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("certificate"))
+    })
+    .await;
+    cluster.shutdown().await;
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

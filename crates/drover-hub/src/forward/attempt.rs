@@ -42,7 +42,7 @@ pub async fn run(
     };
     let started = Instant::now();
     let deadline = started + hub.config.upstream.response_timeout;
-    let upstream = match tokio::time::timeout_at(deadline, send(hub, &entry, job)).await {
+    let upstream = match tokio::time::timeout_at(deadline, send(&entry, job)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(reason)) => {
             guard.fail();
@@ -151,11 +151,7 @@ struct Answer {
 
 /// Sends the request; a closed pooled connection is retried by the client
 /// itself on a fresh one.
-async fn send(
-    hub: &HubState,
-    entry: &BackendEntry,
-    job: &Job,
-) -> Result<Response<Incoming>, AttemptFailure> {
+async fn send(entry: &BackendEntry, job: &Job) -> Result<Response<Incoming>, AttemptFailure> {
     let uri = entry
         .endpoint
         .uri(&job.path_and_query)
@@ -190,7 +186,7 @@ async fn send(
         }
         req
     };
-    hub.client.send(build).await.map_err(|e| {
+    entry.client.send(build).await.map_err(|e| {
         format!(
             "{}: {}",
             entry.name,

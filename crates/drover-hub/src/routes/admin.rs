@@ -272,7 +272,7 @@ pub async fn remove(
     Ok(Json(json!({"removed": name})).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/backends/{name}/drain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Draining: no new work", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/backends/{name}/drain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Draining: no new work", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 409, description = "It has not answered a probe yet", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn drain(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -281,7 +281,7 @@ pub async fn drain(
     set_draining(hub, headers, name, true).await
 }
 
-#[utoipa::path(post, path = "/admin/backends/{name}/undrain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Taking work again", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/backends/{name}/undrain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Taking work again", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 409, description = "It has not answered a probe yet", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn undrain(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,

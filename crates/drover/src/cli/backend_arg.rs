@@ -97,12 +97,13 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
                 }
             }
             "name" => config.name = Some(v.trim().to_string()),
+            "ca_file" => config.ca_file = Some(v.trim().into()),
             "api_key" => config.api_key = Some(v.trim().to_string()),
             other => {
                 return Err(format!(
                     "--backend {shown:?}: unknown option {other:?} (known: slots, \
                      max_concurrent, max_loaded, probe, responses, messages, memory, \
-                     slot_buffer, system, margin, name, api_key)"
+                     slot_buffer, system, margin, name, ca_file, api_key)"
                 ));
             }
         }
