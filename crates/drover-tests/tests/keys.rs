@@ -19,6 +19,26 @@ fn data_dir(name: &str) -> PathBuf {
     d
 }
 
+/// A hub keeping its keys in a fresh data directory, in front of `sim`.
+async fn hub_with_keys(
+    name: &str,
+    sim: drover_tests::SimConfig,
+) -> (drover_tests::Cluster, PathBuf) {
+    let dir = data_dir(name);
+    let kept = dir.clone();
+    let cluster = ClusterBuilder::new()
+        .sim("s", sim)
+        .hub(move |c| c.data_dir = Some(kept))
+        .start()
+        .await;
+    (cluster, dir)
+}
+
+async fn done(cluster: drover_tests::Cluster, dir: PathBuf) {
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
@@ -41,12 +61,7 @@ async fn create(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_and_admin_keys_have_their_own_powers_and_revoking_is_at_once() {
-    let dir = data_dir("powers");
-    let cluster = ClusterBuilder::new()
-        .sim("s", openai(&["m"], 2, 0))
-        .hub(|c| c.data_dir = Some(dir.clone()))
-        .start()
-        .await;
+    let (cluster, dir) = hub_with_keys("powers", openai(&["m"], 2, 0)).await;
     let c = &cluster.client;
     // No keys yet: inference is open, as before.
     assert_eq!(
@@ -139,8 +154,7 @@ async fn client_and_admin_keys_have_their_own_powers_and_revoking_is_at_once() {
         .post_with("/v1/chat/completions", &as_client, &chat_body("m", "hi"))
         .await;
     assert_eq!(r.status, 401, "{}", r.text());
-    cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    done(cluster, dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,12 +257,7 @@ async fn ask(cluster: &drover_tests::Cluster, key: &str, model: &str) -> drover_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_limits_answer_429_with_retry_after_and_are_counted() {
-    let dir = data_dir("limits");
-    let cluster = ClusterBuilder::new()
-        .sim("s", openai(&["m", "other"], 2, 0))
-        .hub(|c| c.data_dir = Some(dir.clone()))
-        .start()
-        .await;
+    let (cluster, dir) = hub_with_keys("limits", openai(&["m", "other"], 2, 0)).await;
     let key = create_with(
         &cluster,
         "batch",
@@ -276,21 +285,15 @@ async fn a_keys_limits_answer_429_with_retry_after_and_are_counted() {
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
-    cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    done(cluster, dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_concurrency_counts_until_the_answer_ends() {
-    let dir = data_dir("concurrency");
     let mut sim = openai(&["m"], 4, 50);
     sim.tokens_per_sec = 10.0;
     sim.output_tokens = 8;
-    let cluster = ClusterBuilder::new()
-        .sim("s", sim)
-        .hub(|c| c.data_dir = Some(dir.clone()))
-        .start()
-        .await;
+    let (cluster, dir) = hub_with_keys("concurrency", sim).await;
     let key = create_with(&cluster, "one-at-a-time", json!({"max_concurrent": 1})).await;
     // A stream: its headers come at once, its tokens over about 0.8 s.
     let auth = bearer(&key);
@@ -315,18 +318,12 @@ async fn a_keys_concurrency_counts_until_the_answer_ends() {
     assert!(!rest.to_bytes().is_empty());
     drover_tests::wait_until("the stream's slot is free", || cluster.busy("s") == 0).await;
     assert_eq!(ask(&cluster, &key, "m").await.status, 200, "free again");
-    cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    done(cluster, dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keys_priority_orders_the_queue_and_caps_its_header() {
-    let dir = data_dir("priority");
-    let cluster = ClusterBuilder::new()
-        .sim("s", openai(&["m"], 1, 300))
-        .hub(|c| c.data_dir = Some(dir.clone()))
-        .start()
-        .await;
+    let (cluster, dir) = hub_with_keys("priority", openai(&["m"], 1, 300)).await;
     let low = create_with(&cluster, "low", json!({"priority": 10, "max_priority": 60})).await;
     let high = create_with(&cluster, "high", json!({"priority": 90})).await;
     let send = |key: String, priority: Option<&'static str>| {
@@ -361,8 +358,7 @@ async fn a_keys_priority_orders_the_queue_and_caps_its_header() {
         waited(&high_reply),
         waited(&low_reply)
     );
-    cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    done(cluster, dir).await;
 }
 
 /// Every management route, as the router knows them.
@@ -384,12 +380,7 @@ const MANAGEMENT: &[(Method, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_management_route_refuses_a_client_key_and_no_key() {
-    let dir = data_dir("routes");
-    let cluster = ClusterBuilder::new()
-        .sim("s", openai(&["m"], 1, 0))
-        .hub(|c| c.data_dir = Some(dir.clone()))
-        .start()
-        .await;
+    let (cluster, dir) = hub_with_keys("routes", openai(&["m"], 1, 0)).await;
     let admin = create(&cluster, &[], "ops", "admin").await;
     let admin_auth = bearer(&admin);
     let client = create(
@@ -446,20 +437,14 @@ async fn every_management_route_refuses_a_client_key_and_no_key() {
             r.text()
         );
     }
-    cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    done(cluster, dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_a_minute_count_prompts_and_the_answers_own_usage() {
-    let dir = data_dir("tokens");
     let mut sim = openai(&["m"], 2, 0);
     sim.output_tokens = 8;
-    let cluster = ClusterBuilder::new()
-        .sim("s", sim)
-        .hub(|c| c.data_dir = Some(dir.clone()))
-        .start()
-        .await;
+    let (cluster, dir) = hub_with_keys("tokens", sim).await;
     // The hub estimates a prompt as its body's bytes over 4. The bucket
     // holds two prompts, but not two prompts and the first answer's 8.
     let prompt = (chat_body("m", "hi").to_string().len() / 4) as u64;
@@ -480,8 +465,7 @@ async fn tokens_a_minute_count_prompts_and_the_answers_own_usage() {
     ] {
         assert!(metrics.contains(&line), "{line} in\n{metrics}");
     }
-    cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    done(cluster, dir).await;
 }
 
 /// Every other route drover adds beside the inference API.
@@ -512,12 +496,7 @@ fn documented<'a>(doc: &'a serde_json::Value, path: &str) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_route_and_every_answer() {
-    let dir = data_dir("openapi");
-    let cluster = ClusterBuilder::new()
-        .sim("s", openai(&["m"], 1, 0))
-        .hub(|c| c.data_dir = Some(dir.clone()))
-        .start()
-        .await;
+    let (cluster, dir) = hub_with_keys("openapi", openai(&["m"], 1, 0)).await;
     let admin = create(&cluster, &[], "ops", "admin").await;
     let auth = bearer(&admin);
     let doc = cluster.client.get("/openapi.json").await.json();
@@ -554,6 +533,5 @@ async fn the_openapi_document_describes_every_route_and_every_answer() {
         .map(|(_, p)| documented(&doc, p).unwrap())
         .collect();
     assert_eq!(served.len(), documented_paths, "{served:?}");
-    cluster.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    done(cluster, dir).await;
 }

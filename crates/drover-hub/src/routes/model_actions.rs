@@ -42,73 +42,44 @@ pub async fn dispatch(
     }
 }
 
-/// Load a model: on the backend named, else where it would be ready soonest; makes room as for a request.
-#[utoipa::path(post, path = "/admin/models/{model}/load", tag = "models",
-    params(("model" = String, Path, description = "The model's public name")),
-    request_body = drover_proto::admin::ModelTarget,
-    responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
-        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
-        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
-        (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
-        (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
-        (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security((), ("bearer" = [])))]
-#[expect(
-    dead_code,
-    reason = "the document's entry: `dispatch` serves this path"
-)]
-pub(crate) fn load_doc() {}
+/// The document's entry for one of the paths `dispatch` serves.
+macro_rules! action_doc {
+    ($name:ident, $path:literal, $what:literal) => {
+        #[doc = $what]
+        #[utoipa::path(post, path = $path, tag = "models",
+            params(("model" = String, Path, description = "The model's public name")),
+            request_body = drover_proto::admin::ModelTarget,
+            responses(
+                (status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
+                (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
+                (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
+                (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
+                (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
+                (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody),
+                (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody),
+                (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
+            security((), ("bearer" = [])))]
+        #[expect(dead_code, reason = "the document's entry: `dispatch` serves this path")]
+        pub(crate) fn $name() {}
+    };
+}
 
-/// Unload a model from the backend named, or from every one.
-#[utoipa::path(post, path = "/admin/models/{model}/unload", tag = "models",
-    params(("model" = String, Path, description = "The model's public name")),
-    request_body = drover_proto::admin::ModelTarget,
-    responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
-        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
-        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
-        (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
-        (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
-        (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security((), ("bearer" = [])))]
-#[expect(
-    dead_code,
-    reason = "the document's entry: `dispatch` serves this path"
-)]
-pub(crate) fn unload_doc() {}
-
-/// Pin a model: never evicted, never unloaded for idleness.
-#[utoipa::path(post, path = "/admin/models/{model}/pin", tag = "models",
-    params(("model" = String, Path, description = "The model's public name")),
-    request_body = drover_proto::admin::ModelTarget,
-    responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
-        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
-        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
-        (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
-        (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
-        (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security((), ("bearer" = [])))]
-#[expect(
-    dead_code,
-    reason = "the document's entry: `dispatch` serves this path"
-)]
-pub(crate) fn pin_doc() {}
-
-/// Undo a pin.
-#[utoipa::path(post, path = "/admin/models/{model}/unpin", tag = "models",
-    params(("model" = String, Path, description = "The model's public name")),
-    request_body = drover_proto::admin::ModelTarget,
-    responses((status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
-        (status = 400, description = "The body is not a target", body = drover_proto::openai::ErrorBody),
-        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
-        (status = 404, description = "No backend lists it", body = drover_proto::openai::ErrorBody),
-        (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
-        (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
-    security((), ("bearer" = [])))]
-#[expect(
-    dead_code,
-    reason = "the document's entry: `dispatch` serves this path"
-)]
-pub(crate) fn unpin_doc() {}
+action_doc!(
+    load_doc,
+    "/admin/models/{model}/load",
+    "Load a model: on the backend named, else where it would be ready soonest; makes room as for a request."
+);
+action_doc!(
+    unload_doc,
+    "/admin/models/{model}/unload",
+    "Unload a model from the backend named, or from every one."
+);
+action_doc!(
+    pin_doc,
+    "/admin/models/{model}/pin",
+    "Pin a model: never evicted, never unloaded for idleness."
+);
+action_doc!(unpin_doc, "/admin/models/{model}/unpin", "Undo a pin.");
 
 async fn load(
     hub: Arc<HubState>,

@@ -7,21 +7,12 @@ use anyhow::Context;
 use drover_proto::admin::{BackendInfo, BackendList};
 use http::Method;
 
-use super::http::{Api, check};
+use super::http::{Hub, check};
 
 #[derive(clap::Args)]
 pub struct BackendsArgs {
-    /// The hub's URL.
-    #[arg(
-        long,
-        env = "DROVER_HUB",
-        default_value = "http://127.0.0.1:8700",
-        global = true
-    )]
-    pub hub: String,
-    /// The hub's admin key, if it has one.
-    #[arg(long, env = "DROVER_ADMIN_KEY", global = true, hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub target: Hub,
     #[command(subcommand)]
     pub command: BackendsCommand,
 }
@@ -49,7 +40,7 @@ pub enum BackendsCommand {
 }
 
 pub async fn run(args: BackendsArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.hub, args.admin_key.clone());
+    let api = args.target.api();
     match args.command {
         BackendsCommand::Ls => {
             let (status, body) = api.call(Method::GET, "/admin/backends", None).await?;

@@ -7,6 +7,28 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+/// Which hub a management command talks to, and with what key.
+#[derive(clap::Args)]
+pub struct Hub {
+    /// The hub's URL.
+    #[arg(
+        long,
+        env = "DROVER_HUB",
+        default_value = "http://127.0.0.1:8700",
+        global = true
+    )]
+    pub hub: String,
+    /// An admin key (or the config's admin_key), if the hub needs one.
+    #[arg(long, env = "DROVER_ADMIN_KEY", global = true, hide_env_values = true)]
+    pub admin_key: Option<String>,
+}
+
+impl Hub {
+    pub fn api(&self) -> Api {
+        Api::new(&self.hub, self.admin_key.clone())
+    }
+}
+
 pub struct Api {
     base: String,
     key: Option<String>,

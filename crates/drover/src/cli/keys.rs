@@ -5,21 +5,12 @@ use anyhow::Context;
 use drover_proto::admin::{KeyCreate, KeyCreated, KeyInfo, KeyKind, KeyLimits, KeyList};
 use http::Method;
 
-use super::http::{Api, check};
+use super::http::{Hub, check};
 
 #[derive(clap::Args)]
 pub struct KeysArgs {
-    /// The hub's URL.
-    #[arg(
-        long,
-        env = "DROVER_HUB",
-        default_value = "http://127.0.0.1:8700",
-        global = true
-    )]
-    pub hub: String,
-    /// An admin key (or the config's admin_key), if the hub needs one.
-    #[arg(long, env = "DROVER_ADMIN_KEY", global = true, hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub target: Hub,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -64,7 +55,7 @@ pub enum Kind {
 }
 
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.hub, args.admin_key.clone());
+    let api = args.target.api();
     match args.command {
         KeysCommand::Create {
             name,

@@ -5,21 +5,12 @@ use anyhow::Context;
 use drover_proto::admin::{BackendList, BackendModelInfo, ModelAction, ModelTarget};
 use http::Method;
 
-use super::http::{Api, check};
+use super::http::{Api, Hub, check};
 
 #[derive(clap::Args)]
 pub struct ModelsArgs {
-    /// The hub's URL.
-    #[arg(
-        long,
-        env = "DROVER_HUB",
-        default_value = "http://127.0.0.1:8700",
-        global = true
-    )]
-    pub hub: String,
-    /// The hub's admin key, if it has one.
-    #[arg(long, env = "DROVER_ADMIN_KEY", global = true, hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub target: Hub,
     #[command(subcommand)]
     pub command: ModelsCommand,
 }
@@ -51,7 +42,7 @@ pub enum ModelsCommand {
 }
 
 pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.hub, args.admin_key.clone());
+    let api = args.target.api();
     let (verb, model, backend) = match args.command {
         ModelsCommand::Ls => return ls(&api).await,
         ModelsCommand::Load { model, backend } => ("load", model, backend),

@@ -11,7 +11,7 @@ use drover_proto::admin::BackendList;
 use drover_scheduler::plan::{Budget, Holding, PlanInput, Terms};
 use http::Method;
 
-use super::http::{Api, check};
+use super::http::{Hub, check};
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
@@ -29,12 +29,8 @@ pub struct PlanArgs {
     /// margin.
     #[arg(long, conflicts_with_all = ["memory", "model_sizes"])]
     pub from_fleet: bool,
-    /// The hub, for --from-fleet.
-    #[arg(long, env = "DROVER_HUB", default_value = "http://127.0.0.1:8700")]
-    pub hub: String,
-    /// The hub's admin key, if it has one.
-    #[arg(long, env = "DROVER_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub target: Hub,
     /// Slots (requests at once) per model.
     #[arg(long, default_value_t = 1)]
     pub slots_per_model: u32,
@@ -121,7 +117,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
 
 /// Every backend's budget from what it holds now.
 async fn from_fleet(args: &PlanArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.hub, args.admin_key.clone());
+    let api = args.target.api();
     let (status, body) = api.call(Method::GET, "/admin/backends", None).await?;
     check(status, &body)?;
     let list: BackendList = serde_json::from_value(body).context("unexpected answer")?;

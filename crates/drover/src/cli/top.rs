@@ -14,16 +14,12 @@ use drover_proto::admin::BackendList;
 use drover_proto::queue::QueueList;
 use http::Method;
 
-use super::http::{Api, check};
+use super::http::{Api, Hub, check};
 
 #[derive(clap::Args)]
 pub struct TopArgs {
-    /// The hub's URL.
-    #[arg(long, env = "DROVER_HUB", default_value = "http://127.0.0.1:8700")]
-    pub hub: String,
-    /// An admin key (or the config's admin_key), if the hub needs one.
-    #[arg(long, env = "DROVER_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub target: Hub,
     /// Seconds between frames.
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
@@ -45,13 +41,13 @@ struct Sample {
 }
 
 pub async fn run(args: TopArgs) -> anyhow::Result<()> {
-    let api = Api::new(&args.hub, args.admin_key.clone());
+    let api = args.target.api();
     let interval = Duration::from_secs_f64(args.interval.clamp(0.1, 3600.0));
     let mut last = sample(&api).await?;
     if args.once || !std::io::stdout().is_terminal() {
         tokio::time::sleep(interval).await;
         let now = sample(&api).await?;
-        print!("{}", frame(&args.hub, &last, &now, interval));
+        print!("{}", frame(&args.target.hub, &last, &now, interval));
         return Ok(());
     }
     let _screen = Screen::enter()?;
@@ -66,7 +62,7 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        draw(&frame(&args.hub, &last, &now, interval).replace('\n', "\r\n"))?;
+        draw(&frame(&args.target.hub, &last, &now, interval).replace('\n', "\r\n"))?;
         last = now;
     }
 }
