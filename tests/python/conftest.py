@@ -60,6 +60,19 @@ def drover_binary() -> Path:
     return binary
 
 
+def drover_cli(hub_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs `drover ARGS --hub HUB_URL` to success; its output as text."""
+    out = subprocess.run(
+        [str(drover_binary()), *args, "--hub", hub_url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment without anything that could reconfigure drover
     behind the test's back (DROVER_*, RUST_LOG), plus `extra`."""

@@ -5,24 +5,10 @@ the next request."""
 
 from __future__ import annotations
 
-import subprocess
-
 import openai
 import pytest
 
-from conftest import CLIENT_TIMEOUT, child_env, drover_binary, http_json, spawn, wait_until
-
-
-def drover(hub_url: str, *args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [str(drover_binary()), *args, "--hub", hub_url],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=child_env(),
-    )
-    assert out.returncode == 0, out.stderr
-    return out
+from conftest import CLIENT_TIMEOUT, drover_cli, http_json, spawn, wait_until
 
 
 def ask(hub_url: str, key: str) -> str:
@@ -41,7 +27,7 @@ def test_keys_created_listed_and_revoked_through_the_cli(tmp_path):
         wait_until("the hub knows the model", lambda: http_json(hub.url + "/v1/models")["data"], 20)
         assert ask(hub.url, "anything")  # no keys yet: open, as before
 
-        created = drover(hub.url, "keys", "create", "batch")
+        created = drover_cli(hub.url, "keys", "create", "batch")
         key = created.stdout.strip()
         assert key.startswith("drv_c_"), created.stdout
         assert "shown this once" in created.stderr, created.stderr
@@ -49,12 +35,12 @@ def test_keys_created_listed_and_revoked_through_the_cli(tmp_path):
         with pytest.raises(openai.AuthenticationError):
             ask(hub.url, "not-a-key")
 
-        listing = drover(hub.url, "keys", "ls").stdout
+        listing = drover_cli(hub.url, "keys", "ls").stdout
         row = next(line for line in listing.splitlines() if " batch " in line)
         assert row.split()[2:] == ["client", key[:12] + "...", "active"], listing
         assert key not in listing
         key_id = row.split()[0]
-        assert "revoked batch" in drover(hub.url, "keys", "revoke", key_id).stdout
+        assert "revoked batch" in drover_cli(hub.url, "keys", "revoke", key_id).stdout
         with pytest.raises(openai.AuthenticationError):
             ask(hub.url, key)
     finally:

@@ -6,15 +6,13 @@ own (and left so), and evicted by drover's model manager under
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import openai
 
 from conftest import (
     CLIENT_TIMEOUT,
-    child_env,
-    drover_binary,
+    drover_cli,
     free_port,
     from_env,
     http_json,
@@ -23,16 +21,22 @@ from conftest import (
 )
 
 
-def drover(hub_url: str, *args: str) -> str:
-    out = subprocess.run(
-        [str(drover_binary()), *args, "--hub", hub_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env(),
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+def start_router(tmp_path, slots: int):
+    """The real llama-server in router mode over the tiny models, at most two
+    loaded, `slots` per model; its URL once it answers."""
+    binary = from_env("DROVER_LLAMA_SERVER", "scripts/llama-server")
+    models = from_env("DROVER_TINY_GGUF_DIR", "scripts/tiny-models")
+    port = free_port()
+    server = spawn(
+        "llama-router",
+        ["--models-dir", str(models), "--models-max", "2", "-np", str(slots), "-c", "2048",
+         "--host", "127.0.0.1", "--port", str(port)],
+        tmp_path,
+        binary=binary,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_until("the router answers", lambda: http_json(url + "/models")["data"], 30, procs=[server])
+    return server, url
 
 
 def states(hub_url: str) -> dict[str, bool]:
@@ -41,31 +45,20 @@ def states(hub_url: str) -> dict[str, bool]:
 
 
 def test_router_mode_through_the_cli_and_on_demand(tmp_path):
-    binary = from_env("DROVER_LLAMA_SERVER", "scripts/llama-server")
-    models = from_env("DROVER_TINY_GGUF_DIR", "scripts/tiny-models")
-    port = free_port()
-    server = spawn(
-        "llama-router",
-        ["--models-dir", str(models), "--models-max", "2", "-np", "2", "-c", "2048",
-         "--host", "127.0.0.1", "--port", str(port)],
-        tmp_path,
-        binary=binary,
-    )  # fmt: skip
+    server, url = start_router(tmp_path, slots=2)
     hub = None
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until("the router answers", lambda: http_json(url + "/models")["data"], 30, procs=[server])
         hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", f"{url},name=router"], tmp_path)
         hub.wait_for_url()
         wait_until("the hub lists the router's models", lambda: "tiny-b" in states(hub.url), 20)
         assert not states(hub.url)["tiny-b"]
-        listing = drover(hub.url, "models", "ls")
+        listing = drover_cli(hub.url, "models", "ls").stdout
         assert any(line.split()[:3] == ["tiny-b", "router", "unloaded"] for line in listing.splitlines()), listing
 
-        out = drover(hub.url, "models", "load", "tiny-b")
+        out = drover_cli(hub.url, "models", "load", "tiny-b").stdout
         assert "loaded tiny-b on router in" in out, out
         assert states(hub.url)["tiny-b"]
-        listing = drover(hub.url, "models", "ls")
+        listing = drover_cli(hub.url, "models", "ls").stdout
         assert any(line.split()[:3] == ["tiny-b", "router", "loaded"] for line in listing.splitlines()), listing
 
         # On demand: a request naming an unloaded model loads it.
@@ -74,7 +67,7 @@ def test_router_mode_through_the_cli_and_on_demand(tmp_path):
         assert r.choices
         wait_until("tiny-c shows loaded", lambda: states(hub.url)["tiny-c"], 10)
 
-        out = drover(hub.url, "models", "unload", "tiny-b")
+        out = drover_cli(hub.url, "models", "unload", "tiny-b").stdout
         assert "unloaded tiny-b from router" in out, out
         wait_until("tiny-b shows unloaded", lambda: not states(hub.url)["tiny-b"], 10)
     finally:
@@ -94,20 +87,9 @@ def loaded(hub_url: str) -> set[str]:
 
 
 def test_router_evictions_by_the_server_and_by_drover(tmp_path):
-    binary = from_env("DROVER_LLAMA_SERVER", "scripts/llama-server")
-    models = from_env("DROVER_TINY_GGUF_DIR", "scripts/tiny-models")
-    port = free_port()
-    server = spawn(
-        "llama-router",
-        ["--models-dir", str(models), "--models-max", "2", "-np", "1", "-c", "2048",
-         "--host", "127.0.0.1", "--port", str(port)],
-        tmp_path,
-        binary=binary,
-    )  # fmt: skip
+    server, url = start_router(tmp_path, slots=1)
     hubs = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until("the router answers", lambda: http_json(url + "/models")["data"], 30, procs=[server])
 
         # A hub that does not know the router's limit: the router evicts on
         # its own, and drover does not load the evicted model back.
@@ -132,14 +114,14 @@ def test_router_evictions_by_the_server_and_by_drover(tmp_path):
         hubs.append(hub)
         hub.wait_for_url()
         wait_until("the second hub sees what is loaded", lambda: loaded(hub.url) == {"tiny-c", "tiny-a"}, 20)
-        out = drover(hub.url, "models", "pin", "tiny-c")
+        out = drover_cli(hub.url, "models", "pin", "tiny-c").stdout
         assert "tiny-c is pinned (loaded on router)" in out, out
         chat(hub.url, "tiny-a")
         chat(hub.url, "tiny-b")
         assert loaded(hub.url) == {"tiny-c", "tiny-b"}, states(hub.url)
         routers = {m["id"]: m["status"]["value"] for m in http_json(url + "/models")["data"]}
         assert routers["tiny-a"] == "unloaded" and routers["tiny-c"] == "loaded", routers
-        listing = drover(hub.url, "models", "ls")
+        listing = drover_cli(hub.url, "models", "ls").stdout
         rows = {line.split()[0]: line for line in listing.splitlines()[1:]}
         assert rows["tiny-c"].rstrip().endswith("yes"), listing
         assert "s ago" in rows["tiny-b"] and rows["tiny-b"].split()[2] == "loaded", listing

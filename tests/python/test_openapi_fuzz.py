@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import child_env, drover_binary, http_json, spawn, wait_until
+from conftest import child_env, drover_cli, http_json, spawn, wait_until
 
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
@@ -23,14 +23,7 @@ def test_generated_requests_get_documented_answers(tmp_path):
         hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", f"{sim.url},name=s"], tmp_path)
         hub.wait_for_url()
         wait_until("the hub knows the model", lambda: http_json(hub.url + "/v1/models")["data"], 20)
-        key = subprocess.run(
-            [str(drover_binary()), "keys", "create", "ops", "--kind", "admin", "--hub", hub.url],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=child_env(),
-        )
-        assert key.returncode == 0, key.stderr
+        key = drover_cli(hub.url, "keys", "create", "ops", "--kind", "admin")
         schemathesis = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "schemathesis"
         run = subprocess.run(
             [str(schemathesis), "run", hub.url + "/openapi.json",

@@ -4,9 +4,7 @@ config's memory, slot buffer, system and margin)."""
 
 from __future__ import annotations
 
-import subprocess
-
-from conftest import child_env, drover_binary, http_json, spawn, wait_until
+from conftest import drover_cli, http_json, spawn, wait_until
 
 
 def test_plan_from_the_fleet(tmp_path):
@@ -24,14 +22,7 @@ def test_plan_from_the_fleet(tmp_path):
         hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", backend], tmp_path)
         hub.wait_for_url()
         wait_until("the hub knows the backend", lambda: http_json(hub.url + "/v1/models")["data"], 20)
-        out = subprocess.run(
-            [str(drover_binary()), "plan", "--from-fleet", "--hub", hub.url, "--response-time", "3s"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=child_env(),
-        )
-        assert out.returncode == 0, out.stderr
+        out = drover_cli(hub.url, "plan", "--from-fleet", "--response-time", "3s")
         # One model of 4G with 2 slots of 1G, 2G of system: 8G of 16G used,
         # and beyond the 1G margin 7G free for more models.
         assert "gaming-pc (ollama):" in out.stdout, out.stdout

@@ -10,7 +10,7 @@ import select
 import subprocess
 import time
 
-from conftest import child_env, drover_binary, http_json, spawn, wait_until
+from conftest import child_env, drover_binary, drover_cli, http_json, spawn, wait_until
 
 
 def start(tmp_path):
@@ -26,14 +26,7 @@ def start(tmp_path):
 def test_one_frame_shows_backends_models_and_the_queue(tmp_path):
     sim, hub = start(tmp_path)
     try:
-        out = subprocess.run(
-            [str(drover_binary()), "top", "--once", "--interval", "0.3", "--hub", hub.url],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=child_env(),
-        )
-        assert out.returncode == 0, out.stderr
+        out = drover_cli(hub.url, "top", "--once", "--interval", "0.3")
         lines = out.stdout.splitlines()
         assert lines[0].startswith(f"drover top  {hub.url}   requests/s"), out.stdout
         assert any(line.split() == ["studio", "closed", "alpha", "0/1", "unloaded"] for line in lines), out.stdout

@@ -240,14 +240,7 @@ pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job], mode: Loads) -> Tally 
         if let Some(slot) = l.free.iter_mut().min() {
             *slot = o.end;
         }
-        tally.busy += o.end.saturating_sub(o.start);
-        if tally.resolve(i, Fate::Done)
-            && let Some(r) = tally.records.get_mut(i)
-        {
-            r.started = Some(o.start);
-            r.done = Some(o.end);
-            r.affinity_hit = job.turn.filter(|t| t.index > 0).map(|_| true);
-        }
+        tally.served(i, job.turn, o.start, o.end);
     }
     tally
 }

@@ -15,25 +15,33 @@ use super::scenario::Scenario;
 use super::tally::{Fate, Tally};
 use super::trace::Job;
 
-struct Slot {
-    model: usize,
-    base: Duration,
-    down: Vec<(Duration, Duration)>,
-    free: Duration,
+/// One slot of the fleet, for the clairvoyant schedules: its lane's model
+/// and speed, its backend's outages, and when it is next free.
+pub(crate) struct Slot {
+    pub model: usize,
+    pub base: Duration,
+    pub down: Vec<(Duration, Duration)>,
+    pub free: Duration,
 }
 
-pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job]) -> Tally {
-    let mut slots: Vec<Slot> = Vec::new();
-    for (b, l) in scenario.fleet.lanes() {
-        for _ in 0..l.slots {
-            slots.push(Slot {
+/// Every slot of every lane, free from the start.
+pub(crate) fn slots(scenario: &Scenario) -> Vec<Slot> {
+    scenario
+        .fleet
+        .lanes()
+        .flat_map(|(b, l)| {
+            (0..l.slots).map(move |_| Slot {
                 model: l.model,
                 base: l.base,
                 down: b.down.clone(),
                 free: Duration::ZERO,
-            });
-        }
-    }
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job]) -> Tally {
+    let mut slots = slots(scenario);
     let mut tally = Tally::new(jobs);
     for (i, job) in jobs.iter().enumerate() {
         let hit = job.turn.is_some_and(|t| t.index > 0);
@@ -44,10 +52,10 @@ pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job]) -> Tally {
             .map(|(k, s)| {
                 let service = scenario.service(s.base, job.work, hit);
                 let start = earliest_up(&s.down, job.arrival.max(s.free), service);
-                (start + service, start, service, k)
+                (start + service, start, k)
             })
             .min();
-        let Some((end, start, service, k)) = best else {
+        let Some((end, start, k)) = best else {
             tally.resolve(i, Fate::Failed);
             continue;
         };
@@ -57,13 +65,7 @@ pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job]) -> Tally {
             continue;
         }
         slots[k].free = end;
-        tally.busy += service;
-        tally.resolve(i, Fate::Done);
-        if let Some(r) = tally.records.get_mut(i) {
-            r.started = Some(start);
-            r.done = Some(end);
-            r.affinity_hit = job.turn.filter(|t| t.index > 0).map(|_| true);
-        }
+        tally.served(i, job.turn, start, end);
     }
     tally
 }

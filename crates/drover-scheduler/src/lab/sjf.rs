@@ -8,32 +8,14 @@
 //! cannot. It ignores priorities and fairness, which drover must not.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
-use super::oracle::earliest_up;
+use super::oracle::{earliest_up, slots};
 use super::scenario::Scenario;
 use super::tally::{Fate, Tally};
 use super::trace::Job;
 
-struct Slot {
-    model: usize,
-    base: Duration,
-    down: Vec<(Duration, Duration)>,
-    free: Duration,
-}
-
 pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job]) -> Tally {
-    let mut slots: Vec<Slot> = Vec::new();
-    for (b, l) in scenario.fleet.lanes() {
-        for _ in 0..l.slots {
-            slots.push(Slot {
-                model: l.model,
-                base: l.base,
-                down: b.down.clone(),
-                free: Duration::ZERO,
-            });
-        }
-    }
+    let mut slots = slots(scenario);
     let mut tally = Tally::new(jobs);
     let models = scenario.fleet.models.len();
     let served: Vec<bool> = (0..models)
@@ -86,13 +68,7 @@ pub(crate) fn schedule(scenario: &Scenario, jobs: &[Job]) -> Tally {
         }
         let end = start + service;
         slots[k].free = end;
-        tally.busy += service;
-        tally.resolve(i, Fate::Done);
-        if let Some(r) = tally.records.get_mut(i) {
-            r.started = Some(start);
-            r.done = Some(end);
-            r.affinity_hit = job.turn.filter(|t| t.index > 0).map(|_| true);
-        }
+        tally.served(i, job.turn, start, end);
     }
     // Whatever still waits had no slot of its model left open.
     for set in ready {

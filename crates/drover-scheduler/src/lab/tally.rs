@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::report::{Percentiles, Row};
-use super::trace::Job;
+use super::trace::{Job, Turn};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fate {
@@ -91,6 +91,19 @@ impl Tally {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// A clairvoyant schedule ran `job` (a turn of `turn`, if any) from
+    /// `start` to `end`; a later turn always finds its prefix cached there.
+    pub fn served(&mut self, job: usize, turn: Option<Turn>, start: Duration, end: Duration) {
+        self.busy += end.saturating_sub(start);
+        if self.resolve(job, Fate::Done)
+            && let Some(r) = self.records.get_mut(job)
+        {
+            r.started = Some(start);
+            r.done = Some(end);
+            r.affinity_hit = turn.filter(|t| t.index > 0).map(|_| true);
         }
     }
 
