@@ -105,3 +105,63 @@ async fn anthropic_messages_and_openai_responses_through_the_hub() {
     assert!(text.contains("response.completed"), "{text}");
     cluster.shutdown().await;
 }
+
+/// A client key's output tokens as the real server reports them: the
+/// `usage` of a plain answer, and of a stream's last chunk when the client
+/// asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_output_tokens_are_what_the_real_server_reports() {
+    let model = LlamaServer::model("tiny-a");
+    let server = LlamaServer::start(&["-m", model.to_str().unwrap(), "-np", "2"], "/health").await;
+    let dir = std::env::temp_dir().join(format!("drover-real-usage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let kept = dir.clone();
+    let cluster = ClusterBuilder::new()
+        .external(BackendSpec {
+            name: Some("llama".into()),
+            url: server.url.clone(),
+            ..BackendSpec::default()
+        })
+        .hub(move |c| c.data_dir = Some(kept))
+        .start()
+        .await;
+    let r = cluster
+        .client
+        .post("/admin/keys", &json!({"name": "real"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let auth = format!("Bearer {}", r.json()["key"].as_str().unwrap());
+    let headers = [("authorization", auth.as_str())];
+    let id = model_id(&cluster).await;
+    let mut body = chat_body(&id, "Hello there");
+    body["max_tokens"] = json!(6);
+    let r = cluster
+        .client
+        .post_with("/v1/chat/completions", &headers, &body)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plain = r.json()["usage"]["completion_tokens"].as_u64().unwrap();
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let r = cluster
+        .client
+        .post_with("/v1/chat/completions", &headers, &body)
+        .await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let streamed = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|c| c["usage"]["completion_tokens"].as_u64())
+        .last()
+        .unwrap_or_else(|| panic!("no usage in the stream: {text}"));
+    let metrics = cluster.client.get("/metrics").await.text();
+    let line = format!(
+        r#"drover_key_completion_tokens_total{{key="real"}} {}"#,
+        plain + streamed
+    );
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
