@@ -154,7 +154,7 @@ async fn a_keys_output_tokens_are_what_the_real_server_reports() {
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
         .filter_map(|c| c["usage"]["completion_tokens"].as_u64())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no usage in the stream: {text}"));
     let metrics = cluster.client.get("/metrics").await.text();
     let line = format!(
