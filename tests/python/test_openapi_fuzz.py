@@ -2,7 +2,7 @@
 bounded number of generated requests: every operation answers without a
 5xx, with a status the document lists, in the content type and shape it
 describes. `/ready` is left out: its 503 before a backend is usable is its
-purpose. Whether every schema-valid request is accepted is not checked:
+purpose; so is `/admin/events`, a stream that ends only with the hub. Whether every schema-valid request is accepted is not checked:
 the schemas do not yet carry every validation the hub makes."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_generated_requests_get_documented_answers(tmp_path):
         run = subprocess.run(
             [str(schemathesis), "run", hub.url + "/openapi.json",
              "-H", f"Authorization: Bearer {key.stdout.strip()}",
-             "--checks", CHECKS, "--exclude-path", "/ready",
+             "--checks", CHECKS, "--exclude-path", "/ready", "--exclude-path", "/admin/events",
              "--max-examples", "50", "--seed", "1", "--no-color"],
             capture_output=True,
             text=True,

@@ -51,6 +51,10 @@ pub struct HubState {
     /// API keys with powers, kept in the data directory.
     pub(crate) keys: Keys,
     pub(crate) limiter: Arc<Limiter>,
+    /// The last hour of traffic, for the dashboard.
+    pub(crate) traffic: crate::traffic::Traffic,
+    /// The live overview, published to the dashboards watching.
+    pub(crate) overview: crate::dashboard::Publisher,
     /// The address actually bound (port 0 resolved).
     pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
@@ -241,6 +245,8 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         response_owners: ResponseOwners::new(continuations::CAPACITY),
         keys,
         limiter: Arc::new(Limiter::default()),
+        traffic: crate::traffic::Traffic::default(),
+        overview: crate::dashboard::Publisher::default(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         streams_stop: CancellationToken::new(),
@@ -263,6 +269,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         .tasks
         .spawn(state.dispatcher.clone().run_timer(state.shutdown.clone()));
     state.tasks.spawn(manager::run(state.clone(), model_work));
+    state.tasks.spawn(crate::dashboard::run(state.clone()));
 
     let hard_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(

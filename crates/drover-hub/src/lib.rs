@@ -29,6 +29,7 @@ mod aliases;
 mod caller;
 pub mod config;
 mod continuations;
+mod dashboard;
 mod dispatcher;
 mod error;
 mod forward;
@@ -44,6 +45,7 @@ mod routes;
 mod server;
 mod stall_io;
 mod tls;
+mod traffic;
 mod usage;
 
 pub use aliases::ModelAlias;

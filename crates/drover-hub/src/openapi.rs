@@ -30,6 +30,8 @@ use crate::routes;
         routes::keys::list,
         routes::keys::create,
         routes::keys::revoke,
+        routes::dashboard::overview,
+        routes::dashboard::events,
         routes::queue::list,
         routes::models::list,
         routes::models::get,

@@ -96,6 +96,7 @@ fn probe_once(
                 );
             }
             status.last_error = None;
+            status.probed_unix_ms = Some(crate::traffic::unix_ms());
             status.ever_succeeded = true;
             status.version = discovery.version;
             status.mode = discovery.mode;
@@ -131,6 +132,7 @@ fn probe_once(
                 tracing::warn!(backend = %entry.name, error = %msg, "backend probe failed");
             }
             status.last_error = Some(msg);
+            status.probed_unix_ms = Some(crate::traffic::unix_ms());
         }
     }
 }

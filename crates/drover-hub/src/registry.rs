@@ -65,6 +65,8 @@ pub struct BackendEntry {
 #[derive(Debug, Clone, Default)]
 pub struct ProbeStatus {
     pub last_error: Option<String>,
+    /// When the last probe ended, in milliseconds since the Unix epoch.
+    pub probed_unix_ms: Option<u64>,
     pub ever_succeeded: bool,
     /// What the server said about itself at the last successful probe.
     pub version: Option<String>,

@@ -4,8 +4,16 @@
 //! Anthropic and Responses APIs (cumulative in a stream, so the last value
 //! wins). Bodies are forwarded untouched; this only looks, keeping a short
 //! tail between chunks so a number split across two is still read.
+//!
+//! A stream that reports no usage (OpenAI's, unless the client asked for
+//! it) is estimated at one token per chunk that carries text: servers send
+//! about one token a chunk.
 
 const KEYS: [&[u8]; 2] = [b"\"completion_tokens\"", b"\"output_tokens\""];
+
+/// Where a chunk's text starts: OpenAI chat (`delta.content`), completions
+/// (`text`) and Anthropic (`text_delta`'s `text`).
+const TEXT: [&[u8]; 2] = [b"\"content\":\"", b"\"text\":\""];
 
 /// Bytes kept from one chunk to the next: the longest key, a colon, spaces
 /// and a number.
@@ -15,12 +23,29 @@ const TAIL: usize = 64;
 pub struct UsageSniffer {
     tail: Vec<u8>,
     last: Option<u64>,
+    /// Non-empty texts seen.
+    texts: u64,
 }
 
 impl UsageSniffer {
     pub fn feed(&mut self, bytes: &[u8]) {
+        // The tail and the new bytes, in one buffer kept between calls.
         let mut text = std::mem::take(&mut self.tail);
+        // What the last call already saw ends here.
+        let seen = text.len();
         text.extend_from_slice(bytes);
+        for key in TEXT {
+            let mut from = 0;
+            while let Some(at) = find(&text[from..], key) {
+                let next = from + at + key.len();
+                // Counted once: when the byte after the key is new, and
+                // not the closing quote of an empty text.
+                if next < text.len() && next >= seen && text[next] != b'"' {
+                    self.texts += 1;
+                }
+                from = next;
+            }
+        }
         for key in KEYS {
             let mut from = 0;
             while let Some(at) = find(&text[from..], key) {
@@ -35,12 +60,18 @@ impl UsageSniffer {
             }
         }
         let keep = text.len().min(TAIL);
-        self.tail = text[text.len() - keep..].to_vec();
+        text.drain(..text.len() - keep);
+        self.tail = text;
     }
 
     /// The last output-token count seen.
     pub fn tokens(&self) -> Option<u64> {
         self.last
+    }
+
+    /// The tokens reported, else for a stream one a chunk with text.
+    pub fn estimate(&self) -> Option<u64> {
+        self.last.or((self.texts > 0).then_some(self.texts))
     }
 }
 
@@ -106,6 +137,36 @@ mod tests {
             );
         }
         assert_eq!(read(&[b"{\"choices\":[]}"]), None);
+        let mut reported = UsageSniffer::default();
+        reported.feed(
+            br#"data: {"choices":[{"delta":{"content":"hi"}}],"usage":{"completion_tokens":7}}"#,
+        );
+        assert_eq!(reported.estimate(), Some(7), "what is reported wins");
         assert_eq!(read(&[b"\"completion_tokens\": \"many\""]), None);
+    }
+
+    #[test]
+    fn a_stream_without_usage_counts_its_chunks_of_text_once_each() {
+        let stream: Vec<u8> = [
+            r#"data: {"choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+            r#"data: {"choices":[{"delta":{"content":"Hel"}}]}"#,
+            r#"data: {"choices":[{"delta":{"content":"lo"}}]}"#,
+            r#"data: {"choices":[{"text":" there"}]}"#,
+            r#"data: {"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+            "data: [DONE]",
+        ]
+        .iter()
+        .flat_map(|e| format!("{e}\n\n").into_bytes())
+        .collect();
+        for cut in 0..stream.len() {
+            for second in [cut, (cut + 7).min(stream.len())] {
+                let mut s = UsageSniffer::default();
+                s.feed(&stream[..cut]);
+                s.feed(&stream[cut..second]);
+                s.feed(&stream[second..]);
+                assert_eq!(s.estimate(), Some(3), "cut at {cut} and {second}");
+                assert_eq!(s.tokens(), None);
+            }
+        }
     }
 }

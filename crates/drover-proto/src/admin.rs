@@ -98,6 +98,9 @@ pub struct BackendInfo {
     pub models: Vec<BackendModelInfo>,
     /// The last probe's error, if it failed: why the backend is unhealthy.
     pub last_error: Option<String>,
+    /// When its last probe ended, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub last_probe_unix_ms: Option<u64>,
     /// The server's own version, where it tells.
     #[serde(default)]
     pub version: Option<String>,
@@ -161,6 +164,9 @@ pub struct BackendModelInfo {
     /// How long its loads have taken here (smoothed), in seconds.
     #[serde(default)]
     pub load_seconds: Option<f64>,
+    /// While it loads: for how long so far, in seconds.
+    #[serde(default)]
+    pub loading_seconds: Option<f64>,
     /// Seconds since a request last started or ended on it here.
     #[serde(default)]
     pub idle_seconds: Option<f64>,

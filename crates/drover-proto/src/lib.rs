@@ -10,9 +10,11 @@
 //! - [`anthropic`]: the Anthropic error shape, for `/v1/messages`.
 //! - [`admin`]: the hub's management API.
 //! - [`queue`]: `GET /v1/queue`, the queue as clients may see it.
+//! - [`dashboard`]: the live overview the dashboard draws.
 
 pub mod admin;
 pub mod anthropic;
+pub mod dashboard;
 pub mod llamacpp;
 pub mod lmstudio;
 pub mod ollama;

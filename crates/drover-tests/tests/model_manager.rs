@@ -380,6 +380,11 @@ async fn requests_for_a_model_a_server_is_still_loading_wait_for_it_in_the_hub()
     let cluster = ClusterBuilder::new().sim("llama", sim).start().await;
     let listed = cluster.client.get("/admin/backends/llama").await.json();
     assert_eq!(listed["models"][0]["residency"], "loading", "{listed}");
+    // For how long so far, which the dashboard shows against past loads.
+    assert!(
+        listed["models"][0]["loading_seconds"].as_f64().unwrap() >= 0.0,
+        "{listed}"
+    );
     let r = chat(&cluster, "m").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(

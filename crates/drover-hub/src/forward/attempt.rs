@@ -87,6 +87,8 @@ pub async fn run(
             model: job.model.clone(),
         })
         .observe(ttfb.as_secs_f64());
+    hub.traffic
+        .first_byte(crate::traffic::unix_ms(), &entry.name, &job.model, ttfb);
     if guard.affinity_hit {
         hub.metrics.affinity_hits.inc();
     }

@@ -104,7 +104,14 @@ async fn attempts(
         // large as the forwarding machinery it is not using yet.
         let failure = match Box::pin(attempt::run(hub, guard, &job, last_attempt, queue_wait)).await
         {
-            Ok(response) => return Ok(response),
+            Ok(response) => {
+                if attempt > 0 {
+                    let name = hub.registry.name_of(backend);
+                    hub.traffic
+                        .failed_over(crate::traffic::unix_ms(), &name, &job.model);
+                }
+                return Ok(response);
+            }
             Err(failure) => failure,
         };
         let name = hub.registry.name_of(backend);
@@ -120,6 +127,8 @@ async fn attempts(
             };
             return Err(ApiError::Upstream { message });
         }
+        hub.traffic
+            .retried(crate::traffic::unix_ms(), &name, &job.model);
         hub.metrics
             .retries
             .get_or_create(&BackendLabels { backend: name })

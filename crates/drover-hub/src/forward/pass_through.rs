@@ -45,8 +45,10 @@ pub(super) struct PassThrough {
     /// A Responses API answer: its id is looked for in its first bytes and
     /// remembered with this backend, where a continuation must go.
     owner: Option<(BackendId, IdSniffer)>,
-    /// The client key whose answer this is, and its output tokens as read.
-    usage: Option<((String, String), UsageSniffer)>,
+    /// The client key (id, name) whose answer this is.
+    key: Option<(String, String)>,
+    /// The answer's output tokens as read, for the key and the traffic.
+    usage: UsageSniffer,
     idle: Duration,
     idle_timer: Pin<Box<Sleep>>,
     /// SSE only: resolves when the hub's shutdown grace is over, so the
@@ -99,7 +101,8 @@ impl PassThrough {
             sse,
             errors,
             owner: owner.map(|b| (b, IdSniffer::new(ID_WINDOW))),
-            usage: key.map(|k| (k, UsageSniffer::default())),
+            key,
+            usage: UsageSniffer::default(),
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             stop: sse.then(|| Box::pin(hub.streams_stop.clone().cancelled_owned())),
@@ -108,8 +111,8 @@ impl PassThrough {
             done: false,
             inner,
         };
-        if let (Some((_, usage)), Some(first)) = (&mut body.usage, &body.first) {
-            usage.feed(first);
+        if let Some(first) = &body.first {
+            body.usage.feed(first);
         }
         if http_body::Body::is_end_stream(&body.inner) {
             // The first frame was the whole answer (or there was none).
@@ -118,22 +121,28 @@ impl PassThrough {
         body
     }
 
-    /// The key's answer is over: its output tokens count against it.
+    /// The answer is over: its output tokens count against its key.
     fn count_usage(&mut self) {
-        let Some(((id, name), usage)) = self.usage.take() else {
+        let (Some((id, name)), Some(tokens)) = (self.key.take(), self.usage.tokens()) else {
             return;
         };
-        if let Some(tokens) = usage.tokens() {
-            self.hub.limiter.charge(&id, tokens);
-            self.hub
-                .metrics
-                .key_completion_tokens
-                .get_or_create(&KeyLabels { key: name })
-                .inc_by(tokens);
-        }
+        self.hub.limiter.charge(&id, tokens);
+        self.hub
+            .traffic
+            .key_used(crate::traffic::unix_ms(), &name, |u| {
+                u.completion_tokens += tokens
+            });
+        self.hub
+            .metrics
+            .key_completion_tokens
+            .get_or_create(&KeyLabels { key: name })
+            .inc_by(tokens);
     }
 
     fn finish(&mut self, complete: bool) {
+        if self.done {
+            return;
+        }
         self.done = true;
         self.count_usage();
         let Some(mut guard) = self.guard.take() else {
@@ -149,13 +158,25 @@ impl PassThrough {
     }
 
     fn observe(&self, outcome: &str) {
+        let latency = self.served.arrived.elapsed();
         self.hub
             .metrics
             .latency
             .get_or_create(&ModelLabels {
                 model: self.served.model.clone(),
             })
-            .observe(self.served.arrived.elapsed().as_secs_f64());
+            .observe(latency.as_secs_f64());
+        self.hub.traffic.finished(
+            crate::traffic::unix_ms(),
+            &self.served.backend,
+            &self.served.model,
+            latency,
+            if self.sse {
+                self.usage.estimate()
+            } else {
+                self.usage.tokens()
+            },
+        );
         self.served.log(outcome);
     }
 
@@ -184,9 +205,7 @@ impl PassThrough {
         self.idle_timer.as_mut().reset(Instant::now() + self.idle);
         if let Some(data) = frame.data_ref() {
             self.sniff(data);
-            if let Some((_, usage)) = &mut self.usage {
-                usage.feed(data);
-            }
+            self.usage.feed(data);
         }
         if http_body::Body::is_end_stream(&self.inner) {
             self.finish(true);

@@ -129,7 +129,7 @@ pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
+pub(crate) fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
     let view = fleet.views.get(&entry.id);
     let probe = drover_core::sync::lock(&entry.probe).clone();
     let mut apis = Vec::new();
@@ -161,6 +161,12 @@ fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
                     residency: Some(m.residency.as_str().to_string()),
                     progress: probe.progress.get(m.name.as_str()).copied(),
                     load_seconds: m.load_time.map(|t| t.as_secs_f64()),
+                    loading_seconds: match m.residency {
+                        Residency::Loading { since, .. } => {
+                            Some(fleet.now.saturating_sub(since).as_secs_f64())
+                        }
+                        _ => None,
+                    },
                     idle_seconds: m
                         .last_used
                         .filter(|_| m.busy == 0)
@@ -176,6 +182,7 @@ fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
                 .collect()
         }),
         last_error: probe.last_error,
+        last_probe_unix_ms: probe.probed_unix_ms,
         version: probe.version,
         mode: probe.mode,
         probe: entry.probe_mode.to_string(),
@@ -195,14 +202,14 @@ fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
 }
 
 /// What the scheduler holds of the fleet, read at one instant.
-struct FleetSnapshot {
-    views: HashMap<BackendId, BackendView>,
+pub(crate) struct FleetSnapshot {
+    pub(crate) views: HashMap<BackendId, BackendView>,
     pinned: BTreeSet<ModelName>,
     /// Scheduler time, for how long models have been idle.
     now: Duration,
 }
 
-fn views(hub: &HubState) -> FleetSnapshot {
+pub(crate) fn views(hub: &HubState) -> FleetSnapshot {
     let now = hub.dispatcher.now();
     hub.dispatcher.inspect(|s| FleetSnapshot {
         views: s.fleet().views().into_iter().map(|v| (v.id, v)).collect(),

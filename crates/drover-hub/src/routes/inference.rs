@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use drover_core::{ModelName, Priority, RequestId};
+use drover_proto::dashboard::Refusal;
 use drover_proto::openai::RequestPeek;
 use drover_scheduler::Api;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -26,6 +27,7 @@ use crate::hub::HubState;
 use crate::keys::Holder;
 use crate::limits::Permit;
 use crate::metrics::{KeyLabels, KeyLimitLabels, RequestLabels};
+use crate::traffic::unix_ms;
 
 pub const PRIORITY_HEADER: &str = "x-drover-priority";
 pub const QUEUE_TIMEOUT_HEADER: &str = "x-drover-queue-timeout";
@@ -57,8 +59,13 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
     let id = hub.next_request_id();
     let request_id =
         incoming_request_id(req.headers()).unwrap_or_else(|| hub.new_request_header(id));
-    let (model, outcome, queued) = match job(&hub, req, &request_id, arrived, id, api, errors).await
-    {
+    let arrival = Arrival {
+        id,
+        request_id: &request_id,
+        at: arrived,
+    };
+    let mut client = None;
+    let (model, outcome, queued) = match job(&hub, req, arrival, api, errors, &mut client).await {
         Ok((job, permit)) => {
             let model = job.model.clone();
             let (outcome, queued) = forward::forward(&hub, job).await;
@@ -93,6 +100,16 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
                 error = %err,
                 "request refused"
             );
+            hub.traffic.refused(Refusal {
+                at_ms: unix_ms(),
+                model: model
+                    .as_deref()
+                    .map_or_else(String::new, |m| echo(m).into_owned()),
+                client: client.unwrap_or_default(),
+                status: err.status().as_u16(),
+                code: err.code().to_string(),
+                message: echo(&err.to_string()).into_owned(),
+            });
             err.into_response_as(errors)
         }
     };
@@ -111,28 +128,46 @@ fn count(hub: &HubState, response: &Response, model: Option<String>) {
         .extensions()
         .get::<ServedBy>()
         .map_or_else(|| "none".to_string(), |s| s.0.clone());
+    let status = response.status().as_u16();
+    hub.traffic.answered(
+        unix_ms(),
+        (backend != "none").then_some(backend.as_str()),
+        model.as_deref(),
+        status,
+    );
     let model = model.unwrap_or_default();
     hub.metrics
         .requests
         .get_or_create(&RequestLabels {
             model,
             backend,
-            status: response.status().as_u16(),
+            status,
         })
         .inc();
 }
 
+/// A request as it came in: its id, the header that carries it, when.
+struct Arrival<'a> {
+    id: RequestId,
+    request_id: &'a HeaderValue,
+    at: Instant,
+}
+
 /// Turns the HTTP request into a forwarding job, or says what is wrong
-/// with it.
+/// with it; `client` is the caller's name once known.
 async fn job(
     hub: &HubState,
     req: Request,
-    request_id: &HeaderValue,
-    arrived: Instant,
-    id: RequestId,
+    arrival: Arrival<'_>,
     api: Api,
     errors: ErrorFormat,
+    client: &mut Option<String>,
 ) -> Result<(Job, Option<Permit>), ApiError> {
+    let Arrival {
+        id,
+        request_id,
+        at: arrived,
+    } = arrival;
     let (parts, body) = req.into_parts();
     // Before the body: a caller without a valid key costs no more.
     let holder = caller::authenticate(&hub.keys, &hub.clients, &parts.headers)?;
@@ -150,6 +185,8 @@ async fn job(
         &parts.headers,
         facts.user.as_deref(),
     );
+    hub.traffic.client_seen(caller.client, &caller.name);
+    *client = Some(caller.name.clone());
     let permit = match &holder {
         Some(h) => admit(hub, h, &model, body.len())?,
         None => None,
@@ -219,6 +256,10 @@ fn admit(
         .admit(holder, model, prompt_tokens(body_bytes), Instant::now())
     {
         Ok(permit) => {
+            hub.traffic.key_used(unix_ms(), &holder.name, |u| {
+                u.requests += 1;
+                u.prompt_tokens += u64::from(prompt_tokens(body_bytes));
+            });
             hub.metrics.key_requests.get_or_create(&key).inc();
             hub.metrics
                 .key_prompt_tokens
@@ -227,6 +268,8 @@ fn admit(
             Ok(permit)
         }
         Err((limit, e)) => {
+            hub.traffic
+                .key_used(unix_ms(), &holder.name, |u| u.limited += 1);
             hub.metrics
                 .key_limited
                 .get_or_create(&KeyLimitLabels {

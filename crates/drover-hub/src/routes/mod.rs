@@ -2,6 +2,7 @@
 //! mapping from errors to responses lives in [`crate::error`].
 
 pub(crate) mod admin;
+pub(crate) mod dashboard;
 mod inference;
 pub(crate) mod keys;
 pub(crate) mod model_actions;
@@ -48,6 +49,10 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/admin/backends/{name}/undrain", post(admin::undrain))
         .route("/admin/models/{*model}", post(model_actions::dispatch))
         .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/overview", get(dashboard::overview))
+        .route("/admin/events", get(dashboard::events))
+        .route("/", get(dashboard::page))
+        .route("/dashboard/{file}", get(dashboard::file))
         .route("/admin/keys/{id}", axum::routing::delete(keys::revoke))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

@@ -50,6 +50,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ttft: Duration::from_millis(300),
             tokens_per_sec: 20.0,
             output_tokens: 48,
+            // Long enough to watch a load on the dashboard.
+            load_time: Duration::from_secs(3),
             seed: i as u64,
             ..SimConfig::default()
         };
@@ -88,8 +90,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let url = hub.url();
+    println!("drover demo: the dashboard is at {url}/\n");
     println!(
-        "drover demo: {} simulated LM Studio servers x {} models (1 slot each, ~3 s per answer) behind one endpoint\n",
+        "{} simulated LM Studio servers x {} models (1 slot each, ~3 s per answer) behind one endpoint:\n",
         args.servers,
         DEMO_MODELS.len()
     );

@@ -149,6 +149,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "drover: listening on {listening} (OpenAI base URL {})",
         client_urls(hub.scheme(), addr)
     );
+    eprintln!(
+        "drover: the dashboard is at {}",
+        client_urls(hub.scheme(), addr).replace("/v1", "/")
+    );
     let stop = super::shutdown_token();
     tokio::select! {
         _ = stop.cancelled() => {}

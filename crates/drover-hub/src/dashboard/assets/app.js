@@ -1,0 +1,491 @@
+// The dashboard: reads the hub's overview from /admin/events (server-sent
+// events, read with fetch so the admin key can go in a header), draws the
+// active view, and sends actions to the management API.
+"use strict";
+
+const { timeChart, sparkline, fmtNumber, fmtMs } = window.charts;
+const KEY = "drover.adminKey";
+const PALETTE = ["#58a6ff", "#3fb950", "#d29922", "#bc8cff", "#ff7b72", "#39c5cf", "#e3b341", "#f778ba"];
+const HOUR_MS = 3600 * 1000;
+
+const state = {
+  key: localStorage.getItem(KEY) || "",
+  overview: null,
+  points: new Map(), // start_ms -> traffic point
+  tab: "fleet",
+  pointerDown: false,
+  pending: false,
+  colors: new Map(),
+};
+
+// ---- small helpers -------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v == null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "style") node.style.cssText = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c == null || c === false) continue;
+    node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+const $ = (id) => document.getElementById(id);
+
+function colorFor(name) {
+  if (!state.colors.has(name)) state.colors.set(name, PALETTE[state.colors.size % PALETTE.length]);
+  return state.colors.get(name);
+}
+
+function bytes(n) {
+  if (n == null) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + units[i];
+}
+
+function ago(ms) {
+  if (ms == null) return "never";
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return s + " s ago";
+  if (s < 3600) return Math.round(s / 60) + " min ago";
+  return (s / 3600).toFixed(1) + " h ago";
+}
+
+function toast(text, kind) {
+  const t = h("div", { class: "toast " + (kind || "ok"), role: "status" }, text);
+  $("toasts").appendChild(t);
+  setTimeout(() => t.remove(), kind === "error" ? 8000 : 4000);
+}
+
+// ---- the stream ----------------------------------------------------------
+
+function setLive(text, cls) {
+  const live = $("live");
+  live.textContent = text;
+  live.className = "live " + cls;
+}
+
+async function connect() {
+  let backoff = 1000;
+  for (;;) {
+    let reason;
+    try {
+      const headers = state.key ? { Authorization: "Bearer " + state.key } : {};
+      const res = await fetch("/admin/events", { headers, cache: "no-store" });
+      if (res.status === 401 || res.status === 403) {
+        const body = await res.json().catch(() => ({}));
+        askForKey((body.error && body.error.message) || res.statusText);
+        return;
+      }
+      if (!res.ok || !res.body) throw new Error("the hub answered " + res.status);
+      backoff = 1000;
+      await read(res.body);
+      reason = "the hub closed the stream";
+    } catch (e) {
+      reason = e.message || String(e);
+    }
+    const wait = backoff;
+    backoff = Math.min(backoff * 2, 8000);
+    setLive("reconnecting", "off");
+    $("live").title = reason + "; trying again in " + wait / 1000 + " s";
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+async function read(body) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let first = true;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event
+        .split("\n")
+        .filter((l) => l.startsWith("data:"))
+        .map((l) => l.slice(5).trimStart())
+        .join("\n");
+      if (!data) continue;
+      receive(JSON.parse(data), first);
+      first = false;
+    }
+  }
+}
+
+function receive(overview, whole) {
+  if (whole) state.points.clear();
+  for (const p of overview.traffic.series) state.points.set(p.start_ms, p);
+  const newest = Math.max(...state.points.keys());
+  for (const k of state.points.keys()) if (k < newest - HOUR_MS + 1) state.points.delete(k);
+  state.overview = overview;
+  setLive("live", "on");
+  $("live").title = "Updated " + new Date(overview.at_ms).toLocaleTimeString();
+  $("version").textContent = "v" + overview.version;
+  render();
+}
+
+function askForKey(why) {
+  setLive("needs key", "off");
+  $("signin-why").textContent = why;
+  $("signin").hidden = false;
+  $("signin-form").elements.namedItem("key").focus();
+}
+
+// ---- actions -------------------------------------------------------------
+
+async function act(method, path, body, done) {
+  const headers = { "Content-Type": "application/json" };
+  if (state.key) headers.Authorization = "Bearer " + state.key;
+  try {
+    const res = await fetch(path, { method, headers, body: body == null ? undefined : JSON.stringify(body) });
+    const answer = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      toast((answer.error && answer.error.message) || "the hub answered " + res.status, "error");
+      return;
+    }
+    toast(done(answer));
+  } catch (e) {
+    toast("could not reach the hub: " + e.message, "error");
+  }
+}
+
+const enc = encodeURIComponent;
+const backendAction = (name, verb) =>
+  act("POST", `/admin/backends/${enc(name)}/${verb}`, null, () => `${name}: ${verb === "drain" ? "draining, no new work" : "taking work again"}`);
+const removeBackend = (name) => {
+  if (!confirm(`Remove backend ${name}? Running requests finish; nothing new goes there.`)) return;
+  act("DELETE", `/admin/backends/${enc(name)}`, null, () => `${name} removed`);
+};
+const modelAction = (model, verb, backend) =>
+  act("POST", `/admin/models/${model.split("/").map(enc).join("/")}/${verb}`, { backend: backend || null }, (a) => {
+    const where = a.backends && a.backends.length ? " on " + a.backends.join(", ") : "";
+    if (a.already) return `${model} was ${verb}ed already${where}`;
+    const took = a.seconds != null ? ` in ${a.seconds.toFixed(1)} s` : "";
+    return `${model} ${verb === "pin" || verb === "unpin" ? verb + "ned" : verb + "ed"}${where}${took}`;
+  });
+
+// ---- views ---------------------------------------------------------------
+
+function render() {
+  if (state.pointerDown) {
+    // Redrawing under a press would swallow its click: wait for release.
+    state.pending = true;
+    return;
+  }
+  const o = state.overview;
+  if (!o) return;
+  renderKpis(o);
+  ({ fleet: renderFleet, models: renderModels, queue: renderQueue, traffic: renderTraffic, keys: renderKeys })[state.tab](o);
+}
+
+function series() {
+  return [...state.points.values()].sort((a, b) => a.start_ms - b.start_ms);
+}
+
+// Seconds a point covers: its bucket, or for the one still filling the
+// part gone by (so its rate does not dip while it fills).
+function covered(o, p) {
+  const secs = o.traffic.bucket_seconds;
+  return Math.max(1, Math.min(secs, (o.at_ms - p.start_ms) / 1000));
+}
+
+function backendState(b) {
+  const states = [];
+  if (b.breaker === "unreachable") states.push(["unreachable", "bad"]);
+  else if (b.breaker === "open") states.push(["breaker open", "bad"]);
+  else if (b.breaker === "half_open") states.push(["half open", "warn"]);
+  else states.push(["healthy", "good"]);
+  if (b.draining) states.push(["draining", "warn"]);
+  if (b.saturated) states.push(["saturated", "warn"]);
+  return states;
+}
+
+function renderKpis(o) {
+  const now = o.traffic.now;
+  $("kpi-rps").textContent = fmtNumber(now.requests_per_second);
+  $("kpi-tps").textContent = fmtNumber(now.tokens_per_second);
+  $("kpi-eps").textContent = fmtNumber(now.errors_per_second);
+  const pts = series();
+  const recent = pts.slice(-60);
+  const lastTtft = [...pts].reverse().slice(0, 6).find((p) => p.ttft_p50_ms != null);
+  $("kpi-ttft").textContent = lastTtft ? fmtMs(lastTtft.ttft_p50_ms) : "–";
+  $("kpi-ttft95").textContent = lastTtft ? "p95 " + fmtMs(lastTtft.ttft_p95_ms) : "";
+  $("kpi-waiting").textContent = o.queue.waiting;
+  $("kpi-oldest").textContent = o.queue.oldest_ms != null ? "oldest " + fmtMs(o.queue.oldest_ms) : "nothing waits";
+  let busy = 0, slots = 0, healthy = 0;
+  for (const b of o.backends) {
+    if (b.breaker === "closed" || b.breaker === "half_open") healthy++;
+    for (const m of b.models) if (m.loaded) { busy += m.busy; slots += m.slots; }
+  }
+  $("kpi-slots").textContent = `${busy} / ${slots}`;
+  $("kpi-backends").textContent = `${healthy} of ${o.backends.length} backends healthy`;
+  $("kpi-refused").textContent = o.refused.length ? `${o.refused.length} refused lately` : "";
+  sparkline($("spark-rps"), recent.map((p) => p.requests / covered(o, p)), "#58a6ff");
+  sparkline($("spark-tps"), recent.map((p) => p.tokens / covered(o, p)), "#3fb950");
+  sparkline($("spark-ttft"), recent.map((p) => p.ttft_p50_ms), "#d29922");
+}
+
+function badge(text, cls) {
+  return h("span", { class: "badge " + (cls || "") }, text);
+}
+
+function slotBar(busy, slots) {
+  const cells = [];
+  const shown = Math.min(slots, 16);
+  for (let i = 0; i < shown; i++) cells.push(h("i", { class: i < busy ? "busy" : "" }));
+  return h("span", { class: "slots", title: `${busy} of ${slots} slots busy` }, cells, h("em", {}, `${busy}/${slots}`));
+}
+
+function residency(m) {
+  const r = m.residency || (m.loaded ? "loaded" : "unloaded");
+  const cls = { loaded: "good", loading: "load", unloading: "warn", unloaded: "" }[r] || "";
+  const bits = [badge(r, cls)];
+  if (r === "loading") {
+    // The server's own progress where it tells; else the time so far
+    // against how long loads took here before (at most 95%: it is a guess).
+    const guess = m.loading_seconds != null && m.load_seconds ? Math.min(0.95, m.loading_seconds / m.load_seconds) : null;
+    const p = m.progress != null ? m.progress : guess;
+    const told = m.progress != null ? "" : "~";
+    const secs = m.loading_seconds != null ? ` for ${m.loading_seconds.toFixed(0)} s` : "";
+    if (p != null) bits.push(h("span", { class: "progress", title: `${told}${Math.round(p * 100)}%${secs}` }, h("i", { style: `width:${Math.round(p * 100)}%` })));
+    if (secs) bits.push(h("small", { class: "muted" }, secs.trim()));
+  }
+  if (m.pinned) bits.push(badge("pinned", "pin"));
+  if (m.state === "sleeping") bits.push(badge("sleeping", "warn"));
+  return bits;
+}
+
+function renderFleet(o) {
+  const host = $("backends");
+  if (!o.backends.length) {
+    host.replaceChildren(h("p", { class: "empty" }, "No backends yet. Add one above, or start the hub with --backend URL."));
+    return;
+  }
+  host.replaceChildren(
+    ...o.backends.map((b) => {
+      const memory = b.memory_total
+        ? h("div", { class: "memory" },
+            h("span", { class: "meter" }, h("i", { style: `width:${Math.min(100, ((b.memory_used || 0) / b.memory_total) * 100).toFixed(1)}%` })),
+            h("small", {}, `${bytes(b.memory_used || 0)} of ${bytes(b.memory_total)} for models`))
+        : null;
+      const models = b.models
+        .slice()
+        .sort((x, y) => (y.loaded - x.loaded) || x.id.localeCompare(y.id))
+        .map((m) =>
+          h("tr", {},
+            h("td", { class: "mono" }, m.id),
+            h("td", {}, residency(m)),
+            h("td", {}, m.loaded ? slotBar(m.busy, m.slots) : h("span", { class: "muted" }, "–")),
+            h("td", { class: "num muted" }, m.size_bytes ? bytes(m.size_bytes) : ""),
+            h("td", { class: "err" }, m.load_error || "")));
+      return h("article", { class: "card" + (b.draining ? " draining" : ""), "data-backend": b.name },
+        h("header", {},
+          h("h3", {}, b.name),
+          badge(b.kind, "kind"),
+          backendState(b).map(([t, c]) => badge(t, c)),
+          h("span", { class: "grow" }),
+          b.draining
+            ? h("button", { onclick: () => backendAction(b.name, "undrain") }, "Undrain")
+            : h("button", { onclick: () => backendAction(b.name, "drain") }, "Drain"),
+          h("button", { class: "danger", onclick: () => removeBackend(b.name) }, "Remove")),
+        h("div", { class: "meta" },
+          h("span", { class: "mono" }, b.url),
+          b.version ? h("span", {}, "v" + b.version) : null,
+          b.mode ? h("span", {}, b.mode) : null,
+          h("span", {}, `${b.in_flight} running`),
+          b.max_concurrent ? h("span", {}, `max ${b.max_concurrent} at once`) : null,
+          h("span", {}, `probe (${b.probe}) ${b.last_probe_unix_ms ? ago(o.at_ms - b.last_probe_unix_ms) : "pending"}`)),
+        memory,
+        b.last_error ? h("div", { class: "error-line" }, b.last_error) : null,
+        models.length
+          ? h("table", { class: "grid compact" }, h("tbody", {}, models))
+          : h("p", { class: "empty" }, "No models listed."));
+    }));
+}
+
+// Per model: where it is, from every backend's list, and its queue.
+function modelRows(o) {
+  const rows = new Map();
+  for (const q of o.queue.by_model) rows.set(q.model, { model: q.model, queue: q, where: [] });
+  for (const b of o.backends) {
+    for (const m of b.models) {
+      if (!rows.has(m.id)) rows.set(m.id, { model: m.id, queue: null, where: [] });
+      rows.get(m.id).where.push({ backend: b, m });
+    }
+  }
+  return [...rows.values()].sort((a, b) => a.model.localeCompare(b.model));
+}
+
+function renderModels(o) {
+  const body = $("models-table").tBodies[0];
+  const rows = modelRows(o).map((r) => {
+    const loadedSomewhere = r.where.some((w) => w.m.loaded);
+    const pinned = r.where.some((w) => w.m.pinned);
+    const busy = r.where.some((w) => w.m.busy > 0);
+    const idle = r.where.map((w) => w.m.idle_seconds).filter((s) => s != null);
+    const loadTimes = r.where.map((w) => w.m.load_seconds).filter((s) => s != null);
+    return h("tr", { "data-model": r.model },
+      h("td", { class: "mono" }, r.model),
+      h("td", {}, h("div", { class: "chips" }, r.where.map(({ backend, m }) =>
+        h("span", { class: "chip", title: m.load_error || "" },
+          h("b", {}, backend.name), residency(m),
+          m.loaded ? slotBar(m.busy, m.slots) : null,
+          m.loaded && backend.can_unload ? h("button", { class: "mini", title: "Unload here", onclick: () => modelAction(r.model, "unload", backend.name) }, "unload") : null,
+          !m.loaded && m.residency !== "loading" && backend.can_load ? h("button", { class: "mini", title: "Load here", onclick: () => modelAction(r.model, "load", backend.name) }, "load") : null)))),
+      h("td", { class: "num" }, r.queue ? r.queue.waiting : 0),
+      h("td", { class: "num" }, r.queue ? fmtMs(r.queue.expected_wait_ms) : "–"),
+      h("td", {}, busy ? "in use" : idle.length ? ago(Math.min(...idle) * 1000) : "–"),
+      h("td", { class: "num" }, loadTimes.length ? (Math.max(...loadTimes)).toFixed(1) + " s" : "–"),
+      h("td", { class: "actions" },
+        !loadedSomewhere ? h("button", { onclick: () => modelAction(r.model, "load") }, "Load") : null,
+        loadedSomewhere ? h("button", { onclick: () => modelAction(r.model, "unload") }, "Unload") : null,
+        pinned ? h("button", { onclick: () => modelAction(r.model, "unpin") }, "Unpin") : h("button", { onclick: () => modelAction(r.model, "pin") }, "Pin")));
+  });
+  body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No models yet."))]));
+}
+
+function renderQueue(o) {
+  const q = o.queue;
+  $("queue-summary").textContent = q.waiting
+    ? `${q.waiting} waiting, the oldest for ${fmtMs(q.oldest_ms)}, holding ${bytes(q.bytes)}`
+    : "Nothing waits";
+  const waitingFirst = q.by_model.slice().sort((a, b) => b.waiting - a.waiting || a.model.localeCompare(b.model));
+  $("queue-models").tBodies[0].replaceChildren(...waitingFirst.map((m) =>
+    h("tr", { class: m.waiting ? "" : "muted" },
+      h("td", { class: "mono" }, m.model),
+      h("td", { class: "num" }, m.waiting),
+      h("td", { class: "num" }, m.oldest_ms != null ? fmtMs(m.oldest_ms) : "–"),
+      h("td", { class: "num" }, fmtMs(m.expected_wait_ms)),
+      h("td", {}, m.loading ? badge("loading", "load") : ""))));
+  const empty = (n) => h("tr", {}, h("td", { colspan: n, class: "empty" }, "none"));
+  $("queue-priority").tBodies[0].replaceChildren(...(q.by_priority.length
+    ? q.by_priority.slice().reverse().map((p) => h("tr", {}, h("td", {}, p.priority), h("td", { class: "num" }, p.waiting)))
+    : [empty(2)]));
+  $("queue-clients").tBodies[0].replaceChildren(...(q.by_client.length
+    ? q.by_client.map((c) => h("tr", {}, h("td", {}, c.client), h("td", { class: "num" }, c.waiting)))
+    : [empty(2)]));
+  $("refused").tBodies[0].replaceChildren(...(o.refused.length
+    ? o.refused.map((r) => h("tr", {},
+        h("td", {}, ago(o.at_ms - r.at_ms)),
+        h("td", {}, badge(r.status, r.status >= 500 ? "bad" : "warn")),
+        h("td", { class: "mono" }, r.code),
+        h("td", { class: "mono" }, r.model),
+        h("td", {}, r.client),
+        h("td", { class: "msg" }, r.message)))
+    : [empty(6)]));
+}
+
+function renderTraffic(o) {
+  const pts = series();
+  const secs = pts.map((p) => covered(o, p));
+  const times = pts.map((p) => p.start_ms);
+  const backends = [...new Set(pts.flatMap((p) => Object.keys(p.by_backend)))].sort();
+  timeChart($("chart-requests"), times,
+    backends.map((b) => ({ name: b, color: colorFor(b), values: pts.map((p, i) => (p.by_backend[b] || 0) / secs[i]) })),
+    { stacked: true });
+  timeChart($("chart-tokens"), times, [{ name: "tokens/s", color: "#3fb950", values: pts.map((p, i) => p.tokens / secs[i]) }], {});
+  timeChart($("chart-ttft"), times, [
+    { name: "p50", color: "#58a6ff", values: pts.map((p) => p.ttft_p50_ms) },
+    { name: "p95", color: "#bc8cff", values: pts.map((p) => p.ttft_p95_ms) },
+  ], { unit: "ms" });
+  timeChart($("chart-latency"), times, [
+    { name: "p50", color: "#39c5cf", values: pts.map((p) => p.latency_p50_ms) },
+    { name: "p95", color: "#f778ba", values: pts.map((p) => p.latency_p95_ms) },
+  ], { unit: "ms" });
+  const codes = [...new Set(pts.flatMap((p) => Object.keys(p.errors)))].sort();
+  timeChart($("chart-errors"), times,
+    (codes.length ? codes : ["no errors"]).map((c, i) => ({
+      name: c, color: ["#ff7b72", "#d29922", "#e3b341", "#f778ba"][i % 4], values: pts.map((p, i) => (p.errors[c] || 0) / secs[i]),
+    })), { stacked: true });
+  timeChart($("chart-retries"), times, [
+    { name: "retries", color: "#d29922", values: pts.map((p, i) => p.retries / secs[i]) },
+    { name: "failovers", color: "#58a6ff", values: pts.map((p, i) => p.failovers / secs[i]) },
+  ], {});
+  totalsTable($("traffic-backends"), "Backend", o.traffic.by_backend);
+  totalsTable($("traffic-models"), "Model", o.traffic.by_model);
+}
+
+function totalsTable(table, what, rows) {
+  const errors = (e) => Object.entries(e).map(([code, n]) => `${n}×${code}`).join(" ") || "–";
+  table.replaceChildren(
+    h("thead", {}, h("tr", {}, [what, "Requests", "Errors", "Tokens", "Retries", "Failovers", "First token p50", "p95", "Latency p50", "p95"].map((t, i) => h("th", { class: i && i !== 2 ? "num" : "" }, t)))),
+    h("tbody", {}, rows.length
+      ? rows.map((r) => h("tr", {},
+          h("td", { class: "mono" }, r.name), h("td", { class: "num" }, r.requests), h("td", {}, errors(r.errors)),
+          h("td", { class: "num" }, fmtNumber(r.tokens)), h("td", { class: "num" }, r.retries), h("td", { class: "num" }, r.failovers),
+          h("td", { class: "num" }, fmtMs(r.ttft_p50_ms)), h("td", { class: "num" }, fmtMs(r.ttft_p95_ms)),
+          h("td", { class: "num" }, fmtMs(r.latency_p50_ms)), h("td", { class: "num" }, fmtMs(r.latency_p95_ms))))
+      : h("tr", {}, h("td", { colspan: 10, class: "empty" }, "No traffic in the last hour."))));
+}
+
+function renderKeys(o) {
+  $("keys-table").tBodies[0].replaceChildren(...(o.keys.length
+    ? o.keys.map((k) => h("tr", {},
+        h("td", {}, k.key), h("td", { class: "num" }, k.requests), h("td", { class: "num" }, fmtNumber(k.prompt_tokens)),
+        h("td", { class: "num" }, fmtNumber(k.completion_tokens)), h("td", { class: "num" }, k.limited)))
+    : [h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No key was used in the last hour (requests without a key are not counted here)."))]));
+}
+
+// ---- wiring --------------------------------------------------------------
+
+function showTab() {
+  const tab = (location.hash || "#fleet").slice(1);
+  state.tab = ["fleet", "models", "queue", "traffic", "keys"].includes(tab) ? tab : "fleet";
+  for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.tab === state.tab);
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + state.tab;
+  render();
+}
+
+document.addEventListener("mousedown", () => (state.pointerDown = true));
+document.addEventListener("mouseup", () => {
+  state.pointerDown = false;
+  if (state.pending) {
+    state.pending = false;
+    setTimeout(render, 0);
+  }
+});
+window.addEventListener("hashchange", showTab);
+window.addEventListener("resize", () => render());
+
+$("signin-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = e.target.elements.namedItem("key");
+  state.key = input.value.trim();
+  localStorage.setItem(KEY, state.key);
+  input.value = "";
+  $("signin").hidden = true;
+  $("signout").hidden = false;
+  connect();
+});
+$("signout").hidden = !state.key;
+$("signout").addEventListener("click", () => {
+  localStorage.removeItem(KEY);
+  location.reload();
+});
+$("add-backend").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = e.target;
+  const field = (n) => f.elements.namedItem(n).value.trim();
+  const spec = { url: field("url"), kind: field("kind") };
+  if (field("name")) spec.name = field("name");
+  act("POST", "/admin/backends", spec, (b) => {
+    f.reset();
+    return `${b.name} added; probing it`;
+  });
+});
+
+showTab();
+connect();

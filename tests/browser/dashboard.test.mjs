@@ -1,0 +1,184 @@
+// The dashboard in a real browser (Debian's Chromium, headless) against
+// real drover processes: live numbers move under load, actions take effect
+// and say so, a restarted hub is found again, an admin key is asked for.
+// Screenshots go to target/screenshots (DROVER_SCREENSHOTS elsewhere).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { browser, drover, load, number, screenshot } from "./harness.mjs";
+
+const DASHBOARD = /the dashboard is at (http:\/\/[^\s/]+)\//;
+const LISTENING = /listening on (http:\/\/[\d.:]+)/;
+
+let chromium;
+before(async () => {
+  chromium = await browser();
+});
+after(async () => {
+  await chromium?.close();
+});
+
+async function open(url) {
+  const context = await chromium.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("dialog", (d) => d.accept());
+  await page.goto(url + "/");
+  return { page, errors, close: () => context.close() };
+}
+
+async function backends(url) {
+  const r = await fetch(url + "/admin/backends");
+  return (await r.json()).backends;
+}
+
+test("the demo's dashboard is live under load, and a drain takes effect and shows", async () => {
+  const demo = await drover(["demo", "--listen", "127.0.0.1:0"], DASHBOARD);
+  const { page, errors, close } = await open(demo.url);
+  let stopLoad = async () => {};
+  try {
+    await page.waitForSelector("#live.on");
+    await page.waitForSelector('[data-backend="studio-2"]');
+    assert.equal(await page.locator(".card .badge.good", { hasText: "healthy" }).count(), 2);
+    assert.equal(await number(page, "#kpi-rps"), 0);
+    assert.equal(await page.textContent("#kpi-waiting"), "0");
+
+    // Six clients for one model with a slot on each server: two run, four wait.
+    stopLoad = load(demo.url, "philosophy-101", 6);
+    await page.waitForFunction(() => parseFloat(document.querySelector("#kpi-rps").textContent) > 0);
+    await page.waitForFunction(() => Number(document.querySelector("#kpi-waiting").textContent) > 0);
+    await page.waitForFunction(() => document.querySelector("#kpi-slots").textContent.startsWith("2 /"));
+    await page.waitForSelector('[data-backend="studio-1"] .slots i.busy');
+    await screenshot(page, "fleet-under-load");
+
+    await page.click('a[data-tab="queue"]');
+    await page.locator("#queue-models tbody tr", { hasText: "philosophy-101" }).waitFor();
+    await page.waitForFunction(() => {
+      const cells = [...document.querySelectorAll("#queue-models tbody tr")].find((r) => r.textContent.includes("philosophy-101"));
+      return cells && Number(cells.children[1].textContent) > 0;
+    });
+    assert.match(await page.textContent("#queue-clients"), /anonymous/);
+    await screenshot(page, "queue");
+
+    await page.click('a[data-tab="models"]');
+    await page.waitForSelector('#models-table tr[data-model="philosophy-101"] .slots i.busy');
+    await screenshot(page, "models");
+
+    await page.click('a[data-tab="traffic"]');
+    await page.waitForSelector("#chart-requests svg path");
+    // Numbers that move: the first-token chart has a point once answers came.
+    await page.waitForFunction(() => document.querySelectorAll("#chart-ttft svg path[stroke]").length >= 2);
+    await page.waitForSelector("#traffic-backends td.mono");
+    const before = await page.locator("#traffic-models tbody tr", { hasText: "philosophy-101" }).locator("td").nth(1).textContent();
+    await page.waitForFunction(
+      (n) => {
+        const row = [...document.querySelectorAll("#traffic-models tbody tr")].find((r) => r.textContent.includes("philosophy-101"));
+        return row && Number(row.children[1].textContent) > n;
+      },
+      Number(before),
+    );
+    await screenshot(page, "traffic");
+
+    // Drain studio-1 from the page: the toast confirms, the card says so,
+    // and the hub holds it.
+    await page.click('a[data-tab="fleet"]');
+    await page.click('[data-backend="studio-1"] button:text("Drain")');
+    await page.locator(".toast", { hasText: "studio-1: draining" }).waitFor();
+    await page.waitForSelector('[data-backend="studio-1"] .badge:text("draining")');
+    assert.equal((await backends(demo.url)).find((b) => b.name === "studio-1").draining, true);
+    // Work goes to studio-2 only now: studio-1's slot empties.
+    await page.waitForFunction(() => !document.querySelector('[data-backend="studio-1"] .slots i.busy'));
+    await screenshot(page, "drained");
+    await page.click('[data-backend="studio-1"] button:text("Undrain")');
+    await page.locator(".toast", { hasText: "studio-1: taking work again" }).waitFor();
+    await page.waitForSelector('[data-backend="studio-1"] .badge:text("draining")', { state: "detached" });
+    assert.equal((await backends(demo.url)).find((b) => b.name === "studio-1").draining, false);
+
+    // Model actions: pin and unpin, unload from one server and load back,
+    // each confirmed; the load shows while it runs.
+    await page.click('a[data-tab="models"]');
+    const model = "qwen2.5-7b-instruct";
+    const row = page.locator(`#models-table tr[data-model="${model}"]`);
+    const chip = row.locator(".chip", { hasText: "studio-1" });
+    await row.locator('button:text-is("Pin")').click();
+    await page.locator(".toast", { hasText: `${model} pinned` }).waitFor();
+    await row.locator(".badge.pin").first().waitFor();
+    await row.locator('button:text-is("Unpin")').click();
+    await page.locator(".toast", { hasText: `${model} unpinned` }).waitFor();
+    await chip.locator('button:text-is("unload")').click();
+    await page.locator(".toast", { hasText: `${model} unloaded on studio-1` }).waitFor();
+    await chip.locator('.badge:text-is("unloaded")').waitFor();
+    await chip.locator('button:text-is("load")').click();
+    await chip.locator('.badge:text-is("loading")').waitFor();
+    await screenshot(page, "loading");
+    await page.locator(".toast", { hasText: `${model} loaded on studio-1 in` }).waitFor();
+    await chip.locator('.badge:text-is("loaded")').waitFor();
+    await page.click('a[data-tab="fleet"]');
+
+    // An action the hub refuses shows its reason.
+    await page.fill('#add-backend input[name="url"]', "ftp://nowhere");
+    await page.click('#add-backend button[type="submit"]');
+    const refused = page.locator(".toast.error");
+    await refused.waitFor();
+    assert.match(await refused.textContent(), /ftp|scheme|http/i);
+
+    await stopLoad();
+    stopLoad = async () => {};
+    await page.waitForFunction(() => Number(document.querySelector("#kpi-waiting").textContent) === 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    await stopLoad();
+    await close();
+    await demo.stop();
+  }
+});
+
+test("a restarted hub is found again by itself", async () => {
+  const sim = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], LISTENING);
+  let hub = await drover(["serve", "--listen", "127.0.0.1:0", "--backend", `${sim.url},name=s`], LISTENING);
+  const url = hub.url;
+  const { page, errors, close } = await open(url);
+  try {
+    await page.waitForSelector("#live.on");
+    await page.waitForSelector('[data-backend="s"]');
+    await hub.stop();
+    await page.waitForSelector("#live.off");
+    assert.equal(await page.textContent("#live"), "reconnecting");
+    hub = await drover(["serve", "--listen", url.replace("http://", ""), "--backend", `${sim.url},name=s2`], LISTENING);
+    await page.waitForSelector('[data-backend="s2"]', { timeout: 20000 });
+    await page.waitForSelector("#live.on");
+    assert.deepEqual(errors, []);
+  } finally {
+    await close();
+    await hub.stop();
+    await sim.stop();
+  }
+});
+
+test("with an admin key the dashboard asks for it, and a wrong one is refused", async () => {
+  const sim = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], LISTENING);
+  const key = "dashboard-test-admin-key";
+  const hub = await drover(["serve", "--listen", "127.0.0.1:0", "--backend", `${sim.url},name=s`], LISTENING, {
+    DROVER_ADMIN_KEY: key,
+  });
+  const { page, close } = await open(hub.url);
+  try {
+    await page.waitForSelector("#signin:not([hidden])");
+    assert.match(await page.textContent("#signin-why"), /admin key/);
+    await screenshot(page, "sign-in");
+    await page.fill('#signin input[name="key"]', "not-the-key");
+    await page.click('#signin button[type="submit"]');
+    await page.waitForSelector("#signin:not([hidden])");
+    await page.fill('#signin input[name="key"]', key);
+    await page.click('#signin button[type="submit"]');
+    await page.waitForSelector('[data-backend="s"]');
+    await page.waitForSelector("#live.on");
+    // Actions go with the key too.
+    await page.click('[data-backend="s"] button:text("Drain")');
+    await page.locator(".toast", { hasText: "s: draining" }).waitFor();
+  } finally {
+    await close();
+    await hub.stop();
+    await sim.stop();
+  }
+});
