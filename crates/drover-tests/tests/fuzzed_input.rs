@@ -11,7 +11,13 @@
 //!   each path a kind's adapter reads with a mutation of what that kind
 //!   really answers (taken from the simulator); detection and discovery end
 //!   in a result or an error, never a panic or a hang.
+//! - Answers from a backend (SSE streams with usage, a Responses stream, a
+//!   JSON answer, from the simulator), mutated and cut into chunks
+//!   anywhere, through a running hub (which reads ids and usage from them):
+//!   the client gets them byte for byte and the slot is free afterwards.
 //! - Config files (mutations of the README's example), sizes and URLs.
+//! - Key files (mutations of a real `keys.json`): the hub starts or says
+//!   why not.
 //!
 //! Seeds are valid inputs; mutations flip, insert, delete, duplicate and
 //! truncate bytes and splice in tokens that break parsers (quotes,
@@ -32,7 +38,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 /// Cases per property: enough to find the shallow faults every run, few
 /// enough to keep the suite's time bounded (a few seconds each).
@@ -64,6 +70,11 @@ const TOKENS: &[&[u8]] = &[
     b"=",
     b"[[",
     b"#",
+    // What the hub looks for in answers passing through.
+    b"\"completion_tokens\"",
+    b"\"output_tokens\":",
+    b"\"content\":\"",
+    b"\"id\":\"",
 ];
 
 #[derive(Clone, Debug)]
@@ -395,6 +406,15 @@ type Answers = Arc<Mutex<HashMap<String, Bytes>>>;
 /// A server that answers each path with what the current case says, 404
 /// elsewhere.
 async fn hostile_server(answers: Answers) -> (String, tokio::task::JoinHandle<()>) {
+    hostile_server_cutting(answers, Arc::new(Mutex::new(Vec::new()))).await
+}
+
+/// As [`hostile_server`], sending each answer in pieces cut at `cuts`, as
+/// an event stream where it starts like one.
+async fn hostile_server_cutting(
+    answers: Answers,
+    cuts: Arc<Mutex<Vec<usize>>>,
+) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -403,18 +423,27 @@ async fn hostile_server(answers: Answers) -> (String, tokio::task::JoinHandle<()
                 return;
             };
             let answers = answers.clone();
+            let cuts = cuts.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let body = answers.lock().unwrap().get(req.uri().path()).cloned();
+                    let cuts = cuts.lock().unwrap().clone();
                     async move {
                         Ok::<_, Infallible>(match body {
-                            Some(b) => Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(b))
-                                .unwrap(),
+                            Some(b) => {
+                                let kind = if b.starts_with(b"data:") || b.starts_with(b"event:") {
+                                    "text/event-stream"
+                                } else {
+                                    "application/json"
+                                };
+                                Response::builder()
+                                    .header("content-type", kind)
+                                    .body(pieces(b, &cuts))
+                                    .unwrap()
+                            }
                             None => Response::builder()
                                 .status(404)
-                                .body(Full::new(Bytes::from_static(b"{}")))
+                                .body(pieces(Bytes::from_static(b"{}"), &[]))
                                 .unwrap(),
                         })
                     }
@@ -426,6 +455,25 @@ async fn hostile_server(answers: Answers) -> (String, tokio::task::JoinHandle<()
         }
     });
     (url, task)
+}
+
+type Pieces = http_body_util::StreamBody<
+    futures_util::stream::Iter<std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, Infallible>>>,
+>;
+
+/// `body` as frames cut at `cuts` (positions past its end are ignored).
+fn pieces(body: Bytes, cuts: &[usize]) -> Pieces {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+    at.sort_unstable();
+    let mut frames = Vec::new();
+    let mut from = 0;
+    for cut in at.into_iter().chain([body.len()]) {
+        if cut > from {
+            frames.push(Ok(hyper::body::Frame::data(body.slice(from..cut))));
+            from = cut;
+        }
+    }
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames))
 }
 
 #[test]
@@ -522,6 +570,150 @@ fn config_files_sizes_and_urls_are_read_or_refused_never_a_panic() {
         let _ = Endpoint::parse(&text);
         Ok(())
     });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn answers_from_a_backend_mutated_and_cut_anywhere_reach_the_client_and_free_the_slot() {
+    let rt = runtime();
+    // What a server really answers, from the simulator: a chat stream with
+    // usage, a Responses stream, a plain JSON answer.
+    let seeds: Vec<(&str, Bytes)> = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = drover_sim::SimServer::start(listener, openai(&["m"], 1, 0)).unwrap();
+        let client = drover_tests::Client::new(&sim.url());
+        let mut stream = chat_body("m", "hi");
+        stream["stream"] = true.into();
+        stream["stream_options"] = serde_json::json!({"include_usage": true});
+        let responses = serde_json::json!({"model": "m", "input": "hi", "stream": true});
+        let seeds = vec![
+            (
+                "/v1/chat/completions",
+                client.post("/v1/chat/completions", &stream).await.body,
+            ),
+            (
+                "/v1/responses",
+                client.post("/v1/responses", &responses).await.body,
+            ),
+            (
+                "/v1/chat/completions",
+                client
+                    .post("/v1/chat/completions", &chat_body("m", "hi"))
+                    .await
+                    .body,
+            ),
+        ];
+        sim.shutdown().await;
+        seeds
+    });
+    let models = Bytes::from_static(br#"{"object":"list","data":[{"id":"m","object":"model"}]}"#);
+    let answers: Answers = Arc::new(Mutex::new(HashMap::from([(
+        "/v1/models".to_string(),
+        models.clone(),
+    )])));
+    let cuts = Arc::new(Mutex::new(Vec::new()));
+    let (url, server) = rt.block_on(hostile_server_cutting(answers.clone(), cuts.clone()));
+    let cluster = rt.block_on(
+        ClusterBuilder::new()
+            .external(drover_hub::BackendSpec {
+                name: Some("hostile".into()),
+                kind: "openai".into(),
+                url,
+                slots: Some(1),
+                responses: Some(true),
+                ..Default::default()
+            })
+            .hub(|c| c.health.failure_threshold = u32::MAX)
+            .start(),
+    );
+    let mut runner = runner();
+    let strategy = (
+        0..seeds.len(),
+        ops(),
+        proptest::collection::vec(any::<usize>(), 0..8),
+    );
+    let result = runner.run(&strategy, |(which, ops, at)| {
+        let (path, seed) = &seeds[which];
+        let answer = Bytes::from(mutate(seed, &ops));
+        answers
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), answer.clone());
+        *cuts.lock().unwrap() = at;
+        rt.block_on(async {
+            let body = if *path == "/v1/responses" {
+                serde_json::json!({"model": "m", "input": "hi", "stream": true})
+            } else {
+                chat_body("m", "hi")
+            };
+            let r = tokio::time::timeout(Duration::from_secs(10), cluster.client.post(path, &body))
+                .await;
+            let Ok(r) = r else {
+                return Err(TestCaseError::fail("no answer within ten seconds"));
+            };
+            // Passed through byte for byte, however odd.
+            prop_assert_eq!(r.status, 200, "{}", r.text());
+            prop_assert!(r.body == answer, "the answer changed on its way");
+            let mut freed = false;
+            for _ in 0..500 {
+                if cluster.busy("hostile") == 0 && cluster.waiting() == 0 {
+                    freed = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            prop_assert!(freed, "the slot is still held");
+            Ok(())
+        })
+    });
+    rt.block_on(cluster.shutdown());
+    server.abort();
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn key_files_are_read_or_refused_by_name_never_a_panic() {
+    let rt = runtime();
+    let dir = std::env::temp_dir().join(format!("drover-fuzz-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A real keys file: two keys made through the management API.
+    let seed = rt.block_on(async {
+        let cluster = ClusterBuilder::new()
+            .sim("s", openai(&["m"], 1, 0))
+            .hub(|c| c.data_dir = Some(dir.clone()))
+            .start()
+            .await;
+        for body in [
+            serde_json::json!({"name": "app", "limits": {"requests_per_minute": 5, "models": ["m"]}}),
+            serde_json::json!({"name": "ops", "kind": "admin"}),
+        ] {
+            let r = cluster.client.post("/admin/keys", &body).await;
+            assert_eq!(r.status, 201, "{}", r.text());
+        }
+        cluster.shutdown().await;
+        std::fs::read(dir.join("keys.json")).unwrap()
+    });
+    let mut runner = runner();
+    let result = runner.run(&ops(), |ops| {
+        std::fs::write(dir.join("keys.json"), mutate(&seed, &ops)).unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let config = HubConfig {
+                data_dir: Some(dir.clone()),
+                ..HubConfig::default()
+            };
+            match drover_hub::start(config, listener).await {
+                Ok(hub) => hub.shutdown(Duration::from_secs(1)).await,
+                Err(e) => prop_assert!(e.to_string().contains("keys.json"), "{e}"),
+            }
+            Ok(())
+        })
+    });
+    let _ = std::fs::remove_dir_all(&dir);
     if let Err(e) = result {
         panic!("{e}");
     }
