@@ -1,8 +1,11 @@
 # Shared by the bench scripts: build once, start processes, clean up on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-cargo build --release -q -p drover
-DROVER=${CARGO_TARGET_DIR:-target}/release/drover
+# DROVER_BIN measures another build (an older commit's, say) instead.
+if [ -z "${DROVER_BIN:-}" ]; then
+  cargo build --release -q -p drover
+fi
+DROVER=${DROVER_BIN:-${CARGO_TARGET_DIR:-target}/release/drover}
 PIDS=()
 CLEANUP_DIRS=()
 cleanup() {

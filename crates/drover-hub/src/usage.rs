@@ -34,29 +34,32 @@ impl UsageSniffer {
         // What the last call already saw ends here.
         let seen = text.len();
         text.extend_from_slice(bytes);
-        for key in TEXT {
-            let mut from = 0;
-            while let Some(at) = find(&text[from..], key) {
-                let next = from + at + key.len();
-                // Counted once: when the byte after the key is new, and
-                // not the closing quote of an empty text.
-                if next < text.len() && next >= seen && text[next] != b'"' {
-                    self.texts += 1;
-                }
-                from = next;
+        // Every key starts with a quote: one pass from quote to quote,
+        // rather than one search per key, keeps this cheap enough to run
+        // on every answer.
+        let mut from = 0;
+        while let Some(q) = memchr::memchr(b'"', &text[from..]) {
+            let at = from + q;
+            from = at + 1;
+            let rest = &text[at..];
+            // Most quotes open something else: one byte tells.
+            if !matches!(rest.get(1), Some(b'c' | b'o' | b't')) {
+                continue;
             }
-        }
-        for key in KEYS {
-            let mut from = 0;
-            while let Some(at) = find(&text[from..], key) {
-                let start = from + at + key.len();
-                match number_after(&text[start..]) {
+            if let Some(key) = KEYS.iter().find(|k| rest.starts_with(k)) {
+                match number_after(&rest[key.len()..]) {
                     Some(Some(n)) => self.last = Some(n),
                     // Cut off by the chunk's end: read again with the next.
                     Some(None) => break,
                     None => {}
                 }
-                from = start;
+            } else if let Some(key) = TEXT.iter().find(|k| rest.starts_with(k)) {
+                let next = at + key.len();
+                // Counted once: when the byte after the key is new, and
+                // not the closing quote of an empty text.
+                if next < text.len() && next >= seen && text[next] != b'"' {
+                    self.texts += 1;
+                }
             }
         }
         let keep = text.len().min(TAIL);
@@ -73,10 +76,6 @@ impl UsageSniffer {
     pub fn estimate(&self) -> Option<u64> {
         self.last.or((self.texts > 0).then_some(self.texts))
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// After a key: `Some(Some(n))` for `: n`, `Some(None)` when the text ends
