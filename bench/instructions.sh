@@ -44,7 +44,6 @@ count() {
   # The dump taken after the load (the largest part number).
   local dump
   dump=$(ls "$OUT/$name".*.[0-9]* 2>/dev/null | sort -t. -k3 -n | tail -1)
-  cp "$dump" "/tmp/callgrind.$name" 2>/dev/null || true
   echo "$name $(awk '/^summary:/ { print $2 }' "$dump")" >>"$OUT/counts"
 }
 
