@@ -8,7 +8,11 @@
 # A dashboard's whole cost to the hub is its event stream (the page itself
 # is static), so the watchers are `curl -N` on /admin/events: the same
 # bytes a browser reads, without a browser's own CPU on these two cores.
-# Prints the hub's CPU as a share of one core and per request.
+# Prints the hub's CPU as a share of one core and per request. Timings on
+# two busy cores move a few percent from run to run, more than a dashboard
+# costs; so last, under valgrind's callgrind, the exact instructions a
+# second one open dashboard adds to an idle hub (after a load, so the
+# traffic history is not empty).
 #   bench/dashboard.sh     (N=20000 C=32 WATCHERS=1 ROUNDS=3 IDLE=20 to change it)
 source "$(dirname "$0")/lib.sh"
 N=${N:-20000}
@@ -82,6 +86,31 @@ for _ in $(seq "$ROUNDS"); do
   close_dashboards
 done
 
+# The exact count: the hub again, under callgrind.
+kill "$HUB_PID"
+wait "$HUB_PID" 2>/dev/null || true
+need valgrind valgrind
+DROVER_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
+  "$DROVER" serve --data-dir "$DATA" --listen 127.0.0.1:$HUB_PORT \
+  --backend openai=http://127.0.0.1:$SIM_PORT,slots=1024 >/dev/null 2>&1 &
+HUB_PID=$!
+PIDS+=($HUB_PID)
+for _ in $(seq 600); do
+  curl -sf -o /dev/null $HUB/ready && break
+  sleep 0.1
+done
+"$DROVER" bench --url "$HUB" --model m --concurrency 8 --requests 3000 --warmup 0 >/dev/null
+counted() {
+  callgrind_control -z "$HUB_PID" >/dev/null
+  sleep "$IDLE"
+  callgrind_control -d "$HUB_PID" >/dev/null
+  ls -t "$OUT"/cg.*.* | head -1
+}
+echo "without $(awk '/^summary:/ { print $2 }' "$(counted)") $IDLE" >>"$OUT/instructions"
+open_dashboards
+echo "with $(awk '/^summary:/ { print $2 }' "$(counted)") $IDLE" >>"$OUT/instructions"
+close_dashboards
+
 python3 - "$OUT" "$N" "$WATCHERS" <<'PY'
 import statistics, sys
 d, n, watchers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -104,4 +133,8 @@ print(f"\nmedian CPU per request: without {med['without'] * 1e6 / n:.1f} us, "
       f"with {med['with'] * 1e6 / n:.1f} us (with / without {med['with'] / med['without']:.3f})")
 print(f"the dashboard's share of one core under load: "
       f"{100 * (med['with'] - med['without']) / wall:.2f}%")
+ins = {name: int(i) / float(s) for name, i, s in rows("instructions")}
+print(f"\nidle hub under callgrind, instructions a second: without {ins['without']:,.0f}, "
+      f"with {watchers} dashboard(s) {ins['with']:,.0f}: the dashboard adds "
+      f"{ins['with'] - ins['without']:,.0f} a second")
 PY

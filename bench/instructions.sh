@@ -43,7 +43,7 @@ count() {
   wait "$pid" 2>/dev/null || true
   # The dump taken after the load (the largest part number).
   local dump
-  dump=$(ls "$OUT/$name".*.[0-9]* 2>/dev/null | sort -t. -k3 -n | tail -1)
+  dump=$(ls -t "$OUT/$name".*.* | head -1)
   echo "$name $(awk '/^summary:/ { print $2 }' "$dump")" >>"$OUT/counts"
 }
 
