@@ -11,30 +11,41 @@ use serde::{Deserialize, Serialize};
 pub struct BackendSpec {
     /// Defaults to the URL's host and port.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     pub name: Option<String>,
     /// `lmstudio`, `ollama`, `llamacpp`, `vllm` or `openai`; empty or
     /// `auto` to detect it from the server.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(|auto|lmstudio|lm-studio|ollama|llamacpp|llama\.cpp|llama-server|llama_cpp|vllm|openai)$"
+    )]
     pub kind: String,
+    #[schema(
+        pattern = r"^https?://[a-z0-9]+(\.[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]+)*/?$"
+    )]
     pub url: String,
     /// Slots per model where the server does not report them.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub slots: Option<u32>,
     /// Per-model slot overrides.
     #[serde(default)]
     pub model_slots: BTreeMap<String, u32>,
     /// Sent upstream as `Authorization: Bearer`.
     #[serde(default)]
+    #[schema(pattern = r"^[!-~]*$")]
     pub api_key: Option<String>,
     /// Requests it may run at once over all its models, for a server that
     /// shares one GPU between several loaded models.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_concurrent: Option<u32>,
     /// The active health probe: `list` (ask what the server has; the
     /// default) or `generate` (also generate one token from a loaded
     /// model, so a server that lists models but cannot run them is
     /// unhealthy).
     #[serde(default)]
+    #[schema(pattern = r"^(list|generate)$")]
     pub probe: Option<String>,
     /// Whether it serves `POST /v1/responses`, where the server cannot
     /// tell; overrides what drover learns.
@@ -58,6 +69,7 @@ pub struct BackendSpec {
     /// Models it may hold loaded at once; the hub unloads the least
     /// recently used idle one to load another.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_loaded: Option<u32>,
     /// For an `https://` backend: a PEM file of the certificate authority
     /// that vouches for it, trusted besides the system's roots.
@@ -222,22 +234,28 @@ pub enum KeyKind {
 pub struct KeyLimits {
     /// The models it may use (public names); unset: every one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1)]
     pub models: Option<Vec<String>>,
     /// Requests it may start a minute (a bucket that refills evenly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub requests_per_minute: Option<u32>,
     /// Tokens it may use a minute: its prompts (estimated at the door) and
     /// the output tokens its answers report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub tokens_per_minute: Option<u32>,
     /// Requests it may have waiting or running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     pub max_concurrent: Option<u32>,
     /// Priority of its requests that name none (0-100; default 50).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 100)]
     pub priority: Option<u8>,
     /// The highest priority its requests may ask for (default: `priority`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 100)]
     pub max_priority: Option<u8>,
 }
 
@@ -265,6 +283,7 @@ pub struct KeyList {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     pub name: String,
     #[serde(default = "client")]
     pub kind: KeyKind,
