@@ -75,7 +75,40 @@ fn probe_once(
     match result {
         Ok(discovery) => {
             let specs = entry.specs(&discovery.models, &hub.models);
-            let status = entry.status(&discovery, &hub.models);
+            let backend_status = entry.status(&discovery, &hub.models);
+            // What the server said, before the scheduler hears of it: a
+            // reader who sees the backend's models sees their states too.
+            // That it is up comes after, so that until the scheduler has
+            // its models it still counts as not answering yet.
+            let models = discovery.models.len();
+            let loaded = discovery.models.iter().filter(|m| m.loaded()).count();
+            {
+                let mut status = drover_core::sync::lock(&entry.probe);
+                status.probed_unix_ms = Some(crate::traffic::unix_ms());
+                status.version = discovery.version;
+                status.mode = discovery.mode;
+                status.can_load = discovery.can_load;
+                status.can_unload = discovery.can_unload;
+                status.memory_used = discovery.memory_used;
+                status.memory_total = discovery.memory_total;
+                status.sizes = discovery
+                    .models
+                    .iter()
+                    .filter_map(|m| {
+                        Some((hub.models.public_name(&m.id).to_string(), m.size_bytes?))
+                    })
+                    .collect();
+                status.states = discovery
+                    .models
+                    .iter()
+                    .map(|m| (hub.models.public_name(&m.id).to_string(), m.state.as_str()))
+                    .collect();
+                status.progress = discovery
+                    .models
+                    .iter()
+                    .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.progress?)))
+                    .collect();
+            }
             hub.dispatcher.with_scheduler(|s, now| {
                 // Checked under the scheduler's lock, after which removal
                 // also happens under it: a late probe cannot re-add.
@@ -83,42 +116,15 @@ fn probe_once(
                     return;
                 }
                 s.observe_backend(id, specs, Some(started), now);
-                s.set_backend_status(id, status);
+                s.set_backend_status(id, backend_status);
                 s.probe(id, true, now);
             });
             let mut status = drover_core::sync::lock(&entry.probe);
             if status.last_error.is_some() || !status.ever_succeeded {
-                tracing::info!(
-                    backend = %entry.name,
-                    models = discovery.models.len(),
-                    loaded = discovery.models.iter().filter(|m| m.loaded()).count(),
-                    "backend is up"
-                );
+                tracing::info!(backend = %entry.name, models, loaded, "backend is up");
             }
             status.last_error = None;
-            status.probed_unix_ms = Some(crate::traffic::unix_ms());
             status.ever_succeeded = true;
-            status.version = discovery.version;
-            status.mode = discovery.mode;
-            status.can_load = discovery.can_load;
-            status.can_unload = discovery.can_unload;
-            status.memory_used = discovery.memory_used;
-            status.memory_total = discovery.memory_total;
-            status.sizes = discovery
-                .models
-                .iter()
-                .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.size_bytes?)))
-                .collect();
-            status.states = discovery
-                .models
-                .iter()
-                .map(|m| (hub.models.public_name(&m.id).to_string(), m.state.as_str()))
-                .collect();
-            status.progress = discovery
-                .models
-                .iter()
-                .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.progress?)))
-                .collect();
         }
         Err(e) => {
             hub.dispatcher.with_scheduler(|s, now| {
