@@ -276,10 +276,15 @@ function renderFleet(o) {
   }
   host.replaceChildren(
     ...o.backends.map((b) => {
+      // The budget for models: memory less the system's share, the margin
+      // and a buffer per slot of what is loaded (seed 002's sum).
+      const slotsLoaded = b.models.filter((m) => m.loaded).reduce((n, m) => n + m.slots, 0);
+      const reserved = (b.system || 0) + (b.margin || 0) + slotsLoaded * (b.slot_buffer || 0);
+      const budget = b.memory_total ? Math.max(0, b.memory_total - reserved) : 0;
       const memory = b.memory_total
-        ? h("div", { class: "memory" },
-            h("span", { class: "meter" }, h("i", { style: `width:${Math.min(100, ((b.memory_used || 0) / b.memory_total) * 100).toFixed(1)}%` })),
-            h("small", {}, `${bytes(b.memory_used || 0)} of ${bytes(b.memory_total)} for models`))
+        ? h("div", { class: "memory", title: `memory ${bytes(b.memory_total)}; system ${bytes(b.system || 0)}, margin ${bytes(b.margin || 0)}, ${slotsLoaded} slots x ${bytes(b.slot_buffer || 0)}` },
+            h("span", { class: "meter" }, h("i", { style: `width:${Math.min(100, budget ? ((b.memory_used || 0) / budget) * 100 : 100).toFixed(1)}%` })),
+            h("small", {}, `models ${bytes(b.memory_used || 0)} of ${bytes(budget)}` + (reserved ? ` (${bytes(b.memory_total)} less ${bytes(reserved)} for system, margin and slots)` : "")))
         : null;
       const models = b.models
         .slice()
