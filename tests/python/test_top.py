@@ -36,6 +36,18 @@ def test_one_frame_shows_backends_models_and_the_queue(tmp_path):
         sim.stop()
 
 
+def test_with_keys_it_reads_the_whole_queue_with_the_admin_key(tmp_path):
+    sim, hub = start(tmp_path)
+    try:
+        drover_cli(hub.url, "keys", "create", "app")
+        admin = drover_cli(hub.url, "keys", "create", "ops", "--kind", "admin").stdout.strip()
+        out = drover_cli(hub.url, "top", "--once", "--interval", "0.3", "--admin-key", admin)
+        assert "QUEUE" in out.stdout and "studio" in out.stdout, out.stdout
+    finally:
+        hub.stop()
+        sim.stop()
+
+
 def test_the_live_screen_redraws_and_quits_on_q(tmp_path):
     sim, hub = start(tmp_path)
     main, replica = pty.openpty()

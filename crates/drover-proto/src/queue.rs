@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct QueueList {
     /// `"list"`.
     pub object: String,
-    /// Requests waiting for every model.
+    /// Requests waiting for the models listed.
     pub waiting: u64,
     pub data: Vec<QueueEntry>,
 }

@@ -545,3 +545,40 @@ async fn the_openapi_document_describes_every_route_and_every_answer() {
     assert_eq!(served.len(), documented_paths, "{served:?}");
     done(cluster, dir).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_takes_a_client_key_and_shows_only_its_models() {
+    let (cluster, dir) = hub_with_keys("queue", openai(&["m", "n"], 1, 0)).await;
+    let only_m = create_with(&cluster, "only-m", json!({"models": ["m"]})).await;
+    let every = create_with(&cluster, "every", json!({})).await;
+    let queue = |headers: Vec<(&'static str, String)>| {
+        let client = cluster.client.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client
+                .call(Method::GET, "/v1/queue", &headers, Bytes::new())
+                .await
+        }
+    };
+    let models = |r: &drover_tests::Reply| -> Vec<String> {
+        r.json()["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["model"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = queue(vec![("authorization", bearer(&only_m))]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(models(&r), ["m"]);
+    let r = queue(vec![("authorization", bearer(&every))]).await;
+    assert_eq!(models(&r), ["m", "n"]);
+    // Once client keys exist, as for inference: a valid one, not an admin's.
+    let r = queue(vec![]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let admin = create(&cluster, &[], "ops", "admin").await;
+    let r = queue(vec![("authorization", bearer(&admin))]).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    done(cluster, dir).await;
+}

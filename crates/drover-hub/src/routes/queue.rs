@@ -1,6 +1,7 @@
-//! `GET /v1/queue`: per model the fleet serves, how many requests wait and
-//! how long a request sent now should wait, so a client can decide to come
-//! back later rather than wait.
+//! `GET /v1/queue`: per model the fleet serves that the caller may use, how
+//! many requests wait and how long a request sent now should wait, so a
+//! client can decide to come back later rather than wait. It takes the same
+//! key as inference: once client keys exist, a valid one.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -8,18 +9,27 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use drover_proto::queue::{QueueEntry, QueueList};
+use http::HeaderMap;
 
+use crate::caller;
+use crate::error::ApiError;
 use crate::hub::HubState;
 
-#[utoipa::path(get, path = "/v1/queue", tag = "inference", responses((status = 200, description = "Per model: requests waiting, the expected wait, whether it is loading", body = drover_proto::queue::QueueList)))]
-pub async fn list(State(hub): State<Arc<HubState>>) -> Json<QueueList> {
+#[utoipa::path(get, path = "/v1/queue", tag = "inference", responses((status = 200, description = "Per model the caller may use: requests waiting, the expected wait, whether it is loading", body = drover_proto::queue::QueueList), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn list(
+    State(hub): State<Arc<HubState>>,
+    headers: HeaderMap,
+) -> Result<Json<QueueList>, ApiError> {
+    let holder = caller::authenticate(&hub.keys, &hub.clients, &headers)?;
+    let allowed = holder.and_then(|h| h.limits.models);
     let now = hub.dispatcher.now();
-    Json(hub.dispatcher.inspect(|s| {
+    Ok(Json(hub.dispatcher.inspect(|s| {
         let models: BTreeSet<String> = s
             .fleet()
             .views()
             .into_iter()
             .flat_map(|v| v.models.into_iter().map(|m| m.name.to_string()))
+            .filter(|m| allowed.as_ref().is_none_or(|a| a.contains(m)))
             .collect();
         let data: Vec<QueueEntry> = models
             .into_iter()
@@ -32,8 +42,9 @@ pub async fn list(State(hub): State<Arc<HubState>>) -> Json<QueueList> {
             .collect();
         QueueList {
             object: "list".into(),
-            waiting: s.queue().len() as u64,
+            // Of the models shown: a key does not learn of the others.
+            waiting: data.iter().map(|e| e.waiting).sum(),
             data,
         }
-    }))
+    })))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_proto::admin::BackendList;
-use drover_proto::queue::QueueList;
+use drover_proto::dashboard::{Overview, QueueOverview};
 use http::Method;
 
 use super::http::{Api, Hub, check};
@@ -31,7 +31,7 @@ pub struct TopArgs {
 /// One reading of the hub.
 struct Sample {
     backends: BackendList,
-    queue: QueueList,
+    queue: QueueOverview,
     /// Counters from `/metrics`: every request, the failed ones, and the
     /// time-to-first-byte histogram's sum and count.
     requests: f64,
@@ -68,12 +68,15 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
 }
 
 async fn sample(api: &Api) -> anyhow::Result<Sample> {
-    let (status, body) = api.call(Method::GET, "/admin/backends", None).await?;
+    // The dashboard's overview: the fleet and the whole queue, which the
+    // admin key may read (`/v1/queue` is the clients' view).
+    let (status, body) = api.call(Method::GET, "/admin/overview", None).await?;
     check(status, &body)?;
-    let backends: BackendList = serde_json::from_value(body).context("unexpected answer")?;
-    let (status, body) = api.call(Method::GET, "/v1/queue", None).await?;
-    check(status, &body)?;
-    let queue: QueueList = serde_json::from_value(body).context("unexpected answer")?;
+    let overview: Overview = serde_json::from_value(body).context("unexpected answer")?;
+    let backends = BackendList {
+        backends: overview.backends,
+    };
+    let queue = overview.queue;
     let (_, metrics) = api.call(Method::GET, "/metrics", None).await?;
     let text = metrics.as_str().unwrap_or_default();
     let sum = |name: &str, keep: &dyn Fn(&str) -> bool| -> f64 {
@@ -126,7 +129,7 @@ fn frame(hub: &str, before: &Sample, now: &Sample, interval: Duration) -> String
         .backends
         .iter()
         .flat_map(|b| b.models.iter().map(|m| m.id.len()))
-        .chain(now.queue.data.iter().map(|q| q.model.len()))
+        .chain(now.queue.by_model.iter().map(|q| q.model.len()))
         .max()
         .unwrap_or(0)
         .max(5);
@@ -161,16 +164,22 @@ fn frame(hub: &str, before: &Sample, now: &Sample, interval: Duration) -> String
             ));
         }
     }
-    let waiting: Vec<_> = now.queue.data.iter().filter(|q| q.waiting > 0).collect();
+    let waiting: Vec<_> = now
+        .queue
+        .by_model
+        .iter()
+        .filter(|q| q.waiting > 0)
+        .collect();
     out.push_str("\nQUEUE\n");
     if waiting.is_empty() {
         out.push_str("  nothing waits\n");
     }
     for q in waiting {
         out.push_str(&format!(
-            "  {:<w$} {:>5} waiting, expected {:.1} s{}\n",
+            "  {:<w$} {:>5} waiting, the oldest {:.1} s, expected {:.1} s{}\n",
             q.model,
             q.waiting,
+            q.oldest_ms.unwrap_or(0) as f64 / 1000.0,
             q.expected_wait_ms as f64 / 1000.0,
             if q.loading { " (loading)" } else { "" }
         ));
