@@ -115,6 +115,19 @@ test("the demo's dashboard is live under load, and a drain takes effect and show
     await chip.locator('.badge:text-is("loaded")').waitFor();
     await page.click('a[data-tab="fleet"]');
 
+    // Add a backend from the page (a second name for studio-2's server),
+    // see it probed, then remove it.
+    const studio2 = demo.output().match(/backend\s+studio-2\s+(http:\/\/\S+)/)[1];
+    await page.fill('#add-backend input[name="url"]', studio2);
+    await page.fill('#add-backend input[name="name"]', "extra");
+    await page.click('#add-backend button[type="submit"]');
+    await page.locator(".toast", { hasText: "extra added" }).waitFor();
+    await page.waitForSelector('[data-backend="extra"] .badge:text("healthy")');
+    await page.click('[data-backend="extra"] button:text("Remove")');
+    await page.locator(".toast", { hasText: "extra removed" }).waitFor();
+    await page.waitForSelector('[data-backend="extra"]', { state: "detached" });
+    assert.equal((await backends(demo.url)).some((b) => b.name === "extra"), false);
+
     // An action the hub refuses shows its reason.
     await page.fill('#add-backend input[name="url"]', "ftp://nowhere");
     await page.click('#add-backend button[type="submit"]');
