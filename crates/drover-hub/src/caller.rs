@@ -93,6 +93,36 @@ pub fn authenticate(
     }
 }
 
+/// The identity of a stored key's holder, by the key's id.
+fn key_identity(id: &str) -> ClientKey {
+    let mut h = DefaultHasher::new();
+    ("key", id).hash(&mut h);
+    ClientKey(h.finish().max(1))
+}
+
+/// The identity of a `[[clients]]` entry, by its name.
+fn client_identity(name: &str) -> ClientKey {
+    let mut h = DefaultHasher::new();
+    ("client", name).hash(&mut h);
+    ClientKey(h.finish().max(1))
+}
+
+/// Every identity's name, for showing who waits: the stored keys (revoked
+/// ones too: their requests may still wait), the configured clients and
+/// the anonymous one.
+pub fn names(keys: &Keys, clients: &Clients) -> HashMap<ClientKey, String> {
+    let mut names: HashMap<ClientKey, String> = keys
+        .list()
+        .into_iter()
+        .map(|k| (key_identity(&k.id), k.name))
+        .collect();
+    for known in clients.values() {
+        names.insert(client_identity(&known.name), known.name.clone());
+    }
+    names.insert(ANONYMOUS, "anonymous".into());
+    names
+}
+
 pub fn identify(
     clients: &Clients,
     holder: Option<&Holder>,
@@ -107,8 +137,6 @@ pub fn identify(
     };
     let user_field = user.filter(|u| !u.is_empty());
     if let Some(holder) = holder {
-        let mut h = DefaultHasher::new();
-        ("key", &holder.id).hash(&mut h);
         let limits = &holder.limits;
         let priority = limits
             .priority
@@ -119,7 +147,7 @@ pub fn identify(
             .and_then(|p| Priority::new(p).ok())
             .unwrap_or(priority);
         return Caller {
-            client: ClientKey(h.finish().max(1)),
+            client: key_identity(&holder.id),
             user: user_field.map_or(0, |u| user_key("user", u)),
             name: holder.name.clone(),
             priority,
@@ -127,11 +155,9 @@ pub fn identify(
         };
     }
     if let Some(known) = token.and_then(|t| clients.get(t)) {
-        let mut h = DefaultHasher::new();
-        ("client", &known.name).hash(&mut h);
         let ceiling = known.priority.unwrap_or(Priority::DEFAULT);
         return Caller {
-            client: ClientKey(h.finish().max(1)),
+            client: client_identity(&known.name),
             user: user_field.map_or(0, |u| user_key("user", u)),
             name: known.name.clone(),
             priority: ceiling,

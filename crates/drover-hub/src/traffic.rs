@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use drover_core::ClientKey;
 use drover_proto::dashboard::{Counts, KeyUsage, Rates, Refusal, TrafficPoint, TrafficTotals};
 
 pub const BUCKET_MS: u64 = 10_000;
@@ -145,8 +144,6 @@ struct Inner {
     /// Oldest first; at most `BUCKETS`.
     buckets: VecDeque<Bucket>,
     refused: VecDeque<Refusal>,
-    /// Client names by identity, for the queue's view: one per key.
-    clients: HashMap<ClientKey, String>,
 }
 
 impl Inner {
@@ -273,18 +270,6 @@ impl Traffic {
         self.with(|i| {
             update(&mut i.bucket(at_ms).keys, key, f);
         });
-    }
-
-    /// Remembers a client's name for its identity (one per key: bounded).
-    pub fn client_seen(&self, client: ClientKey, name: &str) {
-        self.with(|i| {
-            i.clients.entry(client).or_insert_with(|| name.to_string());
-        });
-    }
-
-    pub fn client_name(&self, client: ClientKey) -> String {
-        self.with(|i| i.clients.get(&client).cloned())
-            .unwrap_or_else(|| format!("client-{:x}", client.0))
     }
 
     /// The points from `since_ms` on (the bucket holding it included),

@@ -126,11 +126,15 @@ pub fn overview(hub: &HubState, now_ms: u64, since_ms: u64) -> Overview {
         (queue, stats.by_client)
     });
     // Names are looked up outside the scheduler's lock.
+    let names = crate::caller::names(&hub.keys, &hub.clients);
     let queue = QueueOverview {
         by_client: clients
             .into_iter()
             .map(|(client, n)| ClientQueue {
-                client: hub.traffic.client_name(client),
+                client: names
+                    .get(&client)
+                    .cloned()
+                    .unwrap_or_else(|| format!("client-{:x}", client.0)),
                 waiting: n as u64,
             })
             .collect(),

@@ -185,7 +185,6 @@ async fn job(
         &parts.headers,
         facts.user.as_deref(),
     );
-    hub.traffic.client_seen(caller.client, &caller.name);
     *client = Some(caller.name.clone());
     let permit = match &holder {
         Some(h) => admit(hub, h, &model, body.len())?,
