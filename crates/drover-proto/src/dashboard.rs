@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::BackendInfo;
+use crate::queue::QueueEntry;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Overview {
@@ -31,20 +32,10 @@ pub struct QueueOverview {
     pub bytes: u64,
     /// How long the oldest waiting request has waited.
     pub oldest_ms: Option<u64>,
-    pub by_model: Vec<ModelQueue>,
+    /// Every model the fleet lists or a request waits for.
+    pub by_model: Vec<QueueEntry>,
     pub by_priority: Vec<PriorityQueue>,
     pub by_client: Vec<ClientQueue>,
-}
-
-/// One model's queue. Every model the fleet lists has one, waiting or not.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct ModelQueue {
-    pub model: String,
-    pub waiting: u64,
-    pub oldest_ms: Option<u64>,
-    /// How long a request sent now should wait before it starts.
-    pub expected_wait_ms: u64,
-    pub loading: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]

@@ -18,6 +18,9 @@ pub struct QueueEntry {
     pub model: String,
     /// Requests waiting for it now.
     pub waiting: u64,
+    /// How long the oldest of them has waited, in milliseconds.
+    #[serde(default)]
+    pub oldest_ms: Option<u64>,
     /// How long a request sent now should wait before it starts, in
     /// milliseconds: 0 when a slot is free; a load's rest while it loads.
     pub expected_wait_ms: u64,

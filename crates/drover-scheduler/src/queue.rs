@@ -133,9 +133,6 @@ pub struct QueueStats {
     pub by_priority: Vec<(u8, usize)>,
     /// Waiting requests per client, sorted by client.
     pub by_client: Vec<(ClientKey, usize)>,
-    /// When the oldest waiting request of each model arrived, sorted by
-    /// model.
-    pub oldest: Vec<(ModelName, Duration)>,
 }
 
 #[derive(Debug)]
@@ -409,17 +406,12 @@ impl WaitQueue {
             *prios.entry(e.request.priority.get()).or_default() += 1;
             *clients.entry(e.request.client).or_default() += 1;
         }
-        let oldest = by_model
-            .iter()
-            .filter_map(|(m, _)| Some((m.clone(), self.oldest_for(m.as_str())?)))
-            .collect();
         QueueStats {
             waiting: self.entries.len(),
             bytes: self.bytes,
             by_model,
             by_priority: prios.into_iter().collect(),
             by_client: clients.into_iter().collect(),
-            oldest,
         }
     }
 }

@@ -62,6 +62,10 @@ async fn answers_say_their_queue_wait_and_the_queue_is_visible() {
         "{queue}"
     );
     assert!(m["expected_wait_ms"].as_u64().unwrap() > 0, "{queue}");
+    assert!(
+        m["oldest_ms"].is_u64(),
+        "how long the oldest has waited: {queue}"
+    );
     assert_eq!(m["loading"], false);
 
     let (first, second) = (first.await.unwrap(), second.await.unwrap());

@@ -9,12 +9,11 @@
 
 mod assets;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use drover_proto::dashboard::{
-    ClientQueue, ModelQueue, Overview, PriorityQueue, QueueOverview, TrafficOverview,
+    ClientQueue, Overview, PriorityQueue, QueueOverview, TrafficOverview,
 };
 use tokio::sync::watch;
 
@@ -84,34 +83,11 @@ pub fn overview(hub: &HubState, now_ms: u64, since_ms: u64) -> Overview {
     let now = hub.dispatcher.now();
     let (queue, clients) = hub.dispatcher.inspect(|s| {
         let stats = s.queue().stats();
-        let models: BTreeSet<String> = fleet
-            .views
-            .values()
-            .flat_map(|v| v.models.iter().map(|m| m.name.to_string()))
-            .chain(stats.by_model.iter().map(|(m, _)| m.to_string()))
-            .collect();
-        let age = |arrival: Duration| now.saturating_sub(arrival).as_millis() as u64;
-        let oldest = |model: &str| {
-            stats
-                .oldest
-                .iter()
-                .find(|(m, _)| m.as_str() == model)
-                .map(|(_, at)| age(*at))
-        };
-        let by_model = models
-            .into_iter()
-            .map(|model| ModelQueue {
-                waiting: s.queue().len_for(&model) as u64,
-                oldest_ms: oldest(&model),
-                expected_wait_ms: s.expected_wait(&model, now).as_millis() as u64,
-                loading: s.loading(&model, now).is_some(),
-                model,
-            })
-            .collect();
+        let by_model = crate::routes::queue::entries(s, now, |_| true);
         let queue = QueueOverview {
             waiting: stats.waiting as u64,
             bytes: stats.bytes as u64,
-            oldest_ms: stats.oldest.iter().map(|(_, at)| age(*at)).max(),
+            oldest_ms: by_model.iter().filter_map(|m| m.oldest_ms).max(),
             by_model,
             by_priority: stats
                 .by_priority

@@ -5,10 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use drover_proto::queue::{QueueEntry, QueueList};
+use drover_scheduler::Scheduler;
 use http::HeaderMap;
 
 use crate::caller;
@@ -24,22 +26,9 @@ pub async fn list(
     let allowed = holder.and_then(|h| h.limits.models);
     let now = hub.dispatcher.now();
     Ok(Json(hub.dispatcher.inspect(|s| {
-        let models: BTreeSet<String> = s
-            .fleet()
-            .views()
-            .into_iter()
-            .flat_map(|v| v.models.into_iter().map(|m| m.name.to_string()))
-            .filter(|m| allowed.as_ref().is_none_or(|a| a.contains(m)))
-            .collect();
-        let data: Vec<QueueEntry> = models
-            .into_iter()
-            .map(|model| QueueEntry {
-                waiting: s.queue().len_for(&model) as u64,
-                expected_wait_ms: s.expected_wait(&model, now).as_millis() as u64,
-                loading: s.loading(&model, now).is_some(),
-                model,
-            })
-            .collect();
+        let data = entries(s, now, |m| {
+            allowed.as_ref().is_none_or(|a| a.iter().any(|k| k == m))
+        });
         QueueList {
             object: "list".into(),
             // Of the models shown: a key does not learn of the others.
@@ -47,4 +36,41 @@ pub async fn list(
             data,
         }
     })))
+}
+
+/// The queue of each model the fleet lists or a request waits for that
+/// `keep` lets through, sorted by model: `GET /v1/queue`'s entries and the
+/// dashboard's.
+pub(crate) fn entries(
+    s: &Scheduler,
+    now: Duration,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<QueueEntry> {
+    let models: BTreeSet<String> = s
+        .fleet()
+        .views()
+        .into_iter()
+        .flat_map(|v| v.models.into_iter().map(|m| m.name.to_string()))
+        .chain(
+            s.queue()
+                .stats()
+                .by_model
+                .into_iter()
+                .map(|(m, _)| m.to_string()),
+        )
+        .filter(|m| keep(m))
+        .collect();
+    models
+        .into_iter()
+        .map(|model| QueueEntry {
+            waiting: s.queue().len_for(&model) as u64,
+            oldest_ms: s
+                .queue()
+                .oldest_for(&model)
+                .map(|at| now.saturating_sub(at).as_millis() as u64),
+            expected_wait_ms: s.expected_wait(&model, now).as_millis() as u64,
+            loading: s.loading(&model, now).is_some(),
+            model,
+        })
+        .collect()
 }
