@@ -24,9 +24,7 @@ SIM_PORT=${SIM_PORT:-19111}
 HUB_PORT=${HUB_PORT:-19110}
 HUB=http://127.0.0.1:$HUB_PORT
 
-"$DROVER" sim --dialect openai --listen 127.0.0.1:$SIM_PORT --models m --slots 1024 \
-  --ttft-ms 0 --tokens-per-sec 0 --output-tokens 16 >/dev/null 2>&1 &
-PIDS+=($!)
+zero_latency_sim "$SIM_PORT"
 DATA=$(mktemp -d)
 CLEANUP_DIRS+=("$DATA")
 DROVER_LOG=warn "$DROVER" serve --data-dir "$DATA" --listen 127.0.0.1:$HUB_PORT \

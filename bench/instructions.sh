@@ -13,9 +13,7 @@ SIM_PORT=${SIM_PORT:-19121}
 HUB_PORT=${HUB_PORT:-19120}
 need valgrind valgrind
 
-"$DROVER" sim --dialect openai --listen 127.0.0.1:$SIM_PORT --models m --slots 1024 \
-  --ttft-ms 0 --tokens-per-sec 0 --output-tokens 16 >/dev/null 2>&1 &
-PIDS+=($!)
+zero_latency_sim "$SIM_PORT"
 wait_http http://127.0.0.1:$SIM_PORT/v1/models
 OUT=$(mktemp -d)
 CLEANUP_DIRS+=("$OUT")

@@ -27,6 +27,14 @@ need() {
   fi
 }
 
+# zero_latency_sim PORT: the backend the overhead benches measure against,
+# one model `m`, answering at once with 16 tokens, 1024 slots.
+zero_latency_sim() {
+  "$DROVER" sim --dialect openai --listen "127.0.0.1:$1" --models m --slots 1024 \
+    --ttft-ms 0 --tokens-per-sec 0 --output-tokens 16 >/dev/null 2>&1 &
+  PIDS+=($!)
+}
+
 # cpu_ticks PID...: user + system CPU ticks of the processes, summed.
 cpu_ticks() {
   local total=0 p

@@ -16,9 +16,7 @@ HUB_PORT=${HUB_PORT:-19100}
 NGINX_PORT=${NGINX_PORT:-19102}
 need nginx nginx
 
-"$DROVER" sim --dialect openai --listen 127.0.0.1:$SIM_PORT --models m --slots 1024 \
-  --ttft-ms 0 --tokens-per-sec 0 --output-tokens 16 >/dev/null 2>&1 &
-PIDS+=($!)
+zero_latency_sim "$SIM_PORT"
 DROVER_LOG=warn "$DROVER" serve --data-dir "$(mktemp -d)" ${HUB_THREADS:+--threads $HUB_THREADS} --listen 127.0.0.1:$HUB_PORT \
   --backend openai=http://127.0.0.1:$SIM_PORT,slots=1024 >/dev/null 2>&1 &
 HUB_PID=$!
