@@ -2,14 +2,19 @@
 //! OpenAI's `"completion_tokens"` (a JSON answer's `usage`, a stream's last
 //! chunk when the client asked for usage) and the `"output_tokens"` of the
 //! Anthropic and Responses APIs (cumulative in a stream, so the last value
-//! wins). Bodies are forwarded untouched; this only looks, keeping a short
+//! wins), and llama.cpp's `"predicted_n"` (its `timings`, in a plain answer
+//! and a stream's last chunk, which it sends without being asked). Bodies are forwarded untouched; this only looks, keeping a short
 //! tail between chunks so a number split across two is still read.
 //!
 //! A stream that reports no usage (OpenAI's, unless the client asked for
 //! it) is estimated at one token per chunk that carries text: servers send
 //! about one token a chunk.
 
-const KEYS: [&[u8]; 2] = [b"\"completion_tokens\"", b"\"output_tokens\""];
+const KEYS: [&[u8]; 3] = [
+    b"\"completion_tokens\"",
+    b"\"output_tokens\"",
+    b"\"predicted_n\"",
+];
 
 /// Where a chunk's text starts: OpenAI chat (`delta.content`), completions
 /// (`text`) and Anthropic (`text_delta`'s `text`).
@@ -43,7 +48,7 @@ impl UsageSniffer {
             from = at + 1;
             let rest = &text[at..];
             // Most quotes open something else: one byte tells.
-            if !matches!(rest.get(1), Some(b'c' | b'o' | b't')) {
+            if !matches!(rest.get(1), Some(b'c' | b'o' | b'p' | b't')) {
                 continue;
             }
             if let Some(key) = KEYS.iter().find(|k| rest.starts_with(k)) {
@@ -166,6 +171,32 @@ mod tests {
                 assert_eq!(s.estimate(), Some(3), "cut at {cut} and {second}");
                 assert_eq!(s.tokens(), None);
             }
+        }
+    }
+
+    #[test]
+    fn llama_cpp_counts_its_stream_in_timings_which_wins_over_chunks() {
+        // As the real llama-server streams 6 tokens of which only one
+        // decoded to text (the rest held back as partial characters).
+        let stream = concat!(
+            r#"data: {"choices":[{"delta":{"role":"assistant","content":null}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"delta":{"content":"%"}}]}"#,
+            "\n\n",
+            r#"data: {"choices":[{"finish_reason":"length","delta":{}}],"timings":{"cache_n":0,"prompt_n":36,"predicted_n":6}}"#,
+            "\n\n",
+            "data: [DONE]\n\n",
+        )
+        .as_bytes();
+        for cut in 0..stream.len() {
+            let mut s = UsageSniffer::default();
+            s.feed(&stream[..cut]);
+            s.feed(&stream[cut..]);
+            assert_eq!(
+                (s.tokens(), s.estimate()),
+                (Some(6), Some(6)),
+                "cut at {cut}"
+            );
         }
     }
 }

@@ -56,6 +56,12 @@ impl Dialect {
         }
     }
 
+    /// Whether its completions carry `timings` (llama.cpp's own counts: a
+    /// plain answer's, and a stream's last chunk's, asked for or not).
+    pub(crate) fn reports_timings(self) -> bool {
+        matches!(self, Dialect::LlamaCpp | Dialect::LlamaCppRouter)
+    }
+
     /// Whether it serves the coding agents' paths, `/v1/responses` and
     /// `/v1/messages` (LM Studio from 0.4.1; a generic server need not).
     pub(crate) fn serves_agent_apis(self) -> bool {

@@ -21,7 +21,7 @@ use crate::stream::{ChunkShape, StreamPlan, TokenStream};
 use crate::text::{Fnv, Words, count_words, unit_vector};
 use crate::wire::{
     ChatChoice, ChatCompletion, ChatMessage, Embedding, EmbeddingList, EmbeddingUsage, TextChoice,
-    TextCompletion, Usage,
+    TextCompletion, Timings, Usage,
 };
 use crate::{Dialect, vllm};
 
@@ -380,6 +380,7 @@ fn streamed_text(
         prompt_tokens: job.prompt.tokens,
         finish_reason: text.finish_reason,
         include_usage: job.include_usage,
+        timings: shared.settings.dialect.reports_timings(),
         token_interval: shared.settings.token_interval,
         sever,
     };
@@ -406,6 +407,14 @@ async fn plain_text(shared: &Shared, model: &str, job: TextJob) -> Response<SimB
     }
     let text = words.text(tokens);
     let usage = Usage::new(job.prompt.tokens, tokens);
+    let timings = shared
+        .settings
+        .dialect
+        .reports_timings()
+        .then_some(Timings {
+            prompt_n: job.prompt.tokens,
+            predicted_n: tokens,
+        });
     let created = unix_now();
     match job.shape {
         ChunkShape::Chat => json_response(
@@ -425,6 +434,7 @@ async fn plain_text(shared: &Shared, model: &str, job: TextJob) -> Response<SimB
                     finish_reason,
                 }],
                 usage,
+                timings,
             },
         ),
         ChunkShape::Text => json_response(
@@ -441,6 +451,7 @@ async fn plain_text(shared: &Shared, model: &str, job: TextJob) -> Response<SimB
                     finish_reason: Some(finish_reason),
                 }],
                 usage: Some(Some(usage)),
+                timings,
             },
         ),
         ChunkShape::Responses => json_response(

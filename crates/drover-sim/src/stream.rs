@@ -16,7 +16,7 @@ use crate::connection::{NotReading, Sever};
 use crate::guard::Running;
 use crate::model::ModelState;
 use crate::text::Words;
-use crate::wire::{ChatChunk, ChatChunkChoice, Delta, TextChoice, TextCompletion, Usage};
+use crate::wire::{ChatChunk, ChatChunkChoice, Delta, TextChoice, TextCompletion, Timings, Usage};
 
 /// Which endpoint's chunk shape to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,8 @@ pub(crate) struct StreamPlan {
     pub(crate) prompt_tokens: usize,
     pub(crate) finish_reason: &'static str,
     pub(crate) include_usage: bool,
+    /// llama.cpp: the chunk with the finish reason carries `timings`.
+    pub(crate) timings: bool,
     pub(crate) token_interval: Option<Duration>,
     /// Set when this answer is to be cut off part-way.
     pub(crate) sever: Option<Sever>,
@@ -275,6 +277,14 @@ impl TokenStream {
         self.plan.include_usage.then_some(None)
     }
 
+    /// On the chunk that ends the answer, where the server reports them.
+    fn timings(&self, finish_reason: Option<&'static str>) -> Option<Timings> {
+        (self.plan.timings && finish_reason.is_some()).then_some(Timings {
+            prompt_n: self.plan.prompt_tokens,
+            predicted_n: self.sent,
+        })
+    }
+
     fn chat_chunk(&self, delta: Delta<'_>, finish_reason: Option<&'static str>) -> Bytes {
         let choices = [ChatChunkChoice {
             index: 0,
@@ -289,6 +299,7 @@ impl TokenStream {
             model: &self.plan.model.name,
             choices: &choices,
             usage: self.usage(),
+            timings: self.timings(finish_reason),
         })
     }
 
@@ -306,6 +317,7 @@ impl TokenStream {
             model: &self.plan.model.name,
             choices: &choices,
             usage: self.usage(),
+            timings: self.timings(finish_reason),
         })
     }
 
@@ -319,6 +331,7 @@ impl TokenStream {
                 model: &self.plan.model.name,
                 choices: &[],
                 usage,
+                timings: None,
             }),
             _ => event(&TextCompletion {
                 id: &self.plan.id,
@@ -327,6 +340,7 @@ impl TokenStream {
                 model: &self.plan.model.name,
                 choices: &[],
                 usage,
+                timings: None,
             }),
         }
     }

@@ -22,6 +22,13 @@ impl Usage {
     }
 }
 
+/// llama.cpp's counts for one answer (the fields drover reads of them).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Timings {
+    pub(crate) prompt_n: usize,
+    pub(crate) predicted_n: usize,
+}
+
 /// `None` leaves the field out; `Some(None)` writes `null`, as every chunk
 /// but the last does when the client asked for usage.
 pub(crate) type ChunkUsage = Option<Option<Usage>>;
@@ -34,6 +41,8 @@ pub(crate) struct ChatCompletion<'a> {
     pub(crate) model: &'a str,
     pub(crate) choices: [ChatChoice<'a>; 1],
     pub(crate) usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timings: Option<Timings>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +68,8 @@ pub(crate) struct ChatChunk<'a> {
     pub(crate) choices: &'a [ChatChunkChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) usage: ChunkUsage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timings: Option<Timings>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +99,8 @@ pub(crate) struct TextCompletion<'a> {
     pub(crate) choices: &'a [TextChoice<'a>],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) usage: ChunkUsage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timings: Option<Timings>,
 }
 
 #[derive(Debug, Serialize)]

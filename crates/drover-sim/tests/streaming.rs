@@ -176,3 +176,44 @@ async fn chunks_are_flushed_as_produced() {
     wait_for(&sim, |s| s.model("sim-model").completed == 1).await;
     within(sim.shutdown()).await;
 }
+
+#[tokio::test]
+async fn llama_cpp_reports_timings_on_the_last_chunk_and_plain_answers_unasked() {
+    let sim = start(SimConfig {
+        dialect: drover_sim::Dialect::LlamaCpp,
+        output_tokens: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut body = chat("sim-model", "tell me a story");
+    body["stream"] = json!(true);
+    let (chunks, _) = stream(&sim, "/v1/chat/completions", &body).await;
+    let (last, rest) = chunks.split_last().unwrap();
+    assert_eq!(last["timings"]["predicted_n"], 5, "{last}");
+    assert!(last["timings"]["prompt_n"].as_u64().unwrap() > 0, "{last}");
+    assert!(rest.iter().all(|c| c.get("timings").is_none()));
+    assert!(last.get("usage").is_none(), "no usage unless asked");
+
+    body["stream"] = json!(false);
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let response = send(&client(), Method::POST, &url, Some(&body.to_string())).await;
+    let answer: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert_eq!(answer["timings"]["predicted_n"], 5, "{answer}");
+    assert_eq!(answer["usage"]["completion_tokens"], 5, "{answer}");
+
+    // Other servers send no timings.
+    let openai = start(SimConfig {
+        output_tokens: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let response = send(
+        &client(),
+        Method::POST,
+        &format!("{}/v1/chat/completions", openai.url()),
+        Some(&body.to_string()),
+    )
+    .await;
+    let answer: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert!(answer.get("timings").is_none(), "{answer}");
+}

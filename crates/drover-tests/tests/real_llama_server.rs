@@ -165,3 +165,36 @@ async fn a_keys_output_tokens_are_what_the_real_server_reports() {
     cluster.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The dashboard's tokens for the real server's answers: a plain answer's
+/// `usage`, and a stream the client asked no usage for, which llama-server
+/// still counts in its last chunk's `timings.predicted_n` (its chunks alone
+/// would undercount: tokens that end mid-character arrive as no text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_the_tokens_the_real_server_generated() {
+    let (_server, cluster) = one_model().await;
+    let mut body = chat_body(&model_id(&cluster).await, "Hello there");
+    body["max_tokens"] = json!(6);
+    let r = cluster.client.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plain = r.json()["usage"]["completion_tokens"].as_u64().unwrap();
+    body["stream"] = json!(true);
+    let r = cluster.client.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let streamed = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find_map(|c| c["timings"]["predicted_n"].as_u64())
+        .unwrap_or_else(|| panic!("no timings in the stream: {text}"));
+    let overview = cluster.client.get("/admin/overview").await.json();
+    let tokens: u64 = overview["traffic"]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(tokens, plain + streamed, "{overview}");
+    cluster.shutdown().await;
+}
