@@ -233,28 +233,43 @@ impl Keys {
 }
 
 /// Writes the whole file beside its place and renames it there: readers
-/// see the old file or the new one, never half of one.
+/// see the old file or the new one, never half of one. The temporary file
+/// has a name nobody can guess and is created exclusively, so a file or a
+/// link planted beside `keys.json` is never written through nor renamed
+/// into its place; a directory this makes is its owner's alone.
 fn save(path: &Path, records: &[Record]) -> Result<(), KeyError> {
     let failed = |error: std::io::Error| KeyError::Write {
         path: path.display().to_string(),
         error,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(failed)?;
     }
     let text = serde_json::to_vec_pretty(&KeyFile {
         keys: records.to_vec(),
     })
     .map_err(|e| failed(e.into()))?;
-    let tmp = path.with_extension("json.tmp");
+    let suffix = hex(&random::<8>().map_err(|e| failed(std::io::Error::other(e.to_string())))?);
+    let tmp = path.with_extension(format!("json.{suffix}.tmp"));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    // create_new is O_CREAT | O_EXCL: it fails on anything already there,
+    // a symbolic link included, and never follows one.
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut f = options.open(&tmp).map_err(failed)?;
-    f.write_all(&text).map_err(failed)?;
-    f.sync_all().map_err(failed)?;
-    std::fs::rename(&tmp, path).map_err(failed)
+    let written = f
+        .write_all(&text)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(failed)
 }
 
 fn digest(token: &str) -> String {
@@ -378,5 +393,45 @@ mod tests {
         let e = Keys::open(Some(&d)).unwrap_err().to_string();
         assert!(e.contains("keys.json"), "{e}");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_temporary_file_is_not_written_through() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("planted");
+        let victim = dir("planted-victim");
+        std::fs::write(&victim, "the victim's own text").unwrap();
+        std::fs::create_dir_all(&d).unwrap();
+        // Whatever name a stale or planted temporary file has, the hub
+        // neither writes through it nor renames it into place.
+        for name in ["keys.json.tmp", "keys.json.json.tmp"] {
+            std::os::unix::fs::symlink(&victim, d.join(name)).unwrap();
+        }
+        let keys = Keys::open(Some(&d)).unwrap();
+        keys.create("k", KeyKind::Admin, KeyLimits::default())
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "the victim's own text"
+        );
+        let meta = std::fs::symlink_metadata(d.join("keys.json")).unwrap();
+        assert!(meta.file_type().is_file(), "keys.json is a file of its own");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_file(&victim);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_is_made_for_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("fresh").join("nested");
+        let keys = Keys::open(Some(&d)).unwrap();
+        keys.create("k", KeyKind::Admin, KeyLimits::default())
+            .unwrap();
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let _ = std::fs::remove_dir_all(d.parent().unwrap());
     }
 }

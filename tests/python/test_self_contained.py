@@ -1,0 +1,58 @@
+"""The test suite runs from a user's clone alone: nothing the project tracks
+reaches outside the repository, and the tiny models for the real
+llama-server tests come from the project's own maker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gguf
+
+from conftest import REPO
+
+# Paths that exist only in the workplace drover is built in, never in a
+# user's clone.
+OUTSIDE = ("../shared", "/work/shared", "tiny-gguf.py")
+
+
+def test_no_tracked_file_reaches_outside_the_repository():
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
+    ).stdout.split(b"\0")
+    offenders = []
+    for name in filter(None, tracked):
+        path = REPO / name.decode()
+        if path.name == "test_self_contained.py" or not path.is_file():
+            continue
+        text = path.read_bytes()
+        offenders += [f"{name.decode()}: {needle}" for needle in OUTSIDE if needle.encode() in text]
+    assert offenders == []
+
+
+def test_the_project_writes_its_own_tiny_models(tmp_path):
+    out = tmp_path / "tiny.gguf"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "tiny_gguf.py"), str(out), "--name", "tiny-x", "--ctx", "2048"],
+        check=True,
+        capture_output=True,
+    )
+    reader = gguf.GGUFReader(out)
+    fields = reader.fields
+
+    def scalar(key):
+        field = fields[key]
+        return field.parts[field.data[0]]
+
+    assert bytes(scalar("general.name")).decode() == "tiny-x"
+    assert int(scalar("llama.context_length")[0]) == 2048
+    names = {tensor.name for tensor in reader.tensors}
+    assert {"token_embd.weight", "output.weight", "blk.1.ffn_down.weight"} <= names
+    # The same arguments give the same file: the models are a cache key.
+    again = tmp_path / "again.gguf"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "tiny_gguf.py"), str(again), "--name", "tiny-x", "--ctx", "2048"],
+        check=True,
+        capture_output=True,
+    )
+    assert out.read_bytes() == again.read_bytes()
