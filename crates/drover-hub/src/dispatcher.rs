@@ -30,6 +30,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::Permit;
 use crate::metrics::Metrics;
 
 /// Why a request that was waiting did not get a slot.
@@ -75,7 +76,7 @@ struct State {
     waiters: HashMap<RequestId, oneshot::Sender<Delivery>>,
     /// Slots of abandoned requests, released at the time (scheduler time)
     /// of their key; the `u64` keeps keys unique.
-    lingering: BTreeMap<(Duration, u64), (BackendId, ModelName)>,
+    lingering: BTreeMap<(Duration, u64), Lingering>,
     next_linger: u64,
     closed: bool,
 }
@@ -89,16 +90,32 @@ impl State {
             .min()
     }
 
-    /// Releases the lingering slots whose grace has passed.
-    fn release_lingering(&mut self, now: Duration) {
+    /// Releases the lingering slots whose grace has passed, and hands back
+    /// the key permits they held, to be dropped once the lock is let go.
+    fn release_lingering(&mut self, now: Duration) -> Vec<Permit> {
+        let mut permits = Vec::new();
         while let Some(entry) = self.lingering.first_entry() {
             if entry.key().0 > now {
                 break;
             }
-            let (backend, model) = entry.remove();
+            let Lingering {
+                backend,
+                model,
+                permit,
+            } = entry.remove();
             self.sched.finish(backend, &model, Outcome::Neutral, now);
+            permits.extend(permit);
         }
+        permits
     }
+}
+
+/// An abandoned request's slot, taken until the server can have let go of
+/// it, with the key permit that counts it against its key's concurrency.
+struct Lingering {
+    backend: BackendId,
+    model: ModelName,
+    permit: Option<Permit>,
 }
 
 pub struct Dispatcher {
@@ -245,13 +262,13 @@ impl Dispatcher {
 
     /// Releases an abandoned request's slot once the server can have let go
     /// of it.
-    fn release_after_grace(&self, backend: BackendId, model: ModelName) {
+    fn release_after_grace(&self, lingering: Lingering) {
         {
             let mut st = self.lock();
             let at = self.now() + self.cancel_grace;
             let seq = st.next_linger;
             st.next_linger += 1;
-            st.lingering.insert((at, seq), (backend, model));
+            st.lingering.insert((at, seq), lingering);
         }
         self.timer.notify_one();
     }
@@ -342,9 +359,11 @@ impl Dispatcher {
                 _ = sleep => {
                     let mut st = self.lock();
                     let now = self.now();
-                    st.release_lingering(now);
+                    let permits = st.release_lingering(now);
                     let decisions = st.sched.poll(now);
                     self.deliver(&mut st, decisions, now);
+                    drop(st);
+                    drop(permits);
                 }
             }
         }
@@ -396,6 +415,8 @@ pub struct SlotGuard {
     pub last_resort: bool,
     started: Instant,
     outcome: Option<Outcome>,
+    /// The key's concurrency permit, held as long as the slot is.
+    permit: Option<Permit>,
 }
 
 impl SlotGuard {
@@ -408,7 +429,14 @@ impl SlotGuard {
             last_resort: d.last_resort,
             started: Instant::now(),
             outcome: None,
+            permit: None,
         }
+    }
+
+    /// Counts the slot against a key's concurrency for as long as it is
+    /// taken, lingering included.
+    pub fn hold(&mut self, permit: Option<Permit>) {
+        self.permit = permit;
     }
 
     /// The backend did its job.
@@ -441,7 +469,11 @@ impl Drop for SlotGuard {
         if let Some(d) = self.dispatcher.take() {
             match self.outcome {
                 Some(outcome) => d.release(self.backend, &self.model, outcome),
-                None => d.release_after_grace(self.backend, self.model.clone()),
+                None => d.release_after_grace(Lingering {
+                    backend: self.backend,
+                    model: self.model.clone(),
+                    permit: self.permit.take(),
+                }),
             }
         }
     }

@@ -5,8 +5,8 @@
 //! once (a [`Permit`] held until the answer's last byte), and tokens a
 //! minute (a bucket charged the prompt's estimate at the door and the
 //! answer's output tokens after it, so it may run into debt that later
-//! requests wait out). A request over a limit is answered `429` with
-//! `Retry-After` and never queues.
+//! requests wait out, at most [`MAX_DEBT`] minutes of them). A request over
+//! a limit is answered `429` with `Retry-After` and never queues.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,11 @@ use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::keys::Holder;
+
+/// The most a key's tokens-a-minute bucket goes below empty, in minutes of
+/// its refill: a server that reports an absurd count (it is the server's
+/// word) holds a key back for an hour at most.
+pub const MAX_DEBT: f64 = 60.0;
 
 #[derive(Debug, Default)]
 pub struct Limiter {
@@ -55,14 +60,21 @@ impl Limit {
 }
 
 /// A request of a key with `max_concurrent` counts as in flight while this
-/// lives.
-#[derive(Debug)]
+/// or a clone of it lives: the request while it waits, and the slot it
+/// takes until the server has let go of it (a slot abandoned by its client
+/// lingers for the cancel grace, and so does its key's count).
+#[derive(Debug, Clone)]
 pub struct Permit {
+    _counted: Arc<Counted>,
+}
+
+#[derive(Debug)]
+struct Counted {
     limiter: Arc<Limiter>,
     key: String,
 }
 
-impl Drop for Permit {
+impl Drop for Counted {
     fn drop(&mut self) {
         let mut keys = drover_core::sync::lock(&self.limiter.keys);
         if let Some(u) = keys.get_mut(&self.key) {
@@ -130,7 +142,7 @@ impl Limiter {
             // A prompt larger than the whole bucket waits for a full one.
             let need = f64::from(prompt_tokens.min(tpm));
             if u.model_tokens < need {
-                let wait = Duration::from_secs_f64((need - u.model_tokens) / per_sec);
+                let wait = wait_secs((need - u.model_tokens) / per_sec);
                 return Err((
                     Limit::Tokens,
                     ApiError::RateLimited {
@@ -144,7 +156,7 @@ impl Limiter {
             let per_sec = f64::from(rpm) / 60.0;
             u.tokens = (u.tokens + elapsed * per_sec).min(f64::from(rpm));
             if u.tokens < 1.0 {
-                let wait = Duration::from_secs_f64((1.0 - u.tokens) / per_sec);
+                let wait = wait_secs((1.0 - u.tokens) / per_sec);
                 return Err((
                     Limit::Rate,
                     ApiError::RateLimited {
@@ -158,25 +170,44 @@ impl Limiter {
             }
             u.tokens -= 1.0;
         }
-        if limits.tokens_per_minute.is_some() {
-            u.model_tokens -= f64::from(prompt_tokens);
+        if let Some(tpm) = limits.tokens_per_minute {
+            u.model_tokens = floored(u.model_tokens - f64::from(prompt_tokens), tpm);
         }
         u.in_flight += 1;
         Ok(Some(Permit {
-            limiter: self.clone(),
-            key: holder.id.clone(),
+            _counted: Arc::new(Counted {
+                limiter: self.clone(),
+                key: holder.id.clone(),
+            }),
         }))
     }
 }
 
 impl Limiter {
-    /// An answer of the key `id` reported `tokens` output tokens: they come
-    /// out of its tokens-a-minute bucket.
-    pub fn charge(&self, id: &str, tokens: u64) {
+    /// An answer of the key `id` used `tokens` output tokens: they come out
+    /// of its tokens-a-minute bucket (`tpm`), down to [`MAX_DEBT`].
+    pub fn charge(&self, id: &str, tpm: Option<u32>, tokens: u64) {
+        let Some(tpm) = tpm else {
+            return;
+        };
         if let Some(u) = drover_core::sync::lock(&self.keys).get_mut(id) {
-            u.model_tokens -= tokens as f64;
+            u.model_tokens = floored(u.model_tokens - tokens as f64, tpm);
         }
     }
+}
+
+/// A bucket's level, no lower than [`MAX_DEBT`] minutes of refill below
+/// empty.
+fn floored(level: f64, tpm: u32) -> f64 {
+    level.max(-MAX_DEBT * f64::from(tpm))
+}
+
+/// A wait in seconds as a `Duration`, whatever the arithmetic gave: a
+/// bucket is floored, so this is about an hour at most, but nothing that
+/// came from outside may panic here.
+fn wait_secs(secs: f64) -> Duration {
+    let most = Duration::from_secs_f64((MAX_DEBT + 1.0) * 60.0);
+    Duration::try_from_secs_f64(secs).map_or(most, |d| d.min(most))
 }
 
 #[cfg(test)]
@@ -219,6 +250,33 @@ mod tests {
             limiter
                 .admit(&h, "m", 0, t0 + Duration::from_secs(21))
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_bucket_owed_more_than_a_server_could_mean_waits_an_hour_at_most() {
+        let limiter = Arc::new(Limiter::default());
+        let h = holder(KeyLimits {
+            tokens_per_minute: Some(300),
+            ..KeyLimits::default()
+        });
+        let t0 = Instant::now();
+        assert!(limiter.admit(&h, "m", 10, t0).is_ok());
+        limiter.charge("key_1", Some(300), u64::MAX);
+        let Err((Limit::Tokens, ApiError::RateLimited { retry_after, .. })) =
+            limiter.admit(&h, "m", 10, t0)
+        else {
+            panic!("a key in debt is let in");
+        };
+        assert!(
+            retry_after <= Duration::from_secs(3660) && retry_after >= Duration::from_secs(3500),
+            "{retry_after:?}"
+        );
+        // An hour and a bit later the bucket has refilled.
+        assert!(
+            limiter
+                .admit(&h, "m", 10, t0 + Duration::from_secs(3700))
+                .is_ok()
         );
     }
 

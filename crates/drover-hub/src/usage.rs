@@ -9,6 +9,14 @@
 //! A stream that reports no usage (OpenAI's, unless the client asked for
 //! it) is estimated at one token per chunk that carries text: servers send
 //! about one token a chunk.
+//!
+//! A count is the server's word, and a server can be wrong or hostile: no
+//! count above [`MAX_TOKENS`] is believed, so what is summed from answers
+//! (a key's bucket, the counters) stays far from overflowing.
+
+/// The most output tokens one answer is taken to report: more than any
+/// model's context holds today.
+pub const MAX_TOKENS: u64 = 1 << 24;
 
 const KEYS: [&[u8]; 3] = [
     b"\"completion_tokens\"",
@@ -53,7 +61,7 @@ impl UsageSniffer {
             }
             if let Some(key) = KEYS.iter().find(|k| rest.starts_with(k)) {
                 match number_after(&rest[key.len()..]) {
-                    Some(Some(n)) => self.last = Some(n),
+                    Some(Some(n)) => self.last = Some(n.min(MAX_TOKENS)),
                     // Cut off by the chunk's end: read again with the next.
                     Some(None) => break,
                     None => {}
@@ -79,7 +87,8 @@ impl UsageSniffer {
 
     /// The tokens reported, else for a stream one a chunk with text.
     pub fn estimate(&self) -> Option<u64> {
-        self.last.or((self.texts > 0).then_some(self.texts))
+        self.last
+            .or((self.texts > 0).then_some(self.texts.min(MAX_TOKENS)))
     }
 }
 
@@ -147,6 +156,17 @@ mod tests {
         );
         assert_eq!(reported.estimate(), Some(7), "what is reported wins");
         assert_eq!(read(&[b"\"completion_tokens\": \"many\""]), None);
+    }
+
+    #[test]
+    fn a_count_past_belief_is_clamped() {
+        let lie = br#"{"usage":{"completion_tokens":18446744073709551615}}"#;
+        assert_eq!(read(&[lie]), Some(MAX_TOKENS));
+        // Past u64 altogether: not a number the hub can use.
+        assert_eq!(
+            read(&[br#"{"usage":{"completion_tokens":99999999999999999999999}}"#]),
+            None
+        );
     }
 
     #[test]

@@ -57,6 +57,14 @@ pub struct SimArgs {
     /// Probability that an answer's connection is killed part-way.
     #[arg(long, default_value_t = 0.0)]
     pub close_mid_stream_rate: f64,
+    /// Probability that a request is read whole and its connection then
+    /// closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_after_read_rate: f64,
+    /// Report this many output tokens in every answer's usage, whatever
+    /// was generated.
+    #[arg(long)]
+    pub report_output_tokens: Option<u64>,
     /// Close a connection after every streamed answer while advertising
     /// keep-alive, as llama-server does: the next request sent on it gets
     /// no answer.
@@ -123,8 +131,10 @@ impl SimArgs {
                 error_rate: self.error_rate,
                 hang_rate: self.hang_rate,
                 close_mid_stream_rate: self.close_mid_stream_rate,
+                drop_after_read_rate: self.drop_after_read_rate,
                 close_after_stream: self.close_after_stream,
                 cannot_generate: self.cannot_generate,
+                reported_output_tokens: self.report_output_tokens,
             },
         }
     }

@@ -77,11 +77,11 @@ impl Default for SimConfig {
     }
 }
 
-/// Faults to inject: three probabilities, each in `0.0..=1.0`, that an
-/// inference request meets a fault, and one switch for a real server's
-/// habit. Out-of-range rates are clamped and NaN counts as 0. The three
-/// rates are exclusive: one roll per request picks at most one of them, so
-/// their sum should stay at or below 1.
+/// Faults to inject: four probabilities, each in `0.0..=1.0`, that an
+/// inference request meets a fault, switches for real servers' habits, and
+/// a wrong count. Out-of-range rates are clamped and NaN counts as 0. The
+/// four rates are exclusive: one roll per request picks at most one of
+/// them, so their sum should stay at or below 1.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Faults {
     /// Answer `500` in the OpenAI error shape before any token.
@@ -90,6 +90,10 @@ pub struct Faults {
     pub hang_rate: f64,
     /// Send the headers and part of the answer, then kill the connection.
     pub close_mid_stream_rate: f64,
+    /// Read the whole request, then close the connection without a byte
+    /// of answer (a server that crashed, or a proxy's reset, after taking
+    /// the request in). Counted in `SimStats::dropped_after_read`.
+    pub drop_after_read_rate: f64,
     /// Behave as llama-server does (backend-apis.md §8): every answer
     /// advertises `Keep-Alive: timeout=5, max=100`, yet a connection that
     /// carried a streamed (SSE) answer takes no further request: the next
@@ -101,6 +105,10 @@ pub struct Faults {
     /// GPU memory gone): every generation answers 500 in the path's error
     /// shape, while listings answer as ever. Counted in `injected_errors`.
     pub cannot_generate: bool,
+    /// Report this many output tokens in every answer's usage (OpenAI's
+    /// `completion_tokens`, llama.cpp's `predicted_n`) whatever was
+    /// generated: a server that counts wrongly, or lies.
+    pub reported_output_tokens: Option<u64>,
 }
 
 impl Faults {
@@ -109,8 +117,10 @@ impl Faults {
         error_rate: 0.0,
         hang_rate: 0.0,
         close_mid_stream_rate: 0.0,
+        drop_after_read_rate: 0.0,
         close_after_stream: false,
         cannot_generate: false,
+        reported_output_tokens: None,
     };
 
     pub(crate) fn clamped(self) -> Faults {
@@ -125,8 +135,10 @@ impl Faults {
             error_rate: probability(self.error_rate),
             hang_rate: probability(self.hang_rate),
             close_mid_stream_rate: probability(self.close_mid_stream_rate),
+            drop_after_read_rate: probability(self.drop_after_read_rate),
             close_after_stream: self.close_after_stream,
             cannot_generate: self.cannot_generate,
+            reported_output_tokens: self.reported_output_tokens,
         }
     }
 }

@@ -10,6 +10,7 @@ pub(crate) enum Fault {
     Error,
     Hang,
     CloseMidStream,
+    DropAfterRead,
 }
 
 impl Fault {
@@ -22,12 +23,15 @@ impl Fault {
         let error = faults.error_rate;
         let hang = error + faults.hang_rate;
         let close = hang + faults.close_mid_stream_rate;
+        let drop = close + faults.drop_after_read_rate;
         if roll < error {
             Fault::Error
         } else if roll < hang {
             Fault::Hang
         } else if roll < close {
             Fault::CloseMidStream
+        } else if roll < drop {
+            Fault::DropAfterRead
         } else {
             Fault::None
         }
@@ -42,8 +46,12 @@ pub(crate) struct FaultRates {
     error: AtomicU64,
     hang: AtomicU64,
     close_mid_stream: AtomicU64,
+    drop_after_read: AtomicU64,
     close_after_stream: AtomicBool,
     cannot_generate: AtomicBool,
+    /// `reported_output_tokens`, when `reports` is set.
+    reports: AtomicBool,
+    reported: AtomicU64,
 }
 
 impl FaultRates {
@@ -52,8 +60,11 @@ impl FaultRates {
             error: AtomicU64::new(0),
             hang: AtomicU64::new(0),
             close_mid_stream: AtomicU64::new(0),
+            drop_after_read: AtomicU64::new(0),
             close_after_stream: AtomicBool::new(false),
             cannot_generate: AtomicBool::new(false),
+            reports: AtomicBool::new(false),
+            reported: AtomicU64::new(0),
         };
         rates.set(faults);
         rates
@@ -67,8 +78,16 @@ impl FaultRates {
             .store(faults.hang_rate.to_bits(), Ordering::Relaxed);
         self.close_mid_stream
             .store(faults.close_mid_stream_rate.to_bits(), Ordering::Relaxed);
+        self.drop_after_read
+            .store(faults.drop_after_read_rate.to_bits(), Ordering::Relaxed);
         self.close_after_stream
             .store(faults.close_after_stream, Ordering::Relaxed);
+        self.reported.store(
+            faults.reported_output_tokens.unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        self.reports
+            .store(faults.reported_output_tokens.is_some(), Ordering::Relaxed);
         self.cannot_generate
             .store(faults.cannot_generate, Ordering::Relaxed);
     }
@@ -78,8 +97,13 @@ impl FaultRates {
             error_rate: f64::from_bits(self.error.load(Ordering::Relaxed)),
             hang_rate: f64::from_bits(self.hang.load(Ordering::Relaxed)),
             close_mid_stream_rate: f64::from_bits(self.close_mid_stream.load(Ordering::Relaxed)),
+            drop_after_read_rate: f64::from_bits(self.drop_after_read.load(Ordering::Relaxed)),
             close_after_stream: self.close_after_stream.load(Ordering::Relaxed),
             cannot_generate: self.cannot_generate.load(Ordering::Relaxed),
+            reported_output_tokens: self
+                .reports
+                .load(Ordering::Relaxed)
+                .then(|| self.reported.load(Ordering::Relaxed)),
         }
     }
 }
@@ -88,14 +112,15 @@ impl FaultRates {
 mod tests {
     use super::*;
 
-    fn count(faults: Faults, n: u64) -> [u64; 4] {
-        let mut seen = [0; 4];
+    fn count(faults: Faults, n: u64) -> [u64; 5] {
+        let mut seen = [0; 5];
         for seq in 0..n {
             let slot = match Fault::choose(faults, 9, seq) {
                 Fault::None => 0,
                 Fault::Error => 1,
                 Fault::Hang => 2,
                 Fault::CloseMidStream => 3,
+                Fault::DropAfterRead => 4,
             };
             seen[slot] += 1;
         }
@@ -109,19 +134,20 @@ mod tests {
                 error_rate: 0.2,
                 hang_rate: 0.1,
                 close_mid_stream_rate: 0.3,
+                drop_after_read_rate: 0.1,
                 ..Faults::NONE
             },
             10_000,
         );
-        for (got, want) in seen.iter().zip([4000, 2000, 1000, 3000]) {
+        for (got, want) in seen.iter().zip([3000, 2000, 1000, 3000, 1000]) {
             assert!(got.abs_diff(want) < 300, "{seen:?}");
         }
-        assert_eq!(count(Faults::NONE, 1000), [1000, 0, 0, 0]);
+        assert_eq!(count(Faults::NONE, 1000), [1000, 0, 0, 0, 0]);
         let all_errors = Faults {
             error_rate: 1.0,
             ..Faults::NONE
         };
-        assert_eq!(count(all_errors, 1000), [0, 1000, 0, 0]);
+        assert_eq!(count(all_errors, 1000), [0, 1000, 0, 0, 0]);
     }
 
     #[test]
@@ -141,8 +167,10 @@ mod tests {
             error_rate: f64::NAN,
             hang_rate: 7.0,
             close_mid_stream_rate: -1.0,
+            drop_after_read_rate: 0.5,
             close_after_stream: true,
             cannot_generate: true,
+            reported_output_tokens: Some(u64::MAX),
         });
         assert_eq!(
             rates.get(),
@@ -150,8 +178,10 @@ mod tests {
                 error_rate: 0.0,
                 hang_rate: 1.0,
                 close_mid_stream_rate: 0.0,
+                drop_after_read_rate: 0.5,
                 close_after_stream: true,
                 cannot_generate: true,
+                reported_output_tokens: Some(u64::MAX),
             }
         );
     }

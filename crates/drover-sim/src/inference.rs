@@ -252,6 +252,17 @@ async fn apply_fault(
             connection.kill();
             std::future::pending().await
         }
+        Fault::DropAfterRead => {
+            tracing::debug!(%model, sequence, "dropping the connection of a request read whole");
+            shared
+                .counters
+                .dropped_after_read
+                .fetch_add(1, Ordering::Relaxed);
+            in_flight.end_by_server();
+            shared.watch.changed();
+            connection.kill();
+            std::future::pending().await
+        }
         Fault::None | Fault::CloseMidStream => Ok(in_flight),
     }
 }
@@ -381,6 +392,7 @@ fn streamed_text(
         finish_reason: text.finish_reason,
         include_usage: job.include_usage,
         timings: shared.settings.dialect.reports_timings(),
+        reported_tokens: shared.faults.get().reported_output_tokens,
         token_interval: shared.settings.token_interval,
         sever,
     };
@@ -406,14 +418,19 @@ async fn plain_text(shared: &Shared, model: &str, job: TextJob) -> Response<SimB
         sleep(interval.saturating_mul(gaps)).await;
     }
     let text = words.text(tokens);
-    let usage = Usage::new(job.prompt.tokens, tokens);
+    let reported = shared
+        .faults
+        .get()
+        .reported_output_tokens
+        .unwrap_or(tokens as u64);
+    let usage = Usage::new(job.prompt.tokens, reported);
     let timings = shared
         .settings
         .dialect
         .reports_timings()
         .then_some(Timings {
             prompt_n: job.prompt.tokens,
-            predicted_n: tokens,
+            predicted_n: reported,
         });
     let created = unix_now();
     match job.shape {

@@ -206,6 +206,7 @@ impl Shared {
             injected_errors: counters.injected_errors.load(Ordering::Relaxed),
             hangs: counters.hangs.load(Ordering::Relaxed),
             mid_stream_closes: counters.mid_stream_closes.load(Ordering::Relaxed),
+            dropped_after_read: counters.dropped_after_read.load(Ordering::Relaxed),
             stale_closes: counters.stale_closes.load(Ordering::Relaxed),
             loads: counters.loads.load(Ordering::Relaxed),
             models: self

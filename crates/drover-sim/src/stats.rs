@@ -17,6 +17,9 @@ pub struct SimStats {
     pub hangs: u64,
     /// Responses whose connection was killed on purpose part-way.
     pub mid_stream_closes: u64,
+    /// Requests read whole and met with their connection closing, under
+    /// `Faults::drop_after_read_rate`.
+    pub dropped_after_read: u64,
     /// Requests met with their connection closing and no answer, because
     /// they arrived on a connection that had carried a streamed answer
     /// under `Faults::close_after_stream`. Not in `requests_total`.
@@ -81,6 +84,7 @@ pub(crate) struct Counters {
     pub(crate) injected_errors: AtomicU64,
     pub(crate) hangs: AtomicU64,
     pub(crate) mid_stream_closes: AtomicU64,
+    pub(crate) dropped_after_read: AtomicU64,
     pub(crate) stale_closes: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) continuations: AtomicU64,
@@ -95,6 +99,7 @@ impl Counters {
             &self.injected_errors,
             &self.hangs,
             &self.mid_stream_closes,
+            &self.dropped_after_read,
             &self.stale_closes,
             &self.loads,
             &self.continuations,

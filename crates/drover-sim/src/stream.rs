@@ -51,6 +51,9 @@ pub(crate) struct StreamPlan {
     pub(crate) include_usage: bool,
     /// llama.cpp: the chunk with the finish reason carries `timings`.
     pub(crate) timings: bool,
+    /// `Faults::reported_output_tokens`: the count usage and timings
+    /// report instead of the tokens sent.
+    pub(crate) reported_tokens: Option<u64>,
     pub(crate) token_interval: Option<Duration>,
     /// Set when this answer is to be cut off part-way.
     pub(crate) sever: Option<Sever>,
@@ -277,11 +280,16 @@ impl TokenStream {
         self.plan.include_usage.then_some(None)
     }
 
+    /// The output tokens the answer reports.
+    fn reported(&self) -> u64 {
+        self.plan.reported_tokens.unwrap_or(self.sent as u64)
+    }
+
     /// On the chunk that ends the answer, where the server reports them.
     fn timings(&self, finish_reason: Option<&'static str>) -> Option<Timings> {
         (self.plan.timings && finish_reason.is_some()).then_some(Timings {
             prompt_n: self.plan.prompt_tokens,
-            predicted_n: self.sent,
+            predicted_n: self.reported(),
         })
     }
 
@@ -322,7 +330,7 @@ impl TokenStream {
     }
 
     fn usage_chunk(&self) -> Bytes {
-        let usage = Some(Some(Usage::new(self.plan.prompt_tokens, self.sent)));
+        let usage = Some(Some(Usage::new(self.plan.prompt_tokens, self.reported())));
         match self.plan.shape {
             ChunkShape::Chat => event(&ChatChunk {
                 id: &self.plan.id,

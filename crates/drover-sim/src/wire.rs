@@ -8,16 +8,16 @@ use serde::Serialize;
 #[derive(Debug, Serialize)]
 pub(crate) struct Usage {
     pub(crate) prompt_tokens: usize,
-    pub(crate) completion_tokens: usize,
-    pub(crate) total_tokens: usize,
+    pub(crate) completion_tokens: u64,
+    pub(crate) total_tokens: u64,
 }
 
 impl Usage {
-    pub(crate) fn new(prompt_tokens: usize, completion_tokens: usize) -> Self {
+    pub(crate) fn new(prompt_tokens: usize, completion_tokens: u64) -> Self {
         Usage {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: (prompt_tokens as u64).saturating_add(completion_tokens),
         }
     }
 }
@@ -26,7 +26,7 @@ impl Usage {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Timings {
     pub(crate) prompt_n: usize,
-    pub(crate) predicted_n: usize,
+    pub(crate) predicted_n: u64,
 }
 
 /// `None` leaves the field out; `Some(None)` writes `null`, as every chunk

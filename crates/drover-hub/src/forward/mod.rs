@@ -17,6 +17,7 @@ mod pass_through;
 mod rewrite;
 
 pub use attempt::REQUEST_ID_HEADER;
+pub use pass_through::KeyRef;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,9 +51,12 @@ pub struct Job {
     /// The shape of errors on the request's path, before and after the
     /// first byte.
     pub errors: ErrorFormat,
-    /// The client key it came with (id, name): its answer's output tokens
-    /// are counted for it.
-    pub key: Option<(String, String)>,
+    /// The client key it came with: its answer's output tokens are counted
+    /// for it.
+    pub key: Option<KeyRef>,
+    /// The key's concurrency permit: each attempt's slot holds it, so the
+    /// request counts against its key until the server has let go of it.
+    pub permit: Option<crate::limits::Permit>,
 }
 
 /// Which backend answered, as a response extension: the handler reads it
@@ -87,7 +91,8 @@ async fn attempts(
             .acquire(job.request.clone(), attempt > 0)
             .await;
         *queued += waiting_since.elapsed();
-        let guard = acquired.map_err(|e| refusal(hub, e, &job, last_failure.take()))?;
+        let mut guard = acquired.map_err(|e| refusal(hub, e, &job, last_failure.take()))?;
+        guard.hold(job.permit.clone());
         let queue_wait = *queued;
         hub.metrics
             .queue_wait

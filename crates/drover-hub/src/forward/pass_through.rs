@@ -31,6 +31,14 @@ use crate::hub::HubState;
 use crate::metrics::{BackendLabels, KeyLabels, ModelLabels};
 use crate::usage::UsageSniffer;
 
+/// A client key as its answer's usage is charged to it.
+#[derive(Debug, Clone)]
+pub struct KeyRef {
+    pub id: String,
+    pub name: String,
+    pub tokens_per_minute: Option<u32>,
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
@@ -45,8 +53,8 @@ pub(super) struct PassThrough {
     /// A Responses API answer: its id is looked for in its first bytes and
     /// remembered with this backend, where a continuation must go.
     owner: Option<(BackendId, IdSniffer)>,
-    /// The client key (id, name) whose answer this is.
-    key: Option<(String, String)>,
+    /// The client key whose answer this is.
+    key: Option<KeyRef>,
     /// The answer's output tokens as read, for the key and the traffic.
     usage: UsageSniffer,
     idle: Duration,
@@ -67,8 +75,8 @@ pub(super) struct Upstream {
     pub errors: ErrorFormat,
     /// Set for a Responses API answer: the backend that stores it.
     pub owner: Option<BackendId>,
-    /// The client key (id, name) the request came with.
-    pub key: Option<(String, String)>,
+    /// The client key the request came with.
+    pub key: Option<KeyRef>,
 }
 
 /// How far into a Responses answer its id is looked for.
@@ -121,12 +129,28 @@ impl PassThrough {
         body
     }
 
-    /// The answer is over: its output tokens count against its key.
+    /// The answer's output tokens: what it reported, else for a stream an
+    /// estimate from the chunks of text it carried (OpenAI's streams, and
+    /// vLLM's, LM Studio's and Ollama's, report none unless asked). Of an
+    /// answer cut short, what was sent.
+    fn output_tokens(&self) -> Option<u64> {
+        if self.sse {
+            self.usage.estimate()
+        } else {
+            self.usage.tokens()
+        }
+    }
+
+    /// The answer is over, or its client left: its output tokens count
+    /// against its key.
     fn count_usage(&mut self) {
-        let (Some((id, name)), Some(tokens)) = (self.key.take(), self.usage.tokens()) else {
+        let (Some(key), Some(tokens)) = (self.key.take(), self.output_tokens()) else {
             return;
         };
-        self.hub.limiter.charge(&id, tokens);
+        self.hub
+            .limiter
+            .charge(&key.id, key.tokens_per_minute, tokens);
+        let name = key.name;
         self.hub
             .traffic
             .key_used(crate::traffic::unix_ms(), &name, |u| {
@@ -171,11 +195,7 @@ impl PassThrough {
             &self.served.backend,
             &self.served.model,
             latency,
-            if self.sse {
-                self.usage.estimate()
-            } else {
-                self.usage.tokens()
-            },
+            self.output_tokens(),
         );
         self.served.log(outcome);
     }
@@ -303,6 +323,7 @@ impl Drop for PassThrough {
                 guard.fail();
             }
             drop(guard);
+            self.count_usage();
             self.observe("client_gone");
         }
     }

@@ -66,14 +66,9 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
     };
     let mut client = None;
     let (model, outcome, queued) = match job(&hub, req, arrival, api, errors, &mut client).await {
-        Ok((job, permit)) => {
+        Ok(job) => {
             let model = job.model.clone();
             let (outcome, queued) = forward::forward(&hub, job).await;
-            // A key's concurrency counts the request until its last byte.
-            let outcome = outcome.map(|r| match permit {
-                Some(permit) => r.map(|body| Body::new(Held::new(body, permit))),
-                None => r,
-            });
             (Some(model), outcome, queued)
         }
         Err(e) => (None, Err(e), Duration::ZERO),
@@ -162,7 +157,7 @@ async fn job(
     api: Api,
     errors: ErrorFormat,
     client: &mut Option<String>,
-) -> Result<(Job, Option<Permit>), ApiError> {
+) -> Result<Job, ApiError> {
     let Arrival {
         id,
         request_id,
@@ -235,9 +230,14 @@ async fn job(
         arrived,
         body,
         errors,
-        key: holder.map(|h| (h.id, h.name)),
+        key: holder.map(|h| forward::KeyRef {
+            id: h.id,
+            name: h.name,
+            tokens_per_minute: h.limits.tokens_per_minute,
+        }),
+        permit,
     };
-    Ok((job, permit))
+    Ok(job)
 }
 
 /// A client key's limits, and its usage counted.
@@ -278,42 +278,6 @@ fn admit(
                 .inc();
             Err(e)
         }
-    }
-}
-
-/// A body that holds something (a key's concurrency permit) until it is
-/// done or dropped.
-struct Held<B> {
-    body: B,
-    _permit: Permit,
-}
-
-impl<B> Held<B> {
-    fn new(body: B, permit: Permit) -> Self {
-        Held {
-            body,
-            _permit: permit,
-        }
-    }
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for Held<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 
