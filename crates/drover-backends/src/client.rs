@@ -1,26 +1,34 @@
 //! The HTTP client shared by the proxy, the adapters and `drover bench`: one
-//! connection pool, HTTP/1.1 keep-alive to every backend, and one rule a
+//! connection pool, HTTP/1.1 keep-alive to every backend, and the rules a
 //! pool in front of real LLM servers needs.
 //!
-//! That rule: a request that fails on a *reused* connection before any
-//! answer came back is sent again at once on a fresh connection. Servers
-//! close idle keep-alive connections whenever they like, and llama.cpp's
-//! `llama-server` closes one after every streamed answer while advertising
-//! `Keep-Alive` (`shared/docs/backend-apis.md` §8). The pool drops a
-//! connection as soon as it has seen the close, but a request checked out in
-//! the moment between the server's last byte and its FIN goes out on a dead
-//! socket and fails with "connection closed before message completed". That
-//! says nothing about the backend, so it must neither reach the client nor
-//! count against the backend. A failure on a fresh connection is real.
+//! A request is never sent twice to a server that may have read it: a
+//! generation costs a slot's time and tokens, and a server that read a
+//! request and then dropped the connection may well have run it. So a
+//! request that fails on a *reused* connection is sent again on a fresh one
+//! only when the server cannot have consumed it: the connection was found
+//! closed before the request's first byte went out (the server's FIN was
+//! already in), or writing the request failed, or nothing of it was written.
+//! A failure once the request went out whole is the backend's answer.
 //!
-//! Reuse is known exactly: every connection carries a count of the answers
-//! it has delivered (a [`Connected::extra`]), which the error reports back.
-
+//! What makes that rule cheap to keep is not handing out connections a
+//! server is about to close:
+//! - A connection that carried a streamed (SSE) answer goes back to no one:
+//!   llama.cpp's `llama-server` closes one after every stream while
+//!   advertising `Keep-Alive` (backend-apis.md §8), and a request checked
+//!   out between the stream's last byte and the server's FIN would go out
+//!   on a dead socket.
+//! - An idle connection is dropped after [`POOL_IDLE`], before the 5 s
+//!   keep-alive timeout of uvicorn (vLLM), Node (LM Studio) and
+//!   llama-server ends it under a request.
+//!
+//! Reuse is known exactly: every connection carries its [`ConnState`] (a
+//! [`Connected::extra`]), which the error reports back.
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,7 +38,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{
+    Connected, Connection, HttpConnector, capture_connection,
+};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -50,6 +60,10 @@ type Pool = Client<CountingConnector, UpstreamBody>;
 
 /// The error of a request that failed even after the fresh-connection retry.
 pub type SendError = hyper_util::client::legacy::Error;
+
+/// How long an idle connection is kept: less than the 5 s keep-alive
+/// timeout common servers close idle connections after.
+pub const POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// A pooled HTTP/1.1 client. Cheap to clone: clones share the pool.
 #[derive(Clone)]
@@ -94,7 +108,7 @@ impl HttpClient {
         http.enforce_http(false);
         let connector = CountingConnector { http, tls };
         let pooled = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE)
             .pool_max_idle_per_host(max_idle_per_host)
             .build(connector.clone());
         let fresh = Client::builder(TokioExecutor::new())
@@ -104,46 +118,104 @@ impl HttpClient {
     }
 
     /// Sends the request `build` makes. If it fails on a reused connection
-    /// before any answer, `build` is called again and the copy goes out on
-    /// a fresh connection; that second outcome is the answer.
+    /// that the server had closed before it could read the request, `build`
+    /// is called again and the copy goes out on a fresh connection; that
+    /// second outcome is the answer.
     pub async fn send(
         &self,
         build: impl Fn() -> Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        match self.pooled.request(build()).await {
-            Ok(resp) => Ok(counted(resp)),
-            Err(e) if failed_on_reused_connection(&e) => {
-                tracing::debug!(error = %crate::backend::error_chain(&e), "reused connection was closed; sending again on a fresh one");
-                self.fresh.request(build()).await.map(counted)
+        match Self::request(&self.pooled, build()).await {
+            Err(e) if unsent_on_reused_connection(&e) => {
+                tracing::debug!(error = %crate::backend::error_chain(&e), "reused connection was closed before the request went out; sending it on a fresh one");
+                Self::request(&self.fresh, build()).await
             }
-            Err(e) => Err(e),
+            outcome => outcome,
         }
     }
-}
 
-/// Counts an answer on the connection that delivered it, which makes that
-/// connection "reused" for every later request.
-fn counted(resp: Response<Incoming>) -> Response<Incoming> {
-    if let Some(uses) = resp.extensions().get::<Answers>() {
-        uses.0.fetch_add(1, Ordering::Relaxed);
+    async fn request(
+        pool: &Pool,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let connection = capture_connection(&mut req);
+        let resp = pool.request(req).await?;
+        if let Some(state) = resp.extensions().get::<ConnState>() {
+            state.answered();
+        }
+        if is_event_stream(&resp)
+            && let Some(connected) = connection.connection_metadata().as_ref()
+        {
+            // Not back to the pool after this answer: see the module's
+            // comment.
+            connected.poison();
+        }
+        Ok(resp)
     }
-    resp
 }
 
-fn failed_on_reused_connection(e: &SendError) -> bool {
+fn is_event_stream<B>(resp: &Response<B>) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// A request that failed on a connection that had carried an answer before,
+/// which the server cannot have consumed.
+fn unsent_on_reused_connection(e: &SendError) -> bool {
     let Some(info) = e.connect_info() else {
         return false;
     };
     let mut extensions = Extensions::new();
     info.get_extras(&mut extensions);
     extensions
-        .get::<Answers>()
-        .is_some_and(|a| a.0.load(Ordering::Relaxed) > 0)
+        .get::<ConnState>()
+        .is_some_and(|s| s.answers.load(Ordering::Relaxed) > 0 && s.request_unsent())
 }
 
-/// Answers delivered on one connection so far.
+/// What one connection has carried, shared between its I/O and the
+/// requests sent on it.
 #[derive(Clone, Debug, Default)]
-struct Answers(Arc<AtomicU32>);
+struct ConnState(Arc<ConnCounts>);
+
+#[derive(Debug, Default)]
+struct ConnCounts {
+    /// Answers delivered on the connection so far.
+    answers: AtomicU32,
+    /// Bytes written since the last answer came: the request in progress.
+    written: AtomicU64,
+    /// Writing the request in progress failed.
+    write_failed: AtomicBool,
+    /// The server had closed the connection before the request in progress
+    /// was written: its first write was refused.
+    closed_first: AtomicBool,
+}
+
+impl std::ops::Deref for ConnState {
+    type Target = ConnCounts;
+
+    fn deref(&self) -> &ConnCounts {
+        &self.0
+    }
+}
+
+impl ConnState {
+    /// An answer came: what is written from now on is the next request.
+    fn answered(&self) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        self.written.store(0, Ordering::Relaxed);
+        self.write_failed.store(false, Ordering::Relaxed);
+        self.closed_first.store(false, Ordering::Relaxed);
+    }
+
+    /// The request in progress cannot have reached the server whole.
+    fn request_unsent(&self) -> bool {
+        self.closed_first.load(Ordering::Relaxed)
+            || self.write_failed.load(Ordering::Relaxed)
+            || self.written.load(Ordering::Relaxed) == 0
+    }
+}
 
 /// What `https://` connections trust: the system's roots (those it can
 /// read) and `ca`'s certificates.
@@ -175,7 +247,7 @@ fn tls_config(ca: Option<&std::path::Path>) -> Result<TlsConnector, String> {
 }
 
 /// `HttpConnector`, with TLS for `https://`, each connection tagged by its
-/// [`Answers`].
+/// [`ConnState`].
 #[derive(Clone)]
 struct CountingConnector {
     http: HttpConnector,
@@ -214,21 +286,65 @@ impl Service<Uri> for CountingConnector {
             };
             Ok(CountedIo {
                 io: TokioIo::new(io),
-                answers: Answers::default(),
+                state: ConnState::default(),
             })
         })
     }
 }
 
-/// A TCP connection (with TLS over it for https) and its answer count.
+/// A TCP connection (with TLS over it for https) and what it carried.
 struct CountedIo {
     io: TokioIo<Either<TcpStream, TlsStream<TcpStream>>>,
-    answers: Answers,
+    state: ConnState,
 }
 
 impl Connection for CountedIo {
     fn connected(&self) -> Connected {
-        Connected::new().extra(self.answers.clone())
+        Connected::new().extra(self.state.clone())
+    }
+}
+
+impl CountedIo {
+    /// Before a request's first byte on a reused plain connection: whether
+    /// the server has closed it already (its FIN is in). A request written
+    /// then would meet a closed socket, and the server never read it.
+    fn closed_by_server(&self, cx: &mut Context<'_>) -> bool {
+        let Either::Left(tcp) = self.io.inner() else {
+            return false;
+        };
+        if self.state.answers.load(Ordering::Relaxed) == 0
+            || self.state.written.load(Ordering::Relaxed) > 0
+        {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        match tcp.poll_peek(cx, &mut buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => true,
+            Poll::Ready(Ok(_)) | Poll::Pending => false,
+        }
+    }
+
+    /// Counts what a write did to the request in progress.
+    fn wrote(&self, written: &Poll<io::Result<usize>>) {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                self.state.written.fetch_add(*n as u64, Ordering::Relaxed);
+            }
+            Poll::Ready(Err(_)) => self.state.write_failed.store(true, Ordering::Relaxed),
+            Poll::Pending => {}
+        }
+    }
+
+    fn refuse_if_closed(&self, cx: &mut Context<'_>) -> Option<Poll<io::Result<usize>>> {
+        if self.closed_by_server(cx) {
+            self.state.closed_first.store(true, Ordering::Relaxed);
+            return Some(Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the server closed the connection before the request was sent",
+            ))));
+        }
+        None
     }
 }
 
@@ -248,7 +364,12 @@ impl Write for CountedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        if let Some(refused) = self.refuse_if_closed(cx) {
+            return refused;
+        }
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(&written);
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -268,6 +389,11 @@ impl Write for CountedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        if let Some(refused) = self.refuse_if_closed(cx) {
+            return refused;
+        }
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(&written);
+        written
     }
 }

@@ -61,6 +61,29 @@ async fn chat_plain_and_streamed_through_the_hub() {
     cluster.shutdown().await;
 }
 
+/// llama-server closes a connection after every stream while advertising
+/// keep-alive: streams and plain answers back to back, each sent once and
+/// none failed, with no retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_back_to_back_fail_nothing_and_are_sent_once() {
+    let (_server, cluster) = one_model().await;
+    let model = model_id(&cluster).await;
+    for i in 0..24 {
+        let mut body = chat_body(&model, &format!("turn {i}"));
+        body["max_tokens"] = json!(4);
+        body["stream"] = json!(i % 3 != 2);
+        let r = cluster.client.post("/v1/chat/completions", &body).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let metrics = cluster.client.get("/metrics").await.text();
+    assert!(!metrics.contains("drover_retries_total{"), "{metrics}");
+    assert!(
+        !metrics.contains("drover_stream_errors_total{"),
+        "{metrics}"
+    );
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_messages_and_openai_responses_through_the_hub() {
     let (_server, cluster) = one_model().await;
