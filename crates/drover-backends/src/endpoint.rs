@@ -86,6 +86,36 @@ impl Endpoint {
         self.authority.as_str()
     }
 
+    /// Whether `other` reaches the same server: same scheme, port and path
+    /// prefix, and the same host, where every loopback name (`localhost`,
+    /// `127.x.x.x`, `::1`) is one host and case does not count. Two
+    /// backends on one server would each count its slots as their own.
+    pub fn same_server(&self, other: &Endpoint) -> bool {
+        self.server_key() == other.server_key()
+    }
+
+    fn server_key(&self) -> (String, String, u16, &str) {
+        let host = self.authority.host().to_ascii_lowercase();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = bare == "localhost"
+            || bare
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let port = self
+            .authority
+            .port_u16()
+            .unwrap_or(match self.scheme.as_str() {
+                "https" => 443,
+                _ => 80,
+            });
+        (
+            self.scheme.as_str().to_string(),
+            if loopback { "loopback".into() } else { host },
+            port,
+            &self.prefix,
+        )
+    }
+
     /// The `Authorization` header to send: a bearer `api_key` if there is
     /// one, else the URL's credentials, if any.
     pub fn authorization(&self, api_key: Option<&str>) -> Option<HeaderValue> {
@@ -137,6 +167,35 @@ impl fmt::Debug for Endpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_same_server_under_other_spellings_is_the_same_server() {
+        let same = |a: &str, b: &str| {
+            Endpoint::parse(a)
+                .unwrap()
+                .same_server(&Endpoint::parse(b).unwrap())
+        };
+        for (a, b) in [
+            ("http://127.0.0.1:8080", "http://localhost:8080/v1"),
+            ("http://LOCALHOST:8080/", "http://[::1]:8080"),
+            (
+                "http://Studio.lan:1234",
+                "http://user:pw@studio.lan:1234/v1/",
+            ),
+            ("http://gpu", "http://gpu:80"),
+            ("https://gpu", "https://gpu:443/"),
+        ] {
+            assert!(same(a, b), "{a} and {b}");
+        }
+        for (a, b) in [
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8081"),
+            ("http://gpu:8080", "https://gpu:8080"),
+            ("http://gpu-1:8080", "http://gpu-2:8080"),
+            ("http://gpu:8080/a", "http://gpu:8080/b"),
+        ] {
+            assert!(!same(a, b), "{a} and {b}");
+        }
+    }
 
     #[test]
     fn accepts_roots_and_openai_base_urls_alike() {

@@ -259,6 +259,10 @@ pub enum RegistryError {
     Invalid(String),
     #[error("a backend named {0:?} already exists")]
     Duplicate(String),
+    #[error(
+        "{url} is already the backend {existing:?}: the same server added twice would have its slots counted twice and be overloaded"
+    )]
+    SameServer { url: String, existing: String },
 }
 
 #[derive(Default)]
@@ -318,6 +322,16 @@ impl Registry {
         let mut inner = self.write();
         if inner.by_name.contains_key(&name) {
             return Err(RegistryError::Duplicate(name));
+        }
+        if let Some(existing) = inner
+            .by_id
+            .values()
+            .find(|e| e.endpoint.same_server(&endpoint))
+        {
+            return Err(RegistryError::SameServer {
+                url: drover_backends::endpoint::redact(&config.url),
+                existing: existing.name.clone(),
+            });
         }
         // A backend with its own CA gets its own client (and pool).
         let client = match &config.ca_file {

@@ -139,3 +139,33 @@ async fn the_admin_api_wants_the_key_when_one_is_set() {
     assert_eq!(r.status, 200);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_server_under_another_name_is_refused_naming_it() {
+    let cluster = ClusterBuilder::new()
+        .sim("studio", lmstudio(&["m"], 1, 0))
+        .start()
+        .await;
+    let port = cluster.sim("studio").addr().port();
+    for url in [
+        cluster.sim("studio").url(),
+        format!("http://localhost:{port}/v1"),
+    ] {
+        let r = cluster
+            .client
+            .post(
+                "/admin/backends",
+                &json!({"name": "studio-again", "url": url}),
+            )
+            .await;
+        assert_eq!(r.status, 409, "{url}: {}", r.text());
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.contains("\"studio\"") && message.contains("twice"),
+            "{message}"
+        );
+    }
+    let listed = cluster.client.get("/admin/backends").await.json();
+    assert_eq!(listed["backends"].as_array().unwrap().len(), 1, "{listed}");
+    cluster.shutdown().await;
+}

@@ -253,7 +253,9 @@ pub async fn add(
         ApiError::bad_request(format!("invalid backend: {e}"), None, "invalid_backend")
     })?;
     let entry = hub.add_backend(&spec).map_err(|e| match e {
-        RegistryError::Duplicate(_) => ApiError::Conflict(e.to_string()),
+        RegistryError::Duplicate(_) | RegistryError::SameServer { .. } => {
+            ApiError::Conflict(e.to_string())
+        }
         RegistryError::Invalid(msg) => ApiError::bad_request(msg, None, "invalid_backend"),
     })?;
     tracing::info!(backend = %entry.name, url = %entry.endpoint, "backend added");
