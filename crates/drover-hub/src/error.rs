@@ -25,8 +25,16 @@ pub enum ApiError {
     RequestTimeout { limit: Duration },
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error("the model '{}' does not exist or no backend serves it", echo(model))]
-    ModelNotFound { model: String },
+    #[error(
+        "the model '{}' does not exist or no backend serves it{}",
+        echo(model),
+        did_you_mean(closest)
+    )]
+    ModelNotFound {
+        model: String,
+        /// The fleet's models closest to it, closest first.
+        closest: Vec<String>,
+    },
     #[error("{message}")]
     NotFound { message: String },
     #[error("too many requests are waiting; retry after {} s", retry_after.as_secs())]
@@ -355,6 +363,17 @@ fn finish(err: ApiError, status: StatusCode, body: Vec<u8>) -> Response {
     resp
 }
 
+/// "; did you mean 'a' or 'b'?", for the models closest to one nobody
+/// serves; nothing when none is close.
+fn did_you_mean(closest: &[String]) -> String {
+    let quoted: Vec<String> = closest.iter().map(|m| format!("'{}'", echo(m))).collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        [one] => format!("; did you mean {one}?"),
+        [init @ .., last] => format!("; did you mean {} or {last}?", init.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,7 +392,10 @@ mod tests {
                 "invalid_request_error",
             ),
             (
-                ApiError::ModelNotFound { model: "m".into() },
+                ApiError::ModelNotFound {
+                    model: "m".into(),
+                    closest: Vec::new(),
+                },
                 404,
                 "invalid_request_error",
             ),
@@ -413,7 +435,10 @@ mod tests {
     #[test]
     fn client_input_is_echoed_short() {
         let long = "é".repeat(300_000);
-        let err = ApiError::ModelNotFound { model: long };
+        let err = ApiError::ModelNotFound {
+            model: long,
+            closest: Vec::new(),
+        };
         let message = err.to_string();
         assert!(message.len() < 400, "{} bytes", message.len());
         assert!(message.contains("(600000 bytes)"), "{message}");
@@ -438,7 +463,10 @@ mod tests {
                 "invalid_request_error",
             ),
             (
-                ApiError::ModelNotFound { model: "m".into() },
+                ApiError::ModelNotFound {
+                    model: "m".into(),
+                    closest: Vec::new(),
+                },
                 404,
                 "not_found_error",
             ),

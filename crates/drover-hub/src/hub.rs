@@ -97,6 +97,13 @@ impl HubState {
         })
     }
 
+    /// "No backend serves `model`", naming the fleet's models closest to it.
+    pub fn model_not_found(&self, model: String) -> crate::error::ApiError {
+        let names = self.dispatcher.inspect(|s| s.fleet().model_names());
+        let closest = crate::closest::closest(&model, names.iter().map(|n| n.as_str()));
+        crate::error::ApiError::ModelNotFound { model, closest }
+    }
+
     /// Backends that list a model (under its public name), by name.
     pub fn backends_listing(&self, model: &str) -> Vec<String> {
         let ids = self.dispatcher.inspect(|s| {

@@ -27,6 +27,7 @@
 mod affinity;
 mod aliases;
 mod caller;
+mod closest;
 pub mod config;
 mod continuations;
 mod dashboard;

@@ -342,6 +342,20 @@ impl Fleet {
         self.backends.contains_key(&id)
     }
 
+    /// Every model some backend lists, once each, in order.
+    pub fn model_names(&self) -> Vec<ModelName> {
+        let mut names: Vec<ModelName> = self
+            .backends
+            .values()
+            .flat_map(|b| b.models.iter())
+            .filter(|(_, m)| m.listed)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Whether any backend, healthy or not, lists the model.
     pub fn knows_model(&self, model: &str) -> bool {
         self.lists_model_beyond(model, |_| false)

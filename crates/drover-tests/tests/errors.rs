@@ -201,3 +201,51 @@ async fn bad_requests_get_openai_shaped_errors() {
     assert_eq!(ok.status, 200);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_is_answered_with_the_closest_the_fleet_has() {
+    let cluster = ClusterBuilder::new()
+        .sim(
+            "studio",
+            lmstudio(&["qwen2.5-7b-instruct", "llama-3.2-3b-instruct"], 1, 0),
+        )
+        .start()
+        .await;
+    for (path, asked, want) in [
+        (
+            "/v1/chat/completions",
+            "qwen2.5-7b",
+            "did you mean 'qwen2.5-7b-instruct'?",
+        ),
+        (
+            "/v1/chat/completions",
+            "Llama-3.2-3B-Instruct",
+            "did you mean 'llama-3.2-3b-instruct'?",
+        ),
+    ] {
+        let r = cluster
+            .client
+            .post(path, &drover_tests::chat_body(asked, "hi"))
+            .await;
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert_eq!(r.error_code(), "model_not_found");
+        let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.ends_with(want), "{message}");
+    }
+    let r = cluster.client.get("/v1/models/qwen2.5-7b").await;
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text().contains("did you mean 'qwen2.5-7b-instruct'?"),
+        "{}",
+        r.text()
+    );
+    let r = cluster
+        .client
+        .post(
+            "/v1/chat/completions",
+            &drover_tests::chat_body("gpt-4o", "hi"),
+        )
+        .await;
+    assert!(!r.text().contains("did you mean"), "{}", r.text());
+    cluster.shutdown().await;
+}

@@ -164,7 +164,7 @@ fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<Stri
         (AcquireError::Rejected(Reject::ModelNotFound), _) => {
             let backends = hub.unreachable_backends();
             if backends.is_empty() {
-                ApiError::ModelNotFound { model }
+                hub.model_not_found(model)
             } else {
                 ApiError::Unreachable { model, backends }
             }

@@ -184,6 +184,7 @@ fn refused(model: &str, listing: &[(Arc<BackendEntry>, Residency)], refusal: Ref
         Refusal::NotListed => {
             return ApiError::ModelNotFound {
                 model: model.to_string(),
+                closest: Vec::new(),
             };
         }
         Refusal::CannotLoad => format!(
@@ -269,9 +270,7 @@ fn listing(
             Some(name) => ApiError::NotFound {
                 message: format!("backend {name:?} does not list the model '{model}'"),
             },
-            None => ApiError::ModelNotFound {
-                model: model.to_string(),
-            },
+            None => hub.model_not_found(model.to_string()),
         });
     }
     Ok(listing)

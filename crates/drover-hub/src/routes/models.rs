@@ -66,7 +66,7 @@ pub async fn get(
         .ok_or_else(|| {
             let backends = hub.unreachable_backends();
             if backends.is_empty() {
-                ApiError::ModelNotFound { model }
+                hub.model_not_found(model)
             } else {
                 ApiError::Unreachable { model, backends }
             }
