@@ -81,8 +81,9 @@ pub fn authenticate(
     match token.and_then(|t| keys.find(t)) {
         Some(h) if h.kind == KeyKind::Client => Ok(Some(h)),
         Some(h) => Err(ApiError::Forbidden(format!(
-            "{:?} is an admin key: inference needs a client key",
-            h.name
+            "{:?} is {} key: inference needs a client key",
+            h.name,
+            crate::keys::article(h.kind)
         ))),
         None if token.is_some_and(|t| clients.contains_key(t)) => Ok(None),
         None if keys.ever(KeyKind::Client) => Err(ApiError::Unauthorized(match token {

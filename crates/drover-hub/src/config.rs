@@ -21,6 +21,10 @@ pub struct HubConfig {
     /// Bearer key for `/admin/*`. Without one the management API answers
     /// only when the hub listens on loopback (or to an admin key).
     pub admin_key: Option<String>,
+    /// `/metrics` answers anyone. Off by default: once the hub has keys it
+    /// needs an admin or a metrics key (`drover keys create NAME --kind
+    /// metrics`), since it names every backend, model and key.
+    pub public_metrics: bool,
     /// Where the hub keeps what must outlive it (its API keys). Unset: it
     /// keeps nothing on disk and creates no keys (`drover serve` sets
     /// `~/.local/share/drover` by default).
@@ -169,6 +173,7 @@ impl Default for HubConfig {
             listen: "127.0.0.1:8700".into(),
             insecure: false,
             admin_key: None,
+            public_metrics: false,
             data_dir: None,
             tls: None,
             queue: QueueConfig::default(),
@@ -338,10 +343,11 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
 /// Every field of [`HubConfig`] an environment variable may set (the
 /// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
 /// keeps it whole.
-const KNOWN_ROOTS: [&str; 10] = [
+const KNOWN_ROOTS: [&str; 11] = [
     "listen",
     "insecure",
     "admin_key",
+    "public_metrics",
     "data_dir",
     "tls",
     "queue",
@@ -452,6 +458,7 @@ mod tests {
                 ("DROVER_LISTEN", "127.0.0.1:9"),
                 ("DROVER_INSECURE", "true"),
                 ("DROVER_ADMIN_KEY", "k"),
+                ("DROVER_PUBLIC_METRICS", "true"),
                 ("DROVER_DATA_DIR", "/srv/drover"),
                 ("DROVER_QUEUE__MAX_WAITING", "7"),
                 ("DROVER_UPSTREAM__MAX_RETRIES", "1"),
@@ -466,6 +473,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9");
         assert!(c.insecure);
         assert_eq!(c.admin_key.as_deref(), Some("k"));
+        assert!(c.public_metrics);
         assert_eq!(c.data_dir, Some(std::path::PathBuf::from("/srv/drover")));
         assert_eq!(c.queue.max_waiting, 7);
         assert_eq!(c.upstream.max_retries, 1);

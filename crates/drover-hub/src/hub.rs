@@ -99,8 +99,23 @@ impl HubState {
 
     /// "No backend serves `model`", naming the fleet's models closest to it.
     pub fn model_not_found(&self, model: String) -> crate::error::ApiError {
+        self.model_not_found_among(model, None)
+    }
+
+    /// "No backend serves `model`", naming the closest of the fleet's
+    /// models that are `allowed` (all, for `None`): a key limited to some
+    /// models does not learn of the others.
+    pub fn model_not_found_among(
+        &self,
+        model: String,
+        allowed: Option<&[String]>,
+    ) -> crate::error::ApiError {
         let names = self.dispatcher.inspect(|s| s.fleet().model_names());
-        let closest = crate::closest::closest(&model, names.iter().map(|n| n.as_str()));
+        let names = names
+            .iter()
+            .map(|n| n.as_str())
+            .filter(|n| allowed.is_none_or(|a| a.iter().any(|m| m == n)));
+        let closest = crate::closest::closest(&model, names);
         crate::error::ApiError::ModelNotFound { model, closest }
     }
 

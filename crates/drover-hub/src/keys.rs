@@ -183,6 +183,7 @@ impl Keys {
             match kind {
                 KeyKind::Client => "c",
                 KeyKind::Admin => "a",
+                KeyKind::Metrics => "m",
             },
             hex(&random::<32>()?)
         );
@@ -294,8 +295,11 @@ fn unix_now() -> u64 {
 
 /// Limits belong to client keys and must make sense.
 fn check_limits(kind: KeyKind, l: &KeyLimits) -> Result<(), String> {
-    if kind == KeyKind::Admin && *l != KeyLimits::default() {
-        return Err("limits are for client keys; an admin key runs no inference".into());
+    if kind != KeyKind::Client && *l != KeyLimits::default() {
+        return Err(format!(
+            "limits are for client keys; {} key runs no inference",
+            article(kind)
+        ));
     }
     if l.requests_per_minute == Some(0)
         || l.tokens_per_minute == Some(0)
@@ -317,6 +321,14 @@ fn check_limits(kind: KeyKind, l: &KeyLimits) -> Result<(), String> {
         return Err("models, when given, must name at least one".into());
     }
     Ok(())
+}
+
+/// "an admin", "a metrics", "a client".
+pub fn article(kind: KeyKind) -> String {
+    match kind {
+        KeyKind::Admin => "an admin".into(),
+        other => format!("a {}", other.as_str()),
+    }
 }
 
 fn valid_name(n: &str) -> bool {

@@ -220,12 +220,24 @@ pub struct ModelAction {
     pub already: bool,
 }
 
-/// What a key may do: run inference, or use the management API.
+/// What a key may do: run inference, use the management API, or read
+/// `/metrics` (what a Prometheus scraper needs, and nothing more).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     Client,
     Admin,
+    Metrics,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Client => "client",
+            KeyKind::Admin => "admin",
+            KeyKind::Metrics => "metrics",
+        }
+    }
 }
 
 /// What a client key may do beyond running inference at all.

@@ -582,3 +582,95 @@ async fn the_queue_takes_a_client_key_and_shows_only_its_models() {
     assert_eq!(r.status, 403, "{}", r.text());
     done(cluster, dir).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_listing_and_metrics_answer_only_those_keys_allow() {
+    let (cluster, dir) = hub_with_keys("listing", openai(&["m", "n"], 1, 0)).await;
+    let only_m = create_with(&cluster, "only-m", json!({"models": ["m"]})).await;
+    let get = |path: &'static str, key: Option<String>| {
+        let client = cluster.client.clone();
+        async move {
+            let auth = key.map(|k| bearer(&k));
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("authorization", a)])
+                .unwrap_or_default();
+            client.call(Method::GET, path, &headers, Bytes::new()).await
+        }
+    };
+    // Once client keys exist: a valid one, and only its models.
+    for path in ["/v1/models", "/v1/models/m"] {
+        let r = get(path, None).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+    }
+    let r = get("/v1/models", Some(only_m.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["m"]);
+    assert_eq!(get("/v1/models/m", Some(only_m.clone())).await.status, 200);
+    let r = get("/v1/models/n", Some(only_m.clone())).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(!r.text().contains("'n'?"), "{}", r.text());
+
+    // /metrics: the local operator while no admin key exists, then an
+    // admin or a metrics key, never a client key.
+    let r = get("/metrics", Some(only_m.clone())).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let admin = create(&cluster, &[], "ops", "admin").await;
+    let admin_auth = bearer(&admin);
+    let r = get("/metrics", None).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("metrics key"), "{}", r.text());
+    assert!(!r.text().contains("only-m"), "{}", r.text());
+    let metrics_key = create(
+        &cluster,
+        &[("authorization", admin_auth.as_str())],
+        "prometheus",
+        "metrics",
+    )
+    .await;
+    assert!(metrics_key.starts_with("drv_m_"), "{metrics_key}");
+    for key in [&admin, &metrics_key] {
+        let r = get("/metrics", Some(key.clone())).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("drover_"), "{}", r.text());
+    }
+    // A metrics key reads metrics and nothing else.
+    let r = get("/admin/backends", Some(metrics_key.clone())).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = get("/v1/models", Some(metrics_key.clone())).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = cluster
+        .client
+        .post_with(
+            "/v1/chat/completions",
+            &[("authorization", bearer(&metrics_key).as_str())],
+            &chat_body("m", "hi"),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("a metrics key"), "{}", r.text());
+    done(cluster, dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_metrics_opens_metrics_to_anyone() {
+    let dir = data_dir("public-metrics");
+    let kept = dir.clone();
+    let cluster = ClusterBuilder::new()
+        .sim("s", openai(&["m"], 1, 0))
+        .hub(move |c| {
+            c.data_dir = Some(kept);
+            c.public_metrics = true;
+        })
+        .start()
+        .await;
+    create(&cluster, &[], "ops", "admin").await;
+    assert_eq!(cluster.client.get("/metrics").await.status, 200);
+    done(cluster, dir).await;
+}

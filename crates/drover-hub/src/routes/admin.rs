@@ -37,8 +37,9 @@ pub(super) fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiEr
         Some(h) if h.kind == KeyKind::Admin => return Ok(()),
         Some(h) => {
             return Err(ApiError::Forbidden(format!(
-                "{:?} is a client key: the management API needs an admin key",
-                h.name
+                "{:?} is {} key: the management API needs an admin key",
+                h.name,
+                crate::keys::article(h.kind)
             )));
         }
         None => {}

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
+use drover_proto::admin::KeyKind;
 use drover_scheduler::BreakerState;
-use http::{StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use serde_json::json;
 
+use crate::caller::bearer;
 use crate::error::ApiError;
 use crate::hub::HubState;
 
@@ -41,8 +43,38 @@ pub async fn ready(State(hub): State<Arc<HubState>>) -> Response {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(hub): State<Arc<HubState>>) -> Response {
+/// `/metrics` names every backend, model and key, with their traffic: it
+/// answers whoever the management API answers (an admin key; on loopback
+/// without one, the local operator), a metrics key, or anyone with
+/// `public_metrics`.
+fn authorize_metrics(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if hub.config.public_metrics {
+        return Ok(());
+    }
+    if let Some(h) = bearer(headers).and_then(|t| hub.keys.find(t)) {
+        match h.kind {
+            KeyKind::Metrics | KeyKind::Admin => return Ok(()),
+            KeyKind::Client => {
+                return Err(ApiError::Forbidden(format!(
+                    "{:?} is a client key: /metrics needs an admin or a metrics key",
+                    h.name
+                )));
+            }
+        }
+    }
+    super::admin::authorize(hub, headers).map_err(|e| match e {
+        ApiError::Unauthorized(_) => ApiError::Unauthorized(
+            "/metrics needs an admin or a metrics key as a bearer token (drover keys create NAME --kind metrics), or public_metrics = true".into(),
+        ),
+        other => other,
+    })
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", content_type = "application/openmetrics-text"), (status = 401, description = "The hub has keys and this is no admin or metrics key", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn metrics(State(hub): State<Arc<HubState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize_metrics(&hub, &headers) {
+        return e.into_response();
+    }
     // Snapshot under the lock, render outside it: a scrape must not stall
     // dispatch.
     let (views, stats) = hub

@@ -52,6 +52,7 @@ pub enum KeysCommand {
 pub enum Kind {
     Client,
     Admin,
+    Metrics,
 }
 
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
@@ -70,6 +71,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             let kind = match kind {
                 Kind::Client => KeyKind::Client,
                 Kind::Admin => KeyKind::Admin,
+                Kind::Metrics => KeyKind::Metrics,
             };
             let limits = KeyLimits {
                 models: (!models.is_empty()).then_some(models),
@@ -85,7 +87,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             let created: KeyCreated = serde_json::from_value(body).context("unexpected answer")?;
             eprintln!(
                 "created {} key {} ({}); it is shown this once:",
-                kind_name(created.info.kind),
+                created.info.kind.as_str(),
                 created.info.name,
                 created.info.id
             );
@@ -107,7 +109,7 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
                         "{:<18} {:<24} {:<7} {:<13} {}",
                         k.id,
                         k.name,
-                        kind_name(k.kind),
+                        k.kind.as_str(),
                         format!("{}...", k.prefix),
                         if k.revoked_unix.is_some() {
                             "revoked"
@@ -127,11 +129,4 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn kind_name(kind: KeyKind) -> &'static str {
-    match kind {
-        KeyKind::Client => "client",
-        KeyKind::Admin => "admin",
-    }
 }
