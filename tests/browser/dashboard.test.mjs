@@ -36,6 +36,7 @@ test("the demo's dashboard is live under load, and a drain takes effect and show
   const demo = await drover(["demo", "--listen", "127.0.0.1:0"], DASHBOARD);
   const { page, errors, close } = await open(demo.url);
   let stopLoad = async () => {};
+  let extra = null;
   try {
     await page.waitForSelector("#live.on");
     await page.waitForSelector('[data-backend="studio-2"]');
@@ -115,10 +116,15 @@ test("the demo's dashboard is live under load, and a drain takes effect and show
     await chip.locator('.badge:text-is("loaded")').waitFor();
     await page.click('a[data-tab="fleet"]');
 
-    // Add a backend from the page (a second name for studio-2's server),
-    // see it probed, then remove it.
+    // The same server under a second name is refused, naming it; a server
+    // of its own is added from the page, probed, then removed.
     const studio2 = demo.output().match(/backend\s+studio-2\s+(http:\/\/\S+)/)[1];
     await page.fill('#add-backend input[name="url"]', studio2);
+    await page.fill('#add-backend input[name="name"]', "again");
+    await page.click('#add-backend button[type="submit"]');
+    await page.locator(".toast.error", { hasText: '"studio-2"' }).waitFor();
+    extra = await drover(["sim", "--dialect", "lmstudio", "--listen", "127.0.0.1:0", "--models", "extra-model"], LISTENING);
+    await page.fill('#add-backend input[name="url"]', extra.url);
     await page.fill('#add-backend input[name="name"]', "extra");
     await page.click('#add-backend button[type="submit"]');
     await page.locator(".toast", { hasText: "extra added" }).waitFor();
@@ -131,7 +137,7 @@ test("the demo's dashboard is live under load, and a drain takes effect and show
     // An action the hub refuses shows its reason.
     await page.fill('#add-backend input[name="url"]', "ftp://nowhere");
     await page.click('#add-backend button[type="submit"]');
-    const refused = page.locator(".toast.error");
+    const refused = page.locator(".toast.error", { hasText: "ftp" });
     await refused.waitFor();
     assert.match(await refused.textContent(), /ftp|scheme|http/i);
 
@@ -143,6 +149,41 @@ test("the demo's dashboard is live under load, and a drain takes effect and show
     await stopLoad();
     await close();
     await demo.stop();
+    await extra?.stop();
+  }
+});
+
+// A backend may list a model whose id has dot segments; a browser folds
+// them in a URL (`/admin/models/../models/l1/pin` is `/admin/models/l1/pin`
+// to it), so an action on it must not travel in the path, or it would act
+// on another backend's `l1`.
+test("an action on a model id with dot segments acts on that model", async () => {
+  const hostile = await drover(["sim", "--dialect", "lmstudio", "--listen", "127.0.0.1:0", "--models", "../models/l1"], LISTENING);
+  const plain = await drover(["sim", "--dialect", "lmstudio", "--listen", "127.0.0.1:0", "--models", "l1"], LISTENING);
+  const hub = await drover(
+    ["serve", "--listen", "127.0.0.1:0", "--backend", `${hostile.url},name=hostile`, "--backend", `${plain.url},name=plain`],
+    LISTENING,
+  );
+  const { page, errors, close } = await open(hub.url);
+  const pinned = async () => {
+    const listed = await backends(hub.url);
+    return Object.fromEntries(listed.flatMap((b) => b.models.map((m) => [m.id, m.pinned])));
+  };
+  try {
+    await page.waitForSelector("#live.on");
+    await page.click('a[data-tab="models"]');
+    const row = page.locator('#models-table tr[data-model="../models/l1"]');
+    await row.waitFor();
+    await page.locator('#models-table tr[data-model="l1"]').waitFor();
+    await row.locator('button:text-is("Pin")').click();
+    await page.locator(".toast", { hasText: "../models/l1 pinned" }).waitFor();
+    assert.deepEqual(await pinned(), { "../models/l1": true, l1: false });
+    assert.deepEqual(errors, []);
+  } finally {
+    await close();
+    await hub.stop();
+    await plain.stop();
+    await hostile.stop();
   }
 });
 

@@ -27,6 +27,7 @@ use crate::routes;
         routes::model_actions::unload_doc,
         routes::model_actions::pin_doc,
         routes::model_actions::unpin_doc,
+        routes::model_actions::action_doc,
         routes::keys::list,
         routes::keys::create,
         routes::keys::revoke,

@@ -195,11 +195,18 @@ pub struct BackendList {
     pub backends: Vec<BackendInfo>,
 }
 
-/// The body of `POST /admin/models/{model}/load|unload`: which backend, or
-/// `null` to let the hub choose (load) or mean every backend (unload).
+/// The body of `POST /admin/models/{action}` and
+/// `/admin/models/{model}/{action}`: the model (in the body when the path
+/// does not name it), and which backend, or `null` to let the hub choose
+/// (load) or mean every backend (unload).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelTarget {
+    /// The model's public name. In the body it travels as it is: a name
+    /// with `.` or `..` segments (`../models/l1`) cannot travel in a URL,
+    /// which browsers and proxies fold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     #[serde(default)]
     pub backend: Option<String>,
 }

@@ -373,6 +373,7 @@ const MANAGEMENT: &[(Method, &str)] = &[
     (Method::POST, "/admin/models/m/unload"),
     (Method::POST, "/admin/models/m/pin"),
     (Method::POST, "/admin/models/m/unpin"),
+    (Method::POST, "/admin/models/pin"),
     (Method::GET, "/admin/keys"),
     (Method::POST, "/admin/keys"),
     (Method::DELETE, "/admin/keys/key_0"),

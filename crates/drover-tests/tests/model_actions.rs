@@ -94,3 +94,46 @@ async fn load_and_unload_through_the_adapters_under_the_public_name() {
     assert_eq!(r.status, 404, "{}", r.text());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_may_travel_in_the_body_whatever_its_segments() {
+    let cluster = ClusterBuilder::new()
+        .sim("hostile", openai(&["../models/l1"], 1, 0))
+        .sim("plain", openai(&["l1"], 1, 0))
+        .start()
+        .await;
+    let c = &cluster.client;
+    let r = c
+        .post("/admin/models/pin", &json!({"model": "../models/l1"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "../models/l1");
+    let list = c.get("/admin/backends").await.json();
+    let pinned: Vec<(String, bool)> = list["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["models"].as_array().unwrap().clone())
+        .map(|m| (m["id"].as_str().unwrap().to_string(), m["pinned"] == true))
+        .collect();
+    assert!(
+        pinned.contains(&("../models/l1".into(), true)),
+        "{pinned:?}"
+    );
+    assert!(pinned.contains(&("l1".into(), false)), "{pinned:?}");
+    // The model named once: in the path or in the body.
+    let r = c.post("/admin/models/pin", &json!({})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error_code(), "missing_model");
+    let r = c
+        .post("/admin/models/l1/pin", &json!({"model": "../models/l1"}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = c
+        .post("/admin/models/l1/pin", &json!({"model": "l1"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = c.post("/admin/models/jump", &json!({"model": "l1"})).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    cluster.shutdown().await;
+}

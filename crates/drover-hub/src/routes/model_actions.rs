@@ -1,4 +1,5 @@
-//! `POST /admin/models/{model}/load|unload|pin|unpin`: the operator's model
+//! `POST /admin/models/load|unload|pin|unpin` with the model in the body
+//! (or `POST /admin/models/{model}/load|...`): the operator's model
 //! actions. A load or unload is first put to the scheduler's model manager
 //! (which refuses what it would not do itself: a server that cannot load, a
 //! model in use, one that does not fit, and makes room as for a request),
@@ -22,21 +23,27 @@ use crate::hub::HubState;
 use crate::manager;
 use crate::registry::BackendEntry;
 
-/// `POST /admin/models/{model}/load` and `.../unload`. Model names hold
-/// `/` (`Qwen/Qwen2.5-7B`), so the path is split at its last segment.
+/// `POST /admin/models/{action}` (the model in the body) and
+/// `/admin/models/{model}/{action}`. Model names hold `/`
+/// (`Qwen/Qwen2.5-7B`), so the path is split at its last segment.
 pub async fn dispatch(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
     Path(rest): Path<String>,
     body: Bytes,
 ) -> Result<Json<ModelAction>, ApiError> {
-    match rest.rsplit_once('/') {
-        Some((model, "load")) if !model.is_empty() => load(hub, headers, model, body).await,
-        Some((model, "unload")) if !model.is_empty() => unload(hub, headers, model, body).await,
-        Some((model, "pin")) if !model.is_empty() => pin(hub, headers, model, body, true),
-        Some((model, "unpin")) if !model.is_empty() => pin(hub, headers, model, body, false),
+    let (model, action) = match rest.rsplit_once('/') {
+        Some((model, action)) if !model.is_empty() => (Some(model), action),
+        Some(_) => (None, ""),
+        None => (None, rest.as_str()),
+    };
+    match action {
+        "load" => load(hub, headers, model, body).await,
+        "unload" => unload(hub, headers, model, body).await,
+        "pin" => pin(hub, headers, model, body, true),
+        "unpin" => pin(hub, headers, model, body, false),
         _ => Err(ApiError::NotFound {
-            message: "expected POST /admin/models/{model}/load, .../unload, .../pin or .../unpin"
+            message: "expected POST /admin/models/load, .../unload, .../pin or .../unpin (the model in the body), or /admin/models/{model}/load and so on"
                 .into(),
         }),
     }
@@ -81,10 +88,31 @@ action_doc!(
 );
 action_doc!(unpin_doc, "/admin/models/{model}/unpin", "Undo a pin.");
 
+/// The document's entry for the body form, which names the model in the
+/// body (any name, dot segments included).
+#[utoipa::path(post, path = "/admin/models/{action}", tag = "models",
+    params(("action" = String, Path, description = "load, unload, pin or unpin")),
+    request_body = drover_proto::admin::ModelTarget,
+    responses(
+        (status = 200, description = "Done (or nothing to do)", body = drover_proto::admin::ModelAction),
+        (status = 400, description = "The body names no model, or is not a target", body = drover_proto::openai::ErrorBody),
+        (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody),
+        (status = 404, description = "No such action, or no backend lists the model", body = drover_proto::openai::ErrorBody),
+        (status = 409, description = "It cannot be done now: why", body = drover_proto::openai::ErrorBody),
+        (status = 502, description = "The backend failed it", body = drover_proto::openai::ErrorBody),
+        (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody),
+        (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)),
+    security((), ("bearer" = [])))]
+#[expect(
+    dead_code,
+    reason = "the document's entry: `dispatch` serves this path"
+)]
+pub(crate) fn action_doc() {}
+
 async fn load(
     hub: Arc<HubState>,
     headers: HeaderMap,
-    model: &str,
+    model: Option<&str>,
     body: Bytes,
 ) -> Result<Json<ModelAction>, ApiError> {
     let (model, target) = read(&hub, &headers, model, &body)?;
@@ -123,7 +151,7 @@ async fn load(
 async fn unload(
     hub: Arc<HubState>,
     headers: HeaderMap,
-    model: &str,
+    model: Option<&str>,
     body: Bytes,
 ) -> Result<Json<ModelAction>, ApiError> {
     let (model, target) = read(&hub, &headers, model, &body)?;
@@ -153,7 +181,7 @@ async fn unload(
 fn pin(
     hub: Arc<HubState>,
     headers: HeaderMap,
-    model: &str,
+    model: Option<&str>,
     body: Bytes,
     on: bool,
 ) -> Result<Json<ModelAction>, ApiError> {
@@ -230,10 +258,11 @@ fn refused(model: &str, listing: &[(Arc<BackendEntry>, Residency)], refusal: Ref
 }
 
 /// The caller, the body and the model's public name.
+/// The model (from the path, else the body) and the target.
 fn read(
     hub: &HubState,
     headers: &HeaderMap,
-    model: &str,
+    in_path: Option<&str>,
     body: &[u8],
 ) -> Result<(String, ModelTarget), ApiError> {
     authorize(hub, headers)?;
@@ -244,6 +273,27 @@ fn read(
         serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("invalid body: {e}"), None, "invalid_body")
         })?
+    };
+    let model = match (in_path, target.model.as_deref()) {
+        (Some(path), Some(body)) if path != body => {
+            return Err(ApiError::bad_request(
+                format!(
+                    "the path names the model '{}' and the body '{}': name it once",
+                    crate::error::echo(path),
+                    crate::error::echo(body)
+                ),
+                Some("model"),
+                "invalid_body",
+            ));
+        }
+        (Some(model), _) | (None, Some(model)) => model,
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "name the model: {\"model\": \"...\"} in the body",
+                Some("model"),
+                "missing_model",
+            ));
+        }
     };
     Ok((hub.models.public_name(model).to_string(), target))
 }

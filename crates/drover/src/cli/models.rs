@@ -50,8 +50,13 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         ModelsCommand::Pin { model } => ("pin", model, None),
         ModelsCommand::Unpin { model } => ("unpin", model, None),
     };
-    let body = serde_json::to_value(ModelTarget { backend })?;
-    let path = format!("/admin/models/{}/{verb}", path_segment(&model));
+    // The model in the body: a name travels there as it is, where a path
+    // would be folded at `.` and `..` by anything in between.
+    let body = serde_json::to_value(ModelTarget {
+        model: Some(model),
+        backend,
+    })?;
+    let path = format!("/admin/models/{verb}");
     let (status, body) = api.call(Method::POST, &path, Some(body)).await?;
     check(status, &body)?;
     let done: ModelAction = serde_json::from_value(body).context("unexpected answer")?;
@@ -159,18 +164,4 @@ fn ago(secs: f64) -> String {
         7200..=172_799 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
     }
-}
-
-/// A model name as one path segment run: letters and digits and
-/// `-_.:/~` as they are, anything else percent-encoded.
-fn path_segment(model: &str) -> String {
-    let mut out = String::with_capacity(model.len());
-    for b in model.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.:/~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

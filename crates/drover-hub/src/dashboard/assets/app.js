@@ -169,8 +169,10 @@ const removeBackend = (name) => {
   if (!confirm(`Remove backend ${name}? Running requests finish; nothing new goes there.`)) return;
   act("DELETE", `/admin/backends/${enc(name)}`, null, () => `${name} removed`);
 };
+// The model travels in the body: an id with `.` or `..` segments would be
+// folded by the browser in a URL, and the action would hit another model.
 const modelAction = (model, verb, backend) =>
-  act("POST", `/admin/models/${model.split("/").map(enc).join("/")}/${verb}`, { backend: backend || null }, (a) => {
+  act("POST", `/admin/models/${verb}`, { model, backend: backend || null }, (a) => {
     const where = a.backends && a.backends.length ? " on " + a.backends.join(", ") : "";
     if (a.already) return `${model} was ${verb}ed already${where}`;
     const took = a.seconds != null ? ` in ${a.seconds.toFixed(1)} s` : "";
