@@ -144,6 +144,19 @@ test("the demo's dashboard is live under load, and a drain takes effect and show
     await stopLoad();
     stopLoad = async () => {};
     await page.waitForFunction(() => Number(document.querySelector("#kpi-waiting").textContent) === 0);
+
+    // Every key shows on the Keys tab, used or not: its kind, limits, state.
+    const made = await fetch(demo.url + "/admin/keys", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "nightly", limits: { requests_per_minute: 60, max_concurrent: 2 } }),
+    });
+    assert.equal(made.status, 201);
+    await page.click('a[data-tab="keys"]');
+    const keyRow = page.locator('#keys-table tr[data-key="nightly"]');
+    await keyRow.waitFor();
+    assert.match(await keyRow.textContent(), /client\s*active\s*60 rpm · 2 at once/);
+    await screenshot(page, "keys");
     assert.deepEqual(errors, []);
   } finally {
     await stopLoad();

@@ -484,7 +484,7 @@ mod tests {
             c.tls.map(|t| t.key),
             Some(std::path::PathBuf::from("/etc/drover/key.pem"))
         );
-        assert_eq!(KNOWN_ROOTS.len(), 10, "a new root needs a line above");
+        assert_eq!(KNOWN_ROOTS.len(), 11, "a new root needs a line above");
     }
 
     #[test]

@@ -189,14 +189,45 @@ pub enum StartError {
     #[error(
         "refusing to listen on {0}: that is beyond loopback, and this hub has no client keys, \
          so anyone who can reach it could use every model. Create one first (drover keys create \
-         NAME, against the hub on 127.0.0.1 with the same data_dir), listen on 127.0.0.1, or \
-         pass --insecure (insecure = true) if the network itself is trusted"
+         NAME --data-dir DIR, with this hub's data_dir), listen on 127.0.0.1, or pass --insecure \
+         (insecure = true) if the network itself is trusted"
     )]
     Insecure(SocketAddr),
     #[error("{0}")]
     Keys(KeyError),
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+/// How often the hub looks whether someone else changed its keys file.
+const KEYS_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Picks up changes to the keys file made beside the running hub (`drover
+/// keys --data-dir`), until shutdown.
+async fn watch_keys(state: Arc<HubState>) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(KEYS_WATCH) => {}
+        }
+        match state.keys.reload_if_changed() {
+            Ok(changed) => {
+                if changed {
+                    tracing::info!("the keys file changed: its keys are in force now");
+                }
+                failing = false;
+            }
+            // Said once, not every two seconds; the keys read before stay
+            // in force.
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read the changed keys file; the keys read before stay in force");
+                }
+                failing = true;
+            }
+        }
+    }
 }
 
 /// Starts the hub on `listener` with `config`'s backends.
@@ -292,6 +323,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         .spawn(state.dispatcher.clone().run_timer(state.shutdown.clone()));
     state.tasks.spawn(manager::run(state.clone(), model_work));
     state.tasks.spawn(crate::dashboard::run(state.clone()));
+    state.tasks.spawn(watch_keys(state.clone()));
 
     let hard_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(

@@ -6,11 +6,18 @@
 //! owner only), and finds a caller's key by that hash. Revoking takes
 //! effect at the next request. Without a data directory the hub keeps no
 //! keys and says so when asked to create one.
+//!
+//! The file may also be changed while the hub runs, by `drover keys
+//! --data-dir` (keys made before a hub ever runs, or a way back in when
+//! every admin key is gone): every change re-reads it first, so nothing
+//! another writer added is lost, and the hub picks up such changes by
+//! [`Keys::reload_if_changed`].
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
 
 use drover_proto::admin::{KeyInfo, KeyKind, KeyLimits};
 use serde::{Deserialize, Serialize};
@@ -99,6 +106,40 @@ impl Inner {
 pub struct Keys {
     file: Option<PathBuf>,
     inner: RwLock<Inner>,
+    /// The file as last read or written, to tell when someone else changed
+    /// it.
+    seen: Mutex<Option<Stamp>>,
+}
+
+/// A file's modification time and length.
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Every record in `path`; none if there is no such file.
+fn read_file(path: &Path) -> Result<Vec<Record>, KeyError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let read = |error: String| KeyError::Read {
+        path: path.display().to_string(),
+        error,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+    let parsed: KeyFile = serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
+    Ok(parsed.keys)
+}
+
+/// A key just created: what the listing shows, the key itself (shown this
+/// once), and what changed for the hub's callers, if anything.
+#[derive(Debug)]
+pub struct Created {
+    pub info: KeyInfo,
+    pub key: String,
+    pub note: Option<String>,
 }
 
 impl Keys {
@@ -106,22 +147,47 @@ impl Keys {
     pub fn open(data_dir: Option<&Path>) -> Result<Keys, KeyError> {
         let file = data_dir.map(|d| d.join("keys.json"));
         let records = match &file {
-            Some(path) if path.exists() => {
-                let read = |error: String| KeyError::Read {
-                    path: path.display().to_string(),
-                    error,
-                };
-                let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
-                let parsed: KeyFile =
-                    serde_json::from_str(&text).map_err(|e| read(e.to_string()))?;
-                parsed.keys
-            }
-            _ => Vec::new(),
+            Some(path) => read_file(path)?,
+            None => Vec::new(),
         };
         Ok(Keys {
+            seen: Mutex::new(file.as_deref().and_then(stamp)),
             file,
             inner: RwLock::new(Inner::index(records)),
         })
+    }
+
+    /// Reads the file again if someone else changed it since this hub last
+    /// read or wrote it; whether it did.
+    pub fn reload_if_changed(&self) -> Result<bool, KeyError> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let now = stamp(path);
+        if now == *drover_core::sync::lock(&self.seen) {
+            return Ok(false);
+        }
+        let records = read_file(path)?;
+        let mut inner = drover_core::sync::write(&self.inner);
+        *inner = Inner::index(records);
+        *drover_core::sync::lock(&self.seen) = now;
+        Ok(true)
+    }
+
+    /// Changes the records as `change` says, on the file as it is now (so
+    /// nothing another writer added is lost), and saves them.
+    fn change<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<Record>) -> Result<T, KeyError>,
+    ) -> Result<T, KeyError> {
+        let file = self.file.as_ref().ok_or(KeyError::NoDataDir)?;
+        let mut inner = drover_core::sync::write(&self.inner);
+        let mut records = read_file(file)?;
+        let out = change(&mut records)?;
+        save(file, &records)?;
+        *drover_core::sync::lock(&self.seen) = stamp(file);
+        *inner = Inner::index(records);
+        Ok(out)
     }
 
     /// The active key `token` is, if any.
@@ -155,29 +221,20 @@ impl Keys {
             .any(|r| r.kind == kind)
     }
 
-    /// Creates a key; returns what the listing shows and the key itself,
-    /// which is never shown again.
+    /// Creates a key; returns what the listing shows, the key itself, which
+    /// is never shown again, and what it changed for the hub's callers.
     pub fn create(
         &self,
         name: &str,
         kind: KeyKind,
         limits: KeyLimits,
-    ) -> Result<(KeyInfo, String), KeyError> {
-        let file = self.file.as_ref().ok_or(KeyError::NoDataDir)?;
+    ) -> Result<Created, KeyError> {
         if !valid_name(name) {
             return Err(KeyError::Invalid(format!(
                 "key name {name:?} must be 1-64 letters, digits, '.', '-', '_' or ':'"
             )));
         }
         check_limits(kind, &limits).map_err(KeyError::Invalid)?;
-        let mut inner = drover_core::sync::write(&self.inner);
-        if inner
-            .active
-            .values()
-            .any(|&i| inner.records[i].name == name)
-        {
-            return Err(KeyError::Duplicate(name.to_string()));
-        }
         let secret = format!(
             "drv_{}_{}",
             match kind {
@@ -197,11 +254,34 @@ impl Keys {
             revoked_unix: None,
             limits,
         };
-        let mut records = inner.records.clone();
-        records.push(record.clone());
-        save(file, &records)?;
-        *inner = Inner::index(records);
-        Ok((record.info(), secret))
+        let note = self.change(|records| {
+            if records
+                .iter()
+                .any(|r| r.revoked_unix.is_none() && r.name == name)
+            {
+                return Err(KeyError::Duplicate(name.to_string()));
+            }
+            let note = match kind {
+                KeyKind::Client if !records.iter().any(|r| r.kind == KeyKind::Client) => {
+                    Some("inference now needs a client key: requests without one are refused (401)")
+                }
+                KeyKind::Admin
+                    if !records
+                        .iter()
+                        .any(|r| r.kind == KeyKind::Admin && r.revoked_unix.is_none()) =>
+                {
+                    Some("the management API and the dashboard now need an admin key")
+                }
+                _ => None,
+            };
+            records.push(record.clone());
+            Ok(note.map(String::from))
+        })?;
+        Ok(Created {
+            info: record.info(),
+            key: secret,
+            note,
+        })
     }
 
     /// Every key, revoked ones too, oldest first.
@@ -213,23 +293,57 @@ impl Keys {
             .collect()
     }
 
-    /// Revokes a key by id: `Ok(None)` if there is no such key; the key as
-    /// it now is otherwise (revoking twice changes nothing).
-    pub fn revoke(&self, id: &str) -> Result<Option<KeyInfo>, KeyError> {
-        let mut inner = drover_core::sync::write(&self.inner);
-        let Some(i) = inner.records.iter().position(|r| r.id == id) else {
-            return Ok(None);
-        };
-        if inner.records[i].revoked_unix.is_some() {
-            return Ok(Some(inner.records[i].info()));
-        }
-        let file = self.file.as_ref().ok_or(KeyError::NoDataDir)?;
-        let mut records = inner.records.clone();
-        records[i].revoked_unix = Some(unix_now());
-        save(file, &records)?;
-        let info = records[i].info();
-        *inner = Inner::index(records);
-        Ok(Some(info))
+    /// Revokes a key by id, or the active key of that name: `Ok(None)` if
+    /// there is no such key; the key as it now is otherwise (revoking twice
+    /// changes nothing), with what that changed for the hub's callers.
+    pub fn revoke(&self, id_or_name: &str) -> Result<Option<(KeyInfo, Option<String>)>, KeyError> {
+        self.change(|records| {
+            let Some(i) = records
+                .iter()
+                .position(|r| r.id == id_or_name)
+                .or_else(|| {
+                    records
+                        .iter()
+                        .position(|r| r.revoked_unix.is_none() && r.name == id_or_name)
+                })
+            else {
+                return Ok(None);
+            };
+            if records[i].revoked_unix.is_some() {
+                return Ok(Some((records[i].info(), None)));
+            }
+            records[i].revoked_unix = Some(unix_now());
+            let none_active = |kind| {
+                !records
+                    .iter()
+                    .any(|r| r.kind == kind && r.revoked_unix.is_none())
+            };
+            let note = match records[i].kind {
+                KeyKind::Client if none_active(KeyKind::Client) => Some(
+                    "no client key is active now: inference stays closed to everyone (401) until one is created; `drover keys purge` forgets revoked keys and opens inference to anyone again",
+                ),
+                KeyKind::Admin if none_active(KeyKind::Admin) => Some(
+                    "no admin key is active now: on loopback the management API is open to the local operator again; elsewhere only admin_key or a key made with `drover keys create --data-dir` opens it",
+                ),
+                _ => None,
+            };
+            Ok(Some((records[i].info(), note.map(String::from))))
+        })
+    }
+
+    /// Forgets every revoked key: how many, and what that changed. Once no
+    /// client key was ever kept, inference is open to anyone again.
+    pub fn purge(&self) -> Result<(usize, Option<String>), KeyError> {
+        self.change(|records| {
+            let before = records.len();
+            let had_clients = records.iter().any(|r| r.kind == KeyKind::Client);
+            records.retain(|r| r.revoked_unix.is_none());
+            let note =
+                (had_clients && !records.iter().any(|r| r.kind == KeyKind::Client)).then(|| {
+                    "no client key is kept now: inference is open to anyone again".to_string()
+                });
+            Ok((before - records.len(), note))
+        })
     }
 }
 
@@ -352,9 +466,14 @@ mod tests {
     fn a_key_is_kept_hashed_found_by_itself_and_revoked_at_once() {
         let d = dir("basic");
         let keys = Keys::open(Some(&d)).unwrap();
-        let (info, secret) = keys
+        let Created {
+            info,
+            key: secret,
+            note,
+        } = keys
             .create("batch", KeyKind::Client, KeyLimits::default())
             .unwrap();
+        assert!(note.unwrap().contains("401"));
         assert!(
             secret.starts_with("drv_c_") && secret.len() == 6 + 64,
             "{secret}"
@@ -379,8 +498,9 @@ mod tests {
             again.create("batch", KeyKind::Client, KeyLimits::default()),
             Err(KeyError::Duplicate(_))
         ));
-        let revoked = again.revoke(&info.id).unwrap().unwrap();
+        let (revoked, note) = again.revoke(&info.id).unwrap().unwrap();
         assert!(revoked.revoked_unix.is_some());
+        assert!(note.unwrap().contains("purge"));
         assert_eq!(again.find(&secret), None);
         assert_eq!(Keys::open(Some(&d)).unwrap().find(&secret), None);
         assert!(again.revoke("key_none").unwrap().is_none());
@@ -445,5 +565,57 @@ mod tests {
         let mode = std::fs::metadata(&d).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         let _ = std::fs::remove_dir_all(d.parent().unwrap());
+    }
+
+    #[test]
+    fn a_key_is_revoked_by_name_and_revoked_keys_are_purged() {
+        let d = dir("names");
+        let keys = Keys::open(Some(&d)).unwrap();
+        let first = keys
+            .create("app", KeyKind::Client, KeyLimits::default())
+            .unwrap();
+        let (revoked, note) = keys.revoke("app").unwrap().unwrap();
+        assert_eq!(revoked.id, first.info.id);
+        assert!(
+            note.is_some(),
+            "the last client key: inference stays closed"
+        );
+        assert!(keys.ever(KeyKind::Client));
+        // The name is free again; revoking by it finds the active one.
+        let second = keys
+            .create("app", KeyKind::Client, KeyLimits::default())
+            .unwrap();
+        assert!(second.note.is_none(), "client keys existed before");
+        let (revoked, _) = keys.revoke("app").unwrap().unwrap();
+        assert_eq!(revoked.id, second.info.id);
+        assert!(keys.revoke("nobody").unwrap().is_none());
+        let (purged, note) = keys.purge().unwrap();
+        assert_eq!(purged, 2);
+        assert!(note.unwrap().contains("open to anyone"));
+        assert!(!keys.ever(KeyKind::Client));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_change_by_another_writer_is_kept_and_picked_up() {
+        let d = dir("writers");
+        let hub = Keys::open(Some(&d)).unwrap();
+        let offline = Keys::open(Some(&d)).unwrap();
+        let made_offline = offline
+            .create("made-offline", KeyKind::Admin, KeyLimits::default())
+            .unwrap();
+        // The hub's next change keeps it...
+        hub.create("made-by-hub", KeyKind::Client, KeyLimits::default())
+            .unwrap();
+        assert!(hub.find(&made_offline.key).is_some());
+        let on_disk = Keys::open(Some(&d)).unwrap().list();
+        assert_eq!(on_disk.len(), 2);
+        // ...and a change alone is picked up when the hub looks.
+        offline.revoke("made-offline").unwrap();
+        assert!(hub.find(&made_offline.key).is_some());
+        assert!(hub.reload_if_changed().unwrap());
+        assert!(hub.find(&made_offline.key).is_none());
+        assert!(!hub.reload_if_changed().unwrap());
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -35,7 +35,7 @@ mod dispatcher;
 mod error;
 mod forward;
 pub mod hub;
-mod keys;
+pub mod keys;
 mod limits;
 mod manager;
 mod metrics;

@@ -31,6 +31,7 @@ use crate::routes;
         routes::keys::list,
         routes::keys::create,
         routes::keys::revoke,
+        routes::keys::purge,
         routes::dashboard::overview,
         routes::dashboard::events,
         routes::queue::list,

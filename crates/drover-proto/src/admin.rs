@@ -320,4 +320,27 @@ pub struct KeyCreated {
     pub key: String,
     #[serde(flatten)]
     pub info: KeyInfo,
+    /// What creating it changed for the hub's callers (the first client
+    /// key closes inference to requests without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The answer to `DELETE /admin/keys/{id}`: the key as it now is, and what
+/// revoking it changed (the last client key keeps inference closed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct KeyRevoked {
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The answer to `POST /admin/keys/purge`: how many revoked keys were
+/// forgotten, and what that changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct KeysPurged {
+    pub purged: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }

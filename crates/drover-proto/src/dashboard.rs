@@ -23,6 +23,9 @@ pub struct Overview {
     pub traffic: TrafficOverview,
     /// Usage per key over the last hour, by key name.
     pub keys: Vec<KeyUsage>,
+    /// Every API key the hub keeps, revoked ones too: kind, limits, state.
+    #[serde(default)]
+    pub api_keys: Vec<crate::admin::KeyInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]

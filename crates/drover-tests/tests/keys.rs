@@ -377,6 +377,7 @@ const MANAGEMENT: &[(Method, &str)] = &[
     (Method::GET, "/admin/keys"),
     (Method::POST, "/admin/keys"),
     (Method::DELETE, "/admin/keys/key_0"),
+    (Method::POST, "/admin/keys/purge"),
     (Method::GET, "/admin/overview"),
     (Method::GET, "/admin/events"),
 ];

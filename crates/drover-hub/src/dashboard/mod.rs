@@ -136,5 +136,6 @@ pub fn overview(hub: &HubState, now_ms: u64, since_ms: u64) -> Overview {
             by_model,
         },
         keys: hub.traffic.keys(now_ms),
+        api_keys: hub.keys.list(),
     }
 }

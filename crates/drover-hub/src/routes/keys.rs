@@ -1,6 +1,9 @@
-//! `GET|POST /admin/keys`, `DELETE /admin/keys/{id}`: API keys, created
-//! (the key shown in this answer only), listed (never the key) and revoked
-//! (at once), behind the admin key like the rest of the management API.
+//! `GET|POST /admin/keys`, `DELETE /admin/keys/{id}`, `POST
+//! /admin/keys/purge`: API keys, created (the key shown in this answer
+//! only), listed (never the key), revoked (at once, by id or name) and,
+//! once revoked, forgotten; behind the admin key like the rest of the
+//! management API. What a change does to the hub's callers (the first
+//! client key closes inference) is said in the answer and logged.
 
 use std::sync::Arc;
 
@@ -8,7 +11,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use drover_proto::admin::{KeyCreate, KeyCreated, KeyInfo, KeyList};
+use drover_proto::admin::{KeyCreate, KeyCreated, KeyList, KeyRevoked, KeysPurged};
 use http::{HeaderMap, StatusCode};
 
 use super::admin::{authorize, require_json};
@@ -37,30 +40,65 @@ pub async fn create(
     require_json(&headers)?;
     let asked: KeyCreate = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid body: {e}"), None, "invalid_body"))?;
-    let (info, key) = hub
+    let created = hub
         .keys
         .create(&asked.name, asked.kind, asked.limits)
         .map_err(refused)?;
+    let info = created.info;
     tracing::info!(key = %info.id, name = %info.name, kind = ?info.kind, "API key created");
-    Ok((StatusCode::CREATED, Json(KeyCreated { key, info })).into_response())
+    if let Some(note) = &created.note {
+        tracing::warn!(key = %info.name, "{note}");
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyCreated {
+            key: created.key,
+            info,
+            note: created.note,
+        }),
+    )
+        .into_response())
 }
 
-#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id")), responses((status = 200, description = "Revoked, at once", body = drover_proto::admin::KeyInfo), (status = 404, description = "No such key", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+#[utoipa::path(delete, path = "/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id, or the name of an active key")), responses((status = 200, description = "Revoked, at once", body = drover_proto::admin::KeyRevoked), (status = 404, description = "No such key", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn revoke(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<KeyInfo>, ApiError> {
+) -> Result<Json<KeyRevoked>, ApiError> {
     authorize(&hub, &headers)?;
     match hub.keys.revoke(&id).map_err(refused)? {
-        Some(info) => {
+        Some((info, note)) => {
             tracing::info!(key = %info.id, name = %info.name, "API key revoked");
-            Ok(Json(info))
+            if let Some(note) = &note {
+                tracing::warn!(key = %info.name, "{note}");
+            }
+            Ok(Json(KeyRevoked { info, note }))
         }
         None => Err(ApiError::NotFound {
-            message: format!("no key with id {:?}", crate::error::echo(&id)),
+            message: format!(
+                "no key has the id or the name {:?} (an active key's)",
+                crate::error::echo(&id)
+            ),
         }),
     }
+}
+
+#[utoipa::path(post, path = "/admin/keys/purge", tag = "keys", responses((status = 200, description = "Revoked keys forgotten", body = drover_proto::admin::KeysPurged), (status = 409, description = "The hub keeps no keys", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn purge(
+    State(hub): State<Arc<HubState>>,
+    headers: HeaderMap,
+) -> Result<Json<KeysPurged>, ApiError> {
+    authorize(&hub, &headers)?;
+    let (purged, note) = hub.keys.purge().map_err(refused)?;
+    tracing::info!(purged, "revoked API keys forgotten");
+    if let Some(note) = &note {
+        tracing::warn!("{note}");
+    }
+    Ok(Json(KeysPurged {
+        purged: purged as u64,
+        note,
+    }))
 }
 
 fn refused(e: KeyError) -> ApiError {

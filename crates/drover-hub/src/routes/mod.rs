@@ -54,6 +54,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/", get(dashboard::page))
         .route("/dashboard/{file}", get(dashboard::file))
         .route("/admin/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/admin/keys/purge", post(keys::purge))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)

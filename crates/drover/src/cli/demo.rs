@@ -17,6 +17,10 @@ pub struct DemoArgs {
     /// Simulated LM Studio servers.
     #[arg(long, default_value_t = 2)]
     pub servers: usize,
+    /// Where the demo keeps its API keys (`drover keys create` works on it).
+    /// Default: a directory of its own, removed when the demo stops.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 pub const DEMO_MODELS: [&str; 6] = [
@@ -70,9 +74,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         });
         sims.push(sim);
     }
+    // Keys can be tried on the demo: they live in a directory of its own
+    // unless told where, gone with it.
+    let (data_dir, temporary) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("drover-demo-{}", std::process::id())),
+            true,
+        ),
+    };
     let config = HubConfig {
         listen: args.listen.clone(),
         backends: backends.clone(),
+        data_dir: Some(data_dir.clone()),
         ..HubConfig::default()
     };
     let listener = super::serve::bind(&args.listen)
@@ -124,6 +138,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     hub.shutdown(Duration::from_secs(10)).await;
     for sim in sims {
         sim.shutdown().await;
+    }
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
     }
     Ok(())
 }

@@ -1,16 +1,29 @@
-//! `drover keys create|ls|revoke`: API keys, over the management API. A
-//! new key is printed once; the hub keeps only its hash.
+//! `drover keys create|ls|revoke|purge`: API keys, over the management API,
+//! or with `--data-dir` straight in a hub's keys file (before any hub runs,
+//! or to get back in when no admin key is left; a running hub picks the
+//! change up within seconds). A new key is printed once; the hub keeps only
+//! its hash. What a change does to the hub's callers (the first client key
+//! closes inference to requests without one) is said on stderr.
+
+use std::path::PathBuf;
 
 use anyhow::Context;
-use drover_proto::admin::{KeyCreate, KeyCreated, KeyInfo, KeyKind, KeyLimits, KeyList};
+use drover_hub::keys::Keys;
+use drover_proto::admin::{
+    KeyCreate, KeyCreated, KeyKind, KeyLimits, KeyList, KeyRevoked, KeysPurged,
+};
 use http::Method;
 
-use super::http::{Hub, check};
+use super::http::{Api, Hub, check};
 
 #[derive(clap::Args)]
 pub struct KeysArgs {
     #[command(flatten)]
     pub target: Hub,
+    /// Work on the keys file in this data directory (the hub's data_dir)
+    /// rather than through a running hub.
+    #[arg(long, global = true, conflicts_with = "hub")]
+    pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -18,7 +31,7 @@ pub struct KeysArgs {
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print it (this once): a client key runs inference,
-    /// an admin key manages the hub.
+    /// an admin key manages the hub, a metrics key reads /metrics.
     Create {
         name: String,
         #[arg(long, value_enum, default_value_t = Kind::Client)]
@@ -44,8 +57,15 @@ pub enum KeysCommand {
     },
     /// Every key: id, name, kind, its first characters, created, revoked.
     Ls,
-    /// Revoke a key by id: it stops working at once.
-    Revoke { id: String },
+    /// Revoke a key by id or by the name of an active key: it stops working
+    /// at once.
+    Revoke {
+        #[arg(value_name = "ID_OR_NAME")]
+        key: String,
+    },
+    /// Forget every revoked key. Once no client key is kept, inference is
+    /// open to anyone again (on loopback, or with --insecure).
+    Purge,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -55,8 +75,96 @@ pub enum Kind {
     Metrics,
 }
 
+impl From<Kind> for KeyKind {
+    fn from(kind: Kind) -> KeyKind {
+        match kind {
+            Kind::Client => KeyKind::Client,
+            Kind::Admin => KeyKind::Admin,
+            Kind::Metrics => KeyKind::Metrics,
+        }
+    }
+}
+
+/// Where the keys are: behind a running hub, or in a keys file.
+enum Store {
+    Hub(Box<Api>),
+    File(Keys),
+}
+
+impl Store {
+    async fn create(&self, asked: KeyCreate) -> anyhow::Result<KeyCreated> {
+        match self {
+            Store::Hub(api) => {
+                let body = serde_json::to_value(asked)?;
+                let (status, body) = api.call(Method::POST, "/admin/keys", Some(body)).await?;
+                check(status, &body)?;
+                serde_json::from_value(body).context("unexpected answer")
+            }
+            Store::File(keys) => {
+                let created = keys.create(&asked.name, asked.kind, asked.limits)?;
+                Ok(KeyCreated {
+                    key: created.key,
+                    info: created.info,
+                    note: created.note,
+                })
+            }
+        }
+    }
+
+    async fn list(&self) -> anyhow::Result<KeyList> {
+        match self {
+            Store::Hub(api) => {
+                let (status, body) = api.call(Method::GET, "/admin/keys", None).await?;
+                check(status, &body)?;
+                serde_json::from_value(body).context("unexpected answer")
+            }
+            Store::File(keys) => Ok(KeyList { keys: keys.list() }),
+        }
+    }
+
+    async fn revoke(&self, key: &str) -> anyhow::Result<KeyRevoked> {
+        match self {
+            Store::Hub(api) => {
+                let path = format!("/admin/keys/{}", path_segment(key));
+                let (status, body) = api.call(Method::DELETE, &path, None).await?;
+                check(status, &body)?;
+                serde_json::from_value(body).context("unexpected answer")
+            }
+            Store::File(keys) => match keys.revoke(key)? {
+                Some((info, note)) => Ok(KeyRevoked { info, note }),
+                None => anyhow::bail!("no key has the id or the name {key:?} (an active key's)"),
+            },
+        }
+    }
+
+    async fn purge(&self) -> anyhow::Result<KeysPurged> {
+        match self {
+            Store::Hub(api) => {
+                let (status, body) = api.call(Method::POST, "/admin/keys/purge", None).await?;
+                check(status, &body)?;
+                serde_json::from_value(body).context("unexpected answer")
+            }
+            Store::File(keys) => {
+                let (purged, note) = keys.purge()?;
+                Ok(KeysPurged {
+                    purged: purged as u64,
+                    note,
+                })
+            }
+        }
+    }
+}
+
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let api = args.target.api();
+    let store = match &args.data_dir {
+        Some(dir) => Store::File(Keys::open(Some(dir))?),
+        None => Store::Hub(Box::new(args.target.api())),
+    };
+    let said = |note: &Option<String>| {
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
+    };
     match args.command {
         KeysCommand::Create {
             name,
@@ -68,11 +176,6 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             priority,
             max_priority,
         } => {
-            let kind = match kind {
-                Kind::Client => KeyKind::Client,
-                Kind::Admin => KeyKind::Admin,
-                Kind::Metrics => KeyKind::Metrics,
-            };
             let limits = KeyLimits {
                 models: (!models.is_empty()).then_some(models),
                 requests_per_minute: rpm,
@@ -81,52 +184,78 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
                 priority,
                 max_priority,
             };
-            let body = serde_json::to_value(KeyCreate { name, kind, limits })?;
-            let (status, body) = api.call(Method::POST, "/admin/keys", Some(body)).await?;
-            check(status, &body)?;
-            let created: KeyCreated = serde_json::from_value(body).context("unexpected answer")?;
+            let created = store
+                .create(KeyCreate {
+                    name,
+                    kind: kind.into(),
+                    limits,
+                })
+                .await?;
             eprintln!(
                 "created {} key {} ({}); it is shown this once:",
                 created.info.kind.as_str(),
                 created.info.name,
                 created.info.id
             );
+            said(&created.note);
             println!("{}", created.key);
         }
         KeysCommand::Ls => {
-            let (status, body) = api.call(Method::GET, "/admin/keys", None).await?;
-            check(status, &body)?;
-            let list: KeyList = serde_json::from_value(body).context("unexpected answer")?;
+            let list = store.list().await?;
             if list.keys.is_empty() {
                 println!("no keys");
-            } else {
+                return Ok(());
+            }
+            let width = list
+                .keys
+                .iter()
+                .map(|k| k.name.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(4);
+            println!(
+                "{:<18} {:<width$} {:<7} {:<15} STATE",
+                "ID", "NAME", "KIND", "KEY"
+            );
+            for k in &list.keys {
                 println!(
-                    "{:<18} {:<24} {:<7} {:<13} STATE",
-                    "ID", "NAME", "KIND", "KEY"
+                    "{:<18} {:<width$} {:<7} {:<15} {}",
+                    k.id,
+                    k.name,
+                    k.kind.as_str(),
+                    format!("{}...", k.prefix),
+                    if k.revoked_unix.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
                 );
-                for k in &list.keys {
-                    println!(
-                        "{:<18} {:<24} {:<7} {:<13} {}",
-                        k.id,
-                        k.name,
-                        k.kind.as_str(),
-                        format!("{}...", k.prefix),
-                        if k.revoked_unix.is_some() {
-                            "revoked"
-                        } else {
-                            "active"
-                        }
-                    );
-                }
             }
         }
-        KeysCommand::Revoke { id } => {
-            let path = format!("/admin/keys/{id}");
-            let (status, body) = api.call(Method::DELETE, &path, None).await?;
-            check(status, &body)?;
-            let info: KeyInfo = serde_json::from_value(body).context("unexpected answer")?;
-            println!("revoked {} ({})", info.name, info.id);
+        KeysCommand::Revoke { key } => {
+            let revoked = store.revoke(&key).await?;
+            println!("revoked {} ({})", revoked.info.name, revoked.info.id);
+            said(&revoked.note);
+        }
+        KeysCommand::Purge => {
+            let purged = store.purge().await?;
+            println!("forgot {} revoked key(s)", purged.purged);
+            said(&purged.note);
         }
     }
     Ok(())
+}
+
+/// An id or a key name as one path segment: names are letters, digits and
+/// `.-_:`, anything else is percent-encoded so it cannot change the path.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -438,12 +438,48 @@ function totalsTable(table, what, rows) {
       : h("tr", {}, h("td", { colspan: 10, class: "empty" }, "No traffic in the last hour."))));
 }
 
+// A key's limits in a few words: "models a, b · 60 rpm · 2 at once".
+function describeLimits(l) {
+  const parts = [];
+  if (l.models) parts.push("models " + l.models.join(", "));
+  if (l.requests_per_minute) parts.push(`${l.requests_per_minute} rpm`);
+  if (l.tokens_per_minute) parts.push(`${fmtNumber(l.tokens_per_minute)} tpm`);
+  if (l.max_concurrent) parts.push(`${l.max_concurrent} at once`);
+  if (l.priority != null) parts.push(`priority ${l.priority}`);
+  if (l.max_priority != null) parts.push(`up to ${l.max_priority}`);
+  return parts.length ? parts.join(" · ") : "none";
+}
+
 function renderKeys(o) {
-  $("keys-table").tBodies[0].replaceChildren(...(o.keys.length
-    ? o.keys.map((k) => h("tr", {},
-        h("td", {}, k.key), h("td", { class: "num" }, k.requests), h("td", { class: "num" }, fmtNumber(k.prompt_tokens)),
-        h("td", { class: "num" }, fmtNumber(k.completion_tokens)), h("td", { class: "num" }, k.limited)))
-    : [h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No key was used in the last hour (requests without a key are not counted here)."))]));
+  // Every key the hub keeps, with its use; then use by names it keeps no
+  // key for ([[clients]] in the config).
+  const usage = new Map(o.keys.map((u) => [u.key, u]));
+  const used = (name) => {
+    const u = usage.get(name);
+    usage.delete(name);
+    return u || { requests: 0, prompt_tokens: 0, completion_tokens: 0, limited: 0 };
+  };
+  const keys = [...(o.api_keys || [])].sort((a, b) => Number(a.revoked_unix != null) - Number(b.revoked_unix != null));
+  const rows = keys.map((k) => {
+    const revoked = k.revoked_unix != null;
+    const u = revoked ? { requests: 0, prompt_tokens: 0, completion_tokens: 0, limited: 0 } : used(k.name);
+    return h("tr", { class: revoked ? "unknown" : "", "data-key": k.name },
+      h("td", {}, k.name, " ", h("span", { class: "mono hint" }, k.prefix + "…")),
+      h("td", {}, h("span", { class: "badge kind" }, k.kind)),
+      h("td", {}, h("span", { class: "badge " + (revoked ? "bad" : "good") }, revoked ? "revoked" : "active")),
+      h("td", {}, k.kind === "client" ? describeLimits(k.limits || {}) : "—"),
+      h("td", { class: "num" }, u.requests), h("td", { class: "num" }, fmtNumber(u.prompt_tokens)),
+      h("td", { class: "num" }, fmtNumber(u.completion_tokens)), h("td", { class: "num" }, u.limited));
+  });
+  for (const u of usage.values()) {
+    rows.push(h("tr", { "data-key": u.key },
+      h("td", {}, u.key), h("td", {}, h("span", { class: "badge kind" }, "config")), h("td", {}, h("span", { class: "badge good" }, "active")),
+      h("td", {}, "—"), h("td", { class: "num" }, u.requests), h("td", { class: "num" }, fmtNumber(u.prompt_tokens)),
+      h("td", { class: "num" }, fmtNumber(u.completion_tokens)), h("td", { class: "num" }, u.limited)));
+  }
+  $("keys-table").tBodies[0].replaceChildren(...(rows.length
+    ? rows
+    : [h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No keys: inference is open to anyone who can reach the hub. Create one with drover keys create NAME."))]));
 }
 
 // ---- wiring --------------------------------------------------------------
