@@ -70,6 +70,9 @@ impl HubState {
         config: &BackendSpec,
     ) -> Result<Arc<BackendEntry>, RegistryError> {
         let entry = self.registry.add(config, &self.shutdown)?;
+        // Requests for a model nobody lists wait for its first answer.
+        self.dispatcher
+            .with_scheduler(|s, _| s.await_backend(entry.id));
         self.tasks.spawn(prober::run(self.clone(), entry.clone()));
         Ok(entry)
     }

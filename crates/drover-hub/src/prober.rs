@@ -128,8 +128,15 @@ fn probe_once(
         }
         Err(e) => {
             hub.dispatcher.with_scheduler(|s, now| {
-                if !entry.removed.load(Ordering::SeqCst) && s.fleet().contains(id) {
+                if entry.removed.load(Ordering::SeqCst) {
+                    return;
+                }
+                if s.fleet().contains(id) {
                     s.probe(id, false, now);
+                } else {
+                    // Its first answer will not come: what waited for it
+                    // is refused.
+                    s.unanswered(id);
                 }
             });
             let mut status = drover_core::sync::lock(&entry.probe);

@@ -225,6 +225,10 @@ pub struct Scheduler {
     /// room until something ends, a failed load's backoff, aging).
     /// Each with when it first needed one (aging counts from then).
     pub(crate) pending: BTreeMap<ModelName, Duration>,
+    /// Backends whose first answer is due: until each has answered or
+    /// failed its first probe, a request for a model nobody lists waits,
+    /// since it may be theirs (right after a start, or `backends add`).
+    awaited: BTreeSet<BackendId>,
     /// The latest time any call brought.
     pub(crate) clock: Duration,
 }
@@ -253,6 +257,7 @@ impl Scheduler {
             policies: BTreeMap::new(),
             pinned: BTreeSet::new(),
             pending: BTreeMap::new(),
+            awaited: BTreeSet::new(),
             clock: Duration::ZERO,
             config,
         }
@@ -292,6 +297,43 @@ impl Scheduler {
         }
         self.fleet
             .upsert(id, models, &self.config.breaker, probed, now);
+        self.stop_awaiting(id);
+    }
+
+    /// A backend was added and its first probe is under way: requests for
+    /// a model nobody lists wait for its answer ([`Scheduler::observe_backend`])
+    /// or its failure ([`Scheduler::unanswered`]) before they are refused.
+    pub fn await_backend(&mut self, id: BackendId) {
+        if !self.fleet.contains(id) {
+            self.awaited.insert(id);
+        }
+    }
+
+    /// A backend's first probe failed: requests waiting for a model only
+    /// it might have had are refused at the next poll, unless another
+    /// awaited backend may still have it.
+    pub fn unanswered(&mut self, id: BackendId) {
+        self.stop_awaiting(id);
+    }
+
+    /// Whether a backend's first answer is still awaited.
+    pub fn awaiting(&self) -> bool {
+        !self.awaited.is_empty()
+    }
+
+    fn stop_awaiting(&mut self, id: BackendId) {
+        if self.awaited.remove(&id) && self.awaited.is_empty() {
+            // What waited for a model nobody lists is settled now.
+            let unknown: Vec<ModelName> = self
+                .queue
+                .stats()
+                .by_model
+                .into_iter()
+                .map(|(m, _)| m)
+                .filter(|m| !self.fleet.knows_model(m.as_str()))
+                .collect();
+            self.dirty.extend(unknown);
+        }
     }
 
     pub(crate) fn tick(&mut self, now: Duration) {
@@ -337,6 +379,7 @@ impl Scheduler {
     /// Removes a backend. Requests running there finish normally; their
     /// [`Scheduler::finish`] is then a no-op.
     pub fn remove_backend(&mut self, id: BackendId) -> bool {
+        self.stop_awaiting(id);
         self.mark_backend_dirty(id);
         self.affinity.forget_backend(id);
         self.end_holds_for(id);
@@ -391,7 +434,20 @@ impl Scheduler {
         self.tick(now);
         self.tick_breakers(now);
         if !self.fleet.knows_model(request.model.as_str()) {
-            return Err(Reject::ModelNotFound);
+            if self.awaited.is_empty() {
+                return Err(Reject::ModelNotFound);
+            }
+            // A backend that has not answered yet may have it: wait for
+            // its first answer, within the request's own deadline.
+            let over_bytes =
+                self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
+            if !retry && (self.queue.len() >= self.config.max_queue || over_bytes) {
+                return Err(Reject::QueueFull {
+                    retry_after: self.estimate_wait(request.model.as_str()),
+                });
+            }
+            self.queue.push(request, retry);
+            return Ok(Admission::Queued);
         }
         if !self
             .fleet
@@ -581,6 +637,10 @@ impl Scheduler {
             // Every request, if no backend lists the model any more; else
             // the retries that have tried every backend that does.
             let fleet = &self.fleet;
+            if !fleet.knows_model(model.as_str()) && !self.awaited.is_empty() {
+                // Its backend may not have answered yet.
+                continue;
+            }
             let stranded = if fleet.knows_model(model.as_str()) {
                 self.queue.retries_where(model.as_str(), |r| {
                     !fleet.lists_model_beyond(model.as_str(), |id| r.exclude.contains(&id))

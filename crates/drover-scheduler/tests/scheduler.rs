@@ -755,3 +755,53 @@ fn a_turn_held_for_a_backend_that_goes_or_drains_goes_elsewhere_at_once() {
         assert_eq!(dispatches(&s.poll(ms(501))), vec![(3, 2)]);
     }
 }
+
+#[test]
+fn a_request_for_a_model_nobody_lists_waits_for_a_backends_first_answer() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    assert_eq!(s.submit(req(1, "b"), ms(0)), Err(Reject::ModelNotFound));
+    // Backend 2 was added; its first answer is due.
+    s.await_backend(BackendId(2));
+    assert!(s.awaiting());
+    assert_eq!(s.submit(req(2, "b"), ms(1)), Ok(Admission::Queued));
+    assert_eq!(s.submit(req(3, "c"), ms(1)), Ok(Admission::Queued));
+    assert!(
+        s.poll(ms(2)).is_empty(),
+        "nothing is refused while it is awaited"
+    );
+    s.observe_backend(BackendId(2), vec![spec("b", true, 2)], None, ms(3));
+    let decisions = s.poll(ms(3));
+    assert_eq!(dispatches(&decisions), [(2, 2)]);
+    // Nobody lists "c" and nobody is awaited: refused.
+    assert!(
+        decisions.contains(&Decision::Unroutable(RequestId(3))),
+        "{decisions:?}"
+    );
+    assert!(!s.awaiting());
+    assert_eq!(s.submit(req(4, "c"), ms(4)), Err(Reject::ModelNotFound));
+}
+
+#[test]
+fn a_first_probe_that_fails_ends_the_wait_for_it() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.await_backend(BackendId(1));
+    s.await_backend(BackendId(2));
+    let mut waiting = req(1, "m");
+    waiting.deadline = Some(ms(500));
+    assert_eq!(s.submit(waiting, ms(0)), Ok(Admission::Queued));
+    s.unanswered(BackendId(1));
+    assert!(s.poll(ms(1)).is_empty(), "backend 2 may still have it");
+    s.remove_backend(BackendId(2));
+    assert_eq!(s.poll(ms(2)), [Decision::Unroutable(RequestId(1))]);
+}
+
+#[test]
+fn a_request_waiting_for_a_first_answer_keeps_its_deadline() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.await_backend(BackendId(1));
+    let mut waiting = req(1, "m");
+    waiting.deadline = Some(ms(100));
+    assert_eq!(s.submit(waiting, ms(0)), Ok(Admission::Queued));
+    assert_eq!(s.poll(ms(100)), [Decision::Expired(RequestId(1))]);
+}

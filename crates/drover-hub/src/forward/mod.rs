@@ -234,6 +234,17 @@ fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<Stri
             needs,
             largest,
         },
+        // It waited for a backend's first answer, and none lists the model.
+        (AcquireError::Wait(WaitError::Unroutable), _)
+            if !hub.dispatcher.inspect(|s| s.fleet().knows_model(&model)) =>
+        {
+            let backends = hub.unreachable_backends();
+            if backends.is_empty() {
+                hub.model_not_found(model)
+            } else {
+                ApiError::Unreachable { model, backends }
+            }
+        }
         (AcquireError::Wait(WaitError::Unroutable), _) => ApiError::ModelGone { model },
         (AcquireError::Wait(WaitError::ShuttingDown), _) => ApiError::ShuttingDown,
     }
