@@ -148,6 +148,8 @@ async fn a_keys_output_tokens_are_what_the_real_server_reports() {
         .hub(move |c| c.data_dir = Some(kept))
         .start()
         .await;
+    // Before the first client key: then the listing needs one too.
+    let id = model_id(&cluster).await;
     let r = cluster
         .client
         .post("/admin/keys", &json!({"name": "real"}))
@@ -155,7 +157,6 @@ async fn a_keys_output_tokens_are_what_the_real_server_reports() {
     assert_eq!(r.status, 201, "{}", r.text());
     let auth = format!("Bearer {}", r.json()["key"].as_str().unwrap());
     let headers = [("authorization", auth.as_str())];
-    let id = model_id(&cluster).await;
     let mut body = chat_body(&id, "Hello there");
     body["max_tokens"] = json!(6);
     let r = cluster

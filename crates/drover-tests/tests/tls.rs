@@ -163,17 +163,18 @@ async fn an_https_backend_is_reached_with_its_ca_file_and_not_without() {
     let (cert, key, _) = certificate(&dir);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim = drover_sim::SimServer::start(listener, openai(&["m"], 1, 0)).unwrap();
-    let port = tls_front(sim.addr(), &cert, &key).await;
-    let url = format!("https://localhost:{port}");
-    let spec = |name: &str, ca: Option<std::path::PathBuf>| drover_hub::BackendSpec {
+    // Two fronts, so that the two backends are two servers.
+    let trusted_port = tls_front(sim.addr(), &cert, &key).await;
+    let untrusted_port = tls_front(sim.addr(), &cert, &key).await;
+    let spec = |name: &str, port: u16, ca: Option<std::path::PathBuf>| drover_hub::BackendSpec {
         name: Some(name.into()),
         kind: "openai".into(),
-        url: url.clone(),
+        url: format!("https://localhost:{port}"),
         ca_file: ca,
         ..drover_hub::BackendSpec::default()
     };
     let cluster = ClusterBuilder::new()
-        .external(spec("trusted", Some(cert.clone())))
+        .external(spec("trusted", trusted_port, Some(cert.clone())))
         .start()
         .await;
     let r = cluster
@@ -188,7 +189,7 @@ async fn an_https_backend_is_reached_with_its_ca_file_and_not_without() {
         .client
         .post(
             "/admin/backends",
-            &serde_json::to_value(spec("untrusted", None)).unwrap(),
+            &serde_json::to_value(spec("untrusted", untrusted_port, None)).unwrap(),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
