@@ -91,14 +91,38 @@ impl Aliases {
         self.sizes.get(public).copied()
     }
 
-    /// The public name a server's own id stands for: its alias, or itself.
+    /// The public name a server's own id stands for: its alias; else, for
+    /// a model served from a GGUF file, the file's stem (llama.cpp's server
+    /// lists one model by the path it was started with, and its router
+    /// mode by the stem: one model, one name, so a request fails over
+    /// between them); else the id itself.
     pub fn public_name<'a>(&'a self, id: &'a str) -> &'a str {
         if let Some(name) = self.by_id.get(id) {
             return name;
         }
         let file = id.rsplit(['/', '\\']).next().unwrap_or(id);
-        self.by_id.get(file).map_or(id, String::as_str)
+        if let Some(name) = self.by_id.get(file) {
+            return name;
+        }
+        gguf_stem(file).unwrap_or(id)
     }
+}
+
+/// `tiny-a` of `tiny-a.gguf`, and of a split model's first part
+/// `big-00001-of-00003.gguf`, `big`.
+fn gguf_stem(file: &str) -> Option<&str> {
+    let cut = file.len().checked_sub(".gguf".len())?;
+    if !file.is_char_boundary(cut) || !file[cut..].eq_ignore_ascii_case(".gguf") {
+        return None;
+    }
+    let stem = &file[..cut];
+    let split = stem.rsplit_once("-of-").and_then(|(head, total)| {
+        let (name, part) = head.rsplit_once('-')?;
+        let digits = |t: &str| t.len() == 5 && t.bytes().all(|b| b.is_ascii_digit());
+        (digits(part) && digits(total)).then_some(name)
+    });
+    let stem = split.unwrap_or(stem);
+    (!stem.is_empty()).then_some(stem)
 }
 
 #[cfg(test)]
@@ -129,6 +153,29 @@ mod tests {
         );
         assert_eq!(a.public_name("qwen2.5-7b"), "qwen2.5-7b");
         assert_eq!(a.public_name("llama3"), "llama3");
+    }
+
+    #[test]
+    fn a_model_served_from_a_gguf_file_is_named_by_its_stem() {
+        let a = Aliases::default();
+        for (id, public) in [
+            ("/srv/models/tiny-a.gguf", "tiny-a"),
+            ("tiny-a.gguf", "tiny-a"),
+            ("C:\\models\\Tiny-B.GGUF", "Tiny-B"),
+            ("/m/big-model-00001-of-00003.gguf", "big-model"),
+            ("/m/odd-1-of-3.gguf", "odd-1-of-3"),
+            ("tiny-a", "tiny-a"),
+            ("qwen2.5:7b", "qwen2.5:7b"),
+            (".gguf", ".gguf"),
+            ("/m/é.gguf", "é"),
+        ] {
+            assert_eq!(a.public_name(id), public, "{id}");
+        }
+        // A configured alias still wins.
+        assert_eq!(
+            qwen().public_name("/models/Qwen2.5-7B-Instruct-Q4_K_M.gguf"),
+            "qwen2.5-7b"
+        );
     }
 
     #[test]

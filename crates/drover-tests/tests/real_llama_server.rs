@@ -222,3 +222,67 @@ async fn the_dashboard_counts_the_tokens_the_real_server_generated() {
     assert_eq!(tokens, plain + streamed, "{overview}");
     cluster.shutdown().await;
 }
+
+/// The real server lists a one-model instance by its `-m` path and router
+/// mode by the file's stem: through the hub they are one model, `tiny-a`,
+/// served by both, and the path still works as a name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_model_and_router_mode_name_a_gguf_model_alike() {
+    let path = LlamaServer::model("tiny-a");
+    let one = LlamaServer::start(&["-m", path.to_str().unwrap(), "-np", "1"], "/health").await;
+    let dir = LlamaServer::models_dir();
+    let router = LlamaServer::start(
+        &[
+            "--models-dir",
+            dir.to_str().unwrap(),
+            "--models-max",
+            "2",
+            "-np",
+            "1",
+            "-c",
+            "2048",
+        ],
+        "/models",
+    )
+    .await;
+    let cluster = ClusterBuilder::new()
+        .external(BackendSpec {
+            name: Some("one".into()),
+            url: one.url.clone(),
+            ..BackendSpec::default()
+        })
+        .external(BackendSpec {
+            name: Some("router".into()),
+            url: router.url.clone(),
+            ..BackendSpec::default()
+        })
+        .start()
+        .await;
+    drover_tests::wait_until_within(
+        "both list tiny-a",
+        std::time::Duration::from_secs(20),
+        || async {
+            let r = cluster.client.get("/v1/models/tiny-a").await;
+            r.status == 200
+                && r.json()["backends"]
+                    .as_array()
+                    .is_some_and(|b| b.len() == 2)
+        },
+    )
+    .await;
+    let listed = cluster.client.get("/v1/models").await.json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tiny-64k", "tiny-a", "tiny-b", "tiny-c"], "{listed}");
+    for name in ["tiny-a", path.to_str().unwrap()] {
+        let mut body = chat_body(name, "Hello");
+        body["max_tokens"] = json!(2);
+        let r = cluster.client.post("/v1/chat/completions", &body).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+    }
+    cluster.shutdown().await;
+}

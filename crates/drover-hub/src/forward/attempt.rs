@@ -160,9 +160,11 @@ async fn send(entry: &BackendEntry, job: &Job) -> Result<Response<Incoming>, Att
         .map_err(|e| format!("cannot build the upstream URL: {e}"))?;
     // The server's own id for the model, where it differs from the name
     // the request arrived with.
-    let body = entry
-        .own_id(&job.model)
-        .and_then(|id| rewrite::with_model(&job.body, &id))
+    let own = entry.own_id(&job.model);
+    let id = own.as_deref().unwrap_or(&job.model);
+    let body = (id != job.asked)
+        .then(|| rewrite::with_model(&job.body, id))
+        .flatten()
         .unwrap_or_else(|| job.body.clone());
     let build = || {
         let mut req = Request::new(UpstreamBody::new(body.clone()));

@@ -38,8 +38,11 @@ pub struct Job {
     /// What the scheduler knows of it; a retry adds the failed backend to
     /// its exclusions.
     pub request: drover_scheduler::Request,
-    /// The model as the client named it.
+    /// The model's public name.
     pub model: String,
+    /// The model as the client named it (an alias's id, a GGUF path): the
+    /// body is rewritten where the chosen backend knows it otherwise.
+    pub asked: String,
     pub path_and_query: String,
     /// Sent upstream byte for byte, on every attempt.
     pub body: Bytes,

@@ -223,6 +223,7 @@ async fn job(
     let job = Job {
         request,
         model,
+        asked: facts.model,
         path_and_query,
         accept: parts.headers.get(header::ACCEPT).map(owned_header),
         request_id: request_id.clone(),
