@@ -84,6 +84,11 @@ pub struct ManagerConfig {
     /// place are passed over before that backend is cleared for it.
     #[serde(deserialize_with = "duration")]
     pub swap_after: Duration,
+    /// A model is not idle for eviction until this long after its last
+    /// request: clients that send one request after another leave it
+    /// unused only for milliseconds between them.
+    #[serde(deserialize_with = "duration")]
+    pub idle_after: Duration,
     /// Longest a load may take before it counts as failed.
     #[serde(deserialize_with = "duration")]
     pub load_timeout: Duration,
@@ -94,6 +99,7 @@ impl Default for ManagerConfig {
         ManagerConfig {
             ttl: None,
             swap_after: Duration::from_secs(30),
+            idle_after: Duration::from_millis(500),
             load_timeout: Duration::from_secs(600),
         }
     }

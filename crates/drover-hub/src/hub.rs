@@ -259,6 +259,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         },
         ttl: config.manager.ttl,
         swap_after: config.manager.swap_after,
+        idle_after: config.manager.idle_after,
         ..SchedulerConfig::default()
     });
     for m in &config.models {

@@ -8,7 +8,9 @@
 //!   the wait for room plus the load time learned there. A hundred waiting
 //!   requests make one load.
 //! - Room is made by unloading the least recently used idle models (none
-//!   running, none waiting, not pinned), and only when that makes it fit.
+//!   running, none waiting, not pinned, none used within `idle_after`:
+//!   one-at-a-time clients leave a model unused for milliseconds between
+//!   requests), and only when that makes it fit.
 //! - A model that could only be placed by evicting a busy one waits
 //!   `swap_after`; then that backend takes no new work for other models
 //!   until it is clear, and the load goes ahead (aging: the busy model had
@@ -510,7 +512,9 @@ impl Scheduler {
                     |name, e| {
                         !self.pinned.contains(name)
                             && e.idle()
-                            && (cleared || self.queue.len_for(name.as_str()) == 0)
+                            && (cleared
+                                || (self.queue.len_for(name.as_str()) == 0
+                                    && !self.used_lately(e, now)))
                     },
                     spare,
                 ),
@@ -534,6 +538,12 @@ impl Scheduler {
             }
         }
         best
+    }
+
+    /// Whether a model with nothing running was used too lately to count as
+    /// idle for an eviction (see `SchedulerConfig::idle_after`).
+    fn used_lately(&self, m: &ModelSlots, now: Duration) -> bool {
+        now < m.last_used + self.config.idle_after
     }
 
     /// The shortest load of `model` on a backend that could load it now.
@@ -666,7 +676,15 @@ impl Scheduler {
     /// to live running out, a failed load's backoff ending, aging passing.
     pub(crate) fn next_manager_wakeup(&self) -> Option<Duration> {
         let mut next: Option<Duration> = None;
-        let mut at = |t: Duration| next = Some(next.map_or(t, |n| n.min(t)));
+        // Only what is still ahead: a time already passed (aging that
+        // reserved a backend still busy) has had its poll, and waking for
+        // it again would spin.
+        let clock = self.clock;
+        let mut at = |t: Duration| {
+            if t > clock {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
         let ttls = self.config.ttl.is_some() || self.policies.values().any(|p| p.ttl.is_some());
         // Called on every slot release: nothing to walk for most fleets.
         if !ttls && self.pending.is_empty() {
@@ -688,9 +706,24 @@ impl Scheduler {
                 }
             }
         }
+        let mut waiting = false;
         for (model, since) in &self.pending {
             if self.queue.len_for(model.as_str()) > 0 {
+                waiting = true;
                 at(*since + self.config.swap_after);
+            }
+        }
+        // A model used lately becomes evictable for what waits.
+        if waiting {
+            for b in self.fleet.backends.values() {
+                for m in b.models.values() {
+                    if m.idle()
+                        && m.residency == Residency::Loaded
+                        && self.used_lately(m, self.clock)
+                    {
+                        at(m.last_used + self.config.idle_after);
+                    }
+                }
             }
         }
         next

@@ -47,6 +47,11 @@ pub struct SchedulerConfig {
     /// How long requests for a model that only an eviction of a busy one
     /// could place are passed over before that backend is cleared for it.
     pub swap_after: Duration,
+    /// A model with nothing running is not idle for eviction until this
+    /// long after its last request started or ended: clients that send
+    /// one request after another leave it unused for only milliseconds
+    /// between them, and evicting it then would cost a load per request.
+    pub idle_after: Duration,
     /// A load's expected time where none was measured on that backend.
     pub default_load_time: Duration,
 }
@@ -62,6 +67,7 @@ impl Default for SchedulerConfig {
             breaker: BreakerConfig::default(),
             ttl: None,
             swap_after: Duration::from_secs(30),
+            idle_after: Duration::from_millis(500),
             default_load_time: Duration::from_secs(10),
         }
     }

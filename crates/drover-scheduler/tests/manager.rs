@@ -319,7 +319,12 @@ fn a_model_with_requests_waiting_or_pinned_is_not_evicted() {
         Outcome::Success { service: secs(1) },
         secs(3),
     );
-    let decisions = s.poll(secs(3));
+    // Used moments ago, it is not idle yet: its client may be about to
+    // send the next request.
+    assert!(loads(&s.poll(secs(3))).is_empty());
+    let idle_at = secs(3) + SchedulerConfig::default().idle_after;
+    assert_eq!(s.next_wakeup(), Some(idle_at));
+    let decisions = s.poll(idle_at);
     assert_eq!(loads(&decisions)[0].evict, vec![name("wanted")]);
 }
 
@@ -692,4 +697,143 @@ fn an_operator_load_says_why_it_cannot() {
         s.begin_load(Some(BackendId(2)), &name("busy"), secs(0)),
         Err(Refusal::AlreadyLoaded)
     );
+}
+
+/// Clients that each send one request after another, a few milliseconds
+/// after each answer, to the models of their pattern in turn, to one
+/// server that holds one model at a time with `slots` slots for each. Run
+/// in virtual time for `run_for`; returns the loads decided and the
+/// requests answered per client.
+fn one_at_a_time_clients(
+    patterns: &[&[&str]],
+    slots: u32,
+    run_for: Duration,
+) -> (usize, Vec<usize>) {
+    use std::collections::BTreeMap;
+    #[derive(Debug)]
+    enum Event {
+        Send(usize),
+        Done(u64, ModelName),
+        Loaded(ModelName),
+        /// Whatever the scheduler said it has to do by then.
+        Wakeup,
+    }
+    let service = ms(200);
+    let gap = ms(20);
+    let load_time = secs(1);
+    let mut s = sched();
+    add(
+        &mut s,
+        1,
+        vec![
+            ModelSpec::loaded("t1", slots),
+            ModelSpec::unloaded("t2", slots),
+        ],
+        BackendStatus {
+            max_loaded: Some(1),
+            ..loader()
+        },
+    );
+    let mut events: BTreeMap<(Duration, u64), Event> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut at = |events: &mut BTreeMap<(Duration, u64), Event>, t: Duration, e: Event| {
+        seq += 1;
+        events.insert((t, seq), e);
+    };
+    let clients = patterns.len();
+    let mut turn = vec![0; clients];
+    for client in 0..clients {
+        at(&mut events, ms(client as u64), Event::Send(client));
+    }
+    let mut owner: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut next_id = 1;
+    let mut loads_decided = 0;
+    let mut answered = vec![0; clients];
+    let mut clock = Duration::ZERO;
+    loop {
+        if let Some(wake) = s.next_wakeup()
+            && wake > clock
+            && events.first_key_value().is_none_or(|((t, _), _)| wake < *t)
+        {
+            at(&mut events, wake, Event::Wakeup);
+        }
+        let Some(((now, _), event)) = events.pop_first() else {
+            break;
+        };
+        if now > run_for {
+            break;
+        }
+        clock = now;
+        match event {
+            Event::Wakeup => {}
+            Event::Send(client) => {
+                let id = next_id;
+                next_id += 1;
+                owner.insert(id, client);
+                let pattern = patterns[client];
+                let model = pattern[turn[client] % pattern.len()];
+                turn[client] += 1;
+                if let Admission::Dispatched(d) = s.submit(req(id, model, now), now).unwrap() {
+                    at(&mut events, now + service, Event::Done(id, d.model.clone()));
+                }
+            }
+            Event::Done(id, model) => {
+                answered[owner[&id]] += 1;
+                s.finish(BackendId(1), &model, Outcome::Success { service }, now);
+                at(&mut events, now + gap, Event::Send(owner[&id]));
+            }
+            Event::Loaded(model) => s.load_finished(BackendId(1), &model, Ok(load_time), now),
+        }
+        for d in s.poll(now) {
+            match d {
+                Decision::Dispatch(d) => at(
+                    &mut events,
+                    now + service,
+                    Event::Done(d.request.0, d.model.clone()),
+                ),
+                Decision::Load(order) => {
+                    loads_decided += 1;
+                    for evicted in &order.evict {
+                        s.unload_finished(BackendId(1), evicted, Ok(()), now);
+                    }
+                    at(
+                        &mut events,
+                        now + load_time,
+                        Event::Loaded(order.model.clone()),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    (loads_decided, answered)
+}
+
+#[test]
+fn one_at_a_time_clients_of_two_models_that_do_not_fit_together_do_not_thrash() {
+    // Three clients on t1, t2 and t1, each one request after another: t1
+    // is unused only for the milliseconds between its clients' requests,
+    // which is not idle. t2 waits out swap_after, then has its turn.
+    let fixed: &[&[&str]] = &[&["t1"], &["t2"], &["t1"]];
+    let (loads, answered) = one_at_a_time_clients(fixed, 2, secs(15));
+    assert_eq!(loads, 0, "{loads} loads in 15 s ({answered:?} answered)");
+    let (loads, answered) = one_at_a_time_clients(fixed, 2, secs(95));
+    assert!((2..=4).contains(&loads), "{loads} loads in 95 s");
+    assert!(answered.iter().all(|n| *n > 10), "{answered:?}");
+    // Clients whose own turns use both models: no load for every few
+    // requests, as many answers as without hysteresis.
+    let alternating: &[&[&str]] = &[
+        &["t1", "t2", "t1"],
+        &["t2", "t1", "t1"],
+        &["t1", "t1", "t2"],
+    ];
+    for slots in [1, 2] {
+        let (loads, answered) = one_at_a_time_clients(alternating, slots, secs(15));
+        let total: usize = answered.iter().sum();
+        assert!(
+            loads * 3 <= total,
+            "{slots} slots: {loads} loads for {total} answers"
+        );
+        assert!(total >= 25, "{slots} slots: {total} answers");
+    }
 }
