@@ -160,6 +160,10 @@ pub struct LimitsConfig {
     /// many as the process's file-descriptor limit safely allows (each
     /// running request holds a client and a backend connection).
     pub max_connections: Option<usize>,
+    /// Models taken from one backend's listing; the rest are dropped (the
+    /// backend's listing says how many). No server holds this many, and
+    /// what the hub does per probe and per listing grows with them.
+    pub max_models_per_backend: usize,
 }
 
 /// A known client: its key identifies it for fairness and sets its default
@@ -236,6 +240,7 @@ impl Default for LimitsConfig {
             body_timeout: Duration::from_secs(30),
             client_stall_timeout: Duration::from_secs(60),
             max_connections: None,
+            max_models_per_backend: 2048,
         }
     }
 }

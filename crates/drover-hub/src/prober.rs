@@ -62,6 +62,21 @@ async fn probe(entry: &BackendEntry) -> Result<Discovery, String> {
     Ok(discovery)
 }
 
+/// Keeps at most `max` of a listing's models, loaded and loading ones
+/// first, the rest in the server's order; how many it dropped.
+fn cap_models(discovery: &mut Discovery, max: usize) -> usize {
+    let listed = discovery.models.len();
+    if listed <= max {
+        return 0;
+    }
+    // Stable: the server's order within each group.
+    discovery
+        .models
+        .sort_by_key(|m| !(m.loaded() || m.state == drover_backends::ModelState::Loading));
+    discovery.models.truncate(max);
+    listed - max
+}
+
 /// Feeds a probe's result to the scheduler. `started`: when the probe
 /// began (scheduler time), so that what it saw does not undo a load or
 /// unload that ended while it ran.
@@ -73,7 +88,8 @@ fn probe_once(
 ) {
     let id = entry.id;
     match result {
-        Ok(discovery) => {
+        Ok(mut discovery) => {
+            let dropped = cap_models(&mut discovery, hub.config.limits.max_models_per_backend);
             let specs = entry.specs(&discovery.models, &hub.models);
             let backend_status = entry.status(&discovery, &hub.models);
             // What the server said, before the scheduler hears of it: a
@@ -84,6 +100,10 @@ fn probe_once(
             let loaded = discovery.models.iter().filter(|m| m.loaded()).count();
             {
                 let mut status = drover_core::sync::lock(&entry.probe);
+                if dropped != status.dropped_models && dropped > 0 {
+                    tracing::warn!(backend = %entry.name, listed = models + dropped, taken = models, dropped, "the backend lists more models than limits.max_models_per_backend: the rest are not served from it");
+                }
+                status.dropped_models = dropped;
                 status.probed_unix_ms = Some(crate::traffic::unix_ms());
                 status.version = discovery.version;
                 status.mode = discovery.mode;
@@ -147,5 +167,38 @@ fn probe_once(
             status.last_error = Some(msg);
             status.probed_unix_ms = Some(crate::traffic::unix_ms());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_backends::{DiscoveredModel, ModelState};
+
+    use super::*;
+
+    fn model(id: &str, state: ModelState) -> DiscoveredModel {
+        DiscoveredModel {
+            id: id.into(),
+            state,
+            ..DiscoveredModel::default()
+        }
+    }
+
+    #[test]
+    fn a_listing_past_the_cap_keeps_loaded_models_first_then_the_servers_order() {
+        let mut d = Discovery {
+            models: vec![
+                model("a", ModelState::Unloaded),
+                model("b", ModelState::Unloaded),
+                model("c", ModelState::Loaded),
+                model("d", ModelState::Unloaded),
+                model("e", ModelState::Loading),
+            ],
+            ..Discovery::default()
+        };
+        assert_eq!(cap_models(&mut d, 3), 2);
+        let kept: Vec<&str> = d.models.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(kept, ["c", "e", "a"]);
+        assert_eq!(cap_models(&mut d, 3), 0);
     }
 }

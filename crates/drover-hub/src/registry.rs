@@ -65,6 +65,9 @@ pub struct BackendEntry {
 #[derive(Debug, Clone, Default)]
 pub struct ProbeStatus {
     pub last_error: Option<String>,
+    /// Models its last listing had beyond `limits.max_models_per_backend`,
+    /// which the hub did not take.
+    pub dropped_models: usize,
     /// When the last probe ended, in milliseconds since the Unix epoch.
     pub probed_unix_ms: Option<u64>,
     pub ever_succeeded: bool,

@@ -110,6 +110,10 @@ pub struct BackendInfo {
     pub models: Vec<BackendModelInfo>,
     /// The last probe's error, if it failed: why the backend is unhealthy.
     pub last_error: Option<String>,
+    /// Models its listing had beyond the hub's `max_models_per_backend`,
+    /// which the hub does not serve from it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_models: u64,
     /// When its last probe ended, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub last_probe_unix_ms: Option<u64>,
@@ -343,4 +347,8 @@ pub struct KeysPurged {
     pub purged: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -167,6 +167,22 @@ pub(crate) struct Backend {
     /// model's turn): it takes no new work for other models until the
     /// load.
     pub reserved: Option<ModelName>,
+    /// Sums over its models, kept by [`Backend::recount`] after every change
+    /// to a model's residency, slots, listing or external load: read for
+    /// every request, they must not cost a walk over every model.
+    totals: Totals,
+}
+
+/// What [`Backend::has_room`] and [`Backend::total_slots`] need of all of a
+/// backend's models.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Totals {
+    /// Slots busy with work the hub did not send, over listed models.
+    external: u32,
+    /// Slots of the listed models that are loaded.
+    loaded_slots: u32,
+    /// Slots of every listed model.
+    listed_slots: u32,
 }
 
 impl Backend {
@@ -179,51 +195,57 @@ impl Backend {
             status: BackendStatus::default(),
             load_rate: None,
             reserved: None,
+            totals: Totals::default(),
         }
+    }
+
+    /// The sums as the models are now.
+    fn counted(&self) -> Totals {
+        let mut t = Totals::default();
+        for m in self.models.values().filter(|m| m.listed) {
+            t.external = t.external.saturating_add(m.external);
+            t.listed_slots = t.listed_slots.saturating_add(m.slots);
+            if m.is_loaded() {
+                t.loaded_slots = t.loaded_slots.saturating_add(m.slots);
+            }
+        }
+        t
+    }
+
+    /// Brings the sums up to date: after any change to a model's residency,
+    /// slots, listing or external load.
+    pub(crate) fn recount(&mut self) {
+        self.totals = self.counted();
+    }
+
+    /// Whether the kept sums are what the models say: for the randomized
+    /// invariant test, which would catch a change without a recount.
+    pub(crate) fn totals_agree(&self) -> bool {
+        self.totals == self.counted()
     }
 
     /// Whether the backend as a whole can take one more request: under its
     /// `max_concurrent` (counting work the hub did not send) and not
     /// reporting a queue of its own.
     pub fn has_room(&self) -> bool {
-        let external: u32 = self
-            .models
-            .values()
-            .filter(|m| m.listed)
-            .map(|m| m.external)
-            .sum();
         !self.status.saturated
             && self
                 .status
                 .max_concurrent
-                .is_none_or(|max| self.busy + external < max)
+                .is_none_or(|max| self.busy + self.totals.external < max)
     }
 
     /// The backend's capacity: slots of its loaded models, or of everything
     /// it lists when nothing is loaded (a server that loads on demand).
     pub fn total_slots(&self) -> u32 {
-        let slots = self.model_slots();
+        let slots = if self.totals.loaded_slots > 0 {
+            self.totals.loaded_slots
+        } else {
+            self.totals.listed_slots
+        };
         self.status
             .max_concurrent
             .map_or(slots, |max| slots.min(max))
-    }
-
-    fn model_slots(&self) -> u32 {
-        let loaded: u32 = self
-            .models
-            .values()
-            .filter(|m| m.listed && m.is_loaded())
-            .map(|m| m.slots)
-            .sum();
-        if loaded > 0 {
-            loaded
-        } else {
-            self.models
-                .values()
-                .filter(|m| m.listed)
-                .map(|m| m.slots)
-                .sum()
-        }
     }
 
     /// Whether new work may go here at all.
@@ -316,6 +338,7 @@ impl Fleet {
         backend
             .models
             .retain(|_, m| m.listed || m.busy > 0 || m.residency.pending());
+        backend.recount();
     }
 
     /// Sets what a backend says beyond its models. The server's busy count
@@ -335,7 +358,14 @@ impl Fleet {
             }
         }
         backend.status = status;
+        backend.recount();
         true
+    }
+
+    /// Whether every backend's kept sums are what its models say.
+    #[doc(hidden)]
+    pub fn totals_agree(&self) -> bool {
+        self.backends.values().all(Backend::totals_agree)
     }
 
     pub fn contains(&self, id: BackendId) -> bool {

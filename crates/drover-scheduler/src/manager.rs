@@ -205,6 +205,7 @@ impl Scheduler {
             return Err(Refusal::Running(m.busy));
         }
         m.residency = Residency::Unloading { since: now };
+        b.recount();
         self.dirty.insert(model.clone());
         Ok(())
     }
@@ -250,6 +251,7 @@ impl Scheduler {
                 self.pending.entry(model.clone()).or_insert(clock);
             }
         }
+        b.recount();
         self.dirty.insert(model.clone());
     }
 
@@ -263,12 +265,10 @@ impl Scheduler {
         now: Duration,
     ) {
         self.tick(now);
-        let Some(m) = self
-            .fleet
-            .backends
-            .get_mut(&backend)
-            .and_then(|b| b.models.get_mut(model.as_str()))
-        else {
+        let Some(b) = self.fleet.backends.get_mut(&backend) else {
+            return;
+        };
+        let Some(m) = b.models.get_mut(model.as_str()) else {
             return;
         };
         m.settled = Some(now);
@@ -276,6 +276,7 @@ impl Scheduler {
             Ok(()) => Residency::Unloaded,
             Err(_) => Residency::Loaded,
         };
+        b.recount();
         self.dirty.insert(model.clone());
         self.mark_backend_dirty(backend);
     }
@@ -587,6 +588,7 @@ impl Scheduler {
                     ours: true,
                 };
             }
+            b.recount();
             if b.reserved.as_ref() == Some(model) {
                 b.reserved = None;
             }
@@ -647,13 +649,11 @@ impl Scheduler {
             }
         }
         for (id, model) in due {
-            if let Some(m) = self
-                .fleet
-                .backends
-                .get_mut(&id)
-                .and_then(|b| b.models.get_mut(model.as_str()))
+            if let Some(b) = self.fleet.backends.get_mut(&id)
+                && let Some(m) = b.models.get_mut(model.as_str())
             {
                 m.residency = Residency::Unloading { since: now };
+                b.recount();
             }
             self.dirty.insert(model.clone());
             decisions.push(Decision::Unload { backend: id, model });

@@ -867,7 +867,8 @@ impl Scheduler {
                     busy: b.busy,
                     capacity: b.total_slots(),
                 },
-                status: b.status.clone(),
+                responses: b.status.responses,
+                messages: b.status.messages,
             };
             match m.residency {
                 Residency::Loaded => {
@@ -934,7 +935,20 @@ pub(crate) struct Tiers {
 #[derive(Clone, Debug)]
 struct Place {
     candidate: Candidate,
-    status: BackendStatus,
+    /// The agents' APIs it serves (not its whole status: a clone of that
+    /// per backend per request would cost a walk over its models).
+    responses: bool,
+    messages: bool,
+}
+
+impl Place {
+    fn serves(&self, api: Api) -> bool {
+        match api {
+            Api::OpenAi => true,
+            Api::Responses => self.responses,
+            Api::Messages => self.messages,
+        }
+    }
 }
 
 impl Tiers {
@@ -949,9 +963,7 @@ impl Tiers {
             tier.iter()
                 .filter(|p| {
                     let id = p.candidate.id;
-                    !r.exclude.contains(&id)
-                        && p.status.serves(r.api)
-                        && pin.is_none_or(|pin| pin == id)
+                    !r.exclude.contains(&id) && p.serves(r.api) && pin.is_none_or(|pin| pin == id)
                 })
                 .map(|p| p.candidate)
                 .collect()

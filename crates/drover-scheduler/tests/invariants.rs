@@ -628,6 +628,10 @@ impl World {
     /// match the ledger.
     fn check_ledger(&mut self) {
         let seed = self.seed;
+        assert!(
+            self.s.fleet().totals_agree(),
+            "seed {seed}: a backend's kept sums of slots and external load are stale"
+        );
         let views = self.s.fleet().views();
         // Busy counts match the ledger's running requests.
         for v in &views {

@@ -183,6 +183,7 @@ pub(crate) fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
                 .collect()
         }),
         last_error: probe.last_error,
+        dropped_models: probe.dropped_models as u64,
         last_probe_unix_ms: probe.probed_unix_ms,
         version: probe.version,
         mode: probe.mode,
