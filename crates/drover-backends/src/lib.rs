@@ -7,13 +7,15 @@
 //! - [`kind`]: [`BackendKind`]: `lmstudio`, `ollama`, `llamacpp`, `vllm`, `openai`.
 //! - [`endpoint`]: [`Endpoint`], a validated base URL.
 //! - [`client`]: [`HttpClient`], the pooled HTTP client every hub component
-//!   (and `drover bench`) shares; it resends a request that met a closed
-//!   reused connection on a fresh one.
+//!   (and `drover bench`) shares; it resends a request only where the
+//!   server cannot have read it.
 //! - [`backend`]: the [`Backend`] trait and what discovery returns.
 //! - [`lmstudio`], [`ollama`], [`llamacpp`], [`vllm`], [`openai`]: the
 //!   adapters; `paths` probes which of the coding agents' paths a server
 //!   serves where its API does not say, `prometheus` reads `/metrics`.
 //! - `detect`: [`detect`], which kind of server is at a URL.
+//! - [`overload`]: answers that say a server ran out of room (llama.cpp's
+//!   shared context filling up): overload, not a broken server.
 
 mod adapter;
 pub mod backend;
@@ -26,6 +28,7 @@ pub mod llamacpp;
 pub mod lmstudio;
 pub mod ollama;
 pub mod openai;
+pub mod overload;
 mod paths;
 mod prometheus;
 mod version;

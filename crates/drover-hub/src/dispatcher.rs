@@ -19,12 +19,12 @@
 //! put three requests on a two-slot server.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use drover_core::{BackendId, ModelName, RequestId};
 use drover_scheduler::{
-    Admission, Decision, Dispatch, LoadOrder, Outcome, Reject, Request, Scheduler,
+    Admission, Decision, Dispatch, LoadOrder, Notice, Outcome, Reject, Request, Scheduler,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -101,9 +101,11 @@ impl State {
             let Lingering {
                 backend,
                 model,
+                tokens,
                 permit,
             } = entry.remove();
-            self.sched.finish(backend, &model, Outcome::Neutral, now);
+            self.sched
+                .finish_holding(backend, &model, tokens, Outcome::Neutral, now);
             permits.extend(permit);
         }
         permits
@@ -115,6 +117,8 @@ impl State {
 struct Lingering {
     backend: BackendId,
     model: ModelName,
+    /// See [`Dispatch::tokens`].
+    tokens: u32,
     permit: Option<Permit>,
 }
 
@@ -129,6 +133,8 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     /// Loads and unloads go to the model manager's task.
     work: mpsc::UnboundedSender<ModelWork>,
+    /// Backends' names, for what the log says of them.
+    names: RwLock<HashMap<BackendId, String>>,
 }
 
 impl Dispatcher {
@@ -153,6 +159,7 @@ impl Dispatcher {
             cancel_grace,
             metrics,
             work,
+            names: RwLock::new(HashMap::new()),
         });
         (dispatcher, rx)
     }
@@ -190,6 +197,7 @@ impl Dispatcher {
             if let Err(Reject::QueueFull { .. }) = &admitted {
                 self.metrics.queue_rejected.inc();
             }
+            self.tell(&mut st);
             match admitted.map_err(AcquireError::Rejected)? {
                 Admission::Dispatched(d) => return Ok(SlotGuard::new(self.clone(), &d)),
                 Admission::Queued => {
@@ -250,11 +258,18 @@ impl Dispatcher {
         f(&self.lock().sched)
     }
 
-    fn release(self: &Arc<Self>, backend: BackendId, model: &ModelName, outcome: Outcome) {
+    fn release(
+        self: &Arc<Self>,
+        backend: BackendId,
+        model: &ModelName,
+        tokens: u32,
+        outcome: Outcome,
+    ) {
         let mut st = self.lock();
         let before = st.next_wakeup();
         let now = self.now();
-        st.sched.finish(backend, model, outcome, now);
+        st.sched
+            .finish_holding(backend, model, tokens, outcome, now);
         let decisions = st.sched.poll(now);
         self.deliver(&mut st, decisions, now);
         self.rearm_if_earlier(&st, before);
@@ -276,9 +291,53 @@ impl Dispatcher {
     /// Hands decisions to waiting tasks. A task that went away in the
     /// meantime gives its slot straight back, which may free the way for the
     /// next request, hence the loop.
+    /// Names a backend, for the log.
+    pub fn name(&self, id: BackendId, name: &str) {
+        drover_core::sync::write(&self.names).insert(id, name.to_string());
+    }
+
+    /// Logs what the scheduler says the operator should hear of: every
+    /// breaker change with its reason, and each model's learned concurrency.
+    fn tell(&self, st: &mut State) {
+        let notices = st.sched.take_notices();
+        if notices.is_empty() {
+            return;
+        }
+        let names = drover_core::sync::read(&self.names);
+        let name = |id: &BackendId| names.get(id).cloned().unwrap_or_else(|| id.0.to_string());
+        for notice in notices {
+            match notice {
+                Notice::Breaker {
+                    backend,
+                    state,
+                    reason,
+                } => {
+                    tracing::warn!(backend = %name(&backend), breaker = state.as_str(), %reason, "breaker changed")
+                }
+                Notice::Limit {
+                    backend,
+                    model,
+                    limit: Some(limit),
+                    slots,
+                } => {
+                    tracing::warn!(backend = %name(&backend), model = %crate::error::echo(model.as_str()), limit, slots, "the server ran out of room: it takes {limit} of its {slots} slots' requests at once for now")
+                }
+                Notice::Limit {
+                    backend,
+                    model,
+                    limit: None,
+                    slots,
+                } => {
+                    tracing::info!(backend = %name(&backend), model = %crate::error::echo(model.as_str()), slots, "the server takes all its slots again")
+                }
+            }
+        }
+    }
+
     fn deliver(self: &Arc<Self>, st: &mut State, mut decisions: Vec<Decision>, now: Duration) {
+        self.tell(st);
         while !decisions.is_empty() {
-            let mut orphans: Vec<(BackendId, ModelName)> = Vec::new();
+            let mut orphans: Vec<(BackendId, ModelName, u32)> = Vec::new();
             for decision in decisions.drain(..) {
                 match decision {
                     Decision::Dispatch(d) => {
@@ -335,8 +394,9 @@ impl Dispatcher {
                     }
                 }
             }
-            for (backend, model) in orphans {
-                st.sched.finish(backend, &model, Outcome::Neutral, now);
+            for (backend, model, tokens) in orphans {
+                st.sched
+                    .finish_holding(backend, &model, tokens, Outcome::Neutral, now);
             }
             decisions = st.sched.poll(now);
         }
@@ -413,6 +473,10 @@ pub struct SlotGuard {
     pub affinity_hit: bool,
     /// See [`Dispatch::last_resort`].
     pub last_resort: bool,
+    /// See [`Dispatch::running`].
+    pub running: u32,
+    /// See [`Dispatch::tokens`].
+    tokens: u32,
     started: Instant,
     outcome: Option<Outcome>,
     /// The key's concurrency permit, held as long as the slot is.
@@ -427,6 +491,8 @@ impl SlotGuard {
             model: d.model.clone(),
             affinity_hit: d.affinity_hit,
             last_resort: d.last_resort,
+            running: d.running,
+            tokens: d.tokens,
             started: Instant::now(),
             outcome: None,
             permit: None,
@@ -451,6 +517,12 @@ impl SlotGuard {
         self.outcome = Some(Outcome::Failure);
     }
 
+    /// The server ran out of room for it with others running: overload,
+    /// not a failure; the model takes fewer at once there for a while.
+    pub fn overloaded(&mut self) {
+        self.outcome = Some(Outcome::Overloaded);
+    }
+
     /// The request ended in a way that says nothing about the backend, and
     /// the backend is not working on it any more (it answered 429, or it
     /// was removed).
@@ -458,9 +530,9 @@ impl SlotGuard {
         self.outcome = Some(Outcome::Neutral);
     }
 
-    fn disarm(mut self) -> (BackendId, ModelName) {
+    fn disarm(mut self) -> (BackendId, ModelName, u32) {
         self.dispatcher = None;
-        (self.backend, self.model.clone())
+        (self.backend, self.model.clone(), self.tokens)
     }
 }
 
@@ -468,10 +540,11 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(d) = self.dispatcher.take() {
             match self.outcome {
-                Some(outcome) => d.release(self.backend, &self.model, outcome),
+                Some(outcome) => d.release(self.backend, &self.model, self.tokens, outcome),
                 None => d.release_after_grace(Lingering {
                     backend: self.backend,
                     model: self.model.clone(),
+                    tokens: self.tokens,
                     permit: self.permit.take(),
                 }),
             }

@@ -45,8 +45,18 @@ pub enum ApiError {
         message: String,
         retry_after: Duration,
     },
-    #[error("every backend serving '{}' is unhealthy or draining", echo(model))]
-    NoHealthyBackend { model: String },
+    /// Every backend with it is down, recovering or draining; one may take
+    /// work again in about `retry_after`.
+    #[error("every backend serving '{}' is down, recovering or draining; retry in about {} s", echo(model), retry_after.as_millis().div_ceil(1000).max(1))]
+    NoHealthyBackend {
+        model: String,
+        retry_after: Duration,
+    },
+    /// The server ran out of room for the request even with nothing else
+    /// running there: it does not fit the model's context. The server's
+    /// own words.
+    #[error("{message}")]
+    ContextLengthExceeded { message: String },
     /// No answering backend lists the model, but some backends have never
     /// answered: one of them may well serve it.
     #[error(
@@ -58,6 +68,8 @@ pub enum ApiError {
     Unreachable {
         model: String,
         backends: Vec<String>,
+        /// Their next probe: when what they serve may be known.
+        retry_after: Duration,
     },
     #[error("no backend slot for '{}' became free within {} s", echo(model), waited.as_secs_f64().round())]
     QueueTimeout { model: String, waited: Duration },
@@ -152,6 +164,7 @@ impl ApiError {
             ApiError::ModelNotFound { .. }
             | ApiError::NotFound { .. }
             | ApiError::ApiNotServed { .. } => StatusCode::NOT_FOUND,
+            ApiError::ContextLengthExceeded { .. } => StatusCode::BAD_REQUEST,
             ApiError::QueueFull { .. } | ApiError::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -183,6 +196,9 @@ impl ApiError {
                 ("invalid_request_error", Some("unsupported_media_type"))
             }
             ApiError::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
+            ApiError::ContextLengthExceeded { .. } => {
+                ("invalid_request_error", Some("context_length_exceeded"))
+            }
             ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
             ApiError::ApiNotServed { .. } => ("invalid_request_error", Some("api_not_served")),
             ApiError::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
@@ -209,6 +225,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { param, .. } => *param,
             ApiError::ModelNotFound { .. } | ApiError::NeverFits { .. } => Some("model"),
+            ApiError::ContextLengthExceeded { .. } => Some("messages"),
             _ => None,
         }
     }
@@ -349,7 +366,9 @@ fn finish(err: ApiError, status: StatusCode, body: Vec<u8>) -> Response {
     let retry_after = match &err {
         ApiError::QueueFull { retry_after }
         | ApiError::ModelLoading { retry_after, .. }
-        | ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+        | ApiError::RateLimited { retry_after, .. }
+        | ApiError::NoHealthyBackend { retry_after, .. }
+        | ApiError::Unreachable { retry_after, .. } => Some(*retry_after),
         ApiError::LoadFailed { retry_after, .. } => *retry_after,
         _ => None,
     };
@@ -478,7 +497,10 @@ mod tests {
                 "rate_limit_error",
             ),
             (
-                ApiError::NoHealthyBackend { model: "m".into() },
+                ApiError::NoHealthyBackend {
+                    model: "m".into(),
+                    retry_after: Duration::from_secs(2),
+                },
                 529,
                 "overloaded_error",
             ),

@@ -70,6 +70,7 @@ impl HubState {
         config: &BackendSpec,
     ) -> Result<Arc<BackendEntry>, RegistryError> {
         let entry = self.registry.add(config, &self.shutdown)?;
+        self.dispatcher.name(entry.id, &entry.name);
         // Requests for a model nobody lists wait for its first answer.
         self.dispatcher
             .with_scheduler(|s, _| s.await_backend(entry.id));
@@ -120,6 +121,27 @@ impl HubState {
             .filter(|n| allowed.is_none_or(|a| a.iter().any(|m| m == n)));
         let closest = crate::closest::closest(&model, names);
         crate::error::ApiError::ModelNotFound { model, closest }
+    }
+
+    /// "No answering backend serves `model`; `backends` never answered":
+    /// their next probe may tell.
+    pub fn unreachable(&self, model: String, backends: Vec<String>) -> crate::error::ApiError {
+        crate::error::ApiError::Unreachable {
+            model,
+            backends,
+            retry_after: self.config.health.probe_interval,
+        }
+    }
+
+    /// "Every backend with `model` is down": and when one may take work.
+    pub fn no_healthy_backend(&self, model: String) -> crate::error::ApiError {
+        let now = self.dispatcher.now();
+        let retry_after = self
+            .dispatcher
+            .inspect(|s| s.reopens_in(&model, now))
+            .unwrap_or(self.config.health.probe_interval)
+            .max(std::time::Duration::from_secs(1));
+        crate::error::ApiError::NoHealthyBackend { model, retry_after }
     }
 
     /// Backends that list a model (under its public name), by name.

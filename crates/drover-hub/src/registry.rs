@@ -205,6 +205,7 @@ impl BackendEntry {
                         ModelState::Unloaded | ModelState::Sleeping => ServerState::Unloaded,
                     },
                     size: m.size_bytes.or_else(|| aliases.size_of(public)),
+                    context: m.context_length,
                     slots: self
                         .model_slots
                         .get(public)

@@ -38,6 +38,9 @@ pub struct UsageSniffer {
     last: Option<u64>,
     /// Non-empty texts seen.
     texts: u64,
+    /// An `"error"` key was seen in the bytes last fed: a stream's error
+    /// event, for the caller to read.
+    error: bool,
 }
 
 impl UsageSniffer {
@@ -51,15 +54,18 @@ impl UsageSniffer {
         // rather than one search per key, keeps this cheap enough to run
         // on every answer.
         let mut from = 0;
+        self.error = false;
         while let Some(q) = memchr::memchr(b'"', &text[from..]) {
             let at = from + q;
             from = at + 1;
             let rest = &text[at..];
             // Most quotes open something else: one byte tells.
-            if !matches!(rest.get(1), Some(b'c' | b'o' | b'p' | b't')) {
+            if !matches!(rest.get(1), Some(b'c' | b'o' | b'p' | b't' | b'e')) {
                 continue;
             }
-            if let Some(key) = KEYS.iter().find(|k| rest.starts_with(k)) {
+            if rest.starts_with(b"\"error\"") {
+                self.error = true;
+            } else if let Some(key) = KEYS.iter().find(|k| rest.starts_with(k)) {
                 match number_after(&rest[key.len()..]) {
                     Some(Some(n)) => self.last = Some(n.min(MAX_TOKENS)),
                     // Cut off by the chunk's end: read again with the next.
@@ -78,6 +84,11 @@ impl UsageSniffer {
         let keep = text.len().min(TAIL);
         text.drain(..text.len() - keep);
         self.tail = text;
+    }
+
+    /// Whether the bytes last fed carried an `"error"` key.
+    pub fn saw_error(&self) -> bool {
+        self.error
     }
 
     /// The last output-token count seen.

@@ -189,6 +189,11 @@ pub struct BackendModelInfo {
     /// Pinned: never evicted, never unloaded for idleness.
     #[serde(default)]
     pub pinned: bool,
+    /// Requests it takes at once for now, below its slots: the server ran
+    /// out of room with more running (a context its slots share filled
+    /// up). Raised again one by one as they succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
     /// Why its last load here failed, while the hub waits to try again.
     #[serde(default)]
     pub load_error: Option<String>,

@@ -44,6 +44,39 @@ pub struct RequestPeek<'a> {
     /// Responses API: the stored response this request continues.
     #[serde(default, borrow)]
     pub previous_response_id: Option<std::borrow::Cow<'a, str>>,
+    /// The answer's length limit under each API's name for it: OpenAI's
+    /// `max_tokens` and `max_completion_tokens`, the Responses API's
+    /// `max_output_tokens` (Anthropic's is `max_tokens` too). Read leniently:
+    /// anything but a whole number is as if absent.
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default, deserialize_with = "lenient_u32")]
+    pub max_output_tokens: Option<u32>,
+}
+
+impl RequestPeek<'_> {
+    /// The smallest of the answer's length limits the request gives.
+    pub fn max_tokens(&self) -> Option<u32> {
+        [
+            self.max_tokens,
+            self.max_completion_tokens,
+            self.max_output_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// A whole number that fits a `u32`, else nothing: the hub only peeks, and
+/// the server is the judge of what the field may hold.
+fn lenient_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let value: Option<serde_json::Value> = serde::Deserialize::deserialize(d)?;
+    Ok(value
+        .and_then(|v| v.as_u64())
+        .and_then(|n| u32::try_from(n).ok()))
 }
 
 /// Just a message's role, to tell system prompts from conversation.

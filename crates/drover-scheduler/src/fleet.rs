@@ -21,6 +21,8 @@ pub struct ModelSpec {
     pub slots: u32,
     /// Bytes it takes in memory when loaded, where known.
     pub size: Option<u64>,
+    /// Tokens of context a slot has, where the server tells.
+    pub context: Option<u32>,
 }
 
 impl ModelSpec {
@@ -38,6 +40,7 @@ impl ModelSpec {
             state,
             slots,
             size: None,
+            context: None,
         }
     }
 
@@ -136,11 +139,87 @@ pub(crate) struct ModelSlots {
     pub used: bool,
     /// The last load here failed; none is tried again before its time.
     pub failure: Option<LoadFailure>,
+    /// Requests it has been found to take at once, below its slots: the
+    /// server ran out of room (a context its slots share filled) with more
+    /// running. Lowered at once, raised again one by one; `None` when it
+    /// takes all its slots.
+    pub limit: Option<u32>,
+    /// Successes since the limit last moved, toward raising it.
+    pub limit_credit: u32,
+    /// Tokens of context a slot has, where the server tells.
+    pub context: Option<u32>,
+    /// The server ran out of room with several running: its slots share
+    /// one context, so what runs there is counted in tokens too.
+    pub shared_context: bool,
+    /// Tokens of that shared context the requests running here take.
+    pub tokens_in_flight: u32,
 }
 
+/// Tokens of a `context` a request takes: its prompt and its answer's
+/// limit, or all of it without a limit (a server generates to the end).
+pub(crate) fn tokens_taken(context: u32, prompt: u32, max_tokens: Option<u32>) -> u32 {
+    max_tokens
+        .map_or(context, |m| prompt.saturating_add(m))
+        .min(context)
+}
+
+/// Successes per request of the limit that raise a learned limit by one:
+/// a few full rounds at the limit without running out of room.
+const RAISE_AFTER_ROUNDS: u32 = 4;
+
 impl ModelSlots {
+    /// The requests it may take at once: its slots, or the limit learned
+    /// from the server running out of room.
+    pub fn usable(&self) -> u32 {
+        self.limit.map_or(self.slots, |l| l.min(self.slots)).max(1)
+    }
+
     pub fn has_room(&self) -> bool {
-        self.busy + self.external < self.slots
+        self.busy + self.external < self.usable()
+    }
+
+    /// Tokens of its shared context a request takes (its prompt and its
+    /// answer's limit, or the whole context without one), while the slots
+    /// are known to share one: `None` otherwise.
+    pub fn tokens_for(&self, prompt: u32, max_tokens: Option<u32>) -> Option<u32> {
+        let context = self.context.filter(|_| self.shared_context)?;
+        Some(tokens_taken(context, prompt, max_tokens))
+    }
+
+    /// Its shared context's size and what of it is taken, while its slots
+    /// are known to share one.
+    pub(crate) fn budget(&self) -> Option<crate::scheduler::Budget> {
+        Some(crate::scheduler::Budget {
+            context: self.context.filter(|_| self.shared_context)?,
+            in_flight: self.tokens_in_flight,
+        })
+    }
+
+    /// The server ran out of room with `running` requests (this one
+    /// included): it takes one fewer from now on. The new limit, if it
+    /// moved.
+    pub fn overloaded(&mut self, running: u32) -> Option<u32> {
+        self.shared_context = true;
+        let limit = running.saturating_sub(1).max(1).min(self.usable());
+        self.limit_credit = 0;
+        (self.limit != Some(limit)).then(|| {
+            self.limit = Some(limit);
+            limit
+        })
+    }
+
+    /// A request succeeded: a learned limit rises by one after a few full
+    /// rounds at it, and is gone once it reaches the slots. The new limit,
+    /// if it moved (`Some(None)`: all its slots again).
+    pub fn succeeded(&mut self) -> Option<Option<u32>> {
+        let limit = self.limit?;
+        self.limit_credit += 1;
+        if self.limit_credit < limit * RAISE_AFTER_ROUNDS {
+            return None;
+        }
+        self.limit_credit = 0;
+        self.limit = (limit + 1 < self.slots).then_some(limit + 1);
+        Some(self.limit)
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -204,9 +283,9 @@ impl Backend {
         let mut t = Totals::default();
         for m in self.models.values().filter(|m| m.listed) {
             t.external = t.external.saturating_add(m.external);
-            t.listed_slots = t.listed_slots.saturating_add(m.slots);
+            t.listed_slots = t.listed_slots.saturating_add(m.usable());
             if m.is_loaded() {
-                t.loaded_slots = t.loaded_slots.saturating_add(m.slots);
+                t.loaded_slots = t.loaded_slots.saturating_add(m.usable());
             }
         }
         t
@@ -270,6 +349,9 @@ pub struct ModelView {
     /// Slots busy with work the hub did not send, by the server's count.
     pub external: u32,
     pub service: Option<Duration>,
+    /// Requests it was found to take at once, below its slots (the server
+    /// ran out of room with more running), while that holds.
+    pub limit: Option<u32>,
 }
 
 /// Read-only view of one backend, for listings and metrics.
@@ -326,6 +408,11 @@ impl Fleet {
                 last_used: now,
                 used: false,
                 failure: None,
+                limit: None,
+                limit_credit: 0,
+                context: None,
+                shared_context: false,
+                tokens_in_flight: 0,
             });
             let stale = matches!((probed, slot.settled), (Some(p), Some(s)) if p < s);
             if !slot.residency.pending() && !stale {
@@ -333,6 +420,7 @@ impl Fleet {
             }
             slot.slots = spec.slots;
             slot.size = spec.size.or(slot.size);
+            slot.context = spec.context.or(slot.context);
             slot.listed = true;
         }
         backend
@@ -386,6 +474,14 @@ impl Fleet {
         names
     }
 
+    /// Requests the hub has running on a backend's model now.
+    pub fn busy(&self, backend: BackendId, model: &str) -> u32 {
+        self.backends
+            .get(&backend)
+            .and_then(|b| b.models.get(model))
+            .map_or(0, |m| m.busy)
+    }
+
     /// Whether any backend, healthy or not, lists the model.
     pub fn knows_model(&self, model: &str) -> bool {
         self.lists_model_beyond(model, |_| false)
@@ -421,7 +517,7 @@ impl Fleet {
     /// has been measured.
     pub(crate) fn slot_frees_in(&self, backend: BackendId, model: &str) -> Option<Duration> {
         let m = self.backends.get(&backend)?.models.get(model)?;
-        Some(m.service? / m.slots.max(1))
+        Some(m.service? / m.usable())
     }
 
     /// How long `backend` would take to prefill `tokens` prompt tokens of
@@ -461,6 +557,7 @@ impl Fleet {
                             name: name.clone(),
                             residency: m.residency,
                             slots: m.slots,
+                            limit: m.limit,
                             size: m.size,
                             load_time: m.load_time,
                             last_used: m.used.then_some(m.last_used),
@@ -487,7 +584,7 @@ impl Fleet {
         let mut service: Option<Duration> = None;
         for b in self.backends.values() {
             if let Some(m) = b.models.get(model).filter(|m| m.listed) {
-                slots += m.slots;
+                slots += m.usable();
                 service = match (service, m.service) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),

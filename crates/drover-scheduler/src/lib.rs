@@ -46,5 +46,6 @@ pub use policy::Policy;
 pub use queue::{QueueStats, WaitQueue};
 pub use residency::{LoadFailure, MemoryTerms, ModelPolicy, Residency, ServerState};
 pub use scheduler::{
-    Admission, Decision, Dispatch, LoadOrder, Outcome, Reject, Request, Scheduler, SchedulerConfig,
+    Admission, Decision, Dispatch, LoadOrder, Notice, Outcome, Reject, Request, Scheduler,
+    SchedulerConfig,
 };

@@ -464,6 +464,7 @@ mod tests {
             api: Default::default(),
             pin: None,
             prompt_tokens: 0,
+            max_tokens: None,
         }
     }
 

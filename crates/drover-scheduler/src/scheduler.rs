@@ -21,7 +21,7 @@ use std::time::Duration;
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 
 use crate::affinity::{Affinity, AffinityIndex};
-use crate::breaker::BreakerConfig;
+use crate::breaker::{BreakerConfig, BreakerState};
 use crate::fleet::{Api, BackendStatus, Fleet, ModelSpec};
 use crate::manager::Outlook;
 use crate::policy::{self, Candidate, Policy};
@@ -103,6 +103,9 @@ pub struct Request {
     /// Prompt tokens, roughly: what a backend without its prefix cached
     /// would have to prefill. 0 when unknown.
     pub prompt_tokens: u32,
+    /// The most tokens its answer may have, where the request says: with
+    /// the prompt, what it takes of a context its server's slots share.
+    pub max_tokens: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +119,12 @@ pub struct Dispatch {
     /// model and takes work (healthy, not draining): if this attempt fails,
     /// a retry has nowhere to go.
     pub last_resort: bool,
+    /// Requests the hub had running on that (backend, model) with this
+    /// one: 1 when it started alone.
+    pub running: u32,
+    /// Tokens of a shared context it takes there: give them back with
+    /// [`Scheduler::finish_holding`]. 0 where slots are not known to share.
+    pub tokens: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +217,29 @@ pub enum Outcome {
     /// It ended in a way that says nothing about the backend: the client
     /// left, the backend was busy (429), the backend was removed.
     Neutral,
+    /// The server ran out of room for it with others running (llama.cpp's
+    /// slots sharing one context that filled up): overload, not a broken
+    /// server. Neutral for the breaker; the (backend, model) takes one
+    /// request fewer at once from now on, raised again slowly.
+    Overloaded,
+}
+
+/// Something the hub should tell its operator: a breaker changed, or a
+/// model's learned concurrency moved. Drained by [`Scheduler::take_notices`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Breaker {
+        backend: BackendId,
+        state: BreakerState,
+        reason: String,
+    },
+    Limit {
+        backend: BackendId,
+        model: ModelName,
+        /// `None`: all its slots again.
+        limit: Option<u32>,
+        slots: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -235,6 +267,8 @@ pub struct Scheduler {
     /// failed its first probe, a request for a model nobody lists waits,
     /// since it may be theirs (right after a start, or `backends add`).
     awaited: BTreeSet<BackendId>,
+    /// What the operator should hear of, until the hub takes it.
+    notices: Vec<Notice>,
     /// The latest time any call brought.
     pub(crate) clock: Duration,
 }
@@ -264,6 +298,7 @@ impl Scheduler {
             pinned: BTreeSet::new(),
             pending: BTreeMap::new(),
             awaited: BTreeSet::new(),
+            notices: Vec::new(),
             clock: Duration::ZERO,
             config,
         }
@@ -412,6 +447,7 @@ impl Scheduler {
             return;
         };
         // A breaker that half-opens here must wake its waiting requests too.
+        let before = b.breaker.state();
         let reopened = b.breaker.tick(now);
         let judged = if ok {
             b.breaker.on_probe_success(&cfg)
@@ -422,6 +458,64 @@ impl Scheduler {
         if changed {
             self.note_breaker_change(id);
         }
+        self.notice_breaker(
+            id,
+            before,
+            if ok {
+                "a probe succeeded"
+            } else {
+                "a probe failed"
+            },
+        );
+    }
+
+    /// Notes a breaker that is not as it was `before`, saying why.
+    fn notice_breaker(&mut self, id: BackendId, before: BreakerState, cause: &str) {
+        let Some(b) = self.fleet.backends.get(&id) else {
+            return;
+        };
+        let state = b.breaker.state();
+        if state == before {
+            return;
+        }
+        let threshold = self.config.breaker.failure_threshold;
+        let reason = match (before, state) {
+            (BreakerState::Closed, BreakerState::Open) => {
+                format!("{threshold} failures in a row; the last: {cause}")
+            }
+            (BreakerState::HalfOpen, BreakerState::Open) => {
+                format!("its trial failed: {cause}")
+            }
+            (BreakerState::Open, BreakerState::HalfOpen) => {
+                "its cooldown passed: one trial request may go".to_string()
+            }
+            (_, BreakerState::Closed) => format!("back: {cause}"),
+            _ => cause.to_string(),
+        };
+        self.notices.push(Notice::Breaker {
+            backend: id,
+            state,
+            reason,
+        });
+    }
+
+    /// What the operator should hear of since the last call: breaker
+    /// changes and learned concurrency, in order.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// When a backend whose breaker is open may take a trial request: the
+    /// soonest among those that list `model`, from `now`. `None` when none
+    /// is open (nothing tells when one will take work).
+    pub fn reopens_in(&self, model: &str, now: Duration) -> Option<Duration> {
+        self.fleet
+            .backends
+            .values()
+            .filter(|b| b.models.get(model).is_some_and(|m| m.listed))
+            .filter_map(|b| b.breaker.reopens_at())
+            .min()
+            .map(|at| at.saturating_sub(now))
     }
 
     /// A new request.
@@ -563,37 +657,85 @@ impl Scheduler {
         outcome: Outcome,
         now: Duration,
     ) {
+        self.finish_holding(backend, model, 0, outcome, now);
+    }
+
+    /// [`Scheduler::finish`] of a dispatch that took `tokens` of a shared
+    /// context ([`Dispatch::tokens`]), which it gives back.
+    pub fn finish_holding(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        tokens: u32,
+        outcome: Outcome,
+        now: Duration,
+    ) {
         self.tick(now);
         let cfg = self.config.breaker.clone();
         let Some(b) = self.fleet.backends.get_mut(&backend) else {
             return;
         };
+        let before = b.breaker.state();
         let reopened = b.breaker.tick(now);
+        // The limit learned, if it moved: `Some(None)` back to all slots.
+        let mut limit_moved: Option<(Option<u32>, u32)> = None;
         if let Some(m) = b.models.get_mut(model.as_str()) {
             debug_assert!(m.busy > 0, "slot released twice");
+            debug_assert!(m.tokens_in_flight >= tokens, "tokens given back twice");
+            let running = m.busy;
             m.busy = m.busy.saturating_sub(1);
+            m.tokens_in_flight = m.tokens_in_flight.saturating_sub(tokens);
             m.last_used = now;
             m.used = true;
-            if let Outcome::Success { service } = outcome {
-                // Smoothed with weight 1/8: steady, yet it follows a backend
-                // that slows down within a few dozen requests.
-                m.service = Some(match m.service {
-                    Some(prev) => (prev * 7 + service) / 8,
-                    None => service,
-                });
+            match outcome {
+                Outcome::Success { service } => {
+                    // Smoothed with weight 1/8: steady, yet it follows a
+                    // backend that slows down within a few dozen requests.
+                    m.service = Some(match m.service {
+                        Some(prev) => (prev * 7 + service) / 8,
+                        None => service,
+                    });
+                    limit_moved = m.succeeded().map(|l| (l, m.slots));
+                }
+                Outcome::Overloaded => {
+                    limit_moved = m.overloaded(running).map(|l| (Some(l), m.slots));
+                }
+                Outcome::Failure | Outcome::Neutral => {}
             }
             if !m.listed && m.busy == 0 {
                 b.models.remove(model.as_str());
             }
         }
+        if limit_moved.is_some() {
+            b.recount();
+        }
         b.busy = b.busy.saturating_sub(1);
         let changed = match outcome {
             Outcome::Success { .. } => b.breaker.on_success(&cfg),
             Outcome::Failure => b.breaker.on_failure(now, &cfg),
-            Outcome::Neutral => {
+            Outcome::Neutral | Outcome::Overloaded => {
                 b.breaker.on_neutral();
                 false
             }
+        };
+        if let Some((limit, slots)) = limit_moved {
+            self.notices.push(Notice::Limit {
+                backend,
+                model: model.clone(),
+                limit,
+                slots,
+            });
+        }
+        self.notice_breaker(
+            backend,
+            before,
+            match outcome {
+                Outcome::Success { .. } => "a request succeeded",
+                _ => "a request failed",
+            },
+        );
+        let Some(b) = self.fleet.backends.get(&backend) else {
+            return;
         };
         // A slot under a backend-wide cap frees room for every model there,
         // and an idle model may let another load there.
@@ -818,6 +960,8 @@ impl Scheduler {
         now: Duration,
     ) -> Dispatch {
         self.holds.remove(&request.id);
+        let mut running = 1;
+        let mut tokens = 0;
         if let Some(b) = self.fleet.backends.get_mut(&backend) {
             b.busy += 1;
             b.breaker.on_dispatch();
@@ -825,6 +969,11 @@ impl Scheduler {
                 m.busy += 1;
                 m.last_used = now;
                 m.used = true;
+                running = m.busy;
+                tokens = m
+                    .tokens_for(request.prompt_tokens, request.max_tokens)
+                    .unwrap_or(0);
+                m.tokens_in_flight = m.tokens_in_flight.saturating_add(tokens);
             }
         }
         self.affinity.record(&request.affinity, backend);
@@ -840,6 +989,8 @@ impl Scheduler {
             model: request.model.clone(),
             affinity_hit,
             last_resort,
+            running,
+            tokens,
         }
     }
 
@@ -861,6 +1012,7 @@ impl Scheduler {
                 continue;
             }
             let place = Place {
+                context: m.budget(),
                 candidate: Candidate {
                     id: *id,
                     free: !late || (m.has_room() && b.has_room()),
@@ -886,14 +1038,18 @@ impl Scheduler {
     }
 
     fn tick_breakers(&mut self, now: Duration) {
-        let changed: Vec<BackendId> = self
+        let changed: Vec<(BackendId, BreakerState)> = self
             .fleet
             .backends
             .iter_mut()
-            .filter_map(|(id, b)| b.breaker.tick(now).then_some(*id))
+            .filter_map(|(id, b)| {
+                let before = b.breaker.state();
+                b.breaker.tick(now).then_some((*id, before))
+            })
             .collect();
-        for id in changed {
+        for (id, before) in changed {
             self.mark_backend_dirty(id);
+            self.notice_breaker(id, before, "time passed");
         }
     }
 
@@ -935,13 +1091,33 @@ pub(crate) struct Tiers {
 #[derive(Clone, Debug)]
 struct Place {
     candidate: Candidate,
+    /// Where its slots share a context: the model's slot state, to tell
+    /// whether a request's tokens fit beside those running.
+    context: Option<Budget>,
     /// The agents' APIs it serves (not its whole status: a clone of that
     /// per backend per request would cost a walk over its models).
     responses: bool,
     messages: bool,
 }
 
+/// A shared context's size and what of it is taken.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    pub context: u32,
+    pub in_flight: u32,
+}
+
 impl Place {
+    /// Whether `r` fits beside what runs there, counted in tokens where the
+    /// slots share one context.
+    fn fits(&self, r: &Request) -> bool {
+        let Some(b) = self.context else {
+            return true;
+        };
+        let tokens = crate::fleet::tokens_taken(b.context, r.prompt_tokens, r.max_tokens);
+        b.in_flight == 0 || b.in_flight.saturating_add(tokens) <= b.context
+    }
+
     fn serves(&self, api: Api) -> bool {
         match api {
             Api::OpenAi => true,
@@ -965,7 +1141,10 @@ impl Tiers {
                     let id = p.candidate.id;
                     !r.exclude.contains(&id) && p.serves(r.api) && pin.is_none_or(|pin| pin == id)
                 })
-                .map(|p| p.candidate)
+                .map(|p| Candidate {
+                    free: p.candidate.free && p.fits(r),
+                    ..p.candidate
+                })
                 .collect()
         };
         let loaded = eligible(&self.loaded);

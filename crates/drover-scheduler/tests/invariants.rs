@@ -272,6 +272,7 @@ impl World {
             } else {
                 1_000 * self.below(20) as u32
             },
+            max_tokens: None,
         };
         if request.api != Api::OpenAi {
             self.seen.insert("another API");

@@ -43,6 +43,7 @@ fn req(id: u64, model: &str, at: Duration) -> Request {
         api: Api::OpenAi,
         pin: None,
         prompt_tokens: 0,
+        max_tokens: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn req(id: u64, model: &str) -> Request {
         api: Default::default(),
         pin: None,
         prompt_tokens: 0,
+        max_tokens: None,
     }
 }
 
@@ -678,6 +679,7 @@ fn prefix_fleet(service_ms: u64, prefill_rate: f64) -> Scheduler {
             record: vec![7, 8],
         },
         prompt_tokens: 20_000,
+        max_tokens: None,
         ..req(id, "a")
     };
     assert_eq!(dispatched(s.submit(turn(1), ms(0))), BackendId(1));
@@ -701,6 +703,7 @@ fn next_turn(id: u64) -> Request {
             record: vec![7, 8, 9],
         },
         prompt_tokens: 20_000,
+        max_tokens: None,
         ..req(id, "a")
     }
 }
@@ -804,4 +807,91 @@ fn a_request_waiting_for_a_first_answer_keeps_its_deadline() {
     waiting.deadline = Some(ms(100));
     assert_eq!(s.submit(waiting, ms(0)), Ok(Admission::Queued));
     assert_eq!(s.poll(ms(100)), [Decision::Expired(RequestId(1))]);
+}
+
+#[test]
+fn a_server_that_runs_out_of_room_takes_fewer_at_once_then_more_again_slowly() {
+    use drover_scheduler::Notice;
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("m", true, 4)]);
+    for id in 1..=4 {
+        dispatched(s.submit(req(id, "m"), ms(0)));
+    }
+    // The fourth ran out of room with four running: three at once now.
+    s.finish(
+        BackendId(1),
+        &ModelName::new("m"),
+        Outcome::Overloaded,
+        ms(1),
+    );
+    assert_eq!(
+        s.take_notices(),
+        [Notice::Limit {
+            backend: BackendId(1),
+            model: ModelName::new("m"),
+            limit: Some(3),
+            slots: 4
+        }]
+    );
+    assert_eq!(s.fleet().views()[0].models[0].limit, Some(3));
+    assert_eq!(s.submit(req(5, "m"), ms(2)), Ok(Admission::Queued));
+    // Overload says nothing about the backend's health.
+    assert_eq!(s.fleet().views()[0].breaker, BreakerState::Closed);
+    // Twelve successes (four rounds of three) raise it back to all four.
+    for i in 0..12 {
+        let now = ms(10 + i);
+        let next = 6 + i;
+        s.finish(
+            BackendId(1),
+            &ModelName::new("m"),
+            Outcome::Success { service: ms(5) },
+            now,
+        );
+        for d in s.poll(now) {
+            assert!(matches!(d, Decision::Dispatch(_)), "{d:?}");
+        }
+        let _ = s.submit(req(next, "m"), now);
+    }
+    let notices = s.take_notices();
+    assert!(
+        notices.contains(&Notice::Limit {
+            backend: BackendId(1),
+            model: ModelName::new("m"),
+            limit: None,
+            slots: 4
+        }),
+        "{notices:?}"
+    );
+    assert_eq!(s.fleet().views()[0].models[0].limit, None);
+}
+
+#[test]
+fn every_breaker_change_is_noticed_with_its_reason() {
+    use drover_scheduler::Notice;
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("m", true, 1)]);
+    for i in 0..3 {
+        dispatched(s.submit(req(i, "m"), ms(i)));
+        s.finish(BackendId(1), &ModelName::new("m"), Outcome::Failure, ms(i));
+    }
+    let opened = s.take_notices();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let Notice::Breaker { state, reason, .. } = &opened[0] else {
+        panic!("{opened:?}");
+    };
+    assert_eq!(*state, BreakerState::Open);
+    assert!(reason.contains("3 failures in a row"), "{reason}");
+    assert!(s.reopens_in("m", ms(3)).is_some());
+    let _ = s.poll(Duration::from_secs(60));
+    let half = s.take_notices();
+    assert!(
+        matches!(
+            &half[..],
+            [Notice::Breaker {
+                state: BreakerState::HalfOpen,
+                ..
+            }]
+        ),
+        "{half:?}"
+    );
 }

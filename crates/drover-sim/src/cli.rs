@@ -74,6 +74,11 @@ pub struct SimArgs {
     /// model runner crashed does.
     #[arg(long)]
     pub cannot_generate: bool,
+    /// Cells of context every slot shares (llama.cpp's --kv-unified): a
+    /// request that no longer fits beside the others fails with 500
+    /// "Context size has been exceeded.".
+    #[arg(long)]
+    pub shared_context: Option<usize>,
     /// Memory for loaded models, in MiB: loading one that does not fit
     /// evicts (ollama, llamacpp-router) or fails (lmstudio).
     #[arg(long)]
@@ -126,6 +131,7 @@ impl SimArgs {
                 .collect(),
             memory: self.memory_mib.map(|mib| mib.saturating_mul(1 << 20)),
             embedding_dims: self.embedding_dims as usize,
+            shared_context: self.shared_context,
             seed: self.seed,
             faults: Faults {
                 error_rate: self.error_rate,

@@ -46,6 +46,14 @@ pub struct SimConfig {
     /// recently used idle one (Ollama's `OLLAMA_MAX_LOADED_MODELS`,
     /// llama.cpp router's `--models-max`); `None`: no limit.
     pub max_loaded: Option<usize>,
+    /// Cells of context every slot shares, as llama.cpp's server with
+    /// `--kv-unified` (router mode's default): a request takes its prompt's
+    /// and its answer's tokens of them while it runs, and one that no longer
+    /// fits beside the others fails as llama-server fails it, `500
+    /// "Context size has been exceeded."` (a stream's first event), though
+    /// alone it would fit. `None`: each slot has its own. Counted in
+    /// `SimStats::context_full`.
+    pub shared_context: Option<usize>,
     /// Length of every embedding vector.
     pub embedding_dims: usize,
     /// Seeds generated text, embeddings and fault choice.
@@ -70,6 +78,7 @@ impl Default for SimConfig {
             model_load_times: BTreeMap::new(),
             model_sizes: BTreeMap::new(),
             memory: None,
+            shared_context: None,
             embedding_dims: 8,
             seed: 0,
             faults: Faults::default(),

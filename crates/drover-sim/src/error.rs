@@ -172,6 +172,21 @@ impl ApiError {
         }
     }
 
+    /// llama.cpp's refusal of a prompt larger than its context.
+    pub(crate) fn exceeds_context(prompt: usize, n_ctx: usize) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!(
+                "request ({prompt} tokens) exceeds the available context size ({n_ctx} tokens), try increasing it"
+            )
+            .into(),
+            kind: "exceed_context_size_error",
+            param: None,
+            code: None,
+            model: None,
+        }
+    }
+
     /// llama.cpp answers any work with this while its model loads.
     pub(crate) fn loading_model() -> Self {
         ApiError {

@@ -103,18 +103,63 @@ impl Drop for Active {
 pub(crate) struct Running {
     pub(crate) active: Active,
     pub(crate) in_flight: InFlight,
+    /// Its cells of a shared context, while it runs.
+    pub(crate) cells: Option<Cells>,
 }
 
 impl Running {
     pub(crate) fn complete(self) {
-        let Running { active, in_flight } = self;
+        let Running {
+            active,
+            in_flight,
+            cells,
+        } = self;
+        drop(cells);
         drop(active);
         in_flight.complete();
     }
 
     pub(crate) fn end_by_server(self) {
-        let Running { active, in_flight } = self;
+        let Running {
+            active,
+            in_flight,
+            cells,
+        } = self;
+        drop(cells);
         drop(active);
         in_flight.end_by_server();
+    }
+}
+
+/// Cells of a shared context a running request holds, given back on drop.
+#[derive(Debug)]
+pub(crate) struct Cells {
+    used: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    held: usize,
+}
+
+impl Cells {
+    /// `need` cells out of `total`, if that many are free beside those held.
+    pub(crate) fn take(
+        used: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        total: usize,
+        need: usize,
+    ) -> Option<Cells> {
+        use std::sync::atomic::Ordering;
+        used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+            (u.saturating_add(need) <= total).then_some(u + need)
+        })
+        .ok()?;
+        Some(Cells {
+            used: used.clone(),
+            held: need,
+        })
+    }
+}
+
+impl Drop for Cells {
+    fn drop(&mut self) {
+        self.used
+            .fetch_sub(self.held, std::sync::atomic::Ordering::AcqRel);
     }
 }

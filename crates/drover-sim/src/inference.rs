@@ -13,7 +13,7 @@ use crate::body::{SimBody, json_response, sse_response};
 use crate::connection::{ConnectionHandle, NotReading, Sever};
 use crate::error::{ApiError, ErrorShape};
 use crate::fault::Fault;
-use crate::guard::{Active, InFlight, Running};
+use crate::guard::{Active, Cells, InFlight, Running};
 use crate::model::ModelState;
 use crate::request::{InferenceRequest, Prompt};
 use crate::shared::{Shared, unix_now};
@@ -182,7 +182,30 @@ async fn answer(
     let in_flight = InFlight::enter(Arc::clone(model));
     let fault = Fault::choose(faults, shared.settings.seed, sequence);
     let in_flight = apply_fault(shared, connection, fault, in_flight, sequence).await?;
-    let running = start_running(shared, model, in_flight, body).await?;
+    let mut running = start_running(shared, model, in_flight, body).await?;
+    if let (Some(total), Job::Text(text)) = (shared.settings.shared_context, &job) {
+        // A prompt larger than the whole context is refused at once, as
+        // llama-server refuses it; an answer that would outgrow it alone
+        // stops at its end.
+        if text.prompt.tokens > total {
+            running.end_by_server();
+            return Err(ApiError::exceeds_context(text.prompt.tokens, total));
+        }
+        // Its prompt and its whole answer, beside what the others hold.
+        let answer = text.max_tokens.map_or(shared.settings.output_tokens, |m| {
+            (m as usize).min(shared.settings.output_tokens)
+        });
+        let need = (text.prompt.tokens + answer).min(total);
+        match Cells::take(&shared.context_used, total, need) {
+            Some(cells) => running.cells = Some(cells),
+            None => {
+                shared.counters.context_full.fetch_add(1, Ordering::Relaxed);
+                running.end_by_server();
+                shared.watch.changed();
+                return Ok(context_full(text.stream));
+            }
+        }
+    }
     let sever = (fault == Fault::CloseMidStream)
         .then(|| Sever::new(connection.clone(), Arc::clone(shared)));
 
@@ -197,6 +220,23 @@ async fn answer(
         }
         Job::Text(job) => finish(running, sever, plain_text(shared, name, job).await),
     })
+}
+
+/// llama-server's answer when its shared context has no room left: a 500,
+/// or as a stream's first (and only) event.
+fn context_full(stream: bool) -> Response<SimBody> {
+    const ERROR: &str = r#"{"error":{"code":500,"message":"Context size has been exceeded.","type":"server_error"}}"#;
+    if stream {
+        sse_response(SimBody::full(format!("data: {ERROR}\n\n")))
+    } else {
+        let mut response = Response::new(SimBody::full(ERROR));
+        *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
 }
 
 /// The model that serves a request naming `name`. llama.cpp with one model
@@ -279,7 +319,11 @@ async fn start_running(
     let active = Active::acquire(model)
         .await
         .ok_or(ApiError::internal("model slots are closed"))?;
-    let running = Running { active, in_flight };
+    let running = Running {
+        active,
+        in_flight,
+        cells: None,
+    };
     sleep(shared.settings.ttft + prefill(shared, model, body)).await;
     Ok(running)
 }

@@ -32,17 +32,21 @@ pub(crate) fn route(
         (&Method::GET, "/props" | "/slots") if !model.is_loaded() => {
             ApiError::loading_model().into_response()
         }
-        (&Method::GET, _) => return model_route(model, path),
+        (&Method::GET, _) => return model_route(shared, model, path),
         _ => return None,
     };
     Some(response)
 }
 
 /// The GET routes about one model, which router mode serves per model too.
-pub(crate) fn model_route(model: &ModelState, path: &str) -> Option<Response<SimBody>> {
+pub(crate) fn model_route(
+    shared: &Shared,
+    model: &ModelState,
+    path: &str,
+) -> Option<Response<SimBody>> {
     Some(match path {
-        "/props" => props(model),
-        "/slots" => slots(model),
+        "/props" => props(shared, model),
+        "/slots" => slots(shared, model),
         "/metrics" => metrics(model),
         _ => return None,
     })
@@ -63,9 +67,15 @@ fn path_of(model: &ModelState) -> String {
     format!("/models/{}.gguf", model.name)
 }
 
-fn props(model: &ModelState) -> Response<SimBody> {
+/// A slot's context as llama-server reports it: with `--kv-unified` every
+/// slot may use the whole shared context, so each reports all of it.
+fn n_ctx(shared: &Shared) -> usize {
+    shared.settings.shared_context.unwrap_or(N_CTX)
+}
+
+fn props(shared: &Shared, model: &ModelState) -> Response<SimBody> {
     ok_json(&json!({
-        "default_generation_settings": {"n_ctx": N_CTX, "params": {}},
+        "default_generation_settings": {"n_ctx": n_ctx(shared), "params": {}},
         "total_slots": model.slot_count,
         "model_path": path_of(model),
         "chat_template": "",
@@ -76,14 +86,15 @@ fn props(model: &ModelState) -> Response<SimBody> {
 }
 
 /// One entry per slot; the first `active` are working.
-fn slots(model: &ModelState) -> Response<SimBody> {
+fn slots(shared: &Shared, model: &ModelState) -> Response<SimBody> {
+    let n_ctx = n_ctx(shared);
     let active = model.snapshot().active as usize;
     let slots: Vec<_> = (0..model.slot_count)
         .map(|id| {
             json!({
                 "id": id,
                 "id_task": if id < active { id as i64 } else { -1 },
-                "n_ctx": N_CTX,
+                "n_ctx": n_ctx,
                 "speculative": false,
                 "is_processing": id < active,
                 "params": {},

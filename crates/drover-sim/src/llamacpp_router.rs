@@ -51,7 +51,7 @@ pub(crate) async fn route(
                     return Some(e.into_response());
                 }
             }
-            llamacpp::model_route(model, path)?
+            llamacpp::model_route(shared, model, path)?
         }
         _ => return None,
     };

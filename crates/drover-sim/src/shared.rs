@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) max_loaded: Option<usize>,
     /// Bytes for loaded models.
     pub(crate) memory: Option<u64>,
+    /// Cells of context all slots share; see `SimConfig::shared_context`.
+    pub(crate) shared_context: Option<usize>,
 }
 
 /// State every connection and request of one simulator shares. Read-mostly:
@@ -55,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) started: u64,
     /// Cancelled when the simulator shuts down; hung requests wait for it.
     pub(crate) shutdown: CancellationToken,
+    /// Cells of the shared context the running requests hold.
+    pub(crate) context_used: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -102,6 +106,7 @@ impl Shared {
                 load_time: config.load_time,
                 embedding_dims: config.embedding_dims,
                 seed: config.seed,
+                shared_context: config.shared_context,
             },
             models,
             index,
@@ -113,6 +118,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             started: unix_now(),
             shutdown,
+            context_used: Arc::default(),
         })
     }
 
@@ -207,6 +213,7 @@ impl Shared {
             hangs: counters.hangs.load(Ordering::Relaxed),
             mid_stream_closes: counters.mid_stream_closes.load(Ordering::Relaxed),
             dropped_after_read: counters.dropped_after_read.load(Ordering::Relaxed),
+            context_full: counters.context_full.load(Ordering::Relaxed),
             stale_closes: counters.stale_closes.load(Ordering::Relaxed),
             loads: counters.loads.load(Ordering::Relaxed),
             models: self

@@ -20,6 +20,9 @@ pub struct SimStats {
     /// Requests read whole and met with their connection closing, under
     /// `Faults::drop_after_read_rate`.
     pub dropped_after_read: u64,
+    /// Requests that failed for want of room in a shared context
+    /// (`SimConfig::shared_context`).
+    pub context_full: u64,
     /// Requests met with their connection closing and no answer, because
     /// they arrived on a connection that had carried a streamed answer
     /// under `Faults::close_after_stream`. Not in `requests_total`.
@@ -85,6 +88,7 @@ pub(crate) struct Counters {
     pub(crate) hangs: AtomicU64,
     pub(crate) mid_stream_closes: AtomicU64,
     pub(crate) dropped_after_read: AtomicU64,
+    pub(crate) context_full: AtomicU64,
     pub(crate) stale_closes: AtomicU64,
     pub(crate) loads: AtomicU64,
     pub(crate) continuations: AtomicU64,
@@ -100,6 +104,7 @@ impl Counters {
             &self.hangs,
             &self.mid_stream_closes,
             &self.dropped_after_read,
+            &self.context_full,
             &self.stale_closes,
             &self.loads,
             &self.continuations,

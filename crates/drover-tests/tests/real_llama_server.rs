@@ -286,3 +286,61 @@ async fn one_model_and_router_mode_name_a_gguf_model_alike() {
     }
     cluster.shutdown().await;
 }
+
+/// The real server with 4 slots sharing 512 cells of context: 8 requests
+/// of about 40 prompt tokens and up to 300 tokens each, at once. Each alone
+/// fits, together they fill the context and the server fails them with
+/// "Context size has been exceeded."; through the hub every one is
+/// answered, and the breaker stays closed. Once the hub has seen it, it
+/// counts that context in tokens: a second burst, streams too, never
+/// meets the error (a stream that met it part-way the first time could
+/// not be tried again: its client had its first bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_context_filling_up_fails_no_client() {
+    let model = LlamaServer::model("tiny-a");
+    let server = LlamaServer::start(
+        &[
+            "-m",
+            model.to_str().unwrap(),
+            "-np",
+            "4",
+            "-c",
+            "512",
+            "-kvu",
+        ],
+        "/health",
+    )
+    .await;
+    let cluster = ClusterBuilder::new()
+        .external(BackendSpec {
+            name: Some("llama".into()),
+            url: server.url.clone(),
+            ..BackendSpec::default()
+        })
+        .start()
+        .await;
+    let id = model_id(&cluster).await;
+    for (burst, streams) in [("plain", false), ("mixed", true)] {
+        let mut asked = Vec::new();
+        for i in 0..8 {
+            let client = cluster.client.clone();
+            let mut body = chat_body(&id, &format!("{} {i}", "hello world".repeat(12)));
+            body["max_tokens"] = json!(300);
+            body["stream"] = json!(streams && i % 2 == 1);
+            asked.push(tokio::spawn(async move {
+                client.post("/v1/chat/completions", &body).await
+            }));
+        }
+        for (i, a) in asked.into_iter().enumerate() {
+            let r = a.await.unwrap();
+            assert_eq!(r.status, 200, "{burst} request {i}: {}", r.text());
+            assert!(
+                !r.text().contains("Context size"),
+                "{burst} request {i}: {}",
+                r.text()
+            );
+        }
+    }
+    assert_eq!(cluster.breaker("llama").await, "closed");
+    cluster.shutdown().await;
+}

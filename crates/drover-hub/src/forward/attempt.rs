@@ -25,7 +25,38 @@ pub const BACKEND_HEADER: &str = "x-drover-backend";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Why an attempt failed before anything reached the client.
-pub type AttemptFailure = String;
+#[derive(Debug)]
+pub enum AttemptFailure {
+    /// The backend failed it; another may not.
+    Failed(String),
+    /// The backend ran out of room for it with others running (a context
+    /// its slots share filled up): overload, to try again when load drops,
+    /// there or elsewhere.
+    Overloaded(String),
+    /// It ran out of room with nothing else running there: it does not fit
+    /// the model's context. The server's words.
+    TooLarge(String),
+}
+
+impl From<String> for AttemptFailure {
+    fn from(reason: String) -> Self {
+        AttemptFailure::Failed(reason)
+    }
+}
+
+impl std::fmt::Display for AttemptFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptFailure::Failed(r)
+            | AttemptFailure::Overloaded(r)
+            | AttemptFailure::TooLarge(r) => f.write_str(r),
+        }
+    }
+}
+
+/// How much of an error answer is read to tell overload from failure:
+/// errors are small JSON.
+const ERROR_PEEK: usize = 64 * 1024;
 
 /// Sends `job` to the backend `guard` holds a slot on. `last_attempt`: a
 /// 5xx or 429 is passed through to the client instead of failing over.
@@ -38,7 +69,7 @@ pub async fn run(
 ) -> Result<Response<Body>, AttemptFailure> {
     let Some(entry) = hub.registry.get(guard.backend) else {
         guard.neutral();
-        return Err("the backend was removed".into());
+        return Err(AttemptFailure::Failed("the backend was removed".into()));
     };
     let started = Instant::now();
     let deadline = started + hub.config.upstream.response_timeout;
@@ -54,30 +85,49 @@ pub async fn run(
         }
     };
     let status = upstream.status();
-    if !last_attempt && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS) {
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            // Busy is not broken: do not count it against the breaker.
-            guard.neutral();
-        } else {
-            guard.fail();
-        }
-        return Err(format!("{} answered {status}", entry.name));
+    if !last_attempt && status == StatusCode::TOO_MANY_REQUESTS {
+        // Busy is not broken: do not count it against the breaker.
+        guard.neutral();
+        return Err(format!("{} answered {status}", entry.name).into());
     }
     let (parts, mut body) = upstream.into_parts();
-    let first = match tokio::time::timeout_at(deadline, body.frame()).await {
-        Ok(Some(Ok(frame))) => frame.into_data().ok(),
-        Ok(None) => None,
-        Ok(Some(Err(e))) => {
+    let sse = is_sse(&parts.headers);
+    // An error answer is read whole (it is small) to tell a server that ran
+    // out of room from one that failed; any other answer, its first frame.
+    let peek = if status.is_server_error() && !sse {
+        ERROR_PEEK
+    } else {
+        1
+    };
+    let first = match tokio::time::timeout_at(deadline, read_prefix(&mut body, peek)).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(e)) => {
             guard.fail();
-            return Err(format!("{} broke before its first byte: {e}", entry.name));
+            return Err(format!("{} broke before its first byte: {e}", entry.name).into());
         }
         Err(_) => {
             guard.fail();
             return Err(no_answer(&entry, "body", hub));
         }
     };
+    // llama.cpp says so as a 500, or as a stream's first event.
+    if (status.is_server_error() || sse)
+        && first
+            .as_deref()
+            .is_some_and(drover_backends::overload::out_of_room)
+    {
+        return Err(out_of_room(
+            hub,
+            guard,
+            &entry,
+            first.as_deref().unwrap_or_default(),
+        ));
+    }
+    if !last_attempt && status.is_server_error() {
+        guard.fail();
+        return Err(format!("{} answered {status}", entry.name).into());
+    }
     let ttfb = job.arrived.elapsed();
-    let sse = is_sse(&parts.headers);
     if sse && status.is_success() {
         learn_prefill(hub, &guard, job, started.elapsed());
     }
@@ -157,7 +207,7 @@ async fn send(entry: &BackendEntry, job: &Job) -> Result<Response<Incoming>, Att
     let uri = entry
         .endpoint
         .uri(&job.path_and_query)
-        .map_err(|e| format!("cannot build the upstream URL: {e}"))?;
+        .map_err(|e| AttemptFailure::Failed(format!("cannot build the upstream URL: {e}")))?;
     // The server's own id for the model, where it differs from the name
     // the request arrived with.
     let own = entry.own_id(&job.model);
@@ -191,11 +241,11 @@ async fn send(entry: &BackendEntry, job: &Job) -> Result<Response<Incoming>, Att
         req
     };
     entry.client.send(build).await.map_err(|e| {
-        format!(
+        AttemptFailure::Failed(format!(
             "{}: {}",
             entry.name,
             drover_backends::backend::error_chain(&e)
-        )
+        ))
     })
 }
 
@@ -204,6 +254,82 @@ fn no_answer(entry: &BackendEntry, what: &str, hub: &HubState) -> AttemptFailure
         "{} sent no {what} within {:?}",
         entry.name, hub.config.upstream.response_timeout
     )
+    .into()
+}
+
+/// The body's first frames, at least one and until `want` bytes or its end:
+/// `None` for an empty body.
+async fn read_prefix(body: &mut Incoming, want: usize) -> Result<Option<Bytes>, hyper::Error> {
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    while first.as_ref().map_or(0, Bytes::len) + more.len() < want {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if more.is_empty() {
+                    more.extend_from_slice(f);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
+        if http_body::Body::is_end_stream(body) {
+            break;
+        }
+    }
+    Ok(if more.is_empty() {
+        first
+    } else {
+        Some(Bytes::from(more))
+    })
+}
+
+/// The server ran out of room for the request. With others running there
+/// that is overload: the slot is given back as such (the model takes fewer
+/// at once there for a while) and the request goes round again. Started
+/// alone and still alone, it does not fit the model's context: the client
+/// hears the server's words.
+fn out_of_room(
+    hub: &HubState,
+    mut guard: SlotGuard,
+    entry: &BackendEntry,
+    said: &[u8],
+) -> AttemptFailure {
+    let running = hub
+        .dispatcher
+        .inspect(|s| s.fleet().busy(guard.backend, guard.model.as_str()))
+        .max(guard.running);
+    if running <= 1 {
+        guard.neutral();
+        return AttemptFailure::TooLarge(format!(
+            "the request does not fit the context of '{}' on {}: {}",
+            crate::error::echo(guard.model.as_str()),
+            entry.name,
+            server_words(said)
+        ));
+    }
+    guard.overloaded();
+    AttemptFailure::Overloaded(format!(
+        "{} ran out of room with {running} requests running ({})",
+        entry.name,
+        server_words(said)
+    ))
+}
+
+/// The error message an answer (or an SSE error event) carries, else its
+/// text, cut short.
+fn server_words(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let json = text.trim().trim_start_matches("data:").trim();
+    let message = serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string));
+    crate::error::echo(message.as_deref().unwrap_or(json)).into_owned()
 }
 
 /// The client's response: the backend's status and headers (less hop-by-hop

@@ -16,6 +16,7 @@ mod attempt;
 mod pass_through;
 mod rewrite;
 
+use attempt::AttemptFailure;
 pub use attempt::REQUEST_ID_HEADER;
 pub use pass_through::KeyRef;
 
@@ -87,11 +88,14 @@ async fn attempts(
     let max_retries = hub.config.upstream.max_retries;
     let mut last_failure: Option<String> = None;
     let mut attempt = 0;
+    // Tries again after a server ran out of room: they need no other
+    // backend, only load to drop, which the lowered limit sees to.
+    let mut overloads = 0;
     loop {
         let waiting_since = Instant::now();
         let acquired = hub
             .dispatcher
-            .acquire(job.request.clone(), attempt > 0)
+            .acquire(job.request.clone(), attempt > 0 || overloads > 0)
             .await;
         *queued += waiting_since.elapsed();
         let mut guard = acquired.map_err(|e| refusal(hub, e, &job, last_failure.take()))?;
@@ -123,6 +127,24 @@ async fn attempts(
             Err(failure) => failure,
         };
         let name = hub.registry.name_of(backend);
+        let failure = match failure {
+            AttemptFailure::TooLarge(message) => {
+                return Err(ApiError::ContextLengthExceeded { message });
+            }
+            AttemptFailure::Overloaded(reason) if overloads < MAX_OVERLOADS => {
+                tracing::info!(request_id = ?job.request_id, backend = %name, reason = %reason, "the server ran out of room; the request waits for load to drop");
+                hub.traffic
+                    .retried(crate::traffic::unix_ms(), &name, &job.model);
+                hub.metrics
+                    .retries
+                    .get_or_create(&BackendLabels { backend: name })
+                    .inc();
+                last_failure = Some(reason);
+                overloads += 1;
+                continue;
+            }
+            AttemptFailure::Overloaded(reason) | AttemptFailure::Failed(reason) => reason,
+        };
         tracing::warn!(request_id = ?job.request_id, backend = %name, attempt, reason = %failure, "attempt failed before the first byte");
         if last_attempt {
             let message = if attempt == 0 {
@@ -147,6 +169,11 @@ async fn attempts(
     }
 }
 
+/// Times a request goes round again because a server ran out of room for
+/// it. Each lowers that model's concurrency there, which reaches one within
+/// as many: past them, something else is wrong.
+const MAX_OVERLOADS: u32 = 16;
+
 /// Why a request got no slot, as the client should hear it.
 fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<String>) -> ApiError {
     let model = job.model.clone();
@@ -169,12 +196,10 @@ fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<Stri
             if backends.is_empty() {
                 hub.model_not_found(model)
             } else {
-                ApiError::Unreachable { model, backends }
+                hub.unreachable(model, backends)
             }
         }
-        (AcquireError::Rejected(Reject::NoHealthyBackend), None) => {
-            ApiError::NoHealthyBackend { model }
-        }
+        (AcquireError::Rejected(Reject::NoHealthyBackend), None) => hub.no_healthy_backend(model),
         (AcquireError::Rejected(Reject::ApiNotServed), _) => ApiError::ApiNotServed {
             others: hub.backends_listing(&model),
             path: match job.request.api {
@@ -245,7 +270,7 @@ fn refusal(hub: &HubState, e: AcquireError, job: &Job, last_failure: Option<Stri
             if backends.is_empty() {
                 hub.model_not_found(model)
             } else {
-                ApiError::Unreachable { model, backends }
+                hub.unreachable(model, backends)
             }
         }
         (AcquireError::Wait(WaitError::Unroutable), _) => ApiError::ModelGone { model },

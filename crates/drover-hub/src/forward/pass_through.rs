@@ -48,6 +48,9 @@ pub(super) struct PassThrough {
     guard: Option<SlotGuard>,
     /// The backend answered 5xx: a failure, however the body ends.
     upstream_failed: bool,
+    /// The server ran out of room for it part-way (a stream's error event):
+    /// overload, not failure nor success.
+    out_of_room: bool,
     sse: bool,
     errors: ErrorFormat,
     /// A Responses API answer: its id is looked for in its first bytes and
@@ -106,6 +109,7 @@ impl PassThrough {
             first,
             guard: Some(guard),
             upstream_failed,
+            out_of_room: false,
             sse,
             errors,
             owner: owner.map(|b| (b, IdSniffer::new(ID_WINDOW))),
@@ -172,7 +176,9 @@ impl PassThrough {
         let Some(mut guard) = self.guard.take() else {
             return;
         };
-        if complete && !self.upstream_failed {
+        if self.out_of_room {
+            guard.overloaded();
+        } else if complete && !self.upstream_failed {
             guard.succeed();
         } else {
             guard.fail();
@@ -226,6 +232,11 @@ impl PassThrough {
         if let Some(data) = frame.data_ref() {
             self.sniff(data);
             self.usage.feed(data);
+            // A stream's error event: a server that ran out of room part-way
+            // is overloaded (llama.cpp's shared context filled up).
+            if self.usage.saw_error() && drover_backends::overload::out_of_room(data) {
+                self.out_of_room = true;
+            }
         }
         if http_body::Body::is_end_stream(&self.inner) {
             self.finish(true);

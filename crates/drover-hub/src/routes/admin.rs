@@ -173,6 +173,7 @@ pub(crate) fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
                         .filter(|_| m.busy == 0)
                         .map(|t| fleet.now.saturating_sub(t).as_secs_f64()),
                     pinned: fleet.pinned.contains(&m.name),
+                    limit: m.limit,
                     load_error: m.load_error.clone(),
                     slots: m.slots,
                     busy: m.busy,

@@ -211,6 +211,7 @@ async fn job(
         api,
         pin,
         prompt_tokens: prompt_tokens(body.len()),
+        max_tokens: facts.max_tokens,
     };
     let path_and_query = parts
         .uri
@@ -339,6 +340,8 @@ struct Facts {
     user: Option<String>,
     affinity: drover_scheduler::Affinity,
     previous_response_id: Option<String>,
+    /// The most tokens the answer may have, as the request says.
+    max_tokens: Option<u32>,
 }
 
 /// Bodies larger than this are read on the blocking pool: parsing a few
@@ -360,6 +363,7 @@ impl Facts {
             }
         };
         Ok(Facts {
+            max_tokens: peek.max_tokens(),
             affinity: crate::affinity::for_request(&model, &peek),
             user: peek.user.map(|u| u.into_owned()),
             previous_response_id: peek.previous_response_id.map(|r| r.into_owned()),

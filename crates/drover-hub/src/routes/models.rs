@@ -97,7 +97,7 @@ pub async fn get(
             if backends.is_empty() {
                 hub.model_not_found_among(model, allowed.as_deref())
             } else {
-                ApiError::Unreachable { model, backends }
+                hub.unreachable(model, backends)
             }
         })
 }

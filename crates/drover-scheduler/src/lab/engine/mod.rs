@@ -325,6 +325,7 @@ impl<'a> Engine<'a> {
             api: Default::default(),
             pin: None,
             prompt_tokens: 0,
+            max_tokens: None,
         }
     }
 
