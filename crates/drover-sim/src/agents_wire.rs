@@ -201,15 +201,20 @@ impl ResponseEvents<'_> {
 }
 
 /// An Anthropic Messages stream's events.
-pub(crate) fn message_start(id: &str, model: &str, input_tokens: usize) -> Bytes {
-    Events::default()
-        .push(
+/// A Messages stream's opening events; `with_start`: its `message_start`
+/// too (llama-server leaves it out of some streams).
+pub(crate) fn message_start(id: &str, model: &str, input_tokens: usize, with_start: bool) -> Bytes {
+    let mut events = Events::default();
+    if with_start {
+        events = events.push(
             "message_start",
             &json!({"type": "message_start", "message": {
                 "id": id, "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": input_tokens, "output_tokens": 0}}}),
-        )
+        );
+    }
+    events
         .push(
             "content_block_start",
             &json!({"type": "content_block_start", "index": 0,

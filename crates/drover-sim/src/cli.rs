@@ -61,6 +61,10 @@ pub struct SimArgs {
     /// closed without an answer.
     #[arg(long, default_value_t = 0.0)]
     pub drop_after_read_rate: f64,
+    /// Start Anthropic Messages streams without their message_start event,
+    /// as llama-server sometimes does.
+    #[arg(long)]
+    pub messages_without_start: bool,
     /// Report this many output tokens in every answer's usage, whatever
     /// was generated.
     #[arg(long)]
@@ -140,6 +144,7 @@ impl SimArgs {
                 drop_after_read_rate: self.drop_after_read_rate,
                 close_after_stream: self.close_after_stream,
                 cannot_generate: self.cannot_generate,
+                messages_without_start: self.messages_without_start,
                 reported_output_tokens: self.report_output_tokens,
             },
         }

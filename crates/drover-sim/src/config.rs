@@ -114,6 +114,10 @@ pub struct Faults {
     /// GPU memory gone): every generation answers 500 in the path's error
     /// shape, while listings answer as ever. Counted in `injected_errors`.
     pub cannot_generate: bool,
+    /// Start Anthropic Messages streams without their `message_start` event
+    /// (straight at `content_block_start`), as llama-server does for about
+    /// one stream in five: the Anthropic SDK's stream helper then fails.
+    pub messages_without_start: bool,
     /// Report this many output tokens in every answer's usage (OpenAI's
     /// `completion_tokens`, llama.cpp's `predicted_n`) whatever was
     /// generated: a server that counts wrongly, or lies.
@@ -129,6 +133,7 @@ impl Faults {
         drop_after_read_rate: 0.0,
         close_after_stream: false,
         cannot_generate: false,
+        messages_without_start: false,
         reported_output_tokens: None,
     };
 
@@ -147,6 +152,7 @@ impl Faults {
             drop_after_read_rate: probability(self.drop_after_read_rate),
             close_after_stream: self.close_after_stream,
             cannot_generate: self.cannot_generate,
+            messages_without_start: self.messages_without_start,
             reported_output_tokens: self.reported_output_tokens,
         }
     }

@@ -49,6 +49,7 @@ pub(crate) struct FaultRates {
     drop_after_read: AtomicU64,
     close_after_stream: AtomicBool,
     cannot_generate: AtomicBool,
+    messages_without_start: AtomicBool,
     /// `reported_output_tokens`, when `reports` is set.
     reports: AtomicBool,
     reported: AtomicU64,
@@ -63,6 +64,7 @@ impl FaultRates {
             drop_after_read: AtomicU64::new(0),
             close_after_stream: AtomicBool::new(false),
             cannot_generate: AtomicBool::new(false),
+            messages_without_start: AtomicBool::new(false),
             reports: AtomicBool::new(false),
             reported: AtomicU64::new(0),
         };
@@ -90,6 +92,8 @@ impl FaultRates {
             .store(faults.reported_output_tokens.is_some(), Ordering::Relaxed);
         self.cannot_generate
             .store(faults.cannot_generate, Ordering::Relaxed);
+        self.messages_without_start
+            .store(faults.messages_without_start, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> Faults {
@@ -100,6 +104,7 @@ impl FaultRates {
             drop_after_read_rate: f64::from_bits(self.drop_after_read.load(Ordering::Relaxed)),
             close_after_stream: self.close_after_stream.load(Ordering::Relaxed),
             cannot_generate: self.cannot_generate.load(Ordering::Relaxed),
+            messages_without_start: self.messages_without_start.load(Ordering::Relaxed),
             reported_output_tokens: self
                 .reports
                 .load(Ordering::Relaxed)
@@ -170,6 +175,7 @@ mod tests {
             drop_after_read_rate: 0.5,
             close_after_stream: true,
             cannot_generate: true,
+            messages_without_start: true,
             reported_output_tokens: Some(u64::MAX),
         });
         assert_eq!(
@@ -181,6 +187,7 @@ mod tests {
                 drop_after_read_rate: 0.5,
                 close_after_stream: true,
                 cannot_generate: true,
+                messages_without_start: true,
                 reported_output_tokens: Some(u64::MAX),
             }
         );

@@ -437,6 +437,7 @@ fn streamed_text(
         include_usage: job.include_usage,
         timings: shared.settings.dialect.reports_timings(),
         reported_tokens: shared.faults.get().reported_output_tokens,
+        without_message_start: shared.faults.get().messages_without_start,
         token_interval: shared.settings.token_interval,
         sever,
     };

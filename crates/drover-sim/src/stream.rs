@@ -54,6 +54,8 @@ pub(crate) struct StreamPlan {
     /// `Faults::reported_output_tokens`: the count usage and timings
     /// report instead of the tokens sent.
     pub(crate) reported_tokens: Option<u64>,
+    /// `Faults::messages_without_start`.
+    pub(crate) without_message_start: bool,
     pub(crate) token_interval: Option<Duration>,
     /// Set when this answer is to be cut off part-way.
     pub(crate) sever: Option<Sever>,
@@ -174,6 +176,7 @@ impl TokenStream {
                     &self.plan.id,
                     &self.plan.model.name,
                     self.plan.prompt_tokens,
+                    !self.plan.without_message_start,
                 );
             }
             ChunkShape::Chat | ChunkShape::Text => {}

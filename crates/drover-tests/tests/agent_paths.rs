@@ -138,3 +138,37 @@ async fn a_broken_stream_ends_with_the_paths_own_error_event() {
     );
     cluster.shutdown().await;
 }
+
+/// llama-server leaves `message_start` out of some Messages streams, which
+/// breaks Anthropic's clients: through the hub every stream opens with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_stream_without_message_start_gets_one() {
+    let sim = drover_tests::SimConfig {
+        dialect: drover_tests::Dialect::LlamaCpp,
+        models: vec!["tiny".into()],
+        loaded: vec!["tiny".into()],
+        faults: drover_tests::Faults {
+            messages_without_start: true,
+            ..drover_tests::Faults::NONE
+        },
+        ..drover_tests::SimConfig::default()
+    };
+    let cluster = drover_tests::ClusterBuilder::new()
+        .sim("llama", sim)
+        .start()
+        .await;
+    let body = serde_json::json!({"model": "tiny", "max_tokens": 8, "stream": true,
+                                  "messages": [{"role": "user", "content": "hi"}]});
+    let direct = drover_tests::Client::new(&cluster.sim("llama").url())
+        .post("/v1/messages", &body)
+        .await
+        .text();
+    assert!(direct.starts_with("event: content_block_start"), "{direct}");
+    let r = cluster.client.post("/v1/messages", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(text.starts_with("event: message_start\n"), "{text}");
+    assert_eq!(text.matches("event: message_start").count(), 1, "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    cluster.shutdown().await;
+}

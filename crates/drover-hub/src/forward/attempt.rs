@@ -127,6 +127,19 @@ pub async fn run(
         guard.fail();
         return Err(format!("{} answered {status}", entry.name).into());
     }
+    // A Messages stream must open with message_start, or Anthropic's
+    // clients fail: put it in where the server left it out.
+    let first = match first {
+        Some(bytes) if sse && status.is_success() && job.request.api == Api::Messages => {
+            Some(super::anthropic::with_message_start(
+                bytes,
+                &String::from_utf8_lossy(job.request_id.as_bytes()),
+                &job.asked,
+                job.request.prompt_tokens,
+            ))
+        }
+        other => other,
+    };
     let ttfb = job.arrived.elapsed();
     if sse && status.is_success() {
         learn_prefill(hub, &guard, job, started.elapsed());

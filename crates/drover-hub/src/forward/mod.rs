@@ -6,12 +6,15 @@
 //! - [`attempt`]: one attempt against one backend, up to its first byte.
 //! - [`pass_through`]: the answer's body on its way to the client, which
 //!   holds the slot until the last byte.
+//! - [`anthropic`]: a Messages stream that lacks its `message_start`
+//!   (llama-server's, now and then) gets one.
 //!
 //! The retry boundary is the first byte: until the backend's first body
 //! frame is in hand nothing has been sent, so any failure may be retried.
 //! After it, a failure ends an SSE stream with an error event (never a
 //! silent truncation) and aborts any other body.
 
+mod anthropic;
 mod attempt;
 mod pass_through;
 mod rewrite;
