@@ -178,6 +178,12 @@ def http_text(url: str, timeout: float = 2.0) -> str:
         return resp.read().decode()
 
 
+def http_post_json(url: str, body, timeout: float = 10.0):
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"null")
+
+
 def wait_until(what: str, condition, timeout: float, interval: float = 0.02, procs: list[Proc] | None = None):
     """Polls `condition` until it returns something truthy, which it returns;
     fails after `timeout` seconds, or at once if one of `procs` (by default

@@ -1,8 +1,9 @@
 """`drover models` against the real llama.cpp server in router mode (three
 tiny models, `--models-max 2`): loaded and unloaded through drover's CLI,
 loaded on demand by a request naming a model, evicted by the server on its
-own (and left so), and evicted by drover's model manager under
-`max_loaded=2` with a pinned model kept."""
+own when a load goes past drover (and said so), and evicted by drover's
+model manager under the router's own `--models-max`, read from its `/props`,
+or `max_loaded=2`, with a pinned model kept."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from conftest import (
     free_port,
     from_env,
     http_json,
+    http_post_json,
+    http_text,
     spawn,
     wait_until,
 )
@@ -91,20 +94,35 @@ def test_router_evictions_by_the_server_and_by_drover(tmp_path):
     hubs = []
     try:
 
-        # A hub that does not know the router's limit: the router evicts on
-        # its own, and drover does not load the evicted model back.
+        # The hub reads the router's --models-max (its /props) and evicts
+        # itself, the least recently used idle model: the router never has to.
         hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", f"{url},name=router"], tmp_path)
         hubs.append(hub)
         hub.wait_for_url()
         wait_until("the hub lists the router's models", lambda: "tiny-b" in states(hub.url), 20)
         for model in ("tiny-b", "tiny-c", "tiny-a"):
             chat(hub.url, model)
-        wait_until("the router's own eviction shows", lambda: loaded(hub.url) == {"tiny-c", "tiny-a"}, 10)
+        wait_until("the eviction shows", lambda: loaded(hub.url) == {"tiny-c", "tiny-a"}, 10)
         routers = {m["id"]: m["status"]["value"] for m in http_json(url + "/models")["data"]}
         assert routers["tiny-b"] == "unloaded", routers
-        time.sleep(1)  # ten probes of the hub
-        assert loaded(hub.url) == {"tiny-c", "tiny-a"}, "drover loaded it back"
+        unloads = [line for line in http_text(hub.url + "/metrics").splitlines()
+                   if line.startswith('drover_model_unloads_total{backend="router",model="tiny-b"}')]
+        assert unloads and unloads[0].split()[-1] == "1", unloads
+
+        # A model loaded past drover, straight on the router, makes the
+        # router evict one on its own: drover sees it and says so.
+        http_post_json(url + "/models/load", {"model": "tiny-b"})
+        wait_until("the router's own eviction shows", lambda: len(loaded(hub.url) & {"tiny-c", "tiny-a"}) == 1, 10)
+        evicted = ({"tiny-c", "tiny-a"} - loaded(hub.url)).pop()
+        out = drover_cli(hub.url, "models", "unload", evicted).stdout
+        assert f"{evicted} was not loaded anywhere asked: router unloaded it on its own" in out, out
         hub.stop()
+        # Back to tiny-c and tiny-a on the router, for the next hub.
+        http_post_json(url + "/models/unload", {"model": "tiny-b"})
+        router_state = lambda: {m["id"]: m["status"]["value"] for m in http_json(url + "/models")["data"]}
+        wait_until("tiny-b is unloaded", lambda: router_state()["tiny-b"] == "unloaded", 10)
+        http_post_json(url + "/models/load", {"model": evicted})
+        wait_until("both are loaded again", lambda: router_state()[evicted] == "loaded", 10)
 
         # Told the limit, drover evicts itself: the least recently used idle
         # model that is not pinned.

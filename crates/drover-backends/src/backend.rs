@@ -125,6 +125,9 @@ pub struct Discovery {
     /// How the server runs, when it matters to an operator
     /// (llama.cpp `router` mode).
     pub mode: Option<String>,
+    /// Models it keeps loaded at once, evicting on its own beyond, where it
+    /// tells (llama.cpp router's `--models-max`).
+    pub max_loaded: Option<u32>,
 }
 
 /// What a finished load reports.

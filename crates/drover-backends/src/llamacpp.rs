@@ -12,7 +12,7 @@ use std::future::Future;
 
 use std::time::{Duration, Instant};
 
-use drover_proto::llamacpp::{ModelList, Props, Slot};
+use drover_proto::llamacpp::{ModelList, Props, RouterProps, Slot};
 use http::{Method, StatusCode};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
@@ -158,6 +158,10 @@ impl LlamaCpp {
                 ..DiscoveredModel::default()
             });
         }
+        // Its --models-max: beyond it the router evicts on its own, so the
+        // hub must count loads against it to know what stays.
+        let props: Option<RouterProps> = self.http.get_json("/props").await.unwrap_or(None);
+        let max_loaded = props.and_then(|p| p.max_instances).filter(|n| *n > 0);
         Ok(Discovery {
             models,
             can_load: true,
@@ -167,6 +171,7 @@ impl LlamaCpp {
                 messages: Some(true),
             },
             mode: Some("router".into()),
+            max_loaded,
             ..Discovery::default()
         })
     }

@@ -62,6 +62,28 @@ async fn probe(entry: &BackendEntry) -> Result<Discovery, String> {
     Ok(discovery)
 }
 
+/// Models the scheduler holds loaded on `id` (no unload of its own under
+/// way) that the server now says are not: it unloaded them by itself.
+fn evicted_by_server(
+    s: &drover_scheduler::Scheduler,
+    id: drover_core::BackendId,
+    specs: &[drover_scheduler::ModelSpec],
+) -> Vec<String> {
+    let Some(view) = s.fleet().view(id) else {
+        return Vec::new();
+    };
+    specs
+        .iter()
+        .filter(|spec| spec.state == drover_scheduler::ServerState::Unloaded)
+        .filter(|spec| {
+            view.models
+                .iter()
+                .any(|m| m.name == spec.name && m.residency == drover_scheduler::Residency::Loaded)
+        })
+        .map(|spec| spec.name.to_string())
+        .collect()
+}
+
 /// Keeps at most `max` of a listing's models, loaded and loading ones
 /// first, the rest in the server's order; how many it dropped.
 fn cap_models(discovery: &mut Discovery, max: usize) -> usize {
@@ -123,22 +145,39 @@ fn probe_once(
                     .iter()
                     .map(|m| (hub.models.public_name(&m.id).to_string(), m.state.as_str()))
                     .collect();
+                // A model loaded again is no longer one the server evicted.
+                status.evicted.retain(|model, _| {
+                    !discovery
+                        .models
+                        .iter()
+                        .any(|m| m.loaded() && hub.models.public_name(&m.id) == model)
+                });
                 status.progress = discovery
                     .models
                     .iter()
                     .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.progress?)))
                     .collect();
             }
-            hub.dispatcher.with_scheduler(|s, now| {
+            let evicted = hub.dispatcher.with_scheduler(|s, now| {
                 // Checked under the scheduler's lock, after which removal
                 // also happens under it: a late probe cannot re-add.
                 if entry.removed.load(Ordering::SeqCst) {
-                    return;
+                    return Vec::new();
                 }
+                let evicted = evicted_by_server(s, id, &specs);
                 s.observe_backend(id, specs, Some(started), now);
                 s.set_backend_status(id, backend_status);
                 s.probe(id, true, now);
+                evicted
             });
+            if !evicted.is_empty() {
+                let mut status = drover_core::sync::lock(&entry.probe);
+                let at = crate::traffic::unix_ms();
+                for model in evicted {
+                    tracing::info!(backend = %entry.name, model = %crate::error::echo(&model), "the server unloaded the model on its own");
+                    status.evicted.insert(model, at);
+                }
+            }
             let mut status = drover_core::sync::lock(&entry.probe);
             if status.last_error.is_some() || !status.ever_succeeded {
                 tracing::info!(backend = %entry.name, models, loaded, "backend is up");

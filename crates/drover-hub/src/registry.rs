@@ -86,6 +86,10 @@ pub struct ProbeStatus {
     pub states: HashMap<String, &'static str>,
     /// Load progress from 0 to 1 of models loading, by public name.
     pub progress: HashMap<String, f32>,
+    /// Models the server unloaded on its own while the hub held them
+    /// loaded (llama.cpp's router beyond --models-max), by public name,
+    /// with when it was seen (Unix ms).
+    pub evicted: HashMap<String, u64>,
 }
 
 /// How a backend's health is probed.
@@ -247,7 +251,9 @@ impl BackendEntry {
                     system: self.system,
                     margin: self.margin,
                 }),
-            max_loaded: self.max_loaded,
+            // Config first; else the server's own limit (llama.cpp
+            // router's --models-max), beyond which it evicts by itself.
+            max_loaded: self.max_loaded.or(discovery.max_loaded),
         }
     }
 

@@ -234,6 +234,10 @@ pub struct ModelAction {
     /// Nothing needed doing: it was loaded (or unloaded) already.
     #[serde(default)]
     pub already: bool,
+    /// What else the operator should know: a server that unloaded the
+    /// model on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What a key may do: run inference, use the management API, or read

@@ -20,6 +20,17 @@ pub struct Props {
     pub default_generation_settings: Option<GenerationSettings>,
 }
 
+/// Router mode's own `/props` (no model named): its `--models-max`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct RouterProps {
+    #[serde(default)]
+    pub role: Option<String>,
+    /// `--models-max`: models it keeps loaded at once, evicting the least
+    /// recently used beyond; 0 for no limit.
+    #[serde(default)]
+    pub max_instances: Option<u32>,
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct GenerationSettings {
     #[serde(default)]

@@ -2,9 +2,10 @@
 //! model at start; `/models` lists every model with its status (unloaded,
 //! loading, loaded), `POST /models/load` and `/models/unload` load and
 //! unload one, and a request naming a model loads it (autoload), evicting
-//! the least recently used beyond `--models-max` (`max_loaded`). GET routes
-//! that concern one model (`/slots`, `/props`, `/metrics`) take
-//! `?model=ID`; without it they answer 400. `?autoload=false` keeps a GET
+//! the least recently used beyond `--models-max` (`max_loaded`), which
+//! `/props` without a model reports as `max_instances`. GET routes that
+//! concern one model (`/slots`, `/props`, `/metrics`) take `?model=ID`;
+//! without it `/slots` and `/metrics` answer 400. `?autoload=false` keeps a GET
 //! from loading the model it names. As the real one: unloading a model that
 //! is not running is a 400 "model is not running", and an unloaded model's
 //! status still says "loaded" for a moment after the answer.
@@ -34,6 +35,15 @@ pub(crate) async fn route(
         (&Method::GET, "/models" | "/v1/models") => models(shared),
         (&Method::POST, "/models/load") => load(shared, body, true).await,
         (&Method::POST, "/models/unload") => load(shared, body, false).await,
+        // The router's own properties, as the real one answers them: its
+        // role and `--models-max`.
+        (&Method::GET, "/props") if param(query, "model").is_none() => ok_json(&json!({
+            "role": "router",
+            "max_instances": shared.settings.max_loaded.unwrap_or(0),
+            "models_autoload": true,
+            "model_path": "none",
+            "build_info": "b0-drover-sim",
+        })),
         (&Method::GET, "/slots" | "/props" | "/metrics") => {
             let Some(model) = param(query, "model") else {
                 return Some(bad_request(

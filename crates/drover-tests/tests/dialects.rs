@@ -255,6 +255,7 @@ async fn llamacpp_router_mode_loads_evicts_and_unloads() {
     let router = adapter_at(BackendKind::LlamaCpp, &server.url());
     let d = router.discover().await.unwrap();
     assert_eq!(d.mode.as_deref(), Some("router"));
+    assert_eq!(d.max_loaded, Some(2), "its --models-max, from /props");
     assert!(
         d.models.iter().all(|m| m.state == ModelState::Unloaded),
         "{d:?}"

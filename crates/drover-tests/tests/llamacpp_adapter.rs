@@ -118,6 +118,8 @@ async fn router_mode_models_states_load_and_unload() {
     let d = llama.discover().await.unwrap();
     assert_eq!(d.mode.as_deref(), Some("router"));
     assert!(d.can_load && d.can_unload);
+    // Its --models-max, beyond which it evicts on its own.
+    assert_eq!(d.max_loaded, Some(2));
     let ids: Vec<String> = d.models.iter().map(|m| m.id.clone()).collect();
     for name in ["tiny-a", "tiny-b", "tiny-c"] {
         assert!(ids.iter().any(|id| id.contains(name)), "{ids:?}");

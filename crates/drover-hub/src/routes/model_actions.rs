@@ -173,7 +173,29 @@ async fn unload(
         done.push(entry.name.clone());
     }
     let already = done.is_empty();
-    Ok(Json(action(&model, done, "unload", None, already)))
+    let mut answer = action(&model, done, "unload", None, already);
+    if already {
+        answer.note = evicted_note(&listing, &model);
+    }
+    Ok(Json(answer))
+}
+
+/// "studio unloaded it on its own 12 s ago", for a model some server
+/// evicted by itself lately (llama.cpp's router beyond --models-max).
+fn evicted_note(listing: &[(Arc<BackendEntry>, Residency)], model: &str) -> Option<String> {
+    let now = crate::traffic::unix_ms();
+    let said: Vec<String> = listing
+        .iter()
+        .filter_map(|(entry, _)| {
+            let at = *drover_core::sync::lock(&entry.probe).evicted.get(model)?;
+            Some(format!(
+                "{} unloaded it on its own {} s ago",
+                entry.name,
+                now.saturating_sub(at) / 1000
+            ))
+        })
+        .collect();
+    (!said.is_empty()).then(|| said.join("; "))
 }
 
 /// `pin`: never evicted, never unloaded for idleness, loaded where it fits
@@ -350,5 +372,6 @@ fn action(
         action: action.to_string(),
         seconds,
         already,
+        note: None,
     }
 }

@@ -65,7 +65,10 @@ pub async fn run(args: ModelsArgs) -> anyhow::Result<()> {
         ("load", true, _) => println!("{} is loaded already on {on}", done.model),
         ("load", false, Some(s)) => println!("loaded {} on {on} in {s:.1} s", done.model),
         ("load", false, None) => println!("loaded {} on {on}", done.model),
-        ("unload", true, _) => println!("{} was not loaded anywhere asked", done.model),
+        ("unload", true, _) => match &done.note {
+            Some(note) => println!("{} was not loaded anywhere asked: {note}", done.model),
+            None => println!("{} was not loaded anywhere asked", done.model),
+        },
         ("unload", false, _) => println!("unloaded {} from {on}", done.model),
         (verb, already, _) => {
             let state = if verb == "pin" { "pinned" } else { "unpinned" };
