@@ -26,7 +26,7 @@ def test_plan_from_the_fleet(tmp_path):
         # One model of 4G with 2 slots of 1G, 2G of system: 8G of 16G used,
         # and beyond the 1G margin 7G free for more models.
         assert "gaming-pc (ollama):" in out.stdout, out.stdout
-        assert "1 models loaded = 4G; 2 slots x 1G = 2G; system 2G" in out.stdout, out.stdout
+        assert "1 model loaded = 4G; 2 slots x 1G = 2G; system 2G" in out.stdout, out.stdout
         assert "used 8G of 16G, margin 1G: fits, 7G free for more models" in out.stdout, out.stdout
         assert "40 requests per minute" in out.stdout, out.stdout
     finally:

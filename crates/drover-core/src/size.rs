@@ -34,6 +34,19 @@ pub fn parse(text: &str) -> Result<u64, String> {
 /// whole when whole, else to one decimal.
 pub fn gigabytes(bytes: u64) -> String {
     let g = bytes as f64 / (1u64 << 30) as f64;
+    // Below a gigabyte in megabytes, and below that in kilobytes: a small
+    // model is not "0G".
+    if bytes == 0 {
+        return "0".into();
+    }
+    if g < 0.95 {
+        let m = bytes as f64 / (1u64 << 20) as f64;
+        return if m >= 1.0 {
+            format!("{m:.0}M")
+        } else {
+            format!("{}K", bytes.div_ceil(1 << 10))
+        };
+    }
     if (g - g.round()).abs() < 0.05 {
         format!("{g:.0}G")
     } else {
@@ -44,6 +57,15 @@ pub fn gigabytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_shown_in_the_unit_that_says_something() {
+        assert_eq!(gigabytes(0), "0");
+        assert_eq!(gigabytes(512), "1K");
+        assert_eq!(gigabytes(300 << 20), "300M");
+        assert_eq!(gigabytes(24 << 30), "24G");
+        assert_eq!(gigabytes((9 << 30) / 2), "4.5G");
+    }
 
     #[test]
     fn units_are_read_one_way() {

@@ -216,7 +216,18 @@ fn plan_reproduces_seed_002s_figures_and_names_what_fits_when_asked_for_too_much
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("Does not fit"), "{text}");
-    assert!(text.contains("the first 6 of the 7 models"), "{text}");
+    assert!(text.contains("the first 6 of 7 models"), "{text}");
+    // What is missing, not a "0G left".
+    assert!(text.contains("Short:            18G"), "{text}");
+    assert!(!text.contains("Left:"), "{text}");
+    // A small model is not "0G", one model is not "1 models".
+    let out = drover()
+        .args(["plan", "--memory", "8G", "--model-size", "300M"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1 x 300M = 300M"), "{text}");
+    assert!(!text.contains("0G"), "{text}");
     // A bad flag is clap's usage error (status 2), naming the value.
     let out = drover()
         .args(["plan", "--memory", "lots", "--model-size", "15G"])

@@ -111,10 +111,9 @@ fn print_table(backends: &[BackendInfo]) {
         println!("no backends");
         return;
     }
-    println!(
-        "{:<20} {:<9} {:<28} {:<10} {:<9} {:>6}  models (busy/slots)",
-        "NAME", "KIND", "URL", "BREAKER", "DRAINING", "BUSY"
-    );
+    use super::table::Align::{Left, Right};
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for b in backends {
         let models: Vec<String> = b
             .models
@@ -125,8 +124,12 @@ fn print_table(backends: &[BackendInfo]) {
                 } else {
                     String::new()
                 };
+                let limit = m
+                    .limit
+                    .map(|l| format!(" (takes {l} at once for now)"))
+                    .unwrap_or_default();
                 format!(
-                    "{}{} {}/{}{outside}",
+                    "{}{} {}/{}{outside}{limit}",
                     m.id,
                     if m.loaded { "" } else { " (not loaded)" },
                     m.busy,
@@ -134,54 +137,87 @@ fn print_table(backends: &[BackendInfo]) {
                 )
             })
             .collect();
-        println!(
-            "{:<20} {:<9} {:<28} {:<10} {:<9} {:>6}  {}",
-            b.name,
-            b.kind,
-            b.url,
-            b.breaker,
-            if b.draining { "yes" } else { "no" },
-            b.in_flight,
-            models.join(", ")
-        );
-        let mut about = Vec::new();
-        if let Some(v) = &b.version {
-            about.push(format!("version {v}"));
-        }
-        if let Some(m) = &b.mode {
-            about.push(format!("{m} mode"));
-        }
-        if let Some(n) = b.max_concurrent {
-            about.push(format!("max_concurrent {n}"));
-        }
-        if !b.apis.is_empty() {
-            about.push(format!("also serves /v1/{}", b.apis.join(", /v1/")));
-        }
-        match (b.can_load, b.can_unload) {
-            (true, true) => about.push("loads and unloads models".into()),
-            (true, false) => about.push("loads models".into()),
-            _ => {}
-        }
-        match (b.memory_used, b.memory_total) {
-            (Some(used), Some(total)) => {
-                about.push(format!("memory {} of {}", gib(used), gib(total)))
-            }
-            (Some(used), None) => about.push(format!("models use {}", gib(used))),
-            _ => {}
-        }
-        if b.probe == "generate" {
-            about.push("probe generates".into());
-        }
-        if b.saturated {
-            about.push("its own queue is full: no new work".into());
-        }
-        if !about.is_empty() {
-            println!("{:<20} {}", "", about.join("; "));
-        }
-        if let Some(err) = &b.last_error {
-            println!("{:<20} unhealthy: {err}", "");
+        rows.push(vec![
+            b.name.clone(),
+            b.kind.clone(),
+            b.url.clone(),
+            b.breaker.clone(),
+            if b.draining { "yes" } else { "no" }.to_string(),
+            b.in_flight.to_string(),
+            models.join(", "),
+        ]);
+        notes.push(about(b));
+    }
+    let table = super::table::render(
+        &[
+            "NAME",
+            "KIND",
+            "URL",
+            "BREAKER",
+            "DRAINING",
+            "BUSY",
+            "MODELS (busy/slots)",
+        ],
+        &[Left, Left, Left, Left, Left, Right, Left],
+        &rows,
+    );
+    let mut lines = table.lines();
+    if let Some(head) = lines.next() {
+        println!("{head}");
+    }
+    for (line, about) in lines.zip(notes) {
+        println!("{line}");
+        for note in about {
+            println!("    {note}");
         }
     }
+}
+
+/// What an operator should know of a backend beyond its row.
+fn about(b: &BackendInfo) -> Vec<String> {
+    let mut about = Vec::new();
+    if let Some(v) = &b.version {
+        about.push(format!("version {v}"));
+    }
+    if let Some(m) = &b.mode {
+        about.push(format!("{m} mode"));
+    }
+    if let Some(n) = b.max_concurrent {
+        about.push(format!("max_concurrent {n}"));
+    }
+    if !b.apis.is_empty() {
+        about.push(format!("also serves /v1/{}", b.apis.join(", /v1/")));
+    }
+    match (b.can_load, b.can_unload) {
+        (true, true) => about.push("loads and unloads models".into()),
+        (true, false) => about.push("loads models".into()),
+        _ => {}
+    }
+    match (b.memory_used, b.memory_total) {
+        (Some(used), Some(total)) => about.push(format!("memory {} of {}", gib(used), gib(total))),
+        (Some(used), None) => about.push(format!("models use {}", gib(used))),
+        _ => {}
+    }
+    if b.probe == "generate" {
+        about.push("probe generates".into());
+    }
+    if b.saturated {
+        about.push("its own queue is full: no new work".into());
+    }
+    if b.dropped_models > 0 {
+        about.push(format!(
+            "{} more models listed than limits.max_models_per_backend takes",
+            b.dropped_models
+        ));
+    }
+    let mut lines = Vec::new();
+    if !about.is_empty() {
+        lines.push(about.join("; "));
+    }
+    if let Some(err) = &b.last_error {
+        lines.push(format!("unhealthy: {err}"));
+    }
+    lines
 }
 
 /// Bytes as GiB with one decimal.

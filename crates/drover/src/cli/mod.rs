@@ -9,6 +9,7 @@ pub mod lab;
 pub mod models;
 pub mod plan;
 pub mod serve;
+pub mod table;
 pub mod top;
 
 use tokio_util::sync::CancellationToken;

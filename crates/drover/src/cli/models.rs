@@ -99,20 +99,25 @@ async fn ls(api: &Api) -> anyhow::Result<()> {
         return Ok(());
     }
     rows.sort();
-    let head = [
-        "MODEL",
-        "BACKEND",
-        "STATE",
-        "SLOTS",
-        "MEMORY",
-        "LOAD",
-        "LAST USED",
-        "PINNED",
-    ];
-    print_row(&head.map(str::to_string));
-    for r in &rows {
-        print_row(r);
-    }
+    use super::table::Align::{Left, Right};
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    print!(
+        "{}",
+        super::table::render(
+            &[
+                "MODEL",
+                "BACKEND",
+                "STATE",
+                "SLOTS",
+                "MEMORY",
+                "LOAD",
+                "LAST USED",
+                "PINNED"
+            ],
+            &[Left, Left, Left, Right, Right, Right, Right, Left],
+            &rows,
+        )
+    );
     Ok(())
 }
 
@@ -149,13 +154,6 @@ fn row(backend: &str, m: &BackendModelInfo) -> [String; 8] {
         },
         if m.pinned { "yes" } else { "" }.to_string(),
     ]
-}
-
-fn print_row(r: &[String; 8]) {
-    println!(
-        "{:<32} {:<18} {:<18} {:>6} {:>7} {:>7} {:>10} {}",
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
-    );
 }
 
 /// Seconds as a person reads an age: 42s, 7m, 3h, 2d.

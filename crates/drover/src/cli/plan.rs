@@ -87,10 +87,10 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     if let Some(b) = &plan.fewer_slots {
         any = true;
         println!(
-            "What fits: all {} models with {} slot(s) each ({} slots, {} used, {} left{}).",
-            b.models,
+            "What fits: all {} with {} slot(s) each ({}, {} used, {} left{}).",
+            count(b.models, "model"),
             b.slots / b.models.max(1) as u32,
-            b.slots,
+            count(b.slots as usize, "slot"),
             gb(b.used),
             gb(b.headroom),
             throughput(b, args.response_time.is_some())
@@ -99,11 +99,11 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<()> {
     if let Some(b) = &plan.fewer_models {
         any = true;
         println!(
-            "What fits: the first {} of the {} models with {} slot(s) each ({} slots, {} used, {} left{}).",
+            "What fits: the first {} of {} with {} slot(s) each ({}, {} used, {} left{}).",
             b.models,
-            input.models.len(),
+            count(input.models.len(), "model"),
             input.slots_per_model,
-            b.slots,
+            count(b.slots as usize, "slot"),
             gb(b.used),
             gb(b.headroom),
             throughput(b, args.response_time.is_some())
@@ -141,8 +141,8 @@ async fn from_fleet(args: &PlanArgs) -> anyhow::Result<()> {
         println!("{} ({}):", b.name, b.kind);
         let Some(memory) = b.memory_total else {
             println!(
-                "  {} models loaded ({} known), {} slots; memory unknown: set `memory` in its config",
-                holding.models,
+                "  {} loaded ({} known), {} slots; memory unknown: set `memory` in its config",
+                count(holding.models, "model"),
                 gb(holding.model_bytes),
                 holding.slots
             );
@@ -159,8 +159,8 @@ async fn from_fleet(args: &PlanArgs) -> anyhow::Result<()> {
             },
         );
         println!(
-            "  {} models loaded = {}; {} slots x {} = {}; system {}",
-            budget.models,
+            "  {} loaded = {}; {} slots x {} = {}; system {}",
+            count(budget.models, "model"),
             gb(budget.model_bytes),
             budget.slots,
             gb(b.slot_buffer),
@@ -215,12 +215,19 @@ fn print(b: &Budget, input: &PlanInput, with_time: bool) {
     );
     println!("System overhead:  {}", gb(b.system));
     println!("Used:             {} of {}", gb(b.used), gb(input.memory));
-    println!(
-        "Left:             {} (safety margin {}){}",
-        gb(b.headroom),
-        gb(b.margin),
-        if b.fits { "" } else { "  -- not enough" }
-    );
+    if b.fits {
+        println!(
+            "Left:             {} (safety margin {})",
+            gb(b.headroom),
+            gb(b.margin)
+        );
+    } else {
+        println!(
+            "Short:            {} (with the safety margin {})",
+            gb(b.used.saturating_add(b.margin).saturating_sub(input.memory)),
+            gb(b.margin)
+        );
+    }
     println!(
         "Slots:            {} ({} per model){}",
         b.slots,
@@ -234,6 +241,15 @@ fn throughput(b: &Budget, with_time: bool) -> String {
         format!(", {:.0} requests per minute", b.per_minute)
     } else {
         String::new()
+    }
+}
+
+/// "1 model", "3 models".
+fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
