@@ -249,3 +249,59 @@ test("with an admin key the dashboard asks for it, and a wrong one is refused", 
     await sim.stop();
   }
 });
+
+// The page tells the truth when a backend is down: the header counts it
+// out, its badge says "down" (no breaker jargon), what it last said is
+// greyed as not known now, the queue says each model's state, the row's
+// Unload says it acts everywhere and asks first, and a draining backend
+// offers no load.
+test("a backend that is down is shown as down, and actions say what they do", async () => {
+  const up = await drover(["sim", "--dialect", "lmstudio", "--listen", "127.0.0.1:0", "--models", "m,n", "--loaded", "m,n"], LISTENING);
+  const gone = await drover(["sim", "--dialect", "lmstudio", "--listen", "127.0.0.1:0", "--models", "m", "--loaded", "m"], LISTENING);
+  const hub = await drover(
+    ["serve", "--listen", "127.0.0.1:0", "--backend", `${up.url},name=up`, "--backend", `${gone.url},name=gone`],
+    LISTENING,
+    { DROVER_HEALTH__PROBE_INTERVAL: "200ms" },
+  );
+  const { page, errors, close } = await open(hub.url);
+  const dialogs = [];
+  page.removeAllListeners("dialog");
+  page.on("dialog", (d) => {
+    dialogs.push(d.message());
+    d.accept();
+  });
+  try {
+    await page.waitForSelector('[data-backend="gone"] .badge:text("healthy")');
+    await gone.stop();
+    await page.waitForSelector('[data-backend="gone"] .badge:text-is("down")');
+    await page.waitForFunction(() => document.querySelector("#kpi-backends").textContent === "1 of 2 backends healthy");
+    assert.equal(await page.locator("text=half open").count(), 0);
+    assert.equal(await page.locator('[data-backend="gone"] tr.unknown').count(), 1);
+    assert.equal(await page.locator('[data-backend="gone"] .badge.good', { hasText: "loaded" }).count(), 0);
+    await screenshot(page, "backend-down");
+
+    await page.click('a[data-tab="queue"]');
+    const state = page.locator("#queue-models tbody tr", { hasText: "n" }).locator("td").nth(4);
+    await page.waitForFunction(() => [...document.querySelectorAll("#queue-models tbody tr td:nth-child(5)")].every((td) => td.textContent.trim() !== ""));
+    assert.equal((await state.textContent()).trim(), "ready");
+
+    await page.click('a[data-tab="models"]');
+    const row = page.locator('#models-table tr[data-model="n"]');
+    await row.locator('button:text-is("Unload everywhere")').click();
+    await page.locator(".toast", { hasText: "n unloaded" }).waitFor();
+    assert.match(dialogs.at(-1), /Unload n from up\?/);
+
+    // A draining backend offers no load.
+    await page.click('a[data-tab="fleet"]');
+    await page.click('[data-backend="up"] button:text("Drain")');
+    await page.locator(".toast", { hasText: "up: draining" }).waitFor();
+    await page.click('a[data-tab="models"]');
+    await page.waitForFunction(() => !document.querySelector('#models-table tr[data-model="n"] .chip button'));
+    assert.deepEqual(errors, []);
+  } finally {
+    await close();
+    await hub.stop();
+    await up.stop();
+    await gone.stop().catch(() => {});
+  }
+});

@@ -129,5 +129,11 @@ def test_keys_can_be_tried_on_the_demo(tmp_path):
         assert created.stdout.strip().startswith("drv_c_"), created.stdout
         listing = drover_cli(demo.url, "keys", "ls").stdout
         assert " try-me " in listing, listing
+        # What the hub does on an operator's word shows in the demo's log.
+        drover_cli(demo.url, "models", "pin", "qwen2.5-7b-instruct")
+        drover_cli(demo.url, "backends", "drain", "studio-2")
+        log = lambda: demo.log.read_text()
+        wait_until("the actions are logged", lambda: all(
+            words in log() for words in ("API key created", "model pin changed", "drain state changed")), 10)
     finally:
         demo.stop()

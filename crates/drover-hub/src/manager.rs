@@ -61,6 +61,7 @@ pub(crate) async fn load(hub: &Arc<HubState>, order: LoadOrder) -> Result<Durati
     };
     match &result {
         Ok(took) => tracing::info!(
+            target: "drover::action",
             backend = %name, %model, seconds = took.as_secs_f64(), "model loaded"
         ),
         Err(e) => tracing::warn!(backend = %name, %model, error = %e, "model load failed"),
@@ -129,7 +130,7 @@ pub(crate) async fn unload(
     let name = hub.registry.name_of(backend);
     match &result {
         Ok(()) => {
-            tracing::info!(backend = %name, %model, why, "model unloaded");
+            tracing::info!(target: "drover::action", backend = %name, %model, why, "model unloaded");
             hub.metrics
                 .model_unloads
                 .get_or_create(&BackendModelLabels {

@@ -261,7 +261,7 @@ pub async fn add(
         }
         RegistryError::Invalid(msg) => ApiError::bad_request(msg, None, "invalid_backend"),
     })?;
-    tracing::info!(backend = %entry.name, url = %entry.endpoint, "backend added");
+    tracing::info!(target: "drover::action", backend = %entry.name, url = %entry.endpoint, "backend added");
     let fleet = FleetSnapshot {
         views: HashMap::new(),
         pinned: BTreeSet::new(),
@@ -280,7 +280,7 @@ pub async fn remove(
     if !hub.remove_backend(&name) {
         return Err(unknown(&name));
     }
-    tracing::info!(backend = %name, "backend removed");
+    tracing::info!(target: "drover::action", backend = %name, "backend removed");
     Ok(Json(json!({"removed": name})).into_response())
 }
 
@@ -318,7 +318,7 @@ async fn set_draining(
             "backend {name:?} has not answered a probe yet; nothing to drain"
         )));
     }
-    tracing::info!(backend = %name, draining, "drain state changed");
+    tracing::info!(target: "drover::action", backend = %name, draining, "drain state changed");
     let views = views(&hub);
     Ok(Json(info(&entry, &views)))
 }

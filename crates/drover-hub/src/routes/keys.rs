@@ -45,7 +45,7 @@ pub async fn create(
         .create(&asked.name, asked.kind, asked.limits)
         .map_err(refused)?;
     let info = created.info;
-    tracing::info!(key = %info.id, name = %info.name, kind = ?info.kind, "API key created");
+    tracing::info!(target: "drover::action", key = %info.id, name = %info.name, kind = ?info.kind, "API key created");
     if let Some(note) = &created.note {
         tracing::warn!(key = %info.name, "{note}");
     }
@@ -69,7 +69,7 @@ pub async fn revoke(
     authorize(&hub, &headers)?;
     match hub.keys.revoke(&id).map_err(refused)? {
         Some((info, note)) => {
-            tracing::info!(key = %info.id, name = %info.name, "API key revoked");
+            tracing::info!(target: "drover::action", key = %info.id, name = %info.name, "API key revoked");
             if let Some(note) = &note {
                 tracing::warn!(key = %info.name, "{note}");
             }
@@ -91,7 +91,7 @@ pub async fn purge(
 ) -> Result<Json<KeysPurged>, ApiError> {
     authorize(&hub, &headers)?;
     let (purged, note) = hub.keys.purge().map_err(refused)?;
-    tracing::info!(purged, "revoked API keys forgotten");
+    tracing::info!(target: "drover::action", purged, "revoked API keys forgotten");
     if let Some(note) = &note {
         tracing::warn!("{note}");
     }

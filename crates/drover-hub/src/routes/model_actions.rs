@@ -132,7 +132,7 @@ async fn load(
     let order = hub
         .dispatcher
         .with_scheduler(|s, now| s.begin_load(only, &name, now))
-        .map_err(|r| refused(&model, &listing, r))?;
+        .map_err(|r| refused(&hub, &model, &listing, r))?;
     let backend = hub.registry.name_of(order.backend);
     let took = manager::load(&hub, order)
         .await
@@ -164,7 +164,7 @@ async fn unload(
         }
         hub.dispatcher
             .with_scheduler(|s, now| s.begin_unload(entry.id, &name, now))
-            .map_err(|r| refused(&model, &listing, r))?;
+            .map_err(|r| refused(&hub, &model, &listing, r))?;
         manager::unload(&hub, entry.id, &name, "an operator asked")
             .await
             .map_err(|e| ApiError::Upstream {
@@ -218,13 +218,18 @@ fn pin(
         .filter(|(_, r)| *r == Residency::Loaded)
         .map(|(e, _)| e.name.clone())
         .collect();
-    tracing::info!(%model, pinned = on, "model pin changed");
+    tracing::info!(target: "drover::action", %model, pinned = on, "model pin changed");
     let verb = if on { "pin" } else { "unpin" };
     Ok(Json(action(&model, holding, verb, None, !changed)))
 }
 
 /// Why the model manager would not do it, as the operator should hear it.
-fn refused(model: &str, listing: &[(Arc<BackendEntry>, Residency)], refusal: Refusal) -> ApiError {
+fn refused(
+    hub: &HubState,
+    model: &str,
+    listing: &[(Arc<BackendEntry>, Residency)],
+    refusal: Refusal,
+) -> ApiError {
     let first = || {
         listing
             .first()
@@ -256,10 +261,29 @@ fn refused(model: &str, listing: &[(Arc<BackendEntry>, Residency)], refusal: Ref
             if n == 1 { " is" } else { "s are" },
             if n == 1 { "it has" } else { "they have" }
         ),
-        Refusal::Unhealthy => format!(
-            "the backends with '{model}' take no work now (breaker open or draining): {}",
-            describe(listing)
-        ),
+        Refusal::Unhealthy => {
+            // Each backend's own reason: a drain is undone by undrain, a
+            // breaker by the server coming back.
+            let why: Vec<String> = listing
+                .iter()
+                .map(|(e, _)| {
+                    let view = hub.dispatcher.inspect(|s| s.fleet().view(e.id));
+                    match view {
+                        Some(v) if v.draining => {
+                            format!(
+                                "{} is draining (drover backends undrain {})",
+                                e.name, e.name
+                            )
+                        }
+                        Some(v) if v.breaker == drover_scheduler::BreakerState::Open => {
+                            format!("{} is down (its last requests or probes failed)", e.name)
+                        }
+                        _ => format!("{} takes no new work now", e.name),
+                    }
+                })
+                .collect();
+            format!("'{model}' cannot be loaded now: {}", why.join("; "))
+        }
         Refusal::NoRoom { in_use } => format!(
             "'{model}' fits only if models in use were unloaded ({}): wait until they are idle, \
              unload or unpin one",

@@ -34,9 +34,10 @@ pub const DEMO_MODELS: [&str; 6] = [
 pub const DEMO_EMBEDDING_MODEL: &str = "text-embedding-nomic-embed-text-v1.5";
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    // One line per request: a first look is watching requests queue,
-    // route and fail over.
-    super::init_logging("warn,drover::request=info");
+    // One line per request and per action taken on an operator's word
+    // (drain, load, unload, pin, keys): a first look is watching requests
+    // queue, route and fail over, and the fleet answer what it is told.
+    super::init_logging("warn,drover::request=info,drover::action=info");
     if args.servers == 0 {
         anyhow::bail!("--servers must be at least 1");
     }

@@ -204,14 +204,24 @@ function covered(o, p) {
   return Math.max(1, Math.min(secs, (o.at_ms - p.start_ms) / 1000));
 }
 
+// Whether what a backend last said can be taken as true now: it answered
+// its last probe and its breaker is not open.
+const down = (b) => b.breaker === "unreachable" || b.breaker === "open" || !!b.last_error;
+
+// A backend's state in a user's words: down (it does not answer, or its
+// requests fail), recovering (one trial request may go), draining, busy
+// (every slot taken, or its own queue full), healthy.
 function backendState(b) {
   const states = [];
-  if (b.breaker === "unreachable") states.push(["unreachable", "bad"]);
-  else if (b.breaker === "open") states.push(["breaker open", "bad"]);
-  else if (b.breaker === "half_open") states.push(["half open", "warn"]);
-  else states.push(["healthy", "good"]);
-  if (b.draining) states.push(["draining", "warn"]);
-  if (b.saturated) states.push(["saturated", "warn"]);
+  if (b.breaker === "unreachable") states.push(["down", "bad", "it has never answered"]);
+  else if (b.breaker === "open") states.push(["down", "bad", "its requests or probes failed; drover tries again after a pause"]);
+  else if (b.last_error) states.push(["down", "bad", "its last probe failed"]);
+  else if (b.breaker === "half_open") states.push(["recovering", "warn", "one trial request may go; it is back when that succeeds"]);
+  else states.push(["healthy", "good", ""]);
+  if (b.draining) states.push(["draining", "warn", "no new work; what runs there finishes"]);
+  const loaded = b.models.filter((m) => m.loaded);
+  const full = loaded.length && loaded.every((m) => m.busy >= m.slots);
+  if (b.saturated || (full && !down(b))) states.push(["busy", "warn", b.saturated ? "its own queue is full" : "every slot is taken"]);
   return states;
 }
 
@@ -229,8 +239,9 @@ function renderKpis(o) {
   $("kpi-oldest").textContent = o.queue.oldest_ms != null ? "oldest " + fmtMs(o.queue.oldest_ms) : "nothing waits";
   let busy = 0, slots = 0, healthy = 0;
   for (const b of o.backends) {
-    if (b.breaker === "closed" || b.breaker === "half_open") healthy++;
-    for (const m of b.models) if (m.loaded) { busy += m.busy; slots += m.slots; }
+    if (!down(b) && b.breaker === "closed") healthy++;
+    // A backend that is down has no slots to offer now.
+    if (!down(b)) for (const m of b.models) if (m.loaded) { busy += m.busy; slots += m.slots; }
   }
   $("kpi-slots").textContent = `${busy} / ${slots}`;
   $("kpi-backends").textContent = `${healthy} of ${o.backends.length} backends healthy`;
@@ -292,9 +303,10 @@ function renderFleet(o) {
         .slice()
         .sort((x, y) => (y.loaded - x.loaded) || x.id.localeCompare(y.id))
         .map((m) =>
-          h("tr", {},
+          // What a backend that is down last said is not known now.
+          h("tr", { class: down(b) ? "unknown" : "", title: down(b) ? "as last seen: the backend is down" : "" },
             h("td", { class: "mono" }, m.id),
-            h("td", {}, residency(m)),
+            h("td", {}, down(b) ? badge((m.residency || (m.loaded ? "loaded" : "unloaded")) + "?", "") : residency(m)),
             h("td", {}, m.loaded ? slotBar(m.busy, m.slots) : h("span", { class: "muted" }, "–")),
             h("td", { class: "num muted" }, m.size_bytes ? bytes(m.size_bytes) : ""),
             h("td", { class: "err" }, m.load_error || "")));
@@ -302,7 +314,7 @@ function renderFleet(o) {
         h("header", {},
           h("h3", {}, b.name),
           badge(b.kind, "kind"),
-          backendState(b).map(([t, c]) => badge(t, c)),
+          backendState(b).map(([t, c, why]) => h("span", { class: "badge " + c, title: why }, t)),
           h("span", { class: "grow" }),
           b.draining
             ? h("button", { onclick: () => backendAction(b.name, "undrain") }, "Undrain")
@@ -336,6 +348,16 @@ function modelRows(o) {
   return [...rows.values()].sort((a, b) => a.model.localeCompare(b.model));
 }
 
+// A backend new work may go to: not draining, not down.
+const takesWork = (b) => !b.draining && b.breaker !== "open" && b.breaker !== "unreachable";
+
+// The row's Unload acts on every backend: said, and asked, first.
+function unloadEverywhere(r) {
+  const where = r.where.filter((w) => w.m.loaded).map((w) => w.backend.name);
+  if (!confirm(`Unload ${r.model} from ${where.length === 1 ? where[0] : `all ${where.length} backends that have it loaded (${where.join(", ")})`}?`)) return;
+  modelAction(r.model, "unload");
+}
+
 function renderModels(o) {
   const body = $("models-table").tBodies[0];
   const rows = modelRows(o).map((r) => {
@@ -347,21 +369,34 @@ function renderModels(o) {
     return h("tr", { "data-model": r.model },
       h("td", { class: "mono" }, r.model),
       h("td", {}, h("div", { class: "chips" }, r.where.map(({ backend, m }) =>
-        h("span", { class: "chip", title: m.load_error || "" },
-          h("b", {}, backend.name), residency(m),
+        h("span", { class: "chip" + (down(backend) ? " unknown" : ""), title: down(backend) ? "as last seen: the backend is down" : m.load_error || "" },
+          h("b", {}, backend.name), down(backend) ? badge((m.residency || (m.loaded ? "loaded" : "unloaded")) + "?", "") : residency(m),
           m.loaded ? slotBar(m.busy, m.slots) : null,
           m.loaded && backend.can_unload ? h("button", { class: "mini", title: "Unload here", onclick: () => modelAction(r.model, "unload", backend.name) }, "unload") : null,
-          !m.loaded && m.residency !== "loading" && backend.can_load ? h("button", { class: "mini", title: "Load here", onclick: () => modelAction(r.model, "load", backend.name) }, "load") : null)))),
+          !m.loaded && m.residency !== "loading" && backend.can_load && takesWork(backend) ? h("button", { class: "mini", title: "Load here", onclick: () => modelAction(r.model, "load", backend.name) }, "load") : null)))),
       h("td", { class: "num" }, r.queue ? r.queue.waiting : 0),
       h("td", { class: "num" }, r.queue ? fmtMs(r.queue.expected_wait_ms) : "–"),
       h("td", {}, busy ? "in use" : idle.length ? ago(Math.min(...idle) * 1000) : "–"),
       h("td", { class: "num" }, loadTimes.length ? (Math.max(...loadTimes)).toFixed(1) + " s" : "–"),
       h("td", { class: "actions" },
         !loadedSomewhere ? h("button", { onclick: () => modelAction(r.model, "load") }, "Load") : null,
-        loadedSomewhere ? h("button", { onclick: () => modelAction(r.model, "unload") }, "Unload") : null,
+        loadedSomewhere ? h("button", { title: "Unload it from every backend that has it loaded", onclick: () => unloadEverywhere(r) }, "Unload everywhere") : null,
         pinned ? h("button", { onclick: () => modelAction(r.model, "unpin") }, "Unpin") : h("button", { onclick: () => modelAction(r.model, "pin") }, "Pin")));
   });
   body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No models yet."))]));
+}
+
+// A model's state for who waits for it, in a user's words.
+function queueState(o, q) {
+  if (q.loading) return badge("loading", "load");
+  const where = o.backends.flatMap((b) => b.models.filter((m) => m.id === q.model).map((m) => ({ b, m })));
+  if (!where.length) return badge("no backend lists it", "bad");
+  const up = where.filter(({ b }) => !down(b) && !b.draining);
+  if (!up.length) return badge("every backend with it is down or draining", "bad");
+  const loaded = up.filter(({ m }) => m.loaded);
+  if (!loaded.length) return badge("not loaded", "");
+  if (loaded.some(({ m }) => m.busy < m.slots)) return badge("ready", "good");
+  return badge("every slot busy", "warn");
 }
 
 function renderQueue(o) {
@@ -376,7 +411,7 @@ function renderQueue(o) {
       h("td", { class: "num" }, m.waiting),
       h("td", { class: "num" }, m.oldest_ms != null ? fmtMs(m.oldest_ms) : "–"),
       h("td", { class: "num" }, fmtMs(m.expected_wait_ms)),
-      h("td", {}, m.loading ? badge("loading", "load") : ""))));
+      h("td", {}, queueState(o, m)))));
   const empty = (n) => h("tr", {}, h("td", { colspan: n, class: "empty" }, "none"));
   $("queue-priority").tBodies[0].replaceChildren(...(q.by_priority.length
     ? q.by_priority.slice().reverse().map((p) => h("tr", {}, h("td", {}, p.priority), h("td", { class: "num" }, p.waiting)))
