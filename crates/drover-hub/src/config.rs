@@ -640,3 +640,59 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../drover.example.toml");
+
+    /// The fields serde knows for the table `bogus` lands in, from its
+    /// complaint about an unknown one.
+    fn fields(bogus: &str) -> Vec<String> {
+        let e = HubConfig::from_toml(bogus, &[]).unwrap_err().to_string();
+        let list = e
+            .split("expected one of ")
+            .nth(1)
+            .or_else(|| e.split("expected ").nth(1))
+            .unwrap_or_else(|| panic!("no field list in {e}"));
+        list.split(',')
+            .filter_map(|f| f.split('`').nth(1).map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn the_example_configuration_parses_and_names_every_option() {
+        let c = HubConfig::from_toml(EXAMPLE, &[]).unwrap();
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.models.len(), 1);
+        assert_eq!(c.clients.len(), 1);
+        let tables = [
+            "nope = 1",
+            "[queue]\nnope = 1",
+            "[upstream]\nnope = 1",
+            "[health]\nnope = 1",
+            "[limits]\nnope = 1",
+            "[manager]\nnope = 1",
+            "[tls]\nnope = 1",
+            "[[backends]]\nurl = \"http://h:1\"\nnope = 1",
+            "[[models]]\nname = \"m\"\nnope = 1",
+            "[[clients]]\nname = \"c\"\nkey = \"k\"\nnope = 1",
+        ];
+        for bogus in tables {
+            for field in fields(bogus) {
+                // Set, or shown commented out with its meaning.
+                let named = EXAMPLE.lines().any(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{field} ="))
+                        || l.starts_with(&format!("[{field}]"))
+                        || l.starts_with(&format!("[[{field}]]"))
+                });
+                assert!(
+                    named,
+                    "drover.example.toml does not name `{field}` ({bogus})"
+                );
+            }
+        }
+    }
+}

@@ -237,3 +237,31 @@ fn plan_reproduces_seed_002s_figures_and_names_what_fits_when_asked_for_too_much
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("\"lots\" is not a size"), "{err}");
 }
+
+#[test]
+fn serve_help_names_every_backend_option() {
+    // The options the parser knows, from its own complaint.
+    let err = fails(drover().args(["serve", "--backend", "http://127.0.0.1:9,bogus=1"]));
+    let known = err
+        .split("(known: ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("{err}"));
+    let help = drover().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for option in known.split(", ") {
+        assert!(
+            help.contains(&format!("{option}=")),
+            "serve --help does not name {option}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn a_port_in_use_suggests_another_drover() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = fails(drover().args(["serve", "--listen", &addr]));
+    assert!(err.contains("something else listens there"), "{err}");
+    assert!(err.contains("another drover?"), "{err}");
+}

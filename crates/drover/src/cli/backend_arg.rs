@@ -6,6 +6,24 @@
 use drover_backends::{BackendKind, Endpoint, redact};
 use drover_hub::BackendSpec;
 
+/// Every option `--backend` takes after its URL, as `serve --help` lists
+/// them (a test keeps the two the same).
+pub const OPTIONS: [&str; 13] = [
+    "slots",
+    "max_concurrent",
+    "max_loaded",
+    "probe",
+    "responses",
+    "messages",
+    "memory",
+    "slot_buffer",
+    "system",
+    "margin",
+    "name",
+    "ca_file",
+    "api_key",
+];
+
 pub fn parse(arg: &str) -> Result<BackendSpec, String> {
     // The flag may carry a key or a password: never repeat it whole.
     let shown = redact(arg.split(",api_key=").next().unwrap_or(arg));
@@ -101,9 +119,8 @@ pub fn parse(arg: &str) -> Result<BackendSpec, String> {
             "api_key" => config.api_key = Some(v.trim().to_string()),
             other => {
                 return Err(format!(
-                    "--backend {shown:?}: unknown option {other:?} (known: slots, \
-                     max_concurrent, max_loaded, probe, responses, messages, memory, \
-                     slot_buffer, system, margin, name, ca_file, api_key)"
+                    "--backend {shown:?}: unknown option {other:?} (known: {})",
+                    OPTIONS.join(", ")
                 ));
             }
         }

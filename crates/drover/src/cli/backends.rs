@@ -59,7 +59,38 @@ pub async fn run(args: BackendsArgs) -> anyhow::Result<()> {
                 .await?;
             check(status, &body)?;
             let info: BackendInfo = serde_json::from_value(body).context("unexpected answer")?;
-            println!("added {} ({} {})", info.name, info.kind, info.url);
+            println!("added {} ({})", info.name, info.url);
+            // Its first probe says whether anything answers there.
+            let path = format!("/admin/backends/{}", info.name);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            loop {
+                let (status, body) = api.call(Method::GET, &path, None).await?;
+                check(status, &body)?;
+                let now: BackendInfo = serde_json::from_value(body).context("unexpected answer")?;
+                if let Some(err) = &now.last_error {
+                    println!("it does not answer yet: {err}");
+                    println!(
+                        "drover keeps probing it; `drover backends rm {}` removes it",
+                        now.name
+                    );
+                    break;
+                }
+                if now.last_probe_unix_ms.is_some() {
+                    let loaded = now.models.iter().filter(|m| m.loaded).count();
+                    println!(
+                        "it answers: {}, {} model{} ({loaded} loaded)",
+                        now.kind,
+                        now.models.len(),
+                        if now.models.len() == 1 { "" } else { "s" }
+                    );
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    println!("it has not answered its first probe yet");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
         }
         BackendsCommand::Rm { name } => {
             let (status, body) = api

@@ -90,9 +90,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: Some(data_dir.clone()),
         ..HubConfig::default()
     };
-    let listener = super::serve::bind(&args.listen)
-        .await
-        .context("is something else there? try --listen 127.0.0.1:0")?;
+    let listener = super::serve::bind(&args.listen).await?;
     let hub = drover_hub::start(config, listener).await?;
     // Wait for the first probe of every simulated server, so the banner
     // below is true when it prints.

@@ -30,7 +30,16 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// A backend, [KIND=]URL[,slots=N][,max_concurrent=N][,probe=generate][,responses=BOOL][,messages=BOOL][,name=NAME][,api_key=KEY]; the kind (lmstudio, ollama, llamacpp, vllm, openai) is detected when left out; repeat for more.
+    /// A backend, [KIND=]URL[,OPTION=VALUE...]; the kind (lmstudio, ollama,
+    /// llamacpp, vllm, openai) is detected when left out; repeat for more.
+    /// Options: name=NAME, slots=N (requests per model at once),
+    /// max_concurrent=N (over all its models), max_loaded=N (models it holds
+    /// at once), probe=generate (a one-token generation as health probe),
+    /// responses=BOOL, messages=BOOL (it serves /v1/responses,
+    /// /v1/messages), memory=SIZE, slot_buffer=SIZE, system=SIZE, margin=SIZE
+    /// (its memory budget: models + slots x slot_buffer + system + margin),
+    /// ca_file=PATH (an https:// backend's CA), api_key=KEY (sent as a
+    /// bearer token).
     #[arg(long = "backend", value_name = "[KIND=]URL")]
     pub backends: Vec<String>,
     /// Threads serving requests. One is the least CPU per request (no
@@ -106,6 +115,11 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
         }
     }
     match last {
+        Some((addr, e)) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "cannot listen on {addr}: something else listens there already (another drover? \
+             `drover backends ls --hub http://{addr}` asks it); pick another port with --listen \
+             HOST:PORT"
+        ),
         Some((addr, e)) => Err(e).with_context(|| format!("cannot listen on {addr} ({listen})")),
         None => anyhow::bail!("{listen:?} resolves to no address"),
     }
@@ -158,7 +172,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ = stop.cancelled() => {}
         _ = hub.stopped() => {}
     }
-    eprintln!("drover: shutting down");
+    let (running, waiting) = hub.inspect(|s| {
+        let running: u32 = s.fleet().views().iter().map(|v| v.busy).sum();
+        (running, s.queue().len())
+    });
+    eprintln!(
+        "drover: shutting down: finishing {running} running request{} (for up to 30 s); {waiting} waiting {} answered 503",
+        if running == 1 { "" } else { "s" },
+        if waiting == 1 { "is" } else { "are" },
+    );
     hub.shutdown(Duration::from_secs(30)).await;
     Ok(())
 }
