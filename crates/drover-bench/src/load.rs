@@ -12,7 +12,7 @@ use http::{Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full};
 
 use crate::args::{BenchArgs, Endpoint};
-use crate::models::default_model;
+use crate::models::{Listed, default_model};
 use crate::progress::{self, Style, Tally};
 use crate::report::{Percentiles, Report, print_table};
 
@@ -37,10 +37,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let model = match &args.model {
         Some(m) => m.clone(),
         None => {
-            let listed = list_models(&client, &args.url).await?;
-            default_model(&listed, args.endpoint).map_err(|e| anyhow!("{}: {e}", args.url))?
+            let hub = list_models(&client, &args.url).await?;
+            let direct = match &args.direct {
+                Some(d) => Some(list_models(&client, d).await?),
+                None => None,
+            };
+            default_model(&hub, direct.as_deref(), args.endpoint)
+                .map_err(|e| anyhow!("{}: {e}", args.url))?
         }
     };
+    println!("model: {model} (the same on every target)");
     let body = Bytes::from(request_body(&args, &model).to_string());
     let mut reports = Vec::new();
     let targets: Vec<(&str, &String)> = std::iter::once(("hub", &args.url))
@@ -56,16 +62,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let samples = phase(&client, &url, &body, args.requests, &args, label).await;
         let seconds = started.elapsed().as_secs_f64();
         let cpu_after = cpu_seconds(&client, base).await;
+        // Ticks of 10 ms: under a second of CPU the figure is mostly
+        // rounding.
         let cpu = match (cpu_before, cpu_after) {
-            (Some(a), Some(b)) => Some((b - a) * 1e6 / args.requests as f64),
+            (Some(a), Some(b)) if b - a >= 1.0 => Some((b - a) * 1e6 / args.requests as f64),
             _ => None,
         };
         reports.push(summarize(label, samples, seconds, cpu));
     }
     print_table(&reports);
+    println!(
+        "cpu us/req: the target process's CPU over the run (process_cpu_seconds_total, \
+         in 10 ms ticks) per request; the whole process, simulators included under \
+         `drover demo`; '-' where it used under a second, too little to tell"
+    );
     if let [hub, direct] = reports.as_slice() {
         println!(
-            "\nthrough drover / direct, requests per second: {:.3}",
+            "\nthrough drover ({}) / direct ({}), {model}, requests per second: {:.3}",
+            args.url,
+            args.direct.as_deref().unwrap_or_default(),
             hub.requests_per_sec / direct.requests_per_sec.max(f64::MIN_POSITIVE)
         );
     }
@@ -237,8 +252,9 @@ fn summarize(label: &str, samples: Vec<Sample>, seconds: f64, cpu_us: Option<f64
     }
 }
 
-/// The ids GET /v1/models lists, in its order.
-async fn list_models(client: &Http, base: &str) -> anyhow::Result<Vec<String>> {
+/// The models GET /v1/models lists, in its order, with whether each is
+/// loaded where the listing says (drover's: per backend).
+async fn list_models(client: &Http, base: &str) -> anyhow::Result<Vec<Listed>> {
     let url = format!("{}/v1/models", base.trim_end_matches('/'));
     let uri: Uri = url.parse().with_context(|| format!("bad --url {base:?}"))?;
     let resp = client
@@ -251,7 +267,13 @@ async fn list_models(client: &Http, base: &str) -> anyhow::Result<Vec<String>> {
     let data = v["data"].as_array().map(Vec::as_slice).unwrap_or_default();
     Ok(data
         .iter()
-        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .filter_map(|m| {
+            let id = m["id"].as_str()?.to_string();
+            let loaded = m["backends"]
+                .as_array()
+                .map(|b| b.iter().any(|p| p["state"] == "loaded"));
+            Some(Listed { id, loaded })
+        })
         .collect())
 }
 
