@@ -29,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the hub in front of your LLM servers.
     Serve(cli::serve::ServeArgs),
-    /// A simulated fleet (seed 002's shape) and a hub on loopback, for a first look.
+    /// A simulated fleet (2 LM Studio servers x 6 models) and a hub on loopback, for a first look.
     Demo(cli::demo::DemoArgs),
     /// Run a simulated LLM server speaking a real server's API.
     Sim(drover_sim::SimArgs),

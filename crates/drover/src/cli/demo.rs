@@ -1,4 +1,4 @@
-//! `drover demo`: seed 002's fleet, simulated (two LM Studio servers, six
+//! `drover demo`: a small home fleet, simulated (two LM Studio servers, six
 //! models each, one slot per model, about three seconds per answer), behind
 //! a hub on loopback. The README's first command.
 
@@ -51,7 +51,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             loaded: models.clone(),
             models,
             slots: 1,
-            // About seed 002's three seconds per answer.
+            // About three seconds per answer, as a 7B model on a home GPU.
             ttft: Duration::from_millis(300),
             tokens_per_sec: 20.0,
             output_tokens: 48,
@@ -123,6 +123,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "  curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\":\"philosophy-101\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"hello\"}}]}}'"
     );
+    println!("  cargo run --release -- top --hub {url}          # the fleet and the queue, live");
+    println!("  cargo run --release -- keys create me --hub {url}  # a client key");
     println!("  cargo run --release -- backends ls --hub {url}");
     println!(
         "\nEach request is logged below (DROVER_LOG=debug for more, DROVER_LOG=warn for less)."

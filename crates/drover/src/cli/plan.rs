@@ -1,4 +1,4 @@
-//! `drover plan`: seed 002's question for any node. How many models and
+//! `drover plan`: the question every node's owner asks. How many models and
 //! slots fit in its memory, what is left, and what throughput that buys;
 //! asked for more than fits, it says so and names what would fit. With
 //! `--from-fleet`, the same budget for every backend of a running hub, from
