@@ -10,16 +10,15 @@ use drover_hub::BackendSpec;
 use drover_tests::{ClusterBuilder, LlamaServer, chat_body};
 use serde_json::json;
 
-async fn one_model() -> (LlamaServer, drover_tests::Cluster) {
+/// The real server with `tiny-a` and `args`, behind a hub as "llama" with
+/// no kind, slots or paths: the hub detects llama.cpp and learns the rest
+/// from the server.
+async fn tiny_a_behind_a_hub(args: &[&str]) -> (LlamaServer, drover_tests::Cluster) {
     let model = LlamaServer::model("tiny-a");
-    let server = LlamaServer::start(
-        &["-m", model.to_str().unwrap(), "-np", "2", "-c", "4096"],
-        "/health",
-    )
-    .await;
+    let mut all = vec!["-m", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let server = LlamaServer::start(&all, "/health").await;
     let cluster = ClusterBuilder::new()
-        // No kind, slots or paths: the hub detects llama.cpp and learns
-        // the rest from the server.
         .external(BackendSpec {
             name: Some("llama".into()),
             url: server.url.clone(),
@@ -27,6 +26,11 @@ async fn one_model() -> (LlamaServer, drover_tests::Cluster) {
         })
         .start()
         .await;
+    (server, cluster)
+}
+
+async fn one_model() -> (LlamaServer, drover_tests::Cluster) {
+    let (server, cluster) = tiny_a_behind_a_hub(&["-np", "2", "-c", "4096"]).await;
     let listed = cluster.client.get("/admin/backends").await.json();
     let llama = &listed["backends"][0];
     assert_eq!(llama["kind"], "llamacpp", "{listed}");
@@ -297,28 +301,7 @@ async fn one_model_and_router_mode_name_a_gguf_model_alike() {
 /// not be tried again: its client had its first bytes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_context_filling_up_fails_no_client() {
-    let model = LlamaServer::model("tiny-a");
-    let server = LlamaServer::start(
-        &[
-            "-m",
-            model.to_str().unwrap(),
-            "-np",
-            "4",
-            "-c",
-            "512",
-            "-kvu",
-        ],
-        "/health",
-    )
-    .await;
-    let cluster = ClusterBuilder::new()
-        .external(BackendSpec {
-            name: Some("llama".into()),
-            url: server.url.clone(),
-            ..BackendSpec::default()
-        })
-        .start()
-        .await;
+    let (_server, cluster) = tiny_a_behind_a_hub(&["-np", "4", "-c", "512", "-kvu"]).await;
     let id = model_id(&cluster).await;
     for (burst, streams) in [("plain", false), ("mixed", true)] {
         let mut asked = Vec::new();

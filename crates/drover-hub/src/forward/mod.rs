@@ -136,12 +136,7 @@ async fn attempts(
             }
             AttemptFailure::Overloaded(reason) if overloads < MAX_OVERLOADS => {
                 tracing::info!(request_id = ?job.request_id, backend = %name, reason = %reason, "the server ran out of room; the request waits for load to drop");
-                hub.traffic
-                    .retried(crate::traffic::unix_ms(), &name, &job.model);
-                hub.metrics
-                    .retries
-                    .get_or_create(&BackendLabels { backend: name })
-                    .inc();
+                count_retry(hub, name, &job.model);
                 last_failure = Some(reason);
                 overloads += 1;
                 continue;
@@ -160,16 +155,22 @@ async fn attempts(
             };
             return Err(ApiError::Upstream { message });
         }
-        hub.traffic
-            .retried(crate::traffic::unix_ms(), &name, &job.model);
-        hub.metrics
-            .retries
-            .get_or_create(&BackendLabels { backend: name })
-            .inc();
+        count_retry(hub, name, &job.model);
         job.request.exclude.push(backend);
         last_failure = Some(failure);
         attempt += 1;
     }
+}
+
+/// A request going round again after an attempt on `backend`, in the
+/// traffic and the metrics.
+fn count_retry(hub: &HubState, backend: String, model: &str) {
+    hub.traffic
+        .retried(crate::traffic::unix_ms(), &backend, model);
+    hub.metrics
+        .retries
+        .get_or_create(&BackendLabels { backend })
+        .inc();
 }
 
 /// Times a request goes round again because a server ran out of room for
