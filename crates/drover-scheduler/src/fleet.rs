@@ -474,6 +474,18 @@ impl Fleet {
         names
     }
 
+    /// The largest context a slot of any backend listing `model` has, if
+    /// every one of them says: what the longest prompt it can take is.
+    pub fn largest_context(&self, model: &str) -> Option<u32> {
+        let mut largest = None;
+        for b in self.backends.values() {
+            if let Some(m) = b.models.get(model).filter(|m| m.listed) {
+                largest = Some(largest.unwrap_or(0).max(m.context?));
+            }
+        }
+        largest
+    }
+
     /// Requests the hub has running on a backend's model now.
     pub fn busy(&self, backend: BackendId, model: &str) -> u32 {
         self.backends

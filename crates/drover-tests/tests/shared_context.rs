@@ -131,3 +131,37 @@ async fn a_503_for_a_model_whose_backends_are_down_says_when_to_come_back() {
     assert!((1..=30).contains(&retry), "{retry}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_no_backends_context_can_hold_is_refused_before_it_is_sent() {
+    let cluster = ClusterBuilder::new()
+        .sim("llama", shared_context_server())
+        .start()
+        .await;
+    cluster.sim("llama").reset_stats();
+    // 100 KB of text: thousands of tokens however they are counted, for a
+    // context of 512.
+    let r = cluster
+        .client
+        .post(
+            "/v1/chat/completions",
+            &chat_body("tiny", &"many words ".repeat(10_000)),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error_code(), "context_length_exceeded");
+    assert!(r.text().contains("512 tokens"), "{}", r.text());
+    assert_eq!(cluster.sim("llama").stats().requests_total, 0);
+    // The same on the Anthropic path, in its shape.
+    let r = cluster
+        .client
+        .post(
+            "/v1/messages",
+            &json!({"model": "tiny", "max_tokens": 8,
+                    "messages": [{"role": "user", "content": "many words ".repeat(10_000)}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    cluster.shutdown().await;
+}

@@ -169,6 +169,7 @@ async fn job(
     let body = read_body(body, &hub.config.limits).await?;
     let facts = Facts::read_off_thread(&body).await?;
     let model = hub.models.public_name(&facts.model).to_string();
+    refuse_what_cannot_fit(hub, &model, &body)?;
     // A continuation goes where the response it continues is stored.
     let pin = facts
         .previous_response_id
@@ -240,6 +241,43 @@ async fn job(
         permit,
     };
     Ok(job)
+}
+
+/// JSON bytes per token no tokenizer goes beyond for text: a prompt is at
+/// least its body's bytes over this many tokens.
+const MOST_BYTES_PER_TOKEN: usize = 24;
+
+/// Refuses, before it is sent anywhere, a request whose prompt can fit no
+/// backend's context: even counted as generously as no tokenizer counts
+/// (its body's bytes over [`MOST_BYTES_PER_TOKEN`]), it is longer than the
+/// largest context of every backend listing the model. Only where each says
+/// its context, and not for a body that carries images or audio (their
+/// bytes are not tokens).
+fn refuse_what_cannot_fit(hub: &HubState, model: &str, body: &[u8]) -> Result<(), ApiError> {
+    let at_least = body.len() / MOST_BYTES_PER_TOKEN;
+    if at_least < 1024 {
+        return Ok(());
+    }
+    let Some(largest) = hub.dispatcher.inspect(|s| s.fleet().largest_context(model)) else {
+        return Ok(());
+    };
+    let media = [
+        &b"image_url"[..],
+        b"input_image",
+        b"\"image\"",
+        b"input_audio",
+    ]
+    .iter()
+    .any(|m| memchr::memmem::find(body, m).is_some());
+    if media || at_least <= largest as usize {
+        return Ok(());
+    }
+    Err(ApiError::ContextLengthExceeded {
+        message: format!(
+            "the prompt is at least {at_least} tokens, and the largest context of any backend with '{}' is {largest} tokens",
+            echo(model)
+        ),
+    })
 }
 
 /// A client key's limits, and its usage counted.
