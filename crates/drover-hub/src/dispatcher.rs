@@ -475,6 +475,8 @@ pub struct SlotGuard {
     pub last_resort: bool,
     /// See [`Dispatch::running`].
     pub running: u32,
+    /// See [`Dispatch::seq`].
+    pub seq: u64,
     /// See [`Dispatch::tokens`].
     tokens: u32,
     started: Instant,
@@ -492,6 +494,7 @@ impl SlotGuard {
             affinity_hit: d.affinity_hit,
             last_resort: d.last_resort,
             running: d.running,
+            seq: d.seq,
             tokens: d.tokens,
             started: Instant::now(),
             outcome: None,

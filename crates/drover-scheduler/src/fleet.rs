@@ -153,6 +153,8 @@ pub(crate) struct ModelSlots {
     pub shared_context: bool,
     /// Tokens of that shared context the requests running here take.
     pub tokens_in_flight: u32,
+    /// Requests dispatched here so far: whether any started beside one.
+    pub dispatched: u64,
 }
 
 /// Tokens of a `context` a request takes: its prompt and its answer's
@@ -413,6 +415,7 @@ impl Fleet {
                 context: None,
                 shared_context: false,
                 tokens_in_flight: 0,
+                dispatched: 0,
             });
             let stale = matches!((probed, slot.settled), (Some(p), Some(s)) if p < s);
             if !slot.residency.pending() && !stale {
@@ -484,6 +487,14 @@ impl Fleet {
             }
         }
         largest
+    }
+
+    /// Requests dispatched to a backend's model so far.
+    pub fn dispatched(&self, backend: BackendId, model: &str) -> u64 {
+        self.backends
+            .get(&backend)
+            .and_then(|b| b.models.get(model))
+            .map_or(0, |m| m.dispatched)
     }
 
     /// Requests the hub has running on a backend's model now.

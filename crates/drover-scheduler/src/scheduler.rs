@@ -122,6 +122,10 @@ pub struct Dispatch {
     /// Requests the hub had running on that (backend, model) with this
     /// one: 1 when it started alone.
     pub running: u32,
+    /// Its number among the dispatches to that (backend, model): one that
+    /// started alone ran alone while no later one has
+    /// ([`Fleet::dispatched`](crate::Fleet::dispatched)).
+    pub seq: u64,
     /// Tokens of a shared context it takes there: give them back with
     /// [`Scheduler::finish_holding`]. 0 where slots are not known to share.
     pub tokens: u32,
@@ -962,6 +966,7 @@ impl Scheduler {
         self.holds.remove(&request.id);
         let mut running = 1;
         let mut tokens = 0;
+        let mut seq = 0;
         if let Some(b) = self.fleet.backends.get_mut(&backend) {
             b.busy += 1;
             b.breaker.on_dispatch();
@@ -970,6 +975,8 @@ impl Scheduler {
                 m.last_used = now;
                 m.used = true;
                 running = m.busy;
+                m.dispatched += 1;
+                seq = m.dispatched;
                 tokens = m
                     .tokens_for(request.prompt_tokens, request.max_tokens)
                     .unwrap_or(0);
@@ -990,6 +997,7 @@ impl Scheduler {
             affinity_hit,
             last_resort,
             running,
+            seq,
             tokens,
         }
     }

@@ -108,8 +108,10 @@ async fn a_client_that_stops_reading_loses_its_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_bodies_are_bounded_by_bytes_not_only_by_count() {
+    // A server that does not say its context: bodies of any size go to it
+    // (one that does would have these refused for not fitting it).
     let cluster = ClusterBuilder::new()
-        .sim("studio", lmstudio(&["m"], 1, 30_000))
+        .sim("studio", drover_tests::openai(&["m"], 1, 30_000))
         .hub(|c| c.queue.max_waiting_bytes = 1_000_000)
         .start()
         .await;

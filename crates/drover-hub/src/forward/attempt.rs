@@ -303,21 +303,27 @@ async fn read_prefix(body: &mut Incoming, want: usize) -> Result<Option<Bytes>, 
 }
 
 /// The server ran out of room for the request. With others running there
-/// that is overload: the slot is given back as such (the model takes fewer
-/// at once there for a while) and the request goes round again. Started
-/// alone and still alone, it does not fit the model's context: the client
-/// hears the server's words.
+/// at any time while it ran, that is overload: the slot is given back as
+/// such (the model takes fewer at once there for a while) and the request
+/// goes round again. Alone from start to end, it does not fit the model's
+/// context: the client hears the server's words.
 fn out_of_room(
     hub: &HubState,
     mut guard: SlotGuard,
     entry: &BackendEntry,
     said: &[u8],
 ) -> AttemptFailure {
-    let running = hub
-        .dispatcher
-        .inspect(|s| s.fleet().busy(guard.backend, guard.model.as_str()))
-        .max(guard.running);
-    if running <= 1 {
+    let (busy, dispatched) = hub.dispatcher.inspect(|s| {
+        let fleet = s.fleet();
+        let model = guard.model.as_str();
+        (
+            fleet.busy(guard.backend, model),
+            fleet.dispatched(guard.backend, model),
+        )
+    });
+    let alone = guard.running == 1 && busy <= 1 && dispatched == guard.seq;
+    let running = busy.max(guard.running);
+    if alone {
         guard.neutral();
         return AttemptFailure::TooLarge(format!(
             "the request does not fit the context of '{}' on {}: {}",
