@@ -13,11 +13,16 @@
 //!
 //! What makes that rule cheap to keep is not handing out connections a
 //! server is about to close:
-//! - A connection that carried a streamed (SSE) answer goes back to no one:
-//!   llama.cpp's `llama-server` closes one after every stream while
-//!   advertising `Keep-Alive` (backend-apis.md §8), and a request checked
-//!   out between the stream's last byte and the server's FIN would go out
-//!   on a dead socket.
+//! - A connection that carried a streamed (SSE) answer goes back to no one
+//!   where the server closes such connections: llama.cpp's `llama-server`
+//!   closes one after every stream while advertising `Keep-Alive`
+//!   (backend-apis.md §8), and a request checked out between the stream's
+//!   last byte and the server's FIN would go out on a dead socket. The hub
+//!   names such servers ([`HttpClient::closes_after_streams`]), and the
+//!   client learns any other the first time it finds a stream's connection
+//!   closed under a request; every other server keeps its connections, a
+//!   new one per stream costing about a fifth of a zero-latency stream's
+//!   throughput.
 //! - An idle connection is dropped after [`POOL_IDLE`], before the 5 s
 //!   keep-alive timeout of uvicorn (vLLM), Node (LM Studio) and
 //!   llama-server ends it under a request.
@@ -72,6 +77,8 @@ pub struct HttpClient {
     /// No pool: every request gets a new connection. Used only to resend a
     /// request whose reused connection turned out to be closed.
     fresh: Pool,
+    /// Servers (`host:port`) that close a connection after every stream.
+    closers: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 impl HttpClient {
@@ -114,7 +121,31 @@ impl HttpClient {
         let fresh = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
-        HttpClient { pooled, fresh }
+        HttpClient {
+            pooled,
+            fresh,
+            closers: Arc::default(),
+        }
+    }
+
+    /// The server at `authority` (`host:port`) closes a connection after
+    /// every streamed answer: such connections are not reused.
+    pub fn closes_after_streams(&self, authority: &str) {
+        self.closers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(authority.to_string());
+    }
+
+    fn retires_streams(&self, uri: &Uri) -> bool {
+        let closers = self
+            .closers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !closers.is_empty()
+            && uri
+                .authority()
+                .is_some_and(|a| closers.contains(a.as_str()))
     }
 
     /// Sends the request `build` makes. If it fails on a reused connection
@@ -125,25 +156,37 @@ impl HttpClient {
         &self,
         build: impl Fn() -> Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        match Self::request(&self.pooled, build()).await {
+        match self.request(&self.pooled, build()).await {
             Err(e) if unsent_on_reused_connection(&e) => {
                 tracing::debug!(error = %crate::backend::error_chain(&e), "reused connection was closed before the request went out; sending it on a fresh one");
-                Self::request(&self.fresh, build()).await
+                let req = build();
+                if after_stream(&e)
+                    && let Some(authority) = req.uri().authority()
+                {
+                    // Its last answer was a stream: this server closes
+                    // those connections. None is reused again.
+                    self.closes_after_streams(authority.as_str());
+                }
+                self.request(&self.fresh, req).await
             }
             outcome => outcome,
         }
     }
 
     async fn request(
+        &self,
         pool: &Pool,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        let connection = capture_connection(&mut req);
+        let retire = self.retires_streams(req.uri());
+        let connection = retire.then(|| capture_connection(&mut req));
         let resp = pool.request(req).await?;
+        let stream = is_event_stream(&resp);
         if let Some(state) = resp.extensions().get::<ConnState>() {
-            state.answered();
+            state.answered(stream);
         }
-        if is_event_stream(&resp)
+        if stream
+            && let Some(connection) = &connection
             && let Some(connected) = connection.connection_metadata().as_ref()
         {
             // Not back to the pool after this answer: see the module's
@@ -159,6 +202,18 @@ fn is_event_stream<B>(resp: &Response<B>) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// Whether the connection a request failed on last carried a stream.
+fn after_stream(e: &SendError) -> bool {
+    let Some(info) = e.connect_info() else {
+        return false;
+    };
+    let mut extensions = Extensions::new();
+    info.get_extras(&mut extensions);
+    extensions
+        .get::<ConnState>()
+        .is_some_and(|s| s.last_stream.load(Ordering::Relaxed))
 }
 
 /// A request that failed on a connection that had carried an answer before,
@@ -190,6 +245,8 @@ struct ConnCounts {
     /// The server had closed the connection before the request in progress
     /// was written: its first write was refused.
     closed_first: AtomicBool,
+    /// The last answer on it was a stream.
+    last_stream: AtomicBool,
 }
 
 impl std::ops::Deref for ConnState {
@@ -202,8 +259,9 @@ impl std::ops::Deref for ConnState {
 
 impl ConnState {
     /// An answer came: what is written from now on is the next request.
-    fn answered(&self) {
+    fn answered(&self, stream: bool) {
         self.answers.fetch_add(1, Ordering::Relaxed);
+        self.last_stream.store(stream, Ordering::Relaxed);
         self.written.store(0, Ordering::Relaxed);
         self.write_failed.store(false, Ordering::Relaxed);
         self.closed_first.store(false, Ordering::Relaxed);

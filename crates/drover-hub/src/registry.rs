@@ -178,6 +178,7 @@ impl BackendEntry {
             version = found.version.as_deref().unwrap_or("unknown"),
             "detected the server's kind"
         );
+        note_stream_closer(&self.client, &self.endpoint, found.kind);
         let adapter = adapter_for(
             found.kind,
             self.endpoint.clone(),
@@ -260,6 +261,14 @@ impl BackendEntry {
     /// This server's own id for a public model name, when it differs.
     pub fn own_id(&self, public: &str) -> Option<String> {
         drover_core::sync::lock(&self.own_ids).get(public).cloned()
+    }
+}
+
+/// llama.cpp's server closes a connection after every streamed answer while
+/// advertising keep-alive: the client is told not to reuse those.
+fn note_stream_closer(client: &HttpClient, endpoint: &Endpoint, kind: BackendKind) {
+    if kind == BackendKind::LlamaCpp {
+        client.closes_after_streams(endpoint.authority());
     }
 }
 
@@ -352,6 +361,7 @@ impl Registry {
         let id = BackendId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let adapter = OnceLock::new();
         if let Some(kind) = kind {
+            note_stream_closer(&client, &endpoint, kind);
             let _ = adapter.set(adapter_for(
                 kind,
                 endpoint.clone(),

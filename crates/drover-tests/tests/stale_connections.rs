@@ -13,7 +13,10 @@ use drover_tests::{ClusterBuilder, Faults, chat_body, lmstudio};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_server_closing_after_streams_fails_no_request() {
+    // llama.cpp's server, whose habit the fault is: the hub knows the kind
+    // and reuses none of its streams' connections.
     let mut sim = lmstudio(&["m"], 2, 5);
+    sim.dialect = drover_tests::Dialect::LlamaCpp;
     sim.faults = Faults {
         close_after_stream: true,
         ..Faults::NONE
