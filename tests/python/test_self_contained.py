@@ -12,8 +12,8 @@ import gguf
 from conftest import REPO
 
 # Paths that exist only in the workplace drover is built in, never in a
-# user's clone.
-OUTSIDE = ("../shared", "/work/shared", "tiny-gguf.py")
+# user's clone. Spelled in parts, so that this file names none of them.
+OUTSIDE = tuple("".join(parts) for parts in ((".." "/", "sha", "red"), ("/work/", "sha", "red"), ("tiny-", "gguf", ".py")))
 
 
 def test_no_tracked_file_reaches_outside_the_repository():
@@ -23,7 +23,7 @@ def test_no_tracked_file_reaches_outside_the_repository():
     offenders = []
     for name in filter(None, tracked):
         path = REPO / name.decode()
-        if path.name == "test_self_contained.py" or not path.is_file():
+        if not path.is_file():
             continue
         text = path.read_bytes()
         offenders += [f"{name.decode()}: {needle}" for needle in OUTSIDE if needle.encode() in text]
