@@ -157,10 +157,10 @@ impl HttpClient {
         build: impl Fn() -> Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
         match self.request(&self.pooled, build()).await {
-            Err(e) if unsent_on_reused_connection(&e) => {
+            Err(e) if failed_on(&e).is_some_and(|s| s.reused() && s.request_unsent()) => {
                 tracing::debug!(error = %crate::backend::error_chain(&e), "reused connection was closed before the request went out; sending it on a fresh one");
                 let req = build();
-                if after_stream(&e)
+                if failed_on(&e).is_some_and(|s| s.last_stream.load(Ordering::Relaxed))
                     && let Some(authority) = req.uri().authority()
                 {
                     // Its last answer was a stream: this server closes
@@ -204,29 +204,12 @@ fn is_event_stream<B>(resp: &Response<B>) -> bool {
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
 }
 
-/// Whether the connection a request failed on last carried a stream.
-fn after_stream(e: &SendError) -> bool {
-    let Some(info) = e.connect_info() else {
-        return false;
-    };
+/// What the connection a request failed on had carried, where it got one.
+fn failed_on(e: &SendError) -> Option<ConnState> {
+    let info = e.connect_info()?;
     let mut extensions = Extensions::new();
     info.get_extras(&mut extensions);
-    extensions
-        .get::<ConnState>()
-        .is_some_and(|s| s.last_stream.load(Ordering::Relaxed))
-}
-
-/// A request that failed on a connection that had carried an answer before,
-/// which the server cannot have consumed.
-fn unsent_on_reused_connection(e: &SendError) -> bool {
-    let Some(info) = e.connect_info() else {
-        return false;
-    };
-    let mut extensions = Extensions::new();
-    info.get_extras(&mut extensions);
-    extensions
-        .get::<ConnState>()
-        .is_some_and(|s| s.answers.load(Ordering::Relaxed) > 0 && s.request_unsent())
+    extensions.get::<ConnState>().cloned()
 }
 
 /// What one connection has carried, shared between its I/O and the
@@ -265,6 +248,11 @@ impl ConnState {
         self.written.store(0, Ordering::Relaxed);
         self.write_failed.store(false, Ordering::Relaxed);
         self.closed_first.store(false, Ordering::Relaxed);
+    }
+
+    /// It had carried an answer before the request in progress.
+    fn reused(&self) -> bool {
+        self.answers.load(Ordering::Relaxed) > 0
     }
 
     /// The request in progress cannot have reached the server whole.

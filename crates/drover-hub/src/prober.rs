@@ -69,16 +69,11 @@ fn evicted_by_server(
     id: drover_core::BackendId,
     specs: &[drover_scheduler::ModelSpec],
 ) -> Vec<String> {
-    let Some(view) = s.fleet().view(id) else {
-        return Vec::new();
-    };
     specs
         .iter()
         .filter(|spec| spec.state == drover_scheduler::ServerState::Unloaded)
         .filter(|spec| {
-            view.models
-                .iter()
-                .any(|m| m.name == spec.name && m.residency == drover_scheduler::Residency::Loaded)
+            s.fleet().residency(id, spec.name.as_str()) == Some(drover_scheduler::Residency::Loaded)
         })
         .map(|spec| spec.name.to_string())
         .collect()

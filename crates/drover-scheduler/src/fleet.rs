@@ -564,41 +564,22 @@ impl Fleet {
     pub fn views(&self) -> Vec<BackendView> {
         self.backends
             .iter()
-            .map(|(id, b)| BackendView {
-                reserved: b.reserved.clone(),
-                id: *id,
-                draining: b.draining,
-                breaker: b.breaker.state(),
-                busy: b.busy,
-                status: b.status.clone(),
-                models: {
-                    let mut models: Vec<ModelView> = b
-                        .models
-                        .iter()
-                        .filter(|(_, m)| m.listed)
-                        .map(|(name, m)| ModelView {
-                            name: name.clone(),
-                            residency: m.residency,
-                            slots: m.slots,
-                            limit: m.limit,
-                            size: m.size,
-                            load_time: m.load_time,
-                            last_used: m.used.then_some(m.last_used),
-                            load_error: m.failure.as_ref().map(|f| f.message.clone()),
-                            busy: m.busy,
-                            external: m.external,
-                            service: m.service,
-                        })
-                        .collect();
-                    models.sort_by(|a, b| a.name.cmp(&b.name));
-                    models
-                },
-            })
+            .map(|(id, b)| view_of(*id, b))
             .collect()
     }
 
     pub fn view(&self, id: BackendId) -> Option<BackendView> {
-        self.views().into_iter().find(|v| v.id == id)
+        self.backends.get(&id).map(|b| view_of(id, b))
+    }
+
+    /// Where a listed model stands on a backend, as the scheduler holds it.
+    pub fn residency(&self, backend: BackendId, model: &str) -> Option<Residency> {
+        self.backends
+            .get(&backend)?
+            .models
+            .get(model)
+            .filter(|m| m.listed)
+            .map(|m| m.residency)
     }
 
     /// Slots and busy counts over every listed model, for the wait estimate.
@@ -615,5 +596,37 @@ impl Fleet {
             }
         }
         (slots, service)
+    }
+}
+
+/// One backend as listings and metrics see it.
+fn view_of(id: BackendId, b: &Backend) -> BackendView {
+    let mut models: Vec<ModelView> = b
+        .models
+        .iter()
+        .filter(|(_, m)| m.listed)
+        .map(|(name, m)| ModelView {
+            name: name.clone(),
+            residency: m.residency,
+            slots: m.slots,
+            limit: m.limit,
+            size: m.size,
+            load_time: m.load_time,
+            last_used: m.used.then_some(m.last_used),
+            load_error: m.failure.as_ref().map(|f| f.message.clone()),
+            busy: m.busy,
+            external: m.external,
+            service: m.service,
+        })
+        .collect();
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    BackendView {
+        reserved: b.reserved.clone(),
+        id,
+        draining: b.draining,
+        breaker: b.breaker.state(),
+        busy: b.busy,
+        status: b.status.clone(),
+        models,
     }
 }

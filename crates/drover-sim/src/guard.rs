@@ -109,17 +109,15 @@ pub(crate) struct Running {
 
 impl Running {
     pub(crate) fn complete(self) {
-        let Running {
-            active,
-            in_flight,
-            cells,
-        } = self;
-        drop(cells);
-        drop(active);
-        in_flight.complete();
+        self.release().complete();
     }
 
     pub(crate) fn end_by_server(self) {
+        self.release().end_by_server();
+    }
+
+    /// Gives back its cells and its slot; what is left is the request.
+    fn release(self) -> InFlight {
         let Running {
             active,
             in_flight,
@@ -127,7 +125,7 @@ impl Running {
         } = self;
         drop(cells);
         drop(active);
-        in_flight.end_by_server();
+        in_flight
     }
 }
 

@@ -6,24 +6,30 @@
 
 use std::time::Duration;
 
-use drover_tests::{ClusterBuilder, chat_body, lmstudio};
+use drover_tests::{Cluster, ClusterBuilder, chat_body, lmstudio};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_before_the_first_answer_waits_for_it() {
-    let cluster = ClusterBuilder::new().start().await;
-    // The server's port is open (the kernel takes connections into its
-    // backlog) but nothing answers on it yet: its first probe is under way.
+/// A port that takes connections (the kernel queues them) with nothing
+/// answering on it yet, added to the hub's backends as `name`.
+async fn add_silent(cluster: &Cluster, name: &str) -> tokio::net::TcpListener {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let r = cluster
         .client
         .post(
             "/admin/backends",
-            &json!({"name": "late", "kind": "lmstudio", "url": url}),
+            &json!({"name": name, "kind": "lmstudio", "url": url}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
+    listener
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_before_the_first_answer_waits_for_it() {
+    let cluster = ClusterBuilder::new().start().await;
+    // Nothing answers on its port yet: its first probe is under way.
+    let listener = add_silent(&cluster, "late").await;
     let client = cluster.client.clone();
     let asked = tokio::spawn(async move {
         client
@@ -51,16 +57,7 @@ async fn a_request_waits_no_longer_than_the_first_probe() {
         .start()
         .await;
     // A port that takes connections and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let r = cluster
-        .client
-        .post(
-            "/admin/backends",
-            &json!({"name": "silent", "kind": "lmstudio", "url": url}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    let listener = add_silent(&cluster, "silent").await;
     let r = cluster
         .client
         .post("/v1/chat/completions", &chat_body("m", "hi"))
