@@ -124,13 +124,14 @@ pub fn names(keys: &Keys, clients: &Clients) -> HashMap<ClientKey, String> {
     names
 }
 
+/// The identity of a sender: its stored key (`holder`), else the bearer
+/// `token` it came with, and the request's `user` field.
 pub fn identify(
     clients: &Clients,
     holder: Option<&Holder>,
-    headers: &HeaderMap,
+    token: Option<&str>,
     user: Option<&str>,
 ) -> Caller {
-    let token = bearer(headers);
     let user_key = |salt: &str, text: &str| {
         let mut h = DefaultHasher::new();
         (salt, text).hash(&mut h);
@@ -232,12 +233,12 @@ mod tests {
     #[test]
     fn rotating_the_user_field_keeps_the_identity() {
         let c = clients();
-        let a = identify(&c, None, &headers(Some("Bearer sk-batch")), Some("u1"));
-        let b = identify(&c, None, &headers(Some("Bearer sk-batch")), Some("u2"));
+        let a = identify(&c, None, Some("sk-batch"), Some("u1"));
+        let b = identify(&c, None, Some("sk-batch"), Some("u2"));
         assert_eq!(a.client, b.client);
         assert_ne!(a.user, b.user);
-        let x = identify(&c, None, &headers(None), Some("u1"));
-        let y = identify(&c, None, &headers(Some("Bearer made-up")), Some("u9"));
+        let x = identify(&c, None, None, Some("u1"));
+        let y = identify(&c, None, Some("made-up"), Some("u9"));
         assert_eq!((x.client, y.client), (ANONYMOUS, ANONYMOUS));
         assert_ne!(x.client, a.client);
     }
@@ -245,11 +246,11 @@ mod tests {
     #[test]
     fn a_keys_priority_is_its_ceiling() {
         let c = clients();
-        let known = identify(&c, None, &headers(Some("Bearer sk-batch")), None);
+        let known = identify(&c, None, Some("sk-batch"), None);
         assert_eq!((known.priority.get(), known.ceiling.get()), (20, 20));
-        let stranger = identify(&c, None, &headers(Some("Bearer other")), None);
+        let stranger = identify(&c, None, Some("other"), None);
         assert_eq!(stranger.ceiling, Priority::DEFAULT);
-        let alone = identify(&Clients::new(), None, &headers(None), None);
+        let alone = identify(&Clients::new(), None, None, None);
         assert_eq!(alone.ceiling, Priority::MAX);
     }
 }

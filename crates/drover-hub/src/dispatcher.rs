@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::Permit;
-use crate::metrics::Metrics;
+use crate::observe::Observer;
 
 /// Why a request that was waiting did not get a slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub struct Dispatcher {
     timer: Notify,
     /// How long an abandoned request's slot stays taken.
     cancel_grace: Duration,
-    metrics: Arc<Metrics>,
+    observer: Arc<Observer>,
     /// Loads and unloads go to the model manager's task.
     work: mpsc::UnboundedSender<ModelWork>,
     /// Backends' names, for what the log says of them.
@@ -143,7 +143,7 @@ impl Dispatcher {
     pub fn new(
         sched: Scheduler,
         cancel_grace: Duration,
-        metrics: Arc<Metrics>,
+        observer: Arc<Observer>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<ModelWork>) {
         let (work, rx) = mpsc::unbounded_channel();
         let dispatcher = Arc::new(Dispatcher {
@@ -157,7 +157,7 @@ impl Dispatcher {
             epoch: Instant::now(),
             timer: Notify::new(),
             cancel_grace,
-            metrics,
+            observer,
             work,
             names: RwLock::new(HashMap::new()),
         });
@@ -195,7 +195,7 @@ impl Dispatcher {
                 st.sched.submit(request, now)
             };
             if let Err(Reject::QueueFull { .. }) = &admitted {
-                self.metrics.queue_rejected.inc();
+                self.observer.queue_full();
             }
             self.tell(&mut st);
             match admitted.map_err(AcquireError::Rejected)? {
@@ -256,6 +256,56 @@ impl Dispatcher {
     /// Reads the scheduler without changing it.
     pub fn inspect<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
         f(&self.lock().sched)
+    }
+
+    /// Whether any backend lists `model`.
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.inspect(|s| s.fleet().knows_model(model))
+    }
+
+    /// The backends the scheduler has heard from.
+    pub fn known_backends(&self) -> Vec<BackendId> {
+        self.inspect(|s| s.fleet().ids())
+    }
+
+    /// Every model some backend lists.
+    pub fn model_names(&self) -> Vec<ModelName> {
+        self.inspect(|s| s.fleet().model_names())
+    }
+
+    /// The backends that list `model`.
+    pub fn backends_listing(&self, model: &str) -> Vec<BackendId> {
+        self.inspect(|s| s.fleet().listing(model))
+    }
+
+    /// The largest context of the backends that list `model`, where every
+    /// one says its context.
+    pub fn largest_context(&self, model: &str) -> Option<u32> {
+        self.inspect(|s| s.fleet().largest_context(model))
+    }
+
+    /// When a backend with `model` whose breaker is open may take a trial
+    /// request, from now.
+    pub fn reopens_in(&self, model: &str) -> Option<Duration> {
+        let now = self.now();
+        self.inspect(|s| s.reopens_in(model, now))
+    }
+
+    /// Requests running on (`backend`, `model`), and how many were ever
+    /// dispatched there (see [`Dispatch::seq`]).
+    pub fn running(&self, backend: BackendId, model: &str) -> (u32, u64) {
+        self.inspect(|s| {
+            let fleet = s.fleet();
+            (fleet.busy(backend, model), fleet.dispatched(backend, model))
+        })
+    }
+
+    /// A measured prefill: `tokens` prompt tokens took `took` on `backend`.
+    /// Nothing becomes possible by it, so nothing is polled.
+    pub fn prefill_seen(&self, backend: BackendId, model: &ModelName, tokens: u32, took: Duration) {
+        self.lock()
+            .sched
+            .observe_prefill(backend, model, tokens, took);
     }
 
     fn release(
@@ -352,7 +402,7 @@ impl Dispatcher {
                         }
                     }
                     Decision::Expired(id) => {
-                        self.metrics.queue_expired.inc();
+                        self.observer.expired();
                         if let Some(tx) = st.waiters.remove(&id) {
                             let _ = tx.send(Err(WaitError::Expired));
                         }
@@ -367,7 +417,7 @@ impl Dispatcher {
                         backend,
                         retry_after,
                     } => {
-                        self.metrics.queue_expired.inc();
+                        self.observer.expired();
                         if let Some(tx) = st.waiters.remove(&request) {
                             let _ = tx.send(Err(WaitError::StillLoading {
                                 backend,

@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use drover_proto::openai::{ErrorBody, ErrorDetail};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::forward::ForwardError;
+use crate::forward::ForwardError as F;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -25,110 +28,14 @@ pub enum ApiError {
     RequestTimeout { limit: Duration },
     #[error("{0}")]
     UnsupportedMediaType(String),
-    #[error(
-        "the model '{}' does not exist or no backend serves it{}",
-        echo(model),
-        did_you_mean(closest)
-    )]
-    ModelNotFound {
-        model: String,
-        /// The fleet's models closest to it, closest first.
-        closest: Vec<String>,
-    },
     #[error("{message}")]
     NotFound { message: String },
-    #[error("too many requests are waiting; retry after {} s", retry_after.as_secs())]
-    QueueFull { retry_after: Duration },
-    /// A key's own limit.
-    #[error("{message}; retry after {} s", retry_after.as_secs().max(1))]
-    RateLimited {
-        message: String,
-        retry_after: Duration,
-    },
-    /// Every backend with it is down, recovering or draining; one may take
-    /// work again in about `retry_after`.
-    #[error("every backend serving '{}' is down, recovering or draining; retry in about {} s", echo(model), retry_after.as_millis().div_ceil(1000).max(1))]
-    NoHealthyBackend {
-        model: String,
-        retry_after: Duration,
-    },
-    /// The server ran out of room for the request even with nothing else
-    /// running there: it does not fit the model's context. The server's
-    /// own words.
-    #[error("{message}")]
-    ContextLengthExceeded { message: String },
-    /// No answering backend lists the model, but some backends have never
-    /// answered: one of them may well serve it.
-    #[error(
-        "no answering backend serves '{}', and {} not answered yet: {}",
-        echo(model),
-        if backends.len() == 1 { "this backend has" } else { "these backends have" },
-        backends.join(", ")
-    )]
-    Unreachable {
-        model: String,
-        backends: Vec<String>,
-        /// Their next probe: when what they serve may be known.
-        retry_after: Duration,
-    },
-    #[error("no backend slot for '{}' became free within {} s", echo(model), waited.as_secs_f64().round())]
-    QueueTimeout { model: String, waited: Duration },
-    #[error("no backend serves '{}' any more", echo(model))]
-    ModelGone { model: String },
-    #[error(
-        "no backend with '{}' serves {path} (backends with it: {}); a backend that serves it \
-         can say so in its config",
-        echo(model),
-        others.join(", ")
-    )]
-    ApiNotServed {
-        model: String,
-        path: &'static str,
-        /// The backends that list the model (and do not serve the path).
-        others: Vec<String>,
-    },
-    /// The request waited out its time while its model was loading.
-    #[error(
-        "the model '{}' is still loading on backend '{backend}'{}; retry in about {} s",
-        echo(model),
-        progress.map(|p| format!(" ({:.0}% done)", p * 100.0)).unwrap_or_default(),
-        retry_after.as_secs().max(1)
-    )]
-    ModelLoading {
-        model: String,
-        backend: String,
-        progress: Option<f32>,
-        retry_after: Duration,
-    },
-    /// Loading the model failed; no new attempt before `retry_after`.
-    #[error(
-        "the model '{}' could not be loaded on backend '{backend}': {message}",
-        echo(model)
-    )]
-    LoadFailed {
-        model: String,
-        backend: String,
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    #[error(
-        "the model '{}' ({}) needs {} of memory with its slots, but the largest backend that \
-         lists it has {}",
-        echo(model),
-        drover_core::size::gigabytes(*size),
-        drover_core::size::gigabytes(*needs),
-        drover_core::size::gigabytes(*largest)
-    )]
-    NeverFits {
-        model: String,
-        size: u64,
-        needs: u64,
-        largest: u64,
-    },
+    /// A backend failed a management call (a load, an unload).
     #[error("{message}")]
     Upstream { message: String },
-    #[error("the hub is shutting down")]
-    ShuttingDown,
+    /// Forwarding produced no answer (the domain's own error).
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -157,25 +64,13 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } | ApiError::NeverFits { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::ModelNotFound { .. }
-            | ApiError::NotFound { .. }
-            | ApiError::ApiNotServed { .. } => StatusCode::NOT_FOUND,
-            ApiError::ContextLengthExceeded { .. } => StatusCode::BAD_REQUEST,
-            ApiError::QueueFull { .. } | ApiError::RateLimited { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            ApiError::NoHealthyBackend { .. }
-            | ApiError::Unreachable { .. }
-            | ApiError::QueueTimeout { .. }
-            | ApiError::ModelGone { .. }
-            | ApiError::ModelLoading { .. }
-            | ApiError::LoadFailed { .. }
-            | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Forward(f) => forward_status(f),
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -185,47 +80,32 @@ impl ApiError {
     }
 
     /// The OpenAI `type` and drover's `code` for the error.
-    fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
+    fn kind_and_code(&self) -> (&'static str, &'static str) {
         match self {
-            ApiError::BadRequest { code, .. } => ("invalid_request_error", Some(code)),
-            ApiError::PayloadTooLarge { .. } => {
-                ("invalid_request_error", Some("request_too_large"))
-            }
-            ApiError::RequestTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
+            ApiError::BadRequest { code, .. } => ("invalid_request_error", code),
+            ApiError::PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            ApiError::RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             ApiError::UnsupportedMediaType(_) => {
-                ("invalid_request_error", Some("unsupported_media_type"))
+                ("invalid_request_error", "unsupported_media_type")
             }
-            ApiError::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
-            ApiError::ContextLengthExceeded { .. } => {
-                ("invalid_request_error", Some("context_length_exceeded"))
-            }
-            ApiError::NotFound { .. } => ("invalid_request_error", Some("not_found")),
-            ApiError::ApiNotServed { .. } => ("invalid_request_error", Some("api_not_served")),
-            ApiError::QueueFull { .. } => ("rate_limit_error", Some("queue_full")),
-            ApiError::RateLimited { .. } => ("rate_limit_error", Some("rate_limited")),
-            ApiError::NoHealthyBackend { .. } | ApiError::Unreachable { .. } => {
-                ("server_error", Some("no_healthy_backend"))
-            }
-            ApiError::QueueTimeout { .. } => ("server_error", Some("queue_timeout")),
-            ApiError::ModelGone { .. } => ("server_error", Some("model_unavailable")),
-            ApiError::ModelLoading { .. } => ("server_error", Some("model_loading")),
-            ApiError::LoadFailed { .. } => ("server_error", Some("model_load_failed")),
-            ApiError::NeverFits { .. } => ("invalid_request_error", Some("model_does_not_fit")),
-            ApiError::Upstream { .. } => ("server_error", Some("upstream_error")),
-            ApiError::ShuttingDown => ("server_error", Some("shutting_down")),
-            ApiError::Unauthorized(_) => ("authentication_error", Some("invalid_api_key")),
-            ApiError::Forbidden(_) => ("permission_error", Some("forbidden")),
-            ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
-            ApiError::MethodNotAllowed(_) => ("invalid_request_error", Some("method_not_allowed")),
-            ApiError::Internal(_) => ("server_error", Some("internal_error")),
+            ApiError::NotFound { .. } => ("invalid_request_error", "not_found"),
+            ApiError::Upstream { .. } => ("server_error", "upstream_error"),
+            ApiError::Forward(f) => forward_kind_and_code(f),
+            ApiError::Unauthorized(_) => ("authentication_error", "invalid_api_key"),
+            ApiError::Forbidden(_) => ("permission_error", "forbidden"),
+            ApiError::Conflict(_) => ("invalid_request_error", "conflict"),
+            ApiError::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
+            ApiError::Internal(_) => ("server_error", "internal_error"),
         }
     }
 
     fn param(&self) -> Option<&'static str> {
         match self {
-            ApiError::BadRequest { param, .. } => *param,
-            ApiError::ModelNotFound { .. } | ApiError::NeverFits { .. } => Some("model"),
-            ApiError::ContextLengthExceeded { .. } => Some("messages"),
+            ApiError::BadRequest { param, .. } | ApiError::Forward(F::Invalid { param, .. }) => {
+                *param
+            }
+            ApiError::Forward(F::ModelNotFound { .. } | F::NeverFits { .. }) => Some("model"),
+            ApiError::Forward(F::ContextLengthExceeded { .. }) => Some("messages"),
             _ => None,
         }
     }
@@ -237,13 +117,13 @@ impl ApiError {
                 message: self.to_string(),
                 kind: kind.to_string(),
                 param: self.param().map(str::to_string),
-                code: code.map(str::to_string),
+                code: Some(code.to_string()),
             },
         }
     }
 
     pub fn code(&self) -> &'static str {
-        self.kind_and_code().1.unwrap_or("error")
+        self.kind_and_code().1
     }
 
     /// The status and `error.type` an Anthropic client expects: Anthropic
@@ -267,6 +147,14 @@ impl ApiError {
     pub fn anthropic_body(&self) -> drover_proto::anthropic::ErrorBody {
         let (_, kind) = self.anthropic_status_and_kind();
         drover_proto::anthropic::ErrorBody::new(kind, self.to_string())
+    }
+
+    /// The status a client of `format`'s API hears.
+    pub fn status_as(&self, format: ErrorFormat) -> StatusCode {
+        match format {
+            ErrorFormat::OpenAi | ErrorFormat::Responses => self.status(),
+            ErrorFormat::Anthropic => self.anthropic_status_and_kind().0,
+        }
     }
 
     /// The response in the shape `format` asks for.
@@ -364,12 +252,7 @@ fn finish(err: ApiError, status: StatusCode, body: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     let retry_after = match &err {
-        ApiError::QueueFull { retry_after }
-        | ApiError::ModelLoading { retry_after, .. }
-        | ApiError::RateLimited { retry_after, .. }
-        | ApiError::NoHealthyBackend { retry_after, .. }
-        | ApiError::Unreachable { retry_after, .. } => Some(*retry_after),
-        ApiError::LoadFailed { retry_after, .. } => *retry_after,
+        ApiError::Forward(f) => f.retry_after(),
         _ => None,
     };
     if let Some(retry_after) = retry_after {
@@ -382,14 +265,46 @@ fn finish(err: ApiError, status: StatusCode, body: Vec<u8>) -> Response {
     resp
 }
 
-/// "; did you mean 'a' or 'b'?", for the models closest to one nobody
-/// serves; nothing when none is close.
-fn did_you_mean(closest: &[String]) -> String {
-    let quoted: Vec<String> = closest.iter().map(|m| format!("'{}'", echo(m))).collect();
-    match quoted.as_slice() {
-        [] => String::new(),
-        [one] => format!("; did you mean {one}?"),
-        [init @ .., last] => format!("; did you mean {} or {last}?", init.join(", ")),
+/// The status of a forwarding error.
+fn forward_status(f: &F) -> StatusCode {
+    match f {
+        F::Invalid { .. } | F::NeverFits { .. } | F::ContextLengthExceeded { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        F::ModelNotFound { .. } | F::ApiNotServed { .. } => StatusCode::NOT_FOUND,
+        F::QueueFull { .. } | F::KeyLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        F::KeyForbidden(_) => StatusCode::FORBIDDEN,
+        F::NoHealthyBackend { .. }
+        | F::Unreachable { .. }
+        | F::QueueTimeout { .. }
+        | F::ModelGone { .. }
+        | F::ModelLoading { .. }
+        | F::LoadFailed { .. }
+        | F::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        F::Upstream { .. } => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The OpenAI `type` and drover's `code` of a forwarding error.
+fn forward_kind_and_code(f: &F) -> (&'static str, &'static str) {
+    match f {
+        F::Invalid { code, .. } => ("invalid_request_error", code),
+        F::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+        F::ContextLengthExceeded { .. } => ("invalid_request_error", "context_length_exceeded"),
+        F::ApiNotServed { .. } => ("invalid_request_error", "api_not_served"),
+        F::NeverFits { .. } => ("invalid_request_error", "model_does_not_fit"),
+        F::QueueFull { .. } => ("rate_limit_error", "queue_full"),
+        F::KeyLimited { .. } => ("rate_limit_error", "rate_limited"),
+        F::KeyForbidden(_) => ("permission_error", "forbidden"),
+        F::NoHealthyBackend { .. } | F::Unreachable { .. } => {
+            ("server_error", "no_healthy_backend")
+        }
+        F::QueueTimeout { .. } => ("server_error", "queue_timeout"),
+        F::ModelGone { .. } => ("server_error", "model_unavailable"),
+        F::ModelLoading { .. } => ("server_error", "model_loading"),
+        F::LoadFailed { .. } => ("server_error", "model_load_failed"),
+        F::Upstream { .. } => ("server_error", "upstream_error"),
+        F::ShuttingDown => ("server_error", "shutting_down"),
     }
 }
 
@@ -411,25 +326,25 @@ mod tests {
                 "invalid_request_error",
             ),
             (
-                ApiError::ModelNotFound {
+                ApiError::from(ForwardError::ModelNotFound {
                     model: "m".into(),
                     closest: Vec::new(),
-                },
+                }),
                 404,
                 "invalid_request_error",
             ),
             (
-                ApiError::QueueFull {
+                ApiError::from(ForwardError::QueueFull {
                     retry_after: Duration::from_secs(3),
-                },
+                }),
                 429,
                 "rate_limit_error",
             ),
             (
-                ApiError::QueueTimeout {
+                ApiError::from(ForwardError::QueueTimeout {
                     model: "m".into(),
                     waited: Duration::from_secs(60),
-                },
+                }),
                 503,
                 "server_error",
             ),
@@ -454,10 +369,10 @@ mod tests {
     #[test]
     fn client_input_is_echoed_short() {
         let long = "é".repeat(300_000);
-        let err = ApiError::ModelNotFound {
+        let err = ApiError::from(ForwardError::ModelNotFound {
             model: long,
             closest: Vec::new(),
-        };
+        });
         let message = err.to_string();
         assert!(message.len() < 400, "{} bytes", message.len());
         assert!(message.contains("(600000 bytes)"), "{message}");
@@ -466,9 +381,9 @@ mod tests {
 
     #[test]
     fn queue_full_says_when_to_retry() {
-        let resp = ApiError::QueueFull {
+        let resp = ApiError::from(ForwardError::QueueFull {
             retry_after: Duration::from_secs(7),
-        }
+        })
         .into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
     }
@@ -482,25 +397,25 @@ mod tests {
                 "invalid_request_error",
             ),
             (
-                ApiError::ModelNotFound {
+                ApiError::from(ForwardError::ModelNotFound {
                     model: "m".into(),
                     closest: Vec::new(),
-                },
+                }),
                 404,
                 "not_found_error",
             ),
             (
-                ApiError::QueueFull {
+                ApiError::from(ForwardError::QueueFull {
                     retry_after: Duration::from_secs(2),
-                },
+                }),
                 429,
                 "rate_limit_error",
             ),
             (
-                ApiError::NoHealthyBackend {
+                ApiError::from(ForwardError::NoHealthyBackend {
                     model: "m".into(),
                     retry_after: Duration::from_secs(2),
-                },
+                }),
                 529,
                 "overloaded_error",
             ),

@@ -5,16 +5,13 @@
 //! lets running ones finish (bounded), then awaits every task.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use drover_backends::HttpClient;
-use drover_core::{BackendId, ModelName, Priority, RequestId};
+use drover_core::{BackendId, ModelName, Priority};
 use drover_scheduler::{BreakerConfig, ModelPolicy, Scheduler, SchedulerConfig};
-use http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +22,10 @@ use crate::caller::{Clients, KnownClient};
 use crate::config::HubConfig;
 use crate::continuations::{self, ResponseOwners};
 use crate::dispatcher::Dispatcher;
+use crate::forward::{Forwarder, RequestIds};
 use crate::keys::{KeyError, Keys};
 use crate::limits::Limiter;
-use crate::metrics::Metrics;
+use crate::observe::Observer;
 use crate::registry::{BackendEntry, Registry, RegistryError};
 use crate::{manager, prober, routes, server, tls};
 use drover_proto::admin::BackendSpec;
@@ -36,13 +34,14 @@ use drover_proto::admin::KeyKind;
 pub struct HubState {
     pub(crate) config: HubConfig,
     pub(crate) dispatcher: Arc<Dispatcher>,
-    pub(crate) registry: Registry,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) clients: Clients,
+    pub(crate) registry: Arc<Registry>,
+    /// Where every request's, load's and key's events are counted.
+    pub(crate) observer: Arc<Observer>,
+    /// The forwarding service.
+    pub(crate) forwarder: Forwarder,
+    pub(crate) clients: Arc<Clients>,
     /// `[[models]]`: public names for the servers' own model ids.
-    pub(crate) models: Aliases,
-    /// Which backend stored each Responses API response.
-    pub(crate) response_owners: ResponseOwners,
+    pub(crate) models: Arc<Aliases>,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: running SSE streams end
@@ -50,17 +49,13 @@ pub struct HubState {
     pub(crate) streams_stop: CancellationToken,
     /// API keys with powers, kept in the data directory.
     pub(crate) keys: Keys,
-    pub(crate) limiter: Arc<Limiter>,
-    /// The last hour of traffic, for the dashboard.
-    pub(crate) traffic: crate::traffic::Traffic,
     /// The live overview, published to the dashboards watching.
     pub(crate) overview: crate::dashboard::Publisher,
     /// The address actually bound (port 0 resolved).
     pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
     pub(crate) started_unix: u64,
-    next_request: AtomicU64,
-    id_salt: u64,
+    pub(crate) ids: Arc<RequestIds>,
 }
 
 impl HubState {
@@ -88,94 +83,34 @@ impl HubState {
         true
     }
 
-    /// Backends that have never answered a probe, by name: what they serve
-    /// is unknown. (The scheduler learns of a backend at its first answer.)
+    /// Backends that have never answered a probe, by name.
     pub fn unreachable_backends(&self) -> Vec<String> {
-        let entries = self.registry.all();
-        self.dispatcher.inspect(|s| {
-            entries
-                .iter()
-                .filter(|e| !s.fleet().contains(e.id))
-                .map(|e| e.name.clone())
-                .collect()
-        })
+        self.forwarder.unreachable_backends()
     }
 
     /// "No backend serves `model`", naming the fleet's models closest to it.
     pub fn model_not_found(&self, model: String) -> crate::error::ApiError {
-        self.model_not_found_among(model, None)
+        self.forwarder.model_not_found_among(model, None).into()
     }
 
     /// "No backend serves `model`", naming the closest of the fleet's
-    /// models that are `allowed` (all, for `None`): a key limited to some
-    /// models does not learn of the others.
+    /// models that are `allowed` (all, for `None`).
     pub fn model_not_found_among(
         &self,
         model: String,
         allowed: Option<&[String]>,
     ) -> crate::error::ApiError {
-        let names = self.dispatcher.inspect(|s| s.fleet().model_names());
-        let names = names
-            .iter()
-            .map(|n| n.as_str())
-            .filter(|n| allowed.is_none_or(|a| a.iter().any(|m| m == n)));
-        let closest = crate::closest::closest(&model, names);
-        crate::error::ApiError::ModelNotFound { model, closest }
+        self.forwarder.model_not_found_among(model, allowed).into()
     }
 
-    /// "No answering backend serves `model`; `backends` never answered":
-    /// their next probe may tell.
+    /// "No answering backend serves `model`; `backends` never answered".
     pub fn unreachable(&self, model: String, backends: Vec<String>) -> crate::error::ApiError {
-        crate::error::ApiError::Unreachable {
-            model,
-            backends,
-            retry_after: self.config.health.probe_interval,
-        }
+        self.forwarder.unreachable(model, backends).into()
     }
 
-    /// "Every backend with `model` is down": and when one may take work.
-    pub fn no_healthy_backend(&self, model: String) -> crate::error::ApiError {
-        let now = self.dispatcher.now();
-        let retry_after = self
-            .dispatcher
-            .inspect(|s| s.reopens_in(&model, now))
-            .unwrap_or(self.config.health.probe_interval)
-            .max(std::time::Duration::from_secs(1));
-        crate::error::ApiError::NoHealthyBackend { model, retry_after }
-    }
-
-    /// Backends that list a model (under its public name), by name.
-    pub fn backends_listing(&self, model: &str) -> Vec<String> {
-        let ids = self.dispatcher.inspect(|s| {
-            s.fleet()
-                .views()
-                .into_iter()
-                .filter(|v| v.models.iter().any(|m| m.name.as_str() == model))
-                .map(|v| v.id)
-                .collect::<Vec<_>>()
-        });
-        ids.into_iter()
-            .map(|id| self.registry.name_of(id))
-            .collect()
-    }
-
-    /// How far a model's load on a backend got, where the server tells.
-    pub fn load_progress(&self, backend: BackendId, model: &str) -> Option<f32> {
-        let entry = self.registry.get(backend)?;
-        let probe = drover_core::sync::lock(&entry.probe);
-        probe.progress.get(model).copied()
-    }
-
-    pub fn next_request_id(&self) -> RequestId {
-        RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// A fresh id for the `x-request-id` header: unique per process run and
-    /// unguessable enough to not collide across hubs.
-    pub fn new_request_header(&self, id: RequestId) -> HeaderValue {
-        let mixed = drover_core::mix::mix64(id.0 ^ self.id_salt);
-        let text = format!("req_{:016x}{:08x}", mixed, id.0 as u32);
-        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("req_unknown"))
+    /// A fresh `x-request-id`, for an answer to a request that had none.
+    pub fn new_request_header(&self) -> http::HeaderValue {
+        self.ids.header(self.ids.next())
     }
 
     /// Whether management calls need no key: only on a loopback listener.
@@ -269,7 +204,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     if !local_addr.ip().is_loopback() && !config.insecure && !keys.ever(KeyKind::Client) {
         return Err(StartError::Insecure(local_addr));
     }
-    let metrics = Arc::new(Metrics::new());
+    let observer = Arc::new(Observer::default());
     let mut sched = Scheduler::new(SchedulerConfig {
         max_queue: config.queue.max_waiting,
         max_queue_bytes: config.queue.max_waiting_bytes,
@@ -308,33 +243,49 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         }
     }
     let client = HttpClient::new(config.upstream.connect_timeout);
-    let models = Aliases::new(&config.models).map_err(StartError::Models)?;
+    let aliases = Arc::new(Aliases::new(&config.models).map_err(StartError::Models)?);
     let (dispatcher, model_work) =
-        Dispatcher::new(sched, config.upstream.cancel_grace, metrics.clone());
+        Dispatcher::new(sched, config.upstream.cancel_grace, observer.clone());
+    let registry = Arc::new(Registry::new(
+        client,
+        config.upstream.connect_timeout,
+        config.health.probe_timeout,
+    ));
+    let clients = Arc::new(clients);
+    let ids = Arc::new(RequestIds::default());
+    let limiter = Arc::new(Limiter::default());
+    let streams_stop = CancellationToken::new();
+    let forwarder = Forwarder::new(crate::forward::Shared {
+        upstream: config.upstream.clone(),
+        queue_timeout: config.queue.timeout,
+        probe_interval: config.health.probe_interval,
+        dispatcher: dispatcher.clone(),
+        registry: registry.clone(),
+        observer: observer.clone(),
+        aliases: aliases.clone(),
+        owners: Arc::new(ResponseOwners::new(continuations::CAPACITY)),
+        limiter: limiter.clone(),
+        clients: clients.clone(),
+        streams_stop: streams_stop.clone(),
+        ids: ids.clone(),
+    });
     let state = Arc::new(HubState {
-        registry: Registry::new(
-            client,
-            config.upstream.connect_timeout,
-            config.health.probe_timeout,
-        ),
+        registry,
         dispatcher,
-        metrics,
+        observer,
+        forwarder,
         clients,
-        models,
-        response_owners: ResponseOwners::new(continuations::CAPACITY),
+        models: aliases,
         keys,
-        limiter: Arc::new(Limiter::default()),
-        traffic: crate::traffic::Traffic::default(),
         overview: crate::dashboard::Publisher::default(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
-        streams_stop: CancellationToken::new(),
+        streams_stop,
         local_addr,
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        next_request: AtomicU64::new(1),
-        id_salt: RandomState::new().build_hasher().finish(),
+        ids,
         config,
     });
     for (index, b) in state.config.backends.iter().enumerate() {
@@ -397,6 +348,11 @@ impl HubHandle {
     /// for callers embedding the hub.
     pub fn inspect<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
         self.state.dispatcher.inspect(f)
+    }
+
+    /// The forwarding service, for callers beside the HTTP edge.
+    pub fn forwarder(&self) -> Forwarder {
+        self.state.forwarder.clone()
     }
 
     /// The id the scheduler knows a backend by.

@@ -19,6 +19,8 @@
 //!   (and the operator's), reporting each end back.
 //! - `server`: the accept loop; every connection task is owned and bounded
 //!   (`stall_io`: a client may not stall an answer for ever).
+//! - `observe`: the one observer of requests, loads and keys, feeding the
+//!   metrics and the dashboard's traffic.
 //! - `metrics`: Prometheus metrics.
 //! - `openapi`: the OpenAPI document, from the handlers' annotations.
 //! - `usage`: the output tokens an answer reports, read as it passes.
@@ -33,12 +35,13 @@ mod continuations;
 mod dashboard;
 mod dispatcher;
 mod error;
-mod forward;
+pub mod forward;
 pub mod hub;
 pub mod keys;
 mod limits;
 mod manager;
 mod metrics;
+mod observe;
 mod openapi;
 mod prober;
 mod registry;
@@ -52,4 +55,5 @@ mod usage;
 pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};
 pub use drover_proto::admin::BackendSpec;
+pub use error::ErrorFormat;
 pub use hub::{HubHandle, StartError, start};

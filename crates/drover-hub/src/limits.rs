@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::ApiError;
+use crate::forward::ForwardError;
 use crate::keys::Holder;
 
 /// The most a key's tokens-a-minute bucket goes below empty, in minutes of
@@ -92,14 +92,14 @@ impl Limiter {
         model: &str,
         prompt_tokens: u32,
         now: Instant,
-    ) -> Result<Option<Permit>, (Limit, ApiError)> {
+    ) -> Result<Option<Permit>, (Limit, ForwardError)> {
         let limits = &holder.limits;
         if let Some(models) = &limits.models
             && !models.iter().any(|m| m == model)
         {
             return Err((
                 Limit::Models,
-                ApiError::Forbidden(format!(
+                ForwardError::KeyForbidden(format!(
                     "the key {:?} may not use the model '{}' (it may use: {})",
                     holder.name,
                     crate::error::echo(model),
@@ -127,7 +127,7 @@ impl Limiter {
         {
             return Err((
                 Limit::Concurrency,
-                ApiError::RateLimited {
+                ForwardError::KeyLimited {
                     message: format!(
                         "the key {:?} has {max} requests waiting or running, its limit",
                         holder.name
@@ -145,7 +145,7 @@ impl Limiter {
                 let wait = wait_secs((need - u.model_tokens) / per_sec);
                 return Err((
                     Limit::Tokens,
-                    ApiError::RateLimited {
+                    ForwardError::KeyLimited {
                         message: format!("the key {:?} may use {tpm} tokens a minute", holder.name),
                         retry_after: wait.max(Duration::from_secs(1)),
                     },
@@ -159,7 +159,7 @@ impl Limiter {
                 let wait = wait_secs((1.0 - u.tokens) / per_sec);
                 return Err((
                     Limit::Rate,
-                    ApiError::RateLimited {
+                    ForwardError::KeyLimited {
                         message: format!(
                             "the key {:?} may start {rpm} requests a minute",
                             holder.name
@@ -235,7 +235,8 @@ mod tests {
         for _ in 0..3 {
             assert!(limiter.admit(&h, "m", 0, t0).is_ok());
         }
-        let Err((limit, ApiError::RateLimited { retry_after, .. })) = limiter.admit(&h, "m", 0, t0)
+        let Err((limit, ForwardError::KeyLimited { retry_after, .. })) =
+            limiter.admit(&h, "m", 0, t0)
         else {
             panic!("the fourth passes");
         };
@@ -263,7 +264,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(limiter.admit(&h, "m", 10, t0).is_ok());
         limiter.charge("key_1", Some(300), u64::MAX);
-        let Err((Limit::Tokens, ApiError::RateLimited { retry_after, .. })) =
+        let Err((Limit::Tokens, ForwardError::KeyLimited { retry_after, .. })) =
             limiter.admit(&h, "m", 10, t0)
         else {
             panic!("a key in debt is let in");

@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::dispatcher::ModelWork;
 use crate::hub::HubState;
-use crate::metrics::{BackendModelLabels, LoadLabels};
 use crate::prober;
 
 /// Receives the scheduler's loads and unloads and runs each as a task the
@@ -66,14 +65,7 @@ pub(crate) async fn load(hub: &Arc<HubState>, order: LoadOrder) -> Result<Durati
         ),
         Err(e) => tracing::warn!(backend = %name, %model, error = %e, "model load failed"),
     }
-    hub.metrics
-        .model_loads
-        .get_or_create(&LoadLabels {
-            backend: name,
-            model: model.to_string(),
-            outcome: if result.is_ok() { "ok" } else { "failed" },
-        })
-        .inc();
+    hub.observer.loaded(&name, model.as_str(), result.is_ok());
     hub.dispatcher
         .with_scheduler(|s, now| s.load_finished(backend, &model, result.clone(), now));
     refresh(hub, backend).await;
@@ -131,13 +123,7 @@ pub(crate) async fn unload(
     match &result {
         Ok(()) => {
             tracing::info!(target: "drover::action", backend = %name, %model, why, "model unloaded");
-            hub.metrics
-                .model_unloads
-                .get_or_create(&BackendModelLabels {
-                    backend: name,
-                    model: model.to_string(),
-                })
-                .inc();
+            hub.observer.unloaded(&name, model.as_str());
         }
         Err(e) => tracing::warn!(backend = %name, %model, error = %e, "model unload failed"),
     }

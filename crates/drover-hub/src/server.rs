@@ -164,7 +164,7 @@ pub async fn serve(
 fn with_request_id(hub: &HubState, response: &mut axum::response::Response) {
     let name = HeaderName::from_static(REQUEST_ID_HEADER);
     if !response.headers().contains_key(&name) {
-        let id = hub.new_request_header(hub.next_request_id());
+        let id = hub.new_request_header();
         response.headers_mut().insert(name, id);
     }
 }

@@ -463,6 +463,20 @@ impl Fleet {
         self.backends.contains_key(&id)
     }
 
+    /// Every backend it holds, in order.
+    pub fn ids(&self) -> Vec<BackendId> {
+        self.backends.keys().copied().collect()
+    }
+
+    /// The backends that list `model`, healthy or not, in order.
+    pub fn listing(&self, model: &str) -> Vec<BackendId> {
+        self.backends
+            .iter()
+            .filter(|(_, b)| b.models.get(model).is_some_and(|m| m.listed))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Every model some backend lists, once each, in order.
     pub fn model_names(&self) -> Vec<ModelName> {
         let mut names: Vec<ModelName> = self

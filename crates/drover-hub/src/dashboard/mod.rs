@@ -116,26 +116,27 @@ pub fn overview(hub: &HubState, now_ms: u64, since_ms: u64) -> Overview {
             .collect(),
         ..queue
     };
-    let (by_backend, by_model) = hub.traffic.totals(now_ms);
+    let (by_backend, by_model) = hub.observer.traffic().totals(now_ms);
     Overview {
         at_ms: now_ms,
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: (now_ms / 1000).saturating_sub(hub.started_unix) as f64,
         backends,
         queue,
-        refused: hub.traffic.refusals(),
+        refused: hub.observer.traffic().refusals(),
         traffic: TrafficOverview {
             bucket_seconds: BUCKET_MS / 1000,
             // Not from before the hub started: a young hub's charts span
             // its life, not an hour of nothing.
             series: hub
-                .traffic
+                .observer
+                .traffic()
                 .series(since_ms.max(hub.started_unix * 1000), now_ms),
-            now: hub.traffic.rates(now_ms),
+            now: hub.observer.traffic().rates(now_ms),
             by_backend,
             by_model,
         },
-        keys: hub.traffic.keys(now_ms),
+        keys: hub.observer.traffic().keys(now_ms),
         api_keys: hub.keys.list(),
     }
 }

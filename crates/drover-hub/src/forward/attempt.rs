@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use bytes::Bytes;
 use drover_backends::UpstreamBody;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -14,45 +13,14 @@ use tokio::time::Instant;
 
 use drover_scheduler::Api;
 
-use super::pass_through::{PassThrough, Upstream};
-use super::{Job, Served, ServedBy, rewrite};
+use super::pass_through::{AnswerBody, Upstream};
+use super::{Answer, Failure, FailureKind, ForwardRequest, Forwarder, rewrite};
 use crate::dispatcher::SlotGuard;
-use crate::hub::HubState;
-use crate::metrics::ModelLabels;
+use crate::observe::{Pair, Served};
 use crate::registry::BackendEntry;
 
 pub const BACKEND_HEADER: &str = "x-drover-backend";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Why an attempt failed before anything reached the client.
-#[derive(Debug)]
-pub enum AttemptFailure {
-    /// The backend failed it; another may not.
-    Failed(String),
-    /// The backend ran out of room for it with others running (a context
-    /// its slots share filled up): overload, to try again when load drops,
-    /// there or elsewhere.
-    Overloaded(String),
-    /// It ran out of room with nothing else running there: it does not fit
-    /// the model's context. The server's words.
-    TooLarge(String),
-}
-
-impl From<String> for AttemptFailure {
-    fn from(reason: String) -> Self {
-        AttemptFailure::Failed(reason)
-    }
-}
-
-impl std::fmt::Display for AttemptFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttemptFailure::Failed(r)
-            | AttemptFailure::Overloaded(r)
-            | AttemptFailure::TooLarge(r) => f.write_str(r),
-        }
-    }
-}
 
 /// How much of an error answer is read to tell overload from failure:
 /// errors are small JSON.
@@ -60,19 +28,25 @@ const ERROR_PEEK: usize = 64 * 1024;
 
 /// Sends `job` to the backend `guard` holds a slot on. `last_attempt`: a
 /// 5xx or 429 is passed through to the client instead of failing over.
-pub async fn run(
-    hub: &Arc<HubState>,
+pub(super) async fn run(
+    fwd: &Forwarder,
     mut guard: SlotGuard,
-    job: &Job,
+    job: &ForwardRequest,
+    pair: &Arc<Pair>,
     last_attempt: bool,
     queue_wait: std::time::Duration,
-) -> Result<Response<Body>, AttemptFailure> {
-    let Some(entry) = hub.registry.get(guard.backend) else {
+) -> Result<Answer, Failure> {
+    let shared = fwd.shared();
+    let Some(entry) = shared.registry.get(guard.backend) else {
         guard.neutral();
-        return Err(AttemptFailure::Failed("the backend was removed".into()));
+        return Err(Failure::new(
+            FailureKind::Removed,
+            "the backend was removed",
+        ));
     };
     let started = Instant::now();
-    let deadline = started + hub.config.upstream.response_timeout;
+    let timeout = shared.upstream.response_timeout;
+    let deadline = started + timeout;
     let upstream = match tokio::time::timeout_at(deadline, send(&entry, job)).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(reason)) => {
@@ -81,14 +55,17 @@ pub async fn run(
         }
         Err(_) => {
             guard.fail();
-            return Err(no_answer(&entry, "response", hub));
+            return Err(no_answer(&entry, "response", timeout));
         }
     };
     let status = upstream.status();
     if !last_attempt && status == StatusCode::TOO_MANY_REQUESTS {
         // Busy is not broken: do not count it against the breaker.
         guard.neutral();
-        return Err(format!("{} answered {status}", entry.name).into());
+        return Err(Failure::new(
+            FailureKind::Busy,
+            format!("{} answered {status}", entry.name),
+        ));
     }
     let (parts, mut body) = upstream.into_parts();
     let sse = is_sse(&parts.headers);
@@ -103,11 +80,14 @@ pub async fn run(
         Ok(Ok(first)) => first,
         Ok(Err(e)) => {
             guard.fail();
-            return Err(format!("{} broke before its first byte: {e}", entry.name).into());
+            return Err(Failure::new(
+                FailureKind::Broken,
+                format!("{} broke before its first byte: {e}", entry.name),
+            ));
         }
         Err(_) => {
             guard.fail();
-            return Err(no_answer(&entry, "body", hub));
+            return Err(no_answer(&entry, "body", timeout));
         }
     };
     // llama.cpp says so as a 500, or as a stream's first event.
@@ -117,7 +97,7 @@ pub async fn run(
             .is_some_and(drover_backends::overload::out_of_room)
     {
         return Err(out_of_room(
-            hub,
+            fwd,
             guard,
             &entry,
             first.as_deref().unwrap_or_default(),
@@ -125,7 +105,10 @@ pub async fn run(
     }
     if !last_attempt && status.is_server_error() {
         guard.fail();
-        return Err(format!("{} answered {status}", entry.name).into());
+        return Err(Failure::new(
+            FailureKind::Status(status.as_u16()),
+            format!("{} answered {status}", entry.name),
+        ));
     }
     // A Messages stream must open with message_start, or Anthropic's
     // clients fail: put it in where the server left it out.
@@ -142,33 +125,21 @@ pub async fn run(
     };
     let ttfb = job.arrived.elapsed();
     if sse && status.is_success() {
-        learn_prefill(hub, &guard, job, started.elapsed());
+        learn_prefill(fwd, &guard, job, started.elapsed());
     }
-    hub.metrics
-        .ttfb
-        .get_or_create(&ModelLabels {
-            model: job.model.clone(),
-        })
-        .observe(ttfb.as_secs_f64());
-    hub.traffic
-        .first_byte(crate::traffic::unix_ms(), &entry.name, &job.model, ttfb);
-    if guard.affinity_hit {
-        hub.metrics.affinity_hits.inc();
-    }
+    shared.observer.first_byte(pair, ttfb, guard.affinity_hit);
     let served = Served {
-        request_id: job.request_id.clone(),
-        model: job.model.clone(),
+        request_id: String::from_utf8_lossy(job.request_id.as_bytes()).into_owned(),
         caller: job.caller.clone(),
-        backend: entry.name.clone(),
         status: status.as_u16(),
         queue_wait,
         ttfb,
         arrived: job.arrived,
     };
     Ok(respond(
-        hub,
+        fwd,
         guard,
-        Answer {
+        Reply {
             status,
             headers: parts.headers,
             first,
@@ -176,6 +147,7 @@ pub async fn run(
             sse,
         },
         job,
+        pair.clone(),
         served,
     ))
 }
@@ -187,15 +159,19 @@ const MIN_PREFILL_TOKENS: u32 = 512;
 /// A streamed answer's first byte after a prompt the backend had not
 /// cached (not an affinity hit) measures how fast it prefills: what the
 /// scheduler weighs against waiting for the backend that holds a prefix.
-fn learn_prefill(hub: &HubState, guard: &SlotGuard, job: &Job, took: std::time::Duration) {
+fn learn_prefill(
+    fwd: &Forwarder,
+    guard: &SlotGuard,
+    job: &ForwardRequest,
+    took: std::time::Duration,
+) {
     let tokens = job.request.prompt_tokens;
     if guard.affinity_hit || tokens < MIN_PREFILL_TOKENS {
         return;
     }
-    let backend = guard.backend;
-    hub.dispatcher.with_scheduler(|s, _| {
-        s.observe_prefill(backend, &job.request.model, tokens, took);
-    });
+    fwd.shared()
+        .dispatcher
+        .prefill_seen(guard.backend, &job.request.model, tokens, took);
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {
@@ -206,7 +182,7 @@ fn is_sse(headers: &HeaderMap) -> bool {
 }
 
 /// A backend's answer, its first body frame read.
-struct Answer {
+struct Reply {
     status: StatusCode,
     headers: HeaderMap,
     first: Option<Bytes>,
@@ -216,11 +192,13 @@ struct Answer {
 
 /// Sends the request; a closed pooled connection is retried by the client
 /// itself on a fresh one.
-async fn send(entry: &BackendEntry, job: &Job) -> Result<Response<Incoming>, AttemptFailure> {
-    let uri = entry
-        .endpoint
-        .uri(&job.path_and_query)
-        .map_err(|e| AttemptFailure::Failed(format!("cannot build the upstream URL: {e}")))?;
+async fn send(entry: &BackendEntry, job: &ForwardRequest) -> Result<Response<Incoming>, Failure> {
+    let uri = entry.endpoint.uri(&job.path_and_query).map_err(|e| {
+        Failure::new(
+            FailureKind::Connect,
+            format!("cannot build the upstream URL: {e}"),
+        )
+    })?;
     // The server's own id for the model, where it differs from the name
     // the request arrived with.
     let own = entry.own_id(&job.model);
@@ -254,20 +232,22 @@ async fn send(entry: &BackendEntry, job: &Job) -> Result<Response<Incoming>, Att
         req
     };
     entry.client.send(build).await.map_err(|e| {
-        AttemptFailure::Failed(format!(
-            "{}: {}",
-            entry.name,
-            drover_backends::backend::error_chain(&e)
-        ))
+        Failure::new(
+            FailureKind::Connect,
+            format!(
+                "{}: {}",
+                entry.name,
+                drover_backends::backend::error_chain(&e)
+            ),
+        )
     })
 }
 
-fn no_answer(entry: &BackendEntry, what: &str, hub: &HubState) -> AttemptFailure {
-    format!(
-        "{} sent no {what} within {:?}",
-        entry.name, hub.config.upstream.response_timeout
+fn no_answer(entry: &BackendEntry, what: &str, timeout: std::time::Duration) -> Failure {
+    Failure::new(
+        FailureKind::Timeout,
+        format!("{} sent no {what} within {timeout:?}", entry.name),
     )
-    .into()
 }
 
 /// The body's first frames, at least one and until `want` bytes or its end:
@@ -308,36 +288,38 @@ async fn read_prefix(body: &mut Incoming, want: usize) -> Result<Option<Bytes>, 
 /// goes round again. Alone from start to end, it does not fit the model's
 /// context: the client hears the server's words.
 fn out_of_room(
-    hub: &HubState,
+    fwd: &Forwarder,
     mut guard: SlotGuard,
     entry: &BackendEntry,
     said: &[u8],
-) -> AttemptFailure {
-    let (busy, dispatched) = hub.dispatcher.inspect(|s| {
-        let fleet = s.fleet();
-        let model = guard.model.as_str();
-        (
-            fleet.busy(guard.backend, model),
-            fleet.dispatched(guard.backend, model),
-        )
-    });
+) -> Failure {
+    let (busy, dispatched) = fwd
+        .shared()
+        .dispatcher
+        .running(guard.backend, guard.model.as_str());
     let alone = guard.running == 1 && busy <= 1 && dispatched == guard.seq;
     let running = busy.max(guard.running);
     if alone {
         guard.neutral();
-        return AttemptFailure::TooLarge(format!(
-            "the request does not fit the context of '{}' on {}: {}",
-            crate::error::echo(guard.model.as_str()),
-            entry.name,
-            server_words(said)
-        ));
+        return Failure::new(
+            FailureKind::TooLarge,
+            format!(
+                "the request does not fit the context of '{}' on {}: {}",
+                crate::error::echo(guard.model.as_str()),
+                entry.name,
+                server_words(said)
+            ),
+        );
     }
     guard.overloaded();
-    AttemptFailure::Overloaded(format!(
-        "{} ran out of room with {running} requests running ({})",
-        entry.name,
-        server_words(said)
-    ))
+    Failure::new(
+        FailureKind::Overloaded,
+        format!(
+            "{} ran out of room with {running} requests running ({})",
+            entry.name,
+            server_words(said)
+        ),
+    )
 }
 
 /// The error message an answer (or an SSE error event) carries, else its
@@ -351,22 +333,23 @@ fn server_words(body: &[u8]) -> String {
     crate::error::echo(message.as_deref().unwrap_or(json)).into_owned()
 }
 
-/// The client's response: the backend's status and headers (less hop-by-hop
-/// ones), drover's own headers, and the body passed through.
+/// The answer for the caller: the backend's status and headers (less
+/// hop-by-hop ones), drover's own headers, and the body passed through.
 fn respond(
-    hub: &Arc<HubState>,
+    fwd: &Forwarder,
     guard: SlotGuard,
-    answer: Answer,
-    job: &Job,
+    reply: Reply,
+    job: &ForwardRequest,
+    pair: Arc<Pair>,
     served: Served,
-) -> Response<Body> {
-    let Answer {
+) -> Answer {
+    let Reply {
         status,
         headers: upstream,
         first,
         body,
         sse,
-    } = answer;
+    } = reply;
     let mut headers = HeaderMap::with_capacity(upstream.len() + 2);
     for (name, value) in &upstream {
         if is_hop_by_hop(name) || (sse && name == header::CONTENT_LENGTH) {
@@ -374,14 +357,13 @@ fn respond(
         }
         headers.append(name.clone(), value.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&served.backend) {
+    if let Ok(v) = HeaderValue::from_str(&pair.backend) {
         headers.insert(HeaderName::from_static(BACKEND_HEADER), v);
     }
-    let backend = served.backend.clone();
     // A stored response is remembered with the backend that holds it.
     let owner = (job.request.api == Api::Responses && status.is_success()).then_some(guard.backend);
-    let body = PassThrough::new(
-        hub.clone(),
+    let body = AnswerBody::new(
+        fwd.clone(),
         guard,
         Upstream {
             first,
@@ -391,13 +373,14 @@ fn respond(
             owner,
             key: job.key.clone(),
         },
+        pair,
         served,
     );
-    let mut response = Response::new(Body::new(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response.extensions_mut().insert(ServedBy(backend));
-    response
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

@@ -23,12 +23,11 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::Served;
+use super::Forwarder;
 use crate::continuations::IdSniffer;
 use crate::dispatcher::SlotGuard;
 use crate::error::{ApiError, ErrorFormat};
-use crate::hub::HubState;
-use crate::metrics::{BackendLabels, KeyLabels, ModelLabels};
+use crate::observe::{Ending, Pair, Served};
 use crate::usage::UsageSniffer;
 
 /// A client key as its answer's usage is charged to it.
@@ -42,7 +41,9 @@ pub struct KeyRef {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
-pub(super) struct PassThrough {
+/// An answer's body: an `http_body::Body` that a caller streams or
+/// collects; it holds the request's slot until its last byte.
+pub struct AnswerBody {
     first: Option<Bytes>,
     inner: Incoming,
     guard: Option<SlotGuard>,
@@ -65,7 +66,8 @@ pub(super) struct PassThrough {
     /// SSE only: resolves when the hub's shutdown grace is over, so the
     /// stream ends with an error event rather than a cut connection.
     stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-    hub: Arc<HubState>,
+    fwd: Forwarder,
+    pair: Arc<Pair>,
     served: Served,
     done: bool,
 }
@@ -85,11 +87,12 @@ pub(super) struct Upstream {
 /// How far into a Responses answer its id is looked for.
 const ID_WINDOW: usize = 64 * 1024;
 
-impl PassThrough {
+impl AnswerBody {
     pub(super) fn new(
-        hub: Arc<HubState>,
+        fwd: Forwarder,
         mut guard: SlotGuard,
         upstream: Upstream,
+        pair: Arc<Pair>,
         served: Served,
     ) -> Self {
         let Upstream {
@@ -104,8 +107,10 @@ impl PassThrough {
         if upstream_failed {
             guard.fail();
         }
-        let idle = hub.config.upstream.idle_timeout;
-        let mut body = PassThrough {
+        let shared = fwd.shared();
+        let idle = shared.upstream.idle_timeout;
+        let stop = sse.then(|| Box::pin(shared.streams_stop.clone().cancelled_owned()));
+        let mut body = AnswerBody {
             first,
             guard: Some(guard),
             upstream_failed,
@@ -117,8 +122,9 @@ impl PassThrough {
             usage: UsageSniffer::default(),
             idle,
             idle_timer: Box::pin(tokio::time::sleep(idle)),
-            stop: sse.then(|| Box::pin(hub.streams_stop.clone().cancelled_owned())),
-            hub,
+            stop,
+            fwd,
+            pair,
             served,
             done: false,
             inner,
@@ -151,20 +157,11 @@ impl PassThrough {
         let (Some(key), Some(tokens)) = (self.key.take(), self.output_tokens()) else {
             return;
         };
-        self.hub
+        let shared = self.fwd.shared();
+        shared
             .limiter
             .charge(&key.id, key.tokens_per_minute, tokens);
-        let name = key.name;
-        self.hub
-            .traffic
-            .key_used(crate::traffic::unix_ms(), &name, |u| {
-                u.completion_tokens += tokens
-            });
-        self.hub
-            .metrics
-            .key_completion_tokens
-            .get_or_create(&KeyLabels { key: name })
-            .inc_by(tokens);
+        shared.observer.key_charged(&key.name, tokens);
     }
 
     fn finish(&mut self, complete: bool) {
@@ -184,40 +181,25 @@ impl PassThrough {
             guard.fail();
         }
         drop(guard);
-        self.observe(if complete { "complete" } else { "broken" });
+        self.observe(if complete {
+            Ending::Complete
+        } else {
+            Ending::Broken
+        });
     }
 
-    fn observe(&self, outcome: &str) {
-        let latency = self.served.arrived.elapsed();
-        self.hub
-            .metrics
-            .latency
-            .get_or_create(&ModelLabels {
-                model: self.served.model.clone(),
-            })
-            .observe(latency.as_secs_f64());
-        self.hub.traffic.finished(
-            crate::traffic::unix_ms(),
-            &self.served.backend,
-            &self.served.model,
-            latency,
-            self.output_tokens(),
-        );
-        self.served.log(outcome);
+    fn observe(&self, ending: Ending) {
+        self.fwd
+            .shared()
+            .observer
+            .finished(&self.pair, &self.served, self.output_tokens(), ending);
     }
 
     /// Ends the answer after a failure past the first byte: an SSE stream
     /// gets an error event, any other body is aborted.
     fn broken(&mut self, reason: String) -> Polled {
         self.finish(false);
-        self.hub
-            .metrics
-            .stream_errors
-            .get_or_create(&BackendLabels {
-                backend: self.served.backend.clone(),
-            })
-            .inc();
-        tracing::warn!(backend = %self.served.backend, model = %crate::error::echo(&self.served.model), %reason, "answer broke after its first byte");
+        self.fwd.shared().observer.stream_broke(&self.pair, &reason);
         if self.sse {
             Poll::Ready(Some(Ok(Frame::data(error_event(&reason, self.errors)))))
         } else {
@@ -254,19 +236,19 @@ pub(crate) fn error_event(reason: &str, errors: ErrorFormat) -> Bytes {
     Bytes::from(err.sse_event(errors))
 }
 
-impl PassThrough {
+impl AnswerBody {
     /// Looks for a Responses answer's id in bytes on their way out.
     fn sniff(&mut self, bytes: &[u8]) {
         if let Some((backend, sniffer)) = &mut self.owner
             && let Some(id) = sniffer.feed(bytes)
         {
-            self.hub.response_owners.record(&id, *backend);
+            self.fwd.shared().owners.record(&id, *backend);
             self.owner = None;
         }
     }
 }
 
-impl http_body::Body for PassThrough {
+impl http_body::Body for AnswerBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -322,7 +304,7 @@ impl http_body::Body for PassThrough {
     }
 }
 
-impl Drop for PassThrough {
+impl Drop for AnswerBody {
     fn drop(&mut self) {
         // Dropped before the end: the client went away, which says nothing
         // about the backend (unless its 5xx already did). Dropping `inner`
@@ -335,7 +317,7 @@ impl Drop for PassThrough {
             }
             drop(guard);
             self.count_usage();
-            self.observe("client_gone");
+            self.observe(Ending::ClientGone);
         }
     }
 }

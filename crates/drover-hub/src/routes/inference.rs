@@ -2,7 +2,7 @@
 //! `/v1/responses`, `/v1/messages` and `/v1/messages/count_tokens`: the
 //! HTTP edge of forwarding. Read the body (bounded in size and time), peek
 //! at the few fields that route it, decide who is calling and at what
-//! priority, and hand the rest to [`forward`]. Errors on the Anthropic
+//! priority, and hand the rest to the [`Forwarder`](crate::forward::Forwarder). Errors on the Anthropic
 //! paths come in Anthropic's shape.
 
 use std::sync::Arc;
@@ -12,22 +12,15 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
-use drover_core::{ModelName, Priority, RequestId};
-use drover_proto::dashboard::Refusal;
-use drover_proto::openai::RequestPeek;
+use drover_core::Priority;
 use drover_scheduler::Api;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::time::Instant;
 
-use crate::caller::{self, Caller};
-use crate::error::{ApiError, ErrorFormat, echo};
-use crate::forward::{self, Job, REQUEST_ID_HEADER, ServedBy};
+use crate::caller;
+use crate::error::{ApiError, ErrorFormat};
+use crate::forward::{ForwardRequest, Forwarded, REQUEST_ID_HEADER, Sender};
 use crate::hub::HubState;
-use crate::keys::Holder;
-use crate::limits::Permit;
-use crate::metrics::{KeyLabels, KeyLimitLabels, RequestLabels};
-use crate::traffic::unix_ms;
 
 pub const PRIORITY_HEADER: &str = "x-drover-priority";
 pub const QUEUE_TIMEOUT_HEADER: &str = "x-drover-queue-timeout";
@@ -55,58 +48,22 @@ pub async fn messages(State(hub): State<Arc<HubState>>, req: Request) -> Respons
 }
 
 async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat) -> Response {
-    let arrived = Instant::now();
-    let id = hub.next_request_id();
-    let request_id =
-        incoming_request_id(req.headers()).unwrap_or_else(|| hub.new_request_header(id));
-    let arrival = Arrival {
-        id,
-        request_id: &request_id,
-        at: arrived,
-    };
-    let mut client = None;
-    let (model, outcome, queued) = match job(&hub, req, arrival, api, errors, &mut client).await {
-        Ok(job) => {
-            let model = job.model.clone();
-            let (outcome, queued) = forward::forward(&hub, job).await;
-            (Some(model), outcome, queued)
+    let request_id = incoming_request_id(req.headers()).unwrap_or_else(|| hub.new_request_header());
+    let (result, queued) = match prepare(&hub, req, api, errors, &request_id).await {
+        Ok(request) => {
+            let Forwarded { result, queued } = hub.forwarder.forward(request).await;
+            (result.map_err(ApiError::from), queued)
         }
-        Err(e) => (None, Err(e), Duration::ZERO),
+        Err(error) => (Err(error), Duration::ZERO),
     };
-    // The metrics label is set only for models the fleet knows, so that
-    // made-up names cannot blow up the metrics' cardinality.
-    let label = match &outcome {
-        Err(
-            ApiError::ModelNotFound { .. }
-            | ApiError::Unreachable { .. }
-            | ApiError::ApiNotServed { .. },
-        ) => None,
-        _ => model.clone(),
-    };
-    let mut response = match outcome {
-        Ok(resp) => resp,
-        Err(err) => {
-            tracing::info!(
-                target: "drover::request",
-                request_id = %String::from_utf8_lossy(request_id.as_bytes()),
-                model = %model.as_deref().map(echo).unwrap_or_default(),
-                status = err.status().as_u16(),
-                code = err.code(),
-                error = %err,
-                "request refused"
-            );
-            hub.traffic.refused(Refusal {
-                at_ms: unix_ms(),
-                model: model
-                    .as_deref()
-                    .map_or_else(String::new, |m| echo(m).into_owned()),
-                client: client.unwrap_or_default(),
-                status: err.status().as_u16(),
-                code: err.code().to_string(),
-                message: echo(&err.to_string()).into_owned(),
-            });
-            err.into_response_as(errors)
+    let mut response = match result {
+        Ok(answer) => {
+            let mut response = Response::new(Body::new(answer.body));
+            *response.status_mut() = answer.status;
+            *response.headers_mut() = answer.headers;
+            response
         }
+        Err(err) => err.into_response_as(errors),
     };
     let headers = response.headers_mut();
     headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), request_id);
@@ -114,105 +71,54 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
         HeaderName::from_static(QUEUE_HEADER),
         HeaderValue::from(queued.as_millis() as u64),
     );
-    count(&hub, &response, label);
     response
 }
 
-fn count(hub: &HubState, response: &Response, model: Option<String>) {
-    let backend = response
-        .extensions()
-        .get::<ServedBy>()
-        .map_or_else(|| "none".to_string(), |s| s.0.clone());
-    let status = response.status().as_u16();
-    hub.traffic.answered(
-        unix_ms(),
-        (backend != "none").then_some(backend.as_str()),
-        model.as_deref(),
-        status,
-    );
-    let model = model.unwrap_or_default();
-    hub.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            model,
-            backend,
-            status,
-        })
-        .inc();
-}
-
-/// A request as it came in: its id, the header that carries it, when.
-struct Arrival<'a> {
-    id: RequestId,
-    request_id: &'a HeaderValue,
-    at: Instant,
-}
-
-/// Turns the HTTP request into a forwarding job, or says what is wrong
-/// with it; `client` is the caller's name once known.
-async fn job(
+/// Reads what the HTTP request says into a request to forward, or says
+/// what is wrong with it (refusals of the edge's own are told to the
+/// observer here; the forwarder tells its own).
+async fn prepare(
     hub: &HubState,
     req: Request,
-    arrival: Arrival<'_>,
     api: Api,
     errors: ErrorFormat,
-    client: &mut Option<String>,
-) -> Result<Job, ApiError> {
-    let Arrival {
-        id,
-        request_id,
-        at: arrived,
-    } = arrival;
+    request_id: &HeaderValue,
+) -> Result<ForwardRequest, ApiError> {
     let (parts, body) = req.into_parts();
-    // Before the body: a caller without a valid key costs no more.
-    let holder = caller::authenticate(&hub.keys, &hub.clients, &parts.headers)?;
-    let body = read_body(body, &hub.config.limits).await?;
-    let facts = Facts::read_off_thread(&body).await?;
-    let model = hub.models.public_name(&facts.model).to_string();
-    refuse_what_cannot_fit(hub, &model, &body)?;
-    // A continuation goes where the response it continues is stored.
-    let pin = facts
-        .previous_response_id
-        .as_deref()
-        .and_then(|r| hub.response_owners.owner(r));
-    let caller = caller::identify(
-        &hub.clients,
-        holder.as_ref(),
-        &parts.headers,
-        facts.user.as_deref(),
-    );
-    *client = Some(caller.name.clone());
-    let permit = match &holder {
-        Some(h) => admit(hub, h, &model, body.len())?,
-        None => None,
+    let edge = async {
+        // Before the body: a caller without a valid key costs no more.
+        let holder = caller::authenticate(&hub.keys, &hub.clients, &parts.headers)?;
+        let priority = match parts.headers.get(PRIORITY_HEADER) {
+            Some(v) => Some(parse_priority(v)?),
+            None => None,
+        };
+        let queue_timeout = match parts.headers.get(QUEUE_TIMEOUT_HEADER) {
+            Some(v) => Some(parse_seconds(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    format!("header {QUEUE_TIMEOUT_HEADER} must be a number of seconds above 0 and at most 3600"),
+                    Some(QUEUE_TIMEOUT_HEADER),
+                    "invalid_queue_timeout",
+                )
+            })?),
+            None => None,
+        };
+        let body = read_body(body, &hub.config.limits).await?;
+        Ok::<_, ApiError>((holder, priority, queue_timeout, body))
     };
-    let priority = priority(&parts.headers, &caller)?;
-    let queue_timeout = match parts.headers.get(QUEUE_TIMEOUT_HEADER) {
-        Some(v) => parse_seconds(v).ok_or_else(|| {
-            ApiError::bad_request(
-                format!("header {QUEUE_TIMEOUT_HEADER} must be a number of seconds above 0 and at most 3600"),
-                Some(QUEUE_TIMEOUT_HEADER),
-                "invalid_queue_timeout",
-            )
-        })?,
-        None => hub.config.queue.timeout,
-    };
-    let now = hub.dispatcher.now();
-    let request = drover_scheduler::Request {
-        id,
-        model: ModelName::new(&model),
-        priority,
-        client: caller.client,
-        user: caller.user,
-        arrival: now,
-        deadline: Some(now + queue_timeout),
-        affinity: facts.affinity,
-        exclude: Vec::new(),
-        size: body.len(),
-        api,
-        pin,
-        prompt_tokens: prompt_tokens(body.len()),
-        max_tokens: facts.max_tokens,
+    let (holder, priority, queue_timeout, body) = match edge.await {
+        Ok(read) => read,
+        Err(e) => {
+            hub.observer.refused(crate::observe::RefusalSeen {
+                request_id: &String::from_utf8_lossy(request_id.as_bytes()),
+                model: None,
+                known: false,
+                client: "",
+                status: e.status_as(errors).as_u16(),
+                code: e.code(),
+                message: &e.to_string(),
+            });
+            return Err(e);
+        }
     };
     let path_and_query = parts
         .uri
@@ -222,131 +128,33 @@ async fn job(
     // What is left of the request head shares hyper's 8 KiB read buffer;
     // everything needed from it is copied here, so a waiting request does
     // not pin that buffer.
-    let job = Job {
-        request,
-        model,
-        asked: facts.model,
-        path_and_query,
+    let sender = Sender {
+        token: if holder.is_none() {
+            caller::bearer(&parts.headers).map(str::to_string)
+        } else {
+            None
+        },
+        holder,
+        priority,
+        queue_timeout,
+        request_id: Some(request_id.clone()),
         accept: parts.headers.get(header::ACCEPT).map(owned_header),
-        request_id: request_id.clone(),
-        caller: caller.name,
-        arrived,
-        body,
-        errors,
-        key: holder.map(|h| forward::KeyRef {
-            id: h.id,
-            name: h.name,
-            tokens_per_minute: h.limits.tokens_per_minute,
-        }),
-        permit,
     };
-    Ok(job)
+    Ok(hub
+        .forwarder
+        .prepare(body, api, errors, path_and_query, sender)
+        .await?)
 }
 
-/// JSON bytes per token no tokenizer goes beyond for text: a prompt is at
-/// least its body's bytes over this many tokens.
-const MOST_BYTES_PER_TOKEN: usize = 24;
-
-/// Refuses, before it is sent anywhere, a request whose prompt can fit no
-/// backend's context: even counted as generously as no tokenizer counts
-/// (its body's bytes over [`MOST_BYTES_PER_TOKEN`]), it is longer than the
-/// largest context of every backend listing the model. Only where each says
-/// its context, and not for a body that carries images or audio (their
-/// bytes are not tokens).
-fn refuse_what_cannot_fit(hub: &HubState, model: &str, body: &[u8]) -> Result<(), ApiError> {
-    let at_least = body.len() / MOST_BYTES_PER_TOKEN;
-    if at_least < 1024 {
-        return Ok(());
-    }
-    let Some(largest) = hub.dispatcher.inspect(|s| s.fleet().largest_context(model)) else {
-        return Ok(());
-    };
-    let media = [
-        &b"image_url"[..],
-        b"input_image",
-        b"\"image\"",
-        b"input_audio",
-    ]
-    .iter()
-    .any(|m| memchr::memmem::find(body, m).is_some());
-    if media || at_least <= largest as usize {
-        return Ok(());
-    }
-    Err(ApiError::ContextLengthExceeded {
-        message: format!(
-            "the prompt is at least {at_least} tokens, and the largest context of any backend with '{}' is {largest} tokens",
-            echo(model)
-        ),
+/// The priority a header asks for (capped at the caller's ceiling later).
+fn parse_priority(v: &HeaderValue) -> Result<Priority, ApiError> {
+    v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        ApiError::bad_request(
+            format!("header {PRIORITY_HEADER} must be an integer from 0 to 100"),
+            Some(PRIORITY_HEADER),
+            "invalid_priority",
+        )
     })
-}
-
-/// A client key's limits, and its usage counted.
-fn admit(
-    hub: &HubState,
-    holder: &Holder,
-    model: &str,
-    body_bytes: usize,
-) -> Result<Option<Permit>, ApiError> {
-    let key = KeyLabels {
-        key: holder.name.clone(),
-    };
-    match hub
-        .limiter
-        .admit(holder, model, prompt_tokens(body_bytes), Instant::now())
-    {
-        Ok(permit) => {
-            hub.traffic.key_used(unix_ms(), &holder.name, |u| {
-                u.requests += 1;
-                u.prompt_tokens += u64::from(prompt_tokens(body_bytes));
-            });
-            hub.metrics.key_requests.get_or_create(&key).inc();
-            hub.metrics
-                .key_prompt_tokens
-                .get_or_create(&key)
-                .inc_by(u64::from(prompt_tokens(body_bytes)));
-            Ok(permit)
-        }
-        Err((limit, e)) => {
-            hub.traffic
-                .key_used(unix_ms(), &holder.name, |u| u.limited += 1);
-            hub.metrics
-                .key_limited
-                .get_or_create(&KeyLimitLabels {
-                    key: key.key,
-                    limit: limit.as_str(),
-                })
-                .inc();
-            Err(e)
-        }
-    }
-}
-
-/// Prompt tokens, roughly, from the body's size: about four bytes a token
-/// in English text and code, and a body is mostly its prompt. Only ever
-/// compared with measured prefill rates, which were estimated the same
-/// way, so the bias cancels.
-pub fn prompt_tokens(body_bytes: usize) -> u32 {
-    u32::try_from(body_bytes / 4).unwrap_or(u32::MAX)
-}
-
-/// The request's priority: its header, capped at the caller's ceiling, or
-/// the caller's default.
-fn priority(headers: &HeaderMap, caller: &Caller) -> Result<Priority, ApiError> {
-    let Some(v) = headers.get(PRIORITY_HEADER) else {
-        return Ok(caller.priority);
-    };
-    let asked: Priority = v
-        .to_str()
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                format!("header {PRIORITY_HEADER} must be an integer from 0 to 100"),
-                Some(PRIORITY_HEADER),
-                "invalid_priority",
-            )
-        })?;
-    Ok(asked.min(caller.ceiling))
 }
 
 async fn read_body(body: Body, limits: &crate::config::LimitsConfig) -> Result<Bytes, ApiError> {
@@ -369,79 +177,6 @@ async fn read_body(body: Body, limits: &crate::config::LimitsConfig) -> Result<B
             limit: limits.body_timeout,
         }),
     }
-}
-
-/// What routing reads from a body: its model, its user, its prefix hashes,
-/// the stored response it continues.
-struct Facts {
-    model: String,
-    user: Option<String>,
-    affinity: drover_scheduler::Affinity,
-    previous_response_id: Option<String>,
-    /// The most tokens the answer may have, as the request says.
-    max_tokens: Option<u32>,
-}
-
-/// Bodies larger than this are read on the blocking pool: parsing a few
-/// megabytes of JSON takes milliseconds that every other request on the
-/// hub's I/O thread would otherwise wait through.
-const LARGE_BODY: usize = 256 * 1024;
-
-impl Facts {
-    fn read(body: &[u8]) -> Result<Facts, ApiError> {
-        let peek = peek(body)?;
-        let model = match peek.model.as_deref() {
-            Some(m) if !m.trim().is_empty() => m.to_string(),
-            _ => {
-                return Err(ApiError::bad_request(
-                    "you must provide a model parameter",
-                    Some("model"),
-                    "missing_required_parameter",
-                ));
-            }
-        };
-        Ok(Facts {
-            max_tokens: peek.max_tokens(),
-            affinity: crate::affinity::for_request(&model, &peek),
-            user: peek.user.map(|u| u.into_owned()),
-            previous_response_id: peek.previous_response_id.map(|r| r.into_owned()),
-            model,
-        })
-    }
-
-    async fn read_off_thread(body: &Bytes) -> Result<Facts, ApiError> {
-        if body.len() <= LARGE_BODY {
-            return Facts::read(body);
-        }
-        let body = body.clone();
-        tokio::task::spawn_blocking(move || Facts::read(&body))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ApiError::bad_request(
-                    format!("could not read the request body: {e}"),
-                    None,
-                    "invalid_body",
-                ))
-            })
-    }
-}
-
-fn peek(body: &[u8]) -> Result<RequestPeek<'_>, ApiError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-            None,
-            "invalid_json",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            format!("the request body is not valid JSON for this endpoint: {e}"),
-            None,
-            "invalid_json",
-        )
-    })
 }
 
 /// Seconds in `(0, 3600]`, checked before any conversion: `2e19` or `1e308`

@@ -237,10 +237,10 @@ fn refused(
     };
     let message = match refusal {
         Refusal::NotListed => {
-            return ApiError::ModelNotFound {
+            return ApiError::from(crate::forward::ForwardError::ModelNotFound {
                 model: model.to_string(),
                 closest: Vec::new(),
-            };
+            });
         }
         Refusal::CannotLoad => format!(
             "no backend with '{model}' can load models: {}",

@@ -81,12 +81,15 @@ pub async fn metrics(State(hub): State<Arc<HubState>>, headers: HeaderMap) -> Re
         .dispatcher
         .inspect(|s| (s.fleet().views(), s.queue().stats()));
     let unreachable = hub.unreachable_backends();
-    let text = hub.metrics.render(&crate::metrics::FleetSnapshot {
-        views: &views,
-        queue: &stats,
-        unreachable: &unreachable,
-        name_of: &|id| hub.registry.name_of(id),
-    });
+    let text = hub
+        .observer
+        .metrics()
+        .render(&crate::metrics::FleetSnapshot {
+            views: &views,
+            queue: &stats,
+            unreachable: &unreachable,
+            name_of: &|id| hub.registry.name_of(id),
+        });
     (
         [(
             header::CONTENT_TYPE,
