@@ -41,6 +41,11 @@ pub struct HubConfig {
     pub clients: Vec<ClientConfig>,
     /// One public name for a model across servers that call it differently.
     pub models: Vec<ModelAlias>,
+    /// Keep every scheduler event with what it came to
+    /// (`HubHandle::journal`), to replay them. Not read from a file: it
+    /// grows without bound, and is for tests and embedders.
+    #[serde(skip)]
+    pub journal: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -194,6 +199,7 @@ impl Default for HubConfig {
             backends: Vec::new(),
             clients: Vec::new(),
             models: Vec::new(),
+            journal: false,
         }
     }
 }

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use drover_core::{BackendId, ModelName, RequestId};
 use drover_scheduler::{
-    Admission, Decision, Dispatch, LoadOrder, Notice, Outcome, Reject, Request, Scheduler,
+    Admission, Applied, Decision, Dispatch, Event, LoadOrder, Notice, Outcome, Refusal, Reject,
+    Reply, Request, Scheduler,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -79,6 +80,33 @@ struct State {
     lingering: BTreeMap<(Duration, u64), Lingering>,
     next_linger: u64,
     closed: bool,
+    /// Every event applied and what it came to, when recording.
+    journal: Option<Vec<Journaled>>,
+}
+
+/// One event the dispatcher applied, at scheduler time `at`, and what the
+/// scheduler answered: what a replay must reproduce.
+#[derive(Clone, Debug)]
+pub struct Journaled {
+    pub at: Duration,
+    pub event: Event,
+    pub applied: Applied,
+}
+
+impl State {
+    /// Applies `event` at `now`, journaling it when recording.
+    fn apply(&mut self, event: Event, now: Duration) -> Applied {
+        let Some(journal) = &mut self.journal else {
+            return self.sched.apply(event, now);
+        };
+        let applied = self.sched.apply(event.clone(), now);
+        journal.push(Journaled {
+            at: now,
+            event,
+            applied: applied.clone(),
+        });
+        applied
+    }
 }
 
 impl State {
@@ -90,9 +118,11 @@ impl State {
             .min()
     }
 
-    /// Releases the lingering slots whose grace has passed, and hands back
-    /// the key permits they held, to be dropped once the lock is let go.
-    fn release_lingering(&mut self, now: Duration) -> Vec<Permit> {
+    /// Takes the lingering slots whose grace has passed, as the events
+    /// that release them, and the key permits they held, to be dropped
+    /// once the lock is let go.
+    fn release_lingering(&mut self, now: Duration) -> (Vec<Event>, Vec<Permit>) {
+        let mut released = Vec::new();
         let mut permits = Vec::new();
         while let Some(entry) = self.lingering.first_entry() {
             if entry.key().0 > now {
@@ -104,11 +134,15 @@ impl State {
                 tokens,
                 permit,
             } = entry.remove();
-            self.sched
-                .finish_holding(backend, &model, tokens, Outcome::Neutral, now);
+            released.push(Event::Finished {
+                backend,
+                model,
+                tokens,
+                outcome: Outcome::Neutral,
+            });
             permits.extend(permit);
         }
-        permits
+        (released, permits)
     }
 }
 
@@ -144,6 +178,7 @@ impl Dispatcher {
         sched: Scheduler,
         cancel_grace: Duration,
         observer: Arc<Observer>,
+        journal: bool,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<ModelWork>) {
         let (work, rx) = mpsc::unbounded_channel();
         let dispatcher = Arc::new(Dispatcher {
@@ -153,6 +188,7 @@ impl Dispatcher {
                 lingering: BTreeMap::new(),
                 next_linger: 0,
                 closed: false,
+                journal: journal.then(Vec::new),
             }),
             epoch: Instant::now(),
             timer: Notify::new(),
@@ -189,23 +225,27 @@ impl Dispatcher {
                 return Err(AcquireError::Wait(WaitError::ShuttingDown));
             }
             let now = self.now();
-            let admitted = if retry {
-                st.sched.resubmit(request, now)
-            } else {
-                st.sched.submit(request, now)
+            let Applied { reply, decisions } = st.apply(Event::Arrived { request, retry }, now);
+            let Reply::Admitted(admitted) = reply else {
+                unreachable!("an arrival is answered with its admission")
             };
             if let Err(Reject::QueueFull { .. }) = &admitted {
                 self.observer.queue_full();
             }
-            self.tell(&mut st);
-            match admitted.map_err(AcquireError::Rejected)? {
-                Admission::Dispatched(d) => return Ok(SlotGuard::new(self.clone(), &d)),
-                Admission::Queued => {
+            match admitted {
+                Err(reject) => {
+                    self.tell(&mut st);
+                    return Err(AcquireError::Rejected(reject));
+                }
+                Ok(Admission::Dispatched(d)) => {
+                    self.tell(&mut st);
+                    return Ok(SlotGuard::new(self.clone(), &d));
+                }
+                Ok(Admission::Queued) => {
+                    // Registered before the decisions are handed out: the
+                    // newcomer may be among them.
                     let (tx, rx) = oneshot::channel();
                     st.waiters.insert(id, tx);
-                    // Let the scheduler order the newcomer with the others;
-                    // it may run at once.
-                    let decisions = st.sched.poll(now);
                     self.deliver(&mut st, decisions, now);
                     rx
                 }
@@ -226,17 +266,72 @@ impl Dispatcher {
         }
     }
 
-    /// Runs `f` on the scheduler, then carries out whatever became possible
-    /// (a backend appeared, a drain ended, ...).
-    pub fn with_scheduler<R>(self: &Arc<Self>, f: impl FnOnce(&mut Scheduler, Duration) -> R) -> R {
+    /// Applies `event` now and carries out whatever became possible (a
+    /// backend appeared, a drain ended, ...); the event's own answer.
+    pub fn apply(self: &Arc<Self>, event: Event) -> Reply {
+        self.apply_with(|_| vec![event])
+            .pop()
+            .unwrap_or(Reply::Done)
+    }
+
+    /// Applies the events `f` picks from what the scheduler holds now,
+    /// under one lock: nothing changes between the look and the change.
+    pub fn apply_with(self: &Arc<Self>, f: impl FnOnce(&Scheduler) -> Vec<Event>) -> Vec<Reply> {
         let mut st = self.lock();
         let before = st.next_wakeup();
         let now = self.now();
-        let out = f(&mut st.sched, now);
-        let decisions = st.sched.poll(now);
-        self.deliver(&mut st, decisions, now);
+        let events = f(&st.sched);
+        let mut replies = Vec::with_capacity(events.len());
+        for event in events {
+            let Applied { reply, decisions } = st.apply(event, now);
+            self.deliver(&mut st, decisions, now);
+            replies.push(reply);
+        }
         self.rearm_if_earlier(&st, before);
-        out
+        replies
+    }
+
+    /// An operator's load: the order to carry out, or why not.
+    pub fn ask_load(
+        self: &Arc<Self>,
+        backend: Option<BackendId>,
+        model: &ModelName,
+    ) -> Result<LoadOrder, Refusal> {
+        let asked = Event::LoadAsked {
+            backend,
+            model: model.clone(),
+        };
+        match self.apply(asked) {
+            Reply::Load(order) => order,
+            other => unreachable!("a load asked is answered with its order, not {other:?}"),
+        }
+    }
+
+    /// An operator's unload: whether it may go ahead.
+    pub fn ask_unload(
+        self: &Arc<Self>,
+        backend: BackendId,
+        model: &ModelName,
+    ) -> Result<(), Refusal> {
+        let asked = Event::UnloadAsked {
+            backend,
+            model: model.clone(),
+        };
+        match self.apply(asked) {
+            Reply::Unload(unload) => unload,
+            other => unreachable!("an unload asked is answered with its go-ahead, not {other:?}"),
+        }
+    }
+
+    /// Starts recording every event applied from now on, or (`false`)
+    /// stops and forgets.
+    pub fn record(&self, on: bool) {
+        self.lock().journal = on.then(Vec::new);
+    }
+
+    /// The events applied since recording started, and what each came to.
+    pub fn journal(&self) -> Vec<Journaled> {
+        self.lock().journal.clone().unwrap_or_default()
     }
 
     /// Wakes the timer task if the next thing due (a breaker's cooldown, a
@@ -301,11 +396,19 @@ impl Dispatcher {
     }
 
     /// A measured prefill: `tokens` prompt tokens took `took` on `backend`.
-    /// Nothing becomes possible by it, so nothing is polled.
-    pub fn prefill_seen(&self, backend: BackendId, model: &ModelName, tokens: u32, took: Duration) {
-        self.lock()
-            .sched
-            .observe_prefill(backend, model, tokens, took);
+    pub fn prefill_seen(
+        self: &Arc<Self>,
+        backend: BackendId,
+        model: &ModelName,
+        tokens: u32,
+        took: Duration,
+    ) {
+        self.apply(Event::PrefillSeen {
+            backend,
+            model: model.clone(),
+            tokens,
+            took,
+        });
     }
 
     fn release(
@@ -318,9 +421,13 @@ impl Dispatcher {
         let mut st = self.lock();
         let before = st.next_wakeup();
         let now = self.now();
-        st.sched
-            .finish_holding(backend, model, tokens, outcome, now);
-        let decisions = st.sched.poll(now);
+        let finished = Event::Finished {
+            backend,
+            model: model.clone(),
+            tokens,
+            outcome,
+        };
+        let Applied { decisions, .. } = st.apply(finished, now);
         self.deliver(&mut st, decisions, now);
         self.rearm_if_earlier(&st, before);
     }
@@ -445,10 +552,15 @@ impl Dispatcher {
                 }
             }
             for (backend, model, tokens) in orphans {
-                st.sched
-                    .finish_holding(backend, &model, tokens, Outcome::Neutral, now);
+                let finished = Event::Finished {
+                    backend,
+                    model,
+                    tokens,
+                    outcome: Outcome::Neutral,
+                };
+                decisions.extend(st.apply(finished, now).decisions);
             }
-            decisions = st.sched.poll(now);
+            self.tell(st);
         }
     }
 
@@ -469,9 +581,11 @@ impl Dispatcher {
                 _ = sleep => {
                     let mut st = self.lock();
                     let now = self.now();
-                    let permits = st.release_lingering(now);
-                    let decisions = st.sched.poll(now);
-                    self.deliver(&mut st, decisions, now);
+                    let (released, permits) = st.release_lingering(now);
+                    for event in released.into_iter().chain([Event::Tick]) {
+                        let Applied { decisions, .. } = st.apply(event, now);
+                        self.deliver(&mut st, decisions, now);
+                    }
                     drop(st);
                     drop(permits);
                 }
@@ -484,9 +598,11 @@ impl Dispatcher {
     pub fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        let waiting: Vec<RequestId> = st.waiters.keys().copied().collect();
+        let mut waiting: Vec<RequestId> = st.waiters.keys().copied().collect();
+        waiting.sort_unstable();
+        let now = self.now();
         for id in waiting {
-            st.sched.cancel(id);
+            st.apply(Event::Cancelled(id), now);
             if let Some(tx) = st.waiters.remove(&id) {
                 let _ = tx.send(Err(WaitError::ShuttingDown));
             }
@@ -506,7 +622,8 @@ impl Drop for LeaveQueueOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
             let mut st = self.dispatcher.lock();
-            st.sched.cancel(self.id);
+            let now = self.dispatcher.now();
+            st.apply(Event::Cancelled(self.id), now);
             st.waiters.remove(&self.id);
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use drover_backends::HttpClient;
 use drover_core::{BackendId, ModelName, Priority};
-use drover_scheduler::{BreakerConfig, ModelPolicy, Scheduler, SchedulerConfig};
+use drover_scheduler::{BreakerConfig, Event, ModelPolicy, Scheduler, SchedulerConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -67,8 +67,7 @@ impl HubState {
         let entry = self.registry.add(config, &self.shutdown)?;
         self.dispatcher.name(entry.id, &entry.name);
         // Requests for a model nobody lists wait for its first answer.
-        self.dispatcher
-            .with_scheduler(|s, _| s.await_backend(entry.id));
+        self.dispatcher.apply(Event::Awaited(entry.id));
         self.tasks.spawn(prober::run(self.clone(), entry.clone()));
         Ok(entry)
     }
@@ -78,8 +77,7 @@ impl HubState {
         let Some(entry) = self.registry.remove(name) else {
             return false;
         };
-        self.dispatcher
-            .with_scheduler(|s, _| s.remove_backend(entry.id));
+        self.dispatcher.apply(Event::Removed(entry.id));
         true
     }
 
@@ -205,7 +203,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         return Err(StartError::Insecure(local_addr));
     }
     let observer = Arc::new(Observer::default());
-    let mut sched = Scheduler::new(SchedulerConfig {
+    let sched = Scheduler::new(SchedulerConfig {
         max_queue: config.queue.max_waiting,
         max_queue_bytes: config.queue.max_waiting_bytes,
         aging: config.queue.aging,
@@ -219,19 +217,6 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         idle_after: config.manager.idle_after,
         ..SchedulerConfig::default()
     });
-    for m in &config.models {
-        let name = ModelName::new(&m.name);
-        sched.set_model_policy(
-            name.clone(),
-            ModelPolicy {
-                ttl: m.ttl,
-                warm: m.warm,
-            },
-        );
-        if m.pinned {
-            sched.pin(&name);
-        }
-    }
     let mut clients: Clients = HashMap::new();
     for (i, c) in config.clients.iter().enumerate() {
         let known = KnownClient {
@@ -244,8 +229,29 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     }
     let client = HttpClient::new(config.upstream.connect_timeout);
     let aliases = Arc::new(Aliases::new(&config.models).map_err(StartError::Models)?);
-    let (dispatcher, model_work) =
-        Dispatcher::new(sched, config.upstream.cancel_grace, observer.clone());
+    let (dispatcher, model_work) = Dispatcher::new(
+        sched,
+        config.upstream.cancel_grace,
+        observer.clone(),
+        config.journal,
+    );
+    for m in &config.models {
+        let model = ModelName::new(&m.name);
+        let policy = ModelPolicy {
+            ttl: m.ttl,
+            warm: m.warm,
+        };
+        dispatcher.apply(Event::Policy {
+            model: model.clone(),
+            policy,
+        });
+        if m.pinned {
+            dispatcher.apply(Event::Pinned {
+                model,
+                pinned: true,
+            });
+        }
+    }
     let registry = Arc::new(Registry::new(
         client,
         config.upstream.connect_timeout,
@@ -348,6 +354,18 @@ impl HubHandle {
     /// for callers embedding the hub.
     pub fn inspect<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
         self.state.dispatcher.inspect(f)
+    }
+
+    /// Every scheduler event applied since the hub started, with what each
+    /// came to, when `journal` is set (else nothing).
+    pub fn journal(&self) -> Vec<crate::Journaled> {
+        self.state.dispatcher.journal()
+    }
+
+    /// The scheduler's configuration: with [`HubHandle::journal`], what a
+    /// replay starts from.
+    pub fn scheduler_config(&self) -> SchedulerConfig {
+        self.inspect(|s| s.config().clone())
     }
 
     /// The forwarding service, for callers beside the HTTP edge.

@@ -54,6 +54,7 @@ mod usage;
 
 pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};
+pub use dispatcher::Journaled;
 pub use drover_proto::admin::BackendSpec;
 pub use error::ErrorFormat;
 pub use hub::{HubHandle, StartError, start};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{BackendId, ModelName};
-use drover_scheduler::LoadOrder;
+use drover_scheduler::{Event, LoadOrder};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -66,8 +66,11 @@ pub(crate) async fn load(hub: &Arc<HubState>, order: LoadOrder) -> Result<Durati
         Err(e) => tracing::warn!(backend = %name, %model, error = %e, "model load failed"),
     }
     hub.observer.loaded(&name, model.as_str(), result.is_ok());
-    hub.dispatcher
-        .with_scheduler(|s, now| s.load_finished(backend, &model, result.clone(), now));
+    hub.dispatcher.apply(Event::LoadEnded {
+        backend,
+        model: model.clone(),
+        result: result.clone(),
+    });
     refresh(hub, backend).await;
     result
 }
@@ -127,8 +130,11 @@ pub(crate) async fn unload(
         }
         Err(e) => tracing::warn!(backend = %name, %model, error = %e, "model unload failed"),
     }
-    hub.dispatcher
-        .with_scheduler(|s, now| s.unload_finished(backend, model, result.clone(), now));
+    hub.dispatcher.apply(Event::UnloadEnded {
+        backend,
+        model: model.clone(),
+        result: result.clone(),
+    });
     refresh(hub, backend).await;
     result
 }

@@ -12,6 +12,8 @@ use tokio::time::MissedTickBehavior;
 
 use drover_backends::{Discovery, ModelType};
 
+use drover_scheduler::Event;
+
 use crate::hub::HubState;
 use crate::registry::{BackendEntry, ProbeMode};
 
@@ -153,17 +155,26 @@ fn probe_once(
                     .filter_map(|m| Some((hub.models.public_name(&m.id).to_string(), m.progress?)))
                     .collect();
             }
-            let evicted = hub.dispatcher.with_scheduler(|s, now| {
+            let mut evicted = Vec::new();
+            hub.dispatcher.apply_with(|s| {
                 // Checked under the scheduler's lock, after which removal
                 // also happens under it: a late probe cannot re-add.
                 if entry.removed.load(Ordering::SeqCst) {
                     return Vec::new();
                 }
-                let evicted = evicted_by_server(s, id, &specs);
-                s.observe_backend(id, specs, Some(started), now);
-                s.set_backend_status(id, backend_status);
-                s.probe(id, true, now);
-                evicted
+                evicted = evicted_by_server(s, id, &specs);
+                vec![
+                    Event::Observed {
+                        backend: id,
+                        models: specs,
+                        status: Some(backend_status),
+                        probed: Some(started),
+                    },
+                    Event::Probed {
+                        backend: id,
+                        ok: true,
+                    },
+                ]
             });
             if !evicted.is_empty() {
                 let mut status = drover_core::sync::lock(&entry.probe);
@@ -181,17 +192,20 @@ fn probe_once(
             status.ever_succeeded = true;
         }
         Err(e) => {
-            hub.dispatcher.with_scheduler(|s, now| {
+            hub.dispatcher.apply_with(|s| {
                 if entry.removed.load(Ordering::SeqCst) {
-                    return;
+                    return Vec::new();
                 }
-                if s.fleet().contains(id) {
-                    s.probe(id, false, now);
+                vec![if s.fleet().contains(id) {
+                    Event::Probed {
+                        backend: id,
+                        ok: false,
+                    }
                 } else {
                     // Its first answer will not come: what waited for it
                     // is refused.
-                    s.unanswered(id);
-                }
+                    Event::Unanswered(id)
+                }]
             });
             let mut status = drover_core::sync::lock(&entry.probe);
             let msg = e;

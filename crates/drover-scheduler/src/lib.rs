@@ -3,8 +3,10 @@
 //! reads no clock and spawns nothing, so the hub and the virtual-time
 //! policy lab drive exactly the same code.
 //!
-//! - [`scheduler`]: [`Scheduler`], the one entry point; submit, finish,
-//!   cancel, poll. Returns [`Decision`]s for the caller to carry out.
+//! - [`scheduler`]: [`Scheduler`], the one entry point.
+//! - [`event`]: its interface: every change is an [`Event`] given to
+//!   [`Scheduler::apply`] with its time, answered with the [`Decision`]s
+//!   to carry out; reads are named queries that change nothing.
 //! - [`fleet`]: backends, their models and slots (the hub holds the slots, so
 //!   occupancy is exact, never scraped).
 //! - [`queue`]: waiting requests per model: priority classes with aging,
@@ -29,6 +31,7 @@
 
 pub mod affinity;
 pub mod breaker;
+pub mod event;
 pub mod fleet;
 pub mod lab;
 pub mod manager;
@@ -40,6 +43,7 @@ pub mod scheduler;
 
 pub use affinity::{Affinity, AffinityIndex};
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use event::{Applied, Event, Reply};
 pub use fleet::{Api, BackendStatus, BackendView, Fleet, ModelSpec, ModelView};
 pub use manager::Refusal;
 pub use policy::Policy;

@@ -648,6 +648,9 @@ impl Scheduler {
                 }
             }
         }
+        // Models are kept in a hash map: ordered here, so the same inputs
+        // unload in the same order.
+        due.sort_unstable();
         for (id, model) in due {
             if let Some(b) = self.fleet.backends.get_mut(&id)
                 && let Some(m) = b.models.get_mut(model.as_str())

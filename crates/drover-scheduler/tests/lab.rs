@@ -368,3 +368,32 @@ fn drover_loads_models_far_less_than_round_robin_and_near_a_belady_oracle() {
         );
     }
 }
+
+/// The lab is the scheduler's regression test: every scenario's tables at
+/// seed 1, as `drover lab` prints them, byte for byte. A change to the
+/// scheduler that moves a decision shows here; if it is meant to, the file
+/// is written anew (`drover lab > crates/drover-scheduler/tests/lab_tables.txt`)
+/// and the difference is read and explained in the commit.
+#[test]
+fn the_tables_are_byte_identical_to_the_recorded_ones() {
+    let mut out = String::new();
+    for name in lab::scenario_names() {
+        for report in lab::run(name, 1, 1.0).unwrap() {
+            out.push_str(&format!("{report}\n"));
+        }
+    }
+    let recorded = include_str!("lab_tables.txt");
+    if out != recorded {
+        let line = out
+            .lines()
+            .zip(recorded.lines())
+            .position(|(a, b)| a != b)
+            .map_or(out.lines().count().min(recorded.lines().count()), |i| i);
+        panic!(
+            "the lab's tables changed at line {}:\n  now:      {:?}\n  recorded: {:?}",
+            line + 1,
+            out.lines().nth(line),
+            recorded.lines().nth(line)
+        );
+    }
+}

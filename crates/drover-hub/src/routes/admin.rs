@@ -10,7 +10,7 @@
 //! must name the hub by address or as `localhost`, never by some other name.
 
 use drover_proto::admin::KeyKind;
-use drover_scheduler::{Api, Residency};
+use drover_scheduler::{Api, Event, Reply, Residency};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,9 +310,10 @@ async fn set_draining(
 ) -> Result<Json<BackendInfo>, ApiError> {
     authorize(&hub, &headers)?;
     let entry = find(&hub, &name)?;
-    let known = hub
-        .dispatcher
-        .with_scheduler(|s, _| s.set_draining(entry.id, draining));
+    let known = hub.dispatcher.apply(Event::Draining {
+        backend: entry.id,
+        draining,
+    }) == Reply::Changed(true);
     if !known {
         return Err(ApiError::Conflict(format!(
             "backend {name:?} has not answered a probe yet; nothing to drain"

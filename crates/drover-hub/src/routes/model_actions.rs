@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use drover_core::ModelName;
 use drover_proto::admin::{ModelAction, ModelTarget};
-use drover_scheduler::{Refusal, Residency};
+use drover_scheduler::{Event, Refusal, Reply, Residency};
 use http::HeaderMap;
 
 use super::admin::{authorize, find, require_json};
@@ -131,7 +131,7 @@ async fn load(
     let name = ModelName::new(&model);
     let order = hub
         .dispatcher
-        .with_scheduler(|s, now| s.begin_load(only, &name, now))
+        .ask_load(only, &name)
         .map_err(|r| refused(&hub, &model, &listing, r))?;
     let backend = hub.registry.name_of(order.backend);
     let took = manager::load(&hub, order)
@@ -163,7 +163,7 @@ async fn unload(
             continue;
         }
         hub.dispatcher
-            .with_scheduler(|s, now| s.begin_unload(entry.id, &name, now))
+            .ask_unload(entry.id, &name)
             .map_err(|r| refused(&hub, &model, &listing, r))?;
         manager::unload(&hub, entry.id, &name, "an operator asked")
             .await
@@ -210,9 +210,10 @@ fn pin(
     let (model, _) = read(&hub, &headers, model, &body)?;
     let listing = listing(&hub, &model, None)?;
     let name = ModelName::new(&model);
-    let changed = hub
-        .dispatcher
-        .with_scheduler(|s, _| if on { s.pin(&name) } else { s.unpin(&name) });
+    let changed = hub.dispatcher.apply(Event::Pinned {
+        model: name.clone(),
+        pinned: on,
+    }) == Reply::Changed(true);
     let holding = listing
         .iter()
         .filter(|(_, r)| *r == Residency::Loaded)
