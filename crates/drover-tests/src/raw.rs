@@ -43,6 +43,43 @@ impl Raw {
     }
 }
 
+impl Raw {
+    /// Reads a chunked body to its last chunk and returns its chunks as
+    /// they were framed on the wire; panics after `within`.
+    pub async fn read_chunks(&mut self, within: Duration) -> Vec<Vec<u8>> {
+        let read = async {
+            let mut buf = Vec::new();
+            let mut chunks = Vec::new();
+            loop {
+                // Parse what is whole so far.
+                let mut at = 0;
+                while let Some(eol) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                    let size_line = std::str::from_utf8(&buf[at..at + eol]).unwrap();
+                    let size = usize::from_str_radix(size_line.trim(), 16).unwrap();
+                    let start = at + eol + 2;
+                    if buf.len() < start + size + 2 {
+                        break;
+                    }
+                    if size == 0 {
+                        return chunks;
+                    }
+                    chunks.push(buf[start..start + size].to_vec());
+                    at = start + size + 2;
+                }
+                buf.drain(..at);
+                let mut more = [0u8; 65536];
+                match self.stream.read(&mut more).await {
+                    Ok(0) | Err(_) => return chunks,
+                    Ok(n) => buf.extend_from_slice(&more[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .expect("no whole body in time")
+    }
+}
+
 /// The head of a POST with a JSON body of `length` bytes, which the caller
 /// sends (or not).
 pub fn post_head(path: &str, length: usize) -> Vec<u8> {

@@ -138,3 +138,41 @@ async fn a_callers_request_id_is_kept_and_one_is_made_otherwise() {
     assert!(a.starts_with("req_") && a != b);
     cluster.shutdown().await;
 }
+
+/// Events that reach the hub together leave it together: a zero-latency
+/// stream's events, decoded one by one from a single read, go out in a few
+/// writes (several events to an HTTP chunk) rather than a write each, and
+/// every event arrives whole and in order.
+#[tokio::test(flavor = "current_thread")]
+async fn events_that_arrive_together_go_out_together() {
+    let mut config = drover_tests::openai(&["m"], 4, 0);
+    config.tokens_per_sec = 0.0;
+    config.output_tokens = 32;
+    let cluster = ClusterBuilder::new().sim("sim", config).start().await;
+    let mut body = chat_body("m", "all at once");
+    body["stream"] = serde_json::json!(true);
+    let body = serde_json::to_vec(&body).unwrap();
+    let (mut chunks, mut events) = (0, 0);
+    for _ in 0..4 {
+        let mut raw = drover_tests::Raw::connect(cluster.hub.addr()).await;
+        raw.send(&drover_tests::post_head("/v1/chat/completions", body.len()))
+            .await;
+        raw.send(&body).await;
+        let head = raw.read_head(Duration::from_secs(10)).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let framed = raw.read_chunks(Duration::from_secs(10)).await;
+        let text = String::from_utf8(framed.concat()).unwrap();
+        let sent: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(sent.len(), 35, "{text}");
+        assert!(sent.iter().all(|e| e.starts_with("data: ")), "{text}");
+        assert_eq!(*sent.last().unwrap(), "data: [DONE]");
+        chunks += framed.len();
+        events += sent.len();
+    }
+    assert!(
+        chunks * 4 <= events,
+        "{events} events went out in {chunks} writes"
+    );
+    cluster.shutdown().await;
+}
