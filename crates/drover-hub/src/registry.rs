@@ -242,20 +242,22 @@ impl BackendEntry {
                 .collect(),
             can_load: discovery.can_load,
             can_unload: discovery.can_unload,
-            // Config first: the operator knows what is free for models.
-            memory: self
-                .memory
-                .or(discovery.memory_total)
-                .map(|total| MemoryTerms {
-                    total,
-                    slot_buffer: self.slot_buffer,
-                    system: self.system,
-                    margin: self.margin,
-                }),
+            memory: self.memory_terms(discovery.memory_total),
             // Config first; else the server's own limit (llama.cpp
             // router's --models-max), beyond which it evicts by itself.
             max_loaded: self.max_loaded.or(discovery.max_loaded),
         }
+    }
+
+    /// Its memory budget's terms, where config or the server (`told`) says
+    /// the total. Config first: the operator knows what is free for models.
+    pub fn memory_terms(&self, told: Option<u64>) -> Option<MemoryTerms> {
+        self.memory.or(told).map(|total| MemoryTerms {
+            total,
+            slot_buffer: self.slot_buffer,
+            system: self.system,
+            margin: self.margin,
+        })
     }
 
     /// This server's own id for a public model name, when it differs.

@@ -145,6 +145,12 @@ pub struct BackendInfo {
     pub memory_used: Option<u64>,
     #[serde(default)]
     pub memory_total: Option<u64>,
+    /// Bytes the budget leaves for models: `memory_total` less `system`,
+    /// `margin` and `slot_buffer` for each slot of the models in memory
+    /// (loaded, loading or unloading), as the hub's model manager counts
+    /// it; `memory_used` is measured against it.
+    #[serde(default)]
+    pub memory_for_models: Option<u64>,
     /// The budget's other terms, from config (0 when not set).
     #[serde(default)]
     pub slot_buffer: u64,

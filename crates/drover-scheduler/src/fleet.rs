@@ -369,6 +369,17 @@ pub struct BackendView {
     pub reserved: Option<ModelName>,
 }
 
+impl BackendView {
+    /// Slots of the models that take memory here (loaded, or being loaded
+    /// or unloaded), as the budget counts them.
+    pub fn slots_in_memory(&self) -> u32 {
+        self.models
+            .iter()
+            .filter(|m| m.residency.occupies())
+            .fold(0, |n, m| n.saturating_add(m.slots))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Fleet {
     pub(crate) backends: BTreeMap<BackendId, Backend>,

@@ -116,6 +116,21 @@ impl MemoryTerms {
         .used
         .saturating_add(self.margin)
     }
+
+    /// Bytes the budget leaves for the models themselves while `slots`
+    /// slots are held: the total less the system, the margin and the
+    /// slots' buffers. What the model manager lets models fill.
+    pub fn for_models(self, slots: u32) -> u64 {
+        Budget::of(
+            Holding {
+                models: 0,
+                model_bytes: 0,
+                slots,
+            },
+            self.terms(),
+        )
+        .room()
+    }
 }
 
 /// The last load of a model on a backend failed: no new attempt there
@@ -234,4 +249,25 @@ impl Backend {
 
 fn size_of(m: &ModelSlots) -> u64 {
     m.size.unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryTerms;
+
+    const GB: u64 = 1 << 30;
+
+    #[test]
+    fn the_room_for_models_is_what_the_system_margin_and_buffers_leave() {
+        // Seed 002's node: six one-slot models of 15 GB fill its 90 GB.
+        let terms = MemoryTerms {
+            total: 128 * GB,
+            slot_buffer: 3 * GB,
+            system: 8 * GB,
+            margin: 12 * GB,
+        };
+        assert_eq!(terms.for_models(6), 90 * GB);
+        assert_eq!(terms.for_models(0), 108 * GB);
+        assert_eq!(terms.for_models(100), 0, "none, rather than less");
+    }
 }

@@ -1,7 +1,8 @@
 //! What the dashboard draws, read the way it reads it: `/admin/overview`
 //! (traffic per backend and model, retries and failovers, refusals and
 //! why, the queue by model, priority and client) and the `/admin/events`
-//! stream (an event a second, live numbers, ended by shutdown).
+//! stream (an event a second, live numbers, ended by shutdown), and each
+//! backend's room for models, counted by the hub, not by the page.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drover_hub::config::ClientConfig;
-use drover_tests::{ClusterBuilder, Faults, SimConfig, chat_body, openai, wait_until};
+use drover_tests::{ClusterBuilder, Faults, SimConfig, chat_body, lmstudio, openai, wait_until};
 use http::Method;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -164,6 +165,42 @@ async fn the_queue_shows_who_waits_for_what_and_for_how_long() {
     for t in tasks {
         assert_eq!(t.await.unwrap().status, 200);
     }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_carries_the_room_for_models_as_the_hub_counts_it() {
+    const GIB: u64 = 1 << 30;
+    let mut sim = SimConfig {
+        loaded: vec!["a".into()],
+        ..lmstudio(&["a", "b"], 2, 0)
+    };
+    // Small enough that both fit: nothing is evicted to load `b`.
+    sim.model_sizes.insert("a".into(), GIB);
+    sim.model_sizes.insert("b".into(), GIB);
+    let cluster = ClusterBuilder::new()
+        .sim_with("s", sim, |b| {
+            b.slots = Some(2);
+            b.memory = Some(10 * GIB);
+            b.slot_buffer = Some(GIB);
+            b.system = Some(2 * GIB);
+            b.margin = Some(GIB);
+        })
+        .start()
+        .await;
+    let room = async || {
+        let o = cluster.client.get("/admin/overview").await.json();
+        named(&o["backends"], "s")["memory_for_models"].as_u64()
+    };
+    // Ten less the system's two, the margin's one and a buffer for each of
+    // `a`'s two slots; `b` is not in memory and takes nothing.
+    assert_eq!(room().await, Some(5 * GIB));
+    let r = cluster
+        .client
+        .post("/admin/models/b/load", &serde_json::json!({"backend": "s"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(room().await, Some(3 * GIB), "b's two slots take theirs");
     cluster.shutdown().await;
 }
 

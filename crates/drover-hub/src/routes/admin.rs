@@ -133,6 +133,7 @@ pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 pub(crate) fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
     let view = fleet.views.get(&entry.id);
     let probe = drover_core::sync::lock(&entry.probe).clone();
+    let memory = entry.memory_terms(probe.memory_total);
     let mut apis = Vec::new();
     if let Some(v) = view {
         for (api, name) in [(Api::Responses, "responses"), (Api::Messages, "messages")] {
@@ -195,9 +196,9 @@ pub(crate) fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
         can_load: probe.can_load,
         can_unload: probe.can_unload,
         memory_used: probe.memory_used,
-        // Config first, as for slots: the operator knows what is free for
-        // models.
-        memory_total: entry.memory.or(probe.memory_total),
+        memory_total: memory.map(|t| t.total),
+        memory_for_models: memory
+            .map(|t| t.for_models(view.map_or(0, BackendView::slots_in_memory))),
         slot_buffer: entry.slot_buffer,
         system: entry.system,
         margin: entry.margin,
