@@ -22,6 +22,10 @@ async function open(url) {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
+  // What the content security policy blocks is only said on the console.
+  page.on("console", (m) => {
+    if (m.type() === "error" && m.text().includes("Content Security Policy")) errors.push(m.text());
+  });
   page.on("dialog", (d) => d.accept());
   await page.goto(url + "/");
   return { page, errors, close: () => context.close() };
@@ -303,5 +307,108 @@ test("a backend that is down is shown as down, and actions say what they do", as
     await hub.stop();
     await up.stop();
     await gone.stop().catch(() => {});
+  }
+});
+
+// The page updates what it shows in place, keyed by backend and model: a
+// card or row that stays is the same element after an update, so a focused
+// button can still be pressed from the keyboard and a selection can still
+// be copied. The memory line shows the room for models the hub counts.
+test("updates keep the cards and rows, with focus and selection, in place", async () => {
+  const sim = await drover(
+    ["sim", "--dialect", "lmstudio", "--listen", "127.0.0.1:0", "--models", "m,n", "--loaded", "m", "--slots", "2", "--ttft-ms", "300"],
+    LISTENING,
+  );
+  const hub = await drover(
+    ["serve", "--listen", "127.0.0.1:0", "--backend", `${sim.url},name=s,memory=10GiB,slot_buffer=1GiB,system=2GiB,margin=1GiB`],
+    LISTENING,
+  );
+  const { page, errors, close } = await open(hub.url);
+  let stopLoad = load(hub.url, "m", 1);
+  // Waits for `n` more overviews from the hub: each one retitles #live.
+  const updates = async (n) => {
+    for (let i = 0; i < n; i++) {
+      const seen = await page.getAttribute("#live", "title");
+      await page.waitForFunction((t) => document.querySelector("#live").title !== t, seen);
+    }
+  };
+  // Marks elements, focuses one and selects the text of another; `held`
+  // says later which of them are still the same elements, and held.
+  const hold = async (marked, focused, selected) => {
+    for (const l of marked) await l.evaluate((e) => (e.kept = true));
+    await focused.focus();
+    return selected.evaluate((e) => {
+      const range = document.createRange();
+      range.selectNodeContents(e);
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      return getSelection().toString();
+    });
+  };
+  const held = async (marked, focused) => ({
+    kept: await Promise.all(marked.map((l) => l.evaluate((e) => e.kept === true))),
+    focused: await focused.evaluate((e) => e === document.activeElement),
+    selection: await page.evaluate(() => getSelection().toString()),
+  });
+  const all = (marked) => marked.map(() => true);
+  try {
+    await page.waitForSelector("#live.on");
+    const card = page.locator('[data-backend="s"]');
+    const row = (m) => card.locator("tr", { has: page.locator("td.mono", { hasText: new RegExp(`^${m}$`) }) });
+    await row("n").waitFor();
+    let marked = [card, row("n"), row("m")];
+    const drain = card.locator('button:text-is("Drain")');
+    assert.equal(await hold(marked, drain, row("n").locator("td.mono")), "n");
+    await updates(2);
+    assert.deepEqual(await held(marked, drain), { kept: all(marked), focused: true, selection: "n" });
+    // The focused button still acts (with no load: a drained hub's only
+    // backend would keep it waiting).
+    await stopLoad();
+    stopLoad = async () => {};
+    await page.keyboard.press("Enter");
+    await page.locator(".toast", { hasText: "s: draining" }).waitFor();
+    await card.locator('.badge:text("draining")').waitFor();
+    assert.equal(await card.evaluate((e) => e.kept), true);
+
+    await page.click('a[data-tab="models"]');
+    const model = page.locator('#models-table tr[data-model="m"]');
+    await model.locator(".chip").waitFor();
+    marked = [model, model.locator(".chip"), page.locator('#models-table tr[data-model="n"]')];
+    const pin = model.locator('button:text-is("Pin")');
+    assert.equal(await hold(marked, pin, model.locator("td.mono")), "m");
+    await updates(2);
+    assert.deepEqual(await held(marked, pin), { kept: all(marked), focused: true, selection: "m" });
+
+    // The room for models is the hub's: memory less the system, the margin
+    // and a buffer for each slot of what is in memory. Unloading `m` gives
+    // back its slots' buffers, and the meter empties, in place.
+    await page.click('a[data-tab="fleet"]');
+    const gib = (n) => (n / 2 ** 30).toFixed(1) + " GiB";
+    const memory = card.locator(".memory");
+    const [before] = await backends(hub.url);
+    assert.match(await memory.textContent(), new RegExp(`of ${gib(before.memory_for_models)}`));
+    await memory.evaluate((e) => (e.kept = true));
+    const unloaded = await fetch(hub.url + "/admin/models/unload", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "m", backend: "s" }),
+    });
+    assert.equal(unloaded.status, 200, await unloaded.text());
+    const [after] = await backends(hub.url);
+    assert.ok(after.memory_for_models > before.memory_for_models, JSON.stringify([before, after]));
+    await page.waitForFunction(
+      ([text]) => {
+        const m = document.querySelector('[data-backend="s"] .memory');
+        return m.textContent.includes(text) && m.querySelector(".meter i").style.width === "0%";
+      },
+      [`models 0 B of ${gib(after.memory_for_models)}`],
+    );
+    assert.equal(await memory.evaluate((e) => e.kept), true);
+    assert.deepEqual(errors, []);
+  } finally {
+    await stopLoad();
+    await close();
+    await hub.stop();
+    await sim.stop();
   }
 });

@@ -1,6 +1,11 @@
 // The dashboard: reads the hub's overview from /admin/events (server-sent
 // events, read with fetch so the admin key can go in a header), draws the
 // active view, and sends actions to the management API.
+//
+// Each view is drawn whole with h() and then laid over what the page shows
+// by update(), which keeps every element that is still there (a backend's
+// card, a model's row) and changes only what differs in it: an update a
+// second must not take away a focused button, a selection or a press.
 "use strict";
 
 const { timeChart, sparkline, fmtNumber, fmtMs } = window.charts;
@@ -13,20 +18,30 @@ const state = {
   overview: null,
   points: new Map(), // start_ms -> traffic point
   tab: "fleet",
-  pointerDown: false,
-  pending: false,
   colors: new Map(),
 };
 
 // ---- small helpers -------------------------------------------------------
 
+// What tells an element apart from its siblings across updates (a
+// backend's or a model's name; an action's name for a button, so that a
+// button whose meaning changed is a new one and a press on it is not
+// taken for the new meaning), and the handlers h() set.
+const keys = new WeakMap();
+const handlers = new WeakMap();
+
 function h(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v == null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k === "style") node.style.cssText = v;
+    if (k === "key") keys.set(node, String(v));
+    else if (k === "class") node.className = v;
+    else if (k.startsWith("on")) {
+      // A property, not a listener: an update hands the kept element the
+      // new closure.
+      node[k] = v;
+      handlers.set(node, [...(handlers.get(node) || []), k]);
+    } else if (k === "style") node.style.cssText = v;
     else node.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
@@ -34,6 +49,63 @@ function h(tag, attrs, ...children) {
     node.append(c instanceof Node ? c : String(c));
   }
   return node;
+}
+
+// Makes `host`'s children `wanted` (nodes or text), keeping each old child
+// that matches one: by key where it has one, else the next unkeyed child
+// of the same tag. A kept child takes the wanted one's attributes,
+// handlers and children the same way; the others are added or removed.
+// Kept children move only when the order changed.
+function update(host, wanted) {
+  wanted = wanted.flat().filter((c) => c != null && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+  const old = [...host.childNodes];
+  const byKey = new Map();
+  const unkeyed = [];
+  for (const n of old) {
+    const k = keys.get(n);
+    if (k == null) unkeyed.push(n);
+    else if (!byKey.has(k)) byKey.set(k, n);
+  }
+  const kept = new Set();
+  let next = 0;
+  const nodes = wanted.map((w) => {
+    const k = keys.get(w);
+    const match = k == null ? unkeyed[next++] : byKey.get(k);
+    if (!match || kept.has(match) || match.nodeName !== w.nodeName) return w;
+    kept.add(match);
+    patch(match, w);
+    return match;
+  });
+  for (const n of old) if (!kept.has(n)) n.remove();
+  let at = host.firstChild;
+  for (const n of nodes) {
+    if (n === at) at = at.nextSibling;
+    else host.insertBefore(n, at);
+  }
+}
+
+function patch(old, fresh) {
+  if (old.nodeType !== Node.ELEMENT_NODE) {
+    if (old.nodeValue !== fresh.nodeValue) old.nodeValue = fresh.nodeValue;
+    return;
+  }
+  for (const { name, value } of fresh.attributes) {
+    if (old.getAttribute(name) === value) continue;
+    // The content security policy refuses style attributes, not the CSSOM.
+    if (name === "style") old.style.cssText = fresh.style.cssText;
+    else old.setAttribute(name, value);
+  }
+  for (const { name } of [...old.attributes]) if (!fresh.hasAttribute(name)) old.removeAttribute(name);
+  for (const on of new Set([...(handlers.get(old) || []), ...(handlers.get(fresh) || [])])) old[on] = fresh[on];
+  handlers.set(old, handlers.get(fresh) || []);
+  update(old, [...fresh.childNodes]);
+}
+
+// Text that is the same is left alone, with any selection in it.
+function setText(el, text) {
+  text = String(text);
+  if (el.textContent !== text) el.textContent = text;
 }
 
 const $ = (id) => document.getElementById(id);
@@ -69,7 +141,7 @@ function toast(text, kind) {
 
 function setLive(text, cls) {
   const live = $("live");
-  live.textContent = text;
+  setText(live, text);
   live.className = "live " + cls;
 }
 
@@ -133,7 +205,7 @@ function receive(overview, whole) {
   state.overview = overview;
   setLive("live", "on");
   $("live").title = "Updated " + new Date(overview.at_ms).toLocaleTimeString();
-  $("version").textContent = "v" + overview.version;
+  setText($("version"), "v" + overview.version);
   render();
 }
 
@@ -182,11 +254,6 @@ const modelAction = (model, verb, backend) =>
 // ---- views ---------------------------------------------------------------
 
 function render() {
-  if (state.pointerDown) {
-    // Redrawing under a press would swallow its click: wait for release.
-    state.pending = true;
-    return;
-  }
   const o = state.overview;
   if (!o) return;
   renderKpis(o);
@@ -227,25 +294,25 @@ function backendState(b) {
 
 function renderKpis(o) {
   const now = o.traffic.now;
-  $("kpi-rps").textContent = fmtNumber(now.requests_per_second);
-  $("kpi-tps").textContent = fmtNumber(now.tokens_per_second);
-  $("kpi-eps").textContent = fmtNumber(now.errors_per_second);
+  setText($("kpi-rps"), fmtNumber(now.requests_per_second));
+  setText($("kpi-tps"), fmtNumber(now.tokens_per_second));
+  setText($("kpi-eps"), fmtNumber(now.errors_per_second));
   const pts = series();
   const recent = pts.slice(-60);
   const lastTtft = [...pts].reverse().slice(0, 6).find((p) => p.ttft_p50_ms != null);
-  $("kpi-ttft").textContent = lastTtft ? fmtMs(lastTtft.ttft_p50_ms) : "–";
-  $("kpi-ttft95").textContent = lastTtft ? "p95 " + fmtMs(lastTtft.ttft_p95_ms) : "";
-  $("kpi-waiting").textContent = o.queue.waiting;
-  $("kpi-oldest").textContent = o.queue.oldest_ms != null ? "oldest " + fmtMs(o.queue.oldest_ms) : "nothing waits";
+  setText($("kpi-ttft"), lastTtft ? fmtMs(lastTtft.ttft_p50_ms) : "–");
+  setText($("kpi-ttft95"), lastTtft ? "p95 " + fmtMs(lastTtft.ttft_p95_ms) : "");
+  setText($("kpi-waiting"), o.queue.waiting);
+  setText($("kpi-oldest"), o.queue.oldest_ms != null ? "oldest " + fmtMs(o.queue.oldest_ms) : "nothing waits");
   let busy = 0, slots = 0, healthy = 0;
   for (const b of o.backends) {
     if (!down(b) && b.breaker === "closed") healthy++;
     // A backend that is down has no slots to offer now.
     if (!down(b)) for (const m of b.models) if (m.loaded) { busy += m.busy; slots += m.slots; }
   }
-  $("kpi-slots").textContent = `${busy} / ${slots}`;
-  $("kpi-backends").textContent = `${healthy} of ${o.backends.length} backends healthy`;
-  $("kpi-refused").textContent = o.refused.length ? `${o.refused.length} refused lately` : "";
+  setText($("kpi-slots"), `${busy} / ${slots}`);
+  setText($("kpi-backends"), `${healthy} of ${o.backends.length} backends healthy`);
+  setText($("kpi-refused"), o.refused.length ? `${o.refused.length} refused lately` : "");
   sparkline($("spark-rps"), recent.map((p) => p.requests / covered(o, p)), "#58a6ff");
   sparkline($("spark-tps"), recent.map((p) => p.tokens / covered(o, p)), "#3fb950");
   sparkline($("spark-ttft"), recent.map((p) => p.ttft_p50_ms), "#d29922");
@@ -282,57 +349,54 @@ function residency(m) {
 }
 
 function renderFleet(o) {
-  const host = $("backends");
-  if (!o.backends.length) {
-    host.replaceChildren(h("p", { class: "empty" }, "No backends yet. Add one above, or start the hub with --backend URL."));
-    return;
-  }
-  host.replaceChildren(
-    ...o.backends.map((b) => {
-      // The budget for models: memory less the system's share, the margin
-      // and a buffer per slot of what is loaded (seed 002's sum).
-      const slotsLoaded = b.models.filter((m) => m.loaded).reduce((n, m) => n + m.slots, 0);
-      const reserved = (b.system || 0) + (b.margin || 0) + slotsLoaded * (b.slot_buffer || 0);
-      const budget = b.memory_total ? Math.max(0, b.memory_total - reserved) : 0;
-      const memory = b.memory_total
-        ? h("div", { class: "memory", title: `memory ${bytes(b.memory_total)}; system ${bytes(b.system || 0)}, margin ${bytes(b.margin || 0)}, ${slotsLoaded} slots x ${bytes(b.slot_buffer || 0)}` },
-            h("span", { class: "meter" }, h("i", { style: `width:${Math.min(100, budget ? ((b.memory_used || 0) / budget) * 100 : 100).toFixed(1)}%` })),
-            h("small", {}, `models ${bytes(b.memory_used || 0)} of ${bytes(budget)}` + (reserved ? ` (${bytes(b.memory_total)} less ${bytes(reserved)} for system, margin and slots)` : "")))
-        : null;
-      const models = b.models
-        .slice()
-        .sort((x, y) => (y.loaded - x.loaded) || x.id.localeCompare(y.id))
-        .map((m) =>
-          // What a backend that is down last said is not known now.
-          h("tr", { class: down(b) ? "unknown" : "", title: down(b) ? "as last seen: the backend is down" : "" },
-            h("td", { class: "mono" }, m.id),
-            h("td", {}, down(b) ? badge((m.residency || (m.loaded ? "loaded" : "unloaded")) + "?", "") : residency(m)),
-            h("td", {}, m.loaded ? slotBar(m.busy, m.slots) : h("span", { class: "muted" }, "–")),
-            h("td", { class: "num muted" }, m.size_bytes ? bytes(m.size_bytes) : ""),
-            h("td", { class: "err" }, m.load_error || "")));
-      return h("article", { class: "card" + (b.draining ? " draining" : ""), "data-backend": b.name },
-        h("header", {},
-          h("h3", {}, b.name),
-          badge(b.kind, "kind"),
-          backendState(b).map(([t, c, why]) => h("span", { class: "badge " + c, title: why }, t)),
-          h("span", { class: "grow" }),
-          b.draining
-            ? h("button", { onclick: () => backendAction(b.name, "undrain") }, "Undrain")
-            : h("button", { onclick: () => backendAction(b.name, "drain") }, "Drain"),
-          h("button", { class: "danger", onclick: () => removeBackend(b.name) }, "Remove")),
-        h("div", { class: "meta" },
-          h("span", { class: "mono" }, b.url),
-          b.version ? h("span", {}, "v" + b.version) : null,
-          b.mode ? h("span", {}, b.mode) : null,
-          h("span", {}, `${b.in_flight} running`),
-          b.max_concurrent ? h("span", {}, `max ${b.max_concurrent} at once`) : null,
-          h("span", {}, `probe (${b.probe}) ${b.last_probe_unix_ms ? ago(o.at_ms - b.last_probe_unix_ms) : "pending"}`)),
-        memory,
-        b.last_error ? h("div", { class: "error-line" }, b.last_error) : null,
-        models.length
-          ? h("table", { class: "grid compact" }, h("tbody", {}, models))
-          : h("p", { class: "empty" }, "No models listed."));
-    }));
+  update($("backends"), o.backends.length
+    ? o.backends.map((b) => backendCard(o, b))
+    : [h("p", { class: "empty", key: "empty" }, "No backends yet. Add one above, or start the hub with --backend URL.")]);
+}
+
+function backendCard(o, b) {
+  // The room for models is the hub's count, the one its model manager
+  // keeps to; what it reserves is the rest of the memory.
+  const budget = b.memory_for_models;
+  const reserved = budget != null ? b.memory_total - budget : 0;
+  const memory = budget != null
+    ? h("div", { class: "memory", key: "memory", title: `memory ${bytes(b.memory_total)}; system ${bytes(b.system)}, margin ${bytes(b.margin)}, ${bytes(b.slot_buffer)} for each slot of a model in memory` },
+        h("span", { class: "meter" }, h("i", { style: `width:${Math.min(100, budget ? ((b.memory_used || 0) / budget) * 100 : 100).toFixed(1)}%` })),
+        h("small", {}, `models ${bytes(b.memory_used || 0)} of ${bytes(budget)}` + (reserved ? ` (${bytes(b.memory_total)} less ${bytes(reserved)} for system, margin and slots)` : "")))
+    : null;
+  const models = b.models
+    .slice()
+    .sort((x, y) => (y.loaded - x.loaded) || x.id.localeCompare(y.id))
+    .map((m) =>
+      // What a backend that is down last said is not known now.
+      h("tr", { key: m.id, "data-model": m.id, class: down(b) ? "unknown" : "", title: down(b) ? "as last seen: the backend is down" : "" },
+        h("td", { class: "mono" }, m.id),
+        h("td", {}, down(b) ? badge((m.residency || (m.loaded ? "loaded" : "unloaded")) + "?", "") : residency(m)),
+        h("td", {}, m.loaded ? slotBar(m.busy, m.slots) : h("span", { class: "muted" }, "–")),
+        h("td", { class: "num muted" }, m.size_bytes ? bytes(m.size_bytes) : ""),
+        h("td", { class: "err" }, m.load_error || "")));
+  return h("article", { key: b.name, class: "card" + (b.draining ? " draining" : ""), "data-backend": b.name },
+    h("header", {},
+      h("h3", {}, b.name),
+      badge(b.kind, "kind"),
+      backendState(b).map(([t, c, why]) => h("span", { class: "badge " + c, title: why }, t)),
+      h("span", { class: "grow", key: "grow" }),
+      b.draining
+        ? h("button", { key: "undrain", onclick: () => backendAction(b.name, "undrain") }, "Undrain")
+        : h("button", { key: "drain", onclick: () => backendAction(b.name, "drain") }, "Drain"),
+      h("button", { key: "remove", class: "danger", onclick: () => removeBackend(b.name) }, "Remove")),
+    h("div", { class: "meta", key: "meta" },
+      h("span", { class: "mono" }, b.url),
+      b.version ? h("span", {}, "v" + b.version) : null,
+      b.mode ? h("span", {}, b.mode) : null,
+      h("span", {}, `${b.in_flight} running`),
+      b.max_concurrent ? h("span", {}, `max ${b.max_concurrent} at once`) : null,
+      h("span", {}, `probe (${b.probe}) ${b.last_probe_unix_ms ? ago(o.at_ms - b.last_probe_unix_ms) : "pending"}`)),
+    memory,
+    b.last_error ? h("div", { class: "error-line", key: "error" }, b.last_error) : null,
+    models.length
+      ? h("table", { class: "grid compact", key: "models" }, h("tbody", {}, models))
+      : h("p", { class: "empty", key: "no-models" }, "No models listed."));
 }
 
 // Per model: where it is, from every backend's list, and its queue.
@@ -366,24 +430,26 @@ function renderModels(o) {
     const busy = r.where.some((w) => w.m.busy > 0);
     const idle = r.where.map((w) => w.m.idle_seconds).filter((s) => s != null);
     const loadTimes = r.where.map((w) => w.m.load_seconds).filter((s) => s != null);
-    return h("tr", { "data-model": r.model },
+    return h("tr", { key: r.model, "data-model": r.model },
       h("td", { class: "mono" }, r.model),
       h("td", {}, h("div", { class: "chips" }, r.where.map(({ backend, m }) =>
-        h("span", { class: "chip" + (down(backend) ? " unknown" : ""), title: down(backend) ? "as last seen: the backend is down" : m.load_error || "" },
+        h("span", { key: backend.name, class: "chip" + (down(backend) ? " unknown" : ""), title: down(backend) ? "as last seen: the backend is down" : m.load_error || "" },
           h("b", {}, backend.name), down(backend) ? badge((m.residency || (m.loaded ? "loaded" : "unloaded")) + "?", "") : residency(m),
           m.loaded ? slotBar(m.busy, m.slots) : null,
-          m.loaded && backend.can_unload ? h("button", { class: "mini", title: "Unload here", onclick: () => modelAction(r.model, "unload", backend.name) }, "unload") : null,
-          !m.loaded && m.residency !== "loading" && backend.can_load && takesWork(backend) ? h("button", { class: "mini", title: "Load here", onclick: () => modelAction(r.model, "load", backend.name) }, "load") : null)))),
+          m.loaded && backend.can_unload ? h("button", { key: "unload", class: "mini", title: "Unload here", onclick: () => modelAction(r.model, "unload", backend.name) }, "unload") : null,
+          !m.loaded && m.residency !== "loading" && backend.can_load && takesWork(backend) ? h("button", { key: "load", class: "mini", title: "Load here", onclick: () => modelAction(r.model, "load", backend.name) }, "load") : null)))),
       h("td", { class: "num" }, r.queue ? r.queue.waiting : 0),
       h("td", { class: "num" }, r.queue ? fmtMs(r.queue.expected_wait_ms) : "–"),
       h("td", {}, busy ? "in use" : idle.length ? ago(Math.min(...idle) * 1000) : "–"),
       h("td", { class: "num" }, loadTimes.length ? (Math.max(...loadTimes)).toFixed(1) + " s" : "–"),
       h("td", { class: "actions" },
-        !loadedSomewhere ? h("button", { onclick: () => modelAction(r.model, "load") }, "Load") : null,
-        loadedSomewhere ? h("button", { title: "Unload it from every backend that has it loaded", onclick: () => unloadEverywhere(r) }, "Unload everywhere") : null,
-        pinned ? h("button", { onclick: () => modelAction(r.model, "unpin") }, "Unpin") : h("button", { onclick: () => modelAction(r.model, "pin") }, "Pin")));
+        !loadedSomewhere ? h("button", { key: "load", onclick: () => modelAction(r.model, "load") }, "Load") : null,
+        loadedSomewhere ? h("button", { key: "unload", title: "Unload it from every backend that has it loaded", onclick: () => unloadEverywhere(r) }, "Unload everywhere") : null,
+        pinned
+          ? h("button", { key: "unpin", onclick: () => modelAction(r.model, "unpin") }, "Unpin")
+          : h("button", { key: "pin", onclick: () => modelAction(r.model, "pin") }, "Pin")));
   });
-  body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No models yet."))]));
+  update(body, rows.length ? rows : [h("tr", { key: "empty" }, h("td", { colspan: 7, class: "empty" }, "No models yet."))]);
 }
 
 // A model's state for who waits for it, in a user's words.
@@ -401,33 +467,35 @@ function queueState(o, q) {
 
 function renderQueue(o) {
   const q = o.queue;
-  $("queue-summary").textContent = q.waiting
+  setText($("queue-summary"), q.waiting
     ? `${q.waiting} waiting, the oldest for ${fmtMs(q.oldest_ms)}, holding ${bytes(q.bytes)}`
-    : "Nothing waits";
+    : "Nothing waits");
   const waitingFirst = q.by_model.slice().sort((a, b) => b.waiting - a.waiting || a.model.localeCompare(b.model));
-  $("queue-models").tBodies[0].replaceChildren(...waitingFirst.map((m) =>
-    h("tr", { class: m.waiting ? "" : "muted" },
+  update($("queue-models").tBodies[0], waitingFirst.map((m) =>
+    h("tr", { key: m.model, class: m.waiting ? "" : "muted" },
       h("td", { class: "mono" }, m.model),
       h("td", { class: "num" }, m.waiting),
       h("td", { class: "num" }, m.oldest_ms != null ? fmtMs(m.oldest_ms) : "–"),
       h("td", { class: "num" }, fmtMs(m.expected_wait_ms)),
       h("td", {}, queueState(o, m)))));
-  const empty = (n) => h("tr", {}, h("td", { colspan: n, class: "empty" }, "none"));
-  $("queue-priority").tBodies[0].replaceChildren(...(q.by_priority.length
-    ? q.by_priority.slice().reverse().map((p) => h("tr", {}, h("td", {}, p.priority), h("td", { class: "num" }, p.waiting)))
-    : [empty(2)]));
-  $("queue-clients").tBodies[0].replaceChildren(...(q.by_client.length
-    ? q.by_client.map((c) => h("tr", {}, h("td", {}, c.client), h("td", { class: "num" }, c.waiting)))
-    : [empty(2)]));
-  $("refused").tBodies[0].replaceChildren(...(o.refused.length
-    ? o.refused.map((r) => h("tr", {},
+  const empty = (n) => h("tr", { key: "empty" }, h("td", { colspan: n, class: "empty" }, "none"));
+  update($("queue-priority").tBodies[0], q.by_priority.length
+    ? q.by_priority.slice().reverse().map((p) => h("tr", { key: p.priority }, h("td", {}, p.priority), h("td", { class: "num" }, p.waiting)))
+    : [empty(2)]);
+  update($("queue-clients").tBodies[0], q.by_client.length
+    ? q.by_client.map((c) => h("tr", { key: c.client }, h("td", {}, c.client), h("td", { class: "num" }, c.waiting)))
+    : [empty(2)]);
+  // A refusal has no id: when, why, for what and whom tell it apart well
+  // enough (a twin is drawn as a row of its own).
+  update($("refused").tBodies[0], o.refused.length
+    ? o.refused.map((r) => h("tr", { key: [r.at_ms, r.code, r.model, r.client].join(" ") },
         h("td", {}, ago(o.at_ms - r.at_ms)),
         h("td", {}, badge(r.status, r.status >= 500 ? "bad" : "warn")),
         h("td", { class: "mono" }, r.code),
         h("td", { class: "mono" }, r.model),
         h("td", {}, r.client),
         h("td", { class: "msg" }, r.message)))
-    : [empty(6)]));
+    : [empty(6)]);
 }
 
 function renderTraffic(o) {
@@ -462,15 +530,15 @@ function renderTraffic(o) {
 
 function totalsTable(table, what, rows) {
   const errors = (e) => Object.entries(e).map(([code, n]) => `${n}×${code}`).join(" ") || "–";
-  table.replaceChildren(
+  update(table, [
     h("thead", {}, h("tr", {}, [what, "Requests", "Errors", "Tokens", "Retries", "Failovers", "First token p50", "p95", "Latency p50", "p95"].map((t, i) => h("th", { class: i && i !== 2 ? "num" : "" }, t)))),
     h("tbody", {}, rows.length
-      ? rows.map((r) => h("tr", {},
+      ? rows.map((r) => h("tr", { key: r.name },
           h("td", { class: "mono" }, r.name), h("td", { class: "num" }, r.requests), h("td", {}, errors(r.errors)),
           h("td", { class: "num" }, fmtNumber(r.tokens)), h("td", { class: "num" }, r.retries), h("td", { class: "num" }, r.failovers),
           h("td", { class: "num" }, fmtMs(r.ttft_p50_ms)), h("td", { class: "num" }, fmtMs(r.ttft_p95_ms)),
           h("td", { class: "num" }, fmtMs(r.latency_p50_ms)), h("td", { class: "num" }, fmtMs(r.latency_p95_ms))))
-      : h("tr", {}, h("td", { colspan: 10, class: "empty" }, "No traffic in the last hour."))));
+      : h("tr", { key: "empty" }, h("td", { colspan: 10, class: "empty" }, "No traffic in the last hour.")))]);
 }
 
 // A key's limits in a few words: "models a, b · 60 rpm · 2 at once".
@@ -498,7 +566,7 @@ function renderKeys(o) {
   const rows = keys.map((k) => {
     const revoked = k.revoked_unix != null;
     const u = revoked ? { requests: 0, prompt_tokens: 0, completion_tokens: 0, limited: 0 } : used(k.name);
-    return h("tr", { class: revoked ? "unknown" : "", "data-key": k.name },
+    return h("tr", { key: "key " + k.id, class: revoked ? "unknown" : "", "data-key": k.name },
       h("td", {}, k.name, " ", h("span", { class: "mono hint" }, k.prefix + "…")),
       h("td", {}, h("span", { class: "badge kind" }, k.kind)),
       h("td", {}, h("span", { class: "badge " + (revoked ? "bad" : "good") }, revoked ? "revoked" : "active")),
@@ -507,14 +575,14 @@ function renderKeys(o) {
       h("td", { class: "num" }, fmtNumber(u.completion_tokens)), h("td", { class: "num" }, u.limited));
   });
   for (const u of usage.values()) {
-    rows.push(h("tr", { "data-key": u.key },
+    rows.push(h("tr", { key: "usage " + u.key, "data-key": u.key },
       h("td", {}, u.key), h("td", {}, h("span", { class: "badge kind" }, "config")), h("td", {}, h("span", { class: "badge good" }, "active")),
       h("td", {}, "—"), h("td", { class: "num" }, u.requests), h("td", { class: "num" }, fmtNumber(u.prompt_tokens)),
       h("td", { class: "num" }, fmtNumber(u.completion_tokens)), h("td", { class: "num" }, u.limited)));
   }
-  $("keys-table").tBodies[0].replaceChildren(...(rows.length
+  update($("keys-table").tBodies[0], rows.length
     ? rows
-    : [h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No keys: inference is open to anyone who can reach the hub. Create one with drover keys create NAME."))]));
+    : [h("tr", { key: "empty" }, h("td", { colspan: 8, class: "empty" }, "No keys: inference is open to anyone who can reach the hub. Create one with drover keys create NAME."))]);
 }
 
 // ---- wiring --------------------------------------------------------------
@@ -527,14 +595,6 @@ function showTab() {
   render();
 }
 
-document.addEventListener("mousedown", () => (state.pointerDown = true));
-document.addEventListener("mouseup", () => {
-  state.pointerDown = false;
-  if (state.pending) {
-    state.pending = false;
-    setTimeout(render, 0);
-  }
-});
 window.addEventListener("hashchange", showTab);
 window.addEventListener("resize", () => render());
 
