@@ -7,7 +7,10 @@
 # Prints requests/s and CPU time per request of each proxy (from /proc, the
 # same way for both), and the ratios.
 #   bench/overhead.sh [--stream]     (N=20000 C=32 to change the load,
-#                                     HUB_THREADS=2 for the hub's --threads)
+#                                     HUB_THREADS=2 for the hub's --threads,
+#                                     BEFORE=path/to/older/drover to measure
+#                                     an older build of the hub in the same
+#                                     run, as "before")
 source "$(dirname "$0")/lib.sh"
 N=${N:-20000}
 C=${C:-32}
@@ -21,6 +24,13 @@ DROVER_LOG=warn "$DROVER" serve --data-dir "$(mktemp -d)" ${HUB_THREADS:+--threa
   --backend openai=http://127.0.0.1:$SIM_PORT,slots=1024 >/dev/null 2>&1 &
 HUB_PID=$!
 PIDS+=($HUB_PID)
+BEFORE_PORT=${BEFORE_PORT:-19103}
+if [ -n "${BEFORE:-}" ]; then
+  DROVER_LOG=warn "$BEFORE" serve --data-dir "$(mktemp -d)" ${HUB_THREADS:+--threads $HUB_THREADS} --listen 127.0.0.1:$BEFORE_PORT \
+    --backend openai=http://127.0.0.1:$SIM_PORT,slots=1024 >/dev/null 2>&1 &
+  BEFORE_PID=$!
+  PIDS+=($BEFORE_PID)
+fi
 
 NGINX_DIR=$(mktemp -d)
 cat >"$NGINX_DIR/nginx.conf" <<CONF
@@ -50,6 +60,7 @@ CLEANUP_DIRS+=("$NGINX_DIR")
 wait_http http://127.0.0.1:$SIM_PORT/v1/models
 wait_http http://127.0.0.1:$HUB_PORT/ready
 wait_http http://127.0.0.1:$NGINX_PORT/v1/models
+[ -n "${BEFORE:-}" ] && wait_http http://127.0.0.1:$BEFORE_PORT/ready
 # The master and its workers (whose command lines do not name the config).
 nginx_pids() { echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"; }
 
@@ -68,15 +79,18 @@ EXTRA=("$@")
 run direct http://127.0.0.1:$SIM_PORT
 run nginx http://127.0.0.1:$NGINX_PORT $(nginx_pids)
 run drover http://127.0.0.1:$HUB_PORT $HUB_PID
+[ -n "${BEFORE:-}" ] && run before http://127.0.0.1:$BEFORE_PORT $BEFORE_PID
 
 python3 - "$NGINX_DIR" "$N" <<'PY'
 import json, sys
 d, n = sys.argv[1], int(sys.argv[2])
 cpu = dict(l.split() for l in open(f"{d}/cpu"))
 rows = {}
-for name in ("direct", "nginx", "drover"):
-    r = json.load(open(f"{d}/{name}.json"))[0]
-    rows[name] = r
+for name in ("direct", "nginx", "drover", "before"):
+    try:
+        rows[name] = json.load(open(f"{d}/{name}.json"))[0]
+    except FileNotFoundError:
+        pass
 hz = 100  # USER_HZ
 print(f"{'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'proxy CPU us/req':>17}")
 for name, r in rows.items():
@@ -89,4 +103,8 @@ print(f"\ndrover / direct: {rps['drover'] / rps['direct']:.2f}   "
       f"drover / nginx: {rps['drover'] / rps['nginx']:.2f}")
 print(f"CPU per request, drover / nginx: "
       f"{int(cpu['drover']) / max(1, int(cpu['nginx'])):.2f}")
+if "before" in rows:
+    print(f"before / nginx: {rps['before'] / rps['nginx']:.2f}   "
+          f"CPU per request, before / nginx: "
+          f"{int(cpu['before']) / max(1, int(cpu['nginx'])):.2f}")
 PY

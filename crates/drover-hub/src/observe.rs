@@ -143,16 +143,6 @@ impl Observer {
         self.model(model).queue_wait.observe(waited.as_secs_f64());
     }
 
-    /// The backend's first byte is in hand, `ttfb` after the request came.
-    pub fn first_byte(&self, pair: &Pair, ttfb: Duration, affinity_hit: bool) {
-        pair.ttfb.observe(ttfb.as_secs_f64());
-        self.traffic
-            .first_byte(unix_ms(), &pair.backend, &pair.model, ttfb);
-        if affinity_hit {
-            self.metrics.affinity_hits.inc();
-        }
-    }
-
     /// An attempt on the pair's backend failed before the first byte, or
     /// its server ran out of room: the request goes round again.
     pub fn retried(&self, pair: &Pair) {
@@ -166,10 +156,15 @@ impl Observer {
             .failed_over(unix_ms(), &pair.backend, &pair.model);
     }
 
-    /// A backend's answer went out with `status`.
-    pub fn answered(&self, pair: &Pair, status: u16) {
+    /// A backend's answer goes out with `status`, its first byte in hand
+    /// `ttfb` after the request came.
+    pub fn answered(&self, pair: &Pair, status: u16, ttfb: Duration, affinity_hit: bool) {
+        pair.ttfb.observe(ttfb.as_secs_f64());
+        if affinity_hit {
+            self.metrics.affinity_hits.inc();
+        }
         self.traffic
-            .answered(unix_ms(), Some(&pair.backend), Some(&pair.model), status);
+            .served(unix_ms(), &pair.backend, &pair.model, status, ttfb);
         if let Some((_, c)) = drover_core::sync::read(&pair.answered)
             .iter()
             .find(|(s, _)| *s == status)

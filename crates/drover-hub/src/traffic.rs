@@ -225,8 +225,18 @@ impl Traffic {
         });
     }
 
-    pub fn first_byte(&self, at_ms: u64, backend: &str, model: &str, ttft: Duration) {
-        self.with(|i| i.each(at_ms, Some(backend), Some(model), |c| c.ttft.add(ttft)));
+    /// A backend's answer went out with `status`, its first byte `ttft`
+    /// after the request came: one event, one lock.
+    pub fn served(&self, at_ms: u64, backend: &str, model: &str, status: u16, ttft: Duration) {
+        self.with(|i| {
+            i.each(at_ms, Some(backend), Some(model), |c| {
+                c.ttft.add(ttft);
+                c.requests += 1;
+                if status >= 400 {
+                    *c.errors.entry(status).or_default() += 1;
+                }
+            })
+        });
     }
 
     /// An answer's last byte went out.

@@ -127,7 +127,9 @@ pub(super) async fn run(
     if sse && status.is_success() {
         learn_prefill(fwd, &guard, job, started.elapsed());
     }
-    shared.observer.first_byte(pair, ttfb, guard.affinity_hit);
+    shared
+        .observer
+        .answered(pair, status.as_u16(), ttfb, guard.affinity_hit);
     let served = Served {
         request_id: String::from_utf8_lossy(job.request_id.as_bytes()).into_owned(),
         caller: job.caller.clone(),

@@ -160,7 +160,6 @@ impl Forwarder {
                     if attempt > 0 {
                         self.0.observer.failed_over(&pair);
                     }
-                    self.0.observer.answered(&pair, answer.status.as_u16());
                     return Ok(answer);
                 }
                 Err(failure) => failure,

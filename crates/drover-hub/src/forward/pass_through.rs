@@ -62,7 +62,11 @@ pub struct AnswerBody {
     /// The answer's output tokens as read, for the key and the traffic.
     usage: UsageSniffer,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Since the last bytes: made the first time upstream keeps the body
+    /// waiting, so an answer that comes whole never sets a timer.
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    /// When the last bytes came.
+    last_bytes: Instant,
     /// SSE only: resolves when the hub's shutdown grace is over, so the
     /// stream ends with an error event rather than a cut connection.
     stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -182,7 +186,8 @@ impl AnswerBody {
             key,
             usage: UsageSniffer::default(),
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            idle_timer: None,
+            last_bytes: Instant::now(),
             stop,
             fwd,
             pair,
@@ -372,7 +377,14 @@ impl http_body::Body for AnswerBody {
                 }
                 Poll::Ready(None) => this.finish(true),
                 Poll::Pending if this.out.is_empty() => {
-                    return match this.idle_timer.as_mut().poll(cx) {
+                    let idle_until = this.last_bytes + this.idle;
+                    let timer = this
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(idle_until)));
+                    if timer.deadline() != idle_until {
+                        timer.as_mut().reset(idle_until);
+                    }
+                    return match timer.as_mut().poll(cx) {
                         Poll::Ready(()) => {
                             let idle = this.idle;
                             this.broken(format!("no data for {idle:?}"))
@@ -396,7 +408,7 @@ impl http_body::Body for AnswerBody {
         match std::mem::take(&mut this.out).into_bytes() {
             Some(data) => {
                 if !this.done {
-                    this.idle_timer.as_mut().reset(Instant::now() + this.idle);
+                    this.last_bytes = Instant::now();
                 }
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
