@@ -125,3 +125,55 @@ async fn credentials_in_a_backend_url_are_never_shown() {
     assert!(!name.contains("user"), "{name}");
     cluster.shutdown().await;
 }
+
+/// Every management route the hub documents asks for the admin key: the
+/// door is a layer in front of them all, so a route added without a check
+/// of its own is still behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_route_needs_the_admin_key() {
+    let cluster = ClusterBuilder::new()
+        .sim("studio", lmstudio(&["m"], 1, 5))
+        .hub(|c| c.admin_key = Some("the-admin-key".into()))
+        .start()
+        .await;
+    let c = &cluster.client;
+    let doc = c.get("/openapi.json").await.json();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/admin") {
+            continue;
+        }
+        // Path parameters filled with names that exist.
+        let path = path
+            .replace("{name}", "studio")
+            .replace("{model}", "m")
+            .replace("{id}", "nobody");
+        for method in item.as_object().unwrap().keys() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let body = if method == Method::POST {
+                Bytes::from_static(b"{}")
+            } else {
+                Bytes::new()
+            };
+            for auth in [None, Some("Bearer wrong")] {
+                let headers: Vec<(&str, &str)> =
+                    auth.map(|a| ("authorization", a)).into_iter().collect();
+                let r = c.call(method.clone(), &path, &headers, body.clone()).await;
+                assert_eq!(r.status, 401, "{method} {path} with {auth:?}: {}", r.text());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} admin requests checked");
+    // And with the key, one of them answers.
+    let r = c
+        .call(
+            Method::GET,
+            "/admin/backends",
+            &[("authorization", "Bearer the-admin-key")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    cluster.shutdown().await;
+}

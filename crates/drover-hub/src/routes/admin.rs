@@ -1,134 +1,25 @@
 //! The management API: list, add, remove, drain and undrain backends while
-//! the hub runs.
-//!
-//! It is not a door for web pages. A page the user visits can send
-//! requests to a hub on the user's loopback (a "simple" cross-site POST needs
-//! no preflight), and with DNS rebinding it can even read the answers. So:
-//! requests that a browser marks as coming from another site (`Origin`,
-//! `Sec-Fetch-Site`) are refused, bodies must be JSON (which a simple
-//! cross-site request cannot send), and without an admin key the `Host`
-//! must name the hub by address or as `localhost`, never by some other name.
+//! the hub runs. Who may call it is decided in [`super::guard`], in front
+//! of every admin route.
 
-use drover_proto::admin::KeyKind;
 use drover_scheduler::{Api, Event, Reply, Residency};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use drover_core::{BackendId, ModelName};
 use drover_proto::admin::{BackendInfo, BackendList, BackendModelInfo, BackendSpec};
 use drover_scheduler::BackendView;
-use http::{HeaderMap, StatusCode, header};
+use http::StatusCode;
 use serde_json::json;
 
-use crate::caller::bearer;
+use super::guard::AdminJson;
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::registry::{BackendEntry, RegistryError};
-
-pub(super) fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
-    refuse_other_sites(headers)?;
-    let token = bearer(headers);
-    match token.and_then(|t| hub.keys.find(t)) {
-        Some(h) if h.kind == KeyKind::Admin => return Ok(()),
-        Some(h) => {
-            return Err(ApiError::Forbidden(format!(
-                "{:?} is {} key: the management API needs an admin key",
-                h.name,
-                crate::keys::article(h.kind)
-            )));
-        }
-        None => {}
-    }
-    match &hub.config.admin_key {
-        Some(key) if token == Some(key.as_str()) => Ok(()),
-        Some(_) => Err(ApiError::Unauthorized(
-            "the management API needs the admin key as a bearer token".into(),
-        )),
-        None if hub.keys.any(KeyKind::Admin) => Err(ApiError::Unauthorized(
-            "the management API needs an admin key as a bearer token".into(),
-        )),
-        None if hub.admin_open_without_key() => require_own_host(headers),
-        None => Err(ApiError::Forbidden(
-            "the management API is disabled: the hub listens beyond loopback and no admin_key is set"
-                .into(),
-        )),
-    }
-}
-
-/// Refuses what a browser says came from a page of another site.
-fn refuse_other_sites(headers: &HeaderMap) -> Result<(), ApiError> {
-    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("?"));
-    if let Some(site) = text("sec-fetch-site")
-        && !matches!(site, "same-origin" | "none")
-    {
-        return Err(ApiError::Forbidden(format!(
-            "the management API does not take requests from web pages (Sec-Fetch-Site: {site})"
-        )));
-    }
-    if let Some(origin) = text("origin") {
-        let own = text("host").is_some_and(|host| {
-            origin.strip_prefix("http://") == Some(host)
-                || origin.strip_prefix("https://") == Some(host)
-        });
-        if !own {
-            return Err(ApiError::Forbidden(format!(
-                "the management API does not take requests from web pages (Origin: {})",
-                crate::error::echo(origin)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Without a key, the `Host` must be an address or `localhost`: a request
-/// for some other name reached the hub by DNS rebinding.
-fn require_own_host(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(host) = headers.get(header::HOST) else {
-        return Ok(());
-    };
-    let host = host.to_str().unwrap_or("?");
-    if is_address_or_localhost(host) {
-        return Ok(());
-    }
-    Err(ApiError::Forbidden(format!(
-        "the management API answers only to its address or localhost without an admin key (Host: {})",
-        crate::error::echo(host)
-    )))
-}
-
-fn is_address_or_localhost(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => {
-            return v6
-                .split(']')
-                .next()
-                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
-        }
-        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
-}
-
-/// A body the management API reads must say it is JSON.
-pub(super) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if json {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType(
-            "the management API takes JSON bodies: send Content-Type: application/json".into(),
-        ))
-    }
-}
 
 pub(crate) fn info(entry: &BackendEntry, fleet: &FleetSnapshot) -> BackendInfo {
     let view = fleet.views.get(&entry.id);
@@ -223,11 +114,7 @@ pub(crate) fn views(hub: &HubState) -> FleetSnapshot {
 }
 
 #[utoipa::path(get, path = "/admin/backends", tag = "backends", responses((status = 200, description = "Every backend, with its models and state", body = drover_proto::admin::BackendList), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
-pub async fn list(
-    State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
-) -> Result<Json<BackendList>, ApiError> {
-    authorize(&hub, &headers)?;
+pub async fn list(State(hub): State<Arc<HubState>>) -> Result<Json<BackendList>, ApiError> {
     let views = views(&hub);
     let backends = hub.registry.all().iter().map(|e| info(e, &views)).collect();
     Ok(Json(BackendList { backends }))
@@ -236,10 +123,8 @@ pub async fn list(
 #[utoipa::path(get, path = "/admin/backends/{name}", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "The backend", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn get(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<BackendInfo>, ApiError> {
-    authorize(&hub, &headers)?;
     let entry = find(&hub, &name)?;
     let views = views(&hub);
     Ok(Json(info(&entry, &views)))
@@ -248,14 +133,8 @@ pub async fn get(
 #[utoipa::path(post, path = "/admin/backends", tag = "backends", request_body = drover_proto::admin::BackendSpec, responses((status = 201, description = "Added; probed from now on", body = drover_proto::admin::BackendInfo), (status = 400, description = "An invalid spec", body = drover_proto::openai::ErrorBody), (status = 409, description = "The name is taken", body = drover_proto::openai::ErrorBody), (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn add(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminJson(spec): AdminJson<BackendSpec>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers)?;
-    require_json(&headers)?;
-    let spec: BackendSpec = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("invalid backend: {e}"), None, "invalid_backend")
-    })?;
     let entry = hub.add_backend(&spec).map_err(|e| match e {
         RegistryError::Duplicate(_) | RegistryError::SameServer { .. } => {
             ApiError::Conflict(e.to_string())
@@ -274,10 +153,8 @@ pub async fn add(
 #[utoipa::path(delete, path = "/admin/backends/{name}", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Removed: no new work; running requests finish"), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn remove(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers)?;
     if !hub.remove_backend(&name) {
         return Err(unknown(&name));
     }
@@ -288,28 +165,24 @@ pub async fn remove(
 #[utoipa::path(post, path = "/admin/backends/{name}/drain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Draining: no new work", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 409, description = "It has not answered a probe yet", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn drain(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<BackendInfo>, ApiError> {
-    set_draining(hub, headers, name, true).await
+    set_draining(hub, name, true).await
 }
 
 #[utoipa::path(post, path = "/admin/backends/{name}/undrain", tag = "backends", params(("name" = String, Path, description = "The backend's name")), responses((status = 200, description = "Taking work again", body = drover_proto::admin::BackendInfo), (status = 404, description = "No such backend", body = drover_proto::openai::ErrorBody), (status = 409, description = "It has not answered a probe yet", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn undrain(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<BackendInfo>, ApiError> {
-    set_draining(hub, headers, name, false).await
+    set_draining(hub, name, false).await
 }
 
 async fn set_draining(
     hub: Arc<HubState>,
-    headers: HeaderMap,
     name: String,
     draining: bool,
 ) -> Result<Json<BackendInfo>, ApiError> {
-    authorize(&hub, &headers)?;
     let entry = find(&hub, &name)?;
     let known = hub.dispatcher.apply(Event::Draining {
         backend: entry.id,
@@ -332,26 +205,5 @@ pub(super) fn find(hub: &HubState, name: &str) -> Result<Arc<BackendEntry>, ApiE
 fn unknown(name: &str) -> ApiError {
     ApiError::NotFound {
         message: format!("no backend named {name:?}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_by_address_or_localhost_only() {
-        for (host, ok) in [
-            ("127.0.0.1:8700", true),
-            ("localhost:8700", true),
-            ("LOCALHOST", true),
-            ("[::1]:8700", true),
-            ("10.0.0.5", true),
-            ("evil.example:8700", false),
-            ("localhost.evil.example", false),
-            ("[nonsense]:1", false),
-        ] {
-            assert_eq!(is_address_or_localhost(host), ok, "{host}");
-        }
     }
 }

@@ -8,23 +8,18 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use drover_proto::admin::{KeyCreate, KeyCreated, KeyList, KeyRevoked, KeysPurged};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 
-use super::admin::{authorize, require_json};
+use super::guard::AdminJson;
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::keys::KeyError;
 
 #[utoipa::path(get, path = "/admin/keys", tag = "keys", responses((status = 200, description = "Every key, never the key itself", body = drover_proto::admin::KeyList), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
-pub async fn list(
-    State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
-) -> Result<Json<KeyList>, ApiError> {
-    authorize(&hub, &headers)?;
+pub async fn list(State(hub): State<Arc<HubState>>) -> Result<Json<KeyList>, ApiError> {
     Ok(Json(KeyList {
         keys: hub.keys.list(),
     }))
@@ -33,13 +28,8 @@ pub async fn list(
 #[utoipa::path(post, path = "/admin/keys", tag = "keys", request_body = drover_proto::admin::KeyCreate, responses((status = 201, description = "Created; the key is in this answer only", body = drover_proto::admin::KeyCreated), (status = 400, description = "An invalid name or limits", body = drover_proto::openai::ErrorBody), (status = 409, description = "The name is taken, or the hub keeps no keys", body = drover_proto::openai::ErrorBody), (status = 415, description = "Not JSON", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn create(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    AdminJson(asked): AdminJson<KeyCreate>,
 ) -> Result<Response, ApiError> {
-    authorize(&hub, &headers)?;
-    require_json(&headers)?;
-    let asked: KeyCreate = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}"), None, "invalid_body"))?;
     let created = hub
         .keys
         .create(&asked.name, asked.kind, asked.limits)
@@ -63,10 +53,8 @@ pub async fn create(
 #[utoipa::path(delete, path = "/admin/keys/{id}", tag = "keys", params(("id" = String, Path, description = "The key's id, or the name of an active key")), responses((status = 200, description = "Revoked, at once", body = drover_proto::admin::KeyRevoked), (status = 404, description = "No such key", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn revoke(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<KeyRevoked>, ApiError> {
-    authorize(&hub, &headers)?;
     match hub.keys.revoke(&id).map_err(refused)? {
         Some((info, note)) => {
             tracing::info!(target: "drover::action", key = %info.id, name = %info.name, "API key revoked");
@@ -85,11 +73,7 @@ pub async fn revoke(
 }
 
 #[utoipa::path(post, path = "/admin/keys/purge", tag = "keys", responses((status = 200, description = "Revoked keys forgotten", body = drover_proto::admin::KeysPurged), (status = 409, description = "The hub keeps no keys", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
-pub async fn purge(
-    State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
-) -> Result<Json<KeysPurged>, ApiError> {
-    authorize(&hub, &headers)?;
+pub async fn purge(State(hub): State<Arc<HubState>>) -> Result<Json<KeysPurged>, ApiError> {
     let (purged, note) = hub.keys.purge().map_err(refused)?;
     tracing::info!(target: "drover::action", purged, "revoked API keys forgotten");
     if let Some(note) = &note {

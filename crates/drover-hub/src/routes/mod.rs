@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod dashboard;
+mod guard;
 mod inference;
 pub(crate) mod keys;
 pub(crate) mod model_actions;
@@ -16,6 +17,28 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::hub::HubState;
+
+/// The management API: every route behind the admin layer.
+fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/admin/backends", get(admin::list).post(admin::add))
+        .route(
+            "/admin/backends/{name}",
+            get(admin::get).delete(admin::remove),
+        )
+        .route("/admin/backends/{name}/drain", post(admin::drain))
+        .route("/admin/backends/{name}/undrain", post(admin::undrain))
+        .route("/admin/models/{*model}", post(model_actions::dispatch))
+        .route("/admin/keys", get(keys::list).post(keys::create))
+        .route("/admin/keys/{id}", axum::routing::delete(keys::revoke))
+        .route("/admin/keys/purge", post(keys::purge))
+        .route("/admin/overview", get(dashboard::overview))
+        .route("/admin/events", get(dashboard::events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            guard::admin_only,
+        ))
+}
 
 pub fn router(state: Arc<HubState>) -> Router {
     Router::new()
@@ -40,21 +63,9 @@ pub fn router(state: Arc<HubState>) -> Router {
                 )
             }),
         )
-        .route("/admin/backends", get(admin::list).post(admin::add))
-        .route(
-            "/admin/backends/{name}",
-            get(admin::get).delete(admin::remove),
-        )
-        .route("/admin/backends/{name}/drain", post(admin::drain))
-        .route("/admin/backends/{name}/undrain", post(admin::undrain))
-        .route("/admin/models/{*model}", post(model_actions::dispatch))
-        .route("/admin/keys", get(keys::list).post(keys::create))
-        .route("/admin/overview", get(dashboard::overview))
-        .route("/admin/events", get(dashboard::events))
         .route("/", get(dashboard::page))
         .route("/dashboard/{file}", get(dashboard::file))
-        .route("/admin/keys/{id}", axum::routing::delete(keys::revoke))
-        .route("/admin/keys/purge", post(keys::purge))
+        .merge(admin(state.clone()))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)

@@ -10,14 +10,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use drover_core::ModelName;
 use drover_proto::admin::{ModelAction, ModelTarget};
 use drover_scheduler::{Event, Refusal, Reply, Residency};
-use http::HeaderMap;
 
-use super::admin::{authorize, find, require_json};
+use super::admin::find;
+use super::guard::AdminJson;
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::manager;
@@ -28,9 +27,8 @@ use crate::registry::BackendEntry;
 /// (`Qwen/Qwen2.5-7B`), so the path is split at its last segment.
 pub async fn dispatch(
     State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
     Path(rest): Path<String>,
-    body: Bytes,
+    AdminJson(target): AdminJson<ModelTarget>,
 ) -> Result<Json<ModelAction>, ApiError> {
     let (model, action) = match rest.rsplit_once('/') {
         Some((model, action)) if !model.is_empty() => (Some(model), action),
@@ -38,10 +36,10 @@ pub async fn dispatch(
         None => (None, rest.as_str()),
     };
     match action {
-        "load" => load(hub, headers, model, body).await,
-        "unload" => unload(hub, headers, model, body).await,
-        "pin" => pin(hub, headers, model, body, true),
-        "unpin" => pin(hub, headers, model, body, false),
+        "load" => load(hub, model, target).await,
+        "unload" => unload(hub, model, target).await,
+        "pin" => pin(hub, model, target, true),
+        "unpin" => pin(hub, model, target, false),
         _ => Err(ApiError::NotFound {
             message: "expected POST /admin/models/load, .../unload, .../pin or .../unpin (the model in the body), or /admin/models/{model}/load and so on"
                 .into(),
@@ -111,11 +109,10 @@ pub(crate) fn action_doc() {}
 
 async fn load(
     hub: Arc<HubState>,
-    headers: HeaderMap,
     model: Option<&str>,
-    body: Bytes,
+    target: ModelTarget,
 ) -> Result<Json<ModelAction>, ApiError> {
-    let (model, target) = read(&hub, &headers, model, &body)?;
+    let (model, target) = read(&hub, model, target)?;
     let listing = listing(&hub, &model, target.backend.as_deref())?;
     // Loaded where asked (anywhere, when no backend is named): done.
     if let Some((entry, _)) = listing.iter().find(|(_, r)| *r == Residency::Loaded) {
@@ -150,11 +147,10 @@ async fn load(
 
 async fn unload(
     hub: Arc<HubState>,
-    headers: HeaderMap,
     model: Option<&str>,
-    body: Bytes,
+    target: ModelTarget,
 ) -> Result<Json<ModelAction>, ApiError> {
-    let (model, target) = read(&hub, &headers, model, &body)?;
+    let (model, target) = read(&hub, model, target)?;
     let listing = listing(&hub, &model, target.backend.as_deref())?;
     let name = ModelName::new(&model);
     let mut done = Vec::new();
@@ -202,12 +198,11 @@ fn evicted_note(listing: &[(Arc<BackendEntry>, Residency)], model: &str) -> Opti
 /// whenever no backend holds it. `unpin` undoes it.
 fn pin(
     hub: Arc<HubState>,
-    headers: HeaderMap,
     model: Option<&str>,
-    body: Bytes,
+    target: ModelTarget,
     on: bool,
 ) -> Result<Json<ModelAction>, ApiError> {
-    let (model, _) = read(&hub, &headers, model, &body)?;
+    let (model, _) = read(&hub, model, target)?;
     let listing = listing(&hub, &model, None)?;
     let name = ModelName::new(&model);
     let changed = hub.dispatcher.apply(Event::Pinned {
@@ -308,19 +303,9 @@ fn refused(
 /// The model (from the path, else the body) and the target.
 fn read(
     hub: &HubState,
-    headers: &HeaderMap,
     in_path: Option<&str>,
-    body: &[u8],
+    target: ModelTarget,
 ) -> Result<(String, ModelTarget), ApiError> {
-    authorize(hub, headers)?;
-    require_json(headers)?;
-    let target: ModelTarget = if body.iter().all(u8::is_ascii_whitespace) {
-        ModelTarget::default()
-    } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!("invalid body: {e}"), None, "invalid_body")
-        })?
-    };
     let model = match (in_path, target.model.as_deref()) {
         (Some(path), Some(body)) if path != body => {
             return Err(ApiError::bad_request(

@@ -62,7 +62,7 @@ fn authorize_metrics(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError
             }
         }
     }
-    super::admin::authorize(hub, headers).map_err(|e| match e {
+    super::guard::authorize(hub, headers).map_err(|e| match e {
         ApiError::Unauthorized(_) => ApiError::Unauthorized(
             "/metrics needs an admin or a metrics key as a bearer token (drover keys create NAME --kind metrics), or public_metrics = true".into(),
         ),
