@@ -244,6 +244,9 @@ pub(crate) struct Backend {
     /// Bytes per second its loads have taken, smoothed: an estimate for a
     /// model never loaded here.
     pub load_rate: Option<f64>,
+    /// How long its loads have taken, whatever the model, smoothed: an
+    /// estimate for a model whose size nobody says.
+    pub load_time: Option<Duration>,
     /// A model the backend is being cleared for (aging has passed a busy
     /// model's turn): it takes no new work for other models until the
     /// load.
@@ -275,6 +278,7 @@ impl Backend {
             breaker: Breaker::new(config),
             status: BackendStatus::default(),
             load_rate: None,
+            load_time: None,
             reserved: None,
             totals: Totals::default(),
         }

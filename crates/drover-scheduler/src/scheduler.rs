@@ -547,7 +547,7 @@ impl Scheduler {
                 self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
             if !retry && (self.queue.len() >= self.config.max_queue || over_bytes) {
                 return Err(Reject::QueueFull {
-                    retry_after: self.estimate_wait(request.model.as_str()),
+                    retry_after: self.retry_after(request.model.as_str(), now),
                 });
             }
             self.queue.push(request, retry);
@@ -594,7 +594,7 @@ impl Scheduler {
             self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
         if !retry && (self.queue.len() >= self.config.max_queue || over_bytes) {
             return Err(Reject::QueueFull {
-                retry_after: self.estimate_wait(request.model.as_str()),
+                retry_after: self.retry_after(request.model.as_str(), now),
             });
         }
         let model = request.model.clone();
@@ -838,21 +838,19 @@ impl Scheduler {
             .min()
     }
 
-    /// How long a new request for `model` would wait, roughly: the queue
-    /// ahead of it over the model's slots, times the observed service time.
-    pub fn estimate_wait(&self, model: &str) -> Duration {
-        let (slots, service) = self.fleet.model_capacity(model);
-        let service = service.unwrap_or(Duration::from_secs(1));
-        let ahead = self.queue.len_for(model) as u32 + 1;
-        let wait = service * ahead.div_ceil(slots.max(1));
-        wait.clamp(Duration::from_secs(1), Duration::from_secs(60))
+    /// When a request refused for a full queue should come back: its
+    /// expected wait, from a second to a minute.
+    fn retry_after(&self, model: &str, now: Duration) -> Duration {
+        self.expected_wait(model, now)
+            .clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
     /// How long a new request for `model` should wait before it starts:
     /// nothing when a slot is free and nobody waits; else the rest of a
     /// load under way (or a whole load, when none holds it), plus the queue
     /// ahead over the model's slots times its service time. What a client
-    /// reads to decide whether to come back later.
+    /// reads to decide whether to come back later: the one estimate behind
+    /// `/v1/queue`, the dashboard and a full queue's `Retry-After`.
     pub fn expected_wait(&self, model: &str, now: Duration) -> Duration {
         let name = ModelName::new(model);
         let tiers = self.tiers(&name);

@@ -838,3 +838,35 @@ fn one_at_a_time_clients_of_two_models_that_do_not_fit_together_do_not_thrash() 
         assert!(total >= 25, "{slots} slots: {total} answers");
     }
 }
+
+/// The wait a client is told for a model that loads where nothing has
+/// measured it: as long as that backend's other loads took, not the
+/// ten-second default (the dashboard showed 11 s for loads of 0.2 s).
+#[test]
+fn the_expected_wait_for_a_first_load_is_the_backends_own_load_time() {
+    let mut s = sched();
+    add(
+        &mut s,
+        1,
+        vec![ModelSpec::unloaded("a", 1), ModelSpec::unloaded("b", 1)],
+        loader(),
+    );
+    assert_eq!(
+        s.submit(req(1, "a", secs(0)), secs(0)),
+        Ok(Admission::Queued)
+    );
+    let order = loads(&s.poll(secs(0)));
+    assert_eq!(order.len(), 1, "{order:?}");
+    s.load_finished(BackendId(1), &name("a"), Ok(ms(200)), ms(200));
+    // Nothing measured for b: before its load, and while it loads.
+    let before = s.expected_wait("b", ms(300));
+    assert!(before < secs(3), "{before:?}");
+    assert_eq!(
+        s.submit(req(2, "b", ms(300)), ms(300)),
+        Ok(Admission::Queued)
+    );
+    assert_eq!(loads(&s.poll(ms(300))).len(), 1);
+    let during = s.expected_wait("b", ms(350));
+    assert!(during < secs(3), "{during:?}");
+    assert!(s.loading("b", ms(350)).unwrap().1 <= ms(200));
+}
