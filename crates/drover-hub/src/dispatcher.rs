@@ -353,6 +353,11 @@ impl Dispatcher {
         f(&self.lock().sched)
     }
 
+    /// What the scheduler holds of one backend.
+    pub fn view(&self, backend: BackendId) -> Option<drover_scheduler::BackendView> {
+        self.inspect(|s| s.fleet().view(backend))
+    }
+
     /// Whether any backend lists `model`.
     pub fn knows_model(&self, model: &str) -> bool {
         self.inspect(|s| s.fleet().knows_model(model))

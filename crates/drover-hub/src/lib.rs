@@ -21,6 +21,8 @@
 //!   (`stall_io`: a client may not stall an answer for ever).
 //! - `observe`: the one observer of requests, loads and keys, feeding the
 //!   metrics and the dashboard's traffic.
+//! - `views`: the read model: every document showing the fleet and its
+//!   queue, from one snapshot of the scheduler.
 //! - `metrics`: Prometheus metrics.
 //! - `openapi`: the OpenAPI document, from the handlers' annotations.
 //! - `usage`: the output tokens an answer reports, read as it passes.
@@ -51,6 +53,7 @@ mod stall_io;
 mod tls;
 mod traffic;
 mod usage;
+mod views;
 
 pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};

@@ -2,8 +2,10 @@
 //! path; gauges that describe state (queue depth, slots, breakers) are read
 //! from the scheduler at scrape time, so they can never drift from it.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use drover_core::BackendId;
 use drover_scheduler::{BackendView, QueueStats};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -301,8 +303,8 @@ impl Metrics {
     /// of the scheduler first. A gauge reads 0 rather than vanishing: every
     /// model the fleet lists has a queue depth, every priority once seen
     /// keeps its series.
-    pub fn render(&self, fleet: &FleetSnapshot<'_>) -> String {
-        self.refresh_queue(fleet.views, fleet.queue);
+    pub fn render(&self, fleet: &Scrape<'_>) -> String {
+        self.refresh_queue(&fleet.fleet.backends, &fleet.fleet.queue);
         self.refresh_backends(fleet);
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -314,9 +316,9 @@ impl Metrics {
         out
     }
 
-    fn refresh_queue(&self, views: &[BackendView], stats: &QueueStats) {
+    fn refresh_queue(&self, views: &BTreeMap<BackendId, BackendView>, stats: &QueueStats) {
         self.queue_depth.clear();
-        for model in views.iter().flat_map(|v| &v.models) {
+        for model in views.values().flat_map(|v| &v.models) {
             self.queue_depth
                 .get_or_create(&ModelLabels {
                     model: model.name.to_string(),
@@ -351,13 +353,13 @@ impl Metrics {
         self.queue_bytes.set(stats.bytes as i64);
     }
 
-    fn refresh_backends(&self, fleet: &FleetSnapshot<'_>) {
+    fn refresh_backends(&self, fleet: &Scrape<'_>) {
         self.slots_busy.clear();
         self.slots_total.clear();
         self.residency.clear();
         self.breaker.clear();
         self.draining.clear();
-        for view in fleet.views {
+        for view in fleet.fleet.backends.values() {
             let backend = (fleet.name_of)(view.id);
             self.set_state(&backend, view.breaker.as_str());
             self.draining
@@ -405,11 +407,10 @@ impl Metrics {
     }
 }
 
-/// What a scrape reads from the hub, taken under the scheduler's lock and
-/// rendered outside it.
-pub struct FleetSnapshot<'a> {
-    pub views: &'a [BackendView],
-    pub queue: &'a QueueStats,
+/// What a scrape reads from the hub: a snapshot taken under the
+/// scheduler's lock, rendered outside it.
+pub struct Scrape<'a> {
+    pub fleet: &'a crate::views::Snapshot,
     /// Backends that have never answered, by name.
     pub unreachable: &'a [String],
     pub name_of: &'a dyn Fn(drover_core::BackendId) -> String,

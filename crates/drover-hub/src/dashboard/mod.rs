@@ -12,15 +12,12 @@ mod assets;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_proto::dashboard::{
-    ClientQueue, Overview, PriorityQueue, QueueOverview, TrafficOverview,
-};
+use drover_proto::dashboard::Overview;
 use tokio::sync::watch;
 
 pub(crate) use assets::asset;
 
 use crate::hub::HubState;
-use crate::routes::admin;
 use crate::traffic::{BUCKET_MS, unix_ms};
 
 /// How often an open dashboard hears from the hub.
@@ -73,70 +70,10 @@ pub fn overview_json(hub: &HubState, now_ms: u64, since_ms: u64) -> String {
 
 /// The whole picture at `now_ms`, with the traffic series from `since_ms`.
 pub fn overview(hub: &HubState, now_ms: u64, since_ms: u64) -> Overview {
-    let fleet = admin::views(hub);
-    let backends = hub
-        .registry
-        .all()
-        .iter()
-        .map(|e| admin::info(e, &fleet))
-        .collect();
-    let now = hub.dispatcher.now();
-    let (queue, clients) = hub.dispatcher.inspect(|s| {
-        let stats = s.queue().stats();
-        let by_model = crate::routes::queue::entries(s, now, |_| true);
-        let queue = QueueOverview {
-            waiting: stats.waiting as u64,
-            bytes: stats.bytes as u64,
-            oldest_ms: by_model.iter().filter_map(|m| m.oldest_ms).max(),
-            by_model,
-            by_priority: stats
-                .by_priority
-                .iter()
-                .map(|&(priority, n)| PriorityQueue {
-                    priority,
-                    waiting: n as u64,
-                })
-                .collect(),
-            by_client: Vec::new(),
-        };
-        (queue, stats.by_client)
-    });
-    // Names are looked up outside the scheduler's lock.
-    let names = crate::caller::names(&hub.keys, &hub.clients);
-    let queue = QueueOverview {
-        by_client: clients
-            .into_iter()
-            .map(|(client, n)| ClientQueue {
-                client: names
-                    .get(&client)
-                    .cloned()
-                    .unwrap_or_else(|| format!("client-{:x}", client.0)),
-                waiting: n as u64,
-            })
-            .collect(),
-        ..queue
-    };
-    let (by_backend, by_model) = hub.observer.traffic().totals(now_ms);
-    Overview {
-        at_ms: now_ms,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_seconds: (now_ms / 1000).saturating_sub(hub.started_unix) as f64,
-        backends,
-        queue,
-        refused: hub.observer.traffic().refusals(),
-        traffic: TrafficOverview {
-            bucket_seconds: BUCKET_MS / 1000,
-            // Not from before the hub started: a young hub's charts span
-            // its life, not an hour of nothing.
-            series: hub
-                .observer
-                .traffic()
-                .series(since_ms.max(hub.started_unix * 1000), now_ms),
-            now: hub.observer.traffic().rates(now_ms),
-            by_backend,
-            by_model,
-        },
-        keys: hub.observer.traffic().keys(now_ms),
-        api_keys: hub.keys.list(),
-    }
+    crate::views::overview(
+        hub,
+        crate::views::Snapshot::with_models(&hub.dispatcher),
+        now_ms,
+        since_ms,
+    )
 }

@@ -263,7 +263,7 @@ fn refused(
             let why: Vec<String> = listing
                 .iter()
                 .map(|(e, _)| {
-                    let view = hub.dispatcher.inspect(|s| s.fleet().view(e.id));
+                    let view = hub.dispatcher.view(e.id);
                     match view {
                         Some(v) if v.draining => {
                             format!(
@@ -338,9 +338,9 @@ fn listing(
     backend: Option<&str>,
 ) -> Result<Vec<(Arc<BackendEntry>, Residency)>, ApiError> {
     let only = backend.map(|name| find(hub, name)).transpose()?;
-    let views = hub.dispatcher.inspect(|s| s.fleet().views());
+    let views = crate::views::Snapshot::take(&hub.dispatcher).backends;
     let listing: Vec<(Arc<BackendEntry>, Residency)> = views
-        .iter()
+        .values()
         .filter(|v| only.as_ref().is_none_or(|e| e.id == v.id))
         .filter_map(|v| {
             let m = v.models.iter().find(|m| m.name.as_str() == model)?;

@@ -25,7 +25,9 @@ fn allowed(hub: &HubState, headers: &HeaderMap) -> Result<Option<Vec<String>>, A
 
 /// The fleet's models that `keep` lets through, each with its placements.
 fn entries(hub: &HubState, keep: impl Fn(&str) -> bool) -> Vec<ModelEntry> {
-    let views = hub.dispatcher.inspect(|s| s.fleet().views());
+    let views = crate::views::Snapshot::take(&hub.dispatcher)
+        .backends
+        .into_values();
     let mut by_model: BTreeMap<String, Vec<ModelPlacement>> = BTreeMap::new();
     for view in views {
         let backend = hub.registry.name_of(view.id);

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::caller::bearer;
 use crate::error::ApiError;
 use crate::hub::HubState;
+use crate::views::Snapshot;
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is up")))]
 pub async fn health() -> Response {
@@ -22,9 +23,10 @@ pub async fn health() -> Response {
 /// Ready when at least one backend can take work for at least one model.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "A backend can take work"), (status = 503, description = "None can yet")))]
 pub async fn ready(State(hub): State<Arc<HubState>>) -> Response {
-    let views = hub.dispatcher.inspect(|s| s.fleet().views());
-    let usable = views
-        .iter()
+    let fleet = Snapshot::take(&hub.dispatcher);
+    let usable = fleet
+        .backends
+        .values()
         .filter(|v| !v.draining && v.breaker != BreakerState::Open && !v.models.is_empty())
         .count();
     if usable > 0 {
@@ -77,19 +79,13 @@ pub async fn metrics(State(hub): State<Arc<HubState>>, headers: HeaderMap) -> Re
     }
     // Snapshot under the lock, render outside it: a scrape must not stall
     // dispatch.
-    let (views, stats) = hub
-        .dispatcher
-        .inspect(|s| (s.fleet().views(), s.queue().stats()));
+    let fleet = Snapshot::take(&hub.dispatcher);
     let unreachable = hub.unreachable_backends();
-    let text = hub
-        .observer
-        .metrics()
-        .render(&crate::metrics::FleetSnapshot {
-            views: &views,
-            queue: &stats,
-            unreachable: &unreachable,
-            name_of: &|id| hub.registry.name_of(id),
-        });
+    let text = hub.observer.metrics().render(&crate::metrics::Scrape {
+        fleet: &fleet,
+        unreachable: &unreachable,
+        name_of: &|id| hub.registry.name_of(id),
+    });
     (
         [(
             header::CONTENT_TYPE,
