@@ -101,11 +101,6 @@ impl HubState {
         self.forwarder.model_not_found_among(model, allowed).into()
     }
 
-    /// "No answering backend serves `model`; `backends` never answered".
-    pub fn unreachable(&self, model: String, backends: Vec<String>) -> crate::error::ApiError {
-        self.forwarder.unreachable(model, backends).into()
-    }
-
     /// A fresh `x-request-id`, for an answer to a request that had none.
     pub fn new_request_header(&self) -> http::HeaderValue {
         self.ids.header(self.ids.next())

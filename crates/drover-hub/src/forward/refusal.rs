@@ -141,9 +141,15 @@ impl Forwarder {
     /// No backend lists `model`: not found, unless some backend never
     /// answered (it may be theirs).
     fn not_listed(&self, model: String) -> ForwardError {
+        self.not_listed_among(model, None)
+    }
+
+    /// [`Forwarder::not_listed`], naming only the closest of the models
+    /// `allowed` (all, for `None`).
+    pub fn not_listed_among(&self, model: String, allowed: Option<&[String]>) -> ForwardError {
         let backends = self.unreachable_backends();
         if backends.is_empty() {
-            self.model_not_found_among(model, None)
+            self.model_not_found_among(model, allowed)
         } else {
             self.unreachable(model, backends)
         }
@@ -176,7 +182,7 @@ impl Forwarder {
 
     /// "No answering backend serves `model`; `backends` never answered":
     /// their next probe may tell.
-    pub fn unreachable(&self, model: String, backends: Vec<String>) -> ForwardError {
+    fn unreachable(&self, model: String, backends: Vec<String>) -> ForwardError {
         ForwardError::Unreachable {
             model,
             backends,

@@ -95,11 +95,8 @@ pub async fn get(
         .next()
         .map(Json)
         .ok_or_else(|| {
-            let backends = hub.unreachable_backends();
-            if backends.is_empty() {
-                hub.model_not_found_among(model, allowed.as_deref())
-            } else {
-                hub.unreachable(model, backends)
-            }
+            hub.forwarder
+                .not_listed_among(model, allowed.as_deref())
+                .into()
         })
 }
