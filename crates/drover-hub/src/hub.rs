@@ -27,7 +27,7 @@ use crate::keys::{KeyError, Keys};
 use crate::limits::Limiter;
 use crate::observe::Observer;
 use crate::registry::{BackendEntry, Registry, RegistryError};
-use crate::{manager, prober, routes, server, tls};
+use crate::{model_work, prober, routes, server, tls};
 use drover_proto::admin::BackendSpec;
 use drover_proto::admin::KeyKind;
 
@@ -299,7 +299,9 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     state
         .tasks
         .spawn(state.dispatcher.clone().run_timer(state.shutdown.clone()));
-    state.tasks.spawn(manager::run(state.clone(), model_work));
+    state
+        .tasks
+        .spawn(model_work::run(state.clone(), model_work));
     state.tasks.spawn(crate::dashboard::run(state.clone()));
     state.tasks.spawn(watch_keys(state.clone()));
 

@@ -15,7 +15,7 @@
 //! - `continuations`: which backend stored each Responses API response.
 //! - `registry`: backends by name and id, with their adapters.
 //! - `prober`: per-backend discovery, which is also the health probe.
-//! - `manager`: carries out the loads and unloads the scheduler decides
+//! - `model_work`: carries out the loads and unloads the scheduler decides
 //!   (and the operator's), reporting each end back.
 //! - `server`: the accept loop; every connection task is owned and bounded
 //!   (`stall_io`: a client may not stall an answer for ever).
@@ -41,8 +41,8 @@ pub mod forward;
 pub mod hub;
 pub mod keys;
 mod limits;
-mod manager;
 mod metrics;
+mod model_work;
 mod observe;
 mod openapi;
 mod prober;

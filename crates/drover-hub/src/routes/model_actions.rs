@@ -19,7 +19,7 @@ use super::admin::find;
 use super::guard::AdminJson;
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::manager;
+use crate::model_work;
 use crate::registry::BackendEntry;
 
 /// `POST /admin/models/{action}` (the model in the body) and
@@ -131,7 +131,7 @@ async fn load(
         .ask_load(only, &name)
         .map_err(|r| refused(&hub, &model, &listing, r))?;
     let backend = hub.registry.name_of(order.backend);
-    let took = manager::load(&hub, order)
+    let took = model_work::load(&hub, order)
         .await
         .map_err(|e| ApiError::Upstream {
             message: format!("{backend}: {e}"),
@@ -161,7 +161,7 @@ async fn unload(
         hub.dispatcher
             .ask_unload(entry.id, &name)
             .map_err(|r| refused(&hub, &model, &listing, r))?;
-        manager::unload(&hub, entry.id, &name, "an operator asked")
+        model_work::unload(&hub, entry.id, &name, "an operator asked")
             .await
             .map_err(|e| ApiError::Upstream {
                 message: format!("{}: {e}", entry.name),
