@@ -1,7 +1,7 @@
 //! drover's scheduler: given the fleet's state, the waiting requests and the
 //! time, decide what runs where. Pure and deterministic: it does no I/O,
 //! reads no clock and spawns nothing, so the hub and the virtual-time
-//! policy lab drive exactly the same code.
+//! policy lab (`drover-lab`) drive exactly the same code.
 //!
 //! - [`scheduler`]: [`Scheduler`], the one entry point.
 //! - [`event`]: its interface: every change is an [`Event`] given to
@@ -23,9 +23,6 @@
 //!   backend whose KV cache holds that prefix.
 //! - [`policy`]: how a backend is chosen: drover's (late binding, least
 //!   loaded, affinity) and the baselines it is measured against.
-//! - [`lab`]: the virtual-time policy lab; drives [`Scheduler`] with seeded
-//!   traffic, failures and deadlines, and compares the policies with an
-//!   oracle and the ideal (`drover lab`).
 //!
 //! Time is a [`std::time::Duration`] since an epoch the caller picks.
 
@@ -33,7 +30,6 @@ pub mod affinity;
 pub mod breaker;
 pub mod event;
 pub mod fleet;
-pub mod lab;
 pub mod manager;
 pub mod plan;
 pub mod policy;

@@ -1,8 +1,6 @@
 //! `drover lab`: the scheduler in virtual time, against round robin,
 //! least-connections, an oracle and the ideal, on the same seeded traces.
 
-use drover_scheduler::lab;
-
 #[derive(clap::Args)]
 pub struct LabArgs {
     /// A scenario, named for the fleet's shape and what happens to it, or
@@ -20,19 +18,19 @@ pub struct LabArgs {
 /// "all" and every scenario's name, for `--help` and for clap to check.
 fn scenarios() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(
-        std::iter::once("all").chain(lab::scenario_names().iter().copied()),
+        std::iter::once("all").chain(drover_lab::scenario_names().iter().copied()),
     )
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<()> {
     let names: Vec<&str> = if args.scenario == "all" {
-        lab::scenario_names().to_vec()
+        drover_lab::scenario_names().to_vec()
     } else {
         vec![args.scenario.as_str()]
     };
     for name in names {
-        let reports =
-            lab::run(name, args.seed, args.scale).map_err(|e| anyhow::anyhow!("{e}, or all"))?;
+        let reports = drover_lab::run(name, args.seed, args.scale)
+            .map_err(|e| anyhow::anyhow!("{e}, or all"))?;
         for report in reports {
             println!("{report}");
         }

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::policy::Policy;
+use drover_scheduler::Policy;
 
 /// p50, p95 and p99 of a set of durations (nearest rank).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

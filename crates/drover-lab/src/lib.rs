@@ -23,7 +23,7 @@
 //!   printed table.
 //! - `events`, `rng`: the virtual clock's heap, and SplitMix64.
 //!
-//! [`Scheduler`]: crate::Scheduler
+//! [`Scheduler`]: drover_scheduler::Scheduler
 
 mod belady;
 mod catalogue;
@@ -41,7 +41,7 @@ mod trace;
 
 use std::fmt;
 
-use crate::policy::Policy;
+use drover_scheduler::Policy;
 
 pub use report::{Percentiles, Report, Row};
 

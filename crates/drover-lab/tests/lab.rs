@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use drover_lab::{self as lab, Report, Row};
 use drover_scheduler::Policy;
-use drover_scheduler::lab::{self, Report, Row};
 
 const SEED: u64 = 2;
 
@@ -372,7 +372,7 @@ fn drover_loads_models_far_less_than_round_robin_and_near_a_belady_oracle() {
 /// The lab is the scheduler's regression test: every scenario's tables at
 /// seed 1, as `drover lab` prints them, byte for byte. A change to the
 /// scheduler that moves a decision shows here; if it is meant to, the file
-/// is written anew (`drover lab > crates/drover-scheduler/tests/lab_tables.txt`)
+/// is written anew (`drover lab > crates/drover-lab/tests/lab_tables.txt`)
 /// and the difference is read and explained in the commit.
 #[test]
 fn the_tables_are_byte_identical_to_the_recorded_ones() {

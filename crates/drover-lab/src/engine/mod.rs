@@ -30,12 +30,11 @@ use super::fleet_spec::is_down;
 use super::scenario::Scenario;
 use super::tally::{Fate, Tally};
 use super::trace::Job;
-use crate::affinity::Affinity;
-use crate::policy::Policy;
-use crate::scheduler::{
-    Admission, Decision, Dispatch, Outcome, Request, Scheduler, SchedulerConfig,
-};
 use drover_core::mix::mix64 as mix;
+use drover_scheduler::{
+    Admission, Affinity, Decision, Dispatch, Outcome, Policy, Reject, Request, Scheduler,
+    SchedulerConfig,
+};
 
 /// The hub's `max_retries`.
 pub(crate) const MAX_RETRIES: u32 = 3;
@@ -276,17 +275,12 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn admitted(
-        &mut self,
-        job: usize,
-        admission: Result<Admission, crate::scheduler::Reject>,
-        now: Duration,
-    ) {
+    fn admitted(&mut self, job: usize, admission: Result<Admission, Reject>, now: Duration) {
         match admission {
             Ok(Admission::Dispatched(d)) => self.send(d, now),
             Ok(Admission::Queued) => {}
             // A retry with no backend left to try has failed.
-            Err(crate::scheduler::Reject::Exhausted) => {
+            Err(Reject::Exhausted) => {
                 self.resolve(job, Fate::Failed);
             }
             Err(_) => {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use drover_core::{BackendId, ModelName};
 
 use super::Engine;
-use crate::lab::events::Event;
-use crate::scheduler::LoadOrder;
+use crate::events::Event;
+use drover_scheduler::LoadOrder;
 
 impl Engine<'_> {
     /// Drover decided a load: unload what it evicts (idle by the manager's

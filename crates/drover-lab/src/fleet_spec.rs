@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use drover_core::{BackendId, ModelName};
 
-use crate::fleet::{BackendStatus, ModelSpec};
+use drover_scheduler::{BackendStatus, ModelSpec};
 
 /// One model on one backend.
 #[derive(Clone, Debug)]
