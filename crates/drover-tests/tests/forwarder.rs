@@ -6,9 +6,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use drover_hub::forward::{Api, ErrorFormat, ForwardError, Forwarded, Sender};
+use drover_hub::forward::{
+    Api, ErrorFormat, ForwardError, ForwardRequest, Forwarded, Forwarder, Sender,
+};
 use drover_tests::{ClusterBuilder, chat_body, openai};
 use http_body_util::BodyExt;
+
+/// A chat request for `model`, as a job runner would build it.
+async fn chat(forwarder: &Forwarder, model: &str) -> ForwardRequest {
+    let body = Bytes::from(serde_json::to_vec(&chat_body(model, "hello")).unwrap());
+    forwarder
+        .prepare(
+            body,
+            Api::OpenAi,
+            ErrorFormat::OpenAi,
+            "/v1/chat/completions".into(),
+            Sender::default(),
+        )
+        .await
+        .unwrap()
+}
 
 async fn overview_requests(cluster: &drover_tests::Cluster) -> u64 {
     let overview = cluster.client.get("/admin/overview").await.json();
@@ -27,17 +44,7 @@ async fn a_request_forwarded_without_http_is_answered_and_counted_like_any() {
         .start()
         .await;
     let forwarder = cluster.hub.forwarder();
-    let body = Bytes::from(serde_json::to_vec(&chat_body("m", "hello")).unwrap());
-    let request = forwarder
-        .prepare(
-            body,
-            Api::OpenAi,
-            ErrorFormat::OpenAi,
-            "/v1/chat/completions".into(),
-            Sender::default(),
-        )
-        .await
-        .unwrap();
+    let request = chat(&forwarder, "m").await;
     assert_eq!(request.model, "m");
     let Forwarded { result, .. } = forwarder.forward(request).await;
     let answer = result.unwrap();
@@ -51,17 +58,7 @@ async fn a_request_forwarded_without_http_is_answered_and_counted_like_any() {
     );
 
     // A model nobody serves: the domain's error, no HTTP status in sight.
-    let body = Bytes::from(serde_json::to_vec(&chat_body("nope", "hello")).unwrap());
-    let request = forwarder
-        .prepare(
-            body,
-            Api::OpenAi,
-            ErrorFormat::OpenAi,
-            "/v1/chat/completions".into(),
-            Sender::default(),
-        )
-        .await
-        .unwrap();
+    let request = chat(&forwarder, "nope").await;
     let Forwarded { result, .. } = forwarder.forward(request).await;
     assert!(
         matches!(result, Err(ForwardError::ModelNotFound { .. })),
