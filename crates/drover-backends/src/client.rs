@@ -131,17 +131,11 @@ impl HttpClient {
     /// The server at `authority` (`host:port`) closes a connection after
     /// every streamed answer: such connections are not reused.
     pub fn closes_after_streams(&self, authority: &str) {
-        self.closers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(authority.to_string());
+        drover_core::sync::write(&self.closers).insert(authority.to_string());
     }
 
     fn retires_streams(&self, uri: &Uri) -> bool {
-        let closers = self
-            .closers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let closers = drover_core::sync::read(&self.closers);
         !closers.is_empty()
             && uri
                 .authority()

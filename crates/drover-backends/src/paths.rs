@@ -22,7 +22,7 @@ pub(crate) struct PathProbe {
 
 impl PathProbe {
     pub(crate) async fn apis(&self, http: &Http) -> Apis {
-        if let Some(apis) = *lock(&self.learned) {
+        if let Some(apis) = *drover_core::sync::lock(&self.learned) {
             return apis;
         }
         let responses = served(http, "/v1/responses").await;
@@ -32,14 +32,10 @@ impl PathProbe {
             messages: messages.as_ref().ok().copied(),
         };
         if responses.is_ok() && messages.is_ok() {
-            *lock(&self.learned) = Some(apis);
+            *drover_core::sync::lock(&self.learned) = Some(apis);
         }
         apis
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn served(http: &Http, path: &str) -> Result<bool, BackendError> {

@@ -83,7 +83,7 @@ pub(crate) struct ResponseStore {
 
 impl ResponseStore {
     pub(crate) fn remember(&self, id: &str) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = drover_core::sync::lock(&self.inner);
         let (set, order) = &mut *inner;
         if set.insert(id.to_string()) {
             order.push_back(id.to_string());
@@ -96,10 +96,6 @@ impl ResponseStore {
     }
 
     pub(crate) fn holds(&self, id: &str) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .contains(id)
+        drover_core::sync::lock(&self.inner).0.contains(id)
     }
 }

@@ -87,10 +87,7 @@ fn param(query: Option<&str>, name: &str) -> Option<String> {
 const STATUS_LAG: std::time::Duration = std::time::Duration::from_millis(150);
 
 fn status(model: &ModelState) -> &'static str {
-    let stopping = model
-        .stopping_until
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let stopping = drover_core::sync::lock(&model.stopping_until)
         .is_some_and(|until| tokio::time::Instant::now() < until);
     if model.is_loaded() || stopping {
         "loaded"
@@ -139,10 +136,8 @@ async fn load(shared: &Shared, body: Incoming, load: bool) -> Response<SimBody> 
         // The instance is told to stop and no longer counts; the answer
         // comes before its status changes.
         model.set_loaded(false);
-        *model
-            .stopping_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now() + STATUS_LAG);
+        *drover_core::sync::lock(&model.stopping_until) =
+            Some(tokio::time::Instant::now() + STATUS_LAG);
     }
     ok_json(&json!({"success": true}))
 }

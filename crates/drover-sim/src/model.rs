@@ -92,7 +92,7 @@ impl ModelState {
     }
 
     fn instances(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
-        let mut set = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = drover_core::sync::lock(&self.instances);
         if set.is_empty() {
             set.insert(1);
         }

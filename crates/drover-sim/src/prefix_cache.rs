@@ -79,7 +79,7 @@ impl PrefixCache {
     /// least recently used one) for it, and returns how many of its prompt
     /// tokens were cached there.
     pub(crate) fn take(&self, prompt: &Blocks) -> usize {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = drover_core::sync::lock(&self.slots);
         let best = slots
             .iter()
             .enumerate()
@@ -102,7 +102,7 @@ impl PrefixCache {
     }
 
     pub(crate) fn clear(&self) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        drover_core::sync::lock(&self.slots).clear();
     }
 }
 
