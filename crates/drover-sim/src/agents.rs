@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::request::Prompt;
+use crate::request::{Prompt, required_model};
 use crate::text::Fnv;
 
 /// The fields of a Responses or Messages request the simulator reads.
@@ -27,20 +27,9 @@ pub(crate) struct AgentRequest<'a> {
     previous_response_id: Option<String>,
 }
 
-impl<'a> AgentRequest<'a> {
-    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}"), None))
-    }
-
+impl AgentRequest<'_> {
     pub(crate) fn model(&self) -> Result<&str, ApiError> {
-        match self.model.as_deref() {
-            Some(model) if !model.is_empty() => Ok(model),
-            _ => Err(ApiError::invalid_request(
-                "model: Field required",
-                Some("model"),
-            )),
-        }
+        required_model(self.model.as_deref(), "model: Field required")
     }
 
     pub(crate) fn stream(&self) -> bool {

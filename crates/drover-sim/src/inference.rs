@@ -15,7 +15,7 @@ use crate::error::{ApiError, ErrorShape};
 use crate::fault::Fault;
 use crate::guard::{Active, Cells, InFlight, Running};
 use crate::model::ModelState;
-use crate::request::{InferenceRequest, Prompt};
+use crate::request::{InferenceRequest, Prompt, parse_json};
 use crate::shared::{Shared, unix_now};
 use crate::stream::{ChunkShape, StreamPlan, TokenStream};
 use crate::text::{Fnv, Words, count_words, unit_vector};
@@ -127,7 +127,7 @@ async fn answer(
         endpoint,
         Endpoint::Responses | Endpoint::Messages | Endpoint::CountTokens
     ) {
-        agent = AgentRequest::parse(body)?;
+        agent = parse_json::<AgentRequest>(body)?;
         let name = agent.model()?;
         serving(shared, name)?;
         let prompt = agents::prompt(shared.settings.seed, name, body);
@@ -160,7 +160,7 @@ async fn answer(
         });
         (name, job)
     } else {
-        request = InferenceRequest::parse(body)?;
+        request = parse_json::<InferenceRequest>(body)?;
         let name = request.model()?;
         serving(shared, name)?;
         (

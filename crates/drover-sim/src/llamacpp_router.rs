@@ -20,7 +20,8 @@ use serde_json::json;
 use crate::body::{SimBody, json_response};
 use crate::llamacpp;
 use crate::model::ModelState;
-use crate::router::{ok_json, parse_json, read_body};
+use crate::request::parse_json;
+use crate::router::{ok_json, read_body};
 use crate::shared::Shared;
 
 pub(crate) async fn route(

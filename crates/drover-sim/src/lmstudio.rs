@@ -13,7 +13,8 @@ use tokio::time::Instant;
 use crate::body::SimBody;
 use crate::error::ApiError;
 use crate::model::{ModelKind, ModelState};
-use crate::router::{ok_json, parse_json, read_body};
+use crate::request::parse_json;
+use crate::router::{ok_json, read_body};
 use crate::shared::Shared;
 
 /// Every model claims the same made-up file facts; what a client needs from

@@ -71,20 +71,27 @@ pub(crate) struct Prompt {
     pub(crate) tokens: usize,
 }
 
-impl<'a> InferenceRequest<'a> {
-    pub(crate) fn parse(body: &'a [u8]) -> Result<Self, ApiError> {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}"), None))
-    }
+/// A JSON request body, or the 400 to answer instead.
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}"), None))
+}
 
+/// The `model` every inference request must name. `missing` is the 400's
+/// message without one, worded as the real servers of that API word it.
+pub(crate) fn required_model<'m>(
+    model: Option<&'m str>,
+    missing: &'static str,
+) -> Result<&'m str, ApiError> {
+    match model {
+        Some(model) if !model.is_empty() => Ok(model),
+        _ => Err(ApiError::invalid_request(missing, Some("model"))),
+    }
+}
+
+impl InferenceRequest<'_> {
     pub(crate) fn model(&self) -> Result<&str, ApiError> {
-        match self.model.as_deref() {
-            Some(model) if !model.is_empty() => Ok(model),
-            _ => Err(ApiError::invalid_request(
-                "You must provide a model parameter.",
-                Some("model"),
-            )),
-        }
+        required_model(self.model.as_deref(), "You must provide a model parameter.")
     }
 
     pub(crate) fn stream(&self) -> bool {
@@ -184,7 +191,7 @@ mod tests {
     use super::*;
 
     fn chat_key(body: &str) -> u64 {
-        let request = InferenceRequest::parse(body.as_bytes()).map_err(|e| format!("{e:?}"));
+        let request = parse_json::<InferenceRequest>(body.as_bytes()).map_err(|e| format!("{e:?}"));
         match request.and_then(|r| r.chat_prompt(0, "m").map_err(|e| format!("{e:?}"))) {
             Ok(prompt) => prompt.key,
             Err(e) => panic!("{body}: {e}"),
@@ -219,13 +226,17 @@ mod tests {
             "{\"messages\": [{\"content\": 5}]}",
             "{\"input\": [1, 2]}",
         ] {
-            assert!(InferenceRequest::parse(body.as_bytes()).is_err(), "{body}");
+            assert!(
+                parse_json::<InferenceRequest>(body.as_bytes()).is_err(),
+                "{body}"
+            );
         }
     }
 
     #[test]
     fn the_smaller_token_cap_wins() {
-        let parse = |body: &str| InferenceRequest::parse(body.as_bytes()).map(|r| r.max_tokens());
+        let parse =
+            |body: &str| parse_json::<InferenceRequest>(body.as_bytes()).map(|r| r.max_tokens());
         assert!(matches!(parse(r#"{"max_tokens":5}"#), Ok(Some(5))));
         assert!(matches!(
             parse(r#"{"max_completion_tokens":4,"max_tokens":9}"#),

@@ -151,12 +151,6 @@ fn model_list(shared: &Shared) -> Response<SimBody> {
     json_response(StatusCode::OK, &list)
 }
 
-/// A JSON body parsed from a control request, or the 400 to answer instead.
-pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}"), None))
-}
-
 pub(crate) fn ok_json(value: &impl Serialize) -> Response<SimBody> {
     json_response(StatusCode::OK, value)
 }
