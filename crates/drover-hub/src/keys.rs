@@ -23,6 +23,8 @@ use drover_proto::admin::{KeyInfo, KeyKind, KeyLimits};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::name::check_name;
+
 /// What the file holds: every key ever created, revoked ones too (they
 /// are listed as revoked and match nothing).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -229,11 +231,7 @@ impl Keys {
         kind: KeyKind,
         limits: KeyLimits,
     ) -> Result<Created, KeyError> {
-        if !valid_name(name) {
-            return Err(KeyError::Invalid(format!(
-                "key name {name:?} must be 1-64 letters, digits, '.', '-', '_' or ':'"
-            )));
-        }
+        check_name("key", name).map_err(KeyError::Invalid)?;
         check_limits(kind, &limits).map_err(KeyError::Invalid)?;
         let secret = format!(
             "drv_{}_{}",
@@ -443,13 +441,6 @@ pub fn article(kind: KeyKind) -> String {
         KeyKind::Admin => "an admin".into(),
         other => format!("a {}", other.as_str()),
     }
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! - `caller`: who is calling: credentials, identity, priority ceiling.
 //! - `keys`: API keys with powers (client, admin), kept hashed in the data
 //!   directory; `limits`: a client key's limits, checked at the door.
+//! - `name`: the rule for backends' and keys' names.
 //! - `dispatcher`: the pure scheduler behind a lock, waiters, slot guards.
 //! - `affinity`: conversation prefix hashes.
 //! - `aliases`: `[[models]]`, one public name for a model's ids.
@@ -43,6 +44,7 @@ pub mod keys;
 mod limits;
 mod metrics;
 mod model_work;
+mod name;
 mod observe;
 mod openapi;
 mod prober;

@@ -15,6 +15,7 @@ use drover_core::{BackendId, ModelName};
 use drover_scheduler::{BackendStatus, MemoryTerms, ModelSpec, ServerState};
 
 use crate::aliases::Aliases;
+use crate::name::check_name;
 use tokio_util::sync::CancellationToken;
 
 use drover_proto::admin::BackendSpec;
@@ -332,12 +333,10 @@ impl Registry {
         let endpoint =
             Endpoint::parse(&config.url).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let name = match &config.name {
-            Some(n) if !valid_name(n) => {
-                return Err(RegistryError::Invalid(format!(
-                    "backend name {n:?} must be 1-64 letters, digits, '.', '-', '_' or ':'"
-                )));
+            Some(n) => {
+                check_name("backend", n).map_err(RegistryError::Invalid)?;
+                n.clone()
             }
-            Some(n) => n.clone(),
             None => endpoint.authority().to_string(),
         };
         let mut inner = self.write();
@@ -441,11 +440,4 @@ impl Registry {
             .filter_map(|id| inner.by_id.get(id).cloned())
             .collect()
     }
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
 }
