@@ -14,8 +14,8 @@ pub(crate) trait Adapter: Send + Sync + 'static {
 
     fn http(&self) -> &Http;
 
-    /// What the server has, read over its own API.
-    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send;
+    /// What the server has, read over its own API: [`Backend::discover`].
+    fn discover(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send;
 
     /// Loads a model, for servers that can.
     fn load_model(
@@ -51,7 +51,7 @@ impl<T: Adapter> Backend for T {
     }
 
     fn discover(&self) -> BoxFuture<'_, Result<Discovery, BackendError>> {
-        Box::pin(self.read())
+        Box::pin(Adapter::discover(self))
     }
 
     fn generate(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {

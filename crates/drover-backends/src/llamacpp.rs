@@ -8,8 +8,6 @@
 //!   `/models/unload` load and unload.
 //!
 //! Both serve `/v1/responses` and `/v1/messages` natively.
-use std::future::Future;
-
 use std::time::{Duration, Instant};
 
 use drover_proto::llamacpp::{ModelList, Props, RouterProps, Slot};
@@ -35,28 +33,6 @@ pub struct LlamaCpp {
 impl LlamaCpp {
     pub(crate) fn new(http: Http) -> Self {
         LlamaCpp { http }
-    }
-
-    async fn discover_inner(&self) -> Result<Discovery, BackendError> {
-        let health = self
-            .http
-            .call(Method::GET, "/health", None, self.http.timeout)
-            .await?;
-        // 503 while the model loads: the server is up, its model not ready.
-        let loading = health.status == StatusCode::SERVICE_UNAVAILABLE;
-        if !loading {
-            health.success()?;
-        }
-        let list: Option<ModelList> = if loading {
-            self.http.get_json("/v1/models").await.unwrap_or(None)
-        } else {
-            self.http.get_json("/v1/models").await?
-        };
-        let list = list.unwrap_or_default();
-        if list.data.iter().any(|m| m.status.is_some()) {
-            return self.router(list).await;
-        }
-        self.single(list, loading).await
     }
 
     async fn single(&self, list: ModelList, loading: bool) -> Result<Discovery, BackendError> {
@@ -255,19 +231,37 @@ impl Adapter for LlamaCpp {
         &self.http
     }
 
-    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
-        self.discover_inner()
+    async fn discover(&self) -> Result<Discovery, BackendError> {
+        let health = self
+            .http
+            .call(Method::GET, "/health", None, self.http.timeout)
+            .await?;
+        // 503 while the model loads: the server is up, its model not ready.
+        let loading = health.status == StatusCode::SERVICE_UNAVAILABLE;
+        if !loading {
+            health.success()?;
+        }
+        let list: Option<ModelList> = if loading {
+            self.http.get_json("/v1/models").await.unwrap_or(None)
+        } else {
+            self.http.get_json("/v1/models").await?
+        };
+        let list = list.unwrap_or_default();
+        if list.data.iter().any(|m| m.status.is_some()) {
+            return self.router(list).await;
+        }
+        self.single(list, loading).await
     }
 
     async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {
-        if self.discover_inner().await?.mode.is_none() {
+        if self.discover().await?.mode.is_none() {
             return Err(self.router_only("load models"));
         }
         self.load_inner(&model).await
     }
 
     async fn unload_model(&self, model: String) -> Result<(), BackendError> {
-        if self.discover_inner().await?.mode.is_none() {
+        if self.discover().await?.mode.is_none() {
             return Err(self.router_only("unload models"));
         }
         let answer = self

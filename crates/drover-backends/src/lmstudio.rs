@@ -4,8 +4,6 @@
 //! (0.3.6 on) have only `/api/v0/models` (load state, no slots), and load
 //! only on demand (JIT). Which of the coding agents' paths it serves is
 //! probed (its API reports no version).
-use std::future::Future;
-
 use drover_proto::lmstudio::{V0ModelList, V1Loaded, V1ModelList};
 
 use crate::adapter::Adapter;
@@ -28,15 +26,6 @@ impl LmStudio {
             http,
             paths: PathProbe::default(),
         }
-    }
-
-    async fn discover_inner(&self) -> Result<Discovery, BackendError> {
-        let mut discovery = match self.http.get_json::<V1ModelList>("/api/v1/models").await? {
-            Some(v1) => from_v1(v1),
-            None => self.discover_v0().await?,
-        };
-        discovery.apis = self.paths.apis(&self.http).await;
-        Ok(discovery)
     }
 
     async fn discover_v0(&self) -> Result<Discovery, BackendError> {
@@ -151,8 +140,13 @@ impl Adapter for LmStudio {
         &self.http
     }
 
-    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
-        self.discover_inner()
+    async fn discover(&self) -> Result<Discovery, BackendError> {
+        let mut discovery = match self.http.get_json::<V1ModelList>("/api/v1/models").await? {
+            Some(v1) => from_v1(v1),
+            None => self.discover_v0().await?,
+        };
+        discovery.apis = self.paths.apis(&self.http).await;
+        Ok(discovery)
     }
 
     async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {

@@ -4,8 +4,6 @@
 //! from config. A model loads with an empty generation and unloads with
 //! `keep_alive: 0`. From 0.14 on it serves `/v1/responses` and
 //! `/v1/messages`.
-use std::future::Future;
-
 use std::time::{Duration, Instant};
 
 use drover_proto::ollama::{GenerateDone, ModelList, Version};
@@ -37,7 +35,42 @@ impl Ollama {
         }
     }
 
-    async fn discover_inner(&self) -> Result<Discovery, BackendError> {
+    async fn load_inner(&self, model: &str) -> Result<Loaded, BackendError> {
+        let started = Instant::now();
+        let body = serde_json::json!({ "model": model, "stream": false });
+        let done: GenerateDone = self
+            .http
+            .post_json("/api/generate", &body, LOAD_TIMEOUT)
+            .await?
+            .success()?
+            .json()?;
+        let seconds = done
+            .load_duration
+            .map(|ns| ns as f64 / 1e9)
+            .unwrap_or_else(|| started.elapsed().as_secs_f64());
+        Ok(Loaded {
+            seconds,
+            instance: None,
+        })
+    }
+}
+
+fn kind(m: &drover_proto::ollama::Model) -> ModelType {
+    if m.is_embedding() {
+        ModelType::Embedding
+    } else {
+        ModelType::Llm
+    }
+}
+
+impl Adapter for Ollama {
+    const KIND: BackendKind = BackendKind::Ollama;
+
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    async fn discover(&self) -> Result<Discovery, BackendError> {
         let version: Version = self
             .http
             .get_json("/api/version")
@@ -95,45 +128,6 @@ impl Ollama {
             },
             ..Discovery::default()
         })
-    }
-
-    async fn load_inner(&self, model: &str) -> Result<Loaded, BackendError> {
-        let started = Instant::now();
-        let body = serde_json::json!({ "model": model, "stream": false });
-        let done: GenerateDone = self
-            .http
-            .post_json("/api/generate", &body, LOAD_TIMEOUT)
-            .await?
-            .success()?
-            .json()?;
-        let seconds = done
-            .load_duration
-            .map(|ns| ns as f64 / 1e9)
-            .unwrap_or_else(|| started.elapsed().as_secs_f64());
-        Ok(Loaded {
-            seconds,
-            instance: None,
-        })
-    }
-}
-
-fn kind(m: &drover_proto::ollama::Model) -> ModelType {
-    if m.is_embedding() {
-        ModelType::Embedding
-    } else {
-        ModelType::Llm
-    }
-}
-
-impl Adapter for Ollama {
-    const KIND: BackendKind = BackendKind::Ollama;
-
-    fn http(&self) -> &Http {
-        &self.http
-    }
-
-    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
-        self.discover_inner()
     }
 
     async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {

@@ -1,8 +1,6 @@
 //! A generic OpenAI-compatible server: `/v1/models` lists what it serves,
 //! and everything it serves is taken as loaded. It reports no slot count,
 //! so config decides; whether it serves the coding agents' paths is probed.
-use std::future::Future;
-
 use drover_proto::openai::UpstreamModelList;
 
 use crate::adapter::Adapter;
@@ -23,8 +21,16 @@ impl OpenAi {
             paths: PathProbe::default(),
         }
     }
+}
 
-    async fn discover_inner(&self) -> Result<Discovery, BackendError> {
+impl Adapter for OpenAi {
+    const KIND: BackendKind = BackendKind::OpenAi;
+
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    async fn discover(&self) -> Result<Discovery, BackendError> {
         let list: UpstreamModelList =
             self.http
                 .get_json("/v1/models")
@@ -46,17 +52,5 @@ impl OpenAi {
             apis: self.paths.apis(&self.http).await,
             ..Discovery::default()
         })
-    }
-}
-
-impl Adapter for OpenAi {
-    const KIND: BackendKind = BackendKind::OpenAi;
-
-    fn http(&self) -> &Http {
-        &self.http
-    }
-
-    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
-        self.discover_inner()
     }
 }

@@ -5,8 +5,6 @@
 //! reports requests waiting the hub sends it no more). It serves
 //! `/v1/responses`, and `/v1/messages` from 0.11.1. It cannot load or
 //! unload.
-use std::future::Future;
-
 use drover_proto::ollama::Version;
 use drover_proto::vllm::ModelList;
 use http::Method;
@@ -26,8 +24,16 @@ impl Vllm {
     pub(crate) fn new(http: Http) -> Self {
         Vllm { http }
     }
+}
 
-    async fn discover_inner(&self) -> Result<Discovery, BackendError> {
+impl Adapter for Vllm {
+    const KIND: BackendKind = BackendKind::Vllm;
+
+    fn http(&self) -> &Http {
+        &self.http
+    }
+
+    async fn discover(&self) -> Result<Discovery, BackendError> {
         // 200 with an empty body; 503 (500 before Sept. 2025) once the
         // engine has died, which the model list would not show.
         self.http
@@ -74,17 +80,5 @@ impl Vllm {
                 .and_then(|s| s.first(&["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"])),
             ..Discovery::default()
         })
-    }
-}
-
-impl Adapter for Vllm {
-    const KIND: BackendKind = BackendKind::Vllm;
-
-    fn http(&self) -> &Http {
-        &self.http
-    }
-
-    fn read(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send {
-        self.discover_inner()
     }
 }
