@@ -108,15 +108,20 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn injected() -> Self {
+    /// A 500 of type `server_error`, in the imitated server's own words.
+    fn server_error(message: impl Into<Cow<'static, str>>) -> Self {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: "The simulator injected this error.".into(),
+            message: message.into(),
             kind: "server_error",
             param: None,
             code: None,
             model: None,
         }
+    }
+
+    pub(crate) fn injected() -> Self {
+        Self::server_error("The simulator injected this error.")
     }
 
     /// The server lists the model but its runner is gone (the
@@ -135,14 +140,7 @@ impl ApiError {
             }
             crate::Dialect::OpenAi => "The model runner has exited.",
         };
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
-            kind: "server_error",
-            param: None,
-            code: None,
-            model: None,
-        }
+        Self::server_error(message)
     }
 
     pub(crate) fn previous_response_not_found(id: &str) -> Self {
@@ -158,18 +156,10 @@ impl ApiError {
 
     /// A load that memory cannot hold.
     pub(crate) fn does_not_fit(model: &crate::model::ModelState, available: u64) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!(
-                "model requires more system memory ({} bytes) than is available ({available} bytes)",
-                model.size_bytes()
-            )
-            .into(),
-            kind: "server_error",
-            param: None,
-            code: None,
-            model: None,
-        }
+        Self::server_error(format!(
+            "model requires more system memory ({} bytes) than is available ({available} bytes)",
+            model.size_bytes()
+        ))
     }
 
     /// llama.cpp's refusal of a prompt larger than its context.
@@ -200,14 +190,7 @@ impl ApiError {
     }
 
     pub(crate) fn internal(message: &'static str) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
-            kind: "server_error",
-            param: None,
-            code: None,
-            model: None,
-        }
+        Self::server_error(message)
     }
 
     /// The answer in the shape of the path's API: Anthropic's on
