@@ -17,19 +17,13 @@ pub(crate) trait Adapter: Send + Sync + 'static {
     /// What the server has, read over its own API: [`Backend::discover`].
     fn discover(&self) -> impl Future<Output = Result<Discovery, BackendError>> + Send;
 
-    /// Loads a model, for servers that can.
-    fn load_model(
-        &self,
-        _model: String,
-    ) -> impl Future<Output = Result<Loaded, BackendError>> + Send {
+    /// Loads a model, for servers that can: [`Backend::load`].
+    fn load(&self, _model: String) -> impl Future<Output = Result<Loaded, BackendError>> + Send {
         async { Err(cannot(Self::KIND, "load models")) }
     }
 
-    /// Unloads a model, for servers that can.
-    fn unload_model(
-        &self,
-        _model: String,
-    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+    /// Unloads a model, for servers that can: [`Backend::unload`].
+    fn unload(&self, _model: String) -> impl Future<Output = Result<(), BackendError>> + Send {
         async { Err(cannot(Self::KIND, "unload models")) }
     }
 }
@@ -61,10 +55,10 @@ impl<T: Adapter> Backend for T {
     }
 
     fn load(&self, model: &str) -> BoxFuture<'_, Result<Loaded, BackendError>> {
-        Box::pin(self.load_model(model.to_string()))
+        Box::pin(Adapter::load(self, model.to_string()))
     }
 
     fn unload(&self, model: &str) -> BoxFuture<'_, Result<(), BackendError>> {
-        Box::pin(self.unload_model(model.to_string()))
+        Box::pin(Adapter::unload(self, model.to_string()))
     }
 }

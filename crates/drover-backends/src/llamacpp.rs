@@ -152,7 +152,9 @@ impl LlamaCpp {
         })
     }
 
-    async fn load_inner(&self, model: &str) -> Result<Loaded, BackendError> {
+    /// Router mode's load: asked, then awaited until the router lists it
+    /// loaded.
+    async fn load_in_router(&self, model: &str) -> Result<Loaded, BackendError> {
         let started = Instant::now();
         self.http
             .post_json(
@@ -253,14 +255,14 @@ impl Adapter for LlamaCpp {
         self.single(list, loading).await
     }
 
-    async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {
+    async fn load(&self, model: String) -> Result<Loaded, BackendError> {
         if self.discover().await?.mode.is_none() {
             return Err(self.router_only("load models"));
         }
-        self.load_inner(&model).await
+        self.load_in_router(&model).await
     }
 
-    async fn unload_model(&self, model: String) -> Result<(), BackendError> {
+    async fn unload(&self, model: String) -> Result<(), BackendError> {
         if self.discover().await?.mode.is_none() {
             return Err(self.router_only("unload models"));
         }

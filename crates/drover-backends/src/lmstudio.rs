@@ -149,7 +149,7 @@ impl Adapter for LmStudio {
         Ok(discovery)
     }
 
-    async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {
+    async fn load(&self, model: String) -> Result<Loaded, BackendError> {
         let started = std::time::Instant::now();
         let answer = self
             .http
@@ -177,7 +177,7 @@ impl Adapter for LmStudio {
         })
     }
 
-    async fn unload_model(&self, model: String) -> Result<(), BackendError> {
+    async fn unload(&self, model: String) -> Result<(), BackendError> {
         // Every instance: a key names only the first, and JIT loads have
         // been seen to leave duplicates.
         for instance in self.instances(&model).await? {

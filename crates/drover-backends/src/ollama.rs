@@ -34,25 +34,6 @@ impl Ollama {
             reason: "404: not an Ollama server".into(),
         }
     }
-
-    async fn load_inner(&self, model: &str) -> Result<Loaded, BackendError> {
-        let started = Instant::now();
-        let body = serde_json::json!({ "model": model, "stream": false });
-        let done: GenerateDone = self
-            .http
-            .post_json("/api/generate", &body, LOAD_TIMEOUT)
-            .await?
-            .success()?
-            .json()?;
-        let seconds = done
-            .load_duration
-            .map(|ns| ns as f64 / 1e9)
-            .unwrap_or_else(|| started.elapsed().as_secs_f64());
-        Ok(Loaded {
-            seconds,
-            instance: None,
-        })
-    }
 }
 
 fn kind(m: &drover_proto::ollama::Model) -> ModelType {
@@ -130,11 +111,26 @@ impl Adapter for Ollama {
         })
     }
 
-    async fn load_model(&self, model: String) -> Result<Loaded, BackendError> {
-        self.load_inner(&model).await
+    async fn load(&self, model: String) -> Result<Loaded, BackendError> {
+        let started = Instant::now();
+        let body = serde_json::json!({ "model": model, "stream": false });
+        let done: GenerateDone = self
+            .http
+            .post_json("/api/generate", &body, LOAD_TIMEOUT)
+            .await?
+            .success()?
+            .json()?;
+        let seconds = done
+            .load_duration
+            .map(|ns| ns as f64 / 1e9)
+            .unwrap_or_else(|| started.elapsed().as_secs_f64());
+        Ok(Loaded {
+            seconds,
+            instance: None,
+        })
     }
 
-    async fn unload_model(&self, model: String) -> Result<(), BackendError> {
+    async fn unload(&self, model: String) -> Result<(), BackendError> {
         let body = serde_json::json!({ "model": model, "keep_alive": 0, "stream": false });
         self.http
             .post_json("/api/generate", &body, self.http.timeout)
