@@ -48,7 +48,7 @@ pub async fn refresh(hub: &Arc<HubState>, entry: &Arc<BackendEntry>) {
 async fn probe(entry: &BackendEntry) -> Result<Discovery, String> {
     let adapter = entry.detect().await?;
     let discovery = adapter.discover().await.map_err(|e| e.to_string())?;
-    if entry.probe_mode == ProbeMode::Generate {
+    if entry.options.probe_mode == ProbeMode::Generate {
         let loaded = |kind: ModelType| {
             discovery
                 .models
@@ -109,7 +109,7 @@ fn probe_once(
     match result {
         Ok(mut discovery) => {
             let dropped = cap_models(&mut discovery, hub.config.limits.max_models_per_backend);
-            let specs = entry.specs(&discovery.models, &hub.models);
+            let (specs, own_ids) = entry.specs(&discovery.models, &hub.models);
             let backend_status = entry.status(&discovery, &hub.models);
             // What the server said, before the scheduler hears of it: a
             // reader who sees the backend's models sees their states too.
@@ -118,10 +118,11 @@ fn probe_once(
             let models = discovery.models.len();
             let loaded = discovery.models.iter().filter(|m| m.loaded()).count();
             {
-                let mut status = drover_core::sync::lock(&entry.probe);
+                let mut status = drover_core::sync::lock(&entry.observed);
                 if dropped != status.dropped_models && dropped > 0 {
                     tracing::warn!(backend = %entry.name, listed = models + dropped, taken = models, dropped, "the backend lists more models than limits.max_models_per_backend: the rest are not served from it");
                 }
+                status.own_ids = own_ids;
                 status.dropped_models = dropped;
                 status.probed_unix_ms = Some(crate::traffic::unix_ms());
                 status.version = discovery.version;
@@ -177,14 +178,14 @@ fn probe_once(
                 ]
             });
             if !evicted.is_empty() {
-                let mut status = drover_core::sync::lock(&entry.probe);
+                let mut status = drover_core::sync::lock(&entry.observed);
                 let at = crate::traffic::unix_ms();
                 for model in evicted {
                     tracing::info!(backend = %entry.name, model = %crate::error::echo(&model), "the server unloaded the model on its own");
                     status.evicted.insert(model, at);
                 }
             }
-            let mut status = drover_core::sync::lock(&entry.probe);
+            let mut status = drover_core::sync::lock(&entry.observed);
             if status.last_error.is_some() || !status.ever_succeeded {
                 tracing::info!(backend = %entry.name, models, loaded, "backend is up");
             }
@@ -207,7 +208,7 @@ fn probe_once(
                     Event::Unanswered(id)
                 }]
             });
-            let mut status = drover_core::sync::lock(&entry.probe);
+            let mut status = drover_core::sync::lock(&entry.observed);
             let msg = e;
             if status.last_error.as_deref() != Some(msg.as_str()) {
                 tracing::warn!(backend = %entry.name, error = %msg, "backend probe failed");

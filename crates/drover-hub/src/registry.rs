@@ -20,10 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 use drover_proto::admin::BackendSpec;
 
-/// One backend.
+/// One backend: what configuration says of it, how to reach it, what it
+/// said at its last probe (one record, under one lock), and its lifecycle.
+/// What the scheduler holds of it (models, slots, breaker) is the
+/// scheduler's.
 pub struct BackendEntry {
     pub id: BackendId,
     pub name: String,
+    /// Configuration's word on it.
+    pub options: BackendOptions,
     pub endpoint: Endpoint,
     /// Its kind and adapter: from config, or once detection has run.
     adapter: OnceLock<Arc<dyn Backend>>,
@@ -35,13 +40,26 @@ pub struct BackendEntry {
     /// Sent with every request: the configured key, or the URL's
     /// credentials.
     pub authorization: Option<http::HeaderValue>,
+    /// What the server said at its last probe: written whole by the
+    /// prober, so no reader sees half of one probe and half of another.
+    pub observed: Mutex<Observed>,
+    /// Stops this backend's prober.
+    pub cancel: CancellationToken,
+    /// Set before the backend leaves the scheduler, so a probe finishing
+    /// late cannot bring it back.
+    pub removed: AtomicBool,
+}
+
+/// What configuration says of a backend, beyond how to reach it.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
     /// Slots per model where the server does not say; seed 002's safe
     /// default of one.
     pub default_slots: u32,
     pub model_slots: BTreeMap<String, u32>,
     pub max_concurrent: Option<u32>,
-    /// The memory budget's terms from config; `memory` where the server
-    /// does not tell its total.
+    /// The memory budget's terms; `memory` where the server does not tell
+    /// its total.
     pub memory: Option<u64>,
     pub slot_buffer: u64,
     pub system: u64,
@@ -51,20 +69,13 @@ pub struct BackendEntry {
     /// Config's word on the coding agents' APIs, over what is learned.
     pub responses: Option<bool>,
     pub messages: Option<bool>,
-    /// Public model name to this server's own id where they differ, from
-    /// the last discovery: a request's `model` is rewritten to it on the way
-    /// out.
-    own_ids: Mutex<HashMap<String, String>>,
-    /// Stops this backend's prober.
-    pub cancel: CancellationToken,
-    /// Set before the backend leaves the scheduler, so a probe finishing
-    /// late cannot bring it back.
-    pub removed: AtomicBool,
-    pub probe: Mutex<ProbeStatus>,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct ProbeStatus {
+pub struct Observed {
+    /// Public model name to this server's own id where they differ: a
+    /// request's `model` is rewritten to it on the way out.
+    pub own_ids: HashMap<String, String>,
     pub last_error: Option<String>,
     /// Models its last listing had beyond `limits.max_models_per_backend`,
     /// which the hub did not take.
@@ -192,8 +203,13 @@ impl BackendEntry {
 
     /// What the scheduler should know about each discovered model, under
     /// its public name: config overrides first, then what the server
-    /// reports, then the default. Remembers each public name's own id here.
-    pub fn specs(&self, models: &[DiscoveredModel], aliases: &Aliases) -> Vec<ModelSpec> {
+    /// reports, then the default; and each public name's own id where it
+    /// differs, for the prober to record with the rest of what it saw.
+    pub fn specs(
+        &self,
+        models: &[DiscoveredModel],
+        aliases: &Aliases,
+    ) -> (Vec<ModelSpec>, HashMap<String, String>) {
         let mut own_ids = HashMap::with_capacity(models.len());
         let specs = models
             .iter()
@@ -213,18 +229,18 @@ impl BackendEntry {
                     size: m.size_bytes.or_else(|| aliases.size_of(public)),
                     context: m.context_length,
                     slots: self
+                        .options
                         .model_slots
                         .get(public)
-                        .or_else(|| self.model_slots.get(&m.id))
+                        .or_else(|| self.options.model_slots.get(&m.id))
                         .copied()
                         .or(m.slots)
-                        .unwrap_or(self.default_slots)
+                        .unwrap_or(self.options.default_slots)
                         .max(1),
                 }
             })
             .collect();
-        *drover_core::sync::lock(&self.own_ids) = own_ids;
-        specs
+        (specs, own_ids)
     }
 
     /// What the scheduler should know beyond the models: config's limits,
@@ -232,9 +248,17 @@ impl BackendEntry {
     /// the server's own queue and busy counts.
     pub fn status(&self, discovery: &Discovery, aliases: &Aliases) -> BackendStatus {
         BackendStatus {
-            max_concurrent: self.max_concurrent,
-            responses: self.responses.or(discovery.apis.responses).unwrap_or(false),
-            messages: self.messages.or(discovery.apis.messages).unwrap_or(false),
+            max_concurrent: self.options.max_concurrent,
+            responses: self
+                .options
+                .responses
+                .or(discovery.apis.responses)
+                .unwrap_or(false),
+            messages: self
+                .options
+                .messages
+                .or(discovery.apis.messages)
+                .unwrap_or(false),
             saturated: discovery.waiting.is_some_and(|w| w > 0),
             reported_busy: discovery
                 .models
@@ -246,24 +270,27 @@ impl BackendEntry {
             memory: self.memory_terms(discovery.memory_total),
             // Config first; else the server's own limit (llama.cpp
             // router's --models-max), beyond which it evicts by itself.
-            max_loaded: self.max_loaded.or(discovery.max_loaded),
+            max_loaded: self.options.max_loaded.or(discovery.max_loaded),
         }
     }
 
     /// Its memory budget's terms, where config or the server (`told`) says
     /// the total. Config first: the operator knows what is free for models.
     pub fn memory_terms(&self, told: Option<u64>) -> Option<MemoryTerms> {
-        self.memory.or(told).map(|total| MemoryTerms {
+        self.options.memory.or(told).map(|total| MemoryTerms {
             total,
-            slot_buffer: self.slot_buffer,
-            system: self.system,
-            margin: self.margin,
+            slot_buffer: self.options.slot_buffer,
+            system: self.options.system,
+            margin: self.options.margin,
         })
     }
 
     /// This server's own id for a public model name, when it differs.
     pub fn own_id(&self, public: &str) -> Option<String> {
-        drover_core::sync::lock(&self.own_ids).get(public).cloned()
+        drover_core::sync::lock(&self.observed)
+            .own_ids
+            .get(public)
+            .cloned()
     }
 }
 
@@ -375,26 +402,27 @@ impl Registry {
             authorization: endpoint.authorization(config.api_key.as_deref()),
             id,
             name: name.clone(),
+            options: BackendOptions {
+                default_slots: config.slots.unwrap_or(1),
+                model_slots: config.model_slots.clone(),
+                max_concurrent: config.max_concurrent,
+                memory: config.memory,
+                slot_buffer: config.slot_buffer.unwrap_or(0),
+                system: config.system.unwrap_or(0),
+                margin: config.margin.unwrap_or(0),
+                max_loaded: config.max_loaded,
+                probe_mode,
+                responses: config.responses,
+                messages: config.messages,
+            },
             endpoint,
             adapter,
             client: client.clone(),
             api_key: config.api_key.clone(),
             probe_timeout: self.probe_timeout,
-            default_slots: config.slots.unwrap_or(1),
-            model_slots: config.model_slots.clone(),
-            max_concurrent: config.max_concurrent,
-            memory: config.memory,
-            slot_buffer: config.slot_buffer.unwrap_or(0),
-            system: config.system.unwrap_or(0),
-            margin: config.margin.unwrap_or(0),
-            max_loaded: config.max_loaded,
-            probe_mode,
-            responses: config.responses,
-            messages: config.messages,
-            own_ids: Mutex::new(HashMap::new()),
+            observed: Mutex::new(Observed::default()),
             cancel: parent.child_token(),
             removed: AtomicBool::new(false),
-            probe: Mutex::new(ProbeStatus::default()),
         });
         inner.by_name.insert(name, id);
         inner.by_id.insert(id, entry.clone());

@@ -97,7 +97,7 @@ impl Snapshot {
 /// probe said, and what the scheduler holds of it.
 pub fn backend_info(entry: &BackendEntry, fleet: &Snapshot) -> BackendInfo {
     let view = fleet.backends.get(&entry.id);
-    let probe = drover_core::sync::lock(&entry.probe).clone();
+    let probe = drover_core::sync::lock(&entry.observed).clone();
     let memory = entry.memory_terms(probe.memory_total);
     let mut apis = Vec::new();
     if let Some(v) = view {
@@ -154,8 +154,8 @@ pub fn backend_info(entry: &BackendEntry, fleet: &Snapshot) -> BackendInfo {
         last_probe_unix_ms: probe.probed_unix_ms,
         version: probe.version,
         mode: probe.mode,
-        probe: entry.probe_mode.to_string(),
-        max_concurrent: entry.max_concurrent,
+        probe: entry.options.probe_mode.to_string(),
+        max_concurrent: entry.options.max_concurrent,
         apis,
         saturated: view.is_some_and(|v| v.status.saturated),
         can_load: probe.can_load,
@@ -164,9 +164,9 @@ pub fn backend_info(entry: &BackendEntry, fleet: &Snapshot) -> BackendInfo {
         memory_total: memory.map(|t| t.total),
         memory_for_models: memory
             .map(|t| t.for_models(view.map_or(0, BackendView::slots_in_memory))),
-        slot_buffer: entry.slot_buffer,
-        system: entry.system,
-        margin: entry.margin,
+        slot_buffer: entry.options.slot_buffer,
+        system: entry.options.system,
+        margin: entry.options.margin,
     }
 }
 

@@ -214,7 +214,7 @@ impl Forwarder {
     /// How far a model's load on a backend got, where the server tells.
     pub fn load_progress(&self, backend: BackendId, model: &str) -> Option<f32> {
         let entry = self.0.registry.get(backend)?;
-        let probe = drover_core::sync::lock(&entry.probe);
+        let probe = drover_core::sync::lock(&entry.observed);
         probe.progress.get(model).copied()
     }
 }

@@ -183,7 +183,9 @@ fn evicted_note(listing: &[(Arc<BackendEntry>, Residency)], model: &str) -> Opti
     let said: Vec<String> = listing
         .iter()
         .filter_map(|(entry, _)| {
-            let at = *drover_core::sync::lock(&entry.probe).evicted.get(model)?;
+            let at = *drover_core::sync::lock(&entry.observed)
+                .evicted
+                .get(model)?;
             Some(format!(
                 "{} unloaded it on its own {} s ago",
                 entry.name,
