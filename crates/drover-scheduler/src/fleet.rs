@@ -190,8 +190,8 @@ impl ModelSlots {
 
     /// Its shared context's size and what of it is taken, while its slots
     /// are known to share one.
-    pub(crate) fn budget(&self) -> Option<crate::scheduler::Budget> {
-        Some(crate::scheduler::Budget {
+    pub(crate) fn budget(&self) -> Option<crate::placement::Budget> {
+        Some(crate::placement::Budget {
             context: self.context.filter(|_| self.shared_context)?,
             in_flight: self.tokens_in_flight,
         })

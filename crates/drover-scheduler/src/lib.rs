@@ -21,6 +21,9 @@
 //!   and time; a probe never closes what failed requests opened.
 //! - [`affinity`]: a bounded index from conversation-prefix hashes to the
 //!   backend whose KV cache holds that prefix.
+//! - `placement`: which backend takes a request: the backends with its
+//!   model loaded, else those that list it; the policy's pick; a long
+//!   prompt held for the busy backend that holds its prefix.
 //! - [`policy`]: how a backend is chosen: drover's (late binding, least
 //!   loaded, affinity) and the baselines it is measured against.
 //!
@@ -31,6 +34,7 @@ pub mod breaker;
 pub mod event;
 pub mod fleet;
 pub mod manager;
+mod placement;
 pub mod plan;
 pub mod policy;
 pub mod queue;

@@ -382,7 +382,7 @@ impl Scheduler {
         now: Duration,
         decisions: &mut Vec<Decision>,
     ) -> Planned {
-        let tiers = self.tiers(model);
+        let tiers = self.placement.tiers(&self.fleet, model);
         let needy = self
             .queue
             .find_for(model.as_str(), |r| tiers.for_request(r).is_empty())

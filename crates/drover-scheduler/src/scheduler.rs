@@ -1,5 +1,6 @@
-//! [`Scheduler`]: the queue, the fleet's slots, the breakers and the affinity
-//! index behind one deterministic state machine. Callers feed it events
+//! [`Scheduler`]: the queue, the fleet's slots and breakers, and where a
+//! request goes (`Placement`) behind one deterministic state machine.
+//! Callers feed it events
 //! (a request arrived, a request finished, a backend changed, time passed)
 //! and carry out the [`Decision`]s it returns.
 //!
@@ -20,13 +21,14 @@ use std::time::Duration;
 
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 
-use crate::affinity::{Affinity, AffinityIndex};
+use crate::affinity::Affinity;
 use crate::breaker::{BreakerConfig, BreakerState};
 use crate::fleet::{Api, BackendStatus, Fleet, ModelSpec};
 use crate::manager::Outlook;
-use crate::policy::{self, Candidate, Policy};
+use crate::placement::Placement;
+use crate::policy::Policy;
 use crate::queue::WaitQueue;
-use crate::residency::{ModelPolicy, Residency};
+use crate::residency::ModelPolicy;
 
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
@@ -251,13 +253,9 @@ pub struct Scheduler {
     pub(crate) config: SchedulerConfig,
     pub(crate) fleet: Fleet,
     pub(crate) queue: WaitQueue,
-    affinity: AffinityIndex,
+    pub(crate) placement: Placement,
     /// Models whose capacity or queue changed since the last poll.
     pub(crate) dirty: BTreeSet<ModelName>,
-    turn: u64,
-    /// Waiting requests held back for the busy backend that holds their
-    /// prefix (see [`Scheduler::hold_for`]).
-    holds: BTreeMap<RequestId, Hold>,
     /// Config's word on models: time to live, warm.
     pub(crate) policies: BTreeMap<ModelName, ModelPolicy>,
     /// Models an operator pinned: never evicted or unloaded for idleness,
@@ -277,27 +275,13 @@ pub struct Scheduler {
     pub(crate) clock: Duration,
 }
 
-/// A request waiting for one backend's slot rather than taking a free one
-/// elsewhere, because the wait should be shorter than the prefill the other
-/// backend would need.
-#[derive(Clone, Debug)]
-struct Hold {
-    backend: BackendId,
-    model: ModelName,
-    until: Duration,
-    /// Past `until`: the request goes anywhere and is not held again.
-    over: bool,
-}
-
 impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         Scheduler {
             queue: WaitQueue::new(config.aging),
-            affinity: AffinityIndex::new(config.affinity_capacity),
+            placement: Placement::new(config.policy, config.affinity_capacity),
             fleet: Fleet::default(),
             dirty: BTreeSet::new(),
-            turn: 0,
-            holds: BTreeMap::new(),
             policies: BTreeMap::new(),
             pinned: BTreeSet::new(),
             pending: BTreeMap::new(),
@@ -426,8 +410,7 @@ impl Scheduler {
     pub fn remove_backend(&mut self, id: BackendId) -> bool {
         self.stop_awaiting(id);
         self.mark_backend_dirty(id);
-        self.affinity.forget_backend(id);
-        self.end_holds_for(id);
+        self.placement.forget_backend(id);
         self.fleet.backends.remove(&id).is_some()
     }
 
@@ -438,7 +421,7 @@ impl Scheduler {
         };
         b.draining = draining;
         if draining {
-            self.end_holds_for(id);
+            self.placement.end_holds_for(id);
         }
         self.mark_backend_dirty(id);
         true
@@ -565,7 +548,10 @@ impl Scheduler {
         {
             return Err(Reject::ApiNotServed);
         }
-        let candidates = self.tiers(&request.model).for_request(&request);
+        let candidates = self
+            .placement
+            .tiers(&self.fleet, &request.model)
+            .for_request(&request);
         // Nothing takes it now: it waits if a load will place it.
         let loads = candidates.is_empty();
         if loads && let Outlook::Refuse(reject) = self.outlook(&request, now) {
@@ -577,12 +563,12 @@ impl Scheduler {
         let others_waiting = loads || (late && self.queue.len_for(request.model.as_str()) > 0);
         let mut hold = None;
         if !others_waiting {
-            let hit = self.affinity.lookup(&request.affinity);
-            hold = self.hold_for(&request, &candidates, hit, now);
+            let hit = self.placement.affinity_hit(&request);
+            hold = self
+                .placement
+                .hold_for(&self.fleet, &request, &candidates, hit, now);
             if hold.is_none() {
-                if let Some(backend) =
-                    policy::choose(self.config.policy, &candidates, hit, &mut self.turn)
-                {
+                if let Some(backend) = self.placement.choose(&candidates, hit) {
                     return Ok(Admission::Dispatched(
                         self.dispatch(&request, backend, hit, now),
                     ));
@@ -599,7 +585,7 @@ impl Scheduler {
         }
         let model = request.model.clone();
         if let Some(hold) = hold {
-            self.holds.insert(request.id, hold);
+            self.placement.hold(request.id, hold);
         }
         self.queue.push(request, retry);
         if loads {
@@ -609,47 +595,10 @@ impl Scheduler {
         Ok(Admission::Queued)
     }
 
-    /// Whether a request should wait for the busy backend that holds its
-    /// prefix instead of taking a free slot elsewhere: when a slot there
-    /// should free sooner (its service time over its slots) than the other
-    /// backend would take to prefill the prompt (its tokens over that
-    /// backend's measured prefill rate). It waits at most that prefill time:
-    /// waiting longer would cost more than it saves. Nothing is held
-    /// without both measurements.
-    fn hold_for(
-        &self,
-        request: &Request,
-        candidates: &[Candidate],
-        hit: Option<BackendId>,
-        now: Duration,
-    ) -> Option<Hold> {
-        let hit = hit?;
-        if !self.config.policy.binds_late() || request.prompt_tokens == 0 {
-            return None;
-        }
-        let at_hit = candidates.iter().find(|c| c.id == hit)?;
-        if at_hit.free {
-            return None;
-        }
-        let model = request.model.as_str();
-        let slot_frees_in = self.fleet.slot_frees_in(hit, model)?;
-        let prefill_elsewhere = candidates
-            .iter()
-            .filter(|c| c.free && c.id != hit)
-            .filter_map(|c| self.fleet.prefill_time(c.id, model, request.prompt_tokens))
-            .min()?;
-        (slot_frees_in < prefill_elsewhere).then(|| Hold {
-            backend: hit,
-            model: request.model.clone(),
-            until: now + prefill_elsewhere,
-            over: false,
-        })
-    }
-
     /// Removes a waiting request whose client left. Returns false if it was
     /// not waiting (already dispatched or gone).
     pub fn cancel(&mut self, id: RequestId) -> bool {
-        self.holds.remove(&id);
+        self.placement.unhold(id);
         self.queue.remove(id).is_some()
     }
 
@@ -761,7 +710,7 @@ impl Scheduler {
             let Some(r) = self.queue.remove(id) else {
                 continue;
             };
-            self.holds.remove(&id);
+            self.placement.unhold(id);
             decisions.push(match self.loading(r.model.as_str(), now) {
                 Some((backend, retry_after)) => Decision::ExpiredLoading {
                     request: id,
@@ -772,12 +721,7 @@ impl Scheduler {
             });
         }
         self.expire_idle(now, &mut decisions);
-        for hold in self.holds.values_mut() {
-            if !hold.over && hold.until <= now {
-                hold.over = true;
-                self.dirty.insert(hold.model.clone());
-            }
-        }
+        self.placement.end_holds_due(now, &mut self.dirty);
         let dirty = std::mem::take(&mut self.dirty);
         for model in dirty {
             if self.queue.len_for(model.as_str()) == 0 {
@@ -802,7 +746,7 @@ impl Scheduler {
             };
             for id in stranded {
                 self.queue.remove(id);
-                self.holds.remove(&id);
+                self.placement.unhold(id);
                 decisions.push(Decision::Unroutable(id));
             }
             self.drain_model(&model, now, &mut decisions);
@@ -818,7 +762,7 @@ impl Scheduler {
     /// waits for that backend's slot, which holds its prefix, rather than
     /// take a free one elsewhere.
     pub fn held_for(&self, id: RequestId) -> Option<BackendId> {
-        self.holds.get(&id).filter(|h| !h.over).map(|h| h.backend)
+        self.placement.held_for(id)
     }
 
     /// When the caller should poll again even if nothing else happens.
@@ -828,12 +772,11 @@ impl Scheduler {
             .backends
             .values()
             .filter_map(|b| b.breaker.reopens_at());
-        let holds = self.holds.values().filter(|h| !h.over).map(|h| h.until);
         self.queue
             .next_deadline()
             .into_iter()
             .chain(breakers)
-            .chain(holds)
+            .chain(self.placement.hold_ends())
             .chain(self.next_manager_wakeup())
             .min()
     }
@@ -853,14 +796,14 @@ impl Scheduler {
     /// `/v1/queue`, the dashboard and a full queue's `Retry-After`.
     pub fn expected_wait(&self, model: &str, now: Duration) -> Duration {
         let name = ModelName::new(model);
-        let tiers = self.tiers(&name);
+        let tiers = self.placement.tiers(&self.fleet, &name);
         let ahead = self.queue.len_for(model) as u32;
         if ahead == 0 && tiers.plain_free() {
             return Duration::ZERO;
         }
         let load = match self.loading(model, now) {
             Some((_, left)) => left,
-            None if tiers.for_plain().is_empty() => self.fastest_load(model).unwrap_or_default(),
+            None if tiers.none_for_plain() => self.fastest_load(model).unwrap_or_default(),
             None => Duration::ZERO,
         };
         let (slots, service) = self.fleet.model_capacity(model);
@@ -871,7 +814,7 @@ impl Scheduler {
     fn drain_model(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
         self.release_holds(model, now, decisions);
         loop {
-            let tiers = self.tiers(model);
+            let tiers = self.placement.tiers(&self.fleet, model);
             // A plain request takes a loaded backend while any takes work;
             // only a retry, another API or a pin can use a free slot of a
             // backend that merely lists the model then. With none of those
@@ -881,27 +824,23 @@ impl Scheduler {
             if !worth_a_look {
                 return;
             }
-            let holds = &self.holds;
-            let can_place = |r: &Request| {
-                let candidates = tiers.for_request(r);
-                match holds.get(&r.id).filter(|h| !h.over) {
-                    Some(h) => candidates.iter().any(|c| c.id == h.backend && c.free),
-                    None => candidates.iter().any(|c| c.free),
-                }
-            };
+            let placement = &self.placement;
+            let can_place = |r: &Request| placement.can_place(&tiers, r);
             let Some(request) = self.queue.pop_best(model.as_str(), now, can_place) else {
                 return;
             };
             let candidates = tiers.for_request(&request);
-            let hit = self.affinity.lookup(&request.affinity);
-            if !self.holds.contains_key(&request.id)
-                && let Some(hold) = self.hold_for(&request, &candidates, hit, now)
+            let hit = self.placement.affinity_hit(&request);
+            if !self.placement.was_held(request.id)
+                && let Some(hold) =
+                    self.placement
+                        .hold_for(&self.fleet, &request, &candidates, hit, now)
             {
-                self.holds.insert(request.id, hold);
+                self.placement.hold(request.id, hold);
                 self.queue.push(request, true);
                 continue;
             }
-            match policy::choose(self.config.policy, &candidates, hit, &mut self.turn) {
+            match self.placement.choose(&candidates, hit) {
                 Some(backend) => {
                     decisions.push(Decision::Dispatch(
                         self.dispatch(&request, backend, hit, now),
@@ -920,13 +859,7 @@ impl Scheduler {
     /// Held requests whose backend has a free slot go first: they were
     /// already chosen in turn when they started to wait for it.
     fn release_holds(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
-        let held: Vec<(RequestId, BackendId)> = self
-            .holds
-            .iter()
-            .filter(|(_, h)| !h.over && h.model == *model)
-            .map(|(id, h)| (*id, h.backend))
-            .collect();
-        for (id, backend) in held {
+        for (id, backend) in self.placement.held_on(model) {
             let free = self
                 .fleet
                 .backends
@@ -942,7 +875,7 @@ impl Scheduler {
                 continue;
             }
             let Some(request) = self.queue.remove(id) else {
-                self.holds.remove(&id);
+                self.placement.unhold(id);
                 continue;
             };
             decisions.push(Decision::Dispatch(self.dispatch(
@@ -961,7 +894,6 @@ impl Scheduler {
         hit: Option<BackendId>,
         now: Duration,
     ) -> Dispatch {
-        self.holds.remove(&request.id);
         let mut running = 1;
         let mut tokens = 0;
         let mut seq = 0;
@@ -981,7 +913,7 @@ impl Scheduler {
                 m.tokens_in_flight = m.tokens_in_flight.saturating_add(tokens);
             }
         }
-        self.affinity.record(&request.affinity, backend);
+        self.placement.placed(request, backend);
         let affinity_hit = hit == Some(backend);
         let last_resort = !self
             .fleet
@@ -998,49 +930,6 @@ impl Scheduler {
             seq,
             tokens,
         }
-    }
-
-    /// The backends that take work for `model` now, by residency.
-    pub(crate) fn tiers(&self, model: &ModelName) -> Tiers {
-        let health = self.config.policy.respects_health();
-        let late = self.config.policy.binds_late();
-        let mut tiers = Tiers::default();
-        for (id, b) in &self.fleet.backends {
-            let Some(m) = b.models.get(model.as_str()).filter(|m| m.listed) else {
-                continue;
-            };
-            tiers.listing.push(*id);
-            if health && !b.admits() {
-                continue;
-            }
-            // Being cleared for another model: no new work for this one.
-            if b.reserved.as_ref().is_some_and(|r| r != model) {
-                continue;
-            }
-            let place = Place {
-                context: m.budget(),
-                candidate: Candidate {
-                    id: *id,
-                    free: !late || (m.has_room() && b.has_room()),
-                    busy: b.busy,
-                    capacity: b.total_slots(),
-                },
-                responses: b.status.responses,
-                messages: b.status.messages,
-            };
-            match m.residency {
-                Residency::Loaded => {
-                    tiers.loaded.push(place.clone());
-                    tiers.listed.push(place);
-                }
-                // A server the hub cannot load on loads on its own when
-                // asked, or refuses: either way it may be asked.
-                Residency::Unloaded if !b.status.can_load => tiers.listed.push(place),
-                // Loading or unloading, or the hub will load it first.
-                _ => {}
-            }
-        }
-        tiers
     }
 
     fn tick_breakers(&mut self, now: Duration) {
@@ -1061,122 +950,14 @@ impl Scheduler {
 
     fn note_breaker_change(&mut self, id: BackendId) {
         if self.fleet.backends.get(&id).is_some_and(|b| !b.admits()) {
-            self.end_holds_for(id);
+            self.placement.end_holds_for(id);
         }
         self.mark_backend_dirty(id);
-    }
-
-    /// Requests held for a backend that is gone or takes no work go
-    /// anywhere now.
-    fn end_holds_for(&mut self, id: BackendId) {
-        for hold in self.holds.values_mut().filter(|h| h.backend == id) {
-            hold.over = true;
-        }
     }
 
     pub(crate) fn mark_backend_dirty(&mut self, id: BackendId) {
         if let Some(b) = self.fleet.backends.get(&id) {
             self.dirty.extend(b.models.keys().cloned());
         }
-    }
-}
-
-/// The backends that take work for one model, in the two tiers a request
-/// chooses between: those with the model loaded and, behind them, every one
-/// that lists it (it loads on demand).
-#[derive(Debug, Default)]
-pub(crate) struct Tiers {
-    loaded: Vec<Place>,
-    /// Loaded or not.
-    listed: Vec<Place>,
-    /// Every backend that lists the model, taking work or not: a pin to
-    /// one of them holds even while it is unhealthy.
-    listing: Vec<BackendId>,
-}
-
-#[derive(Clone, Debug)]
-struct Place {
-    candidate: Candidate,
-    /// Where its slots share a context: the model's slot state, to tell
-    /// whether a request's tokens fit beside those running.
-    context: Option<Budget>,
-    /// The agents' APIs it serves (not its whole status: a clone of that
-    /// per backend per request would cost a walk over its models).
-    responses: bool,
-    messages: bool,
-}
-
-/// A shared context's size and what of it is taken.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Budget {
-    pub context: u32,
-    pub in_flight: u32,
-}
-
-impl Place {
-    /// Whether `r` fits beside what runs there, counted in tokens where the
-    /// slots share one context.
-    fn fits(&self, r: &Request) -> bool {
-        let Some(b) = self.context else {
-            return true;
-        };
-        let tokens = crate::fleet::tokens_taken(b.context, r.prompt_tokens, r.max_tokens);
-        b.in_flight == 0 || b.in_flight.saturating_add(tokens) <= b.context
-    }
-
-    fn serves(&self, api: Api) -> bool {
-        match api {
-            Api::OpenAi => true,
-            Api::Responses => self.responses,
-            Api::Messages => self.messages,
-        }
-    }
-}
-
-impl Tiers {
-    /// Of the backends that may take this request (not failed on, serving
-    /// its API, the pinned one if it has a pin), those with the model
-    /// loaded or, when none does, those that list it. Exclusions come
-    /// before the choice of tier: a retry whose only loaded backend failed
-    /// goes to one that would load the model, rather than nowhere.
-    pub(crate) fn for_request(&self, r: &Request) -> Vec<Candidate> {
-        let pin = r.pin.filter(|p| self.listing.contains(p));
-        let eligible = |tier: &[Place]| -> Vec<Candidate> {
-            tier.iter()
-                .filter(|p| {
-                    let id = p.candidate.id;
-                    !r.exclude.contains(&id) && p.serves(r.api) && pin.is_none_or(|pin| pin == id)
-                })
-                .map(|p| Candidate {
-                    free: p.candidate.free && p.fits(r),
-                    ..p.candidate
-                })
-                .collect()
-        };
-        let loaded = eligible(&self.loaded);
-        if loaded.is_empty() {
-            eligible(&self.listed)
-        } else {
-            loaded
-        }
-    }
-
-    /// Where a plain request (OpenAI API, no pin, nothing tried) may go.
-    fn for_plain(&self) -> &[Place] {
-        if self.loaded.is_empty() {
-            &self.listed
-        } else {
-            &self.loaded
-        }
-    }
-
-    fn any_free(&self) -> bool {
-        self.listed.iter().any(|p| p.candidate.free)
-    }
-
-    /// Whether a plain request (OpenAI API, no pin, nothing tried) could be
-    /// placed now.
-    fn plain_free(&self) -> bool {
-        self.for_plain().iter().any(|p| p.candidate.free)
     }
 }
