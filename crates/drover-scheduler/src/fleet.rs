@@ -2,7 +2,7 @@
 //! slots. The hub holds every slot, so `busy` is exact: it is incremented
 //! when a request is dispatched and decremented exactly once when it ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use drover_core::{BackendId, ModelName};
@@ -390,6 +390,14 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Adds every model `id` holds to `dirty`: a change to the backend may
+    /// place or load any of them.
+    pub(crate) fn mark_dirty(&self, id: BackendId, dirty: &mut BTreeSet<ModelName>) {
+        if let Some(b) = self.backends.get(&id) {
+            dirty.extend(b.models.keys().cloned());
+        }
+    }
+
     /// Replaces what a backend lists, keeping the busy count of every model
     /// that still has requests in flight. The reported states change the
     /// residency only where no load or unload the scheduler decided is

@@ -13,10 +13,10 @@
 //!   round robin between clients inside a class and between a client's
 //!   users, oldest first per user, deadlines, a bytes budget; a request
 //!   leaves every index at once.
-//! - [`manager`]: the model manager's decisions: loads where a request
-//!   starts soonest, single-flight, evictions, time to live, aging between
-//!   models that cannot all be held; [`residency`]: a model's state on a
-//!   backend and what a backend's memory can hold.
+//! - [`manager`]: the model manager (`ModelManager`), whose decisions are
+//!   loads where a request starts soonest, single-flight, evictions, time to
+//!   live, aging between models that cannot all be held; [`residency`]: a
+//!   model's state on a backend and what a backend's memory can hold.
 //! - [`breaker`]: a per-backend circuit breaker, driven by outcomes, probes
 //!   and time; a probe never closes what failed requests opened.
 //! - [`affinity`]: a bounded index from conversation-prefix hashes to the

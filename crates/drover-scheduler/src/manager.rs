@@ -1,7 +1,11 @@
-//! The model manager's half of the scheduler: which model to load where and
-//! when, what to evict for it, what to unload for idleness. Its decisions
-//! come out of [`Scheduler::poll`] like dispatches, so the hub and the
-//! virtual-time lab run one policy.
+//! The model manager: which model to load where and when, what to evict for
+//! it, what to unload for idleness. `ModelManager` owns what only it keeps
+//! (the models waiting for a load, the pinned ones, config's word on each)
+//! and is handed the rest of the scheduler's state call by call (the fleet,
+//! the queue, the models to look at again, the time), so each method's
+//! arguments say what it reads and changes. The [`Scheduler`] composes it,
+//! and its decisions come out of [`Scheduler::poll`] like dispatches, so the
+//! hub and the virtual-time lab run one policy.
 //!
 //! - A model some waiting request needs and no backend holds (or is
 //!   loading) for it is loaded once, where the request would start soonest:
@@ -20,14 +24,20 @@
 //! - Warm and pinned models are loaded where they fit without evicting
 //!   anything whenever no backend holds them; pinned ones are never evicted
 //!   or unloaded for idleness.
+//!
+//! [`Scheduler`]: crate::Scheduler
+//! [`Scheduler::poll`]: crate::Scheduler::poll
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use drover_core::{BackendId, ModelName};
 
-use crate::fleet::{Backend, ModelSlots};
+use crate::fleet::{Backend, Fleet, ModelSlots};
+use crate::placement::Placement;
+use crate::queue::WaitQueue;
 use crate::residency::{LoadFailure, ModelPolicy, Residency};
-use crate::scheduler::{Decision, LoadOrder, Reject, Request, Scheduler};
+use crate::scheduler::{Decision, LoadOrder, Reject, Request, SchedulerConfig};
 
 /// Why an operator's load or unload cannot go ahead.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,40 +74,83 @@ pub(crate) enum Outlook {
     Refuse(Reject),
 }
 
-impl Scheduler {
-    /// Sets config's word on a model: its time to live, whether it is warm.
-    pub fn set_model_policy(&mut self, model: ModelName, policy: ModelPolicy) {
+/// The model manager's own state and settings.
+#[derive(Debug)]
+pub(crate) struct ModelManager {
+    /// Config's word on models: time to live, warm.
+    policies: BTreeMap<ModelName, ModelPolicy>,
+    /// Models an operator pinned: never evicted or unloaded for idleness,
+    /// and loaded where none holds them.
+    pinned: BTreeSet<ModelName>,
+    /// Models that may need a load the last poll could not decide yet (no
+    /// room until something ends, a failed load's backoff, aging).
+    /// Each with when it first needed one (aging counts from then).
+    pending: BTreeMap<ModelName, Duration>,
+    /// [`SchedulerConfig::ttl`].
+    ttl: Option<Duration>,
+    /// [`SchedulerConfig::swap_after`].
+    swap_after: Duration,
+    /// [`SchedulerConfig::idle_after`].
+    idle_after: Duration,
+    /// [`SchedulerConfig::default_load_time`].
+    default_load_time: Duration,
+}
+
+impl ModelManager {
+    pub(crate) fn new(config: &SchedulerConfig) -> Self {
+        ModelManager {
+            policies: BTreeMap::new(),
+            pinned: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            ttl: config.ttl,
+            swap_after: config.swap_after,
+            idle_after: config.idle_after,
+            default_load_time: config.default_load_time,
+        }
+    }
+
+    /// Sets config's word on a model; a warm one is wanted from `clock` on.
+    pub(crate) fn set_policy(
+        &mut self,
+        model: ModelName,
+        policy: ModelPolicy,
+        dirty: &mut BTreeSet<ModelName>,
+        clock: Duration,
+    ) {
         if policy.warm {
-            self.want(&model);
+            self.want(&model, dirty, clock);
         }
         self.policies.insert(model, policy);
     }
 
-    /// Pins a model: never evicted or unloaded for idleness, and loaded
-    /// where it fits whenever no backend holds it. False if it was pinned.
-    pub fn pin(&mut self, model: &ModelName) -> bool {
+    /// False if it was pinned.
+    pub(crate) fn pin(
+        &mut self,
+        model: &ModelName,
+        dirty: &mut BTreeSet<ModelName>,
+        clock: Duration,
+    ) -> bool {
         let new = self.pinned.insert(model.clone());
-        self.want(model);
+        self.want(model, dirty, clock);
         new
     }
 
     /// False if it was not pinned.
-    pub fn unpin(&mut self, model: &ModelName) -> bool {
+    pub(crate) fn unpin(&mut self, model: &ModelName) -> bool {
         self.pinned.remove(model)
     }
 
-    pub fn is_pinned(&self, model: &str) -> bool {
+    pub(crate) fn is_pinned(&self, model: &str) -> bool {
         self.pinned.contains(model)
     }
 
-    pub fn pinned(&self) -> impl Iterator<Item = &ModelName> {
+    pub(crate) fn pinned(&self) -> impl Iterator<Item = &ModelName> {
         self.pinned.iter()
     }
 
-    fn want(&mut self, model: &ModelName) {
-        let clock = self.clock;
+    fn want(&mut self, model: &ModelName, dirty: &mut BTreeSet<ModelName>, clock: Duration) {
         self.pending.entry(model.clone()).or_insert(clock);
-        self.dirty.insert(model.clone());
+        dirty.insert(model.clone());
     }
 
     fn wanted(&self, model: &str) -> bool {
@@ -105,29 +158,36 @@ impl Scheduler {
     }
 
     /// A warm or pinned model that no backend taking work holds.
-    pub(crate) fn wanted_unheld(&self, model: &ModelName) -> bool {
-        self.wanted(model.as_str()) && !self.held_anywhere(model)
+    pub(crate) fn wanted_unheld(&self, fleet: &Fleet, model: &ModelName) -> bool {
+        self.wanted(model.as_str()) && !held_anywhere(fleet, model)
+    }
+
+    /// `model` may need a load, since `since` unless it already did.
+    pub(crate) fn may_need_load(&mut self, model: ModelName, since: Duration) {
+        self.pending.entry(model).or_insert(since);
+    }
+
+    /// Whether any model waits for a load to be decided.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     fn ttl_of(&self, model: &str) -> Option<Duration> {
-        self.policies
-            .get(model)
-            .and_then(|p| p.ttl)
-            .or(self.config.ttl)
+        self.policies.get(model).and_then(|p| p.ttl).or(self.ttl)
     }
 
     /// An operator's load of `model`, on `backend` or wherever it would be
-    /// ready soonest. On success the load is pending as if the scheduler
-    /// had decided it: carry out the order and report its end.
-    pub fn begin_load(
+    /// ready soonest; pending on success as if decided here.
+    pub(crate) fn begin_load(
         &mut self,
+        fleet: &mut Fleet,
+        queue: &WaitQueue,
+        dirty: &mut BTreeSet<ModelName>,
         backend: Option<BackendId>,
         model: &ModelName,
         now: Duration,
     ) -> Result<LoadOrder, Refusal> {
-        self.tick(now);
-        let listing: Vec<BackendId> = self
-            .fleet
+        let listing: Vec<BackendId> = fleet
             .backends
             .iter()
             .filter(|(id, b)| {
@@ -139,19 +199,24 @@ impl Scheduler {
         if listing.is_empty() {
             return Err(Refusal::NotListed);
         }
-        if let Some((id, evict, _)) =
-            self.load_target(model, now, |id, _| listing.contains(&id), Evict::Idle)
-        {
-            return Ok(self.start_load(id, model, evict, now));
+        if let Some((id, evict, _)) = self.load_target(
+            fleet,
+            queue,
+            model,
+            now,
+            |id, _| listing.contains(&id),
+            Evict::Idle,
+        ) {
+            return Ok(self.start_load(fleet, dirty, id, model, evict, now));
         }
         // Say why, for the one backend asked for, else the first that can
         // load at all.
         let id = listing
             .iter()
             .copied()
-            .find(|id| self.fleet.backends[id].status.can_load)
+            .find(|id| fleet.backends[id].status.can_load)
             .unwrap_or(listing[0]);
-        let b = &self.fleet.backends[&id];
+        let b = &fleet.backends[&id];
         let m = &b.models[model.as_str()];
         Err(if !b.status.can_load {
             Refusal::CannotLoad
@@ -169,25 +234,21 @@ impl Scheduler {
             }
         } else {
             Refusal::NoRoom {
-                in_use: self.in_use_on(b, model),
+                in_use: self.in_use_on(queue, b, model),
             }
         })
     }
 
-    /// An operator's unload of `model` from `backend`. On success the
-    /// unload is pending: carry it out and report its end.
-    pub fn begin_unload(
-        &mut self,
+    /// An operator's unload of `model` from `backend`, pending on success.
+    pub(crate) fn begin_unload(
+        &self,
+        fleet: &mut Fleet,
+        dirty: &mut BTreeSet<ModelName>,
         backend: BackendId,
         model: &ModelName,
         now: Duration,
     ) -> Result<(), Refusal> {
-        self.tick(now);
-        let b = self
-            .fleet
-            .backends
-            .get_mut(&backend)
-            .ok_or(Refusal::NotListed)?;
+        let b = fleet.backends.get_mut(&backend).ok_or(Refusal::NotListed)?;
         let m = b
             .models
             .get_mut(model.as_str())
@@ -206,20 +267,25 @@ impl Scheduler {
         }
         m.residency = Residency::Unloading { since: now };
         b.recount();
-        self.dirty.insert(model.clone());
+        dirty.insert(model.clone());
         Ok(())
     }
 
-    /// A load ended: `Ok` with how long it took, or what went wrong.
-    pub fn load_finished(
+    /// A load ended at `now`. `clock` is the latest time the scheduler has
+    /// seen, which a failed load's model waits for a new one from, as a
+    /// wanted model does: it differs from `now` when events come late.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn load_finished(
         &mut self,
+        fleet: &mut Fleet,
+        dirty: &mut BTreeSet<ModelName>,
         backend: BackendId,
         model: &ModelName,
         result: Result<Duration, String>,
         now: Duration,
+        clock: Duration,
     ) {
-        self.tick(now);
-        let Some(b) = self.fleet.backends.get_mut(&backend) else {
+        let Some(b) = fleet.backends.get_mut(&backend) else {
             return;
         };
         let Some(m) = b.models.get_mut(model.as_str()) else {
@@ -251,25 +317,25 @@ impl Scheduler {
             Err(message) => {
                 m.residency = Residency::Unloaded;
                 m.failure = Some(LoadFailure::after(m.failure.as_ref(), message, now));
-                let clock = self.clock;
                 self.pending.entry(model.clone()).or_insert(clock);
             }
         }
         b.recount();
-        self.dirty.insert(model.clone());
+        dirty.insert(model.clone());
     }
 
     /// An unload ended. One that failed leaves the model loaded as far as
     /// the scheduler knows, until discovery says otherwise.
-    pub fn unload_finished(
-        &mut self,
+    pub(crate) fn unload_finished(
+        &self,
+        fleet: &mut Fleet,
+        dirty: &mut BTreeSet<ModelName>,
         backend: BackendId,
         model: &ModelName,
         result: Result<(), String>,
         now: Duration,
     ) {
-        self.tick(now);
-        let Some(b) = self.fleet.backends.get_mut(&backend) else {
+        let Some(b) = fleet.backends.get_mut(&backend) else {
             return;
         };
         let Some(m) = b.models.get_mut(model.as_str()) else {
@@ -281,13 +347,18 @@ impl Scheduler {
             Err(_) => Residency::Loaded,
         };
         b.recount();
-        self.dirty.insert(model.clone());
-        self.mark_backend_dirty(backend);
+        dirty.insert(model.clone());
+        fleet.mark_dirty(backend, dirty);
     }
 
     /// Where `model` is loading and about how long it has left.
-    pub fn loading(&self, model: &str, now: Duration) -> Option<(BackendId, Duration)> {
-        self.fleet
+    pub(crate) fn loading(
+        &self,
+        fleet: &Fleet,
+        model: &str,
+        now: Duration,
+    ) -> Option<(BackendId, Duration)> {
+        fleet
             .backends
             .iter()
             .filter_map(|(id, b)| {
@@ -308,11 +379,11 @@ impl Scheduler {
 
     /// For a request no backend can take now: whether a load will place
     /// it, or why nothing will.
-    pub(crate) fn outlook(&self, r: &Request, now: Duration) -> Outlook {
+    pub(crate) fn outlook(&self, fleet: &Fleet, r: &Request, now: Duration) -> Outlook {
         let model = r.model.as_str();
         let mut backed_off: Option<(BackendId, &LoadFailure)> = None;
         let mut never_fits: Option<(u64, u64, u64)> = None;
-        for (id, b) in &self.fleet.backends {
+        for (id, b) in &fleet.backends {
             let Some(m) = b.models.get(model).filter(|m| m.listed) else {
                 continue;
             };
@@ -360,38 +431,54 @@ impl Scheduler {
     }
 
     /// Decides the loads pending models need, and answers the requests of a
-    /// model whose every way in is a failed load backing off.
-    pub(crate) fn plan_loads(&mut self, now: Duration, decisions: &mut Vec<Decision>) {
+    /// model whose every way in is a failed load backing off. Which requests
+    /// need a load is `placement`'s word: those no backend takes now.
+    pub(crate) fn plan_loads(
+        &mut self,
+        fleet: &mut Fleet,
+        queue: &mut WaitQueue,
+        dirty: &mut BTreeSet<ModelName>,
+        placement: &Placement,
+        now: Duration,
+        decisions: &mut Vec<Decision>,
+    ) {
         let pending: Vec<(ModelName, Duration)> =
             self.pending.iter().map(|(m, t)| (m.clone(), *t)).collect();
         for (model, since) in pending {
-            match self.plan_load(&model, since, now, decisions) {
+            match self.plan_load(
+                fleet, queue, dirty, placement, &model, since, now, decisions,
+            ) {
                 Planned::Done => {
                     self.pending.remove(&model);
-                    self.clear_reservations(&model);
+                    clear_reservations(fleet, dirty, &model);
                 }
                 Planned::Later => {}
             }
         }
     }
 
+    // The scheduler's state it reads and changes is passed, not reached for.
+    #[allow(clippy::too_many_arguments)]
     fn plan_load(
         &mut self,
+        fleet: &mut Fleet,
+        queue: &mut WaitQueue,
+        dirty: &mut BTreeSet<ModelName>,
+        placement: &Placement,
         model: &ModelName,
         since: Duration,
         now: Duration,
         decisions: &mut Vec<Decision>,
     ) -> Planned {
-        let tiers = self.placement.tiers(&self.fleet, model);
-        let needy = self
-            .queue
+        let tiers = placement.tiers(fleet, model);
+        let needy = queue
             .find_for(model.as_str(), |r| tiers.for_request(r).is_empty())
             .cloned();
-        let wanted = self.wanted_unheld(model);
+        let wanted = self.wanted_unheld(fleet, model);
         if needy.is_none() && !wanted {
             return Planned::Done;
         }
-        if self.loading_for(model, needy.as_ref()) {
+        if loading_for(fleet, model, needy.as_ref()) {
             return Planned::Done;
         }
         fn fits(r: &Option<Request>) -> impl Fn(BackendId, &Backend) -> bool + '_ {
@@ -408,35 +495,43 @@ impl Scheduler {
         } else {
             Evict::Nothing
         };
-        if let Some((id, evict, _)) = self.load_target(model, now, fits(&needy), evict) {
-            let order = self.start_load(id, model, evict, now);
+        if let Some((id, evict, _)) =
+            self.load_target(fleet, queue, model, now, fits(&needy), evict)
+        {
+            let order = self.start_load(fleet, dirty, id, model, evict, now);
             decisions.push(Decision::Load(order));
             return Planned::Done;
         }
         let Some(needy) = needy else {
             return Planned::Later;
         };
-        if now >= since + self.config.swap_after
-            && let Some((id, evict, _)) =
-                self.load_target(model, now, fits(&Some(needy.clone())), Evict::InUse)
+        if now >= since + self.swap_after
+            && let Some((id, evict, _)) = self.load_target(
+                fleet,
+                queue,
+                model,
+                now,
+                fits(&Some(needy.clone())),
+                Evict::InUse,
+            )
         {
             // Clear that backend for this model: no new work for others.
-            if let Some(b) = self.fleet.backends.get_mut(&id)
+            if let Some(b) = fleet.backends.get_mut(&id)
                 && b.reserved.is_none()
             {
                 b.reserved = Some(model.clone());
                 for name in evict {
-                    self.dirty.insert(name);
+                    dirty.insert(name);
                 }
             }
             return Planned::Later;
         }
         if let Outlook::Refuse(Reject::LoadFailed {
             backend, message, ..
-        }) = self.outlook(&needy, now)
+        }) = self.outlook(fleet, &needy, now)
         {
-            for id in self.queue.ids_for(model.as_str()) {
-                self.queue.remove(id);
+            for id in queue.ids_for(model.as_str()) {
+                queue.remove(id);
                 decisions.push(Decision::LoadFailed {
                     request: id,
                     backend,
@@ -448,57 +543,21 @@ impl Scheduler {
         Planned::Later
     }
 
-    /// Whether a backend the request could use (any, for a warm model) is
-    /// loading the model already: then it waits for that one.
-    fn loading_for(&self, model: &ModelName, r: Option<&Request>) -> bool {
-        self.fleet.backends.iter().any(|(id, b)| {
-            b.admits()
-                && r.is_none_or(|r| {
-                    !r.exclude.contains(id)
-                        && b.status.serves(r.api)
-                        && r.pin.is_none_or(|p| p == *id)
-                })
-                && b.models
-                    .get(model.as_str())
-                    .is_some_and(|m| m.listed && matches!(m.residency, Residency::Loading { .. }))
-        })
-    }
-
-    /// Whether a backend other than `id` that takes work holds the model.
-    fn held_beyond(&self, id: BackendId, model: &ModelName) -> bool {
-        self.fleet.backends.iter().any(|(other, b)| {
-            *other != id
-                && b.admits()
-                && b.models
-                    .get(model.as_str())
-                    .is_some_and(|m| m.listed && m.is_loaded())
-        })
-    }
-
-    /// Whether some backend that takes work holds the model (or is loading
-    /// or unloading it).
-    fn held_anywhere(&self, model: &ModelName) -> bool {
-        self.fleet.backends.values().any(|b| {
-            b.admits()
-                && b.models
-                    .get(model.as_str())
-                    .is_some_and(|m| m.listed && m.residency.occupies())
-        })
-    }
-
     /// The backend where `model` would be ready soonest, with the models to
     /// evict there and the expected time: among those `allowed` picks that
     /// list it unloaded, can load, take work, are not backing off a failed
     /// load of it, and have room once `evict` allows.
     fn load_target(
         &self,
+        fleet: &Fleet,
+        queue: &WaitQueue,
         model: &ModelName,
         now: Duration,
         allowed: impl Fn(BackendId, &Backend) -> bool,
         evict: Evict,
     ) -> Option<(BackendId, Vec<ModelName>, Duration)> {
         let mut best: Option<(BackendId, Vec<ModelName>, Duration)> = None;
-        for (id, b) in &self.fleet.backends {
+        for (id, b) in &fleet.backends {
             let Some(m) = b.models.get(model.as_str()).filter(|m| m.listed) else {
                 continue;
             };
@@ -512,7 +571,7 @@ impl Scheduler {
                 continue;
             }
             let cleared = b.reserved.as_ref() == Some(model);
-            let spare = |name: &ModelName| self.held_beyond(*id, name);
+            let spare = |name: &ModelName| held_beyond(fleet, *id, name);
             let out = match evict {
                 Evict::Nothing if !cleared => b.room_for(model.as_str(), |_, _| false, spare),
                 Evict::Idle | Evict::Nothing => b.room_for(
@@ -521,8 +580,7 @@ impl Scheduler {
                         !self.pinned.contains(name)
                             && e.idle()
                             && (cleared
-                                || (self.queue.len_for(name.as_str()) == 0
-                                    && !self.used_lately(e, now)))
+                                || (queue.len_for(name.as_str()) == 0 && !self.used_lately(e, now)))
                     },
                     spare,
                 ),
@@ -551,12 +609,12 @@ impl Scheduler {
     /// Whether a model with nothing running was used too lately to count as
     /// idle for an eviction (see `SchedulerConfig::idle_after`).
     fn used_lately(&self, m: &ModelSlots, now: Duration) -> bool {
-        now < m.last_used + self.config.idle_after
+        now < m.last_used + self.idle_after
     }
 
     /// The shortest load of `model` on a backend that could load it now.
-    pub(crate) fn fastest_load(&self, model: &str) -> Option<Duration> {
-        self.fleet
+    pub(crate) fn fastest_load(&self, fleet: &Fleet, model: &str) -> Option<Duration> {
+        fleet
             .backends
             .values()
             .filter(|b| b.status.can_load && b.admits())
@@ -567,39 +625,32 @@ impl Scheduler {
     /// How long a load of `m` on `b` should take, for deciding where to
     /// load: as measured there, else its size at the backend's measured
     /// rate, else the default.
-    pub(crate) fn load_estimate(&self, b: &Backend, m: &ModelSlots) -> Duration {
-        self.measured_load(b, m)
-            .unwrap_or(self.config.default_load_time)
+    fn load_estimate(&self, b: &Backend, m: &ModelSlots) -> Duration {
+        measured_load(b, m).unwrap_or(self.default_load_time)
     }
 
     /// How long a load of `m` on `b` should take, for telling a client
-    /// how long it will wait: as [`Scheduler::load_estimate`], but before
-    /// the default, as long as the backend's loads of other models took
-    /// (the default was 4 to 100 times a real load). Placement keeps the
-    /// default: it compares backends, and the policy lab showed this
+    /// how long it will wait: as [`ModelManager::load_estimate`], but
+    /// before the default, as long as the backend's loads of other models
+    /// took (the default was 4 to 100 times a real load). Placement keeps
+    /// the default: it compares backends, and the policy lab showed this
     /// guess moving it to more loads.
     fn expected_load(&self, b: &Backend, m: &ModelSlots) -> Duration {
-        self.measured_load(b, m)
+        measured_load(b, m)
             .or(b.load_time)
-            .unwrap_or(self.config.default_load_time)
-    }
-
-    fn measured_load(&self, b: &Backend, m: &ModelSlots) -> Option<Duration> {
-        m.load_time.or_else(|| {
-            let rate = b.load_rate?;
-            let size = m.size? as f64;
-            (rate > 0.0).then(|| Duration::from_secs_f64((size / rate).min(3600.0)))
-        })
+            .unwrap_or(self.default_load_time)
     }
 
     fn start_load(
         &mut self,
+        fleet: &mut Fleet,
+        dirty: &mut BTreeSet<ModelName>,
         id: BackendId,
         model: &ModelName,
         evict: Vec<ModelName>,
         now: Duration,
     ) -> LoadOrder {
-        if let Some(b) = self.fleet.backends.get_mut(&id) {
+        if let Some(b) = fleet.backends.get_mut(&id) {
             for name in &evict {
                 if let Some(e) = b.models.get_mut(name.as_str()) {
                     e.residency = Residency::Unloading { since: now };
@@ -617,7 +668,7 @@ impl Scheduler {
             }
         }
         for name in &evict {
-            self.dirty.insert(name.clone());
+            dirty.insert(name.clone());
         }
         self.pending.remove(model);
         LoadOrder {
@@ -627,21 +678,8 @@ impl Scheduler {
         }
     }
 
-    fn clear_reservations(&mut self, model: &ModelName) {
-        let mut cleared = Vec::new();
-        for (id, b) in self.fleet.backends.iter_mut() {
-            if b.reserved.as_ref() == Some(model) {
-                b.reserved = None;
-                cleared.push(*id);
-            }
-        }
-        for id in cleared {
-            self.mark_backend_dirty(id);
-        }
-    }
-
     /// Models in use on `b` that stand in the way of loading `model`.
-    fn in_use_on(&self, b: &Backend, model: &ModelName) -> Vec<ModelName> {
+    fn in_use_on(&self, queue: &WaitQueue, b: &Backend, model: &ModelName) -> Vec<ModelName> {
         let mut in_use: Vec<ModelName> = b
             .models
             .iter()
@@ -650,7 +688,7 @@ impl Scheduler {
                     && m.residency.occupies()
                     && (!m.idle()
                         || self.pinned.contains(*name)
-                        || self.queue.len_for(name.as_str()) > 0)
+                        || queue.len_for(name.as_str()) > 0)
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -659,14 +697,21 @@ impl Scheduler {
     }
 
     /// Unloads idle models whose time to live has passed.
-    pub(crate) fn expire_idle(&mut self, now: Duration, decisions: &mut Vec<Decision>) {
+    pub(crate) fn expire_idle(
+        &self,
+        fleet: &mut Fleet,
+        queue: &WaitQueue,
+        dirty: &mut BTreeSet<ModelName>,
+        now: Duration,
+        decisions: &mut Vec<Decision>,
+    ) {
         let mut due = Vec::new();
-        for (id, b) in &self.fleet.backends {
+        for (id, b) in &fleet.backends {
             if !b.status.can_unload || !b.admits() {
                 continue;
             }
             for (name, m) in &b.models {
-                if self.ttl_due(name, m).is_some_and(|at| at <= now) {
+                if self.ttl_due(queue, name, m).is_some_and(|at| at <= now) {
                     due.push((*id, name.clone()));
                 }
             }
@@ -675,58 +720,62 @@ impl Scheduler {
         // unload in the same order.
         due.sort_unstable();
         for (id, model) in due {
-            if let Some(b) = self.fleet.backends.get_mut(&id)
+            if let Some(b) = fleet.backends.get_mut(&id)
                 && let Some(m) = b.models.get_mut(model.as_str())
             {
                 m.residency = Residency::Unloading { since: now };
                 b.recount();
             }
-            self.dirty.insert(model.clone());
+            dirty.insert(model.clone());
             decisions.push(Decision::Unload { backend: id, model });
         }
     }
 
     /// When an idle model's time to live runs out, if it is one that may
     /// be unloaded for idleness.
-    fn ttl_due(&self, name: &ModelName, m: &ModelSlots) -> Option<Duration> {
+    fn ttl_due(&self, queue: &WaitQueue, name: &ModelName, m: &ModelSlots) -> Option<Duration> {
         let ttl = self.ttl_of(name.as_str())?;
         let idle = m.listed
             && m.residency == Residency::Loaded
             && m.idle()
             && !self.wanted(name.as_str())
-            && self.queue.len_for(name.as_str()) == 0;
+            && queue.len_for(name.as_str()) == 0;
         idle.then(|| m.last_used + ttl)
     }
 
     /// The next time the manager has something to do by the clock: a time
     /// to live running out, a failed load's backoff ending, aging passing.
-    pub(crate) fn next_manager_wakeup(&self) -> Option<Duration> {
+    pub(crate) fn next_wakeup(
+        &self,
+        fleet: &Fleet,
+        queue: &WaitQueue,
+        clock: Duration,
+    ) -> Option<Duration> {
         let mut next: Option<Duration> = None;
         // Only what is still ahead: a time already passed (aging that
         // reserved a backend still busy) has had its poll, and waking for
         // it again would spin.
-        let clock = self.clock;
         let mut at = |t: Duration| {
             if t > clock {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         };
-        let ttls = self.config.ttl.is_some() || self.policies.values().any(|p| p.ttl.is_some());
+        let ttls = self.ttl.is_some() || self.policies.values().any(|p| p.ttl.is_some());
         // Called on every slot release: nothing to walk for most fleets.
         if !ttls && self.pending.is_empty() {
             return None;
         }
-        for b in self.fleet.backends.values() {
+        for b in fleet.backends.values() {
             for (name, m) in &b.models {
                 if ttls
                     && b.status.can_unload
-                    && let Some(t) = self.ttl_due(name, m)
+                    && let Some(t) = self.ttl_due(queue, name, m)
                 {
                     at(t);
                 }
                 if let Some(f) = &m.failure
                     && self.pending.contains_key(name)
-                    && f.until > self.clock
+                    && f.until > clock
                 {
                     at(f.until);
                 }
@@ -734,25 +783,79 @@ impl Scheduler {
         }
         let mut waiting = false;
         for (model, since) in &self.pending {
-            if self.queue.len_for(model.as_str()) > 0 {
+            if queue.len_for(model.as_str()) > 0 {
                 waiting = true;
-                at(*since + self.config.swap_after);
+                at(*since + self.swap_after);
             }
         }
         // A model used lately becomes evictable for what waits.
         if waiting {
-            for b in self.fleet.backends.values() {
+            for b in fleet.backends.values() {
                 for m in b.models.values() {
-                    if m.idle()
-                        && m.residency == Residency::Loaded
-                        && self.used_lately(m, self.clock)
-                    {
-                        at(m.last_used + self.config.idle_after);
+                    if m.idle() && m.residency == Residency::Loaded && self.used_lately(m, clock) {
+                        at(m.last_used + self.idle_after);
                     }
                 }
             }
         }
         next
+    }
+}
+
+/// Whether a backend the request could use (any, for a warm model) is
+/// loading the model already: then it waits for that one.
+fn loading_for(fleet: &Fleet, model: &ModelName, r: Option<&Request>) -> bool {
+    fleet.backends.iter().any(|(id, b)| {
+        b.admits()
+            && r.is_none_or(|r| {
+                !r.exclude.contains(id) && b.status.serves(r.api) && r.pin.is_none_or(|p| p == *id)
+            })
+            && b.models
+                .get(model.as_str())
+                .is_some_and(|m| m.listed && matches!(m.residency, Residency::Loading { .. }))
+    })
+}
+
+/// Whether a backend other than `id` that takes work holds the model.
+fn held_beyond(fleet: &Fleet, id: BackendId, model: &ModelName) -> bool {
+    fleet.backends.iter().any(|(other, b)| {
+        *other != id
+            && b.admits()
+            && b.models
+                .get(model.as_str())
+                .is_some_and(|m| m.listed && m.is_loaded())
+    })
+}
+
+/// Whether some backend that takes work holds the model (or is loading
+/// or unloading it).
+fn held_anywhere(fleet: &Fleet, model: &ModelName) -> bool {
+    fleet.backends.values().any(|b| {
+        b.admits()
+            && b.models
+                .get(model.as_str())
+                .is_some_and(|m| m.listed && m.residency.occupies())
+    })
+}
+
+fn measured_load(b: &Backend, m: &ModelSlots) -> Option<Duration> {
+    m.load_time.or_else(|| {
+        let rate = b.load_rate?;
+        let size = m.size? as f64;
+        (rate > 0.0).then(|| Duration::from_secs_f64((size / rate).min(3600.0)))
+    })
+}
+
+fn clear_reservations(fleet: &mut Fleet, dirty: &mut BTreeSet<ModelName>, model: &ModelName) {
+    let mut cleared = Vec::new();
+    for (id, b) in fleet.backends.iter_mut() {
+        if b.reserved.as_ref() == Some(model) {
+            b.reserved = None;
+            cleared.push(*id);
+        }
+    }
+    for id in cleared {
+        fleet.mark_dirty(id, dirty);
     }
 }
 

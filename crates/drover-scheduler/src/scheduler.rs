@@ -1,8 +1,11 @@
-//! [`Scheduler`]: the queue, the fleet's slots and breakers, and where a
-//! request goes (`Placement`) behind one deterministic state machine.
-//! Callers feed it events
-//! (a request arrived, a request finished, a backend changed, time passed)
-//! and carry out the [`Decision`]s it returns.
+//! [`Scheduler`]: one deterministic state machine over the fleet's slots
+//! and breakers ([`Fleet`]), the waiting requests ([`WaitQueue`]), where a
+//! request goes (`Placement`) and which models are loaded where
+//! (`ModelManager`). Callers feed it events (a request arrived, a request
+//! finished, a backend changed, time passed) and carry out the
+//! [`Decision`]s it returns. It owns the skeleton: admission, a slot's
+//! release, the poll that expires, places and plans loads, and which models
+//! each change makes worth a look at the next poll.
 //!
 //! Invariants it keeps (tests try to break each):
 //! - with a late-binding policy, in-flight requests on a (backend, model)
@@ -16,7 +19,7 @@
 //! - a retry never goes back to a backend it already failed on: when no
 //!   other backend lists its model, it is refused or leaves the queue.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
@@ -24,7 +27,7 @@ use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use crate::affinity::Affinity;
 use crate::breaker::{BreakerConfig, BreakerState};
 use crate::fleet::{Api, BackendStatus, Fleet, ModelSpec};
-use crate::manager::Outlook;
+use crate::manager::{ModelManager, Outlook, Refusal};
 use crate::placement::Placement;
 use crate::policy::Policy;
 use crate::queue::WaitQueue;
@@ -250,21 +253,13 @@ pub enum Notice {
 
 #[derive(Debug)]
 pub struct Scheduler {
-    pub(crate) config: SchedulerConfig,
-    pub(crate) fleet: Fleet,
-    pub(crate) queue: WaitQueue,
-    pub(crate) placement: Placement,
+    config: SchedulerConfig,
+    fleet: Fleet,
+    queue: WaitQueue,
+    placement: Placement,
+    manager: ModelManager,
     /// Models whose capacity or queue changed since the last poll.
-    pub(crate) dirty: BTreeSet<ModelName>,
-    /// Config's word on models: time to live, warm.
-    pub(crate) policies: BTreeMap<ModelName, ModelPolicy>,
-    /// Models an operator pinned: never evicted or unloaded for idleness,
-    /// and loaded where none holds them.
-    pub(crate) pinned: BTreeSet<ModelName>,
-    /// Models that may need a load the last poll could not decide yet (no
-    /// room until something ends, a failed load's backoff, aging).
-    /// Each with when it first needed one (aging counts from then).
-    pub(crate) pending: BTreeMap<ModelName, Duration>,
+    dirty: BTreeSet<ModelName>,
     /// Backends whose first answer is due: until each has answered or
     /// failed its first probe, a request for a model nobody lists waits,
     /// since it may be theirs (right after a start, or `backends add`).
@@ -272,7 +267,7 @@ pub struct Scheduler {
     /// What the operator should hear of, until the hub takes it.
     notices: Vec<Notice>,
     /// The latest time any call brought.
-    pub(crate) clock: Duration,
+    clock: Duration,
 }
 
 impl Scheduler {
@@ -280,11 +275,9 @@ impl Scheduler {
         Scheduler {
             queue: WaitQueue::new(config.aging),
             placement: Placement::new(config.policy, config.affinity_capacity),
+            manager: ModelManager::new(&config),
             fleet: Fleet::default(),
             dirty: BTreeSet::new(),
-            policies: BTreeMap::new(),
-            pinned: BTreeSet::new(),
-            pending: BTreeMap::new(),
             awaited: BTreeSet::new(),
             notices: Vec::new(),
             clock: Duration::ZERO,
@@ -505,6 +498,109 @@ impl Scheduler {
             .map(|at| at.saturating_sub(now))
     }
 
+    /// Sets config's word on a model: its time to live, whether it is warm.
+    pub fn set_model_policy(&mut self, model: ModelName, policy: ModelPolicy) {
+        self.manager
+            .set_policy(model, policy, &mut self.dirty, self.clock);
+    }
+
+    /// Pins a model: never evicted or unloaded for idleness, and loaded
+    /// where it fits whenever no backend holds it. False if it was pinned.
+    pub fn pin(&mut self, model: &ModelName) -> bool {
+        self.manager.pin(model, &mut self.dirty, self.clock)
+    }
+
+    /// False if it was not pinned.
+    pub fn unpin(&mut self, model: &ModelName) -> bool {
+        self.manager.unpin(model)
+    }
+
+    pub fn is_pinned(&self, model: &str) -> bool {
+        self.manager.is_pinned(model)
+    }
+
+    pub fn pinned(&self) -> impl Iterator<Item = &ModelName> {
+        self.manager.pinned()
+    }
+
+    /// An operator's load of `model`, on `backend` or wherever it would be
+    /// ready soonest. On success the load is pending as if the scheduler
+    /// had decided it: carry out the order and report its end.
+    pub fn begin_load(
+        &mut self,
+        backend: Option<BackendId>,
+        model: &ModelName,
+        now: Duration,
+    ) -> Result<LoadOrder, Refusal> {
+        self.tick(now);
+        self.manager.begin_load(
+            &mut self.fleet,
+            &self.queue,
+            &mut self.dirty,
+            backend,
+            model,
+            now,
+        )
+    }
+
+    /// An operator's unload of `model` from `backend`. On success the
+    /// unload is pending: carry it out and report its end.
+    pub fn begin_unload(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        now: Duration,
+    ) -> Result<(), Refusal> {
+        self.tick(now);
+        self.manager
+            .begin_unload(&mut self.fleet, &mut self.dirty, backend, model, now)
+    }
+
+    /// A load ended: `Ok` with how long it took, or what went wrong.
+    pub fn load_finished(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        result: Result<Duration, String>,
+        now: Duration,
+    ) {
+        self.tick(now);
+        self.manager.load_finished(
+            &mut self.fleet,
+            &mut self.dirty,
+            backend,
+            model,
+            result,
+            now,
+            self.clock,
+        );
+    }
+
+    /// An unload ended. One that failed leaves the model loaded as far as
+    /// the scheduler knows, until discovery says otherwise.
+    pub fn unload_finished(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        result: Result<(), String>,
+        now: Duration,
+    ) {
+        self.tick(now);
+        self.manager.unload_finished(
+            &mut self.fleet,
+            &mut self.dirty,
+            backend,
+            model,
+            result,
+            now,
+        );
+    }
+
+    /// Where `model` is loading and about how long it has left.
+    pub fn loading(&self, model: &str, now: Duration) -> Option<(BackendId, Duration)> {
+        self.manager.loading(&self.fleet, model, now)
+    }
+
     /// A new request.
     pub fn submit(&mut self, request: Request, now: Duration) -> Result<Admission, Reject> {
         self.admit(request, now, false)
@@ -554,7 +650,7 @@ impl Scheduler {
             .for_request(&request);
         // Nothing takes it now: it waits if a load will place it.
         let loads = candidates.is_empty();
-        if loads && let Outlook::Refuse(reject) = self.outlook(&request, now) {
+        if loads && let Outlook::Refuse(reject) = self.manager.outlook(&self.fleet, &request, now) {
             return Err(reject);
         }
         let late = self.config.policy.binds_late();
@@ -589,7 +685,7 @@ impl Scheduler {
         }
         self.queue.push(request, retry);
         if loads {
-            self.pending.entry(model.clone()).or_insert(now);
+            self.manager.may_need_load(model.clone(), now);
         }
         self.dirty.insert(model);
         Ok(Admission::Queued)
@@ -692,7 +788,7 @@ impl Scheduler {
         };
         // A slot under a backend-wide cap frees room for every model there,
         // and an idle model may let another load there.
-        let shared = b.status.max_concurrent.is_some() || !self.pending.is_empty();
+        let shared = b.status.max_concurrent.is_some() || self.manager.has_pending();
         self.dirty.insert(model.clone());
         if changed || reopened || shared {
             self.mark_backend_dirty(backend);
@@ -720,13 +816,19 @@ impl Scheduler {
                 None => Decision::Expired(id),
             });
         }
-        self.expire_idle(now, &mut decisions);
+        self.manager.expire_idle(
+            &mut self.fleet,
+            &self.queue,
+            &mut self.dirty,
+            now,
+            &mut decisions,
+        );
         self.placement.end_holds_due(now, &mut self.dirty);
         let dirty = std::mem::take(&mut self.dirty);
         for model in dirty {
             if self.queue.len_for(model.as_str()) == 0 {
-                if self.wanted_unheld(&model) {
-                    self.pending.entry(model).or_insert(now);
+                if self.manager.wanted_unheld(&self.fleet, &model) {
+                    self.manager.may_need_load(model, now);
                 }
                 continue;
             }
@@ -750,11 +852,20 @@ impl Scheduler {
                 decisions.push(Decision::Unroutable(id));
             }
             self.drain_model(&model, now, &mut decisions);
-            if self.queue.len_for(model.as_str()) > 0 || self.wanted_unheld(&model) {
-                self.pending.entry(model).or_insert(now);
+            if self.queue.len_for(model.as_str()) > 0
+                || self.manager.wanted_unheld(&self.fleet, &model)
+            {
+                self.manager.may_need_load(model, now);
             }
         }
-        self.plan_loads(now, &mut decisions);
+        self.manager.plan_loads(
+            &mut self.fleet,
+            &mut self.queue,
+            &mut self.dirty,
+            &self.placement,
+            now,
+            &mut decisions,
+        );
         decisions
     }
 
@@ -777,7 +888,10 @@ impl Scheduler {
             .into_iter()
             .chain(breakers)
             .chain(self.placement.hold_ends())
-            .chain(self.next_manager_wakeup())
+            .chain(
+                self.manager
+                    .next_wakeup(&self.fleet, &self.queue, self.clock),
+            )
             .min()
     }
 
@@ -803,7 +917,10 @@ impl Scheduler {
         }
         let load = match self.loading(model, now) {
             Some((_, left)) => left,
-            None if tiers.none_for_plain() => self.fastest_load(model).unwrap_or_default(),
+            None if tiers.none_for_plain() => self
+                .manager
+                .fastest_load(&self.fleet, model)
+                .unwrap_or_default(),
             None => Duration::ZERO,
         };
         let (slots, service) = self.fleet.model_capacity(model);
@@ -955,9 +1072,7 @@ impl Scheduler {
         self.mark_backend_dirty(id);
     }
 
-    pub(crate) fn mark_backend_dirty(&mut self, id: BackendId) {
-        if let Some(b) = self.fleet.backends.get(&id) {
-            self.dirty.extend(b.models.keys().cloned());
-        }
+    fn mark_backend_dirty(&mut self, id: BackendId) {
+        self.fleet.mark_dirty(id, &mut self.dirty);
     }
 }
