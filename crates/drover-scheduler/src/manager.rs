@@ -234,7 +234,7 @@ impl ModelManager {
             }
         } else {
             Refusal::NoRoom {
-                in_use: self.in_use_on(queue, b, model),
+                in_use: self.in_use_on(queue, b, model, now),
             }
         })
     }
@@ -679,7 +679,15 @@ impl ModelManager {
     }
 
     /// Models in use on `b` that stand in the way of loading `model`.
-    fn in_use_on(&self, queue: &WaitQueue, b: &Backend, model: &ModelName) -> Vec<ModelName> {
+    /// A model used within `idle_after` counts: it may not be evicted yet
+    /// either, and a refusal that named nothing left the operator guessing.
+    fn in_use_on(
+        &self,
+        queue: &WaitQueue,
+        b: &Backend,
+        model: &ModelName,
+        now: Duration,
+    ) -> Vec<ModelName> {
         let mut in_use: Vec<ModelName> = b
             .models
             .iter()
@@ -687,6 +695,7 @@ impl ModelManager {
                 *name != model
                     && m.residency.occupies()
                     && (!m.idle()
+                        || self.used_lately(m, now)
                         || self.pinned.contains(*name)
                         || queue.len_for(name.as_str()) > 0)
             })

@@ -870,3 +870,41 @@ fn the_expected_wait_for_a_first_load_is_the_backends_own_load_time() {
     assert!(during < secs(3), "{during:?}");
     assert!(s.loading("b", ms(350)).unwrap().1 <= ms(200));
 }
+
+/// An operator's load refused for want of room names what stands in the
+/// way, a model used a moment ago included (it may not be evicted for
+/// `idle_after` yet): the refusal used to name nothing, "()".
+#[test]
+fn a_load_refused_for_room_names_a_model_used_a_moment_ago() {
+    let mut s = sched();
+    add(
+        &mut s,
+        1,
+        vec![ModelSpec::loaded("a", 1), ModelSpec::unloaded("b", 1)],
+        BackendStatus {
+            max_loaded: Some(1),
+            ..loader()
+        },
+    );
+    assert!(matches!(
+        s.submit(req(1, "a", secs(1)), secs(1)),
+        Ok(Admission::Dispatched(_))
+    ));
+    s.finish(
+        BackendId(1),
+        &name("a"),
+        Outcome::Success { service: ms(100) },
+        ms(1100),
+    );
+    assert_eq!(
+        s.begin_load(Some(BackendId(1)), &name("b"), ms(1200)),
+        Err(Refusal::NoRoom {
+            in_use: vec![name("a")]
+        })
+    );
+    // Idle long enough, it makes room.
+    assert!(
+        s.begin_load(Some(BackendId(1)), &name("b"), secs(3))
+            .is_ok()
+    );
+}
