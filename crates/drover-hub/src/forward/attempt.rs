@@ -30,6 +30,7 @@ const ERROR_PEEK: usize = 64 * 1024;
 /// 5xx or 429 is passed through to the client instead of failing over.
 pub(super) async fn run(
     fwd: &Forwarder,
+    entry: Option<Arc<BackendEntry>>,
     mut guard: SlotGuard,
     job: &ForwardRequest,
     pair: &Arc<Pair>,
@@ -37,7 +38,7 @@ pub(super) async fn run(
     queue_wait: std::time::Duration,
 ) -> Result<Answer, Failure> {
     let shared = fwd.shared();
-    let Some(entry) = shared.registry.get(guard.backend) else {
+    let Some(entry) = entry else {
         guard.neutral();
         return Err(Failure::new(
             FailureKind::Removed,
@@ -46,14 +47,20 @@ pub(super) async fn run(
     };
     let started = Instant::now();
     let timeout = shared.upstream.response_timeout;
-    let deadline = started + timeout;
-    let upstream = match tokio::time::timeout_at(deadline, send(&entry, job)).await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(reason)) => {
-            guard.fail();
-            return Err(reason);
-        }
-        Err(_) => {
+    // One timer for both waits, the answer's head and its first frame: a
+    // timer set is a lock on the runtime's timer wheel.
+    let out_of_time = tokio::time::sleep_until(started + timeout);
+    tokio::pin!(out_of_time);
+    let upstream = tokio::select! {
+        biased;
+        sent = send(&entry, job) => match sent {
+            Ok(resp) => resp,
+            Err(reason) => {
+                guard.fail();
+                return Err(reason);
+            }
+        },
+        () = &mut out_of_time => {
             guard.fail();
             return Err(no_answer(&entry, "response", timeout));
         }
@@ -76,16 +83,19 @@ pub(super) async fn run(
     } else {
         1
     };
-    let first = match tokio::time::timeout_at(deadline, read_prefix(&mut body, peek)).await {
-        Ok(Ok(first)) => first,
-        Ok(Err(e)) => {
-            guard.fail();
-            return Err(Failure::new(
-                FailureKind::Broken,
-                format!("{} broke before its first byte: {e}", entry.name),
-            ));
-        }
-        Err(_) => {
+    let first = tokio::select! {
+        biased;
+        read = read_prefix(&mut body, peek) => match read {
+            Ok(first) => first,
+            Err(e) => {
+                guard.fail();
+                return Err(Failure::new(
+                    FailureKind::Broken,
+                    format!("{} broke before its first byte: {e}", entry.name),
+                ));
+            }
+        },
+        () = &mut out_of_time => {
             guard.fail();
             return Err(no_answer(&entry, "body", timeout));
         }

@@ -144,17 +144,21 @@ impl Forwarder {
             guard.hold(job.permit.clone());
             self.0.observer.waited(&job.model, waited);
             let backend = guard.backend;
-            let pair = self
-                .0
-                .observer
-                .pair(&self.0.registry.name_of(backend), &job.model);
+            let entry = self.0.registry.get(backend);
+            let pair = match &entry {
+                Some(e) => self.0.observer.pair(&e.name, &job.model),
+                None => self
+                    .0
+                    .observer
+                    .pair(&self.0.registry.name_of(backend), &job.model),
+            };
             // The last attempt passes a backend's 5xx through as it came: the
             // retries are spent, or no other backend could take the request.
             let last_attempt = attempt == max_retries || guard.last_resort;
             // Boxed: a request spends most of its life waiting in `acquire`,
             // and an inline attempt would make every waiting request's state
             // as large as the forwarding machinery it is not using yet.
-            let run = attempt::run(self, guard, &job, &pair, last_attempt, *queued);
+            let run = attempt::run(self, entry, guard, &job, &pair, last_attempt, *queued);
             let failure = match Box::pin(run).await {
                 Ok(answer) => {
                     if attempt > 0 {
