@@ -26,7 +26,7 @@ use crate::forward::{Forwarder, RequestIds};
 use crate::keys::{KeyError, Keys};
 use crate::limits::Limiter;
 use crate::observe::Observer;
-use crate::registry::{BackendEntry, Registry, RegistryError};
+use crate::registry::{BackendEntry, Backends, RegistryError};
 use crate::{model_work, prober, routes, server, tls};
 use drover_proto::admin::BackendSpec;
 use drover_proto::admin::KeyKind;
@@ -34,7 +34,7 @@ use drover_proto::admin::KeyKind;
 pub struct HubState {
     pub(crate) config: HubConfig,
     pub(crate) dispatcher: Arc<Dispatcher>,
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) registry: Arc<Backends>,
     /// Where every request's, load's and key's events are counted.
     pub(crate) observer: Arc<Observer>,
     /// The forwarding service.
@@ -247,7 +247,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
             });
         }
     }
-    let registry = Arc::new(Registry::new(
+    let registry = Arc::new(Backends::new(
         client,
         config.upstream.connect_timeout,
         config.health.probe_timeout,

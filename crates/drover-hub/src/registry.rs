@@ -320,7 +320,8 @@ struct Inner {
     by_name: BTreeMap<String, BackendId>,
 }
 
-pub struct Registry {
+/// Every backend the hub has, by id and by name.
+pub struct Backends {
     inner: RwLock<Inner>,
     next_id: AtomicU32,
     client: HttpClient,
@@ -328,9 +329,9 @@ pub struct Registry {
     probe_timeout: Duration,
 }
 
-impl Registry {
+impl Backends {
     pub fn new(client: HttpClient, connect_timeout: Duration, probe_timeout: Duration) -> Self {
-        Registry {
+        Backends {
             inner: RwLock::new(Inner::default()),
             next_id: AtomicU32::new(1),
             client,

@@ -51,7 +51,7 @@ use crate::continuations::ResponseOwners;
 use crate::dispatcher::Dispatcher;
 use crate::limits::Limiter;
 use crate::observe::Observer;
-use crate::registry::Registry;
+use crate::registry::Backends;
 
 /// A handle on the forwarding service; clones share it.
 #[derive(Clone)]
@@ -65,7 +65,7 @@ pub struct Shared {
     /// When a backend that never answered is asked again.
     pub probe_interval: Duration,
     pub dispatcher: Arc<Dispatcher>,
-    pub registry: Arc<Registry>,
+    pub registry: Arc<Backends>,
     pub observer: Arc<Observer>,
     /// `[[models]]`: public names for the servers' own ids.
     pub aliases: Arc<Aliases>,
