@@ -14,8 +14,8 @@
 //! no inference.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
+use drover_core::mix::stable_hash;
 use drover_core::{ClientKey, Priority};
 use drover_proto::admin::KeyKind;
 use http::{HeaderMap, header};
@@ -94,18 +94,15 @@ pub fn authenticate(
     }
 }
 
-/// The identity of a stored key's holder, by the key's id.
+/// The identity of a stored key's holder, by the key's id: stable across
+/// processes and builds (`stable_hash`), so a stored job keeps its client.
 fn key_identity(id: &str) -> ClientKey {
-    let mut h = DefaultHasher::new();
-    ("key", id).hash(&mut h);
-    ClientKey(h.finish().max(1))
+    ClientKey(stable_hash("key", id).max(1))
 }
 
 /// The identity of a `[[clients]]` entry, by its name.
 fn client_identity(name: &str) -> ClientKey {
-    let mut h = DefaultHasher::new();
-    ("client", name).hash(&mut h);
-    ClientKey(h.finish().max(1))
+    ClientKey(stable_hash("client", name).max(1))
 }
 
 /// Every identity's name, for showing who waits: the stored keys (revoked
@@ -132,11 +129,7 @@ pub fn identify(
     token: Option<&str>,
     user: Option<&str>,
 ) -> Caller {
-    let user_key = |salt: &str, text: &str| {
-        let mut h = DefaultHasher::new();
-        (salt, text).hash(&mut h);
-        h.finish().max(1)
-    };
+    let user_key = |salt: &str, text: &str| stable_hash(salt, text).max(1);
     let user_field = user.filter(|u| !u.is_empty());
     if let Some(holder) = holder {
         let limits = &holder.limits;
@@ -210,6 +203,14 @@ mod tests {
             },
         );
         c
+    }
+
+    #[test]
+    fn identities_are_the_same_in_every_process() {
+        // A stored job names its client by this value; another hub, or the
+        // same after a restart or an upgrade, must find the same one.
+        assert_eq!(key_identity("k_0123"), ClientKey(0x80dd_6ddc_8d36_f113));
+        assert_eq!(client_identity("batch"), ClientKey(0x9659_33f3_9a90_71de));
     }
 
     #[test]
