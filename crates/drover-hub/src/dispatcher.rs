@@ -19,6 +19,8 @@
 //! put three requests on a two-slot server.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -74,7 +76,7 @@ type Delivery = Result<SlotGuard, WaitError>;
 
 struct State {
     sched: Scheduler,
-    waiters: HashMap<RequestId, oneshot::Sender<Delivery>>,
+    waiters: FxHashMap<RequestId, oneshot::Sender<Delivery>>,
     /// Slots of abandoned requests, released at the time (scheduler time)
     /// of their key; the `u64` keeps keys unique.
     lingering: BTreeMap<(Duration, u64), Lingering>,
@@ -184,7 +186,7 @@ impl Dispatcher {
         let dispatcher = Arc::new(Dispatcher {
             state: Mutex::new(State {
                 sched,
-                waiters: HashMap::new(),
+                waiters: FxHashMap::default(),
                 lingering: BTreeMap::new(),
                 next_linger: 0,
                 closed: false,

@@ -12,7 +12,7 @@
 //! models a backend served (names the fleet knows), as the metrics' labels
 //! and the traffic's cells are.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use crate::traffic::{Traffic, unix_ms};
 pub struct Observer {
     metrics: Metrics,
     traffic: Traffic,
-    models: RwLock<HashMap<String, Arc<ModelHandles>>>,
+    models: RwLock<FxHashMap<String, Arc<ModelHandles>>>,
 }
 
 /// A model's metric handles, and its pairs with each backend.
@@ -40,7 +40,7 @@ struct ModelHandles {
     queue_wait: Histogram,
     ttfb: Histogram,
     latency: Histogram,
-    pairs: RwLock<HashMap<String, Arc<Pair>>>,
+    pairs: RwLock<FxHashMap<String, Arc<Pair>>>,
 }
 
 /// One (model, backend)'s metric handles, resolved once: what a request

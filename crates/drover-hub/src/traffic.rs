@@ -9,7 +9,9 @@
 //! Times are milliseconds since the Unix epoch, passed in: the dashboard
 //! draws wall-clock time, and tests choose it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -134,9 +136,9 @@ impl Cell {
 struct Bucket {
     start_ms: u64,
     total: Cell,
-    backends: HashMap<String, Cell>,
-    models: HashMap<String, Cell>,
-    keys: HashMap<String, KeyUsage>,
+    backends: FxHashMap<String, Cell>,
+    models: FxHashMap<String, Cell>,
+    keys: FxHashMap<String, KeyUsage>,
 }
 
 #[derive(Default)]
@@ -191,7 +193,7 @@ fn first_kept(now_ms: u64) -> u64 {
 
 /// `f` on the entry for `name`, made if missing: a name is copied only the
 /// first time a bucket sees it, not on every event.
-fn update<T: Default>(map: &mut HashMap<String, T>, name: &str, f: impl FnOnce(&mut T)) {
+fn update<T: Default>(map: &mut FxHashMap<String, T>, name: &str, f: impl FnOnce(&mut T)) {
     match map.get_mut(name) {
         Some(v) => f(v),
         None => {

@@ -2,7 +2,9 @@
 //! slots. The hub holds every slot, so `busy` is exact: it is incremented
 //! when a request is dispatched and decremented exactly once when it ends.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use drover_core::{BackendId, ModelName};
@@ -236,7 +238,7 @@ impl ModelSlots {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Backend {
-    pub models: HashMap<ModelName, ModelSlots>,
+    pub models: FxHashMap<ModelName, ModelSlots>,
     pub busy: u32,
     pub draining: bool,
     pub breaker: Breaker,
@@ -272,7 +274,7 @@ pub(crate) struct Totals {
 impl Backend {
     fn new(config: &BreakerConfig) -> Self {
         Backend {
-            models: HashMap::new(),
+            models: FxHashMap::default(),
             busy: 0,
             draining: false,
             breaker: Breaker::new(config),

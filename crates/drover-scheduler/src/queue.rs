@@ -14,7 +14,9 @@
 //! O(log n) when it is cancelled: nothing stale is left for a later pop to
 //! walk past, however many clients come and go.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ struct Entry {
 #[derive(Debug)]
 struct Ring<K> {
     order: BTreeMap<u64, K>,
-    turn_of: HashMap<K, u64>,
+    turn_of: FxHashMap<K, u64>,
     next: u64,
 }
 
@@ -45,7 +47,7 @@ impl<K> Default for Ring<K> {
     fn default() -> Self {
         Ring {
             order: BTreeMap::new(),
-            turn_of: HashMap::new(),
+            turn_of: FxHashMap::default(),
             next: 0,
         }
     }
@@ -98,12 +100,12 @@ impl<K: Copy + Eq + Hash> Ring<K> {
 #[derive(Debug, Default)]
 struct ClientQueue {
     users: Ring<u64>,
-    lines: HashMap<u64, BTreeMap<i64, RequestId>>,
+    lines: FxHashMap<u64, BTreeMap<i64, RequestId>>,
 }
 
 #[derive(Debug, Default)]
 struct Class {
-    clients: HashMap<ClientKey, ClientQueue>,
+    clients: FxHashMap<ClientKey, ClientQueue>,
     /// Clients with requests in this class, in turn order.
     ring: Ring<ClientKey>,
     /// Every request of the class by age, for the class's standing.
@@ -137,8 +139,8 @@ pub struct QueueStats {
 
 #[derive(Debug)]
 pub struct WaitQueue {
-    entries: HashMap<RequestId, Entry>,
-    models: HashMap<ModelName, ModelQueue>,
+    entries: FxHashMap<RequestId, Entry>,
+    models: FxHashMap<ModelName, ModelQueue>,
     deadlines: BTreeSet<(Duration, u64, RequestId)>,
     next_seq: u64,
     bytes: usize,
@@ -148,8 +150,8 @@ pub struct WaitQueue {
 impl WaitQueue {
     pub fn new(aging: Duration) -> Self {
         WaitQueue {
-            entries: HashMap::new(),
-            models: HashMap::new(),
+            entries: FxHashMap::default(),
+            models: FxHashMap::default(),
             deadlines: BTreeSet::new(),
             next_seq: 0,
             bytes: 0,
