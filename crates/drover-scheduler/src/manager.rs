@@ -67,6 +67,14 @@ pub enum Refusal {
     },
 }
 
+/// What of the scheduler's state a step of the manager reads and changes,
+/// lent for the call: passed, not reached for.
+pub(crate) struct Lent<'a> {
+    pub fleet: &'a mut Fleet,
+    pub queue: &'a mut WaitQueue,
+    pub dirty: &'a mut BTreeSet<ModelName>,
+}
+
 /// What can still happen for a request no backend can take right now.
 pub(crate) enum Outlook {
     /// A load under way, or one that can be decided, will place it.
@@ -274,17 +282,16 @@ impl ModelManager {
     /// A load ended at `now`. `clock` is the latest time the scheduler has
     /// seen, which a failed load's model waits for a new one from, as a
     /// wanted model does: it differs from `now` when events come late.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn load_finished(
         &mut self,
-        fleet: &mut Fleet,
-        dirty: &mut BTreeSet<ModelName>,
+        lent: Lent<'_>,
         backend: BackendId,
         model: &ModelName,
         result: Result<Duration, String>,
         now: Duration,
         clock: Duration,
     ) {
+        let Lent { fleet, dirty, .. } = lent;
         let Some(b) = fleet.backends.get_mut(&backend) else {
             return;
         };
@@ -444,32 +451,32 @@ impl ModelManager {
     ) {
         let pending: Vec<(ModelName, Duration)> =
             self.pending.iter().map(|(m, t)| (m.clone(), *t)).collect();
+        let mut lent = Lent {
+            fleet: &mut *fleet,
+            queue: &mut *queue,
+            dirty: &mut *dirty,
+        };
         for (model, since) in pending {
-            match self.plan_load(
-                fleet, queue, dirty, placement, &model, since, now, decisions,
-            ) {
+            match self.plan_load(&mut lent, placement, &model, since, now, decisions) {
                 Planned::Done => {
                     self.pending.remove(&model);
-                    clear_reservations(fleet, dirty, &model);
+                    clear_reservations(lent.fleet, lent.dirty, &model);
                 }
                 Planned::Later => {}
             }
         }
     }
 
-    // The scheduler's state it reads and changes is passed, not reached for.
-    #[allow(clippy::too_many_arguments)]
     fn plan_load(
         &mut self,
-        fleet: &mut Fleet,
-        queue: &mut WaitQueue,
-        dirty: &mut BTreeSet<ModelName>,
+        lent: &mut Lent<'_>,
         placement: &Placement,
         model: &ModelName,
         since: Duration,
         now: Duration,
         decisions: &mut Vec<Decision>,
     ) -> Planned {
+        let (fleet, queue, dirty) = (&mut *lent.fleet, &mut *lent.queue, &mut *lent.dirty);
         let tiers = placement.tiers(fleet, model);
         let needy = queue
             .find_for(model.as_str(), |r| tiers.for_request(r).is_empty())

@@ -27,7 +27,7 @@ use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use crate::affinity::Affinity;
 use crate::breaker::{BreakerConfig, BreakerState};
 use crate::fleet::{Api, BackendStatus, Fleet, ModelSpec};
-use crate::manager::{ModelManager, Outlook, Refusal};
+use crate::manager::{Lent, ModelManager, Outlook, Refusal};
 use crate::placement::Placement;
 use crate::policy::Policy;
 use crate::queue::WaitQueue;
@@ -565,15 +565,13 @@ impl Scheduler {
         now: Duration,
     ) {
         self.tick(now);
-        self.manager.load_finished(
-            &mut self.fleet,
-            &mut self.dirty,
-            backend,
-            model,
-            result,
-            now,
-            self.clock,
-        );
+        let lent = Lent {
+            fleet: &mut self.fleet,
+            queue: &mut self.queue,
+            dirty: &mut self.dirty,
+        };
+        self.manager
+            .load_finished(lent, backend, model, result, now, self.clock);
     }
 
     /// An unload ended. One that failed leaves the model loaded as far as
