@@ -350,8 +350,9 @@ impl Dispatcher {
         }
     }
 
-    /// Reads the scheduler without changing it.
-    pub fn inspect<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
+    /// Reads the scheduler without changing it: for the named queries
+    /// below, the views' snapshot and tests; routes use those.
+    pub(crate) fn inspect<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
         f(&self.lock().sched)
     }
 

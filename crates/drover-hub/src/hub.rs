@@ -359,6 +359,18 @@ impl HubHandle {
         self.state.dispatcher.journal()
     }
 
+    /// Requests running on backends and waiting in the queue, now.
+    pub fn load(&self) -> (u32, usize) {
+        let fleet = crate::views::Snapshot::take(&self.state.dispatcher);
+        let running = fleet.backends.values().map(|v| v.busy).sum();
+        (running, fleet.queue.waiting)
+    }
+
+    /// Backends that have answered a probe, so the scheduler knows them.
+    pub fn answered_backends(&self) -> usize {
+        self.state.dispatcher.known_backends().len()
+    }
+
     /// The scheduler's configuration: with [`HubHandle::journal`], what a
     /// replay starts from.
     pub fn scheduler_config(&self) -> SchedulerConfig {

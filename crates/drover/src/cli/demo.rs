@@ -96,7 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // below is true when it prints.
     let wanted = args.servers;
     for _ in 0..200 {
-        let seen = hub.inspect(|s| s.fleet().views().len());
+        let seen = hub.answered_backends();
         if seen >= wanted {
             break;
         }

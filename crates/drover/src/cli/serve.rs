@@ -172,10 +172,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ = stop.cancelled() => {}
         _ = hub.stopped() => {}
     }
-    let (running, waiting) = hub.inspect(|s| {
-        let running: u32 = s.fleet().views().iter().map(|v| v.busy).sum();
-        (running, s.queue().len())
-    });
+    let (running, waiting) = hub.load();
     eprintln!(
         "drover: shutting down: finishing {running} running request{} (for up to 30 s); {waiting} waiting {} answered 503",
         if running == 1 { "" } else { "s" },
