@@ -109,9 +109,7 @@ impl State {
         });
         applied
     }
-}
 
-impl State {
     fn next_wakeup(&self) -> Option<Duration> {
         let linger = self.lingering.keys().next().map(|(at, _)| *at);
         [self.sched.next_wakeup(), linger]
@@ -269,11 +267,15 @@ impl Dispatcher {
     }
 
     /// Applies `event` now and carries out whatever became possible (a
-    /// backend appeared, a drain ended, ...); the event's own answer.
+    /// backend appeared, a drain ended, a slot freed...); the event's own
+    /// answer.
     pub fn apply(self: &Arc<Self>, event: Event) -> Reply {
-        self.apply_with(|_| vec![event])
-            .pop()
-            .unwrap_or(Reply::Done)
+        let mut st = self.lock();
+        let before = st.next_wakeup();
+        let now = self.now();
+        let reply = self.carry_out(&mut st, event, now);
+        self.rearm_if_earlier(&st, before);
+        reply
     }
 
     /// Applies the events `f` picks from what the scheduler holds now,
@@ -283,14 +285,19 @@ impl Dispatcher {
         let before = st.next_wakeup();
         let now = self.now();
         let events = f(&st.sched);
-        let mut replies = Vec::with_capacity(events.len());
-        for event in events {
-            let Applied { reply, decisions } = st.apply(event, now);
-            self.deliver(&mut st, decisions, now);
-            replies.push(reply);
-        }
+        let replies = events
+            .into_iter()
+            .map(|event| self.carry_out(&mut st, event, now))
+            .collect();
         self.rearm_if_earlier(&st, before);
         replies
+    }
+
+    /// Applies one event under the lock and hands out its decisions.
+    fn carry_out(self: &Arc<Self>, st: &mut State, event: Event, now: Duration) -> Reply {
+        let Applied { reply, decisions } = st.apply(event, now);
+        self.deliver(st, decisions, now);
+        reply
     }
 
     /// An operator's load: the order to carry out, or why not.
@@ -325,13 +332,8 @@ impl Dispatcher {
         }
     }
 
-    /// Starts recording every event applied from now on, or (`false`)
-    /// stops and forgets.
-    pub fn record(&self, on: bool) {
-        self.lock().journal = on.then(Vec::new);
-    }
-
-    /// The events applied since recording started, and what each came to.
+    /// Every event applied since the hub started, with what each came to,
+    /// when it journals (`HubConfig::journal`); else nothing.
     pub fn journal(&self) -> Vec<Journaled> {
         self.lock().journal.clone().unwrap_or_default()
     }
@@ -426,18 +428,12 @@ impl Dispatcher {
         tokens: u32,
         outcome: Outcome,
     ) {
-        let mut st = self.lock();
-        let before = st.next_wakeup();
-        let now = self.now();
-        let finished = Event::Finished {
+        self.apply(Event::Finished {
             backend,
             model: model.clone(),
             tokens,
             outcome,
-        };
-        let Applied { decisions, .. } = st.apply(finished, now);
-        self.deliver(&mut st, decisions, now);
-        self.rearm_if_earlier(&st, before);
+        });
     }
 
     /// Releases an abandoned request's slot once the server can have let go
@@ -453,9 +449,6 @@ impl Dispatcher {
         self.timer.notify_one();
     }
 
-    /// Hands decisions to waiting tasks. A task that went away in the
-    /// meantime gives its slot straight back, which may free the way for the
-    /// next request, hence the loop.
     /// Names a backend, for the log.
     pub fn name(&self, id: BackendId, name: &str) {
         drover_core::sync::write(&self.names).insert(id, name.to_string());
@@ -499,6 +492,9 @@ impl Dispatcher {
         }
     }
 
+    /// Hands decisions to waiting tasks. A task that went away in the
+    /// meantime gives its slot straight back, which may free the way for the
+    /// next request, hence the loop.
     fn deliver(self: &Arc<Self>, st: &mut State, mut decisions: Vec<Decision>, now: Duration) {
         self.tell(st);
         while !decisions.is_empty() {
@@ -591,8 +587,7 @@ impl Dispatcher {
                     let now = self.now();
                     let (released, permits) = st.release_lingering(now);
                     for event in released.into_iter().chain([Event::Tick]) {
-                        let Applied { decisions, .. } = st.apply(event, now);
-                        self.deliver(&mut st, decisions, now);
+                        self.carry_out(&mut st, event, now);
                     }
                     drop(st);
                     drop(permits);
