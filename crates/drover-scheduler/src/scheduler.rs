@@ -620,13 +620,7 @@ impl Scheduler {
             }
             // A backend that has not answered yet may have it: wait for
             // its first answer, within the request's own deadline.
-            let over_bytes =
-                self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
-            if !retry && (self.queue.len() >= self.config.max_queue || over_bytes) {
-                return Err(Reject::QueueFull {
-                    retry_after: self.retry_after(request.model.as_str(), now),
-                });
-            }
+            self.refuse_if_full(&request, retry, now)?;
             self.queue.push(request, retry);
             return Ok(Admission::Queued);
         }
@@ -670,13 +664,7 @@ impl Scheduler {
                 debug_assert!(late, "early-binding policies always choose");
             }
         }
-        let over_bytes =
-            self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
-        if !retry && (self.queue.len() >= self.config.max_queue || over_bytes) {
-            return Err(Reject::QueueFull {
-                retry_after: self.retry_after(request.model.as_str(), now),
-            });
-        }
+        self.refuse_if_full(&request, retry, now)?;
         let model = request.model.clone();
         if let Some(hold) = hold {
             self.placement.hold(request.id, hold);
@@ -687,6 +675,19 @@ impl Scheduler {
         }
         self.dirty.insert(model);
         Ok(Admission::Queued)
+    }
+
+    /// A new request that would overfill the queue (by count or by bytes)
+    /// is refused; a retry was accepted once already and never is.
+    fn refuse_if_full(&self, request: &Request, retry: bool, now: Duration) -> Result<(), Reject> {
+        let over_bytes =
+            self.queue.bytes().saturating_add(request.size) > self.config.max_queue_bytes;
+        if !retry && (self.queue.len() >= self.config.max_queue || over_bytes) {
+            return Err(Reject::QueueFull {
+                retry_after: self.retry_after(request.model.as_str(), now),
+            });
+        }
+        Ok(())
     }
 
     /// Removes a waiting request whose client left. Returns false if it was
