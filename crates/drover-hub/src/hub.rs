@@ -55,7 +55,6 @@ pub struct HubState {
     pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
     pub(crate) started_unix: u64,
-    pub(crate) ids: Arc<RequestIds>,
 }
 
 impl HubState {
@@ -99,11 +98,6 @@ impl HubState {
         allowed: Option<&[String]>,
     ) -> crate::error::ApiError {
         self.forwarder.model_not_found_among(model, allowed).into()
-    }
-
-    /// A fresh `x-request-id`, for an answer to a request that had none.
-    pub fn new_request_header(&self) -> http::HeaderValue {
-        self.ids.header()
     }
 
     /// Whether management calls need no key: only on a loopback listener.
@@ -253,7 +247,6 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         config.health.probe_timeout,
     ));
     let clients = Arc::new(clients);
-    let ids = Arc::new(RequestIds::default());
     let limiter = Arc::new(Limiter::default());
     let streams_stop = CancellationToken::new();
     let forwarder = Forwarder::new(crate::forward::Shared {
@@ -268,7 +261,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         limiter: limiter.clone(),
         clients: clients.clone(),
         streams_stop: streams_stop.clone(),
-        ids: ids.clone(),
+        ids: RequestIds::default(),
     });
     let state = Arc::new(HubState {
         registry,
@@ -286,7 +279,6 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        ids,
         config,
     });
     for (index, b) in state.config.backends.iter().enumerate() {
@@ -310,7 +302,6 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         listener,
         tls,
         routes::router(state.clone()),
-        state.clone(),
         server::Limits::from_config(&state.config.limits),
         state.shutdown.clone(),
         hard_stop.clone(),

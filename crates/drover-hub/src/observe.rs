@@ -20,12 +20,13 @@ use drover_proto::dashboard::{KeyUsage, Refusal};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::error::echo;
+use crate::error::{ApiError, ErrorFormat, echo};
 use crate::metrics::{
     BackendLabels, BackendModelLabels, KeyLabels, KeyLimitLabels, LoadLabels, Metrics, ModelLabels,
     RequestLabels,
 };
 use crate::traffic::{Traffic, unix_ms};
+use http::HeaderValue;
 
 /// Where a request's events go: Prometheus and the last hour's traffic.
 #[derive(Default)]
@@ -77,7 +78,7 @@ impl Ending {
 /// What the request log line says of a request that reached a backend.
 #[derive(Debug, Clone)]
 pub struct Served {
-    pub request_id: String,
+    pub request_id: HeaderValue,
     pub caller: String,
     pub status: u16,
     pub queue_wait: Duration,
@@ -185,24 +186,22 @@ impl Observer {
         drover_core::sync::write(&pair.answered).push((status, counter));
     }
 
-    /// The hub answered with an error of its own. `model` is the request's
-    /// model where it names one; `known` says whether the fleet knows it
-    /// (only then is it a metric label or a traffic cell, so that made-up
-    /// names cannot grow either).
-    pub fn refused(&self, refusal: RefusalSeen<'_>) {
-        let RefusalSeen {
+    /// The hub answered with an error of its own, in the shape of `errors`.
+    /// The request's model is a metric label or a traffic cell only where
+    /// the fleet knows it (`known`), so that made-up names cannot grow
+    /// either.
+    pub fn refused(&self, err: &ApiError, errors: ErrorFormat, refused: Refused<'_>) {
+        let Refused {
             request_id,
             model,
             known,
             client,
-            status,
-            code,
-            message,
-        } = refusal;
+        } = refused;
+        let (status, code, message) = (err.status_as(errors).as_u16(), err.code(), err.to_string());
         let shown = model.map(echo).unwrap_or_default();
         tracing::info!(
             target: "drover::request",
-            request_id,
+            request_id = %String::from_utf8_lossy(request_id.as_bytes()),
             model = %shown,
             status,
             code,
@@ -215,7 +214,7 @@ impl Observer {
             client: client.to_string(),
             status,
             code: code.to_string(),
-            message: echo(message).into_owned(),
+            message: echo(&message).into_owned(),
         });
         let label = model.filter(|_| known);
         self.traffic.answered(unix_ms(), None, label, status);
@@ -238,7 +237,7 @@ impl Observer {
             .finished(unix_ms(), &pair.backend, &pair.model, latency, tokens);
         tracing::info!(
             target: "drover::request",
-            request_id = %served.request_id,
+            request_id = %String::from_utf8_lossy(served.request_id.as_bytes()),
             model = %echo(&pair.model),
             client = %served.caller,
             backend = %pair.backend,
@@ -332,13 +331,13 @@ impl Observer {
     }
 }
 
-/// A refusal as the observer records it.
-pub struct RefusalSeen<'a> {
-    pub request_id: &'a str,
+/// Whose request the hub refused.
+pub struct Refused<'a> {
+    pub request_id: &'a HeaderValue,
+    /// The request's model, once read.
     pub model: Option<&'a str>,
+    /// Whether the fleet knows that model.
     pub known: bool,
+    /// The caller's name, once known.
     pub client: &'a str,
-    pub status: u16,
-    pub code: &'a str,
-    pub message: &'a str,
 }

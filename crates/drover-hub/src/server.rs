@@ -31,7 +31,6 @@ use tower_service::Service;
 
 use crate::config::LimitsConfig;
 use crate::forward::REQUEST_ID_HEADER;
-use crate::hub::HubState;
 use crate::stall_io::StallIo;
 
 /// What bounds each client connection.
@@ -68,12 +67,10 @@ fn default_max_connections() -> usize {
 /// Serves `app` on `listener` until `stop`; then asks every connection to
 /// finish its current request and waits for them, or until `hard_stop`
 /// cuts them off.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
-    hub: Arc<HubState>,
     limits: Limits,
     stop: CancellationToken,
     hard_stop: CancellationToken,
@@ -104,15 +101,15 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (app, hub) = (app.clone(), hub.clone());
+        let app = app.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let (mut app, hub) = (app.clone(), hub.clone());
+            let mut app = app.clone();
             async move {
                 let mut response = app
                     .call(req.map(axum::body::Body::new))
                     .await
                     .unwrap_or_else(|e| match e {});
-                with_request_id(&hub, &mut response);
+                with_request_id(&mut response);
                 Ok::<_, Infallible>(response)
             }
         });
@@ -161,10 +158,10 @@ pub async fn serve(
 
 /// Every response carries `x-request-id`: inference sets its own (the
 /// caller's, if it sent a sane one), the rest get a fresh one here.
-fn with_request_id(hub: &HubState, response: &mut axum::response::Response) {
+fn with_request_id(response: &mut axum::response::Response) {
     let name = HeaderName::from_static(REQUEST_ID_HEADER);
     if !response.headers().contains_key(&name) {
-        let id = hub.new_request_header();
+        let id = crate::forward::new_request_id();
         response.headers_mut().insert(name, id);
     }
 }

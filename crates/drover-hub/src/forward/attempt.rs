@@ -141,7 +141,7 @@ pub(super) async fn run(
         .observer
         .answered(pair, status.as_u16(), ttfb, guard.affinity_hit);
     let served = Served {
-        request_id: String::from_utf8_lossy(job.request_id.as_bytes()).into_owned(),
+        request_id: job.request_id.clone(),
         caller: job.caller.clone(),
         status: status.as_u16(),
         queue_wait,

@@ -35,7 +35,7 @@ pub use attempt::REQUEST_ID_HEADER;
 pub use drover_scheduler::Api;
 pub use error::{Failure, FailureKind, ForwardError};
 pub use pass_through::{AnswerBody, KeyRef};
-pub use request::{ForwardRequest, RequestIds, Sender};
+pub use request::{ForwardRequest, RequestIds, Sender, new_request_id};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,7 @@ pub struct Shared {
     /// Cancelled when the hub's shutdown grace is over: running streams end
     /// with an error event.
     pub streams_stop: CancellationToken,
-    pub ids: Arc<RequestIds>,
+    pub ids: RequestIds,
 }
 
 /// A backend's answer, its first byte in hand: its status and headers
@@ -108,21 +108,19 @@ impl Forwarder {
     /// Forwards `request`: the backend's answer (its status may be an
     /// error the backend chose), or why no backend answered. Either way
     /// the observer has heard of it.
-    pub async fn forward(&self, request: ForwardRequest) -> Forwarded {
+    pub async fn forward(&self, mut request: ForwardRequest) -> Forwarded {
         let mut queued = Duration::ZERO;
-        let model = request.model.clone();
-        let (request_id, caller) = (request.request_id.clone(), request.caller.clone());
-        let errors = request.errors;
-        let result = self.attempts(request, &mut queued).await;
+        let result = self.attempts(&mut request, &mut queued).await;
         if let Err(e) = &result {
-            self.refused(e, &request_id, Some(&model), &caller, errors);
+            let r = &request;
+            self.refused(e, &r.request_id, Some(&r.model), &r.caller, r.errors);
         }
         Forwarded { result, queued }
     }
 
     async fn attempts(
         &self,
-        mut job: ForwardRequest,
+        job: &mut ForwardRequest,
         queued: &mut Duration,
     ) -> Result<Answer, ForwardError> {
         let max_retries = self.0.upstream.max_retries;
@@ -140,7 +138,7 @@ impl Forwarder {
                 .await;
             let waited = waiting_since.elapsed();
             *queued += waited;
-            let mut guard = acquired.map_err(|e| self.refusal(e, &job, last_failure.take()))?;
+            let mut guard = acquired.map_err(|e| self.refusal(e, job, last_failure.take()))?;
             guard.hold(job.permit.clone());
             self.0.observer.waited(&job.model, waited);
             let backend = guard.backend;
@@ -158,7 +156,7 @@ impl Forwarder {
             // Boxed: a request spends most of its life waiting in `acquire`,
             // and an inline attempt would make every waiting request's state
             // as large as the forwarding machinery it is not using yet.
-            let run = attempt::run(self, entry, guard, &job, &pair, last_attempt, *queued);
+            let run = attempt::run(self, entry, guard, job, &pair, last_attempt, *queued);
             let failure = match Box::pin(run).await {
                 Ok(answer) => {
                     if attempt > 0 {

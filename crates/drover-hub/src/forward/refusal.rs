@@ -10,7 +10,7 @@ use http::HeaderValue;
 use super::{Failure, ForwardError, ForwardRequest, Forwarder};
 use crate::dispatcher::{AcquireError, WaitError};
 use crate::error::{ApiError, ErrorFormat};
-use crate::observe::RefusalSeen;
+use crate::observe::Refused;
 
 impl Forwarder {
     /// Tells the observer of a refusal.
@@ -22,16 +22,16 @@ impl Forwarder {
         caller: &str,
         errors: ErrorFormat,
     ) {
-        let api = ApiError::from(e.clone());
-        self.0.observer.refused(RefusalSeen {
-            request_id: &String::from_utf8_lossy(request_id.as_bytes()),
-            model,
-            known: e.model_is_known(),
-            client: caller,
-            status: api.status_as(errors).as_u16(),
-            code: api.code(),
-            message: &e.to_string(),
-        });
+        self.0.observer.refused(
+            &ApiError::from(e.clone()),
+            errors,
+            Refused {
+                request_id,
+                model,
+                known: e.model_is_known(),
+                client: caller,
+            },
+        );
     }
 
     /// Why `job` got no slot. After a failed attempt, what went wrong

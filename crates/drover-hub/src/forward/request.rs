@@ -35,6 +35,10 @@ pub struct Sender {
     pub request_id: Option<HeaderValue>,
     /// What it accepts, passed on upstream.
     pub accept: Option<HeaderValue>,
+    /// When it arrived (an HTTP request's head, before its body was read),
+    /// which its times to first byte and to the end count from; now, if
+    /// none.
+    pub arrived: Option<Instant>,
 }
 
 /// One request to forward, with everything every attempt needs.
@@ -77,14 +81,11 @@ impl Forwarder {
         api: Api,
         errors: ErrorFormat,
         path_and_query: String,
-        sender: Sender,
+        mut sender: Sender,
     ) -> Result<ForwardRequest, ForwardError> {
-        let arrived = Instant::now();
+        let arrived = sender.arrived.unwrap_or_else(Instant::now);
         let id = self.0.ids.next();
-        let request_id = sender
-            .request_id
-            .clone()
-            .unwrap_or_else(|| self.0.ids.header());
+        let request_id = sender.request_id.take().unwrap_or_else(new_request_id);
         // A refusal is told to the observer with what was known by then.
         let refused = |error: ForwardError, model: Option<&str>, caller: Option<&str>| {
             self.refused(
@@ -297,36 +298,27 @@ fn peek(body: &[u8]) -> Result<RequestPeek<'_>, ForwardError> {
     })
 }
 
-/// Request ids: the scheduler's (a counter, for this process only), and
-/// the `x-request-id` a request gets where its caller sent none: a UUIDv7,
-/// unique across restarts and hubs and ordered by time, as a stored job's
-/// will be.
+/// The scheduler's ids for requests: a counter, for this process only.
+#[derive(Default)]
 pub struct RequestIds {
     next: std::sync::atomic::AtomicU64,
 }
 
-impl Default for RequestIds {
-    fn default() -> Self {
-        RequestIds {
-            next: std::sync::atomic::AtomicU64::new(1),
-        }
+impl RequestIds {
+    pub fn next(&self) -> RequestId {
+        RequestId(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
     }
 }
 
-impl RequestIds {
-    pub fn next(&self) -> RequestId {
-        RequestId(self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// A fresh `x-request-id`: `req_` and a UUIDv7's 32 hex digits,
-    /// written without `format!` (it cost a request about 2,000
-    /// instructions).
-    pub fn header(&self) -> HeaderValue {
-        let mut text = [0u8; 4 + uuid::fmt::Simple::LENGTH];
-        text[..4].copy_from_slice(b"req_");
-        uuid::Uuid::now_v7().simple().encode_lower(&mut text[4..]);
-        HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("req_unknown"))
-    }
+/// A fresh `x-request-id`, for a request whose caller sent none: `req_`
+/// and a UUIDv7's 32 hex digits, unique across restarts and hubs and
+/// ordered by time, as a stored job's will be. Written without `format!`
+/// (it cost a request about 2,000 instructions).
+pub fn new_request_id() -> HeaderValue {
+    let mut text = [0u8; 4 + uuid::fmt::Simple::LENGTH];
+    text[..4].copy_from_slice(b"req_");
+    uuid::Uuid::now_v7().simple().encode_lower(&mut text[4..]);
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("req_unknown"))
 }
 
 #[cfg(test)]
@@ -334,11 +326,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn request_headers_are_uuid7s_unique_across_hubs_and_ordered_by_time() {
-        let (one, other) = (RequestIds::default(), RequestIds::default());
+    fn request_headers_are_uuid7s_unique_and_ordered_by_time() {
         let ids: Vec<String> = (0..64)
-            .map(|i| if i % 2 == 0 { &one } else { &other })
-            .map(|ids| ids.header().to_str().unwrap().to_string())
+            .map(|_| new_request_id().to_str().unwrap().to_string())
             .collect();
         for id in &ids {
             assert_eq!(id.len(), 36, "{id}");
@@ -347,7 +337,7 @@ mod tests {
             assert_eq!(uuid.get_version_num(), 7, "{id}");
         }
         let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len(), "two hubs made the same id");
+        assert_eq!(unique.len(), ids.len(), "an id came twice");
         // Made one after another, they sort as they were made (to the
         // millisecond, then by the counter UUIDv7 keeps within it).
         let mut sorted = ids.clone();

@@ -48,8 +48,10 @@ pub async fn messages(State(hub): State<Arc<HubState>>, req: Request) -> Respons
 }
 
 async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat) -> Response {
-    let request_id = incoming_request_id(req.headers()).unwrap_or_else(|| hub.new_request_header());
-    let (result, queued) = match prepare(&hub, req, api, errors, &request_id).await {
+    let arrived = tokio::time::Instant::now();
+    let request_id =
+        incoming_request_id(req.headers()).unwrap_or_else(crate::forward::new_request_id);
+    let (result, queued) = match prepare(&hub, req, api, errors, &request_id, arrived).await {
         Ok(request) => {
             let Forwarded { result, queued } = hub.forwarder.forward(request).await;
             (result.map_err(ApiError::from), queued)
@@ -83,6 +85,7 @@ async fn prepare(
     api: Api,
     errors: ErrorFormat,
     request_id: &HeaderValue,
+    arrived: tokio::time::Instant,
 ) -> Result<ForwardRequest, ApiError> {
     let (parts, body) = req.into_parts();
     let edge = async {
@@ -108,15 +111,13 @@ async fn prepare(
     let (holder, priority, queue_timeout, body) = match edge.await {
         Ok(read) => read,
         Err(e) => {
-            hub.observer.refused(crate::observe::RefusalSeen {
-                request_id: &String::from_utf8_lossy(request_id.as_bytes()),
+            let refused = crate::observe::Refused {
+                request_id,
                 model: None,
                 known: false,
                 client: "",
-                status: e.status_as(errors).as_u16(),
-                code: e.code(),
-                message: &e.to_string(),
-            });
+            };
+            hub.observer.refused(&e, errors, refused);
             return Err(e);
         }
     };
@@ -139,6 +140,7 @@ async fn prepare(
         queue_timeout,
         request_id: Some(request_id.clone()),
         accept: parts.headers.get(header::ACCEPT).map(owned_header),
+        arrived: Some(arrived),
     };
     Ok(hub
         .forwarder
