@@ -1,0 +1,98 @@
+use std::path::PathBuf;
+
+use crate::StoreError;
+
+/// Where the store lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A file; created with its directory if missing.
+    Sqlite(PathBuf),
+    Postgres {
+        url: String,
+        /// A schema of its own in that database (made if missing), for
+        /// several drovers or tests sharing one database; `public` if none.
+        schema: Option<String>,
+    },
+}
+
+/// The name of the SQLite file in a hub's data directory.
+pub const SQLITE_FILE: &str = "drover.db";
+
+impl Location {
+    /// From `--database-url`: `postgres://…` (or `postgresql://…`), or
+    /// `sqlite:PATH` / `sqlite://PATH`.
+    pub fn parse(url: &str) -> Result<Location, StoreError> {
+        let bad = |reason: &str| StoreError::BadUrl {
+            url: redact(url),
+            reason: reason.into(),
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Location::Postgres {
+                url: url.to_string(),
+                schema: None,
+            });
+        }
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(bad("it names no file"));
+            }
+            return Ok(Location::Sqlite(PathBuf::from(path)));
+        }
+        Err(bad("expected postgres://… or sqlite:PATH"))
+    }
+
+    /// How it is named in messages: a PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres { url, schema } => match schema {
+                Some(schema) => format!("{} (schema {schema})", redact(url)),
+                None => redact(url),
+            },
+        }
+    }
+}
+
+/// A URL with any password replaced, for messages and logs.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_store_and_hide_passwords() {
+        assert_eq!(
+            Location::parse("sqlite:/tmp/x.db").ok(),
+            Some(Location::Sqlite("/tmp/x.db".into()))
+        );
+        assert_eq!(
+            Location::parse("sqlite:///tmp/x.db").ok(),
+            Some(Location::Sqlite("/tmp/x.db".into()))
+        );
+        let pg = Location::parse("postgres://me:secret@db:5432/drover").unwrap();
+        assert_eq!(pg.describe(), "postgres://me:***@db:5432/drover");
+        let err = Location::parse("mysql://me:secret@db/x").unwrap_err();
+        assert!(err.to_string().contains("expected postgres://"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(Location::parse("sqlite:").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Opening a store: connections, the one-hub lock on SQLite, migrations.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::lock::HubLock;
+use crate::{Db, Inner, Location, Store, StoreError};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long a call waits for a connection before the store counts as
+/// unreachable: job calls answer 503 quickly rather than hang.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Store {
+    /// Opens (creating if needed) the store at `location` and brings its
+    /// schema up to date. `holder` says who this hub is (its process and
+    /// address), for a second hub refused the same SQLite file to name.
+    pub async fn open(location: Location, holder: &str) -> Result<Store, StoreError> {
+        let (db, lock) = match &location {
+            Location::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let lock = HubLock::take(path, holder)?;
+                let db = open_sqlite(&location, path).await?;
+                (db, Some(lock))
+            }
+            Location::Postgres { url, schema } => (
+                open_postgres(&location, url, schema.as_deref()).await?,
+                None,
+            ),
+        };
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                location,
+                _lock: lock,
+            }),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let location = self.describe();
+        let result = match &self.inner.db {
+            Db::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        };
+        result.map_err(|error| match error {
+            MigrateError::VersionMissing(version) => StoreError::Newer { location, version },
+            MigrateError::Execute(e) => match StoreError::from(e) {
+                StoreError::Other(reason) => StoreError::Corrupt { location, reason },
+                other => other,
+            },
+            other => StoreError::Corrupt {
+                location,
+                reason: other.to_string(),
+            },
+        })
+    }
+}
+
+async fn open_sqlite(location: &Location, path: &std::path::Path) -> Result<Db, StoreError> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a job the hub said it accepted survives a power cut too,
+        // not only a crash of the process. Writes are grouped by the
+        // runner, so the sync per commit is shared.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let named = |e: sqlx::Error| match StoreError::from(e) {
+        StoreError::Other(reason) | StoreError::Unreachable(reason) => StoreError::Corrupt {
+            location: location.describe(),
+            reason,
+        },
+        other => other,
+    };
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
+        .await
+        .map_err(named)?;
+    // A file that is not a database opens without complaint; the first
+    // read says so.
+    sqlx::query("SELECT count(*) FROM sqlite_master")
+        .execute(&write)
+        .await
+        .map_err(named)?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.read_only(true))
+        .await
+        .map_err(named)?;
+    Ok(Db::Sqlite { write, read })
+}
+
+async fn open_postgres(
+    location: &Location,
+    url: &str,
+    schema: Option<&str>,
+) -> Result<Db, StoreError> {
+    let bad = |reason: String| StoreError::BadUrl {
+        url: location.describe(),
+        reason,
+    };
+    let mut options = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
+    if let Some(schema) = schema {
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || schema.is_empty()
+        {
+            return Err(bad(format!(
+                "schema {schema:?}: use letters, digits and underscores"
+            )));
+        }
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .execute(&admin)
+        .await?;
+        admin.close().await;
+        options = options.options([("search_path", schema)]);
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await?;
+    Ok(Db::Postgres(pool))
+}

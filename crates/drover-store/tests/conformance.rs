@@ -1,0 +1,527 @@
+//! The store's conformance suite: every test runs on SQLite (a fresh file)
+//! and on PostgreSQL (a fresh schema of the server at
+//! `DROVER_TEST_DATABASE_URL`, by default `postgres://postgres@127.0.0.1:5432/test`;
+//! `scripts/setup` starts one where none answers). Time is set by each
+//! test: leases run out without anyone waiting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use drover_store::*;
+use support::{Db, Reopen, new_job};
+
+const OWNER: &str = "hub-a";
+const LEASE: i64 = 60_000;
+
+fn claim(owner: &str, limit: u32, now: i64) -> Claim<'_> {
+    Claim {
+        kind: JobKind::Inference,
+        owner,
+        limit,
+        now,
+        lease_ms: LEASE,
+        skip_batches: &[],
+        skip_keys: &[],
+    }
+}
+
+fn completed(claimed: &Claimed, at: i64, body: &str) -> Finish {
+    Finish {
+        lease: claimed.lease.clone(),
+        state: JobState::Completed,
+        run_at: None,
+        attempts: vec![Attempt {
+            number: claimed.lease.attempt,
+            started_at: at,
+            ended_at: at,
+            backends: vec!["b1".into()],
+            status: Some(200),
+            error: None,
+        }],
+        failed_backends: Vec::new(),
+        answer: Some(Answer {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.as_bytes().to_vec(),
+        }),
+        then: None,
+        at,
+    }
+}
+
+async fn insert(store: &Store, job: NewJob) -> Job {
+    match store.insert_job(&job).await.unwrap() {
+        Inserted::Created(job) => job,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
+async fn claims_the_highest_priority_then_the_oldest_and_only_what_may_run_now(store: &Store) {
+    insert(store, new_job("job_1", 10, 100)).await;
+    insert(store, new_job("job_2", 50, 200)).await;
+    insert(store, new_job("job_3", 50, 150)).await;
+    insert(store, new_job("job_4", 90, 5_000)).await;
+    let got = store.claim(&claim(OWNER, 10, 1_000)).await.unwrap();
+    let ids: Vec<&str> = got.iter().map(|c| c.job.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["job_3", "job_2", "job_1"],
+        "job_4 may run only at 5000"
+    );
+    for c in &got {
+        assert_eq!(c.job.state, JobState::Running);
+        assert_eq!(c.job.attempt, 1);
+        assert_eq!(c.lease.attempt, 1);
+        assert_eq!(c.job.lease_owner.as_deref(), Some(OWNER));
+        assert_eq!(c.job.lease_expires_at, Some(1_000 + LEASE));
+        assert_eq!(c.body, format!("{{\"id\":\"{}\"}}", c.job.id).into_bytes());
+    }
+    assert!(
+        store
+            .claim(&claim(OWNER, 10, 1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let later = store.claim(&claim(OWNER, 10, 5_000)).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].job.id, "job_4");
+}
+
+async fn an_idempotency_key_returns_its_job_or_a_conflict(store: &Store) {
+    let mut job = new_job("job_a", 50, 0);
+    job.idempotency_key = Some("k1".into());
+    job.request_hash = Some("hash-1".into());
+    let first = insert(store, job.clone()).await;
+
+    let mut again = job.clone();
+    again.id = "job_b".into();
+    match store.insert_job(&again).await.unwrap() {
+        Inserted::Existing(existing) => assert_eq!(existing.id, first.id),
+        other => panic!("expected the existing job, got {other:?}"),
+    }
+    let mut other_body = again.clone();
+    other_body.id = "job_c".into();
+    other_body.request_hash = Some("hash-2".into());
+    match store.insert_job(&other_body).await.unwrap() {
+        Inserted::Conflict(existing) => assert_eq!(existing.id, first.id),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let mut other_key = again.clone();
+    other_key.id = "job_d".into();
+    other_key.key_id = "key_other".into();
+    insert(store, other_key).await;
+    assert!(store.job("job_b").await.unwrap().is_none());
+    assert!(store.job("job_c").await.unwrap().is_none());
+}
+
+async fn a_late_finish_from_a_rescued_attempt_changes_nothing(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    let first = store.claim(&claim("hub-a", 1, 0)).await.unwrap().remove(0);
+    // hub-a's lease runs out; the rescuer gives the job back, hub-b runs it.
+    let rescued = store
+        .rescue(Orphans::LeaseExpired, LEASE + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        rescued,
+        [Rescued {
+            id: "job_1".into(),
+            state: JobState::Queued
+        }]
+    );
+    let second = store
+        .claim(&claim("hub-b", 1, LEASE + 2))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.lease.attempt, 2);
+
+    let late = store
+        .finish(&[completed(&first, LEASE + 3, "late")])
+        .await
+        .unwrap();
+    assert_eq!(late, [false], "the rescued attempt's finish is fenced off");
+    assert_eq!(store.job_answer("job_1").await.unwrap(), None);
+    assert_eq!(
+        store.job("job_1").await.unwrap().unwrap().state,
+        JobState::Running
+    );
+
+    let taken = store
+        .finish(&[completed(&second, LEASE + 4, "{\"ok\":true}")])
+        .await
+        .unwrap();
+    assert_eq!(taken, [true]);
+    let job = store.job("job_1").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.ended_at, Some(LEASE + 4));
+    assert_eq!(job.lost, 1);
+    assert_eq!(job.failures(), 1);
+    assert_eq!(job.lease_owner, None);
+    let answer = store.job_answer("job_1").await.unwrap().unwrap();
+    assert_eq!(answer.body, b"{\"ok\":true}");
+    assert_eq!(answer.status, 200);
+    // A second finish of the same attempt is fenced too: completed once.
+    let twice = store
+        .finish(&[completed(&second, LEASE + 5, "again")])
+        .await
+        .unwrap();
+    assert_eq!(twice, [false]);
+    assert_eq!(
+        store.job_answer("job_1").await.unwrap().unwrap().body,
+        b"{\"ok\":true}"
+    );
+}
+
+async fn a_renewed_lease_is_not_rescued_and_a_lost_one_is_recorded(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    store.claim(&claim(OWNER, 1, 0)).await.unwrap();
+    assert_eq!(store.renew_leases(OWNER, 3 * LEASE).await.unwrap(), 1);
+    assert_eq!(
+        store.renew_leases("someone-else", 9 * LEASE).await.unwrap(),
+        0
+    );
+    assert!(
+        store
+            .rescue(Orphans::LeaseExpired, 2 * LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let rescued = store
+        .rescue(Orphans::LeaseExpired, 3 * LEASE + 1)
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    let job = store.job("job_1").await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!((job.attempt, job.lost, job.failures()), (1, 1, 0));
+    assert_eq!(job.attempts.len(), 1);
+    assert!(
+        job.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("runner was lost")
+    );
+    assert_eq!(job.lease_owner, None);
+}
+
+async fn a_job_whose_runner_keeps_vanishing_ends_dead(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    let mut now = 0;
+    for round in 1..=MAX_LOST {
+        let claimed = store.claim(&claim(OWNER, 1, now)).await.unwrap();
+        assert_eq!(claimed.len(), 1, "round {round}");
+        now += LEASE + 1;
+        let rescued = store.rescue(Orphans::LeaseExpired, now).await.unwrap();
+        let want = if round == MAX_LOST {
+            JobState::Dead
+        } else {
+            JobState::Queued
+        };
+        assert_eq!(rescued[0].state, want, "round {round}");
+    }
+    let job = store.job("job_1").await.unwrap().unwrap();
+    assert_eq!(job.attempts.len(), MAX_LOST as usize);
+    assert_eq!(job.ended_at, Some(now));
+}
+
+async fn at_a_single_hubs_start_every_job_another_runner_held_comes_back(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    insert(store, new_job("job_2", 50, 0)).await;
+    store.claim(&claim("old-hub", 1, 0)).await.unwrap();
+    store.claim(&claim("new-hub", 1, 0)).await.unwrap();
+    let rescued = store
+        .rescue(Orphans::NotOwnedBy("new-hub"), 10)
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    let back = store.job(&rescued[0].id).await.unwrap().unwrap();
+    assert_eq!(back.state, JobState::Queued);
+    let other = if back.id == "job_1" { "job_2" } else { "job_1" };
+    assert_eq!(
+        store.job(other).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+}
+
+async fn capped_batches_and_keys_are_skipped(store: &Store) {
+    let mut in_batch = new_job("job_1", 90, 0);
+    in_batch.batch_id = Some("batch_x".into());
+    insert(store, in_batch).await;
+    let mut of_key = new_job("job_2", 80, 0);
+    of_key.key_id = "key_busy".into();
+    insert(store, of_key).await;
+    insert(store, new_job("job_3", 10, 0)).await;
+    let skip_batches = vec!["batch_x".to_string()];
+    let skip_keys = vec!["key_busy".to_string()];
+    let got = store
+        .claim(&Claim {
+            skip_batches: &skip_batches,
+            skip_keys: &skip_keys,
+            ..claim(OWNER, 10, 0)
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = got.iter().map(|c| c.job.id.as_str()).collect();
+    assert_eq!(ids, ["job_3"]);
+}
+
+async fn overdue_jobs_expire_instead_of_running(store: &Store) {
+    let mut job = new_job("job_1", 50, 0);
+    job.deadline = Some(1_000);
+    insert(store, job).await;
+    assert!(
+        store
+            .claim(&claim(OWNER, 1, 1_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = store.expire_overdue(1_500).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].state, JobState::Expired);
+    assert_eq!(expired[0].ended_at, Some(1_500));
+    assert!(store.expire_overdue(2_000).await.unwrap().is_empty());
+}
+
+async fn cancel_stops_a_waiting_job_and_asks_a_running_one(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    insert(store, new_job("job_2", 10, 0)).await;
+    let running = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
+    assert_eq!(running.job.id, "job_1");
+    assert!(matches!(
+        store.cancel_job("job_2", 5).await.unwrap(),
+        Some(Cancelled::Now(job)) if job.state == JobState::Cancelled
+    ));
+    assert!(matches!(
+        store.cancel_job("job_1", 5).await.unwrap(),
+        Some(Cancelled::Requested(job)) if job.cancel_requested
+    ));
+    // A runner that vanished leaves a job asked to stop cancelled.
+    let rescued = store
+        .rescue(Orphans::LeaseExpired, LEASE + 1)
+        .await
+        .unwrap();
+    assert_eq!(rescued[0].state, JobState::Cancelled);
+    assert!(matches!(
+        store.cancel_job("job_1", 5).await.unwrap(),
+        Some(Cancelled::AlreadyOver(_))
+    ));
+    assert_eq!(store.cancel_job("job_none", 5).await.unwrap(), None);
+}
+
+async fn a_dead_job_can_be_retried_and_a_completed_one_cannot(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    insert(store, new_job("job_2", 50, 0)).await;
+    let mut claimed = store.claim(&claim(OWNER, 2, 0)).await.unwrap();
+    let second = claimed.pop().unwrap();
+    let first = claimed.pop().unwrap();
+    let mut dead = completed(&first, 10, "{\"error\":\"down\"}");
+    dead.state = JobState::Dead;
+    dead.answer.as_mut().unwrap().status = 502;
+    store
+        .finish(&[dead, completed(&second, 10, "{}")])
+        .await
+        .unwrap();
+
+    let job = match store.retry_job(&first.job.id, 3, 20).await.unwrap() {
+        Some(Retried::Queued(job)) => job,
+        other => panic!("not queued again: {other:?}"),
+    };
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.max_attempts, 4, "one failure kept, three more allowed");
+    assert_eq!(job.ended_at, None);
+    assert_eq!(job.attempts.len(), 1, "its history stays");
+    assert_eq!(store.job_answer(&first.job.id).await.unwrap(), None);
+    assert!(matches!(
+        store.retry_job(&second.job.id, 3, 20).await.unwrap(),
+        Some(Retried::Completed(_))
+    ));
+    assert!(matches!(
+        store.retry_job(&first.job.id, 3, 20).await.unwrap(),
+        Some(Retried::NotOver(_))
+    ));
+    let again = store.claim(&claim(OWNER, 5, 20)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].lease.attempt, 2);
+}
+
+async fn lists_page_newest_first_and_filter(store: &Store) {
+    for i in 1..=5 {
+        let mut job = new_job(&format!("job_{i}"), 50, 0);
+        if i % 2 == 0 {
+            job.key_id = "key_even".into();
+            job.batch_id = Some("batch_even".into());
+        }
+        insert(store, job).await;
+    }
+    let page = store
+        .jobs(&JobFilter {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["job_5", "job_4"]);
+    assert!(page.has_more);
+    let next = store
+        .jobs(&JobFilter {
+            limit: 10,
+            after: Some("job_4".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = next.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["job_3", "job_2", "job_1"]);
+    assert!(!next.has_more);
+    let even = store
+        .jobs(&JobFilter {
+            key_id: Some("key_even".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(even.jobs.len(), 2);
+    let batch = store
+        .jobs(&JobFilter {
+            batch_id: Some("batch_even".into()),
+            state: Some(JobState::Queued),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(batch.jobs.len(), 2);
+    store.claim(&claim(OWNER, 1, 0)).await.unwrap();
+    let counts = store.job_counts(None).await.unwrap();
+    assert!(counts.contains(&(JobState::Queued, 4)), "{counts:?}");
+    assert!(counts.contains(&(JobState::Running, 1)), "{counts:?}");
+}
+
+async fn a_batch_of_lines_is_stored_whole(store: &Store) {
+    let lines: Vec<NewJob> = (0..2_500)
+        .map(|i| {
+            let mut job = new_job(&format!("job_{i:05}"), 10, 0);
+            job.batch_id = Some("batch_1".into());
+            job.custom_id = Some(format!("line-{i}"));
+            job
+        })
+        .collect();
+    store.insert_jobs(&lines).await.unwrap();
+    assert_eq!(
+        store.job_counts(Some("batch_1")).await.unwrap(),
+        [(JobState::Queued, 2_500)]
+    );
+    // One duplicate id: nothing of the second batch is stored.
+    let mut again = lines[..3].to_vec();
+    for job in &mut again {
+        job.batch_id = Some("batch_2".into());
+    }
+    assert!(store.insert_jobs(&again).await.is_err());
+    assert!(store.job_counts(Some("batch_2")).await.unwrap().is_empty());
+}
+
+async fn a_finish_stores_its_callback_in_the_same_transaction(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    let claimed = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
+    let mut finish = completed(&claimed, 10, "{}");
+    let mut callback = new_job("job_cb", 50, 10);
+    callback.kind = JobKind::Callback;
+    finish.then = Some(callback);
+    // Fenced off (another owner): no callback either.
+    let mut stale = finish.clone();
+    stale.lease.owner = "someone-else".into();
+    assert_eq!(store.finish(&[stale]).await.unwrap(), [false]);
+    assert!(store.job("job_cb").await.unwrap().is_none());
+    assert_eq!(store.finish(&[finish]).await.unwrap(), [true]);
+    let cb = store.job("job_cb").await.unwrap().unwrap();
+    assert_eq!(cb.kind, JobKind::Callback);
+    // Inference runners do not take callbacks.
+    assert!(store.claim(&claim(OWNER, 5, 10)).await.unwrap().is_empty());
+    let callbacks = store
+        .claim(&Claim {
+            kind: JobKind::Callback,
+            ..claim(OWNER, 5, 10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(callbacks.len(), 1);
+}
+
+async fn two_runners_claiming_at_once_never_share_a_job(store: &Store) {
+    let jobs: Vec<NewJob> = (0..400)
+        .map(|i| new_job(&format!("job_{i:04}"), 50, 0))
+        .collect();
+    store.insert_jobs(&jobs).await.unwrap();
+    let other = store.reopen().await;
+    let run = |store: Store, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = store.claim(&claim(owner, 7, 0)).await.unwrap();
+                if batch.is_empty() {
+                    break got;
+                }
+                got.extend(batch.into_iter().map(|c| c.job.id));
+            }
+        })
+    };
+    let a = run(store.clone(), "hub-a");
+    let b = run(other.clone(), "hub-b");
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    let mut all: Vec<String> = a.iter().chain(b.iter()).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 400, "every job claimed once");
+    assert_eq!(a.len() + b.len(), 400, "no job claimed twice");
+    other.close().await;
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let db = super::Db::sqlite().await;
+                    super::$test(&db.store).await;
+                    db.done().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let db = super::Db::postgres().await;
+                    super::$test(&db.store).await;
+                    db.done().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    claims_the_highest_priority_then_the_oldest_and_only_what_may_run_now,
+    an_idempotency_key_returns_its_job_or_a_conflict,
+    a_late_finish_from_a_rescued_attempt_changes_nothing,
+    a_renewed_lease_is_not_rescued_and_a_lost_one_is_recorded,
+    a_job_whose_runner_keeps_vanishing_ends_dead,
+    at_a_single_hubs_start_every_job_another_runner_held_comes_back,
+    capped_batches_and_keys_are_skipped,
+    overdue_jobs_expire_instead_of_running,
+    cancel_stops_a_waiting_job_and_asks_a_running_one,
+    a_dead_job_can_be_retried_and_a_completed_one_cannot,
+    lists_page_newest_first_and_filter,
+    a_batch_of_lines_is_stored_whole,
+    a_finish_stores_its_callback_in_the_same_transaction,
+    two_runners_claiming_at_once_never_share_a_job,
+);
