@@ -28,6 +28,8 @@
 //! - `openapi`: the OpenAPI document, from the handlers' annotations.
 //! - `usage`: the output tokens an answer reports, read as it passes.
 //! - `error`: the one mapping from errors to HTTP and the OpenAI shape.
+//! - [`webhook`]: Standard Webhooks signatures for the callbacks that say a
+//!   job has ended.
 
 mod affinity;
 mod aliases;
@@ -56,6 +58,7 @@ mod tls;
 mod traffic;
 mod usage;
 mod views;
+pub mod webhook;
 
 pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};
