@@ -7,6 +7,7 @@
 //!   fields the hub peeks at (it forwards bodies untouched).
 //! - [`lmstudio`]: LM Studio's `/api/v0/models` and `/api/v1/models`.
 //! - [`ollama`], [`llamacpp`], [`vllm`]: those servers' own endpoints.
+//! - [`batch`]: OpenAI's Files and Batch API: files, batches, output lines.
 //! - [`anthropic`]: the Anthropic error shape, for `/v1/messages`.
 //! - [`admin`]: the hub's management API.
 //! - [`queue`]: `GET /v1/queue`, the queue as clients may see it.
@@ -14,6 +15,7 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod batch;
 pub mod dashboard;
 pub mod llamacpp;
 pub mod lmstudio;
