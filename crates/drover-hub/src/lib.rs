@@ -33,6 +33,7 @@
 
 mod affinity;
 mod aliases;
+pub mod batches;
 mod caller;
 mod closest;
 pub mod config;
