@@ -29,6 +29,11 @@ pub struct HubConfig {
     /// keeps nothing on disk and creates no keys (`drover serve` sets
     /// `~/.local/share/drover` by default).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Where jobs, batches and files are kept: `postgres://…` for
+    /// PostgreSQL (several hubs may share it), `sqlite:PATH` for a file.
+    /// Unset: `drover.db` in `data_dir` (no store without either: the job
+    /// API says so).
+    pub database_url: Option<String>,
     /// Serve HTTPS (rustls) with this certificate and key; plain HTTP
     /// without.
     pub tls: Option<TlsConfig>,
@@ -37,6 +42,7 @@ pub struct HubConfig {
     pub health: HealthConfig,
     pub limits: LimitsConfig,
     pub manager: ManagerConfig,
+    pub jobs: JobsConfig,
     pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
     /// One public name for a model across servers that call it differently.
@@ -74,6 +80,53 @@ pub struct TlsConfig {
     pub cert: std::path::PathBuf,
     #[serde(default)]
     pub key: std::path::PathBuf,
+}
+
+/// Durable jobs: how the hub runs what was handed over to it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Jobs waiting in the scheduler's memory at once; the rest wait in the
+    /// store and come in as these leave.
+    pub window: u32,
+    /// How long a claimed job is its runner's without a renewal; a job
+    /// whose runner vanished runs again after it.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// Attempts before a job is dead, unless it says otherwise.
+    pub max_attempts: u32,
+    /// A job's priority unless it says otherwise: below interactive
+    /// requests' default (50), so a large batch never starves them; aging
+    /// sees that it is never starved either.
+    pub priority: u8,
+    /// The first retry's back-off; each next one doubles it (with jitter),
+    /// up to `max_backoff`.
+    #[serde(deserialize_with = "duration")]
+    pub backoff: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// How often the store is looked at for work when nothing said there
+    /// is some (the truth; wake-ups are hints).
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
+    /// The largest answer a job keeps (bytes or a size like `"64MiB"`).
+    #[serde(deserialize_with = "bytes")]
+    pub max_answer_bytes: usize,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            window: 512,
+            lease: Duration::from_secs(60),
+            max_attempts: 3,
+            priority: 10,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(300),
+            poll_interval: Duration::from_secs(1),
+            max_answer_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// The model manager: when models are loaded and unloaded.
@@ -190,12 +243,14 @@ impl Default for HubConfig {
             admin_key: None,
             public_metrics: false,
             data_dir: None,
+            database_url: None,
             tls: None,
             queue: QueueConfig::default(),
             upstream: UpstreamConfig::default(),
             health: HealthConfig::default(),
             limits: LimitsConfig::default(),
             manager: ManagerConfig::default(),
+            jobs: JobsConfig::default(),
             backends: Vec::new(),
             clients: Vec::new(),
             models: Vec::new(),
@@ -304,6 +359,29 @@ impl HubConfig {
                 "tls needs both cert and key (PEM files)".into(),
             ));
         }
+        let jobs = &self.jobs;
+        if jobs.window == 0 || jobs.max_attempts == 0 {
+            return Err(ConfigError(
+                "jobs.window and jobs.max_attempts must be at least 1".into(),
+            ));
+        }
+        if jobs.lease < Duration::from_secs(1) {
+            return Err(ConfigError(
+                "jobs.lease must be at least 1 s: its runner renews it every third of it".into(),
+            ));
+        }
+        if jobs.priority > 100 {
+            return Err(ConfigError("jobs.priority must be from 0 to 100".into()));
+        }
+        if jobs.poll_interval.is_zero() || jobs.backoff.is_zero() {
+            return Err(ConfigError(
+                "jobs.poll_interval and jobs.backoff must be more than zero".into(),
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            drover_store::Location::parse(url)
+                .map_err(|e| ConfigError(format!("database_url: {e}")))?;
+        }
         if self.manager.load_timeout.is_zero() {
             return Err(ConfigError(
                 "manager.load_timeout must be more than zero".into(),
@@ -360,18 +438,20 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
 /// Every field of [`HubConfig`] an environment variable may set (the
 /// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
 /// keeps it whole.
-const KNOWN_ROOTS: [&str; 11] = [
+const KNOWN_ROOTS: [&str; 13] = [
     "listen",
     "insecure",
     "admin_key",
     "public_metrics",
     "data_dir",
+    "database_url",
     "tls",
     "queue",
     "upstream",
     "health",
     "limits",
     "manager",
+    "jobs",
 ];
 
 /// The TOML value an environment variable stands for. Its text is tried as
@@ -484,6 +564,8 @@ mod tests {
                 ("DROVER_MANAGER__TTL", "5m"),
                 ("DROVER_TLS__CERT", "/etc/drover/cert.pem"),
                 ("DROVER_TLS__KEY", "/etc/drover/key.pem"),
+                ("DROVER_DATABASE_URL", "postgres://u@h/db"),
+                ("DROVER_JOBS__WINDOW", "64"),
             ]),
         )
         .unwrap();
@@ -501,7 +583,9 @@ mod tests {
             c.tls.map(|t| t.key),
             Some(std::path::PathBuf::from("/etc/drover/key.pem"))
         );
-        assert_eq!(KNOWN_ROOTS.len(), 11, "a new root needs a line above");
+        assert_eq!(c.database_url.as_deref(), Some("postgres://u@h/db"));
+        assert_eq!(c.jobs.window, 64);
+        assert_eq!(KNOWN_ROOTS.len(), 13, "a new root needs a line above");
     }
 
     #[test]

@@ -47,6 +47,21 @@ pub enum ApiError {
     /// The hub itself failed (its disk, say).
     #[error("{0}")]
     Internal(String),
+    /// The job store failed, or is away.
+    #[error("{0}")]
+    Store(std::sync::Arc<drover_store::StoreError>),
+    /// The hub keeps no job store.
+    #[error(
+        "this hub keeps no jobs: it has no data directory and no database (set data_dir or \
+         database_url, or pass --data-dir or --database-url)"
+    )]
+    NoStore,
+}
+
+impl From<drover_store::StoreError> for ApiError {
+    fn from(e: drover_store::StoreError) -> Self {
+        ApiError::Store(std::sync::Arc::new(e))
+    }
 }
 
 impl ApiError {
@@ -76,6 +91,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(e) => store_status(e),
+            ApiError::NoStore => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -96,6 +113,12 @@ impl ApiError {
             ApiError::Conflict(_) => ("invalid_request_error", "conflict"),
             ApiError::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
             ApiError::Internal(_) => ("server_error", "internal_error"),
+            ApiError::Store(e) if e.is_unavailable() => ("server_error", "store_unavailable"),
+            ApiError::Store(e) if matches!(**e, drover_store::StoreError::Full(_)) => {
+                ("server_error", "store_full")
+            }
+            ApiError::Store(_) => ("server_error", "store_error"),
+            ApiError::NoStore => ("server_error", "no_store"),
         }
     }
 
@@ -108,6 +131,15 @@ impl ApiError {
             ApiError::Forward(F::ContextLengthExceeded { .. }) => Some("messages"),
             _ => None,
         }
+    }
+
+    /// What a job stores for this refusal: its status and its body in the
+    /// OpenAI shape.
+    pub fn stored(&self) -> (StatusCode, Vec<u8>) {
+        (
+            self.status(),
+            serde_json::to_vec(&self.body()).unwrap_or_default(),
+        )
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -305,6 +337,16 @@ fn forward_kind_and_code(f: &F) -> (&'static str, &'static str) {
         F::LoadFailed { .. } => ("server_error", "model_load_failed"),
         F::Upstream { .. } => ("server_error", "upstream_error"),
         F::ShuttingDown => ("server_error", "shutting_down"),
+    }
+}
+
+/// A store that is away or out of space is a 503 or 507 (come back
+/// later); anything else is the hub's own failure.
+fn store_status(e: &drover_store::StoreError) -> StatusCode {
+    match e {
+        e if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+        drover_store::StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

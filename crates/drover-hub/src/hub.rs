@@ -49,6 +49,9 @@ pub struct HubState {
     pub(crate) streams_stop: CancellationToken,
     /// API keys with powers, kept in the data directory.
     pub(crate) keys: Keys,
+    /// Durable jobs, where the hub has a store (a data directory or a
+    /// database).
+    pub(crate) jobs: Option<Arc<crate::jobs::Jobs>>,
     /// The live overview, published to the dashboards watching.
     pub(crate) overview: crate::dashboard::Publisher,
     /// The address actually bound (port 0 resolved).
@@ -144,6 +147,8 @@ pub enum StartError {
     Keys(KeyError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Store(drover_store::StoreError),
 }
 
 /// How often the hub looks whether someone else changed its keys file.
@@ -191,6 +196,16 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     if !local_addr.ip().is_loopback() && !config.insecure && !keys.ever(KeyKind::Client) {
         return Err(StartError::Insecure(local_addr));
     }
+    let jobs = match crate::jobs::location(&config).map_err(StartError::Store)? {
+        Some(location) => {
+            let holder = format!("drover hub pid {} at {}", std::process::id(), local_addr);
+            let store = drover_store::Store::open(location, &holder)
+                .await
+                .map_err(StartError::Store)?;
+            Some(Arc::new(crate::jobs::Jobs::new(store, config.jobs.clone())))
+        }
+        None => None,
+    };
     let observer = Arc::new(Observer::default());
     let sched = Scheduler::new(SchedulerConfig {
         max_queue: config.queue.max_waiting,
@@ -271,6 +286,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         clients,
         models: aliases,
         keys,
+        jobs,
         overview: crate::dashboard::Publisher::default(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
@@ -296,6 +312,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         .spawn(model_work::run(state.clone(), model_work));
     state.tasks.spawn(crate::dashboard::run(state.clone()));
     state.tasks.spawn(watch_keys(state.clone()));
+    crate::jobs::runner::start(&state);
 
     let hard_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(
@@ -403,5 +420,8 @@ impl HubHandle {
         }
         self.state.tasks.close();
         self.state.tasks.wait().await;
+        if let Some(jobs) = &self.state.jobs {
+            jobs.store.close().await;
+        }
     }
 }

@@ -204,6 +204,23 @@ impl Keys {
         })
     }
 
+    /// The active key with this id, if any: a stored job runs as the key
+    /// that submitted it, found again by id (its secret is not kept).
+    pub fn holder(&self, id: &str) -> Option<Holder> {
+        let inner = drover_core::sync::read(&self.inner);
+        inner
+            .active
+            .values()
+            .map(|&i| &inner.records[i])
+            .find(|r| r.id == id)
+            .map(|r| Holder {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                kind: r.kind,
+                limits: r.limits.clone(),
+            })
+    }
+
     /// Whether an active key of `kind` exists.
     pub fn any(&self, kind: KeyKind) -> bool {
         let inner = drover_core::sync::read(&self.inner);

@@ -28,6 +28,8 @@
 //! - `openapi`: the OpenAPI document, from the handlers' annotations.
 //! - `usage`: the output tokens an answer reports, read as it passes.
 //! - `error`: the one mapping from errors to HTTP and the OpenAI shape.
+//! - [`jobs`]: durable jobs on the store (`drover-store`): submitted,
+//!   claimed a window at a time, run through the forwarder, stored.
 //! - [`webhook`]: Standard Webhooks signatures for the callbacks that say a
 //!   job has ended.
 
@@ -43,6 +45,7 @@ mod dispatcher;
 mod error;
 pub mod forward;
 pub mod hub;
+pub mod jobs;
 pub mod keys;
 mod limits;
 mod metrics;

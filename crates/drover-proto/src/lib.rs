@@ -12,11 +12,13 @@
 //! - [`admin`]: the hub's management API.
 //! - [`queue`]: `GET /v1/queue`, the queue as clients may see it.
 //! - [`dashboard`]: the live overview the dashboard draws.
+//! - [`jobs`]: durable jobs (`/v1/jobs`).
 
 pub mod admin;
 pub mod anthropic;
 pub mod batch;
 pub mod dashboard;
+pub mod jobs;
 pub mod llamacpp;
 pub mod lmstudio;
 pub mod ollama;

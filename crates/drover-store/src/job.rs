@@ -10,8 +10,9 @@ pub const ANONYMOUS: &str = "";
 /// How many times a job's runner may vanish (its lease running out, as when
 /// a hub is killed) before the job is dead: a job that kills its hub each
 /// time must not loop for ever, and a hub's restarts must not use up a
-/// job's own attempts.
-pub const MAX_LOST: u32 = 10;
+/// job's own attempts. High, because a job is lost with its hub even while
+/// it only waited in the hub's window for a slot, which says nothing of it.
+pub const MAX_LOST: u32 = 25;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobKind {

@@ -435,6 +435,26 @@ impl Store {
         }))
     }
 
+    /// Gives a claimed job back as it was before the claim (its runner is
+    /// stopping before the attempt came to anything): the attempt does not
+    /// count. Whether the lease still held.
+    pub async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        Ok(on_db!(self, write, |pool, pg| {
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', attempt = attempt - 1, lease_owner = NULL, \
+                 lease_expires_at = NULL \
+                 WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'",
+            )
+            .bind(&lease.job_id)
+            .bind(i64::from(lease.attempt))
+            .bind(&lease.owner)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1
+        }))
+    }
+
     /// Stores how attempts ended, in one transaction, each fenced on its
     /// lease: an attempt rescued from under its runner changes nothing.
     /// Whether each was taken, in order.
@@ -551,14 +571,15 @@ impl Store {
                     JobState::Queued
                 };
                 let ended_at = state.is_final().then_some(now);
+                // It keeps its place (its run_at): a rescued job goes
+                // before those that came after it.
                 let updated = sqlx::query(
-                    "UPDATE jobs SET state = $1, lost = lost + 1, attempts = $2, run_at = $3, \
-                     ended_at = $4, lease_owner = NULL, lease_expires_at = NULL \
-                     WHERE id = $5 AND attempt = $6 AND state = 'running'",
+                    "UPDATE jobs SET state = $1, lost = lost + 1, attempts = $2, \
+                     ended_at = $3, lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = $4 AND attempt = $5 AND state = 'running'",
                 )
                 .bind(state.as_str())
                 .bind(to_json(&attempts)?)
-                .bind(now)
                 .bind(ended_at)
                 .bind(&job.id)
                 .bind(i64::from(job.attempt))

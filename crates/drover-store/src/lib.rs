@@ -40,8 +40,8 @@ pub struct Store {
 struct Inner {
     db: Db,
     location: Location,
-    /// SQLite's one-hub-per-file lock, held as long as the store lives.
-    _lock: Option<lock::HubLock>,
+    /// SQLite's one-hub-per-file lock, held until the store is closed.
+    lock: std::sync::Mutex<Option<lock::HubLock>>,
 }
 
 #[derive(Debug)]
@@ -113,7 +113,8 @@ impl Store {
         matches!(self.inner.db, Db::Sqlite { .. })
     }
 
-    /// Closes its connections, waiting for those in use.
+    /// Closes its connections, waiting for those in use, and lets another
+    /// hub open its SQLite file.
     pub async fn close(&self) {
         match &self.inner.db {
             Db::Sqlite { write, read } => {
@@ -122,5 +123,10 @@ impl Store {
             }
             Db::Postgres(pool) => pool.close().await,
         }
+        let lock = match self.inner.lock.lock() {
+            Ok(mut held) => held.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(lock);
     }
 }

@@ -19,18 +19,35 @@ pub enum Location {
 pub const SQLITE_FILE: &str = "drover.db";
 
 impl Location {
-    /// From `--database-url`: `postgres://…` (or `postgresql://…`), or
-    /// `sqlite:PATH` / `sqlite://PATH`.
+    /// From `--database-url`: `postgres://…` (or `postgresql://…`), with
+    /// an optional `schema=NAME` parameter of drover's own (its tables in
+    /// that schema), or `sqlite:PATH` / `sqlite://PATH`.
     pub fn parse(url: &str) -> Result<Location, StoreError> {
         let bad = |reason: &str| StoreError::BadUrl {
             url: redact(url),
             reason: reason.into(),
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Location::Postgres {
-                url: url.to_string(),
-                schema: None,
-            });
+            let (base, query) = url.split_once('?').unwrap_or((url, ""));
+            let mut schema = None;
+            let mut rest = Vec::new();
+            for param in query.split('&').filter(|p| !p.is_empty()) {
+                match param.strip_prefix("schema=") {
+                    Some(name) => schema = Some(name.to_string()),
+                    None => rest.push(param),
+                }
+            }
+            if schema.as_deref().is_some_and(|s| {
+                s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }) {
+                return Err(bad("schema= takes letters, digits and underscores"));
+            }
+            let url = if rest.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", rest.join("&"))
+            };
+            return Ok(Location::Postgres { url, schema });
         }
         if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -94,5 +111,13 @@ mod tests {
         assert!(err.to_string().contains("expected postgres://"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
         assert!(Location::parse("sqlite:").is_err());
+        assert_eq!(
+            Location::parse("postgres://u@h/db?sslmode=disable&schema=hub_a").ok(),
+            Some(Location::Postgres {
+                url: "postgres://u@h/db?sslmode=disable".into(),
+                schema: Some("hub_a".into())
+            })
+        );
+        assert!(Location::parse("postgres://u@h/db?schema=a;drop").is_err());
     }
 }

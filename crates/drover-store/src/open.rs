@@ -44,7 +44,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 location,
-                _lock: lock,
+                lock: std::sync::Mutex::new(lock),
             }),
         };
         store.migrate().await?;

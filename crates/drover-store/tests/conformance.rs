@@ -288,6 +288,23 @@ async fn overdue_jobs_expire_instead_of_running(store: &Store) {
     assert!(store.expire_overdue(2_000).await.unwrap().is_empty());
 }
 
+async fn a_released_job_is_back_as_it_was_and_only_by_its_holder(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    let claimed = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
+    let mut foreign = claimed.lease.clone();
+    foreign.owner = "someone-else".into();
+    assert!(!store.release(&foreign).await.unwrap());
+    assert!(store.release(&claimed.lease).await.unwrap());
+    let job = store.job("job_1").await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempt, job.lease_owner),
+        (JobState::Queued, 0, None)
+    );
+    assert!(!store.release(&claimed.lease).await.unwrap());
+    let again = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
+    assert_eq!(again.lease.attempt, 1);
+}
+
 async fn cancel_stops_a_waiting_job_and_asks_a_running_one(store: &Store) {
     insert(store, new_job("job_1", 50, 0)).await;
     insert(store, new_job("job_2", 10, 0)).await;
@@ -518,6 +535,7 @@ conformance!(
     at_a_single_hubs_start_every_job_another_runner_held_comes_back,
     capped_batches_and_keys_are_skipped,
     overdue_jobs_expire_instead_of_running,
+    a_released_job_is_back_as_it_was_and_only_by_its_holder,
     cancel_stops_a_waiting_job_and_asks_a_running_one,
     a_dead_job_can_be_retried_and_a_completed_one_cannot,
     lists_page_newest_first_and_filter,

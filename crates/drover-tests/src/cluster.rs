@@ -25,6 +25,8 @@ pub struct Cluster {
     pub sims: Vec<SimHandle>,
     pub names: Vec<String>,
     pub client: Client,
+    /// What the hub was started with, to start it again.
+    config: HubConfig,
 }
 
 impl Default for ClusterBuilder {
@@ -137,15 +139,52 @@ impl ClusterBuilder {
         config.backends.extend(self.external);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         config.listen = listener.local_addr().unwrap().to_string();
-        let hub = drover_hub::start(config, listener).await.unwrap();
+        let hub = drover_hub::start(config.clone(), listener).await.unwrap();
         let client = Client::new(&hub.url());
         let cluster = Cluster {
             hub,
             sims,
             names,
             client,
+            config,
         };
         let want = cluster.sims.len() + externals;
+        cluster.discovered(want).await;
+        cluster
+    }
+}
+
+impl Cluster {
+    /// Stops the hub (giving running requests `grace`) and starts a new one
+    /// with the same config and data on another port, the backends left
+    /// running; waits until it has discovered them.
+    pub async fn restart_hub(self, grace: Duration) -> Cluster {
+        let Cluster {
+            hub,
+            sims,
+            names,
+            mut config,
+            ..
+        } = self;
+        hub.shutdown(grace).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.listen = listener.local_addr().unwrap().to_string();
+        let hub = drover_hub::start(config.clone(), listener).await.unwrap();
+        let client = Client::new(&hub.url());
+        let want = config.backends.len();
+        let cluster = Cluster {
+            hub,
+            sims,
+            names,
+            client,
+            config,
+        };
+        cluster.discovered(want).await;
+        cluster
+    }
+
+    async fn discovered(&self, want: usize) {
+        let cluster = self;
         wait_until("every backend is discovered", || {
             cluster.hub.inspect(|s| {
                 s.fleet()
@@ -156,11 +195,7 @@ impl ClusterBuilder {
             }) == want
         })
         .await;
-        cluster
     }
-}
-
-impl Cluster {
     pub fn sim(&self, name: &str) -> &SimHandle {
         let i = self
             .names

@@ -484,6 +484,11 @@ async fn tokens_a_minute_count_prompts_and_the_answers_own_usage() {
 /// Every other route drover adds beside the inference API.
 const OTHERS: &[(Method, &str)] = &[
     (Method::GET, "/v1/queue"),
+    (Method::POST, "/v1/jobs"),
+    (Method::GET, "/v1/jobs"),
+    (Method::GET, "/v1/jobs/job_x"),
+    (Method::POST, "/v1/jobs/job_x/cancel"),
+    (Method::POST, "/v1/jobs/job_x/retry"),
     (Method::GET, "/v1/models"),
     (Method::GET, "/v1/models/m"),
     (Method::GET, "/health"),

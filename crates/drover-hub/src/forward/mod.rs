@@ -93,6 +93,9 @@ pub struct Answer {
 pub struct Forwarded {
     pub result: Result<Answer, ForwardError>,
     pub queued: Duration,
+    /// The backends it went to, in order: the last one answered, if any
+    /// did.
+    pub tried: Vec<drover_core::BackendId>,
 }
 
 /// Times a request goes round again because a server ran out of room for
@@ -110,18 +113,24 @@ impl Forwarder {
     /// the observer has heard of it.
     pub async fn forward(&self, mut request: ForwardRequest) -> Forwarded {
         let mut queued = Duration::ZERO;
-        let result = self.attempts(&mut request, &mut queued).await;
+        let mut tried = Vec::new();
+        let result = self.attempts(&mut request, &mut queued, &mut tried).await;
         if let Err(e) = &result {
             let r = &request;
             self.refused(e, &r.request_id, Some(&r.model), &r.caller, r.errors);
         }
-        Forwarded { result, queued }
+        Forwarded {
+            result,
+            queued,
+            tried,
+        }
     }
 
     async fn attempts(
         &self,
         job: &mut ForwardRequest,
         queued: &mut Duration,
+        tried: &mut Vec<drover_core::BackendId>,
     ) -> Result<Answer, ForwardError> {
         let max_retries = self.0.upstream.max_retries;
         let mut last_failure: Option<Failure> = None;
@@ -142,6 +151,7 @@ impl Forwarder {
             guard.hold(job.permit.clone());
             self.0.observer.waited(&job.model, waited);
             let backend = guard.backend;
+            tried.push(backend);
             let entry = self.0.registry.get(backend);
             let pair = match &entry {
                 Some(e) => self.0.observer.pair(&e.name, &job.model),

@@ -70,6 +70,14 @@ pub struct ForwardRequest {
     pub(super) permit: Option<Permit>,
 }
 
+impl ForwardRequest {
+    /// Keeps it off these backends (a stored job's earlier attempts failed
+    /// there), as a retry is kept off the ones it failed on.
+    pub fn avoid(&mut self, backends: impl IntoIterator<Item = drover_core::BackendId>) {
+        self.request.exclude.extend(backends);
+    }
+}
+
 impl Forwarder {
     /// Reads `body` (the API's JSON, for `path_and_query`) into a request
     /// to forward: its model's public name, its prefix hashes, the stored

@@ -53,7 +53,7 @@ async fn handle(hub: Arc<HubState>, req: Request, api: Api, errors: ErrorFormat)
         incoming_request_id(req.headers()).unwrap_or_else(crate::forward::new_request_id);
     let (result, queued) = match prepare(&hub, req, api, errors, &request_id, arrived).await {
         Ok(request) => {
-            let Forwarded { result, queued } = hub.forwarder.forward(request).await;
+            let Forwarded { result, queued, .. } = hub.forwarder.forward(request).await;
             (result.map_err(ApiError::from), queued)
         }
         Err(error) => (Err(error), Duration::ZERO),
@@ -159,7 +159,10 @@ fn parse_priority(v: &HeaderValue) -> Result<Priority, ApiError> {
     })
 }
 
-async fn read_body(body: Body, limits: &crate::config::LimitsConfig) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    body: Body,
+    limits: &crate::config::LimitsConfig,
+) -> Result<Bytes, ApiError> {
     let limit = limits.max_body_bytes;
     let read = Limited::new(body, limit).collect();
     match tokio::time::timeout(limits.body_timeout, read).await {

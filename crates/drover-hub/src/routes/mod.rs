@@ -5,6 +5,7 @@ pub(crate) mod admin;
 pub(crate) mod dashboard;
 mod guard;
 mod inference;
+pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod model_actions;
 pub(crate) mod models;
@@ -51,6 +52,10 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*model}", get(models::get))
         .route("/v1/queue", get(queue::list))
+        .route("/v1/jobs", get(jobs::list).post(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -24,6 +24,11 @@ pub struct ServeArgs {
     /// else $XDG_DATA_HOME/drover or ~/.local/share/drover).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where jobs, batches and files are kept: postgres://USER@HOST/DB for
+    /// PostgreSQL, sqlite:PATH for a file (default: drover.db in the data
+    /// directory; DROVER_DATABASE_URL sets it too).
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -72,6 +77,10 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<HubConfig> {
     }
     if config.data_dir.is_none() {
         config.data_dir = default_data_dir();
+    }
+    if let Some(url) = &args.database_url {
+        drover_store::Location::parse(url).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?;
+        config.database_url = Some(url.clone());
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(drover_hub::config::TlsConfig {

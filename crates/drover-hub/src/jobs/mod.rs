@@ -1,0 +1,102 @@
+//! Durable jobs: requests handed over to the hub to run later, kept in the
+//! store until someone comes back for their answers.
+//!
+//! - [`submit`]: a `POST /v1/jobs` body checked into a stored job.
+//! - [`runner`]: claims a window of jobs under a lease, renews the leases,
+//!   gives back the jobs of runners that vanished, ends overdue ones.
+//! - [`attempt`]: one attempt of one job, through the same [`Forwarder`]
+//!   as any request: it waits for its slot in the same scheduler, at its
+//!   own priority, and is counted by the same observer.
+//! - [`writer`]: how attempts ended, stored many to a transaction.
+//! - [`view`]: a stored job as the API shows it.
+//!
+//! At least once, never completed twice: a job's answer is stored under
+//! the lease it was claimed with, and a late answer from an attempt whose
+//! lease ran out (its hub stalled or died, the job ran elsewhere) changes
+//! nothing.
+//!
+//! [`Forwarder`]: crate::forward::Forwarder
+
+mod attempt;
+pub mod runner;
+pub mod submit;
+pub mod view;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use drover_store::{Location, SQLITE_FILE, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HubConfig, JobsConfig};
+
+/// The job service of one hub.
+pub struct Jobs {
+    pub store: Store,
+    pub config: JobsConfig,
+    /// This hub's runner, as leases name it: unique across restarts, so a
+    /// restarted hub never takes its former self's leases for its own.
+    pub owner: String,
+    /// Rings when there may be work: a job submitted, a slot of the window
+    /// freed. The store is still polled; this only saves the wait.
+    wake: Notify,
+    /// Jobs claimed and not yet stored as ended.
+    in_flight: AtomicUsize,
+    /// Running jobs by id, to stop one cancelled.
+    running: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// Where the hub's store is: `database_url`, else `drover.db` in
+/// `data_dir`; none without either.
+pub fn location(config: &HubConfig) -> Result<Option<Location>, StoreError> {
+    match (&config.database_url, &config.data_dir) {
+        (Some(url), _) => Location::parse(url).map(Some),
+        (None, Some(dir)) => Ok(Some(Location::Sqlite(dir.join(SQLITE_FILE)))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl Jobs {
+    pub fn new(store: Store, config: JobsConfig) -> Jobs {
+        Jobs {
+            store,
+            config,
+            owner: format!("hub_{}", uuid::Uuid::now_v7().simple()),
+            wake: Notify::new(),
+            in_flight: AtomicUsize::new(0),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Tells the runner there may be work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Jobs this hub holds now (claimed, not yet stored as ended).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Stops a running job of this hub's, if it runs here.
+    pub fn stop(&self, id: &str) -> bool {
+        match drover_core::sync::lock(&self.running).get(id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch: the store's time.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,304 @@
+//! The job runner: claims a window of jobs from the store under this hub's
+//! lease, runs each on a task of its own ([`attempt`]), stores how each
+//! ended ([`writer`]); beside it, one loop renews the leases this hub holds
+//! (every third of a lease), gives back jobs whose runner vanished and ends
+//! overdue ones.
+//!
+//! Only a window of the waiting jobs is in the hub's memory (and the
+//! scheduler's queue) at once: a million stored jobs cost the hub what the
+//! window costs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use drover_store::{Attempt, Claim, Claimed, Finish, JobKind, JobState, Orphans, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{self, Ended};
+use super::writer::{self, Pending};
+use super::{Jobs, now_ms};
+use crate::hub::HubState;
+
+/// Starts the runner's tasks on the hub's tracker.
+pub fn start(hub: &Arc<HubState>) {
+    let Some(jobs) = hub.jobs.clone() else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel(4 * jobs.config.window as usize);
+    hub.tasks
+        .spawn(writer::run(jobs.store.clone(), rx, hub.shutdown.clone()));
+    hub.tasks.spawn(claim(hub.clone(), jobs.clone(), tx));
+    hub.tasks.spawn(maintain(hub.clone(), jobs));
+}
+
+/// Claims jobs while the window has room, until the hub stops.
+async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
+    // One hub alone uses a SQLite file: a job another runner holds there
+    // was its former self's, dead now; it need not wait out the lease.
+    if jobs.store.is_single_hub() {
+        match jobs
+            .store
+            .rescue(Orphans::NotOwnedBy(&jobs.owner), now_ms())
+            .await
+        {
+            Ok(rescued) if !rescued.is_empty() => {
+                tracing::info!(
+                    jobs = rescued.len(),
+                    "jobs that were running when the hub last stopped run again"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot give back the jobs the hub ran when it last stopped; they run again once their leases run out")
+            }
+        }
+    }
+    let window = jobs.config.window as usize;
+    let lease_ms = millis(jobs.config.lease);
+    let mut failing = false;
+    loop {
+        if hub.shutdown.is_cancelled() {
+            break;
+        }
+        let room = window.saturating_sub(jobs.in_flight());
+        let mut more = false;
+        if room > 0 {
+            let claim = Claim {
+                kind: JobKind::Inference,
+                owner: &jobs.owner,
+                limit: room as u32,
+                now: now_ms(),
+                lease_ms,
+                skip_batches: &[],
+                skip_keys: &[],
+            };
+            match jobs.store.claim(&claim).await {
+                Ok(claimed) => {
+                    if failing {
+                        tracing::info!("the job store answers again");
+                    }
+                    failing = false;
+                    more = claimed.len() == room;
+                    for job in claimed {
+                        jobs.in_flight.fetch_add(1, Ordering::Relaxed);
+                        hub.tasks
+                            .spawn(run_one(hub.clone(), jobs.clone(), job, tx.clone()));
+                    }
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, "cannot claim jobs; trying again");
+                    }
+                    failing = true;
+                }
+            }
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            () = hub.shutdown.cancelled() => break,
+            () = jobs.wake.notified() => {}
+            () = tokio::time::sleep(jobs.config.poll_interval) => {}
+        }
+    }
+}
+
+/// Runs one claimed job and hands how it ended to the writer.
+async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc::Sender<Pending>) {
+    let id = claimed.job.id.clone();
+    let cancel = CancellationToken::new();
+    if claimed.job.cancel_requested {
+        cancel.cancel();
+    }
+    drover_core::sync::lock(&jobs.running).insert(id.clone(), cancel.clone());
+    let started = now_ms();
+    let ended = attempt::run(&hub, &claimed, &cancel, started).await;
+    drover_core::sync::lock(&jobs.running).remove(&id);
+    match ended {
+        Ended::Released => {
+            if let Err(error) = jobs.store.release(&claimed.lease).await {
+                tracing::warn!(job = %id, %error, "cannot give the job back as the hub stops; it runs again once its lease runs out");
+            }
+        }
+        ended => {
+            let finish = conclude(&claimed, ended, started, now_ms(), &jobs.config);
+            let state = finish.state;
+            let (done, taken) = oneshot::channel();
+            if tx.send((finish, done)).await.is_ok() {
+                match taken.await {
+                    Ok(true) => {
+                        tracing::debug!(job = %id, state = state.as_str(), "job attempt stored")
+                    }
+                    Ok(false) => {
+                        tracing::warn!(job = %id, "the job's lease ran out while it ran (it was given to another runner): this attempt's end is dropped")
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    jobs.in_flight.fetch_sub(1, Ordering::Relaxed);
+    jobs.wake();
+}
+
+/// How an attempt's end is stored: completed, failed for good, dead after
+/// its last attempt, or queued again after a back-off, kept off the
+/// backends that failed it.
+fn conclude(
+    claimed: &Claimed,
+    ended: Ended,
+    started: i64,
+    now: i64,
+    config: &crate::config::JobsConfig,
+) -> Finish {
+    let job = &claimed.job;
+    let mut attempts = job.attempts.clone();
+    let mut failed_backends = job.failed_backends.clone();
+    let mut record = Attempt {
+        number: claimed.lease.attempt,
+        started_at: started,
+        ended_at: now,
+        backends: Vec::new(),
+        status: None,
+        error: None,
+    };
+    let (state, run_at, answer) = match ended {
+        Ended::Answered {
+            answer,
+            backends,
+            retry_after,
+        } => {
+            let status = answer.status;
+            let retryable = status == 408 || status == 429 || status >= 500;
+            let success = (200..300).contains(&status);
+            // Those it failed over from failed it; the last one answered,
+            // and failed it too if its answer is worth a retry.
+            let failed = if retryable {
+                backends.len()
+            } else {
+                backends.len().saturating_sub(1)
+            };
+            for name in &backends[..failed] {
+                if !failed_backends.contains(name) {
+                    failed_backends.push(name.clone());
+                }
+            }
+            record.backends = backends;
+            record.status = Some(status);
+            if !success {
+                record.error = Some(error_message(&answer.body, status));
+            }
+            if success {
+                (JobState::Completed, None, Some(answer))
+            } else if !retryable {
+                (JobState::Failed, None, Some(answer))
+            } else if job.failures() >= job.max_attempts {
+                (JobState::Dead, None, Some(answer))
+            } else {
+                let wait =
+                    backoff(config, &job.id, job.failures()).max(retry_after.unwrap_or_default());
+                (JobState::Queued, Some(now + millis(wait)), None)
+            }
+        }
+        Ended::Cancelled { backends } => {
+            record.backends = backends;
+            record.error = Some("cancelled while it ran".into());
+            (JobState::Cancelled, None, None)
+        }
+        Ended::Released => (JobState::Queued, Some(now), None),
+    };
+    attempts.push(record);
+    Finish {
+        lease: claimed.lease.clone(),
+        state,
+        run_at,
+        attempts,
+        failed_backends,
+        answer,
+        then: None,
+        at: now,
+    }
+}
+
+/// The error message of an answer in the OpenAI or Anthropic error shape,
+/// else its status.
+fn error_message(body: &[u8], status: u16) -> String {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        error: Detail,
+    }
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        message: String,
+    }
+    match serde_json::from_slice::<Shape>(body) {
+        Ok(shape) => format!("{status}: {}", shape.error.message),
+        Err(_) => format!("the server answered {status}"),
+    }
+}
+
+/// The wait before the next attempt: doubling from `jobs.backoff` per
+/// failure, at most `jobs.max_backoff`, less up to half at random, so jobs
+/// that failed together do not come back together.
+fn backoff(config: &crate::config::JobsConfig, id: &str, failures: u32) -> Duration {
+    let base = config
+        .backoff
+        .saturating_mul(1 << failures.saturating_sub(1).min(20));
+    let capped = base.min(config.max_backoff);
+    let jitter = drover_core::mix::stable_hash("job backoff", &format!("{id}/{failures}"));
+    let fraction = 0.5 + (jitter % 1000) as f64 / 2000.0;
+    capped.mul_f64(fraction)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Every third of a lease: renews this hub's leases, gives back the jobs
+/// of runners whose leases ran out, ends jobs past their deadline.
+async fn maintain(hub: Arc<HubState>, jobs: Arc<Jobs>) {
+    let every = jobs.config.lease / 3;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let now = now_ms();
+        let result: Result<bool, StoreError> = async {
+            jobs.store
+                .renew_leases(&jobs.owner, now + millis(jobs.config.lease))
+                .await?;
+            let rescued = jobs.store.rescue(Orphans::LeaseExpired, now).await?;
+            for job in &rescued {
+                tracing::warn!(job = %job.id, state = job.state.as_str(), "a job's runner vanished (its lease ran out)");
+            }
+            let expired = jobs.store.expire_overdue(now).await?;
+            for job in &expired {
+                tracing::info!(job = %job.id, "a job's deadline passed before it could run");
+            }
+            Ok(!rescued.is_empty())
+        }
+        .await;
+        match result {
+            Ok(rescued) => {
+                if failing {
+                    tracing::info!("the job store answers again");
+                }
+                failing = false;
+                if rescued {
+                    jobs.wake();
+                }
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "cannot renew this hub's job leases; trying again");
+                }
+                failing = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! `/v1/jobs`: hand a request over to run later, and come back for its
+//! answer. The same key as inference; a key sees only its own jobs (another
+//! key's are not found, not forbidden: their ids say nothing).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use drover_proto::batch::List;
+use drover_proto::jobs::Job;
+use drover_store::{Cancelled, Inserted, JobFilter, JobState, Retried};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::caller;
+use crate::error::ApiError;
+use crate::hub::HubState;
+use crate::jobs::submit::{self, Submitter};
+use crate::jobs::{Jobs, now_ms, view};
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// On an answer to a repeated idempotency key, as Stripe says it.
+const REPLAYED_HEADER: &str = "idempotent-replayed";
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+fn jobs_of(hub: &HubState) -> Result<&Arc<Jobs>, ApiError> {
+    hub.jobs.as_ref().ok_or(ApiError::NoStore)
+}
+
+/// Whose jobs the caller's are, in the store's terms: a stored key's id, a
+/// `[[clients]]` entry's name, or the anonymous client's.
+fn scope(hub: &HubState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let holder = caller::authenticate(&hub.keys, &hub.clients, headers)?;
+    if let Some(holder) = holder {
+        return Ok(holder.id);
+    }
+    let known = caller::bearer(headers).and_then(|t| hub.clients.get(t));
+    Ok(match known {
+        Some(client) => format!("{}{}", view::CLIENT_PREFIX, client.name),
+        None => drover_store::ANONYMOUS.to_string(),
+    })
+}
+
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = drover_proto::jobs::CreateJob, responses((status = 200, description = "The job, stored (or the one this Idempotency-Key made before)", body = drover_proto::jobs::Job), (status = 400, description = "A field is wrong; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 409, description = "The Idempotency-Key was used with another request", body = drover_proto::openai::ErrorBody), (status = 413, description = "The body is over the hub's limit", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn create(State(hub): State<Arc<HubState>>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let scope = scope(&hub, &parts.headers)?;
+    let jobs = jobs_of(&hub)?;
+    let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        format!("header Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible characters"),
+                        Some(IDEMPOTENCY_HEADER),
+                        "invalid_idempotency_key",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let raw = super::inference::read_body(body, &hub.config.limits).await?;
+    let who = Submitter {
+        key_id: &scope,
+        idempotency_key,
+    };
+    let new = submit::check(&raw, &who, &jobs.config, now_ms())?;
+    let (job, replayed) = match jobs.store.insert_job(&new).await? {
+        Inserted::Created(job) => {
+            jobs.wake();
+            (job, false)
+        }
+        Inserted::Existing(job) => (job, true),
+        Inserted::Conflict(job) => {
+            return Err(ApiError::Conflict(format!(
+                "Idempotency-Key {:?} was used for job {} with another request; use a new key for a new request",
+                crate::error::echo(idempotency_key.unwrap_or_default()),
+                job.id
+            )));
+        }
+    };
+    let answer = answer_if_over(jobs, &job).await?;
+    let mut response = Json(view::job(job, answer)).into_response();
+    if replayed {
+        response.headers_mut().insert(
+            HeaderName::from_static(REPLAYED_HEADER),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+async fn answer_if_over(
+    jobs: &Jobs,
+    job: &drover_store::Job,
+) -> Result<Option<drover_store::Answer>, ApiError> {
+    if job.state.is_final() {
+        Ok(jobs.store.job_answer(&job.id).await?)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The caller's job `id`, or 404.
+async fn own_job(jobs: &Jobs, scope: &str, id: &str) -> Result<drover_store::Job, ApiError> {
+    match jobs.store.job(id).await? {
+        Some(job) if job.key_id == scope => Ok(job),
+        _ => Err(ApiError::NotFound {
+            message: format!("no job {:?}", crate::error::echo(id)),
+        }),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job's id")), responses((status = 200, description = "The job: its state, every attempt with its error, and its answer once it has one", body = drover_proto::jobs::Job), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 404, description = "No such job of this key's", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn get(
+    State(hub): State<Arc<HubState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Job>, ApiError> {
+    let scope = scope(&hub, &headers)?;
+    let jobs = jobs_of(&hub)?;
+    let job = own_job(jobs, &scope, &id).await?;
+    let answer = answer_if_over(jobs, &job).await?;
+    Ok(Json(view::job(job, answer)))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Only jobs in this state.
+    state: Option<String>,
+    /// Only this batch's jobs.
+    batch_id: Option<String>,
+    /// The cursor: jobs older than this one (the last page's `last_id`).
+    after: Option<String>,
+    /// 1 to 100; 20 by default.
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery), responses((status = 200, description = "The caller's jobs, newest first, a page at a time (answers not included)", body = drover_proto::batch::List<drover_proto::jobs::Job>), (status = 400, description = "A bad filter", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn list(
+    State(hub): State<Arc<HubState>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<List<Job>>, ApiError> {
+    let scope = scope(&hub, &headers)?;
+    let jobs = jobs_of(&hub)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(e.body_text(), None, "invalid_query"))?;
+    let state = match query.state.as_deref() {
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            let all: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(
+                format!(
+                    "state {:?} is none of {}",
+                    crate::error::echo(s),
+                    all.join(", ")
+                ),
+                Some("state"),
+                "invalid_state",
+            )
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "limit must be from 1 to 100",
+            Some("limit"),
+            "invalid_limit",
+        ));
+    }
+    let page = jobs
+        .store
+        .jobs(&JobFilter {
+            key_id: Some(scope),
+            state,
+            batch_id: query.batch_id,
+            after: query.after,
+            limit,
+        })
+        .await?;
+    let data: Vec<Job> = page.jobs.into_iter().map(|j| view::job(j, None)).collect();
+    Ok(Json(List::page(data, page.has_more, |j| &j.id)))
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "The job's id")), responses((status = 200, description = "The job: cancelled if it waited; asked to stop (cancel_requested) if it runs; as it was if it had ended", body = drover_proto::jobs::Job), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 404, description = "No such job of this key's", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn cancel(
+    State(hub): State<Arc<HubState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Job>, ApiError> {
+    let scope = scope(&hub, &headers)?;
+    let jobs = jobs_of(&hub)?;
+    own_job(jobs, &scope, &id).await?;
+    let job = match jobs.store.cancel_job(&id, now_ms()).await? {
+        Some(Cancelled::Requested(job)) => {
+            jobs.stop(&id);
+            job
+        }
+        Some(Cancelled::Now(job) | Cancelled::AlreadyOver(job)) => job,
+        None => {
+            return Err(ApiError::NotFound {
+                message: format!("no job {:?}", crate::error::echo(&id)),
+            });
+        }
+    };
+    let answer = answer_if_over(jobs, &job).await?;
+    Ok(Json(view::job(job, answer)))
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "The job's id")), responses((status = 200, description = "The job, queued again with jobs.max_attempts more attempts; its history kept", body = drover_proto::jobs::Job), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 404, description = "No such job of this key's", body = drover_proto::openai::ErrorBody), (status = 409, description = "The job has not ended, or it completed", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn retry(
+    State(hub): State<Arc<HubState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Job>, ApiError> {
+    let scope = scope(&hub, &headers)?;
+    let jobs = jobs_of(&hub)?;
+    own_job(jobs, &scope, &id).await?;
+    match jobs
+        .store
+        .retry_job(&id, jobs.config.max_attempts, now_ms())
+        .await?
+    {
+        Some(Retried::Queued(job)) => {
+            jobs.wake();
+            Ok(Json(view::job(job, None)))
+        }
+        Some(Retried::Completed(job)) => Err(ApiError::Conflict(format!(
+            "job {} completed; only a job that ended without success can be retried",
+            job.id
+        ))),
+        Some(Retried::NotOver(job)) => Err(ApiError::Conflict(format!(
+            "job {} is {}; only a job that ended can be retried",
+            job.id,
+            job.state.as_str()
+        ))),
+        None => Err(ApiError::NotFound {
+            message: format!("no job {:?}", crate::error::echo(&id)),
+        }),
+    }
+}

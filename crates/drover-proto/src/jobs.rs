@@ -1,0 +1,94 @@
+//! drover's durable jobs: `POST /v1/jobs`, `GET /v1/jobs[/{id}]`, cancel
+//! and retry. A job is an inference request handed over to run later and
+//! kept (its answer too) until someone comes back for it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `POST /v1/jobs`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CreateJob {
+    /// The inference path it goes to, as a client would call it
+    /// (`/v1/chat/completions`).
+    pub endpoint: String,
+    /// The request body, forwarded as given.
+    #[schema(value_type = Object)]
+    pub body: Box<RawValue>,
+    /// 0 to 100; the hub's `jobs.priority` if none (below interactive
+    /// requests' default), capped at the key's ceiling.
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// Attempts before the job is dead (default `jobs.max_attempts`).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// When it must have run by: Unix seconds, or a duration from now
+    /// (`"30m"`, `"24h"`). A job still waiting then expires.
+    #[serde(default)]
+    pub deadline: Option<Deadline>,
+    /// Where to POST the finished job (signed, Standard Webhooks).
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// Up to 16 string pairs, kept with the job.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Deadline {
+    At(i64),
+    In(String),
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, utoipa::ToSchema)]
+pub struct Job {
+    pub id: String,
+    /// Always `"job"`.
+    pub object: String,
+    pub endpoint: String,
+    pub model: String,
+    /// `queued`, `running`, `completed`, `failed` (a final error answer),
+    /// `dead` (every attempt failed), `cancelled`, `expired`.
+    pub state: String,
+    pub priority: u8,
+    pub max_attempts: u32,
+    /// Every attempt so far, with its error where it failed.
+    pub attempts: Vec<JobAttempt>,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    /// When a waiting job may run next (after a failure, its back-off).
+    pub next_attempt_at: Option<i64>,
+    pub deadline: Option<i64>,
+    pub cancel_requested: bool,
+    pub batch_id: Option<String>,
+    pub custom_id: Option<String>,
+    pub callback_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// The stored answer, once the job has one.
+    pub response: Option<JobResponse>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, utoipa::ToSchema)]
+pub struct JobAttempt {
+    pub number: u32,
+    /// Unix milliseconds.
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    /// The backends it went to, in order.
+    pub backends: Vec<String>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, utoipa::ToSchema)]
+pub struct JobResponse {
+    pub status_code: u16,
+    /// The answer's body: its JSON, or a string if it was not JSON.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+}
