@@ -43,6 +43,7 @@ pub struct HubConfig {
     pub limits: LimitsConfig,
     pub manager: ManagerConfig,
     pub jobs: JobsConfig,
+    pub batches: BatchesConfig,
     pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
     /// One public name for a model across servers that call it differently.
@@ -125,6 +126,26 @@ impl Default for JobsConfig {
             max_backoff: Duration::from_secs(300),
             poll_interval: Duration::from_secs(1),
             max_answer_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The Batch API's bounds on an input file (OpenAI's by default).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchesConfig {
+    /// Requests in one batch.
+    pub max_lines: usize,
+    /// Bytes of one input file (a number or a size like `"200MiB"`).
+    #[serde(deserialize_with = "bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for BatchesConfig {
+    fn default() -> Self {
+        BatchesConfig {
+            max_lines: 50_000,
+            max_bytes: 200 * 1024 * 1024,
         }
     }
 }
@@ -251,6 +272,7 @@ impl Default for HubConfig {
             limits: LimitsConfig::default(),
             manager: ManagerConfig::default(),
             jobs: JobsConfig::default(),
+            batches: BatchesConfig::default(),
             backends: Vec::new(),
             clients: Vec::new(),
             models: Vec::new(),
@@ -438,7 +460,7 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
 /// Every field of [`HubConfig`] an environment variable may set (the
 /// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
 /// keeps it whole.
-const KNOWN_ROOTS: [&str; 13] = [
+const KNOWN_ROOTS: [&str; 14] = [
     "listen",
     "insecure",
     "admin_key",
@@ -452,6 +474,7 @@ const KNOWN_ROOTS: [&str; 13] = [
     "limits",
     "manager",
     "jobs",
+    "batches",
 ];
 
 /// The TOML value an environment variable stands for. Its text is tried as
@@ -566,6 +589,7 @@ mod tests {
                 ("DROVER_TLS__KEY", "/etc/drover/key.pem"),
                 ("DROVER_DATABASE_URL", "postgres://u@h/db"),
                 ("DROVER_JOBS__WINDOW", "64"),
+                ("DROVER_BATCHES__MAX_LINES", "10"),
             ]),
         )
         .unwrap();
@@ -585,7 +609,8 @@ mod tests {
         );
         assert_eq!(c.database_url.as_deref(), Some("postgres://u@h/db"));
         assert_eq!(c.jobs.window, 64);
-        assert_eq!(KNOWN_ROOTS.len(), 13, "a new root needs a line above");
+        assert_eq!(c.batches.max_lines, 10);
+        assert_eq!(KNOWN_ROOTS.len(), 14, "a new root needs a line above");
     }
 
     #[test]

@@ -42,8 +42,38 @@ macro_rules! insert_query {
 }
 
 /// Rows per multi-row insert: far under both databases' bound on
-/// parameters (SQLite 32,766, PostgreSQL 65,535) at 17 a row.
-const INSERT_CHUNK: usize = 1000;
+/// parameters (SQLite 32,766, PostgreSQL 65,535) at 16 a row.
+pub(crate) const INSERT_CHUNK: usize = 1000;
+
+/// A multi-row insert of jobs without idempotency keys (a batch's lines).
+macro_rules! insert_many {
+    ($chunk:expr) => {{
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO jobs (id, kind, state, key_id, batch_id, custom_id, endpoint, model, \
+             body, priority, max_attempts, run_at, deadline, callback_url, metadata, created_at) ",
+        );
+        insert.push_values($chunk, |mut row, new: &NewJob| {
+            row.push_bind(&new.id)
+                .push_bind(new.kind.as_str())
+                .push_bind("queued")
+                .push_bind(&new.key_id)
+                .push_bind(&new.batch_id)
+                .push_bind(&new.custom_id)
+                .push_bind(&new.endpoint)
+                .push_bind(&new.model)
+                .push_bind(&new.body)
+                .push_bind(i64::from(new.priority))
+                .push_bind(i64::from(new.max_attempts))
+                .push_bind(new.run_at)
+                .push_bind(new.deadline)
+                .push_bind(&new.callback_url)
+                .push_bind(&new.metadata)
+                .push_bind(new.created_at);
+        });
+        insert
+    }};
+}
+pub(crate) use insert_many;
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -212,29 +242,7 @@ impl Store {
         on_db!(self, write, |pool, pg| {
             let mut tx = pool.begin().await?;
             for chunk in jobs.chunks(INSERT_CHUNK) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO jobs (id, kind, state, key_id, batch_id, custom_id, endpoint, \
-                     model, body, priority, max_attempts, run_at, deadline, callback_url, \
-                     metadata, created_at) ",
-                );
-                insert.push_values(chunk, |mut row, new| {
-                    row.push_bind(&new.id)
-                        .push_bind(new.kind.as_str())
-                        .push_bind("queued")
-                        .push_bind(&new.key_id)
-                        .push_bind(&new.batch_id)
-                        .push_bind(&new.custom_id)
-                        .push_bind(&new.endpoint)
-                        .push_bind(&new.model)
-                        .push_bind(&new.body)
-                        .push_bind(i64::from(new.priority))
-                        .push_bind(i64::from(new.max_attempts))
-                        .push_bind(new.run_at)
-                        .push_bind(new.deadline)
-                        .push_bind(&new.callback_url)
-                        .push_bind(&new.metadata)
-                        .push_bind(new.created_at);
-                });
+                let mut insert = insert_many!(chunk);
                 insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;

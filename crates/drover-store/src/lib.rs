@@ -17,14 +17,18 @@
 //! Time is the caller's: every operation that depends on it takes `now`
 //! (milliseconds since the Unix epoch), so tests move it at will.
 
+mod batches;
 mod error;
+mod files;
 pub mod job;
 mod jobs;
 mod location;
 mod lock;
 mod open;
 
+pub use batches::{Batch, BatchEnd, BatchFiles};
 pub use error::StoreError;
+pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;
 pub use location::{Location, SQLITE_FILE};
 

@@ -501,6 +501,140 @@ async fn two_runners_claiming_at_once_never_share_a_job(store: &Store) {
     other.close().await;
 }
 
+async fn a_file_is_stored_in_chunks_and_read_back_whole(store: &Store) {
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    for (i, key) in [(1, "key_a"), (2, "key_a"), (3, "key_b")] {
+        let file = NewFile {
+            id: format!("file_{i}"),
+            key_id: key.into(),
+            purpose: "batch".into(),
+            filename: format!("in-{i}.jsonl"),
+            created_at: i,
+            expires_at: None,
+        };
+        let stored = store.put_file(&file, &data).await.unwrap();
+        assert_eq!(stored.bytes, data.len() as i64);
+    }
+    assert_eq!(store.file_content("file_2").await.unwrap().unwrap(), data);
+    let (page, more) = store
+        .files(&FileFilter {
+            key_id: "key_a".into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page[0].id, "file_2");
+    assert!(more);
+    let (page, more) = store
+        .files(&FileFilter {
+            key_id: "key_a".into(),
+            after: Some("file_2".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, "file_1");
+    assert!(!more);
+    assert!(store.delete_file("file_2").await.unwrap());
+    assert!(!store.delete_file("file_2").await.unwrap());
+    assert_eq!(store.file_content("file_2").await.unwrap(), None);
+    assert_eq!(store.file("file_2").await.unwrap(), None);
+}
+
+fn batch(id: &str) -> Batch {
+    Batch {
+        id: id.into(),
+        key_id: ANONYMOUS.into(),
+        endpoint: "/v1/chat/completions".into(),
+        input_file_id: "file_in".into(),
+        completion_window: "24h".into(),
+        status: "in_progress".into(),
+        output_file_id: None,
+        error_file_id: None,
+        errors: None,
+        metadata: None,
+        total: 3,
+        created_at: 0,
+        in_progress_at: Some(0),
+        expires_at: 86_400_000,
+        finalizing_at: None,
+        completed_at: None,
+        failed_at: None,
+        expired_at: None,
+        cancelling_at: None,
+        cancelled_at: None,
+    }
+}
+
+async fn a_batch_is_stored_with_its_lines_and_ends_once(store: &Store) {
+    let lines: Vec<NewJob> = (0..3)
+        .map(|i| {
+            let mut job = new_job(&format!("job_{i}"), 10, 0);
+            job.batch_id = Some("batch_1".into());
+            job.custom_id = Some(format!("line-{i}"));
+            job
+        })
+        .collect();
+    store.create_batch(&batch("batch_1"), &lines).await.unwrap();
+    assert_eq!(store.open_batches().await.unwrap().len(), 1);
+    let claimed = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
+    store
+        .finish(&[completed(&claimed, 5, "{\"ok\":1}")])
+        .await
+        .unwrap();
+    let lines = store.batch_lines("batch_1", None, 10).await.unwrap();
+    assert_eq!(lines.len(), 3);
+    let answered: Vec<_> = lines.iter().filter(|(_, a)| a.is_some()).collect();
+    assert_eq!(answered.len(), 1);
+    assert_eq!(answered[0].0.id, claimed.job.id);
+    assert_eq!(answered[0].1.as_ref().unwrap().body, b"{\"ok\":1}");
+
+    // Cancel: the waiting lines at once, the batch cancelling.
+    assert!(store.cancel_batch("batch_1", 7).await.unwrap());
+    assert!(!store.cancel_batch("batch_1", 8).await.unwrap());
+    let counts = store.job_counts(Some("batch_1")).await.unwrap();
+    assert!(counts.contains(&(JobState::Cancelled, 2)), "{counts:?}");
+    let output = NewFile {
+        id: "file_out".into(),
+        key_id: ANONYMOUS.into(),
+        purpose: "batch_output".into(),
+        filename: "batch_1_output.jsonl".into(),
+        created_at: 9,
+        expires_at: None,
+    };
+    let files = BatchFiles {
+        output: Some((output, b"line\n".to_vec())),
+        errors: None,
+    };
+    assert!(
+        store
+            .end_batch("batch_1", "cancelling", BatchEnd::Cancelled, &files, 9)
+            .await
+            .unwrap()
+    );
+    // Ended once: a second end (another hub, a restart) stores nothing.
+    assert!(
+        !store
+            .end_batch("batch_1", "cancelling", BatchEnd::Cancelled, &files, 10)
+            .await
+            .unwrap()
+    );
+    let ended = store.batch("batch_1").await.unwrap().unwrap();
+    assert_eq!(ended.status, "cancelled");
+    assert_eq!(ended.cancelled_at, Some(9));
+    assert_eq!(ended.output_file_id.as_deref(), Some("file_out"));
+    assert_eq!(
+        store.file_content("file_out").await.unwrap().unwrap(),
+        b"line\n"
+    );
+    assert!(store.open_batches().await.unwrap().is_empty());
+    let (listed, _) = store.batches(ANONYMOUS, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -542,4 +676,6 @@ conformance!(
     a_batch_of_lines_is_stored_whole,
     a_finish_stores_its_callback_in_the_same_transaction,
     two_runners_claiming_at_once_never_share_a_job,
+    a_file_is_stored_in_chunks_and_read_back_whole,
+    a_batch_is_stored_with_its_lines_and_ends_once,
 );

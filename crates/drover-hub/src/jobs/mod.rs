@@ -44,6 +44,9 @@ pub struct Jobs {
     /// Rings when there may be work: a job submitted, a slot of the window
     /// freed. The store is still polled; this only saves the wait.
     wake: Notify,
+    /// Rings when a batch may have ended: a line ended, a batch was
+    /// cancelled.
+    batch_wake: Notify,
     /// Jobs claimed and not yet stored as ended.
     in_flight: AtomicUsize,
     /// Running jobs by id, to stop one cancelled.
@@ -67,6 +70,7 @@ impl Jobs {
             config,
             owner: format!("hub_{}", uuid::Uuid::now_v7().simple()),
             wake: Notify::new(),
+            batch_wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
             running: Mutex::new(HashMap::new()),
         }
@@ -75,6 +79,16 @@ impl Jobs {
     /// Tells the runner there may be work.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Tells the batch finisher a batch may have ended.
+    pub fn wake_batches(&self) {
+        self.batch_wake.notify_one();
+    }
+
+    /// Resolves when [`Jobs::wake_batches`] was called.
+    pub async fn batches_woken(&self) {
+        self.batch_wake.notified().await;
     }
 
     /// Jobs this hub holds now (claimed, not yet stored as ended).

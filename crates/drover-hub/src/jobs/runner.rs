@@ -30,6 +30,8 @@ pub fn start(hub: &Arc<HubState>) {
     hub.tasks
         .spawn(writer::run(jobs.store.clone(), rx, hub.shutdown.clone()));
     hub.tasks.spawn(claim(hub.clone(), jobs.clone(), tx));
+    hub.tasks
+        .spawn(crate::batches::finish::run(hub.clone(), jobs.clone()));
     hub.tasks.spawn(maintain(hub.clone(), jobs));
 }
 
@@ -142,6 +144,9 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
     }
     jobs.in_flight.fetch_sub(1, Ordering::Relaxed);
     jobs.wake();
+    if claimed.job.batch_id.is_some() {
+        jobs.wake_batches();
+    }
 }
 
 /// How an attempt's end is stored: completed, failed for good, dead after
@@ -195,6 +200,10 @@ fn conclude(
                 (JobState::Completed, None, Some(answer))
             } else if !retryable {
                 (JobState::Failed, None, Some(answer))
+            } else if job.deadline.is_some_and(|d| now >= d) {
+                // Its time is up (it waited out its deadline for a slot):
+                // expired, as a job that never left the store would be.
+                (JobState::Expired, None, None)
             } else if job.failures() >= job.max_attempts {
                 (JobState::Dead, None, Some(answer))
             } else {
@@ -279,6 +288,9 @@ async fn maintain(hub: Arc<HubState>, jobs: Arc<Jobs>) {
             let expired = jobs.store.expire_overdue(now).await?;
             for job in &expired {
                 tracing::info!(job = %job.id, "a job's deadline passed before it could run");
+            }
+            if expired.iter().any(|j| j.batch_id.is_some()) {
+                jobs.wake_batches();
             }
             Ok(!rescued.is_empty())
         }

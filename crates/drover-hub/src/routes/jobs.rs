@@ -23,13 +23,13 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 const REPLAYED_HEADER: &str = "idempotent-replayed";
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-fn jobs_of(hub: &HubState) -> Result<&Arc<Jobs>, ApiError> {
+pub(super) fn jobs_of(hub: &HubState) -> Result<&Arc<Jobs>, ApiError> {
     hub.jobs.as_ref().ok_or(ApiError::NoStore)
 }
 
 /// Whose jobs the caller's are, in the store's terms: a stored key's id, a
 /// `[[clients]]` entry's name, or the anonymous client's.
-fn scope(hub: &HubState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(super) fn scope(hub: &HubState, headers: &HeaderMap) -> Result<String, ApiError> {
     let holder = caller::authenticate(&hub.keys, &hub.clients, headers)?;
     if let Some(holder) = holder {
         return Ok(holder.id);

@@ -2,7 +2,9 @@
 //! mapping from errors to responses lives in [`crate::error`].
 
 pub(crate) mod admin;
+pub(crate) mod batches;
 pub(crate) mod dashboard;
+pub(crate) mod files;
 mod guard;
 mod inference;
 pub(crate) mod jobs;
@@ -42,6 +44,9 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
 }
 
 pub fn router(state: Arc<HubState>) -> Router {
+    // An upload may be as large as a batch's input may be, with room for
+    // the multipart framing around it.
+    let upload_limit = state.config.batches.max_bytes.saturating_add(1024 * 1024);
     Router::new()
         .route("/v1/chat/completions", post(inference::openai))
         .route("/v1/completions", post(inference::openai))
@@ -56,6 +61,17 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route(
+            "/v1/files",
+            get(files::list)
+                .post(files::create)
+                .layer(axum::extract::DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/v1/files/{id}", get(files::get).delete(files::delete))
+        .route("/v1/files/{id}/content", get(files::content))
+        .route("/v1/batches", get(batches::list).post(batches::create))
+        .route("/v1/batches/{id}", get(batches::get))
+        .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

@@ -1,0 +1,68 @@
+//! A stored batch as the API shows it, its request counts from its lines'
+//! states.
+
+use std::collections::BTreeMap;
+
+use drover_proto::batch::{BatchErrors, BatchStatus, BatchTag, RequestCounts};
+use drover_store::{Batch, JobState, Store, StoreError};
+
+fn secs(ms: i64) -> u64 {
+    u64::try_from(ms.div_euclid(1000)).unwrap_or(0)
+}
+
+/// How many of a batch's lines completed and how many ended otherwise.
+pub async fn counts(store: &Store, batch: &Batch) -> Result<RequestCounts, StoreError> {
+    let mut completed = 0;
+    let mut failed = 0;
+    for (state, n) in store.job_counts(Some(&batch.id)).await? {
+        match state {
+            JobState::Completed => completed += n,
+            JobState::Queued | JobState::Running => {}
+            _ => failed += n,
+        }
+    }
+    Ok(RequestCounts {
+        total: u64::try_from(batch.total).unwrap_or(0),
+        completed,
+        failed,
+    })
+}
+
+pub fn batch(batch: Batch, request_counts: RequestCounts) -> drover_proto::batch::Batch {
+    let status = serde_json::from_value(serde_json::Value::String(batch.status.clone()))
+        .unwrap_or(BatchStatus::Failed);
+    let errors = batch
+        .errors
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok())
+        .map(|data| BatchErrors {
+            object: Default::default(),
+            data,
+        });
+    let metadata: Option<BTreeMap<String, String>> = batch
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok());
+    drover_proto::batch::Batch {
+        id: batch.id,
+        object: BatchTag::Batch,
+        endpoint: batch.endpoint,
+        input_file_id: batch.input_file_id,
+        completion_window: batch.completion_window,
+        status,
+        output_file_id: batch.output_file_id,
+        error_file_id: batch.error_file_id,
+        created_at: secs(batch.created_at),
+        in_progress_at: batch.in_progress_at.map(secs),
+        expires_at: Some(secs(batch.expires_at)),
+        finalizing_at: batch.finalizing_at.map(secs),
+        completed_at: batch.completed_at.map(secs),
+        failed_at: batch.failed_at.map(secs),
+        expired_at: batch.expired_at.map(secs),
+        cancelling_at: batch.cancelling_at.map(secs),
+        cancelled_at: batch.cancelled_at.map(secs),
+        request_counts,
+        errors,
+        metadata,
+    }
+}
