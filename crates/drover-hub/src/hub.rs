@@ -199,10 +199,24 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     let jobs = match crate::jobs::location(&config).map_err(StartError::Store)? {
         Some(location) => {
             let holder = format!("drover hub pid {} at {}", std::process::id(), local_addr);
-            let store = drover_store::Store::open(location, &holder)
+            let store = drover_store::Store::connect(location, &holder)
                 .await
                 .map_err(StartError::Store)?;
-            Some(Arc::new(crate::jobs::Jobs::new(store, config.jobs.clone())))
+            // A database that is away does not keep the hub from serving
+            // inference: the job API says it is away until it answers.
+            let ready = match store.migrate().await {
+                Ok(()) => true,
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(store = %store.describe(), error = %e, "the job store is unreachable: inference is served, the job and batch API answers 503 until it answers");
+                    false
+                }
+                Err(e) => return Err(StartError::Store(e)),
+            };
+            Some(Arc::new(crate::jobs::Jobs::new(
+                store,
+                config.jobs.clone(),
+                ready,
+            )))
         }
         None => None,
     };

@@ -71,6 +71,16 @@ pub struct ResidencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PriorityLabels {
     pub priority: u8,
 }
@@ -110,6 +120,15 @@ pub struct Metrics {
     pub key_completion_tokens: Family<KeyLabels, Counter>,
     breaker: Family<BreakerLabels, Gauge>,
     draining: Family<BackendLabels, Gauge>,
+    /// How job attempts ended on this hub: completed, failed, dead,
+    /// retried, cancelled, expired, lost (its runner vanished).
+    pub job_attempts: Family<OutcomeLabels, Counter>,
+    /// Jobs in the store by state, read at scrape time.
+    jobs: Family<StateLabels, Gauge>,
+    /// Jobs this hub holds (claimed, not yet ended), and whether its store
+    /// answered the scrape.
+    jobs_held: Gauge,
+    job_store_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -270,8 +289,36 @@ impl Metrics {
             "1 while a backend drains",
             Family::default(),
         );
+        let job_attempts = register(
+            r,
+            "job_attempts",
+            "Job attempts ended on this hub, by outcome: completed, failed, dead, retried, cancelled, expired, lost",
+            Family::default(),
+        );
+        let jobs = register(
+            r,
+            "jobs",
+            "Jobs in the store by state (every hub sharing it sees the same)",
+            Family::default(),
+        );
+        let jobs_held = register(
+            r,
+            "jobs_held",
+            "Jobs this hub has claimed and not yet ended (at most jobs.window)",
+            Gauge::default(),
+        );
+        let job_store_up = register(
+            r,
+            "job_store_up",
+            "1 when the job store answered this scrape, 0 when it did not (no series without a store)",
+            Gauge::default(),
+        );
         let registry = std::mem::take(r);
         Metrics {
+            job_attempts,
+            jobs,
+            jobs_held,
+            job_store_up,
             registry,
             requests,
             ttfb,
@@ -306,6 +353,9 @@ impl Metrics {
     pub fn render(&self, fleet: &Scrape<'_>) -> String {
         self.refresh_queue(&fleet.fleet.backends, &fleet.fleet.queue);
         self.refresh_backends(fleet);
+        if let Some(jobs) = &fleet.jobs {
+            self.refresh_jobs(jobs);
+        }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -314,6 +364,30 @@ impl Metrics {
         let eof = out.rfind("# EOF").unwrap_or(out.len());
         out.insert_str(eof, &process_figures());
         out
+    }
+
+    fn refresh_jobs(&self, jobs: &JobsScrape) {
+        self.jobs_held
+            .set(i64::try_from(jobs.held).unwrap_or(i64::MAX));
+        match &jobs.counts {
+            Some(counts) => {
+                self.job_store_up.set(1);
+                for state in drover_store::JobState::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| *s == state)
+                        .map_or(0, |(_, n)| *n);
+                    self.jobs
+                        .get_or_create(&StateLabels {
+                            state: state.as_str(),
+                        })
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+            }
+            None => {
+                self.job_store_up.set(0);
+            }
+        }
     }
 
     fn refresh_queue(&self, views: &BTreeMap<BackendId, BackendView>, stats: &QueueStats) {
@@ -414,6 +488,16 @@ pub struct Scrape<'a> {
     /// Backends that have never answered, by name.
     pub unreachable: &'a [String],
     pub name_of: &'a dyn Fn(drover_core::BackendId) -> String,
+    /// The jobs, where the hub keeps them.
+    pub jobs: Option<JobsScrape>,
+}
+
+/// What a scrape read of the jobs.
+pub struct JobsScrape {
+    /// This hub's claimed jobs.
+    pub held: usize,
+    /// Jobs by state in the store; `None` if it did not answer.
+    pub counts: Option<Vec<(drover_store::JobState, u64)>>,
 }
 
 fn process_figures() -> String {

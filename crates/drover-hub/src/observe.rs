@@ -307,6 +307,15 @@ impl Observer {
             .inc_by(tokens);
     }
 
+    /// A job attempt ended: `completed`, `failed`, `dead`, `retried`,
+    /// `cancelled`, `expired` or `lost`.
+    pub fn job_ended(&self, outcome: &'static str) {
+        self.metrics
+            .job_attempts
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
+    }
+
     /// A load the hub carried out ended.
     pub fn loaded(&self, backend: &str, model: &str, ok: bool) {
         self.metrics

@@ -16,13 +16,23 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How long a call waits for a connection before the store counts as
 /// unreachable: job calls answer 503 quickly rather than hang.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Store {
     /// Opens (creating if needed) the store at `location` and brings its
     /// schema up to date. `holder` says who this hub is (its process and
     /// address), for a second hub refused the same SQLite file to name.
     pub async fn open(location: Location, holder: &str) -> Result<Store, StoreError> {
+        let store = Store::connect(location, holder).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The store at `location`, its schema not yet brought up to date
+    /// ([`Store::migrate`]). A SQLite file is opened (and locked) now; a
+    /// PostgreSQL server is not reached until first used, so a hub can
+    /// start while it is away and serve jobs once it answers.
+    pub async fn connect(location: Location, holder: &str) -> Result<Store, StoreError> {
         let (db, lock) = match &location {
             Location::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -35,27 +45,39 @@ impl Store {
                 let db = open_sqlite(&location, path).await?;
                 (db, Some(lock))
             }
-            Location::Postgres { url, schema } => (
-                open_postgres(&location, url, schema.as_deref()).await?,
-                None,
-            ),
+            Location::Postgres { url, schema } => {
+                (open_postgres(&location, url, schema.as_deref())?, None)
+            }
         };
-        let store = Store {
+        Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 location,
                 lock: std::sync::Mutex::new(lock),
             }),
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    /// Brings the schema up to date (on PostgreSQL, making the store's own
+    /// schema first if it has one).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
         let location = self.describe();
         let result = match &self.inner.db {
             Db::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await,
-            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Db::Postgres(pool) => {
+                if let Location::Postgres {
+                    schema: Some(schema),
+                    ..
+                } = &self.inner.location
+                {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                    )))
+                    .execute(pool)
+                    .await?;
+                }
+                POSTGRES_MIGRATIONS.run(pool).await
+            }
         };
         result.map_err(|error| match error {
             MigrateError::VersionMissing(version) => StoreError::Newer { location, version },
@@ -110,43 +132,27 @@ async fn open_sqlite(location: &Location, path: &std::path::Path) -> Result<Db, 
     Ok(Db::Sqlite { write, read })
 }
 
-async fn open_postgres(
-    location: &Location,
-    url: &str,
-    schema: Option<&str>,
-) -> Result<Db, StoreError> {
+fn open_postgres(location: &Location, url: &str, schema: Option<&str>) -> Result<Db, StoreError> {
     let bad = |reason: String| StoreError::BadUrl {
         url: location.describe(),
         reason,
     };
     let mut options = PgConnectOptions::from_str(url).map_err(|e| bad(e.to_string()))?;
     if let Some(schema) = schema {
-        if !schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || schema.is_empty()
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(bad(format!(
                 "schema {schema:?}: use letters, digits and underscores"
             )));
         }
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-        )))
-        .execute(&admin)
-        .await?;
-        admin.close().await;
         options = options.options([("search_path", schema)]);
     }
     let pool = PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
-        .await?;
+        .connect_lazy_with(options);
     Ok(Db::Postgres(pool))
 }

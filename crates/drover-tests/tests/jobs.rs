@@ -90,6 +90,15 @@ async fn a_job_runs_through_the_fleet_and_its_answer_is_kept() {
         .find(|l| l.starts_with("drover_requests_total{") && l.contains("status=\"200\""))
         .unwrap_or_else(|| panic!("no request counted:\n{metrics}"));
     assert!(served.ends_with(" 1"), "{served}");
+    // And as a job: its attempt's outcome, the store's count by state.
+    for line in [
+        "drover_job_attempts_total{outcome=\"completed\"} 1",
+        "drover_jobs{state=\"completed\"} 1",
+        "drover_jobs{state=\"queued\"} 0",
+        "drover_job_store_up 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line}:\n{metrics}");
+    }
     // And listed.
     let list = cluster.client.get("/v1/jobs?state=completed").await.json();
     assert_eq!(list["object"], "list");

@@ -25,7 +25,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use drover_store::{Location, SQLITE_FILE, Store, StoreError};
@@ -51,6 +51,10 @@ pub struct Jobs {
     in_flight: AtomicUsize,
     /// Running jobs by id, to stop one cancelled.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Whether the store has answered and its schema is up to date (a
+    /// PostgreSQL that was away at the hub's start is not, until it
+    /// answers).
+    ready: AtomicBool,
 }
 
 /// Where the hub's store is: `database_url`, else `drover.db` in
@@ -64,7 +68,7 @@ pub fn location(config: &HubConfig) -> Result<Option<Location>, StoreError> {
 }
 
 impl Jobs {
-    pub fn new(store: Store, config: JobsConfig) -> Jobs {
+    pub fn new(store: Store, config: JobsConfig, ready: bool) -> Jobs {
         Jobs {
             store,
             config,
@@ -73,7 +77,18 @@ impl Jobs {
             batch_wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
             running: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(ready),
         }
+    }
+
+    /// Whether the store can be used: it answered and its schema is
+    /// current.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
     }
 
     /// Tells the runner there may be work.

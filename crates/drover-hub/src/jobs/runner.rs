@@ -21,11 +21,44 @@ use super::writer::{self, Pending};
 use super::{Jobs, now_ms};
 use crate::hub::HubState;
 
-/// Starts the runner's tasks on the hub's tracker.
+/// Starts the runner's tasks on the hub's tracker, once the store answers.
 pub fn start(hub: &Arc<HubState>) {
     let Some(jobs) = hub.jobs.clone() else {
         return;
     };
+    if jobs.is_ready() {
+        spawn(hub, jobs);
+    } else {
+        hub.tasks.spawn(when_ready(hub.clone(), jobs));
+    }
+}
+
+/// Tries the store until it answers (its schema brought up to date), then
+/// starts the runner.
+async fn when_ready(hub: Arc<HubState>, jobs: Arc<Jobs>) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match jobs.store.migrate().await {
+            Ok(()) => break,
+            Err(error) if error.is_unavailable() => {
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => {
+                tracing::error!(%error, "the job store answered, but cannot be used: the job API stays unavailable");
+                return;
+            }
+        }
+    }
+    tracing::info!(store = %jobs.store.describe(), "the job store answers: jobs run");
+    jobs.set_ready();
+    spawn(&hub, jobs);
+}
+
+fn spawn(hub: &Arc<HubState>, jobs: Arc<Jobs>) {
     let (tx, rx) = mpsc::channel(4 * jobs.config.window as usize);
     hub.tasks
         .spawn(writer::run(jobs.store.clone(), rx, hub.shutdown.clone()));
@@ -128,6 +161,10 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
         ended => {
             let finish = conclude(&claimed, ended, started, now_ms(), &jobs.config);
             let state = finish.state;
+            hub.observer.job_ended(match state {
+                JobState::Queued => "retried",
+                state => state.as_str(),
+            });
             let (done, taken) = oneshot::channel();
             if tx.send((finish, done)).await.is_ok() {
                 match taken.await {
@@ -284,10 +321,12 @@ async fn maintain(hub: Arc<HubState>, jobs: Arc<Jobs>) {
             let rescued = jobs.store.rescue(Orphans::LeaseExpired, now).await?;
             for job in &rescued {
                 tracing::warn!(job = %job.id, state = job.state.as_str(), "a job's runner vanished (its lease ran out)");
+                hub.observer.job_ended("lost");
             }
             let expired = jobs.store.expire_overdue(now).await?;
             for job in &expired {
                 tracing::info!(job = %job.id, "a job's deadline passed before it could run");
+                hub.observer.job_ended("expired");
             }
             if expired.iter().any(|j| j.batch_id.is_some()) {
                 jobs.wake_batches();

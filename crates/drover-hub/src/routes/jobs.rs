@@ -24,7 +24,15 @@ const REPLAYED_HEADER: &str = "idempotent-replayed";
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub(super) fn jobs_of(hub: &HubState) -> Result<&Arc<Jobs>, ApiError> {
-    hub.jobs.as_ref().ok_or(ApiError::NoStore)
+    let jobs = hub.jobs.as_ref().ok_or(ApiError::NoStore)?;
+    if !jobs.is_ready() {
+        return Err(drover_store::StoreError::Unreachable(format!(
+            "{} has not answered since the hub started; jobs are served once it does",
+            jobs.store.describe()
+        ))
+        .into());
+    }
+    Ok(jobs)
 }
 
 /// Whose jobs the caller's are, in the store's terms: a stored key's id, a

@@ -81,10 +81,25 @@ pub async fn metrics(State(hub): State<Arc<HubState>>, headers: HeaderMap) -> Re
     // dispatch.
     let fleet = Snapshot::take(&hub.dispatcher);
     let unreachable = hub.unreachable_backends();
+    let jobs = match &hub.jobs {
+        Some(jobs) => {
+            // A store that does not answer soon costs the scrape no more.
+            let counts = tokio::time::timeout(JOB_COUNTS_WAIT, jobs.store.job_counts(None))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            Some(crate::metrics::JobsScrape {
+                held: jobs.in_flight(),
+                counts,
+            })
+        }
+        None => None,
+    };
     let text = hub.observer.metrics().render(&crate::metrics::Scrape {
         fleet: &fleet,
         unreachable: &unreachable,
         name_of: &|id| hub.registry.name_of(id),
+        jobs,
     });
     (
         [(
@@ -95,6 +110,9 @@ pub async fn metrics(State(hub): State<Arc<HubState>>, headers: HeaderMap) -> Re
     )
         .into_response()
 }
+
+/// How long a scrape waits for the job store's counts.
+const JOB_COUNTS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound {

@@ -1,0 +1,229 @@
+//! PostgreSQL going away: inference keeps being served from memory, the
+//! job API answers 503 saying the store is unreachable, and nothing
+//! accepted is lost when it returns. The hub reaches the real server
+//! through a TCP relay on loopback that the test cuts and restores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use drover_tests::{Cluster, ClusterBuilder, chat_body, openai, wait_until_within};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// The PostgreSQL the tests use, as host:port and the rest of its URL.
+fn postgres() -> (String, String) {
+    let url = std::env::var("DROVER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    (addr.to_string(), format!("{scheme_user}@{{relay}}/{path}"))
+}
+
+/// A TCP relay to PostgreSQL that can be cut (every connection closed, new
+/// ones refused) and restored.
+struct Relay {
+    addr: String,
+    up: Arc<AtomicBool>,
+    /// Replaced at every cut: the connections relayed until then end.
+    cut: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let token = cut2.lock().unwrap().clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, up, cut }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        let mut token = self.cut.lock().unwrap();
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn job(content: &str) -> Value {
+    json!({
+        "endpoint": "/v1/chat/completions",
+        "body": chat_body("m", content),
+    })
+}
+
+async fn state_of(cluster: &Cluster, id: &str) -> String {
+    cluster.client.get(&format!("/v1/jobs/{id}")).await.json()["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Answers with status 200 the hub has counted.
+async fn answered(cluster: &Cluster) -> u64 {
+    let metrics = cluster.client.get("/metrics").await.text();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("drover_requests_total{") && l.contains("status=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn state_of_raw(cluster: &Cluster, id: &str) -> u16 {
+    cluster
+        .client
+        .get(&format!("/v1/jobs/{id}"))
+        .await
+        .status
+        .as_u16()
+}
+
+async fn until_completed(cluster: &Cluster, id: &str) {
+    wait_until_within(
+        &format!("job {id} completes"),
+        Duration::from_secs(30),
+        || async { state_of(cluster, id).await == "completed" },
+    )
+    .await;
+}
+
+async fn hub_behind(relay: &Relay, template: &str, ttft_ms: u64) -> Cluster {
+    let schema = format!("outage_{}", uuid::Uuid::now_v7().simple());
+    let url = format!(
+        "{}?schema={schema}",
+        template.replace("{relay}", &relay.addr)
+    );
+    let dir = std::env::temp_dir().join(format!("drover-outage-{}", uuid::Uuid::now_v7()));
+    ClusterBuilder::new()
+        .sim("sim", openai(&["m"], 2, ttft_ms))
+        .hub(move |c| {
+            c.data_dir = Some(dir);
+            c.database_url = Some(url);
+            c.jobs.poll_interval = Duration::from_millis(50);
+            c.jobs.backoff = Duration::from_millis(20);
+        })
+        .start()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_store_the_hub_serves_inference_refuses_jobs_and_loses_nothing() {
+    let (target, template) = postgres();
+    let relay = Relay::start(target).await;
+    let cluster = hub_behind(&relay, &template, 800).await;
+
+    let before = cluster.client.post("/v1/jobs", &job("before")).await;
+    assert_eq!(before.status, 200, "{}", before.text());
+    let before = before.json()["id"].as_str().unwrap().to_string();
+    until_completed(&cluster, &before).await;
+
+    // One running when the store goes: its answer arrives while the store
+    // is away, and is stored once it is back.
+    let running = cluster
+        .client
+        .post("/v1/jobs", &job("running"))
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.sim("sim").wait_for(|s| s.requests_total >= 2).await;
+    relay.cut();
+
+    let refused = cluster.client.post("/v1/jobs", &job("during")).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(
+        refused.error_code(),
+        "store_unavailable",
+        "{}",
+        refused.text()
+    );
+    assert!(refused.text().contains("unreachable"), "{}", refused.text());
+    let chat = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "still here"))
+        .await;
+    assert_eq!(chat.status, 200, "inference goes on: {}", chat.text());
+    // The running job's answer comes back while the store is away: three
+    // answers counted (the first job's, the chat's, the running job's).
+    wait_until_within(
+        "the running job is answered",
+        Duration::from_secs(30),
+        || async { answered(&cluster).await >= 3 },
+    )
+    .await;
+    assert_eq!(
+        state_of_raw(&cluster, &running).await,
+        503,
+        "the store is still away"
+    );
+
+    relay.restore();
+    until_completed(&cluster, &running).await;
+    let after = cluster.client.post("/v1/jobs", &job("after")).await;
+    assert_eq!(after.status, 200, "{}", after.text());
+    until_completed(&cluster, after.json()["id"].as_str().unwrap()).await;
+    assert_eq!(state_of(&cluster, &before).await, "completed");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_starts_while_its_store_is_away_and_runs_jobs_once_it_answers() {
+    let (target, template) = postgres();
+    let relay = Relay::start(target).await;
+    relay.cut();
+    let cluster = hub_behind(&relay, &template, 0).await;
+    let chat = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "hello"))
+        .await;
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    let refused = cluster.client.post("/v1/jobs", &job("early")).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    relay.restore();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let r = cluster.client.post("/v1/jobs", &job("late")).await;
+        if r.status == 200 {
+            break r.json()["id"].as_str().unwrap().to_string();
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job API never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    until_completed(&cluster, &id).await;
+    cluster.shutdown().await;
+}
