@@ -139,6 +139,9 @@ pub struct BatchesConfig {
     /// Bytes of one input file (a number or a size like `"200MiB"`).
     #[serde(deserialize_with = "bytes")]
     pub max_bytes: usize,
+    /// Lines of one batch that may run at once, unless the batch says
+    /// (`max_concurrency` at create); unset: no cap but the fleet's.
+    pub max_concurrency: Option<u32>,
 }
 
 impl Default for BatchesConfig {
@@ -146,6 +149,7 @@ impl Default for BatchesConfig {
         BatchesConfig {
             max_lines: 50_000,
             max_bytes: 200 * 1024 * 1024,
+            max_concurrency: None,
         }
     }
 }

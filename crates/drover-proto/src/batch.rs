@@ -202,6 +202,11 @@ pub struct CreateBatch {
     /// allow `null` here, so an unset one is left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_expires_after: Option<OutputExpiresAfter>,
+    /// drover's own: lines of this batch that may run at once (the hub's
+    /// `batches.max_concurrency` if unset). OpenAI's clients send it with
+    /// `extra_body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]

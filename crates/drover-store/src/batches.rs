@@ -28,6 +28,8 @@ pub struct Batch {
     /// A JSON object.
     pub metadata: Option<String>,
     pub total: i64,
+    /// Lines it may have running at once; no cap of its own if none.
+    pub max_concurrency: Option<i64>,
     pub created_at: i64,
     pub in_progress_at: Option<i64>,
     pub expires_at: i64,
@@ -57,7 +59,7 @@ pub struct BatchFiles {
 macro_rules! batch_columns {
     () => {
         "id, key_id, endpoint, input_file_id, completion_window, status, output_file_id, \
-         error_file_id, errors, metadata, total, created_at, in_progress_at, expires_at, \
+         error_file_id, errors, metadata, total, max_concurrency, created_at, in_progress_at, expires_at, \
          finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at"
     };
 }
@@ -80,7 +82,7 @@ impl Store {
                 "INSERT INTO batches (",
                 batch_columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16, $17, $18, $19, $20)"
+                 $16, $17, $18, $19, $20, $21)"
             ))
             .bind(&batch.id)
             .bind(&batch.key_id)
@@ -93,6 +95,7 @@ impl Store {
             .bind(&batch.errors)
             .bind(&batch.metadata)
             .bind(batch.total)
+            .bind(batch.max_concurrency)
             .bind(batch.created_at)
             .bind(batch.in_progress_at)
             .bind(batch.expires_at)

@@ -444,18 +444,20 @@ impl Store {
     }
 
     /// Gives a claimed job back as it was before the claim (its runner is
-    /// stopping before the attempt came to anything): the attempt does not
-    /// count. Whether the lease still held.
-    pub async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+    /// stopping, or it may not run yet: its key or batch is at its cap, its
+    /// key over a rate): the attempt does not count. It may run again from
+    /// `run_at` if given. Whether the lease still held.
+    pub async fn release(&self, lease: &Lease, run_at: Option<i64>) -> Result<bool, StoreError> {
         Ok(on_db!(self, write, |pool, pg| {
             sqlx::query(
                 "UPDATE jobs SET state = 'queued', attempt = attempt - 1, lease_owner = NULL, \
-                 lease_expires_at = NULL \
+                 lease_expires_at = NULL, run_at = COALESCE($4, run_at) \
                  WHERE id = $1 AND attempt = $2 AND lease_owner = $3 AND state = 'running'",
             )
             .bind(&lease.job_id)
             .bind(i64::from(lease.attempt))
             .bind(&lease.owner)
+            .bind(run_at)
             .execute(pool)
             .await?
             .rows_affected()

@@ -293,15 +293,17 @@ async fn a_released_job_is_back_as_it_was_and_only_by_its_holder(store: &Store) 
     let claimed = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
     let mut foreign = claimed.lease.clone();
     foreign.owner = "someone-else".into();
-    assert!(!store.release(&foreign).await.unwrap());
-    assert!(store.release(&claimed.lease).await.unwrap());
+    assert!(!store.release(&foreign, None).await.unwrap());
+    assert!(store.release(&claimed.lease, Some(500)).await.unwrap());
     let job = store.job("job_1").await.unwrap().unwrap();
     assert_eq!(
         (job.state, job.attempt, job.lease_owner),
         (JobState::Queued, 0, None)
     );
-    assert!(!store.release(&claimed.lease).await.unwrap());
-    let again = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
+    assert_eq!(job.run_at, 500, "it waits until then");
+    assert!(!store.release(&claimed.lease, None).await.unwrap());
+    assert!(store.claim(&claim(OWNER, 1, 499)).await.unwrap().is_empty());
+    let again = store.claim(&claim(OWNER, 1, 500)).await.unwrap().remove(0);
     assert_eq!(again.lease.attempt, 1);
 }
 
@@ -557,6 +559,7 @@ fn batch(id: &str) -> Batch {
         errors: None,
         metadata: None,
         total: 3,
+        max_concurrency: None,
         created_at: 0,
         in_progress_at: Some(0),
         expires_at: 86_400_000,

@@ -349,3 +349,148 @@ async fn a_hub_without_a_store_says_how_to_get_one() {
     assert!(r.text().contains("data_dir"), "{}", r.text());
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_key_runs_its_jobs_a_few_at_a_time_and_none_fails_for_it() {
+    let dir = fresh_dir("capped");
+    let cluster = ClusterBuilder::new()
+        .sim_with_slots("sim", openai(&["m"], 8, 100), 8)
+        .hub(|c| quick(c, &dir))
+        .start()
+        .await;
+    let r = cluster
+        .client
+        .post(
+            "/admin/keys",
+            &json!({"name": "nightly", "limits": {"max_concurrent": 2}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = format!("Bearer {}", r.json()["key"].as_str().unwrap());
+    let auth = [("authorization", key.as_str())];
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let r = cluster
+            .client
+            .post_with("/v1/jobs", &auth, &job("m", &format!("job {i}")))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        wait_until_within(
+            &format!("job {id} completes"),
+            Duration::from_secs(20),
+            || {
+                let client = cluster.client.clone();
+                let url = format!("/v1/jobs/{id}");
+                let key = key.clone();
+                async move {
+                    let j = client
+                        .call(
+                            http::Method::GET,
+                            &url,
+                            &[("authorization", key.as_str())],
+                            bytes::Bytes::new(),
+                        )
+                        .await
+                        .json();
+                    j["state"] == "completed"
+                }
+            },
+        )
+        .await;
+        let done = cluster
+            .client
+            .call(
+                http::Method::GET,
+                &format!("/v1/jobs/{id}"),
+                &auth,
+                bytes::Bytes::new(),
+            )
+            .await
+            .json();
+        // Waiting for its key's turn is not a failed attempt.
+        assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "{done}");
+    }
+    let stats = cluster.sim("sim").stats();
+    assert!(
+        stats.models["m"].max_in_flight <= 2,
+        "the key's cap holds: {:?}",
+        stats.models["m"]
+    );
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Uploads `jsonl` as a batch input file (multipart, as the clients send it).
+async fn upload(cluster: &Cluster, jsonl: &str) -> String {
+    let boundary = "drover-test-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{jsonl}\r\n--{boundary}--\r\n"
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let r = cluster
+        .client
+        .call(
+            http::Method::POST,
+            "/v1/files",
+            &[("content-type", content_type.as_str())],
+            bytes::Bytes::from(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_no_more_lines_at_once_than_its_cap() {
+    let dir = fresh_dir("batch-cap");
+    let cluster = ClusterBuilder::new()
+        .sim_with_slots("sim", openai(&["m"], 8, 50), 8)
+        .hub(|c| quick(c, &dir))
+        .start()
+        .await;
+    let jsonl: String = (0..12)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "m", "messages": [{"role": "user", "content": format!("q{i}")}]}})
+            )
+        })
+        .collect();
+    let file = upload(&cluster, &jsonl).await;
+    let r = cluster
+        .client
+        .post(
+            "/v1/batches",
+            &json!({"input_file_id": file, "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h", "max_concurrency": 3}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    wait_until_within("the batch completes", Duration::from_secs(20), || {
+        let client = cluster.client.clone();
+        let url = format!("/v1/batches/{id}");
+        async move { client.get(&url).await.json()["status"] == "completed" }
+    })
+    .await;
+    let batch = cluster
+        .client
+        .get(&format!("/v1/batches/{id}"))
+        .await
+        .json();
+    assert_eq!(batch["request_counts"]["completed"], 12, "{batch}");
+    let stats = cluster.sim("sim").stats();
+    assert_eq!(
+        stats.models["m"].max_in_flight, 3,
+        "{:?}",
+        stats.models["m"]
+    );
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

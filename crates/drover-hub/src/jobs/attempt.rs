@@ -28,6 +28,10 @@ pub(super) enum Ended {
     },
     /// The job was cancelled while it ran.
     Cancelled { backends: Vec<String> },
+    /// It may not run yet (its key is over a rate or at its concurrency,
+    /// the hub's queue is full): back to the store until `after` has
+    /// passed, the attempt not counted. Waiting is not failing.
+    Wait { after: Duration },
     /// The hub is stopping: the job goes back to the queue as it was.
     Released,
 }
@@ -89,7 +93,12 @@ pub(super) async fn run(
             .await;
         let mut request = match prepared {
             Ok(request) => request,
-            Err(error) => return refused(error.into(), Vec::new()),
+            Err(error) => {
+                if let Some(after) = wait_for(&error) {
+                    return Ended::Wait { after };
+                }
+                return refused(error.into(), Vec::new());
+            }
         };
         let avoided = !avoid.is_empty();
         request.avoid(avoid);
@@ -112,6 +121,9 @@ pub(super) async fn run(
         Err(error) => {
             if hub.shutdown.is_cancelled() {
                 return Ended::Released;
+            }
+            if let Some(after) = wait_for(&error) {
+                return Ended::Wait { after };
             }
             return refused(error.into(), backends);
         }
@@ -160,6 +172,18 @@ pub(super) async fn run(
             };
             refused(error, backends)
         }
+    }
+}
+
+/// How long to wait, where a refusal says the job should wait rather than
+/// fail: its key's limits, the hub's full queue.
+fn wait_for(error: &crate::forward::ForwardError) -> Option<Duration> {
+    use crate::forward::ForwardError as F;
+    match error {
+        F::KeyLimited { retry_after, .. } | F::QueueFull { retry_after } => {
+            Some((*retry_after).max(Duration::from_millis(100)))
+        }
+        _ => None,
     }
 }
 

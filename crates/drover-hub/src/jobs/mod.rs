@@ -51,10 +51,21 @@ pub struct Jobs {
     in_flight: AtomicUsize,
     /// Running jobs by id, to stop one cancelled.
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// What this hub holds, by key and by batch, against their caps.
+    held: Mutex<Held>,
     /// Whether the store has answered and its schema is up to date (a
     /// PostgreSQL that was away at the hub's start is not, until it
     /// answers).
     ready: AtomicBool,
+}
+
+/// Jobs this hub holds by key and by batch, and the batches' caps as
+/// read from the store (once per batch).
+#[derive(Default)]
+pub(crate) struct Held {
+    pub by_key: HashMap<String, usize>,
+    pub by_batch: HashMap<String, usize>,
+    pub batch_caps: HashMap<String, Option<usize>>,
 }
 
 /// Where the hub's store is: `database_url`, else `drover.db` in
@@ -77,6 +88,7 @@ impl Jobs {
             batch_wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
             running: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
             ready: AtomicBool::new(ready),
         }
     }

@@ -100,14 +100,15 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
         let room = window.saturating_sub(jobs.in_flight());
         let mut more = false;
         if room > 0 {
+            let (skip_keys, skip_batches) = at_cap(&hub, &jobs);
             let claim = Claim {
                 kind: JobKind::Inference,
                 owner: &jobs.owner,
                 limit: room as u32,
                 now: now_ms(),
                 lease_ms,
-                skip_batches: &[],
-                skip_keys: &[],
+                skip_batches: &skip_batches,
+                skip_keys: &skip_keys,
             };
             match jobs.store.claim(&claim).await {
                 Ok(claimed) => {
@@ -117,6 +118,14 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
                     failing = false;
                     more = claimed.len() == room;
                     for job in claimed {
+                        if !take(&hub, &jobs, &job.job).await {
+                            // Over its key's or batch's cap: this claim took
+                            // more than the cap had room for. Back, uncounted.
+                            if let Err(error) = jobs.store.release(&job.lease, None).await {
+                                tracing::warn!(job = %job.job.id, %error, "cannot give back a job over its cap; it runs again once its lease runs out");
+                            }
+                            continue;
+                        }
                         jobs.in_flight.fetch_add(1, Ordering::Relaxed);
                         hub.tasks
                             .spawn(run_one(hub.clone(), jobs.clone(), job, tx.clone()));
@@ -141,6 +150,104 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
     }
 }
 
+/// The keys and batches at their caps (a key's `max_concurrent`, a
+/// batch's `max_concurrency`) with what this hub holds: the claim skips
+/// their jobs.
+fn at_cap(hub: &HubState, jobs: &Jobs) -> (Vec<String>, Vec<String>) {
+    let held = drover_core::sync::lock(&jobs.held);
+    let keys = held
+        .by_key
+        .iter()
+        .filter(|(key, n)| key_cap(hub, key).is_some_and(|cap| **n >= cap))
+        .map(|(key, _)| key.clone())
+        .collect();
+    let batches = held
+        .by_batch
+        .iter()
+        .filter(|(batch, n)| {
+            held.batch_caps
+                .get(*batch)
+                .copied()
+                .flatten()
+                .is_some_and(|cap| **n >= cap)
+        })
+        .map(|(batch, _)| batch.clone())
+        .collect();
+    (keys, batches)
+}
+
+/// A stored key's `max_concurrent`.
+fn key_cap(hub: &HubState, key_id: &str) -> Option<usize> {
+    hub.keys
+        .holder(key_id)
+        .and_then(|h| h.limits.max_concurrent)
+        .map(|n| n as usize)
+}
+
+/// Counts a claimed job against its key's and batch's caps, if they have
+/// room; whether they had.
+async fn take(hub: &HubState, jobs: &Jobs, job: &drover_store::Job) -> bool {
+    let batch_cap = match &job.batch_id {
+        Some(batch) => {
+            let known = drover_core::sync::lock(&jobs.held)
+                .batch_caps
+                .get(batch)
+                .copied();
+            match known {
+                Some(cap) => cap,
+                None => {
+                    let cap = match jobs.store.batch(batch).await {
+                        Ok(b) => b
+                            .and_then(|b| b.max_concurrency)
+                            .and_then(|n| usize::try_from(n).ok()),
+                        Err(_) => None,
+                    };
+                    drover_core::sync::lock(&jobs.held)
+                        .batch_caps
+                        .insert(batch.clone(), cap);
+                    cap
+                }
+            }
+        }
+        None => None,
+    };
+    let key_cap = key_cap(hub, &job.key_id);
+    let mut held = drover_core::sync::lock(&jobs.held);
+    let by_key = held.by_key.get(&job.key_id).copied().unwrap_or(0);
+    let by_batch = job
+        .batch_id
+        .as_ref()
+        .and_then(|b| held.by_batch.get(b).copied())
+        .unwrap_or(0);
+    if key_cap.is_some_and(|cap| by_key >= cap) || batch_cap.is_some_and(|cap| by_batch >= cap) {
+        return false;
+    }
+    *held.by_key.entry(job.key_id.clone()).or_default() += 1;
+    if let Some(batch) = &job.batch_id {
+        *held.by_batch.entry(batch.clone()).or_default() += 1;
+    }
+    true
+}
+
+/// Counts an ended job off its key's and batch's caps.
+fn put_back(jobs: &Jobs, job: &drover_store::Job) {
+    let mut held = drover_core::sync::lock(&jobs.held);
+    if let Some(n) = held.by_key.get_mut(&job.key_id) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            held.by_key.remove(&job.key_id);
+        }
+    }
+    if let Some(batch) = &job.batch_id
+        && let Some(n) = held.by_batch.get_mut(batch)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            held.by_batch.remove(batch);
+        }
+    }
+}
+
 /// Runs one claimed job and hands how it ended to the writer.
 async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc::Sender<Pending>) {
     let id = claimed.job.id.clone();
@@ -154,8 +261,14 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
     drover_core::sync::lock(&jobs.running).remove(&id);
     match ended {
         Ended::Released => {
-            if let Err(error) = jobs.store.release(&claimed.lease).await {
+            if let Err(error) = jobs.store.release(&claimed.lease, None).await {
                 tracing::warn!(job = %id, %error, "cannot give the job back as the hub stops; it runs again once its lease runs out");
+            }
+        }
+        Ended::Wait { after } => {
+            let run_at = now_ms() + millis(after);
+            if let Err(error) = jobs.store.release(&claimed.lease, Some(run_at)).await {
+                tracing::warn!(job = %id, %error, "cannot put the job back to wait; it runs again once its lease runs out");
             }
         }
         ended => {
@@ -179,6 +292,7 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
             }
         }
     }
+    put_back(&jobs, &claimed.job);
     jobs.in_flight.fetch_sub(1, Ordering::Relaxed);
     jobs.wake();
     if claimed.job.batch_id.is_some() {
@@ -254,7 +368,7 @@ fn conclude(
             record.error = Some("cancelled while it ran".into());
             (JobState::Cancelled, None, None)
         }
-        Ended::Released => (JobState::Queued, Some(now), None),
+        Ended::Released | Ended::Wait { .. } => (JobState::Queued, Some(now), None),
     };
     attempts.push(record);
     Finish {

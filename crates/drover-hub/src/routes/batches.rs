@@ -135,6 +135,11 @@ pub async fn create(
             .as_ref()
             .and_then(|m| serde_json::to_string(m).ok()),
         total: 0,
+        max_concurrency: create
+            .max_concurrency
+            .or(hub.config.batches.max_concurrency)
+            .filter(|&n| n > 0)
+            .map(i64::from),
         created_at: now,
         in_progress_at: Some(now),
         expires_at,

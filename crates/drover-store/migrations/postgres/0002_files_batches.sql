@@ -32,6 +32,8 @@ CREATE TABLE batches (
     errors TEXT,
     metadata TEXT,
     total BIGINT NOT NULL DEFAULT 0,
+    -- Lines it may have running at once (none: no cap of its own).
+    max_concurrency BIGINT,
     created_at BIGINT NOT NULL,
     in_progress_at BIGINT,
     expires_at BIGINT NOT NULL,

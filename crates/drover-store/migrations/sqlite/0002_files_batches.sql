@@ -32,6 +32,8 @@ CREATE TABLE batches (
     errors TEXT,
     metadata TEXT,
     total INTEGER NOT NULL DEFAULT 0,
+    -- Lines it may have running at once (none: no cap of its own).
+    max_concurrency INTEGER,
     created_at INTEGER NOT NULL,
     in_progress_at INTEGER,
     expires_at INTEGER NOT NULL,
