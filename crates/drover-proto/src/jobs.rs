@@ -5,8 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// `POST /v1/jobs`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// `POST /v1/jobs`. What is unset is left out when it is written (by
+/// `drover jobs submit`), so the hub's defaults apply.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreateJob {
     /// The inference path it goes to, as a client would call it
     /// (`/v1/chat/completions`).
@@ -16,20 +17,20 @@ pub struct CreateJob {
     pub body: Box<RawValue>,
     /// 0 to 100; the hub's `jobs.priority` if none (below interactive
     /// requests' default), capped at the key's ceiling.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
     /// Attempts before the job is dead (default `jobs.max_attempts`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// When it must have run by: Unix seconds, or a duration from now
     /// (`"30m"`, `"24h"`). A job still waiting then expires.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Deadline>,
     /// Where to POST the finished job (signed, Standard Webhooks).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     /// Up to 16 string pairs, kept with the job.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -91,4 +92,45 @@ pub struct JobResponse {
     /// The answer's body: its JSON, or a string if it was not JSON.
     #[schema(value_type = Object)]
     pub body: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_written_job_leaves_out_what_is_unset_and_keeps_its_body_as_given() {
+        // Key order and a number too long for a float: the body's text.
+        let body = r#"{"model":"m","z":1,"a":123456789012345678901234567890}"#;
+        let job = CreateJob {
+            endpoint: "/v1/completions".into(),
+            body: RawValue::from_string(body.into()).unwrap(),
+            priority: None,
+            max_attempts: Some(2),
+            deadline: Some(Deadline::In("30m".into())),
+            callback_url: None,
+            metadata: None,
+        };
+        let text = serde_json::to_string(&job).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"endpoint":"/v1/completions","body":{body},"max_attempts":2,"deadline":"30m"}}"#
+            )
+        );
+        let back: CreateJob = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.body.get(), body);
+        assert_eq!(back.deadline, Some(Deadline::In("30m".into())));
+        let at = CreateJob {
+            deadline: Some(Deadline::At(1_800_000_000)),
+            ..back
+        };
+        assert!(
+            serde_json::to_string(&at)
+                .unwrap()
+                .contains(r#""deadline":1800000000"#)
+        );
+    }
 }

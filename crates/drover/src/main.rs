@@ -12,6 +12,8 @@ mod cli;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -39,6 +41,8 @@ enum Command {
     Models(cli::models::ModelsArgs),
     /// API keys: create (shown once), list, revoke.
     Keys(cli::keys::KeysArgs),
+    /// Jobs: hand a request over to run later, list them, get the answer, cancel, retry.
+    Jobs(cli::jobs::JobsArgs),
     /// The fleet live in a terminal: backends, models, queue, rates; q quits.
     Top(cli::top::TopArgs),
     /// The policy lab: compare scheduling policies in virtual time on seeded traces.
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Backends(args) => cli::backends::run(args).await,
             Command::Models(args) => cli::models::run(args).await,
             Command::Keys(args) => cli::keys::run(args).await,
+            Command::Jobs(args) => cli::jobs::run(args).await,
             Command::Top(args) => cli::top::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),
@@ -84,7 +89,9 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("drover: {e:#}");
+            // Not eprintln!: a stderr nobody reads any more is no reason to
+            // panic on the way out.
+            let _ = writeln!(std::io::stderr(), "drover: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,22 +1,22 @@
-//! A small JSON-over-HTTP client for the CLI's management commands.
+//! A small JSON-over-HTTP client for the CLI's commands that talk to a
+//! running hub: the management commands with an admin key, `drover jobs`
+//! with a client key.
 
 use anyhow::Context;
 use bytes::Bytes;
-use http::{Method, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+/// Where `drover serve` listens unless told otherwise.
+const DEFAULT_HUB: &str = "http://127.0.0.1:8700";
 
 /// Which hub a management command talks to, and with what key.
 #[derive(clap::Args)]
 pub struct Hub {
     /// The hub's URL.
-    #[arg(
-        long,
-        env = "DROVER_HUB",
-        default_value = "http://127.0.0.1:8700",
-        global = true
-    )]
+    #[arg(long, env = "DROVER_HUB", default_value = DEFAULT_HUB, global = true)]
     pub hub: String,
     /// An admin key (or the config's admin_key), if the hub needs one.
     #[arg(long, env = "DROVER_ADMIN_KEY", global = true, hide_env_values = true)]
@@ -27,6 +27,32 @@ impl Hub {
     pub fn api(&self) -> Api {
         Api::new(&self.hub, self.admin_key.clone())
     }
+}
+
+/// Which hub a command that hands it inference work talks to, and with a
+/// client key: the hub refuses inference, jobs included, to an admin key.
+#[derive(clap::Args)]
+pub struct ClientHub {
+    /// The hub's URL.
+    #[arg(long, env = "DROVER_HUB", default_value = DEFAULT_HUB, global = true)]
+    pub hub: String,
+    /// A client key (`drover keys create NAME`), if the hub has any.
+    #[arg(long, env = "DROVER_API_KEY", global = true, hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+impl ClientHub {
+    pub fn api(&self) -> Api {
+        Api::new(&self.hub, self.api_key.clone())
+    }
+}
+
+/// A hub's answer: its status, headers and JSON body (a body that is not
+/// JSON as a string).
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub json: serde_json::Value,
 }
 
 pub struct Api {
@@ -51,28 +77,55 @@ impl Api {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let body = body
+            .map(|v| serde_json::to_vec(&v).map(Bytes::from))
+            .transpose()?;
+        let answer = self.send(method, path, Vec::new(), body).await?;
+        Ok((answer.status, answer.json))
+    }
+
+    /// Sends `body` (JSON, its bytes as they are) with `headers` besides
+    /// the key; returns the whole answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Option<Bytes>,
+    ) -> anyhow::Result<Answer> {
         let url = format!("{}{}", self.base, path);
         let mut req = Request::builder()
             .method(method)
             .uri(&url)
             .header(header::ACCEPT, "application/json");
         if let Some(key) = &self.key {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+            // Checked here, so that a key pasted with a line break is not
+            // blamed on the URL; the key itself is never shown.
+            let value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| anyhow::anyhow!("the key has characters a header cannot carry"))?;
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
         let payload = match body {
-            Some(v) => {
+            Some(bytes) => {
                 req = req.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(&v)?)
+                bytes
             }
             None => Bytes::new(),
         };
+        let req = req.body(Full::new(payload)).with_context(|| {
+            format!("cannot make a request of {url:?}: is the hub's URL right?")
+        })?;
         let resp = self
             .client
-            .request(req.body(Full::new(payload)).context("bad request")?)
+            .request(req)
             .await
             .with_context(|| format!("cannot reach the hub at {}", self.base))?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await?.to_bytes();
         let json = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
@@ -80,7 +133,11 @@ impl Api {
                 serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
             })
         };
-        Ok((status, json))
+        Ok(Answer {
+            status,
+            headers: parts.headers,
+            json,
+        })
     }
 }
 
@@ -94,4 +151,19 @@ pub fn check(status: u16, body: &serde_json::Value) -> anyhow::Result<()> {
         .map(str::to_string)
         .unwrap_or_else(|| body.to_string());
     anyhow::bail!("the hub answered {status}: {msg}")
+}
+
+/// An id or a name as one path segment or query value: letters, digits and
+/// `-_:` as they are, anything else percent-encoded so it cannot change the
+/// path or the query.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -14,7 +14,7 @@ use drover_proto::admin::{
 };
 use http::Method;
 
-use super::http::{Api, Hub, check};
+use super::http::{Api, Hub, check, segment};
 
 #[derive(clap::Args)]
 pub struct KeysArgs {
@@ -125,7 +125,7 @@ impl Store {
     async fn revoke(&self, key: &str) -> anyhow::Result<KeyRevoked> {
         match self {
             Store::Hub(api) => {
-                let path = format!("/admin/keys/{}", path_segment(key));
+                let path = format!("/admin/keys/{}", segment(key));
                 let (status, body) = api.call(Method::DELETE, &path, None).await?;
                 check(status, &body)?;
                 serde_json::from_value(body).context("unexpected answer")
@@ -244,18 +244,4 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// An id or a key name as one path segment: names are letters, digits and
-/// `.-_:`, anything else is percent-encoded so it cannot change the path.
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_:".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -4,6 +4,7 @@ pub mod backend_arg;
 pub mod backends;
 pub mod demo;
 pub mod http;
+pub mod jobs;
 pub mod keys;
 pub mod lab;
 pub mod models;

@@ -150,19 +150,8 @@ fn row(backend: &str, m: &BackendModelInfo) -> [String; 8] {
         match m.idle_seconds {
             None if m.busy > 0 => "now".into(),
             None => dash(),
-            Some(s) => format!("{} ago", ago(s)),
+            Some(s) => format!("{} ago", super::table::age(s)),
         },
         if m.pinned { "yes" } else { "" }.to_string(),
     ]
-}
-
-/// Seconds as a person reads an age: 42s, 7m, 3h, 2d.
-fn ago(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
 }

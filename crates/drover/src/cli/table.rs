@@ -47,6 +47,17 @@ pub fn render(head: &[&str], align: &[Align], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Seconds as a person reads a span of time: 42s, 7m, 3h, 2d.
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,701 @@
+//! `drover jobs` from the shell: the real binary against a real `drover
+//! serve` (its own data directory, a simulated server behind it), each
+//! command's output and exit code as a person or a script sees them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_sim::{SimHandle, SimServer};
+use drover_tests::{Client, openai, wait_until_within};
+use http::Method;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// The binary with none of the test runner's DROVER_* variables.
+fn drover() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DROVER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("DROVER_LOG", "warn");
+    cmd
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-jobs-cli-{name}-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A `drover serve` process, killed (and its directory removed) when
+/// dropped, so a failing test leaves nothing running.
+struct Hub {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+    /// A client key, for the hub's own readiness checks.
+    key: Option<String>,
+    client: Client,
+    _sim: SimHandle,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts a simulated server for model `m` (answers after `ttft_ms`) and
+/// `drover serve` on a port of its choosing in `dir`, with quick job
+/// retries; returns once the server's model is listed.
+async fn start(dir: PathBuf, ttft_ms: u64, env: &[(&str, &str)], key: Option<&str>) -> Hub {
+    let sim = SimServer::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        openai(&["m"], 1, ttft_ms),
+    )
+    .unwrap();
+    let mut cmd = drover();
+    cmd.env("DROVER_JOBS__POLL_INTERVAL", "50ms")
+        .env("DROVER_JOBS__BACKOFF", "20ms")
+        .env("DROVER_JOBS__MAX_BACKOFF", "100ms")
+        .envs(env.iter().copied())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .args(["--backend", &format!("openai={},name=sim", sim.url())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("drover serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // The banner names the port; the rest of its log goes on to the
+    // test's stderr, and the pipe never fills.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(url.to_string());
+            }
+            eprintln!("hub: {line}");
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("drover serve prints where it listens");
+    let hub = Hub {
+        child,
+        client: Client::new(&url),
+        url,
+        dir,
+        key: key.map(str::to_string),
+        _sim: sim,
+    };
+    wait_until_within("the hub lists m", Duration::from_secs(30), || {
+        let client = hub.client.clone();
+        let auth = hub.key.as_ref().map(|k| format!("Bearer {k}"));
+        async move {
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("authorization", a)])
+                .unwrap_or_default();
+            let r = client
+                .call(Method::GET, "/v1/models", &headers, Bytes::new())
+                .await;
+            r.status == 200 && r.json()["data"].to_string().contains("\"m\"")
+        }
+    })
+    .await;
+    hub
+}
+
+impl Hub {
+    /// `drover jobs --hub URL ARGS...`.
+    fn jobs(&self, args: &[&str]) -> Command {
+        let mut cmd = drover();
+        cmd.args(["jobs", "--hub", &self.url]).args(args);
+        cmd
+    }
+
+    /// A job as the hub has it, through the API (not the command under
+    /// test).
+    async fn job(&self, id: &str) -> Value {
+        let auth = self.key.as_ref().map(|k| format!("Bearer {k}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        self.client
+            .call(
+                Method::GET,
+                &format!("/v1/jobs/{id}"),
+                &headers,
+                Bytes::new(),
+            )
+            .await
+            .json()
+    }
+
+    async fn until_state(&self, id: &str, state: &str) {
+        wait_until_within(
+            &format!("{id} is {state}"),
+            Duration::from_secs(20),
+            || async move { self.job(id).await["state"] == state },
+        )
+        .await;
+    }
+}
+
+/// What a command printed and how it ended.
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Out {
+    fn ok(self) -> Self {
+        assert_eq!(self.code, Some(0), "{self:?}");
+        self
+    }
+
+    /// Exit 1 with `words` on stderr, once, and nothing on stdout.
+    fn refused(self, words: &str) -> Self {
+        assert_eq!(self.code, Some(1), "{self:?}");
+        assert_eq!(self.stderr.matches(words).count(), 1, "{words:?}: {self:?}");
+        assert!(self.stdout.is_empty(), "{self:?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:?}"))
+    }
+
+    /// The table's rows under its head.
+    fn rows(&self) -> Vec<&str> {
+        self.stdout.lines().skip(1).collect()
+    }
+}
+
+/// Runs `cmd` (off the runtime: the simulator runs on it), with `stdin`.
+async fn run(mut cmd: Command, stdin: Option<&str>) -> Out {
+    let stdin = stdin.map(str::to_string);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        if let Some(text) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("the command ends within a minute")
+        .unwrap();
+    let out = Out {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    };
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+    out
+}
+
+/// The first `job_...` word in `text`.
+fn job_id(text: &str) -> String {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| w.starts_with("job_"))
+        .unwrap_or_else(|| panic!("no job id in {text:?}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_prints_the_answer_and_ls_and_get_show_the_job() {
+    let hub = start(fresh_dir("answer"), 0, &[], None).await;
+
+    // --wait: the answer's body, and nothing else, on stdout.
+    let out = run(
+        hub.jobs(&["submit", "--model", "m", "--prompt", "hello", "--wait"]),
+        None,
+    )
+    .await
+    .ok();
+    let answer = out.json();
+    assert!(
+        answer["choices"][0]["message"]["content"].is_string(),
+        "{out:?}"
+    );
+    let first = job_id(&run(hub.jobs(&["ls", "--json"]), None).await.ok().stdout);
+
+    // Without it: the id alone.
+    let out = run(
+        hub.jobs(&[
+            "submit",
+            "--model",
+            "m",
+            "--prompt",
+            "again",
+            "--metadata",
+            "run=7",
+            "--metadata",
+            "who=me",
+        ]),
+        None,
+    )
+    .await
+    .ok();
+    let second = out.stdout.trim().to_string();
+    assert!(
+        second.starts_with("job_") && !second.contains(char::is_whitespace),
+        "{out:?}"
+    );
+    hub.until_state(&second, "completed").await;
+
+    // A body from stdin goes as written, to the endpoint named.
+    let out = run(
+        hub.jobs(&[
+            "submit",
+            "--endpoint",
+            "/v1/completions",
+            "--body",
+            "-",
+            "--json",
+        ]),
+        Some(r#"{"prompt": "x", "model": "m", "max_tokens": 3}"#),
+    )
+    .await
+    .ok();
+    let third = out.json();
+    assert_eq!(third["endpoint"], "/v1/completions", "{out:?}");
+    assert_eq!(third["model"], "m", "{out:?}");
+    let third = third["id"].as_str().unwrap().to_string();
+    hub.until_state(&third, "completed").await;
+
+    // ls: a table, newest first.
+    let out = run(hub.jobs(&["ls"]), None).await.ok();
+    let head = out.stdout.lines().next().unwrap();
+    for column in ["ID", "STATE", "MODEL", "ATTEMPTS", "CREATED", "ENDED"] {
+        assert!(head.contains(column), "{out:?}");
+    }
+    let rows = out.rows();
+    assert_eq!(rows.len(), 3, "{out:?}");
+    assert!(rows[0].starts_with(&third), "{out:?}");
+    assert!(rows[2].starts_with(&first), "{out:?}");
+    let cells: Vec<&str> = rows[2].split_whitespace().collect();
+    assert_eq!(&cells[1..4], ["completed", "m", "1/3"], "{out:?}");
+    assert!(rows[2].ends_with("ago"), "{out:?}");
+
+    // A page, then every page.
+    let out = run(hub.jobs(&["ls", "--limit", "2"]), None).await.ok();
+    assert_eq!(out.rows().len(), 2, "{out:?}");
+    assert!(out.stderr.contains("--all"), "{out:?}");
+    let out = run(hub.jobs(&["ls", "--limit", "2", "--all"]), None)
+        .await
+        .ok();
+    assert_eq!(out.rows().len(), 3, "{out:?}");
+    let out = run(hub.jobs(&["ls", "--limit", "1", "--all", "--json"]), None)
+        .await
+        .ok();
+    let list = out.json();
+    assert_eq!(list["data"].as_array().unwrap().len(), 3, "{out:?}");
+    assert_eq!(list["has_more"], false, "{out:?}");
+    let out = run(hub.jobs(&["ls", "--state", "dead"]), None).await.ok();
+    assert_eq!(out.stdout, "no jobs\n", "{out:?}");
+
+    // get: where it stands, every attempt, the answer.
+    let out = run(hub.jobs(&["get", &first]), None).await.ok();
+    let text = &out.stdout;
+    assert!(
+        text.starts_with(&format!("{first}: completed\n")),
+        "{out:?}"
+    );
+    assert!(text.contains("  model     m\n"), "{out:?}");
+    assert!(
+        text.contains("  endpoint  /v1/chat/completions\n"),
+        "{out:?}"
+    );
+    assert!(text.contains("1 attempt of at most 3:"), "{out:?}");
+    let attempts: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("# "))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(attempts.len(), 1, "{out:?}");
+    assert_eq!(attempts[0][..3], ["1", "sim", "200"], "{out:?}");
+    assert!(text.contains("answer (200):\n{\n"), "{out:?}");
+    assert!(text.contains("\"choices\""), "{out:?}");
+    let out = run(hub.jobs(&["get", &second]), None).await.ok();
+    assert!(
+        out.stdout.contains("  metadata  run=7, who=me\n"),
+        "{out:?}"
+    );
+    let out = run(hub.jobs(&["get", "--json", &first]), None).await.ok();
+    let job = out.json();
+    assert_eq!(job["attempts"][0]["backends"][0], "sim", "{out:?}");
+    assert_eq!(job["response"]["status_code"], 200, "{out:?}");
+
+    // A reader that goes away (`| head`) ends the output, not in a panic.
+    let mut cmd = hub.jobs(&["get", &first]);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+
+    // A completed job is not retried: the hub's word.
+    run(hub.jobs(&["retry", &first]), None)
+        .await
+        .refused("only a job that ended without success can be retried");
+
+    // The same idempotency key and request: the same job, said so.
+    let again = ["submit", "--model", "m", "--prompt", "once"];
+    let keyed = [&again[..], &["--idempotency-key", "k-1"]].concat();
+    let one = run(hub.jobs(&keyed), None).await.ok();
+    let two = run(hub.jobs(&keyed), None).await.ok();
+    assert_eq!(one.stdout, two.stdout, "{two:?}");
+    assert!(two.stderr.contains("made"), "{two:?}");
+    let other = [
+        "submit",
+        "--model",
+        "m",
+        "--prompt",
+        "twice",
+        "--idempotency-key",
+        "k-1",
+    ];
+    run(hub.jobs(&other), None)
+        .await
+        .refused("was used for job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_naming_the_problem() {
+    let hub = start(fresh_dir("bad"), 0, &[], None).await;
+
+    let out = run(
+        hub.jobs(&[
+            "submit",
+            "--endpoint",
+            "/v1/images",
+            "--model",
+            "m",
+            "--prompt",
+            "x",
+        ]),
+        None,
+    )
+    .await
+    .refused("endpoint \"/v1/images\" cannot be a job");
+    assert!(
+        out.stderr.starts_with("drover: the hub answered 400: "),
+        "{out:?}"
+    );
+    run(hub.jobs(&["submit", "--body", "-"]), Some("[1, 2]"))
+        .await
+        .refused("body must be a JSON object");
+    run(
+        hub.jobs(&["submit", "--model", "m", "--prompt", "x", "--deadline", "1"]),
+        None,
+    )
+    .await
+    .refused("deadline has passed already");
+    run(
+        hub.jobs(&[
+            "submit",
+            "--model",
+            "m",
+            "--prompt",
+            "x",
+            "--deadline",
+            "soon",
+        ]),
+        None,
+    )
+    .await
+    .refused("deadline \"soon\" is neither");
+    run(
+        hub.jobs(&[
+            "submit",
+            "--model",
+            "m",
+            "--prompt",
+            "x",
+            "--priority",
+            "101",
+        ]),
+        None,
+    )
+    .await
+    .refused("priority must be from 0 to 100");
+    run(hub.jobs(&["ls", "--state", "lost"]), None)
+        .await
+        .refused("state \"lost\" is none of");
+    run(hub.jobs(&["ls", "--limit", "0"]), None)
+        .await
+        .refused("limit must be from 1 to 100");
+    run(hub.jobs(&["get", "job_nope"]), None)
+        .await
+        .refused("no job \"job_nope\"");
+    run(hub.jobs(&["cancel", "../../admin/backends"]), None)
+        .await
+        .refused("no job");
+    run(hub.jobs(&["retry", "job nope?"]), None)
+        .await
+        .refused("no job \"job nope?\"");
+
+    // What the command itself can tell, before asking the hub.
+    run(hub.jobs(&["submit", "--body", "-"]), Some("{\"model\": "))
+        .await
+        .refused("the body in stdin is not JSON");
+    let missing = hub.dir.join("missing.json");
+    run(
+        hub.jobs(&["submit", "--body", missing.to_str().unwrap()]),
+        None,
+    )
+    .await
+    .refused("cannot read the body from");
+    run(
+        hub.jobs(&[
+            "submit",
+            "--model",
+            "m",
+            "--prompt",
+            "x",
+            "--metadata",
+            "a=1",
+            "--metadata",
+            "a=2",
+        ]),
+        None,
+    )
+    .await
+    .refused("--metadata \"a\" is given twice");
+    run(
+        hub.jobs(&[
+            "submit",
+            "--model",
+            "m",
+            "--prompt",
+            "x",
+            "--idempotency-key",
+            "line\nbreak",
+        ]),
+        None,
+    )
+    .await
+    .refused("--idempotency-key");
+    run(hub.jobs(&["--api-key", "two\nlines", "ls"]), None)
+        .await
+        .refused("the key has characters a header cannot carry");
+    // Usage errors are clap's: exit 2, naming the flag.
+    let out = run(hub.jobs(&["submit", "--model", "m"]), None).await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("--prompt"), "{out:?}");
+    let out = run(
+        hub.jobs(&[
+            "submit",
+            "--model",
+            "m",
+            "--prompt",
+            "x",
+            "--metadata",
+            "novalue",
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("\"novalue\" is not KEY=VALUE"),
+        "{out:?}"
+    );
+
+    // A hub that is not there is named.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut cmd = drover();
+    cmd.args(["jobs", "ls", "--hub", &gone]);
+    run(cmd, None)
+        .await
+        .refused(&format!("cannot reach the hub at {gone}"));
+    let mut cmd = drover();
+    cmd.args(["jobs", "get", "job_x"])
+        .env("DROVER_HUB", "no url at all");
+    run(cmd, None).await.refused("no url at all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_retry_say_what_happened() {
+    // One job claimed at a time, each running a minute: the second waits.
+    let hub = start(
+        fresh_dir("cancel"),
+        60_000,
+        &[("DROVER_JOBS__WINDOW", "1")],
+        None,
+    )
+    .await;
+
+    // No backend serves its model: it fails, and --wait says so.
+    let out = run(
+        hub.jobs(&[
+            "submit",
+            "--model",
+            "nobody-serves-this",
+            "--prompt",
+            "x",
+            "--wait",
+        ]),
+        None,
+    )
+    .await;
+    let failed = job_id(&out.stderr);
+    let out = out.refused(&format!("{failed} ended failed: 404 "));
+    assert!(out.stderr.contains("nobody-serves-this"), "{out:?}");
+    let out = run(hub.jobs(&["retry", &failed]), None).await.ok();
+    assert_eq!(
+        out.stdout,
+        format!("{failed} is queued again (1 attempt so far, at most 4 in all)\n"),
+        "{out:?}"
+    );
+    hub.until_state(&failed, "failed").await;
+    let out = run(hub.jobs(&["cancel", &failed]), None).await.ok();
+    assert_eq!(
+        out.stdout,
+        format!("{failed} had ended already (failed): nothing to cancel\n"),
+        "{out:?}"
+    );
+
+    let out = run(
+        hub.jobs(&["submit", "--model", "m", "--prompt", "long"]),
+        None,
+    )
+    .await
+    .ok();
+    let running = out.stdout.trim().to_string();
+    hub.until_state(&running, "running").await;
+    let out = run(
+        hub.jobs(&["submit", "--model", "m", "--prompt", "later"]),
+        None,
+    )
+    .await
+    .ok();
+    let waiting = out.stdout.trim().to_string();
+    assert_eq!(hub.job(&waiting).await["state"], "queued");
+
+    let out = run(hub.jobs(&["cancel", &waiting]), None).await.ok();
+    assert_eq!(out.stdout, format!("{waiting} is cancelled\n"), "{out:?}");
+    let out = run(hub.jobs(&["cancel", &running]), None).await.ok();
+    assert!(
+        out.stdout
+            .starts_with(&format!("{running} is running: asked to stop")),
+        "{out:?}"
+    );
+    hub.until_state(&running, "cancelled").await;
+    let out = run(hub.jobs(&["get", &running]), None).await.ok();
+    assert!(
+        out.stdout.starts_with(&format!("{running}: cancelled\n")),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("cancelled while it ran"), "{out:?}");
+
+    // A cancelled job may be retried; --json prints the job.
+    let out = run(hub.jobs(&["retry", "--json", &waiting]), None)
+        .await
+        .ok();
+    assert_eq!(out.json()["state"], "queued", "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_key_comes_from_api_key_or_drover_api_key() {
+    let dir = fresh_dir("keys");
+    let key = |args: &[&str]| {
+        let out = drover()
+            .args(["keys", "create", "--data-dir"])
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let client = key(&["batch"]);
+    let admin = key(&["ops", "--kind", "admin"]);
+    let hub = start(dir.clone(), 0, &[], Some(&client)).await;
+
+    let out = run(hub.jobs(&["ls"]), None)
+        .await
+        .refused("this hub needs an API key");
+    assert!(
+        out.stderr.contains("--api-key or DROVER_API_KEY"),
+        "{out:?}"
+    );
+    run(hub.jobs(&["--api-key", &admin, "ls"]), None)
+        .await
+        .refused("inference needs a client key");
+
+    let out = run(
+        hub.jobs(&[
+            "--api-key",
+            &client,
+            "submit",
+            "--model",
+            "m",
+            "--prompt",
+            "hi",
+            "--wait",
+        ]),
+        None,
+    )
+    .await
+    .ok();
+    assert!(out.json()["choices"].is_array(), "{out:?}");
+    let mut cmd = drover();
+    cmd.args(["jobs", "ls"])
+        .env("DROVER_HUB", &hub.url)
+        .env("DROVER_API_KEY", &client);
+    let out = run(cmd, None).await.ok();
+    assert_eq!(out.rows().len(), 1, "{out:?}");
+    assert!(out.rows()[0].contains("completed"), "{out:?}");
+}
