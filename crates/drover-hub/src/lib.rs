@@ -30,6 +30,8 @@
 //! - `error`: the one mapping from errors to HTTP and the OpenAI shape.
 //! - [`jobs`]: durable jobs on the store (`drover-store`): submitted,
 //!   claimed a window at a time, run through the forwarder, stored.
+//! - `kept`: backends added and models pinned at run time, kept in the
+//!   store and brought back at the next start.
 //! - [`webhook`]: Standard Webhooks signatures for the callbacks that say a
 //!   job has ended.
 
@@ -46,6 +48,7 @@ mod error;
 pub mod forward;
 pub mod hub;
 pub mod jobs;
+mod kept;
 pub mod keys;
 mod limits;
 mod metrics;

@@ -20,6 +20,7 @@
 mod batches;
 mod error;
 mod files;
+mod fleet;
 pub mod job;
 mod jobs;
 mod location;

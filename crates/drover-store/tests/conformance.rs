@@ -638,6 +638,37 @@ async fn a_batch_is_stored_with_its_lines_and_ends_once(store: &Store) {
     assert_eq!(listed.len(), 1);
 }
 
+async fn run_time_backends_and_pins_are_kept(store: &Store) {
+    store
+        .save_backend("b2", "{\"url\":\"http://b2\"}", 2)
+        .await
+        .unwrap();
+    store
+        .save_backend("b1", "{\"url\":\"http://b1\"}", 1)
+        .await
+        .unwrap();
+    store
+        .save_backend("b2", "{\"url\":\"http://b2:81\"}", 3)
+        .await
+        .unwrap();
+    let saved = store.saved_backends().await.unwrap();
+    assert_eq!(
+        saved,
+        [
+            ("b1".to_string(), "{\"url\":\"http://b1\"}".to_string()),
+            ("b2".to_string(), "{\"url\":\"http://b2:81\"}".to_string())
+        ]
+    );
+    assert!(store.forget_backend("b1").await.unwrap());
+    assert!(!store.forget_backend("b1").await.unwrap());
+    assert_eq!(store.saved_backends().await.unwrap().len(), 1);
+    store.set_pin("m", true, 1).await.unwrap();
+    store.set_pin("m", true, 2).await.unwrap();
+    store.set_pin("n", true, 3).await.unwrap();
+    store.set_pin("n", false, 4).await.unwrap();
+    assert_eq!(store.pins().await.unwrap(), ["m"]);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -681,4 +712,5 @@ conformance!(
     two_runners_claiming_at_once_never_share_a_job,
     a_file_is_stored_in_chunks_and_read_back_whole,
     a_batch_is_stored_with_its_lines_and_ends_once,
+    run_time_backends_and_pins_are_kept,
 );

@@ -192,7 +192,7 @@ impl Cluster {
                     .iter()
                     .filter(|v| !v.models.is_empty())
                     .count()
-            }) == want
+            }) >= want
         })
         .await;
     }

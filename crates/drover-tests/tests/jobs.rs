@@ -494,3 +494,66 @@ async fn a_batch_runs_no_more_lines_at_once_than_its_cap() {
     cluster.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_added_and_models_pinned_at_run_time_outlive_a_restart() {
+    let dir = fresh_dir("kept");
+    let cluster = ClusterBuilder::new()
+        .sim("a", openai(&["m"], 1, 0))
+        .hub(|c| quick(c, &dir))
+        .start()
+        .await;
+    let extra = drover_sim::SimServer::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        openai(&["n"], 1, 0),
+    )
+    .unwrap();
+    let r = cluster
+        .client
+        .post(
+            "/admin/backends",
+            &json!({"url": extra.url(), "kind": "openai", "name": "added"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = cluster
+        .client
+        .post("/admin/models/pin", &json!({"model": "m"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Restarted, the hub knows both backends and the pin: the config has
+    // only `a`.
+    let cluster = cluster.restart_hub(Duration::from_secs(1)).await;
+    wait_until_within(
+        "the added backend is back",
+        Duration::from_secs(10),
+        || async {
+            let r = cluster.client.get("/admin/backends/added").await;
+            r.status == 200
+        },
+    )
+    .await;
+    assert!(cluster.hub.inspect(|s| s.is_pinned("m")), "the pin is kept");
+    let r = cluster
+        .client
+        .post("/v1/chat/completions", &drover_tests::chat_body("n", "hi"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Removed, it stays removed.
+    let r = cluster.client.delete("/admin/backends/added").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = cluster
+        .client
+        .post("/admin/models/unpin", &json!({"model": "m"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cluster = cluster.restart_hub(Duration::from_secs(1)).await;
+    assert_eq!(
+        cluster.client.get("/admin/backends/added").await.status,
+        404
+    );
+    assert!(!cluster.hub.inspect(|s| s.is_pinned("m")));
+    cluster.shutdown().await;
+    extra.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

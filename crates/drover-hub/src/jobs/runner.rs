@@ -59,6 +59,7 @@ async fn when_ready(hub: Arc<HubState>, jobs: Arc<Jobs>) {
 }
 
 fn spawn(hub: &Arc<HubState>, jobs: Arc<Jobs>) {
+    hub.tasks.spawn(crate::kept::restore(hub.clone()));
     let (tx, rx) = mpsc::channel(4 * jobs.config.window as usize);
     hub.tasks
         .spawn(writer::run(jobs.store.clone(), rx, hub.shutdown.clone()));

@@ -48,6 +48,7 @@ pub async fn add(
         RegistryError::Invalid(msg) => ApiError::bad_request(msg, None, "invalid_backend"),
     })?;
     tracing::info!(target: "drover::action", backend = %entry.name, url = %entry.endpoint, "backend added");
+    crate::kept::save_backend(&hub, &entry.name, &spec).await;
     let info = views::backend_info(&entry, &Snapshot::empty());
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
@@ -61,6 +62,7 @@ pub async fn remove(
         return Err(unknown(&name));
     }
     tracing::info!(target: "drover::action", backend = %name, "backend removed");
+    crate::kept::forget_backend(&hub, &name).await;
     Ok(Json(json!({"removed": name})).into_response())
 }
 

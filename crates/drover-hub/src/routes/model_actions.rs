@@ -38,8 +38,8 @@ pub async fn dispatch(
     match action {
         "load" => load(hub, model, target).await,
         "unload" => unload(hub, model, target).await,
-        "pin" => pin(hub, model, target, true),
-        "unpin" => pin(hub, model, target, false),
+        "pin" => pin(hub, model, target, true).await,
+        "unpin" => pin(hub, model, target, false).await,
         _ => Err(ApiError::NotFound {
             message: "expected POST /admin/models/load, .../unload, .../pin or .../unpin (the model in the body), or /admin/models/{model}/load and so on"
                 .into(),
@@ -197,8 +197,9 @@ fn evicted_note(listing: &[(Arc<BackendEntry>, Residency)], model: &str) -> Opti
 }
 
 /// `pin`: never evicted, never unloaded for idleness, loaded where it fits
-/// whenever no backend holds it. `unpin` undoes it.
-fn pin(
+/// whenever no backend holds it. `unpin` undoes it. Kept in the store,
+/// where the hub has one, for its next start.
+async fn pin(
     hub: Arc<HubState>,
     model: Option<&str>,
     target: ModelTarget,
@@ -217,6 +218,7 @@ fn pin(
         .map(|(e, _)| e.name.clone())
         .collect();
     tracing::info!(target: "drover::action", %model, pinned = on, "model pin changed");
+    crate::kept::save_pin(&hub, &model, on).await;
     let verb = if on { "pin" } else { "unpin" };
     Ok(Json(action(&model, holding, verb, None, !changed)))
 }
