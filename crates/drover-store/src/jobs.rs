@@ -14,36 +14,12 @@ macro_rules! job_columns {
     };
 }
 
-/// A job's insert, without idempotency (those go through `insert_job`).
-macro_rules! insert_query {
-    ($new:expr) => {{
-        let new: &NewJob = $new;
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, state, key_id, batch_id, custom_id, endpoint, model, \
-             body, priority, max_attempts, run_at, deadline, callback_url, metadata, created_at) \
-             VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(&new.id)
-        .bind(new.kind.as_str())
-        .bind(&new.key_id)
-        .bind(&new.batch_id)
-        .bind(&new.custom_id)
-        .bind(&new.endpoint)
-        .bind(&new.model)
-        .bind(&new.body)
-        .bind(i64::from(new.priority))
-        .bind(i64::from(new.max_attempts))
-        .bind(new.run_at)
-        .bind(new.deadline)
-        .bind(&new.callback_url)
-        .bind(&new.metadata)
-        .bind(new.created_at)
-    }};
-}
-
 /// Rows per multi-row insert: far under both databases' bound on
 /// parameters (SQLite 32,766, PostgreSQL 65,535) at 16 a row.
 pub(crate) const INSERT_CHUNK: usize = 1000;
+
+/// Finishes per statement: 8 parameters a row.
+const FINISH_CHUNK: usize = 500;
 
 /// A multi-row insert of jobs without idempotency keys (a batch's lines).
 macro_rules! insert_many {
@@ -469,56 +445,85 @@ impl Store {
     /// lease: an attempt rescued from under its runner changes nothing.
     /// Whether each was taken, in order.
     pub async fn finish(&self, finishes: &[Finish]) -> Result<Vec<bool>, StoreError> {
-        let mut taken = Vec::with_capacity(finishes.len());
+        // Encoded before the transaction: a value that cannot be stored
+        // fails the call before anything is written.
+        let rows = finishes
+            .iter()
+            .map(|f| Ok((to_json(&f.attempts)?, to_json(&f.failed_backends)?)))
+            .collect::<Result<Vec<(String, String)>, StoreError>>()?;
+        let answers = finishes
+            .iter()
+            .map(|f| f.answer.as_ref().map(|a| to_json(&a.headers)).transpose())
+            .collect::<Result<Vec<Option<String>>, StoreError>>()?;
+        let mut taken_ids: std::collections::HashSet<String> = std::collections::HashSet::new();
         on_db!(self, write, |pool, pg| {
             let mut tx = pool
                 .begin_with(if pg { "BEGIN" } else { "BEGIN IMMEDIATE" })
                 .await?;
-            for finish in finishes {
-                let ended_at = finish.state.is_final().then_some(finish.at);
-                let updated = sqlx::query(
-                    "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), attempts = $3, \
-                     failed_backends = $4, ended_at = $5, lease_owner = NULL, \
-                     lease_expires_at = NULL \
-                     WHERE id = $6 AND attempt = $7 AND lease_owner = $8 AND state = 'running'",
-                )
-                .bind(finish.state.as_str())
-                .bind(finish.run_at)
-                .bind(to_json(&finish.attempts)?)
-                .bind(to_json(&finish.failed_backends)?)
-                .bind(ended_at)
-                .bind(&finish.lease.job_id)
-                .bind(i64::from(finish.lease.attempt))
-                .bind(&finish.lease.owner)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated != 1 {
-                    taken.push(false);
-                    continue;
-                }
-                if let Some(answer) = &finish.answer {
-                    sqlx::query(
-                        "INSERT INTO job_answers (job_id, status, headers, body) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (job_id) DO UPDATE SET \
-                         status = excluded.status, headers = excluded.headers, \
-                         body = excluded.body",
-                    )
-                    .bind(&finish.lease.job_id)
-                    .bind(i64::from(answer.status))
-                    .bind(to_json(&answer.headers)?)
-                    .bind(&answer.body)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                if let Some(then) = &finish.then {
-                    insert_query!(then).execute(&mut *tx).await?;
-                }
-                taken.push(true);
+            // One statement per group, not per job: each fenced row by row
+            // on (id, attempt, owner) against the VALUES list.
+            for (chunk, encoded) in finishes.chunks(FINISH_CHUNK).zip(rows.chunks(FINISH_CHUNK)) {
+                let mut update = QueryBuilder::new(
+                    "UPDATE jobs SET state = v.column2, run_at = COALESCE(v.column3, jobs.run_at), \
+                     attempts = v.column4, failed_backends = v.column5, ended_at = v.column6, \
+                     lease_owner = NULL, lease_expires_at = NULL FROM (",
+                );
+                update.push_values(
+                    chunk.iter().zip(encoded),
+                    |mut row, (f, (attempts, failed))| {
+                        row.push_bind(&f.lease.job_id)
+                            .push_bind(f.state.as_str())
+                            .push_bind(f.run_at)
+                            .push_bind(attempts)
+                            .push_bind(failed)
+                            .push_bind(f.state.is_final().then_some(f.at))
+                            .push_bind(i64::from(f.lease.attempt))
+                            .push_bind(&f.lease.owner);
+                    },
+                );
+                update.push(
+                    ") AS v WHERE jobs.id = v.column1 AND jobs.attempt = v.column7 \
+                     AND jobs.lease_owner = v.column8 AND jobs.state = 'running' RETURNING jobs.id",
+                );
+                let ids: Vec<String> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+                taken_ids.extend(ids);
+            }
+            let stored: Vec<(&Finish, &Answer, &String)> = finishes
+                .iter()
+                .zip(&answers)
+                .filter(|(f, _)| taken_ids.contains(&f.lease.job_id))
+                .filter_map(|(f, h)| Some((f, f.answer.as_ref()?, h.as_ref()?)))
+                .collect();
+            for chunk in stored.chunks(FINISH_CHUNK) {
+                let mut insert =
+                    QueryBuilder::new("INSERT INTO job_answers (job_id, status, headers, body) ");
+                insert.push_values(chunk, |mut row, (f, answer, headers)| {
+                    row.push_bind(&f.lease.job_id)
+                        .push_bind(i64::from(answer.status))
+                        .push_bind(*headers)
+                        .push_bind(&answer.body);
+                });
+                insert.push(
+                    " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, \
+                     headers = excluded.headers, body = excluded.body",
+                );
+                insert.build().execute(&mut *tx).await?;
+            }
+            let then: Vec<&NewJob> = finishes
+                .iter()
+                .filter(|f| taken_ids.contains(&f.lease.job_id))
+                .filter_map(|f| f.then.as_ref())
+                .collect();
+            for chunk in then.chunks(INSERT_CHUNK) {
+                let mut insert = insert_many!(chunk.iter().copied());
+                insert.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
-        Ok(taken)
+        Ok(finishes
+            .iter()
+            .map(|f| taken_ids.contains(&f.lease.job_id))
+            .collect())
     }
 
     /// Gives back to the queue the running jobs whose runner is gone (or

@@ -175,6 +175,34 @@ async fn a_late_finish_from_a_rescued_attempt_changes_nothing(store: &Store) {
     );
 }
 
+async fn a_group_of_finishes_takes_each_on_its_own_lease(store: &Store) {
+    for i in 1..=3 {
+        insert(store, new_job(&format!("job_{i}"), 50, 0)).await;
+    }
+    let claimed = store.claim(&claim(OWNER, 3, 0)).await.unwrap();
+    let mut finishes: Vec<Finish> = claimed
+        .iter()
+        .map(|c| completed(c, 5, &format!("{{\"id\":\"{}\"}}", c.job.id)))
+        .collect();
+    finishes[1].lease.owner = "someone-else".into();
+    let taken = store.finish(&finishes).await.unwrap();
+    assert_eq!(taken, [true, false, true]);
+    for (c, taken) in claimed.iter().zip(taken) {
+        let job = store.job(&c.job.id).await.unwrap().unwrap();
+        let answer = store.job_answer(&c.job.id).await.unwrap();
+        if taken {
+            assert_eq!(job.state, JobState::Completed);
+            assert_eq!(
+                answer.unwrap().body,
+                format!("{{\"id\":\"{}\"}}", c.job.id).into_bytes()
+            );
+        } else {
+            assert_eq!(job.state, JobState::Running);
+            assert_eq!(answer, None);
+        }
+    }
+}
+
 async fn a_renewed_lease_is_not_rescued_and_a_lost_one_is_recorded(store: &Store) {
     insert(store, new_job("job_1", 50, 0)).await;
     store.claim(&claim(OWNER, 1, 0)).await.unwrap();
@@ -698,6 +726,7 @@ conformance!(
     claims_the_highest_priority_then_the_oldest_and_only_what_may_run_now,
     an_idempotency_key_returns_its_job_or_a_conflict,
     a_late_finish_from_a_rescued_attempt_changes_nothing,
+    a_group_of_finishes_takes_each_on_its_own_lease,
     a_renewed_lease_is_not_rescued_and_a_lost_one_is_recorded,
     a_job_whose_runner_keeps_vanishing_ends_dead,
     at_a_single_hubs_start_every_job_another_runner_held_comes_back,

@@ -16,6 +16,11 @@ use crate::jobs::{Jobs, now_ms};
 /// Lines read from the store at a time while writing the files.
 const PAGE: u32 = 1000;
 
+/// The least time between two looks: every line that ends wakes the
+/// finisher, and a look counts the lines of every open batch, so a batch
+/// running thousands of lines a second must not be counted as often.
+const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Looks at every open batch when woken (a line ended, a batch was
 /// cancelled) or every poll interval, until the hub stops.
 pub async fn run(hub: Arc<HubState>, jobs: Arc<Jobs>) {
@@ -34,6 +39,10 @@ pub async fn run(hub: Arc<HubState>, jobs: Arc<Jobs>) {
                 }
                 failing = true;
             }
+        }
+        tokio::select! {
+            () = hub.shutdown.cancelled() => return,
+            () = tokio::time::sleep(MIN_GAP.min(jobs.config.poll_interval)) => {}
         }
     }
 }
