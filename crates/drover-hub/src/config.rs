@@ -6,6 +6,7 @@ use std::time::Duration;
 use drover_proto::admin::BackendSpec;
 
 use crate::aliases::ModelAlias;
+use crate::webhook::WebhookSecret;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -113,6 +114,12 @@ pub struct JobsConfig {
     /// The largest answer a job keeps (bytes or a size like `"64MiB"`).
     #[serde(deserialize_with = "bytes")]
     pub max_answer_bytes: usize,
+    /// What job callbacks are signed with (`whsec_...`), over the secret
+    /// the hub keeps in its store (made at its first start, shared by every
+    /// hub on that store). Hubs sharing a database sign alike only if each
+    /// is given the same one, or none.
+    #[serde(deserialize_with = "webhook_secret")]
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 impl Default for JobsConfig {
@@ -126,6 +133,7 @@ impl Default for JobsConfig {
             max_backoff: Duration::from_secs(300),
             poll_interval: Duration::from_secs(1),
             max_answer_bytes: 64 * 1024 * 1024,
+            webhook_secret: None,
         }
     }
 }
@@ -548,6 +556,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 30s or 500ms: {e}"))
 }
 
+/// A Standard Webhooks secret, `whsec_` and base64; what is wrong with it
+/// is said without showing it.
+fn webhook_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<WebhookSecret>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| s.parse())
+        .transpose()
+        .map_err(|e| serde::de::Error::custom(format!("webhook_secret: {e}")))
+}
+
 /// Sizes as people write them: `16777216`, `"16MiB"`, `"512 MB"`, `"1GiB"`.
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     #[derive(Deserialize)]
@@ -615,6 +632,33 @@ mod tests {
         assert_eq!(c.jobs.window, 64);
         assert_eq!(c.batches.max_lines, 10);
         assert_eq!(KNOWN_ROOTS.len(), 14, "a new root needs a line above");
+    }
+
+    #[test]
+    fn the_webhook_secret_comes_from_the_file_or_the_environment() {
+        const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let from_file =
+            HubConfig::from_toml(&format!("[jobs]\nwebhook_secret = \"{SECRET}\""), &[]).unwrap();
+        let env = vec![(
+            "DROVER_JOBS__WEBHOOK_SECRET".to_string(),
+            SECRET.to_string(),
+        )];
+        let from_env = HubConfig::from_toml("", &env).unwrap();
+        for c in [from_file, from_env] {
+            let secret = c.jobs.webhook_secret.expect("a secret");
+            assert_eq!(secret.to_string(), SECRET);
+        }
+        assert_eq!(HubConfig::default().jobs.webhook_secret, None);
+        let env = vec![(
+            "DROVER_JOBS__WEBHOOK_SECRET".to_string(),
+            "whsec_c2hvcnQ=".to_string(),
+        )];
+        let err = HubConfig::from_toml("", &env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("DROVER_JOBS__WEBHOOK_SECRET: ") && err.contains("24 to 64 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("c2hvcnQ"), "the secret is not echoed: {err}");
     }
 
     #[test]
@@ -793,6 +837,7 @@ mod example {
             "[health]\nnope = 1",
             "[limits]\nnope = 1",
             "[manager]\nnope = 1",
+            "[jobs]\nnope = 1",
             "[tls]\nnope = 1",
             "[[backends]]\nurl = \"http://h:1\"\nnope = 1",
             "[[models]]\nname = \"m\"\nnope = 1",

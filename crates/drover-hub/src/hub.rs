@@ -149,6 +149,8 @@ pub enum StartError {
     Tls(String),
     #[error("{0}")]
     Store(drover_store::StoreError),
+    #[error("{0}")]
+    WebhookSecret(crate::jobs::secret::LoadError),
 }
 
 /// How often the hub looks whether someone else changed its keys file.
@@ -212,10 +214,18 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
                 }
                 Err(e) => return Err(StartError::Store(e)),
             };
+            let configured = config.jobs.webhook_secret.as_ref();
+            let secret = if ready {
+                crate::jobs::secret::Secret::load(&store, configured).await
+            } else {
+                crate::jobs::secret::Secret::new(configured)
+            }
+            .map_err(StartError::WebhookSecret)?;
             Some(Arc::new(crate::jobs::Jobs::new(
                 store,
                 config.jobs.clone(),
                 ready,
+                secret,
             )))
         }
         None => None,

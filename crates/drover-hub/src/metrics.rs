@@ -64,15 +64,15 @@ pub struct KeyLimitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResidencyLabels {
     pub backend: String,
     pub model: String,
     pub state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,6 +129,10 @@ pub struct Metrics {
     /// answered the scrape.
     jobs_held: Gauge,
     job_store_up: Gauge,
+    /// Job callback deliveries by how each attempt ended: `delivered`,
+    /// `retried`, `failed` (410 Gone), `dead` (its last attempt), or
+    /// `cancelled`.
+    pub callbacks: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -313,6 +317,12 @@ impl Metrics {
             "1 when the job store answered this scrape, 0 when it did not (no series without a store)",
             Gauge::default(),
         );
+        let callbacks = register(
+            r,
+            "job_callbacks",
+            "Job callback delivery attempts by outcome: delivered, retried, failed (the receiver is gone), dead (the last attempt failed), cancelled",
+            Family::default(),
+        );
         let registry = std::mem::take(r);
         Metrics {
             job_attempts,
@@ -343,6 +353,7 @@ impl Metrics {
             key_completion_tokens,
             breaker,
             draining,
+            callbacks,
         }
     }
 

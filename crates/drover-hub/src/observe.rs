@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use crate::error::{ApiError, ErrorFormat, echo};
 use crate::metrics::{
     BackendLabels, BackendModelLabels, KeyLabels, KeyLimitLabels, LoadLabels, Metrics, ModelLabels,
-    RequestLabels,
+    OutcomeLabels, RequestLabels,
 };
 use crate::traffic::{Traffic, unix_ms};
 use http::HeaderValue;
@@ -325,6 +325,15 @@ impl Observer {
                 model: model.to_string(),
                 outcome: if ok { "ok" } else { "failed" },
             })
+            .inc();
+    }
+
+    /// A job callback's delivery attempt ended (`outcome` as
+    /// [`Metrics::callbacks`] names them).
+    pub fn callback(&self, outcome: &'static str) {
+        self.metrics
+            .callbacks
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -49,6 +49,7 @@ use crate::routes;
         routes::batches::list,
         routes::batches::get,
         routes::batches::cancel,
+        routes::webhook_secret::rotate,
         routes::models::list,
         routes::models::get,
         routes::ops::health,

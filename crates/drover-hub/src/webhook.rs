@@ -44,8 +44,9 @@ const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// An endpoint's signing key. Its [`Display`](fmt::Display) form,
 /// `whsec_<base64>`, is what an operator is shown once and what is stored,
 /// and [`FromStr`] reads it back; its `Debug` form never shows the key, so
-/// a `{:?}` in a log cannot leak it.
-#[derive(Clone)]
+/// a `{:?}` in a log cannot leak it. Equality is for configurations
+/// compared whole; nothing checks a signature with it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret {
     key: Vec<u8>,
 }

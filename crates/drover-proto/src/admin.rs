@@ -364,6 +364,15 @@ pub struct KeysPurged {
     pub note: Option<String>,
 }
 
+/// The answer to `POST /admin/webhook-secret`: the new secret job
+/// callbacks are signed with, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct NewWebhookSecret {
+    /// `whsec_` and the key in base64, as the Standard Webhooks libraries
+    /// take it.
+    pub secret: String,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

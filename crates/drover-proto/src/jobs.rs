@@ -1,6 +1,7 @@
 //! drover's durable jobs: `POST /v1/jobs`, `GET /v1/jobs[/{id}]`, cancel
 //! and retry. A job is an inference request handed over to run later and
-//! kept (its answer too) until someone comes back for it.
+//! kept (its answer too) until someone comes back for it, or told of its
+//! end at its `callback_url` ([`JobEvent`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -92,6 +93,24 @@ pub struct JobResponse {
     /// The answer's body: its JSON, or a string if it was not JSON.
     #[schema(value_type = Object)]
     pub body: serde_json::Value,
+}
+
+/// The body of a job's callback: a Standard Webhooks event, POSTed to the
+/// job's `callback_url` once the job has ended, signed in the
+/// `webhook-id`, `webhook-timestamp` and `webhook-signature` headers.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, utoipa::ToSchema)]
+pub struct JobEvent {
+    /// `job.completed`, `job.failed`, `job.dead`, `job.cancelled` or
+    /// `job.expired`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// When the job ended, RFC 3339 in UTC (`2026-12-05T10:00:00.123Z`),
+    /// the form of the Standard Webhooks specification's payloads; every
+    /// retry carries the same. When this delivery was sent is the
+    /// `webhook-timestamp` header's, in Unix seconds.
+    pub timestamp: String,
+    /// The job as `GET /v1/jobs/{id}` shows it, with its answer.
+    pub data: Job,
 }
 
 #[cfg(test)]

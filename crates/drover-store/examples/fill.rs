@@ -19,7 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (total, done): (usize, usize) = (total.parse()?, done.parse()?);
     let store = Store::open(Location::parse(url)?, "bench fill").await?;
-    let body = br#"{"model":"m","messages":[{"role":"user","content":"a question of a few words"}]}"#;
+    let body =
+        br#"{"model":"m","messages":[{"role":"user","content":"a question of a few words"}]}"#;
     let mut made = 0;
     while made < total {
         let n = CHUNK.min(total - made);

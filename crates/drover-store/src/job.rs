@@ -242,6 +242,12 @@ pub struct Finish {
     pub at: i64,
 }
 
+/// What to store beside a job that ends outside a runner's [`Finish`]
+/// (cancelled while it waited, expired, dead or cancelled once its runner
+/// was lost): given the job as it ended, a job to insert in the same
+/// transaction (its callback), or none.
+pub type Then<'a> = &'a (dyn Fn(&Job) -> Option<NewJob> + Send + Sync);
+
 /// Which running jobs have lost their runner.
 #[derive(Clone, Copy, Debug)]
 pub enum Orphans<'a> {
@@ -264,6 +270,8 @@ pub struct Rescued {
 pub struct JobFilter {
     /// Only this key's jobs (`Some(ANONYMOUS)` for the anonymous client's).
     pub key_id: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<JobKind>,
     pub state: Option<JobState>,
     pub batch_id: Option<String>,
     /// The cursor: jobs older than this one.

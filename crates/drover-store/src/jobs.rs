@@ -278,6 +278,9 @@ impl Store {
             if let Some(key) = &filter.key_id {
                 query.push(" AND key_id = ").push_bind(key);
             }
+            if let Some(kind) = filter.kind {
+                query.push(" AND kind = ").push_bind(kind.as_str());
+            }
             if let Some(state) = filter.state {
                 query.push(" AND state = ").push_bind(state.as_str());
             }
@@ -527,9 +530,16 @@ impl Store {
     }
 
     /// Gives back to the queue the running jobs whose runner is gone (or
-    /// marks them dead after [`MAX_LOST`] such losses), recording the lost
-    /// attempt in each one's history.
-    pub async fn rescue(&self, orphans: Orphans<'_>, now: i64) -> Result<Vec<Rescued>, StoreError> {
+    /// marks them dead after [`MAX_LOST`] such losses, or cancelled if they
+    /// were asked to stop), recording the lost attempt in each one's
+    /// history; what `then` makes of each job that ends (its callback) is
+    /// stored in the same transaction.
+    pub async fn rescue(
+        &self,
+        orphans: Orphans<'_>,
+        now: i64,
+        then: Then<'_>,
+    ) -> Result<Vec<Rescued>, StoreError> {
         let mut rescued = Vec::new();
         on_db!(self, write, |pool, pg| {
             let mut tx = pool
@@ -601,62 +611,117 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-                if updated == 1 {
-                    rescued.push(Rescued { id: job.id, state });
+                if updated != 1 {
+                    continue;
                 }
+                if state.is_final() {
+                    let ended = Job {
+                        state,
+                        lost: job.lost + 1,
+                        attempts,
+                        ended_at,
+                        lease_owner: None,
+                        lease_expires_at: None,
+                        ..job.clone()
+                    };
+                    if let Some(new) = then(&ended) {
+                        insert_many!(std::iter::once(&new))
+                            .build()
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                rescued.push(Rescued { id: job.id, state });
             }
             tx.commit().await?;
         });
         Ok(rescued)
     }
 
-    /// Ends the waiting jobs whose deadline has passed.
-    pub async fn expire_overdue(&self, now: i64) -> Result<Vec<Job>, StoreError> {
-        let rows: Vec<JobRow> = on_db!(self, write, |pool, pg| {
-            sqlx::query_as(concat!(
+    /// Ends the waiting jobs whose deadline has passed, storing what
+    /// `then` makes of each (its callback) in the same transaction.
+    pub async fn expire_overdue(&self, now: i64, then: Then<'_>) -> Result<Vec<Job>, StoreError> {
+        on_db!(self, write, |pool, pg| {
+            let mut tx = pool
+                .begin_with(if pg { "BEGIN" } else { "BEGIN IMMEDIATE" })
+                .await?;
+            let rows: Vec<JobRow> = sqlx::query_as(concat!(
                 "UPDATE jobs SET state = 'expired', ended_at = $1 ",
                 "WHERE state = 'queued' AND deadline IS NOT NULL AND deadline <= $1 ",
                 "RETURNING ",
                 job_columns!()
             ))
             .bind(now)
-            .fetch_all(pool)
-            .await?
-        });
-        rows.into_iter().map(JobRow::into_job).collect()
+            .fetch_all(&mut *tx)
+            .await?;
+            let jobs = rows
+                .into_iter()
+                .map(JobRow::into_job)
+                .collect::<Result<Vec<_>, _>>()?;
+            for job in &jobs {
+                if let Some(new) = then(job) {
+                    insert_many!(std::iter::once(&new))
+                        .build()
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(jobs)
+        })
     }
 
-    /// Cancels a waiting job at once, or asks a running one's runner to
+    /// Cancels a waiting job at once, storing what `then` makes of it (its
+    /// callback) in the same transaction, or asks a running one's runner to
     /// stop.
-    pub async fn cancel_job(&self, id: &str, now: i64) -> Result<Option<Cancelled>, StoreError> {
-        let (queued, running): (u64, u64) = on_db!(self, write, |pool, pg| {
-            let queued = sqlx::query(
-                "UPDATE jobs SET state = 'cancelled', ended_at = $2 WHERE id = $1 AND state = 'queued'",
-            )
+    pub async fn cancel_job(
+        &self,
+        id: &str,
+        now: i64,
+        then: Then<'_>,
+    ) -> Result<Option<Cancelled>, StoreError> {
+        let (cancelled, running): (Option<Job>, u64) = on_db!(self, write, |pool, pg| {
+            let mut tx = pool
+                .begin_with(if pg { "BEGIN" } else { "BEGIN IMMEDIATE" })
+                .await?;
+            let row: Option<JobRow> = sqlx::query_as(concat!(
+                "UPDATE jobs SET state = 'cancelled', ended_at = $2 ",
+                "WHERE id = $1 AND state = 'queued' RETURNING ",
+                job_columns!()
+            ))
             .bind(id)
             .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            let running = if queued == 0 {
-                sqlx::query(
+            .fetch_optional(&mut *tx)
+            .await?;
+            let cancelled = row.map(JobRow::into_job).transpose()?;
+            let running = match &cancelled {
+                Some(job) => {
+                    if let Some(new) = then(job) {
+                        insert_many!(std::iter::once(&new))
+                            .build()
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    0
+                }
+                None => sqlx::query(
                     "UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'",
                 )
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
-            } else {
-                0
+                .rows_affected(),
             };
-            (queued, running)
+            tx.commit().await?;
+            (cancelled, running)
         });
+        if let Some(job) = cancelled {
+            return Ok(Some(Cancelled::Now(job)));
+        }
         let Some(job) = self.job(id).await? else {
             return Ok(None);
         };
-        Ok(Some(if queued == 1 {
-            Cancelled::Now(job)
-        } else if running == 1 {
+        Ok(Some(if running == 1 {
             Cancelled::Requested(job)
         } else {
             Cancelled::AlreadyOver(job)

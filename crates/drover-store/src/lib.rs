@@ -12,7 +12,12 @@
 //! The store decides nothing about when a job runs: the hub's runner claims
 //! a window of jobs, waits for their slots in the scheduler like any
 //! request, and stores how each attempt ended under the lease it claimed it
-//! with ([`job`]).
+//! with ([`job`]). A job that ends (a runner's finish, a cancel, expiry, a
+//! runner lost once too often) has its follow-up (its callback, which the
+//! hub makes) stored in the same transaction.
+//!
+//! Beside the jobs, settings: named values every hub on the store shares
+//! (the secret job callbacks are signed with).
 //!
 //! Time is the caller's: every operation that depends on it takes `now`
 //! (milliseconds since the Unix epoch), so tests move it at will.
@@ -26,6 +31,7 @@ mod jobs;
 mod location;
 mod lock;
 mod open;
+mod settings;
 
 pub use batches::{Batch, BatchEnd, BatchFiles};
 pub use error::StoreError;

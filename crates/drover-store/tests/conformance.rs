@@ -57,6 +57,33 @@ async fn insert(store: &Store, job: NewJob) -> Job {
     }
 }
 
+fn no_callback(_: &Job) -> Option<NewJob> {
+    None
+}
+
+/// The callback of a job that asked for one: `cb_` and its id, its body
+/// saying how and when the job ended, as the closure saw it.
+fn callback_of(job: &Job) -> Option<NewJob> {
+    let url = job.callback_url.clone()?;
+    let at = job.ended_at.unwrap_or(-1);
+    let mut callback = new_job(&format!("cb_{}", job.id), job.priority, at);
+    callback.kind = JobKind::Callback;
+    callback.endpoint = url;
+    callback.body = format!("{} {} at {at}", job.id, job.state.as_str()).into_bytes();
+    Some(callback)
+}
+
+fn with_callback(id: &str) -> NewJob {
+    let mut job = new_job(id, 50, 0);
+    job.callback_url = Some("http://receiver/hook".into());
+    job
+}
+
+async fn body_of(store: &Store, id: &str) -> Option<String> {
+    let body = store.job_body(id).await.unwrap()?;
+    Some(String::from_utf8(body).unwrap())
+}
+
 async fn claims_the_highest_priority_then_the_oldest_and_only_what_may_run_now(store: &Store) {
     insert(store, new_job("job_1", 10, 100)).await;
     insert(store, new_job("job_2", 50, 200)).await;
@@ -121,7 +148,7 @@ async fn a_late_finish_from_a_rescued_attempt_changes_nothing(store: &Store) {
     let first = store.claim(&claim("hub-a", 1, 0)).await.unwrap().remove(0);
     // hub-a's lease runs out; the rescuer gives the job back, hub-b runs it.
     let rescued = store
-        .rescue(Orphans::LeaseExpired, LEASE + 1)
+        .rescue(Orphans::LeaseExpired, LEASE + 1, &no_callback)
         .await
         .unwrap();
     assert_eq!(
@@ -213,13 +240,13 @@ async fn a_renewed_lease_is_not_rescued_and_a_lost_one_is_recorded(store: &Store
     );
     assert!(
         store
-            .rescue(Orphans::LeaseExpired, 2 * LEASE)
+            .rescue(Orphans::LeaseExpired, 2 * LEASE, &no_callback)
             .await
             .unwrap()
             .is_empty()
     );
     let rescued = store
-        .rescue(Orphans::LeaseExpired, 3 * LEASE + 1)
+        .rescue(Orphans::LeaseExpired, 3 * LEASE + 1, &no_callback)
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);
@@ -244,7 +271,10 @@ async fn a_job_whose_runner_keeps_vanishing_ends_dead(store: &Store) {
         let claimed = store.claim(&claim(OWNER, 1, now)).await.unwrap();
         assert_eq!(claimed.len(), 1, "round {round}");
         now += LEASE + 1;
-        let rescued = store.rescue(Orphans::LeaseExpired, now).await.unwrap();
+        let rescued = store
+            .rescue(Orphans::LeaseExpired, now, &no_callback)
+            .await
+            .unwrap();
         let want = if round == MAX_LOST {
             JobState::Dead
         } else {
@@ -263,7 +293,7 @@ async fn at_a_single_hubs_start_every_job_another_runner_held_comes_back(store: 
     store.claim(&claim("old-hub", 1, 0)).await.unwrap();
     store.claim(&claim("new-hub", 1, 0)).await.unwrap();
     let rescued = store
-        .rescue(Orphans::NotOwnedBy("new-hub"), 10)
+        .rescue(Orphans::NotOwnedBy("new-hub"), 10, &no_callback)
         .await
         .unwrap();
     assert_eq!(rescued.len(), 1);
@@ -309,11 +339,17 @@ async fn overdue_jobs_expire_instead_of_running(store: &Store) {
             .unwrap()
             .is_empty()
     );
-    let expired = store.expire_overdue(1_500).await.unwrap();
+    let expired = store.expire_overdue(1_500, &no_callback).await.unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].state, JobState::Expired);
     assert_eq!(expired[0].ended_at, Some(1_500));
-    assert!(store.expire_overdue(2_000).await.unwrap().is_empty());
+    assert!(
+        store
+            .expire_overdue(2_000, &no_callback)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn a_released_job_is_back_as_it_was_and_only_by_its_holder(store: &Store) {
@@ -341,24 +377,27 @@ async fn cancel_stops_a_waiting_job_and_asks_a_running_one(store: &Store) {
     let running = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
     assert_eq!(running.job.id, "job_1");
     assert!(matches!(
-        store.cancel_job("job_2", 5).await.unwrap(),
+        store.cancel_job("job_2", 5, &no_callback).await.unwrap(),
         Some(Cancelled::Now(job)) if job.state == JobState::Cancelled
     ));
     assert!(matches!(
-        store.cancel_job("job_1", 5).await.unwrap(),
+        store.cancel_job("job_1", 5, &no_callback).await.unwrap(),
         Some(Cancelled::Requested(job)) if job.cancel_requested
     ));
     // A runner that vanished leaves a job asked to stop cancelled.
     let rescued = store
-        .rescue(Orphans::LeaseExpired, LEASE + 1)
+        .rescue(Orphans::LeaseExpired, LEASE + 1, &no_callback)
         .await
         .unwrap();
     assert_eq!(rescued[0].state, JobState::Cancelled);
     assert!(matches!(
-        store.cancel_job("job_1", 5).await.unwrap(),
+        store.cancel_job("job_1", 5, &no_callback).await.unwrap(),
         Some(Cancelled::AlreadyOver(_))
     ));
-    assert_eq!(store.cancel_job("job_none", 5).await.unwrap(), None);
+    assert_eq!(
+        store.cancel_job("job_none", 5, &no_callback).await.unwrap(),
+        None
+    );
 }
 
 async fn a_dead_job_can_be_retried_and_a_completed_one_cannot(store: &Store) {
@@ -500,6 +539,189 @@ async fn a_finish_stores_its_callback_in_the_same_transaction(store: &Store) {
         .await
         .unwrap();
     assert_eq!(callbacks.len(), 1);
+    // A key's list of its jobs need not show their callbacks.
+    let inference = store
+        .jobs(&JobFilter {
+            kind: Some(JobKind::Inference),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = inference.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["job_1"]);
+}
+
+async fn expiry_stores_the_callbacks_of_the_jobs_it_ends_in_its_transaction(store: &Store) {
+    let mut asked = with_callback("job_1");
+    asked.deadline = Some(1_000);
+    insert(store, asked).await;
+    let mut silent = new_job("job_2", 50, 0);
+    silent.deadline = Some(1_000);
+    insert(store, silent).await;
+    let mut later = with_callback("job_3");
+    later.deadline = Some(5_000);
+    insert(store, later).await;
+
+    // A callback that cannot be stored (its id is taken) leaves every job
+    // waiting: the ends and their callbacks are stored together or not at
+    // all.
+    let clashing = |job: &Job| {
+        let mut callback = callback_of(job)?;
+        callback.id = "job_3".into();
+        Some(callback)
+    };
+    assert!(store.expire_overdue(1_500, &clashing).await.is_err());
+    for id in ["job_1", "job_2"] {
+        let job = store.job(id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.ended_at), (JobState::Queued, None), "{id}");
+    }
+
+    let mut expired: Vec<String> = store
+        .expire_overdue(1_500, &callback_of)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    expired.sort();
+    assert_eq!(expired, ["job_1", "job_2"]);
+    let callback = store.job("cb_job_1").await.unwrap().unwrap();
+    assert_eq!(callback.kind, JobKind::Callback);
+    assert_eq!(callback.state, JobState::Queued);
+    assert_eq!(callback.endpoint, "http://receiver/hook");
+    assert_eq!(
+        body_of(store, "cb_job_1").await.as_deref(),
+        Some("job_1 expired at 1500"),
+        "the callback is made from the job as it ended"
+    );
+    assert!(store.job("cb_job_2").await.unwrap().is_none());
+    let callbacks = store
+        .claim(&Claim {
+            kind: JobKind::Callback,
+            ..claim(OWNER, 10, 1_500)
+        })
+        .await
+        .unwrap();
+    assert_eq!(callbacks.len(), 1);
+    assert_eq!(callbacks[0].job.id, "cb_job_1");
+    // Expired once, called back once.
+    assert!(
+        store
+            .expire_overdue(2_000, &callback_of)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stored: u64 = store
+        .job_counts(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(stored, 4);
+}
+
+async fn a_cancel_or_a_lost_runner_that_ends_a_job_stores_its_callback(store: &Store) {
+    // Cancelled while it waited.
+    insert(store, with_callback("job_1")).await;
+    assert!(matches!(
+        store.cancel_job("job_1", 5, &callback_of).await.unwrap(),
+        Some(Cancelled::Now(_))
+    ));
+    assert_eq!(
+        body_of(store, "cb_job_1").await.as_deref(),
+        Some("job_1 cancelled at 5")
+    );
+    // Already over: no second callback.
+    assert!(matches!(
+        store.cancel_job("job_1", 6, &callback_of).await.unwrap(),
+        Some(Cancelled::AlreadyOver(_))
+    ));
+
+    // Asked to stop while it ran, then its runner was lost.
+    insert(store, with_callback("job_2")).await;
+    store.claim(&claim(OWNER, 1, 10)).await.unwrap();
+    assert!(matches!(
+        store.cancel_job("job_2", 20, &callback_of).await.unwrap(),
+        Some(Cancelled::Requested(_))
+    ));
+    assert!(
+        store.job("cb_job_2").await.unwrap().is_none(),
+        "it still runs"
+    );
+    let rescued = store
+        .rescue(Orphans::LeaseExpired, LEASE + 11, &callback_of)
+        .await
+        .unwrap();
+    assert_eq!(rescued[0].state, JobState::Cancelled);
+    assert_eq!(
+        body_of(store, "cb_job_2").await.as_deref(),
+        Some(format!("job_2 cancelled at {}", LEASE + 11).as_str())
+    );
+
+    // Its runner lost once too often: dead. Given back before that, it
+    // had not ended: no callback then.
+    insert(store, with_callback("job_3")).await;
+    let mut now = LEASE + 20;
+    for round in 1..=MAX_LOST {
+        assert_eq!(store.claim(&claim(OWNER, 1, now)).await.unwrap().len(), 1);
+        now += LEASE + 1;
+        store
+            .rescue(Orphans::LeaseExpired, now, &callback_of)
+            .await
+            .unwrap();
+        let called = store.job("cb_job_3").await.unwrap().is_some();
+        assert_eq!(called, round == MAX_LOST, "round {round}");
+    }
+    assert_eq!(
+        body_of(store, "cb_job_3").await.as_deref(),
+        Some(format!("job_3 dead at {now}").as_str())
+    );
+
+    // A job that asked for none gets none.
+    insert(store, new_job("job_4", 50, 0)).await;
+    store.cancel_job("job_4", now, &callback_of).await.unwrap();
+    assert!(store.job("cb_job_4").await.unwrap().is_none());
+}
+
+async fn a_setting_keeps_the_first_value_stored(store: &Store) {
+    assert_eq!(store.setting("webhook_secret").await.unwrap(), None);
+    assert_eq!(
+        store
+            .setting_or_insert("webhook_secret", "first")
+            .await
+            .unwrap(),
+        "first"
+    );
+    assert_eq!(
+        store
+            .setting_or_insert("webhook_secret", "second")
+            .await
+            .unwrap(),
+        "first"
+    );
+    // Hubs that start together each get the value stored first.
+    let other = store.reopen().await;
+    let (a, b) = tokio::join!(
+        store.setting_or_insert("shared", "from-a"),
+        other.setting_or_insert("shared", "from-b")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    assert!(a == "from-a" || a == "from-b", "{a}");
+    // A new value replaces the old one for every hub.
+    store
+        .set_setting("webhook_secret", "rotated")
+        .await
+        .unwrap();
+    assert_eq!(
+        other.setting("webhook_secret").await.unwrap().as_deref(),
+        Some("rotated")
+    );
+    assert_eq!(store.setting("nothing").await.unwrap(), None);
+    other.close().await;
 }
 
 async fn two_runners_claiming_at_once_never_share_a_job(store: &Store) {
@@ -738,6 +960,9 @@ conformance!(
     lists_page_newest_first_and_filter,
     a_batch_of_lines_is_stored_whole,
     a_finish_stores_its_callback_in_the_same_transaction,
+    expiry_stores_the_callbacks_of_the_jobs_it_ends_in_its_transaction,
+    a_cancel_or_a_lost_runner_that_ends_a_job_stores_its_callback,
+    a_setting_keeps_the_first_value_stored,
     two_runners_claiming_at_once_never_share_a_job,
     a_file_is_stored_in_chunks_and_read_back_whole,
     a_batch_is_stored_with_its_lines_and_ends_once,

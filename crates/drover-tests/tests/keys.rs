@@ -380,6 +380,7 @@ const MANAGEMENT: &[(Method, &str)] = &[
     (Method::POST, "/admin/keys/purge"),
     (Method::GET, "/admin/overview"),
     (Method::GET, "/admin/events"),
+    (Method::POST, "/admin/webhook-secret"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

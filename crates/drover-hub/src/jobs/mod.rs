@@ -9,6 +9,10 @@
 //!   own priority, and is counted by the same observer.
 //! - [`writer`]: how attempts ended, stored many to a transaction.
 //! - [`view`]: a stored job as the API shows it.
+//! - [`callback`]: the job, stored with an end, that tells of it at the
+//!   job's `callback_url`; [`delivery`] sends it, signed with the hub's
+//!   [`secret`] (Standard Webhooks), and tries again until the receiver
+//!   says it has it.
 //!
 //! At least once, never completed twice: a job's answer is stored under
 //! the lease it was claimed with, and a late answer from an attempt whose
@@ -18,7 +22,10 @@
 //! [`Forwarder`]: crate::forward::Forwarder
 
 mod attempt;
+pub mod callback;
+mod delivery;
 pub mod runner;
+pub mod secret;
 pub mod submit;
 pub mod view;
 mod writer;
@@ -49,7 +56,7 @@ pub struct Jobs {
     batch_wake: Notify,
     /// Jobs claimed and not yet stored as ended.
     in_flight: AtomicUsize,
-    /// Running jobs by id, to stop one cancelled.
+    /// Running jobs (callbacks too) by id, to stop one cancelled.
     running: Mutex<HashMap<String, CancellationToken>>,
     /// What this hub holds, by key and by batch, against their caps.
     held: Mutex<Held>,
@@ -57,6 +64,13 @@ pub struct Jobs {
     /// PostgreSQL that was away at the hub's start is not, until it
     /// answers).
     ready: AtomicBool,
+    /// What callbacks are signed with.
+    pub secret: secret::Secret,
+    /// Rings when there may be callbacks to send: a job ended with one, a
+    /// slot of the callbacks' window freed.
+    callbacks: Notify,
+    /// Callbacks claimed and not yet stored as sent (or not).
+    callbacks_in_flight: AtomicUsize,
 }
 
 /// Jobs this hub holds by key and by batch, and the batches' caps as
@@ -79,7 +93,7 @@ pub fn location(config: &HubConfig) -> Result<Option<Location>, StoreError> {
 }
 
 impl Jobs {
-    pub fn new(store: Store, config: JobsConfig, ready: bool) -> Jobs {
+    pub fn new(store: Store, config: JobsConfig, ready: bool, secret: secret::Secret) -> Jobs {
         Jobs {
             store,
             config,
@@ -90,6 +104,9 @@ impl Jobs {
             running: Mutex::new(HashMap::new()),
             held: Mutex::new(Held::default()),
             ready: AtomicBool::new(ready),
+            secret,
+            callbacks: Notify::new(),
+            callbacks_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -121,6 +138,11 @@ impl Jobs {
     /// Jobs this hub holds now (claimed, not yet stored as ended).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Tells the callback runner there may be callbacks to send.
+    pub fn wake_callbacks(&self) {
+        self.callbacks.notify_one();
     }
 
     /// Stops a running job of this hub's, if it runs here.

@@ -1,8 +1,10 @@
 //! The job runner: claims a window of jobs from the store under this hub's
 //! lease, runs each on a task of its own ([`attempt`]), stores how each
-//! ended ([`writer`]); beside it, one loop renews the leases this hub holds
-//! (every third of a lease), gives back jobs whose runner vanished and ends
-//! overdue ones.
+//! ended ([`writer`]), with its callback where it asked for one
+//! ([`callback`]); beside it, the callback runner ([`delivery`]) sends
+//! those, and one loop renews the leases this hub holds (every third of a
+//! lease, the callbacks' too), gives back jobs whose runner vanished and
+//! ends overdue ones (their callbacks stored with those ends).
 //!
 //! Only a window of the waiting jobs is in the hub's memory (and the
 //! scheduler's queue) at once: a million stored jobs cost the hub what the
@@ -12,13 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use drover_store::{Attempt, Claim, Claimed, Finish, JobKind, JobState, Orphans, StoreError};
+use drover_store::{Attempt, Claim, Claimed, Finish, Job, JobKind, JobState, Orphans, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, Ended};
 use super::writer::{self, Pending};
-use super::{Jobs, now_ms};
+use super::{Jobs, callback, delivery, now_ms};
 use crate::hub::HubState;
 
 /// Starts the runner's tasks on the hub's tracker, once the store answers.
@@ -42,7 +44,14 @@ async fn when_ready(hub: Arc<HubState>, jobs: Arc<Jobs>) {
             () = hub.shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        match jobs.store.migrate().await {
+        let ready = async {
+            jobs.store.migrate().await?;
+            jobs.secret.ensure(&jobs.store).await.map_err(|e| match e {
+                super::secret::LoadError::Store(e) => e,
+                other => drover_store::StoreError::Other(other.to_string()),
+            })
+        };
+        match ready.await {
             Ok(()) => break,
             Err(error) if error.is_unavailable() => {
                 wait = (wait * 2).min(Duration::from_secs(10));
@@ -63,6 +72,8 @@ fn spawn(hub: &Arc<HubState>, jobs: Arc<Jobs>) {
     let (tx, rx) = mpsc::channel(4 * jobs.config.window as usize);
     hub.tasks
         .spawn(writer::run(jobs.store.clone(), rx, hub.shutdown.clone()));
+    hub.tasks
+        .spawn(delivery::claim(hub.clone(), jobs.clone(), tx.clone()));
     hub.tasks.spawn(claim(hub.clone(), jobs.clone(), tx));
     hub.tasks
         .spawn(crate::batches::finish::run(hub.clone(), jobs.clone()));
@@ -76,7 +87,11 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
     if jobs.store.is_single_hub() {
         match jobs
             .store
-            .rescue(Orphans::NotOwnedBy(&jobs.owner), now_ms())
+            .rescue(
+                Orphans::NotOwnedBy(&jobs.owner),
+                now_ms(),
+                &callback::without_answer,
+            )
             .await
         {
             Ok(rescued) if !rescued.is_empty() => {
@@ -84,6 +99,7 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
                     jobs = rescued.len(),
                     "jobs that were running when the hub last stopped run again"
                 );
+                jobs.wake_callbacks();
             }
             Ok(_) => {}
             Err(error) => {
@@ -279,11 +295,15 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
                 JobState::Queued => "retried",
                 state => state.as_str(),
             });
+            let calls_back = finish.then.is_some();
             let (done, taken) = oneshot::channel();
             if tx.send((finish, done)).await.is_ok() {
                 match taken.await {
                     Ok(true) => {
-                        tracing::debug!(job = %id, state = state.as_str(), "job attempt stored")
+                        tracing::debug!(job = %id, state = state.as_str(), "job attempt stored");
+                        if calls_back {
+                            jobs.wake_callbacks();
+                        }
                     }
                     Ok(false) => {
                         tracing::warn!(job = %id, "the job's lease ran out while it ran (it was given to another runner): this attempt's end is dropped")
@@ -303,7 +323,7 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
 
 /// How an attempt's end is stored: completed, failed for good, dead after
 /// its last attempt, or queued again after a back-off, kept off the
-/// backends that failed it.
+/// backends that failed it; a final end with its callback.
 fn conclude(
     claimed: &Claimed,
     ended: Ended,
@@ -372,6 +392,20 @@ fn conclude(
         Ended::Released | Ended::Wait { .. } => (JobState::Queued, Some(now), None),
     };
     attempts.push(record);
+    let then = if state.is_final() {
+        let ended = Job {
+            state,
+            attempts: attempts.clone(),
+            failed_backends: failed_backends.clone(),
+            ended_at: Some(now),
+            lease_owner: None,
+            lease_expires_at: None,
+            ..job.clone()
+        };
+        callback::for_ended(&ended, answer.as_ref())
+    } else {
+        None
+    };
     Finish {
         lease: claimed.lease.clone(),
         state,
@@ -379,7 +413,7 @@ fn conclude(
         attempts,
         failed_backends,
         answer,
-        then: None,
+        then,
         at: now,
     }
 }
@@ -404,7 +438,7 @@ fn error_message(body: &[u8], status: u16) -> String {
 /// The wait before the next attempt: doubling from `jobs.backoff` per
 /// failure, at most `jobs.max_backoff`, less up to half at random, so jobs
 /// that failed together do not come back together.
-fn backoff(config: &crate::config::JobsConfig, id: &str, failures: u32) -> Duration {
+pub(super) fn backoff(config: &crate::config::JobsConfig, id: &str, failures: u32) -> Duration {
     let base = config
         .backoff
         .saturating_mul(1 << failures.saturating_sub(1).min(20));
@@ -414,12 +448,14 @@ fn backoff(config: &crate::config::JobsConfig, id: &str, failures: u32) -> Durat
     capped.mul_f64(fraction)
 }
 
-fn millis(d: Duration) -> i64 {
+pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Every third of a lease: renews this hub's leases, gives back the jobs
-/// of runners whose leases ran out, ends jobs past their deadline.
+/// Every third of a lease: renews this hub's leases (its callbacks' too),
+/// gives back the jobs of runners whose leases ran out, ends jobs past
+/// their deadline; the jobs it ends get their callbacks in the same
+/// transaction.
 async fn maintain(hub: Arc<HubState>, jobs: Arc<Jobs>) {
     let every = jobs.config.lease / 3;
     let mut failing = false;
@@ -433,18 +469,27 @@ async fn maintain(hub: Arc<HubState>, jobs: Arc<Jobs>) {
             jobs.store
                 .renew_leases(&jobs.owner, now + millis(jobs.config.lease))
                 .await?;
-            let rescued = jobs.store.rescue(Orphans::LeaseExpired, now).await?;
+            let rescued = jobs
+                .store
+                .rescue(Orphans::LeaseExpired, now, &callback::without_answer)
+                .await?;
             for job in &rescued {
                 tracing::warn!(job = %job.id, state = job.state.as_str(), "a job's runner vanished (its lease ran out)");
                 hub.observer.job_ended("lost");
             }
-            let expired = jobs.store.expire_overdue(now).await?;
+            let expired = jobs
+                .store
+                .expire_overdue(now, &callback::without_answer)
+                .await?;
             for job in &expired {
                 tracing::info!(job = %job.id, "a job's deadline passed before it could run");
                 hub.observer.job_ended("expired");
             }
             if expired.iter().any(|j| j.batch_id.is_some()) {
                 jobs.wake_batches();
+            }
+            if rescued.iter().any(|r| r.state.is_final()) || !expired.is_empty() {
+                jobs.wake_callbacks();
             }
             Ok(!rescued.is_empty())
         }

@@ -10,7 +10,8 @@
 //! requests that a browser marks as coming from another site (`Origin`,
 //! `Sec-Fetch-Site`) are refused, bodies must be JSON, and without an admin
 //! key the `Host` must name the hub by address or as `localhost`, never by
-//! some other name.
+//! some other name. Nor is it a door for the hub's own job callbacks, which
+//! a client may aim at it: a request with a webhook signature is refused.
 
 use std::sync::Arc;
 
@@ -86,6 +87,7 @@ impl<T: AdminBody> FromRequest<Arc<HubState>> for AdminJson<T> {
 
 pub(super) fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError> {
     refuse_other_sites(headers)?;
+    refuse_callbacks(headers)?;
     let token = bearer(headers);
     match token.and_then(|t| hub.keys.find(t)) {
         Some(h) if h.kind == KeyKind::Admin => return Ok(()),
@@ -135,6 +137,20 @@ fn refuse_other_sites(headers: &HeaderMap) -> Result<(), ApiError> {
                 crate::error::echo(origin)
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuses a job's callback: a client may point its `callback_url` at the
+/// hub's own management API, which, on loopback without a key, would take
+/// the hub's POST for an operator's (a drain, an unload, a new secret).
+/// The hub signs every callback it sends, and no operator's request is
+/// signed.
+fn refuse_callbacks(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key(crate::webhook::WEBHOOK_SIGNATURE) {
+        return Err(ApiError::Forbidden(
+            "the management API takes no job callbacks: a callback_url may not point at it".into(),
+        ));
     }
     Ok(())
 }

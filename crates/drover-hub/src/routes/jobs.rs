@@ -1,6 +1,8 @@
 //! `/v1/jobs`: hand a request over to run later, and come back for its
 //! answer. The same key as inference; a key sees only its own jobs (another
-//! key's are not found, not forbidden: their ids say nothing).
+//! key's are not found, not forbidden: their ids say nothing). A job's
+//! callback is a job of the same key's, found by its `webhook-id` (read,
+//! cancelled, retried once dead) and listed apart (`?kind=callback`).
 
 use std::sync::Arc;
 
@@ -9,14 +11,14 @@ use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use drover_proto::batch::List;
 use drover_proto::jobs::Job;
-use drover_store::{Cancelled, Inserted, JobFilter, JobState, Retried};
+use drover_store::{Cancelled, Inserted, JobFilter, JobKind, JobState, Retried};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::caller;
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::jobs::submit::{self, Submitter};
-use crate::jobs::{Jobs, now_ms, view};
+use crate::jobs::{Jobs, callback, now_ms, view};
 
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// On an answer to a repeated idempotency key, as Stripe says it.
@@ -140,13 +142,17 @@ pub struct ListQuery {
     state: Option<String>,
     /// Only this batch's jobs.
     batch_id: Option<String>,
+    /// `inference` (the default): the jobs submitted; `callback`: their
+    /// callbacks, each with its deliveries (`?kind=callback&state=dead`
+    /// finds those never delivered).
+    kind: Option<String>,
     /// The cursor: jobs older than this one (the last page's `last_id`).
     after: Option<String>,
     /// 1 to 100; 20 by default.
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery), responses((status = 200, description = "The caller's jobs, newest first, a page at a time (answers not included)", body = drover_proto::batch::List<drover_proto::jobs::Job>), (status = 400, description = "A bad filter", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery), responses((status = 200, description = "The caller's jobs (or their callbacks), newest first, a page at a time (answers not included)", body = drover_proto::batch::List<drover_proto::jobs::Job>), (status = 400, description = "A bad filter", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn list(
     State(hub): State<Arc<HubState>>,
     headers: HeaderMap,
@@ -171,6 +177,19 @@ pub async fn list(
         })?),
         None => None,
     };
+    let kind = match query.kind.as_deref() {
+        None => JobKind::Inference,
+        Some(k) => JobKind::parse(k).ok_or_else(|| {
+            ApiError::bad_request(
+                format!(
+                    "kind {:?} is neither inference nor callback",
+                    crate::error::echo(k)
+                ),
+                Some("kind"),
+                "invalid_kind",
+            )
+        })?,
+    };
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -183,6 +202,7 @@ pub async fn list(
         .store
         .jobs(&JobFilter {
             key_id: Some(scope),
+            kind: Some(kind),
             state,
             batch_id: query.batch_id,
             after: query.after,
@@ -202,12 +222,20 @@ pub async fn cancel(
     let scope = scope(&hub, &headers)?;
     let jobs = jobs_of(&hub)?;
     own_job(jobs, &scope, &id).await?;
-    let job = match jobs.store.cancel_job(&id, now_ms()).await? {
+    let cancelled = jobs
+        .store
+        .cancel_job(&id, now_ms(), &callback::without_answer)
+        .await?;
+    let job = match cancelled {
         Some(Cancelled::Requested(job)) => {
             jobs.stop(&id);
             job
         }
-        Some(Cancelled::Now(job) | Cancelled::AlreadyOver(job)) => job,
+        Some(Cancelled::Now(job)) => {
+            jobs.wake_callbacks();
+            job
+        }
+        Some(Cancelled::AlreadyOver(job)) => job,
         None => {
             return Err(ApiError::NotFound {
                 message: format!("no job {:?}", crate::error::echo(&id)),
@@ -233,7 +261,10 @@ pub async fn retry(
         .await?
     {
         Some(Retried::Queued(job)) => {
-            jobs.wake();
+            match job.kind {
+                JobKind::Inference => jobs.wake(),
+                JobKind::Callback => jobs.wake_callbacks(),
+            }
             Ok(Json(view::job(job, None)))
         }
         Some(Retried::Completed(job)) => Err(ApiError::Conflict(format!(

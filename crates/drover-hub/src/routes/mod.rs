@@ -13,6 +13,7 @@ pub(crate) mod model_actions;
 pub(crate) mod models;
 pub(crate) mod ops;
 pub(crate) mod queue;
+pub(crate) mod webhook_secret;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/keys/purge", post(keys::purge))
         .route("/admin/overview", get(dashboard::overview))
         .route("/admin/events", get(dashboard::events))
+        .route("/admin/webhook-secret", post(webhook_secret::rotate))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             guard::admin_only,
