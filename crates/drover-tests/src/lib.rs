@@ -11,6 +11,7 @@
 
 mod client;
 mod cluster;
+pub mod jobs;
 mod llama;
 mod raw;
 

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use drover_hub::webhook::WebhookSecret;
+use drover_tests::jobs::{fresh_dir, quick, until_state};
 use drover_tests::{Cluster, ClusterBuilder, openai, wait_until_within};
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -144,21 +145,6 @@ impl Drop for Receiver {
     }
 }
 
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("drover-callbacks-{name}-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Fast retries for tests: nobody waits seconds.
-fn quick(c: &mut drover_hub::HubConfig, dir: &std::path::Path) {
-    c.data_dir = Some(dir.to_path_buf());
-    c.jobs.backoff = Duration::from_millis(20);
-    c.jobs.max_backoff = Duration::from_millis(100);
-    c.jobs.poll_interval = Duration::from_millis(50);
-}
-
 fn job(model: &str, callback_url: &str) -> Value {
     json!({
         "endpoint": "/v1/chat/completions",
@@ -169,30 +155,10 @@ fn job(model: &str, callback_url: &str) -> Value {
 }
 
 async fn submit(cluster: &Cluster, body: &Value) -> String {
-    let r = cluster.client.post("/v1/jobs", body).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_string()
-}
-
-async fn get(cluster: &Cluster, id: &str) -> Value {
-    let r = cluster.client.get(&format!("/v1/jobs/{id}")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-/// Waits until job `id` is in `state`.
-async fn until_state(cluster: &Cluster, id: &str, state: &str) -> Value {
-    wait_until_within(
-        &format!("job {id} is {state}"),
-        Duration::from_secs(20),
-        || {
-            let client = cluster.client.clone();
-            let url = format!("/v1/jobs/{id}");
-            async move { client.get(&url).await.json()["state"] == state }
-        },
-    )
-    .await;
-    get(cluster, id).await
+    drover_tests::jobs::submit(cluster, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn done(cluster: Cluster, dir: PathBuf) {

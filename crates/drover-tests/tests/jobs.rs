@@ -5,59 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use drover_sim::Faults;
+use drover_tests::jobs::{fresh_dir, quick, submit, until_state};
 use drover_tests::{Cluster, ClusterBuilder, openai, wait_until_within};
 use serde_json::{Value, json};
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("drover-jobs-{name}-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn job(model: &str, content: &str) -> Value {
     json!({
         "endpoint": "/v1/chat/completions",
         "body": {"model": model, "messages": [{"role": "user", "content": content}]},
     })
-}
-
-async fn submit(cluster: &Cluster, body: &Value) -> Value {
-    let r = cluster.client.post("/v1/jobs", body).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-async fn get(cluster: &Cluster, id: &str) -> Value {
-    let r = cluster.client.get(&format!("/v1/jobs/{id}")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-}
-
-/// Waits until job `id` is in `state`.
-async fn until_state(cluster: &Cluster, id: &str, state: &str) -> Value {
-    wait_until_within(
-        &format!("job {id} is {state}"),
-        Duration::from_secs(20),
-        || {
-            let client = cluster.client.clone();
-            let url = format!("/v1/jobs/{id}");
-            async move { client.get(&url).await.json()["state"] == state }
-        },
-    )
-    .await;
-    get(cluster, id).await
-}
-
-/// Fast retries and leases for tests: nobody waits seconds.
-fn quick(c: &mut drover_hub::HubConfig, dir: &std::path::Path) {
-    c.data_dir = Some(dir.to_path_buf());
-    c.jobs.backoff = Duration::from_millis(20);
-    c.jobs.max_backoff = Duration::from_millis(100);
-    c.jobs.poll_interval = Duration::from_millis(50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

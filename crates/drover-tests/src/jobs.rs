@@ -1,0 +1,55 @@
+//! Helpers for the tests of durable jobs: a data directory of a test's own,
+//! job settings that keep tests short, and waiting on a job's state.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use drover_hub::HubConfig;
+use serde_json::Value;
+
+use crate::{Cluster, wait_until_within};
+
+/// A fresh data directory (the hub's SQLite store) for one test.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("drover-jobs-{name}-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
+/// A store in `dir`, and retries, back-offs and polls short enough that
+/// no test waits seconds on them.
+pub fn quick(c: &mut HubConfig, dir: &Path) {
+    c.data_dir = Some(dir.to_path_buf());
+    c.jobs.backoff = Duration::from_millis(20);
+    c.jobs.max_backoff = Duration::from_millis(100);
+    c.jobs.poll_interval = Duration::from_millis(50);
+}
+
+/// `POST /v1/jobs`, which must take it; the job.
+pub async fn submit(cluster: &Cluster, body: &Value) -> Value {
+    let r = cluster.client.post("/v1/jobs", body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// `GET /v1/jobs/{id}`, which must answer it.
+pub async fn get(cluster: &Cluster, id: &str) -> Value {
+    let r = cluster.client.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Waits (20 s at most) until job `id` is in `state`; the job then.
+pub async fn until_state(cluster: &Cluster, id: &str, state: &str) -> Value {
+    wait_until_within(
+        &format!("job {id} is {state}"),
+        Duration::from_secs(20),
+        || {
+            let client = cluster.client.clone();
+            let url = format!("/v1/jobs/{id}");
+            async move { client.get(&url).await.json()["state"] == state }
+        },
+    )
+    .await;
+    get(cluster, id).await
+}
