@@ -4,10 +4,12 @@
 //! so a hub that dies while finishing it finishes it again from the start
 //! and the output never holds a line twice.
 
+use std::collections::HashMap;
+
 use sqlx::QueryBuilder;
 
 use crate::files::{NewFile, insert_file};
-use crate::job::{Answer, Job, NewJob};
+use crate::job::{Answer, Job, JobState, NewJob};
 use crate::{Store, StoreError, on_db};
 
 /// A batch as stored.
@@ -39,6 +41,19 @@ pub struct Batch {
     pub expired_at: Option<i64>,
     pub cancelling_at: Option<i64>,
     pub cancelled_at: Option<i64>,
+}
+
+/// Which batches to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct BatchFilter {
+    /// Only this key's; every key's if none.
+    pub key_id: Option<String>,
+    /// Only those that ended (`failed`, `completed`, `expired`,
+    /// `cancelled`).
+    pub ended: bool,
+    /// The cursor: batches older than this one.
+    pub after: Option<String>,
+    pub limit: u32,
 }
 
 /// How a batch ends.
@@ -136,15 +151,35 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<Batch>, bool), StoreError> {
-        let limit = limit.clamp(1, 1000);
+        self.list_batches(&BatchFilter {
+            key_id: Some(key_id.to_string()),
+            ended: false,
+            after: after.map(str::to_string),
+            limit,
+        })
+        .await
+    }
+
+    /// A page of batches as `filter` picks them, newest first, and whether
+    /// more follow.
+    pub async fn list_batches(
+        &self,
+        filter: &BatchFilter,
+    ) -> Result<(Vec<Batch>, bool), StoreError> {
+        let limit = filter.limit.clamp(1, 1000);
         let mut rows: Vec<Batch> = on_db!(self, read, |pool, pg| {
             let mut query = QueryBuilder::new(concat!(
                 "SELECT ",
                 batch_columns!(),
-                " FROM batches WHERE key_id = "
+                " FROM batches WHERE 1 = 1"
             ));
-            query.push_bind(key_id);
-            if let Some(after) = after {
+            if let Some(key) = &filter.key_id {
+                query.push(" AND key_id = ").push_bind(key);
+            }
+            if filter.ended {
+                query.push(" AND status IN ('failed', 'completed', 'expired', 'cancelled')");
+            }
+            if let Some(after) = &filter.after {
                 query.push(" AND id < ").push_bind(after);
             }
             query
@@ -155,6 +190,39 @@ impl Store {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         Ok((rows, more))
+    }
+
+    /// The lines of each of these batches by state, in one query (a batch
+    /// with no lines is not in the answer).
+    pub async fn batch_counts(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<(JobState, u64)>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, String, i64)> = on_db!(self, read, |pool, pg| {
+            let mut query =
+                QueryBuilder::new("SELECT batch_id, state, count(*) FROM jobs WHERE batch_id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            list.push_unseparated(") GROUP BY batch_id, state");
+            query.build_query_as().fetch_all(pool).await?
+        });
+        let mut counts: HashMap<String, Vec<(JobState, u64)>> = HashMap::new();
+        for (batch, state, n) in rows {
+            let state = JobState::parse(&state).ok_or_else(|| StoreError::Data {
+                what: "job state",
+                reason: state.clone(),
+            })?;
+            counts
+                .entry(batch)
+                .or_default()
+                .push((state, u64::try_from(n).unwrap_or(0)));
+        }
+        Ok(counts)
     }
 
     /// Batches still under way (running, finishing or being cancelled).

@@ -33,7 +33,7 @@ mod lock;
 mod open;
 mod settings;
 
-pub use batches::{Batch, BatchEnd, BatchFiles};
+pub use batches::{Batch, BatchEnd, BatchFiles, BatchFilter};
 pub use error::StoreError;
 pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;

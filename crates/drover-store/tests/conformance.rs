@@ -888,6 +888,91 @@ async fn a_batch_is_stored_with_its_lines_and_ends_once(store: &Store) {
     assert_eq!(listed.len(), 1);
 }
 
+async fn every_keys_batches_list_newest_first_with_their_lines_counted(store: &Store) {
+    for (i, (key, status)) in [
+        ("key_a", "completed"),
+        ("key_b", "in_progress"),
+        ("key_a", "cancelled"),
+        ("key_b", "failed"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = batch(&format!("batch_{i}"));
+        b.key_id = key.into();
+        b.status = status.into();
+        let lines: Vec<NewJob> = (0..2)
+            .map(|n| {
+                let mut job = new_job(&format!("job_{i}_{n}"), 10, 0);
+                job.key_id = key.into();
+                job.batch_id = Some(b.id.clone());
+                job
+            })
+            .collect();
+        store.create_batch(&b, &lines).await.unwrap();
+    }
+    let ids = |page: &[Batch]| page.iter().map(|b| b.id.clone()).collect::<Vec<_>>();
+    let (first, more) = store
+        .list_batches(&BatchFilter {
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), ["batch_3", "batch_2", "batch_1"]);
+    assert!(more);
+    let (rest, more) = store
+        .list_batches(&BatchFilter {
+            after: Some("batch_1".into()),
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), ["batch_0"]);
+    assert!(!more);
+    let (ended, _) = store
+        .list_batches(&BatchFilter {
+            ended: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&ended), ["batch_3", "batch_2", "batch_0"]);
+    let (of_b, _) = store
+        .list_batches(&BatchFilter {
+            key_id: Some("key_b".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&of_b), ["batch_3", "batch_1"]);
+    // The key's own listing is the same query.
+    let (own, _) = store.batches("key_b", None, 10).await.unwrap();
+    assert_eq!(ids(&own), ["batch_3", "batch_1"]);
+
+    // Counted in one go: each batch's lines by state, nothing for an
+    // unknown batch.
+    let claimed = store.claim(&claim(OWNER, 1, 0)).await.unwrap().remove(0);
+    assert_eq!(claimed.job.batch_id.as_deref(), Some("batch_0"));
+    let counts = store
+        .batch_counts(&[
+            "batch_0".to_string(),
+            "batch_2".to_string(),
+            "batch_none".to_string(),
+        ])
+        .await
+        .unwrap();
+    let mut of_0 = counts["batch_0"].clone();
+    of_0.sort_by_key(|(state, _)| state.as_str());
+    assert_eq!(of_0, [(JobState::Queued, 1), (JobState::Running, 1)]);
+    assert_eq!(counts["batch_2"], [(JobState::Queued, 2)]);
+    assert!(!counts.contains_key("batch_none"), "{counts:?}");
+    assert!(store.batch_counts(&[]).await.unwrap().is_empty());
+}
+
 async fn run_time_backends_and_pins_are_kept(store: &Store) {
     store
         .save_backend("b2", "{\"url\":\"http://b2\"}", 2)
@@ -966,5 +1051,6 @@ conformance!(
     two_runners_claiming_at_once_never_share_a_job,
     a_file_is_stored_in_chunks_and_read_back_whole,
     a_batch_is_stored_with_its_lines_and_ends_once,
+    every_keys_batches_list_newest_first_with_their_lines_counted,
     run_time_backends_and_pins_are_kept,
 );
