@@ -373,6 +373,38 @@ pub struct NewWebhookSecret {
     pub secret: String,
 }
 
+/// Whose a job or a batch is, as `/admin/jobs` and `/admin/batches` show
+/// it beside the job or batch itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Owner {
+    /// As the store keeps it: a stored key's id, `client:NAME` for a
+    /// `[[clients]]` key, empty for the anonymous client.
+    pub key_id: String,
+    /// The key's name (`anonymous` for the anonymous client); `null` for a
+    /// key the hub no longer keeps (purged).
+    pub key: Option<String>,
+}
+
+/// A job of any key, as the management API shows it: the job as its key
+/// sees it at `/v1/jobs`, and whose it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct AdminJob {
+    #[serde(flatten)]
+    pub job: crate::jobs::Job,
+    #[serde(flatten)]
+    pub owner: Owner,
+}
+
+/// A batch of any key, as the management API shows it: the batch as its
+/// key sees it at `/v1/batches`, and whose it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct AdminBatch {
+    #[serde(flatten)]
+    pub batch: crate::batch::Batch,
+    #[serde(flatten)]
+    pub owner: Owner,
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

@@ -12,20 +12,41 @@ fn secs(ms: i64) -> u64 {
 
 /// How many of a batch's lines completed and how many ended otherwise.
 pub async fn counts(store: &Store, batch: &Batch) -> Result<RequestCounts, StoreError> {
+    Ok(tally(batch, &store.job_counts(Some(&batch.id)).await?))
+}
+
+/// A batch's request counts from its lines' counts by state.
+pub fn tally(batch: &Batch, by_state: &[(JobState, u64)]) -> RequestCounts {
     let mut completed = 0;
     let mut failed = 0;
-    for (state, n) in store.job_counts(Some(&batch.id)).await? {
+    for &(state, n) in by_state {
         match state {
             JobState::Completed => completed += n,
             JobState::Queued | JobState::Running => {}
             _ => failed += n,
         }
     }
-    Ok(RequestCounts {
+    RequestCounts {
         total: u64::try_from(batch.total).unwrap_or(0),
         completed,
         failed,
-    })
+    }
+}
+
+/// Every batch of `batches` with its request counts, counted in one query.
+pub async fn with_counts(
+    store: &Store,
+    batches: Vec<Batch>,
+) -> Result<Vec<(Batch, RequestCounts)>, StoreError> {
+    let ids: Vec<String> = batches.iter().map(|b| b.id.clone()).collect();
+    let counts = store.batch_counts(&ids).await?;
+    Ok(batches
+        .into_iter()
+        .map(|b| {
+            let c = tally(&b, counts.get(&b.id).map_or(&[][..], Vec::as_slice));
+            (b, c)
+        })
+        .collect())
 }
 
 pub fn batch(batch: Batch, request_counts: RequestCounts) -> drover_proto::batch::Batch {

@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use drover_proto::batch::{BatchError, CreateBatch, List};
+use drover_proto::batch::{BatchError, CreateBatch, List, RequestCounts};
 use drover_store::{Batch, JobKind, NewJob};
 use http::HeaderMap;
 
-use super::jobs::{jobs_of, scope};
+use super::jobs::{jobs_of, page_limit, scope};
 use crate::batches::{input, view};
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::jobs::now_ms;
+use crate::jobs::{Jobs, now_ms};
 
 /// The longest completion window a batch may ask for.
 const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -28,7 +28,7 @@ fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
     ApiError::bad_request(message, Some(param), "invalid_batch")
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::NotFound {
         message: format!("no batch {:?}", crate::error::echo(id)),
     }
@@ -229,14 +229,7 @@ pub async fn list(
     let jobs = jobs_of(&hub)?;
     let Query(query) =
         query.map_err(|e| ApiError::bad_request(e.body_text(), None, "invalid_query"))?;
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "limit must be from 1 to 100",
-            Some("limit"),
-            "invalid_limit",
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     let (batches, more) = jobs
         .store
         .batches(&scope, query.after.as_deref(), limit)
@@ -256,7 +249,17 @@ pub async fn cancel(
     headers: HeaderMap,
 ) -> Result<Json<drover_proto::batch::Batch>, ApiError> {
     let batch = own_batch(&hub, &headers, &id).await?;
-    let jobs = jobs_of(&hub)?;
+    let (batch, counts) = cancel_batch(jobs_of(&hub)?, batch).await?;
+    Ok(Json(view::batch(batch, counts)))
+}
+
+/// Cancels `batch` (its waiting lines at once, its running ones finish);
+/// 409 unless it is in progress or already cancelled. The batch as it is
+/// after, with its counts.
+pub(super) async fn cancel_batch(
+    jobs: &Jobs,
+    batch: Batch,
+) -> Result<(Batch, RequestCounts), ApiError> {
     if !jobs.store.cancel_batch(&batch.id, now_ms()).await? {
         let status = jobs
             .store
@@ -275,7 +278,7 @@ pub async fn cancel(
         .store
         .batch(&batch.id)
         .await?
-        .ok_or_else(|| not_found(&id))?;
+        .ok_or_else(|| not_found(&batch.id))?;
     let counts = view::counts(&jobs.store, &batch).await?;
-    Ok(Json(view::batch(batch, counts)))
+    Ok((batch, counts))
 }

@@ -102,7 +102,8 @@ pub async fn create(State(hub): State<Arc<HubState>>, req: Request) -> Result<Re
     Ok(response)
 }
 
-async fn answer_if_over(
+/// A job's answer, once it has ended with one.
+pub(super) async fn answer_if_over(
     jobs: &Jobs,
     job: &drover_store::Job,
 ) -> Result<Option<drover_store::Answer>, ApiError> {
@@ -113,13 +114,17 @@ async fn answer_if_over(
     }
 }
 
+pub(super) fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound {
+        message: format!("no job {:?}", crate::error::echo(id)),
+    }
+}
+
 /// The caller's job `id`, or 404.
 async fn own_job(jobs: &Jobs, scope: &str, id: &str) -> Result<drover_store::Job, ApiError> {
     match jobs.store.job(id).await? {
         Some(job) if job.key_id == scope => Ok(job),
-        _ => Err(ApiError::NotFound {
-            message: format!("no job {:?}", crate::error::echo(id)),
-        }),
+        _ => Err(not_found(id)),
     }
 }
 
@@ -152,17 +157,17 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery), responses((status = 200, description = "The caller's jobs (or their callbacks), newest first, a page at a time (answers not included)", body = drover_proto::batch::List<drover_proto::jobs::Job>), (status = 400, description = "A bad filter", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
-pub async fn list(
-    State(hub): State<Arc<HubState>>,
-    headers: HeaderMap,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<List<Job>>, ApiError> {
-    let scope = scope(&hub, &headers)?;
-    let jobs = jobs_of(&hub)?;
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request(e.body_text(), None, "invalid_query"))?;
-    let state = match query.state.as_deref() {
+/// Which jobs a listing asks for: `state` one of the store's, `limit` 1 to
+/// 100 (20 if none).
+pub(super) fn filter(
+    key_id: Option<String>,
+    state: Option<&str>,
+    kind: Option<JobKind>,
+    batch_id: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+) -> Result<JobFilter, ApiError> {
+    let state = match state {
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
             let all: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
             ApiError::bad_request(
@@ -177,6 +182,39 @@ pub async fn list(
         })?),
         None => None,
     };
+    Ok(JobFilter {
+        key_id,
+        kind,
+        state,
+        batch_id,
+        after,
+        limit: page_limit(limit)?,
+    })
+}
+
+/// A listing's page size: 1 to 100, 20 if none is asked for.
+pub(super) fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "limit must be from 1 to 100",
+            Some("limit"),
+            "invalid_limit",
+        ));
+    }
+    Ok(limit)
+}
+
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery), responses((status = 200, description = "The caller's jobs (or their callbacks), newest first, a page at a time (answers not included)", body = drover_proto::batch::List<drover_proto::jobs::Job>), (status = 400, description = "A bad filter", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn list(
+    State(hub): State<Arc<HubState>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<List<Job>>, ApiError> {
+    let scope = scope(&hub, &headers)?;
+    let jobs = jobs_of(&hub)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(e.body_text(), None, "invalid_query"))?;
     let kind = match query.kind.as_deref() {
         None => JobKind::Inference,
         Some(k) => JobKind::parse(k).ok_or_else(|| {
@@ -190,25 +228,15 @@ pub async fn list(
             )
         })?,
     };
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "limit must be from 1 to 100",
-            Some("limit"),
-            "invalid_limit",
-        ));
-    }
-    let page = jobs
-        .store
-        .jobs(&JobFilter {
-            key_id: Some(scope),
-            kind: Some(kind),
-            state,
-            batch_id: query.batch_id,
-            after: query.after,
-            limit,
-        })
-        .await?;
+    let filter = filter(
+        Some(scope),
+        query.state.as_deref(),
+        Some(kind),
+        query.batch_id,
+        query.after,
+        query.limit,
+    )?;
+    let page = jobs.store.jobs(&filter).await?;
     let data: Vec<Job> = page.jobs.into_iter().map(|j| view::job(j, None)).collect();
     Ok(Json(List::page(data, page.has_more, |j| &j.id)))
 }
@@ -222,28 +250,31 @@ pub async fn cancel(
     let scope = scope(&hub, &headers)?;
     let jobs = jobs_of(&hub)?;
     own_job(jobs, &scope, &id).await?;
-    let cancelled = jobs
-        .store
-        .cancel_job(&id, now_ms(), &callback::without_answer)
-        .await?;
-    let job = match cancelled {
-        Some(Cancelled::Requested(job)) => {
-            jobs.stop(&id);
-            job
-        }
-        Some(Cancelled::Now(job)) => {
-            jobs.wake_callbacks();
-            job
-        }
-        Some(Cancelled::AlreadyOver(job)) => job,
-        None => {
-            return Err(ApiError::NotFound {
-                message: format!("no job {:?}", crate::error::echo(&id)),
-            });
-        }
-    };
+    let job = cancel_job(jobs, &id).await?;
     let answer = answer_if_over(jobs, &job).await?;
     Ok(Json(view::job(job, answer)))
+}
+
+/// Cancels job `id`: at once if it waits; a running one is asked to stop
+/// (and stopped, if it runs on this hub). The job as it is after.
+pub(super) async fn cancel_job(jobs: &Jobs, id: &str) -> Result<drover_store::Job, ApiError> {
+    match jobs
+        .store
+        .cancel_job(id, now_ms(), &callback::without_answer)
+        .await?
+    {
+        Some(Cancelled::Requested(job)) => {
+            jobs.stop(id);
+            Ok(job)
+        }
+        Some(Cancelled::Now(job)) => {
+            // Its callback, stored with the cancel, is due now.
+            jobs.wake_callbacks();
+            Ok(job)
+        }
+        Some(Cancelled::AlreadyOver(job)) => Ok(job),
+        None => Err(not_found(id)),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "The job's id")), responses((status = 200, description = "The job, queued again with jobs.max_attempts more attempts; its history kept", body = drover_proto::jobs::Job), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 404, description = "No such job of this key's", body = drover_proto::openai::ErrorBody), (status = 409, description = "The job has not ended, or it completed", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
@@ -255,9 +286,15 @@ pub async fn retry(
     let scope = scope(&hub, &headers)?;
     let jobs = jobs_of(&hub)?;
     own_job(jobs, &scope, &id).await?;
+    Ok(Json(view::job(retry_job(jobs, &id).await?, None)))
+}
+
+/// Queues job `id` again with `jobs.max_attempts` more attempts, if it
+/// ended without success; 409 if it has not ended or it completed.
+pub(super) async fn retry_job(jobs: &Jobs, id: &str) -> Result<drover_store::Job, ApiError> {
     match jobs
         .store
-        .retry_job(&id, jobs.config.max_attempts, now_ms())
+        .retry_job(id, jobs.config.max_attempts, now_ms())
         .await?
     {
         Some(Retried::Queued(job)) => {
@@ -265,7 +302,7 @@ pub async fn retry(
                 JobKind::Inference => jobs.wake(),
                 JobKind::Callback => jobs.wake_callbacks(),
             }
-            Ok(Json(view::job(job, None)))
+            Ok(job)
         }
         Some(Retried::Completed(job)) => Err(ApiError::Conflict(format!(
             "job {} completed; only a job that ended without success can be retried",
@@ -276,8 +313,6 @@ pub async fn retry(
             job.id,
             job.state.as_str()
         ))),
-        None => Err(ApiError::NotFound {
-            message: format!("no job {:?}", crate::error::echo(&id)),
-        }),
+        None => Err(not_found(id)),
     }
 }

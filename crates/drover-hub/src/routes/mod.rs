@@ -2,6 +2,7 @@
 //! mapping from errors to responses lives in [`crate::error`].
 
 pub(crate) mod admin;
+pub(crate) mod admin_jobs;
 pub(crate) mod batches;
 pub(crate) mod dashboard;
 pub(crate) mod files;
@@ -36,6 +37,12 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/keys", get(keys::list).post(keys::create))
         .route("/admin/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/admin/keys/purge", post(keys::purge))
+        .route("/admin/jobs", get(admin_jobs::list))
+        .route("/admin/jobs/{id}", get(admin_jobs::get))
+        .route("/admin/jobs/{id}/cancel", post(admin_jobs::cancel))
+        .route("/admin/jobs/{id}/retry", post(admin_jobs::retry))
+        .route("/admin/batches", get(admin_jobs::batches))
+        .route("/admin/batches/{id}/cancel", post(admin_jobs::cancel_batch))
         .route("/admin/overview", get(dashboard::overview))
         .route("/admin/events", get(dashboard::events))
         .route("/admin/webhook-secret", post(webhook_secret::rotate))
