@@ -10,13 +10,16 @@ use std::time::Duration;
 use drover_core::{BackendId, ModelName};
 use drover_proto::admin::{BackendInfo, BackendModelInfo};
 use drover_proto::dashboard::{
-    ClientQueue, Overview, PriorityQueue, QueueOverview, TrafficOverview,
+    BatchProgress, ClientQueue, DeadJob, JobStateCount, JobsOverview, Overview, PriorityQueue,
+    QueueOverview, TrafficOverview,
 };
 use drover_proto::queue::QueueEntry;
 use drover_scheduler::{Api, BackendView, QueueStats, Residency, Scheduler};
 
+use crate::dashboard::StoreView;
 use crate::dispatcher::Dispatcher;
 use crate::hub::HubState;
+use crate::jobs::view::KeyNames;
 use crate::registry::BackendEntry;
 use crate::traffic::BUCKET_MS;
 
@@ -179,9 +182,16 @@ pub fn backends(hub: &HubState, fleet: &Snapshot) -> Vec<BackendInfo> {
         .collect()
 }
 
-/// The whole picture at `now_ms`, with the traffic series from `since_ms`:
-/// what the dashboard draws.
-pub fn overview(hub: &HubState, fleet: Snapshot, now_ms: u64, since_ms: u64) -> Overview {
+/// The whole picture at `now_ms`, with the traffic series from `since_ms`
+/// and what was read of the job store, if the hub keeps one: what the
+/// dashboard draws.
+pub fn overview(
+    hub: &HubState,
+    fleet: Snapshot,
+    store: Option<StoreView>,
+    now_ms: u64,
+    since_ms: u64,
+) -> Overview {
     let backends = backends(hub, &fleet);
     let Snapshot { queue, models, .. } = fleet;
     // Names are looked up outside the scheduler's lock.
@@ -213,6 +223,11 @@ pub fn overview(hub: &HubState, fleet: Snapshot, now_ms: u64, since_ms: u64) -> 
     };
     let traffic = hub.observer.traffic();
     let (by_backend, by_model) = traffic.totals(now_ms);
+    let api_keys = hub.keys.list();
+    let jobs = store.map(|store| {
+        let held = hub.jobs.as_ref().map_or(0, |j| j.in_flight());
+        jobs(store, held, &KeyNames::new(api_keys.clone()))
+    });
     Overview {
         at_ms: now_ms,
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -230,6 +245,70 @@ pub fn overview(hub: &HubState, fleet: Snapshot, now_ms: u64, since_ms: u64) -> 
             by_model,
         },
         keys: traffic.keys(now_ms),
-        api_keys: hub.keys.list(),
+        api_keys,
+        jobs,
     }
+}
+
+/// What the dashboard shows of the job store, from the last read of it
+/// and `held`, the jobs this hub holds now.
+pub fn jobs(store: StoreView, held: usize, names: &KeyNames) -> JobsOverview {
+    let secs = |ms: i64| u64::try_from(ms.div_euclid(1000)).unwrap_or(0);
+    let progress = |(b, counts): &(drover_store::Batch, _)| BatchProgress {
+        id: b.id.clone(),
+        key: names.owner(&b.key_id).key,
+        endpoint: b.endpoint.clone(),
+        status: crate::batches::view::status(&b.status),
+        created_at: secs(b.created_at),
+        ended_at: [b.completed_at, b.failed_at, b.expired_at, b.cancelled_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .map(secs),
+        request_counts: *counts,
+    };
+    let mut overview = JobsOverview {
+        held: held as u64,
+        error: store.error,
+        ..JobsOverview::default()
+    };
+    let Some(read) = store.read else {
+        return overview;
+    };
+    overview.read_at_ms = Some(read.at_ms);
+    overview.by_state = drover_store::JobState::ALL
+        .iter()
+        .map(|&state| JobStateCount {
+            state: state.as_str().to_string(),
+            jobs: read
+                .counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |&(_, n)| n),
+        })
+        .collect();
+    overview.batches_open = read.open_total as u64;
+    overview.open_batches = read.open.iter().map(progress).collect();
+    overview.ended_batches = read.ended.iter().map(progress).collect();
+    overview.dead = read
+        .dead
+        .iter()
+        .map(|j| {
+            let last = j.attempts.last();
+            DeadJob {
+                id: j.id.clone(),
+                key: names.owner(&j.key_id).key,
+                model: j.model.clone(),
+                endpoint: j.endpoint.clone(),
+                batch_id: j.batch_id.clone(),
+                custom_id: j.custom_id.clone(),
+                attempts: u32::try_from(j.attempts.len()).unwrap_or(u32::MAX),
+                created_at: j.created_at.div_euclid(1000),
+                ended_at: j.ended_at.map(|ms| ms.div_euclid(1000)),
+                status: last.and_then(|a| a.status),
+                error: last.and_then(|a| a.error.clone()),
+            }
+        })
+        .collect();
+    overview
 }

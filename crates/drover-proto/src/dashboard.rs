@@ -1,6 +1,6 @@
 //! `GET /admin/overview` and the `/admin/events` stream: the whole live
 //! picture the dashboard draws (fleet, queue, refusals, the last hour of
-//! traffic, usage per key), in one document.
+//! traffic, usage per key, the job store), in one document.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +26,79 @@ pub struct Overview {
     /// Every API key the hub keeps, revoked ones too: kind, limits, state.
     #[serde(default)]
     pub api_keys: Vec<crate::admin::KeyInfo>,
+    /// The job store; `null` for a hub that keeps no jobs.
+    #[serde(default)]
+    pub jobs: Option<JobsOverview>,
+}
+
+/// The job store as the dashboard shows it: its jobs by state, this hub's
+/// share of them, the batches under way and lately ended, the newest dead
+/// jobs. Read from the store at most once a second.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct JobsOverview {
+    /// When what follows was read from the store, in milliseconds since the
+    /// Unix epoch; `null` until a read came back.
+    pub read_at_ms: Option<u64>,
+    /// Why it is not fresh: the store did not answer within a second, or
+    /// failed. What was read last is kept meanwhile.
+    pub error: Option<String>,
+    /// Every hub's jobs in the store in each state (all seven, in the
+    /// order a job goes through them; none until a read came back).
+    pub by_state: Vec<JobStateCount>,
+    /// Jobs this hub holds now: claimed and not yet ended.
+    pub held: u64,
+    /// Batches under way (running, finishing or being cancelled).
+    pub batches_open: u64,
+    /// Those batches, newest first, at most 50.
+    pub open_batches: Vec<BatchProgress>,
+    /// The ten newest batches that have ended.
+    pub ended_batches: Vec<BatchProgress>,
+    /// The twenty newest dead jobs, each with its last error.
+    pub dead: Vec<DeadJob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct JobStateCount {
+    /// `queued`, `running`, `completed`, `failed`, `dead`, `cancelled`,
+    /// `expired`.
+    pub state: String,
+    pub jobs: u64,
+}
+
+/// A batch and how far it got.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct BatchProgress {
+    pub id: String,
+    /// Its key's name; `null` for a key the hub no longer keeps.
+    pub key: Option<String>,
+    pub endpoint: String,
+    pub status: crate::batch::BatchStatus,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// When it ended, in Unix seconds; `null` while under way.
+    pub ended_at: Option<u64>,
+    pub request_counts: crate::batch::RequestCounts,
+}
+
+/// A job whose every attempt failed, and why the last one did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct DeadJob {
+    pub id: String,
+    /// Its key's name; `null` for a key the hub no longer keeps.
+    pub key: Option<String>,
+    pub model: String,
+    pub endpoint: String,
+    pub batch_id: Option<String>,
+    pub custom_id: Option<String>,
+    /// Attempts it had.
+    pub attempts: u32,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub ended_at: Option<i64>,
+    /// The last attempt's status, where a backend answered.
+    pub status: Option<u16>,
+    /// The last attempt's error.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]

@@ -24,12 +24,15 @@ fn postgres() -> (String, String) {
 }
 
 /// A TCP relay to PostgreSQL that can be cut (every connection closed, new
-/// ones refused) and restored.
+/// ones refused), stalled (every connection closed, new ones taken and
+/// never answered, as a database that hangs) and restored.
 struct Relay {
     addr: String,
     up: Arc<AtomicBool>,
     /// Replaced at every cut: the connections relayed until then end.
     cut: Arc<std::sync::Mutex<CancellationToken>>,
+    /// Connections taken while stalled, held open until restored.
+    held: Arc<std::sync::Mutex<Option<Vec<TcpStream>>>>,
 }
 
 impl Relay {
@@ -38,13 +41,17 @@ impl Relay {
         let addr = listener.local_addr().unwrap().to_string();
         let up = Arc::new(AtomicBool::new(true));
         let cut = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
-        let (up2, cut2) = (up.clone(), cut.clone());
+        let held = Arc::new(std::sync::Mutex::new(None::<Vec<TcpStream>>));
+        let (up2, cut2, held2) = (up.clone(), cut.clone(), held.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
                 if !up2.load(Ordering::SeqCst) {
+                    if let Some(held) = held2.lock().unwrap().as_mut() {
+                        held.push(client);
+                    }
                     continue;
                 }
                 let token = cut2.lock().unwrap().clone();
@@ -60,7 +67,12 @@ impl Relay {
                 });
             }
         });
-        Relay { addr, up, cut }
+        Relay {
+            addr,
+            up,
+            cut,
+            held,
+        }
     }
 
     fn cut(&self) {
@@ -70,7 +82,13 @@ impl Relay {
         *token = CancellationToken::new();
     }
 
+    fn stall(&self) {
+        *self.held.lock().unwrap() = Some(Vec::new());
+        self.cut();
+    }
+
     fn restore(&self) {
+        self.held.lock().unwrap().take();
         self.up.store(true, Ordering::SeqCst);
     }
 }
@@ -225,5 +243,72 @@ async fn a_hub_starts_while_its_store_is_away_and_runs_jobs_once_it_answers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     until_completed(&cluster, &id).await;
+    cluster.shutdown().await;
+}
+
+/// The overview's jobs part, once `want` holds for it.
+async fn overview_jobs_until(
+    cluster: &Cluster,
+    what: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let seen = std::sync::Mutex::new(Value::Null);
+    wait_until_within(what, Duration::from_secs(30), || {
+        let client = cluster.client.clone();
+        let (want, seen) = (&want, &seen);
+        async move {
+            let jobs = client.get("/admin/overview").await.json()["jobs"].clone();
+            let ok = want(&jobs);
+            *seen.lock().unwrap() = jobs;
+            ok
+        }
+    })
+    .await;
+    seen.into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_says_the_store_does_not_answer_rather_than_wait_for_it() {
+    let (target, template) = postgres();
+    let relay = Relay::start(target).await;
+    let cluster = hub_behind(&relay, &template, 0).await;
+    let id = cluster.client.post("/v1/jobs", &job("before")).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_completed(&cluster, &id).await;
+    let fresh = overview_jobs_until(&cluster, "the store is read", |j| {
+        j["by_state"][2]["jobs"] == 1 && j["error"].is_null()
+    })
+    .await;
+
+    // A database that takes connections and never answers: a read waits
+    // for the pool's own bound (seconds), and the overview says so after
+    // one second instead of waiting with it, keeping what it read last.
+    relay.stall();
+    let stalled = overview_jobs_until(
+        &cluster,
+        "the overview says the store does not answer",
+        |j| {
+            j["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("has not answered"))
+        },
+    )
+    .await;
+    assert_eq!(stalled["by_state"], fresh["by_state"], "{stalled}");
+    assert!(
+        stalled["read_at_ms"].as_u64() <= fresh["read_at_ms"].as_u64(),
+        "{stalled}"
+    );
+    // The rest of the overview goes on.
+    let overview = cluster.client.get("/admin/overview").await.json();
+    assert_eq!(overview["backends"][0]["name"], "sim", "{overview}");
+
+    relay.restore();
+    overview_jobs_until(&cluster, "the store answers again", |j| {
+        j["error"].is_null() && j["read_at_ms"].as_u64() > fresh["read_at_ms"].as_u64()
+    })
+    .await;
     cluster.shutdown().await;
 }

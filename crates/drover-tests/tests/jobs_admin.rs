@@ -109,12 +109,18 @@ async fn upload(cluster: &Cluster, auth: &str, jsonl: &str) -> String {
 /// Starts a batch of `lines` chat lines for model `m` as the holder of
 /// `auth`; its id.
 async fn batch(cluster: &Cluster, auth: &str, lines: usize) -> String {
+    batch_of(cluster, auth, "m", lines).await
+}
+
+/// Starts a batch of `lines` chat lines for `model` as the holder of
+/// `auth`; its id.
+async fn batch_of(cluster: &Cluster, auth: &str, model: &str, lines: usize) -> String {
     let jsonl: String = (0..lines)
         .map(|i| {
             format!(
                 "{}\n",
                 json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/chat/completions",
-                       "body": {"model": "m", "messages": [{"role": "user", "content": format!("q{i}")}]}})
+                       "body": {"model": model, "messages": [{"role": "user", "content": format!("q{i}")}]}})
             )
         })
         .collect();
@@ -395,6 +401,153 @@ async fn an_admin_cancels_any_keys_batch() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The overview's jobs part, once it says `want` of some field.
+async fn overview_jobs_until(
+    cluster: &Cluster,
+    what: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let seen = std::sync::Mutex::new(Value::Null);
+    wait_until_within(what, Duration::from_secs(20), || {
+        let client = cluster.client.clone();
+        let (want, seen) = (&want, &seen);
+        async move {
+            let jobs = client.get("/admin/overview").await.json()["jobs"].clone();
+            let ok = want(&jobs);
+            *seen.lock().unwrap() = jobs;
+            ok
+        }
+    })
+    .await;
+    seen.into_inner().unwrap()
+}
+
+fn by_state(jobs: &Value) -> Vec<(String, u64)> {
+    jobs["by_state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["state"].as_str().unwrap().to_string(),
+                c["jobs"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overviews_jobs_part_counts_what_the_store_holds() {
+    let dir = fresh_dir("overview");
+    let mut broken = openai(&["m"], 1, 0);
+    broken.faults = Faults {
+        error_rate: 1.0,
+        ..Faults::NONE
+    };
+    let cluster = ClusterBuilder::new()
+        .sim("broken", broken)
+        .sim("slow", openai(&["s"], 1, 60_000))
+        .hub(|c| {
+            quick(c, &dir);
+            // One job in the hub's hands at a time: while one runs, the
+            // rest stay queued in the store.
+            c.jobs.window = 1;
+            c.upstream.max_retries = 0;
+        })
+        .start()
+        .await;
+    let empty =
+        overview_jobs_until(&cluster, "the store is read", |j| j["read_at_ms"].is_u64()).await;
+    assert_eq!(
+        by_state(&empty),
+        [
+            "queued",
+            "running",
+            "completed",
+            "failed",
+            "dead",
+            "cancelled",
+            "expired"
+        ]
+        .map(|s| (s.to_string(), 0)),
+        "{empty}"
+    );
+    assert_eq!(empty["error"], Value::Null, "{empty}");
+    assert_eq!(empty["held"], 0);
+    assert_eq!(empty["dead"], json!([]));
+
+    let alpha = client_key(&cluster, "alpha").await;
+    let mut doomed = job("m", "doomed");
+    doomed["max_attempts"] = json!(1);
+    let dead = submit(&cluster, &alpha, &doomed).await;
+    until_state(&cluster, &dead, "dead").await;
+    let running = submit(&cluster, &alpha, &job("s", "long")).await;
+    until_state(&cluster, &running, "running").await;
+    submit(&cluster, &alpha, &job("s", "behind")).await;
+    // A batch that ends (cancelled before a line ran) and one under way.
+    let ended = batch_of(&cluster, &alpha, "s", 2).await;
+    let r = admin_post(&cluster, &format!("/admin/batches/{ended}/cancel")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let open = batch_of(&cluster, &alpha, "s", 3).await;
+
+    let jobs = overview_jobs_until(&cluster, "the overview counts them", |j| {
+        j["ended_batches"].as_array().is_some_and(|b| b.len() == 1)
+            && j["open_batches"].as_array().is_some_and(|b| b.len() == 1)
+            && j["by_state"][0]["jobs"] == 4
+    })
+    .await;
+    let counts: std::collections::BTreeMap<String, u64> = by_state(&jobs).into_iter().collect();
+    assert_eq!(
+        counts["queued"], 4,
+        "the job behind and the open batch's 3: {jobs}"
+    );
+    assert_eq!(counts["running"], 1, "{jobs}");
+    assert_eq!(counts["dead"], 1, "{jobs}");
+    assert_eq!(counts["cancelled"], 2, "the ended batch's lines: {jobs}");
+    assert_eq!(counts["completed"], 0, "{jobs}");
+    assert_eq!(jobs["held"], 1, "{jobs}");
+    assert_eq!(jobs["batches_open"], 1, "{jobs}");
+    assert_eq!(jobs["error"], Value::Null, "{jobs}");
+    let o = &jobs["open_batches"][0];
+    assert_eq!(o["id"], open.as_str(), "{jobs}");
+    assert_eq!(o["key"], "alpha");
+    assert_eq!(o["status"], "in_progress");
+    assert_eq!(
+        o["request_counts"],
+        json!({"total": 3, "completed": 0, "failed": 0})
+    );
+    assert_eq!(o["ended_at"], Value::Null);
+    let e = &jobs["ended_batches"][0];
+    assert_eq!(e["id"], ended.as_str(), "{jobs}");
+    assert_eq!(e["status"], "cancelled");
+    assert_eq!(
+        e["request_counts"],
+        json!({"total": 2, "completed": 0, "failed": 2})
+    );
+    assert!(e["ended_at"].is_u64(), "{jobs}");
+    let d = jobs["dead"].as_array().unwrap();
+    assert_eq!(d.len(), 1, "{jobs}");
+    assert_eq!(d[0]["id"], dead.as_str());
+    assert_eq!(d[0]["key"], "alpha");
+    assert_eq!(d[0]["model"], "m");
+    assert_eq!(d[0]["attempts"], 1);
+    assert_eq!(d[0]["status"], 500, "{jobs}");
+    assert!(d[0]["error"].as_str().unwrap().starts_with("500"), "{jobs}");
+
+    // Retried, the dead job leaves the list on a later overview.
+    let r = admin_post(&cluster, &format!("/admin/jobs/{dead}/retry")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    overview_jobs_until(&cluster, "the retried job is no longer dead", |j| {
+        j["dead"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    // Stop the long job so the hub stops at once.
+    let r = admin_post(&cluster, &format!("/admin/jobs/{running}/cancel")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_key_cannot_use_the_admin_job_routes() {
     let dir = fresh_dir("client");
@@ -442,5 +595,9 @@ async fn a_hub_without_a_store_says_so_to_an_admin() {
         assert_eq!(r.status, 503, "{path}: {}", r.text());
         assert_eq!(r.error_code(), "no_store", "{}", r.text());
     }
+    // The overview has no jobs part to draw.
+    let overview = cluster.client.get("/admin/overview").await.json();
+    assert_eq!(overview["jobs"], Value::Null, "{overview}");
+    assert!(overview["backends"].is_array(), "{overview}");
     cluster.shutdown().await;
 }

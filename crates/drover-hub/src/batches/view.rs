@@ -49,9 +49,15 @@ pub async fn with_counts(
         .collect())
 }
 
+/// A stored status as the API's; one this code does not know (a newer
+/// drover's) as failed.
+pub fn status(stored: &str) -> BatchStatus {
+    serde_json::from_value(serde_json::Value::String(stored.to_string()))
+        .unwrap_or(BatchStatus::Failed)
+}
+
 pub fn batch(batch: Batch, request_counts: RequestCounts) -> drover_proto::batch::Batch {
-    let status = serde_json::from_value(serde_json::Value::String(batch.status.clone()))
-        .unwrap_or(BatchStatus::Failed);
+    let status = status(&batch.status);
     let errors = batch
         .errors
         .as_deref()

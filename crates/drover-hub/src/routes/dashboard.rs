@@ -15,7 +15,6 @@ use http::{HeaderValue, StatusCode, header};
 use crate::dashboard::{self, asset};
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::traffic::unix_ms;
 
 pub async fn page() -> Response {
     asset("index.html").unwrap_or_else(|| StatusCode::NOT_FOUND.into_response())
@@ -27,17 +26,21 @@ pub async fn file(Path(name): Path<String>) -> Result<Response, ApiError> {
     })
 }
 
-#[utoipa::path(get, path = "/admin/overview", tag = "dashboard", responses((status = 200, description = "The fleet, the queue, refusals, the last hour of traffic and usage per key, as the dashboard draws them", body = drover_proto::dashboard::Overview), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+#[utoipa::path(get, path = "/admin/overview", tag = "dashboard", responses((status = 200, description = "The fleet, the queue, refusals, the last hour of traffic, usage per key and the job store, as the dashboard draws them", body = drover_proto::dashboard::Overview), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn overview(State(hub): State<Arc<HubState>>) -> Result<axum::Json<Overview>, ApiError> {
-    Ok(axum::Json(dashboard::overview(&hub, unix_ms(), 0)))
+    Ok(axum::Json(
+        dashboard::overview(&hub, dashboard::Series::Hour).await,
+    ))
 }
 
 #[utoipa::path(get, path = "/admin/events", tag = "dashboard", responses((status = 200, description = "Server-sent events, one `overview` event a second: the first with the last hour of traffic, later ones with only its newest points (merge them by `start_ms`). Ends when the hub shuts down; reconnect.", content_type = "text/event-stream", body = String), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "A client key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn events(State(hub): State<Arc<HubState>>) -> Result<Response, ApiError> {
     let updates = hub.overview.subscribe();
-    let now = unix_ms();
     // `retry` tells an EventSource how soon to come back after a restart.
-    let first = event(&dashboard::overview_json(&hub, now, 0), Some(2000));
+    let first = event(
+        &dashboard::overview_json(&hub, dashboard::Series::Hour).await,
+        Some(2000),
+    );
     let stop = hub.shutdown.clone();
     let rest = futures_util::stream::unfold((updates, stop), |(mut updates, stop)| async move {
         tokio::select! {
