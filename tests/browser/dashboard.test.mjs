@@ -412,3 +412,152 @@ test("updates keep the cards and rows, with focus and selection, in place", asyn
     await sim.stop();
   }
 });
+
+// Polls `check` (in this process, not the page) until it holds.
+async function until(what, check, ms = 20000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function post(url, path, body) {
+  const r = await fetch(url + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const text = await r.text();
+  assert.equal(r.status, 200, `${path}: ${text}`);
+  return JSON.parse(text);
+}
+
+// A batch of `n` chat lines for `model`, uploaded and started as the
+// anonymous client; the batch as the hub answered.
+async function startBatch(url, model, n) {
+  const lines = Array.from({ length: n }, (_, i) =>
+    JSON.stringify({ custom_id: `l${i}`, method: "POST", url: "/v1/chat/completions", body: { model, messages: [{ role: "user", content: `q${i}` }] } }));
+  const form = new FormData();
+  form.append("purpose", "batch");
+  form.append("file", new Blob([lines.join("\n") + "\n"]), "in.jsonl");
+  const uploaded = await fetch(url + "/v1/files", { method: "POST", body: form });
+  const text = await uploaded.text();
+  assert.equal(uploaded.status, 200, text);
+  const file = JSON.parse(text);
+  return post(url, "/v1/batches", { input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "1h" });
+}
+
+// The Jobs tab: the store's jobs by state, each batch's progress as its
+// lines end, dead jobs with their last error; Retry queues a dead job
+// again (the next update no longer shows it dead) and Cancel stops a
+// batch, each through the management API with the page's key.
+test("the Jobs tab shows a batch's progress and a dead job, and Retry retries it", async () => {
+  const bad = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m", "--error-rate", "1"], LISTENING);
+  const slow = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "s", "--ttft-ms", "300"], LISTENING);
+  // Two jobs in the hub's hands at a time: a batch's other lines wait in
+  // the store, where a cancel reaches them at once.
+  const hub = await drover(
+    ["serve", "--listen", "127.0.0.1:0", "--backend", `${bad.url},name=bad`, "--backend", `${slow.url},name=slow`],
+    LISTENING,
+    { DROVER_JOBS__WINDOW: "2" },
+  );
+  let good = null;
+  const { page, errors, close } = await open(hub.url);
+  const shown = (state) => page.textContent(`#jobs-states [data-state="${state}"] b`).then(Number);
+  try {
+    await page.waitForSelector("#live.on");
+    await page.click('a[data-tab="jobs"]');
+    await page.waitForSelector('#jobs-states [data-state="queued"]');
+    assert.equal(await shown("dead"), 0);
+    assert.equal(await page.isHidden("#jobs-none"), true);
+
+    // A job whose only backend fails it dies after its one attempt.
+    const doomed = await post(hub.url, "/v1/jobs", {
+      endpoint: "/v1/chat/completions",
+      body: { model: "m", messages: [{ role: "user", content: "hi" }] },
+      max_attempts: 1,
+    });
+    const dead = page.locator(`#jobs-dead tr[data-job="${doomed.id}"]`);
+    await dead.waitFor();
+    assert.match(await dead.textContent(), /500/);
+    await page.waitForFunction(() => document.querySelector('#jobs-states [data-state="dead"] b').textContent === "1");
+
+    // Eight lines, one at a time, 300 ms each: the bar fills as they end.
+    const batch = await startBatch(hub.url, "s", 8);
+    const row = page.locator(`#jobs-batches tr[data-batch="${batch.id}"]`);
+    await row.waitFor();
+    const done = (text) => Number((text.match(/(\d+) of 8 done/) || [])[1]);
+    await page.waitForFunction((id) => {
+      const r = document.querySelector(`#jobs-batches tr[data-batch="${id}"]`);
+      const m = r && r.textContent.match(/(\d+) of 8 done/);
+      return m && Number(m[1]) > 0 && Number(m[1]) < 8;
+    }, batch.id);
+    const width = await row.locator(".batchbar i.done").evaluate((i) => parseFloat(i.style.width));
+    assert.ok(width > 0 && width < 100, `the bar is partly full: ${width}%`);
+    await screenshot(page, "jobs");
+    await row.locator('.badge:text-is("completed")').waitFor();
+    assert.equal(done(await row.textContent()), 8);
+    assert.equal(await row.locator(".batchbar i.done").evaluate((i) => i.style.width), "100%");
+
+    // A backend that serves `m` well; then Retry on the dead job: the page
+    // says so, the job leaves the dead list, and it completes there.
+    good = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], LISTENING);
+    const added = await fetch(hub.url + "/admin/backends", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ url: good.url, name: "good", kind: "openai" }),
+    });
+    assert.equal(added.status, 201);
+    await until("the hub knows good's models", async () =>
+      (await backends(hub.url)).find((b) => b.name === "good")?.models.length > 0);
+    // Focused, the button outlives the updates, and Enter presses it.
+    const retry = dead.locator('button:text-is("Retry")');
+    await retry.focus();
+    for (let i = 0; i < 2; i++) {
+      const seen = await page.getAttribute("#live", "title");
+      await page.waitForFunction((t) => document.querySelector("#live").title !== t, seen);
+    }
+    assert.equal(await retry.evaluate((e) => e === document.activeElement), true);
+    await page.keyboard.press("Enter");
+    await page.locator(".toast", { hasText: `${doomed.id} queued again` }).waitFor();
+    await dead.waitFor({ state: "detached" });
+    await page.waitForFunction(() => document.querySelector('#jobs-states [data-state="dead"] b').textContent === "0");
+    await until("the retried job completes", async () =>
+      (await (await fetch(`${hub.url}/admin/jobs/${doomed.id}`)).json()).state === "completed");
+
+    // Cancel on a batch under way stops it: its waiting lines at once.
+    const long = await startBatch(hub.url, "s", 20);
+    const longRow = page.locator(`#jobs-batches tr[data-batch="${long.id}"]`);
+    await longRow.locator('button:text-is("Cancel")').click();
+    await page.locator(".toast", { hasText: `${long.id}: cancelling` }).waitFor();
+    await longRow.locator('.badge:text-is("cancelled")').waitFor();
+    assert.equal(await longRow.locator("button").count(), 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    await close();
+    await hub.stop();
+    await good?.stop();
+    await slow.stop();
+    await bad.stop();
+  }
+});
+
+test("a hub that keeps no jobs says so on the Jobs tab", async () => {
+  const sim = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], LISTENING);
+  // No data directory anywhere: no store.
+  const hub = await drover(["serve", "--listen", "127.0.0.1:0", "--backend", `${sim.url},name=s`], LISTENING, {
+    DROVER_DATA_DIR: undefined,
+    HOME: undefined,
+    XDG_DATA_HOME: undefined,
+  });
+  const { page, errors, close } = await open(hub.url);
+  try {
+    await page.waitForSelector("#live.on");
+    await page.click('a[data-tab="jobs"]');
+    await page.waitForSelector("#jobs-none:not([hidden])");
+    assert.match(await page.textContent("#jobs-none"), /keeps no jobs/);
+    assert.equal(await page.isHidden("#jobs-store"), true);
+    assert.deepEqual(errors, []);
+  } finally {
+    await close();
+    await hub.stop();
+    await sim.stop();
+  }
+});

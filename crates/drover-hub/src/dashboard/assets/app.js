@@ -257,7 +257,7 @@ function render() {
   const o = state.overview;
   if (!o) return;
   renderKpis(o);
-  ({ fleet: renderFleet, models: renderModels, queue: renderQueue, traffic: renderTraffic, keys: renderKeys })[state.tab](o);
+  ({ fleet: renderFleet, models: renderModels, queue: renderQueue, traffic: renderTraffic, keys: renderKeys, jobs: renderJobs })[state.tab](o);
 }
 
 function series() {
@@ -585,11 +585,94 @@ function renderKeys(o) {
     : [h("tr", { key: "empty" }, h("td", { colspan: 8, class: "empty" }, "No keys: inference is open to anyone who can reach the hub. Create one with drover keys create NAME."))]);
 }
 
+// A count as a person reads it: whole, grouped by thousands.
+const count = (n) => n.toLocaleString("en-US");
+
+// A batch's status in a user's words, and its colour.
+const BATCH_STATUS = {
+  validating: ["validating", "load"], in_progress: ["in progress", "load"], finalizing: ["finalizing", "load"],
+  cancelling: ["cancelling", "warn"], completed: ["completed", "good"], failed: ["failed", "bad"],
+  expired: ["expired", "bad"], cancelled: ["cancelled", ""],
+};
+
+// A batch's lines as a bar: completed, failed, and what is still to run.
+function batchBar(c) {
+  const part = (n) => (c.total ? Math.min(100, (n / c.total) * 100) : 0).toFixed(1).replace(/\.0$/, "") + "%";
+  return [
+    h("span", { class: "batchbar", title: `${c.completed} completed, ${c.failed} failed, of ${c.total}` },
+      h("i", { class: "done", style: `width:${part(c.completed)}` }),
+      h("i", { class: "failed", style: `width:${part(c.failed)}` })),
+    h("small", {}, `${c.completed} of ${c.total} done, ${c.failed} failed`),
+  ];
+}
+
+const cancelBatch = (id) => {
+  if (!confirm(`Cancel batch ${id}? Its waiting lines are cancelled; running ones finish.`)) return;
+  act("POST", `/admin/batches/${enc(id)}/cancel`, null, (b) => `${b.id}: ${b.status === "cancelled" ? "cancelled" : "cancelling"}`);
+};
+const retryJob = (id) => act("POST", `/admin/jobs/${enc(id)}/retry`, null, (j) => `${j.id} queued again`);
+
+function renderJobs(o) {
+  const j = o.jobs;
+  $("jobs-none").hidden = j != null;
+  $("jobs-store").hidden = j == null;
+  if (j == null) {
+    setText($("jobs-summary"), "");
+    return;
+  }
+  const inState = (s) => (j.by_state.find((c) => c.state === s) || { jobs: 0 }).jobs;
+  setText($("jobs-summary"), j.by_state.length
+    ? `${count(inState("queued"))} waiting, ${count(inState("running"))} running (${count(j.held)} held by this hub), ${count(j.batches_open)} ${j.batches_open === 1 ? "batch" : "batches"} open`
+    : "");
+  const error = $("jobs-error");
+  error.hidden = !j.error;
+  setText(error, j.error
+    ? "The job store: " + j.error + (j.read_at_ms ? ` (as it was ${ago(o.at_ms - j.read_at_ms)})` : "")
+    : "");
+  update($("jobs-states"), [
+    ...j.by_state.map((c) => h("div", { key: c.state, class: "state" + (c.state === "dead" && c.jobs ? " bad" : ""), "data-state": c.state },
+      h("b", {}, count(c.jobs)), h("label", {}, c.state))),
+    h("div", { key: "held", class: "state", "data-state": "held", title: "Jobs this hub has claimed and not yet ended" },
+      h("b", {}, count(j.held)), h("label", {}, "held by this hub")),
+  ]);
+  const batches = [...j.open_batches, ...j.ended_batches].map((b) => {
+    const [word, cls] = BATCH_STATUS[b.status] || [b.status, ""];
+    const ended = b.ended_at != null;
+    return h("tr", { key: b.id, "data-batch": b.id, class: ended ? "muted" : "" },
+      h("td", { class: "mono" }, b.id),
+      h("td", {}, b.key || "–"),
+      h("td", { class: "mono" }, b.endpoint),
+      h("td", {}, badge(word, cls)),
+      h("td", { class: "progress-cell" }, batchBar(b.request_counts)),
+      h("td", {}, ended ? "ended " + ago(o.at_ms - b.ended_at * 1000) : "started " + ago(o.at_ms - b.created_at * 1000)),
+      h("td", { class: "actions" },
+        b.status === "in_progress" ? h("button", { key: "cancel", class: "danger", onclick: () => cancelBatch(b.id) }, "Cancel") : null));
+  });
+  if (j.batches_open > j.open_batches.length) {
+    batches.splice(j.open_batches.length, 0, h("tr", { key: "more" },
+      h("td", { colspan: 7, class: "empty" }, `and ${j.batches_open - j.open_batches.length} more open (GET /admin/batches)`)));
+  }
+  update($("jobs-batches").tBodies[0], batches.length
+    ? batches
+    : [h("tr", { key: "empty" }, h("td", { colspan: 7, class: "empty" }, "No batches."))]);
+  update($("jobs-dead").tBodies[0], j.dead.length
+    ? j.dead.map((d) => h("tr", { key: d.id, "data-job": d.id },
+        h("td", { class: "mono" }, d.id),
+        h("td", {}, d.key || "–"),
+        h("td", { class: "mono" }, d.model),
+        h("td", { class: "mono" }, d.batch_id ? `${d.batch_id} ${d.custom_id || ""}` : "–"),
+        h("td", { class: "num" }, d.attempts),
+        h("td", {}, d.ended_at != null ? ago(o.at_ms - d.ended_at * 1000) : "–"),
+        h("td", { class: "msg" }, d.error || (d.status != null ? `status ${d.status}` : "")),
+        h("td", { class: "actions" }, h("button", { key: "retry", onclick: () => retryJob(d.id) }, "Retry"))))
+    : [h("tr", { key: "empty" }, h("td", { colspan: 8, class: "empty" }, "No dead jobs."))]);
+}
+
 // ---- wiring --------------------------------------------------------------
 
 function showTab() {
   const tab = (location.hash || "#fleet").slice(1);
-  state.tab = ["fleet", "models", "queue", "traffic", "keys"].includes(tab) ? tab : "fleet";
+  state.tab = ["fleet", "models", "queue", "traffic", "keys", "jobs"].includes(tab) ? tab : "fleet";
   for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.tab === state.tab);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + state.tab;
   render();
