@@ -1,7 +1,8 @@
 //! `drover top`: the fleet at a glance in a terminal, for a person on SSH:
 //! every backend and its models with busy/slots and state, the queue per
-//! model, requests and errors a second, time to first byte, breaker states
-//! and the backends' last errors. Redrawn in place every `--interval`;
+//! model, requests and errors a second, time to first byte, breaker states,
+//! the backends' last errors and, where the hub keeps jobs, one line of
+//! them. Redrawn in place every `--interval`;
 //! quits with `q`. `--once` prints one frame (rates over one interval) and
 //! exits, for scripts.
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use drover_proto::admin::BackendList;
-use drover_proto::dashboard::{Overview, QueueOverview};
+use drover_proto::dashboard::{JobsOverview, Overview, QueueOverview};
 use http::Method;
 
 use super::http::{Api, Hub, check};
@@ -32,6 +33,8 @@ pub struct TopArgs {
 struct Sample {
     backends: BackendList,
     queue: QueueOverview,
+    /// The job store, where the hub keeps one.
+    jobs: Option<JobsOverview>,
     /// Counters from `/metrics`: every request, the failed ones, and the
     /// time-to-first-byte histogram's sum and count.
     requests: f64,
@@ -77,6 +80,7 @@ async fn sample(api: &Api) -> anyhow::Result<Sample> {
         backends: overview.backends,
     };
     let queue = overview.queue;
+    let jobs = overview.jobs;
     let (_, metrics) = api.call(Method::GET, "/metrics", None).await?;
     let text = metrics.as_str().unwrap_or_default();
     let sum = |name: &str, keep: &dyn Fn(&str) -> bool| -> f64 {
@@ -100,6 +104,7 @@ async fn sample(api: &Api) -> anyhow::Result<Sample> {
     Ok(Sample {
         backends,
         queue,
+        jobs,
         requests: sum("drover_requests_total", &|_| true),
         errors: sum("drover_requests_total", &failed),
         ttfb_sum: sum("drover_time_to_first_byte_seconds_sum", &|_| true),
@@ -184,6 +189,9 @@ fn frame(hub: &str, before: &Sample, now: &Sample, interval: Duration) -> String
             if q.loading { " (loading)" } else { "" }
         ));
     }
+    if let Some(jobs) = &now.jobs {
+        out.push_str(&format!("\n{}\n", jobs_line(jobs)));
+    }
     let errors: BTreeMap<&str, &str> = now
         .backends
         .backends
@@ -198,6 +206,38 @@ fn frame(hub: &str, before: &Sample, now: &Sample, interval: Duration) -> String
         out.push_str(&format!("  {backend}: {error}\n"));
     }
     out
+}
+
+/// The jobs in one line: waiting and running in the store (every hub's),
+/// held by this hub, batches open; and why the figures are old, if they
+/// are.
+fn jobs_line(jobs: &JobsOverview) -> String {
+    let count = |state: &str| {
+        jobs.by_state
+            .iter()
+            .find(|c| c.state == state)
+            .map_or(0, |c| c.jobs)
+    };
+    let mut line = if jobs.by_state.is_empty() {
+        format!("JOBS  {} held by this hub", jobs.held)
+    } else {
+        format!(
+            "JOBS  {} waiting, {} running, {} held by this hub, {} {} open",
+            count("queued"),
+            count("running"),
+            jobs.held,
+            jobs.batches_open,
+            if jobs.batches_open == 1 {
+                "batch"
+            } else {
+                "batches"
+            }
+        )
+    };
+    if let Some(error) = &jobs.error {
+        line.push_str(&format!("  (the job store: {error})"));
+    }
+    line
 }
 
 /// Waits up to `interval` for a key; true when it was `q` (or Ctrl-C).
@@ -259,5 +299,87 @@ impl Drop for Screen {
             crossterm::terminal::LeaveAlternateScreen
         );
         let _ = crossterm::terminal::disable_raw_mode();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drover_proto::dashboard::JobStateCount;
+
+    use super::*;
+
+    fn sample(jobs: Option<JobsOverview>) -> Sample {
+        Sample {
+            backends: BackendList {
+                backends: Vec::new(),
+            },
+            queue: QueueOverview {
+                waiting: 0,
+                bytes: 0,
+                oldest_ms: None,
+                by_model: Vec::new(),
+                by_priority: Vec::new(),
+                by_client: Vec::new(),
+            },
+            jobs,
+            requests: 0.0,
+            errors: 0.0,
+            ttfb_sum: 0.0,
+            ttfb_count: 0.0,
+        }
+    }
+
+    fn jobs_lines(jobs: Option<JobsOverview>) -> Vec<String> {
+        let s = sample(jobs);
+        frame("hub", &s, &s, Duration::from_secs(1))
+            .lines()
+            .filter(|l| l.starts_with("JOBS"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_hub_that_keeps_no_jobs_gets_no_jobs_line() {
+        assert!(jobs_lines(None).is_empty());
+    }
+
+    #[test]
+    fn one_line_says_what_waits_runs_is_held_and_which_batches_are_open() {
+        let count = |state: &str, jobs| JobStateCount {
+            state: state.into(),
+            jobs,
+        };
+        let jobs = JobsOverview {
+            by_state: vec![count("queued", 7), count("running", 3), count("dead", 2)],
+            held: 2,
+            batches_open: 1,
+            ..JobsOverview::default()
+        };
+        assert_eq!(
+            jobs_lines(Some(jobs.clone())),
+            ["JOBS  7 waiting, 3 running, 2 held by this hub, 1 batch open"]
+        );
+        let late = JobsOverview {
+            error: Some("it has not answered for 4 s".into()),
+            batches_open: 2,
+            ..jobs
+        };
+        assert_eq!(
+            jobs_lines(Some(late)),
+            [
+                "JOBS  7 waiting, 3 running, 2 held by this hub, 2 batches open  (the job store: it has not answered for 4 s)"
+            ]
+        );
+        let never = JobsOverview {
+            held: 0,
+            error: Some("it has not answered since the hub started".into()),
+            ..JobsOverview::default()
+        };
+        assert_eq!(
+            jobs_lines(Some(never)),
+            [
+                "JOBS  0 held by this hub  (the job store: it has not answered since the hub started)"
+            ]
+        );
     }
 }
