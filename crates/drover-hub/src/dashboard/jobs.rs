@@ -3,10 +3,10 @@
 //!
 //! A store that does not answer must not hold up the overview (and with it
 //! the fleet and the queue every dashboard draws): a read is waited for one
-//! [`WAIT`] at most; after that the overview goes out with what was read
-//! last and says the store has not answered, and the read that is still
-//! under way is taken up by a later overview once it comes back. No second
-//! read starts while one is under way.
+//! [`WAIT`] at most, and not at all while the last one failed or was late;
+//! otherwise the overview goes out with what was read last and says why,
+//! and the read still under way is taken up by a later overview once it
+//! comes back. No second read starts while one is under way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,10 +103,16 @@ impl StoreReads {
             }));
         }
         let started = reads.started.unwrap_or_else(Instant::now);
+        // While the store is failing or late, nothing waits for it: a read
+        // that is done is taken (the future is polled before the deadline),
+        // one that is not is taken by a later overview.
+        let wait_until = if reads.error.is_some() {
+            Instant::now()
+        } else {
+            started + WAIT
+        };
         if let Some(pending) = reads.pending.as_mut() {
-            // A read that is done is taken even once its wait is over:
-            // the future is polled before the deadline.
-            let deadline = tokio::time::Instant::from_std(started + WAIT);
+            let deadline = tokio::time::Instant::from_std(wait_until);
             match tokio::time::timeout_at(deadline, pending).await {
                 Ok(joined) => {
                     reads.pending = None;
@@ -122,6 +128,9 @@ impl StoreReads {
                         }
                     }
                 }
+                // Not waited for, and not late yet: why the last one
+                // failed still holds.
+                Err(_) if started.elapsed() < WAIT => {}
                 Err(_) => {
                     reads.error = Some(format!(
                         "{} has not answered for {} s",
