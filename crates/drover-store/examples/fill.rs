@@ -2,7 +2,7 @@
 //! `m`, of which DONE are claimed and completed (with a small answer) and
 //! the rest wait. Only through the store's own API.
 //!
-//!   cargo run --release -p drover-store --example fill -- sqlite:/tmp/d/drover.db 1000000 900000
+//!   cargo run --release -p drover-store --example fill -- sqlite:DIR/drover.db 1000000 900000
 //!   cargo run --release -p drover-store --example fill -- 'postgres://u@h/db?schema=s' 1000000 900000
 
 use drover_store::{

@@ -4,7 +4,7 @@
 //! WAL, synchronous FULL, one writer; PostgreSQL: a pool), for a few
 //! seconds, from several clients at once.
 //!
-//!   cargo run --release -p drover-store --example write_rate -- sqlite:/tmp/x.db [SECONDS] [CLIENTS]
+//!   cargo run --release -p drover-store --example write_rate -- sqlite:DIR/x.db [SECONDS] [CLIENTS]
 //!   cargo run --release -p drover-store --example write_rate -- postgres://u@h/db?schema=s [SECONDS] [CLIENTS]
 
 use std::str::FromStr;

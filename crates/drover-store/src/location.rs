@@ -98,12 +98,12 @@ mod tests {
     #[test]
     fn urls_name_their_store_and_hide_passwords() {
         assert_eq!(
-            Location::parse("sqlite:/tmp/x.db").ok(),
-            Some(Location::Sqlite("/tmp/x.db".into()))
+            Location::parse("sqlite:/var/lib/drover/x.db").ok(),
+            Some(Location::Sqlite("/var/lib/drover/x.db".into()))
         );
         assert_eq!(
-            Location::parse("sqlite:///tmp/x.db").ok(),
-            Some(Location::Sqlite("/tmp/x.db".into()))
+            Location::parse("sqlite:///var/lib/drover/x.db").ok(),
+            Some(Location::Sqlite("/var/lib/drover/x.db".into()))
         );
         let pg = Location::parse("postgres://me:secret@db:5432/drover").unwrap();
         assert_eq!(pg.describe(), "postgres://me:***@db:5432/drover");
