@@ -53,3 +53,31 @@ pub async fn until_state(cluster: &Cluster, id: &str, state: &str) -> Value {
     .await;
     get(cluster, id).await
 }
+
+/// Uploads `jsonl` as a batch input file (multipart, as the clients send
+/// it), with `headers` (a key's `authorization`, say); the file's id.
+pub async fn upload(cluster: &Cluster, headers: &[(&str, &str)], jsonl: &str) -> String {
+    let boundary = "drover-test-boundary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n{jsonl}\r\n--{boundary}--\r\n"
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let mut all = vec![("content-type", content_type.as_str())];
+    all.extend_from_slice(headers);
+    let r = cluster
+        .client
+        .call(
+            http::Method::POST,
+            "/v1/files",
+            &all,
+            bytes::Bytes::from(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no file id: {}", r.text()))
+        .to_string()
+}

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use drover_sim::Faults;
-use drover_tests::jobs::{fresh_dir, quick, submit, until_state};
-use drover_tests::{Cluster, ClusterBuilder, openai, wait_until_within};
+use drover_tests::jobs::{fresh_dir, quick, submit, until_state, upload};
+use drover_tests::{ClusterBuilder, openai, wait_until_within};
 use serde_json::{Value, json};
 
 fn job(model: &str, content: &str) -> Value {
@@ -382,28 +382,6 @@ async fn a_capped_key_runs_its_jobs_a_few_at_a_time_and_none_fails_for_it() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Uploads `jsonl` as a batch input file (multipart, as the clients send it).
-async fn upload(cluster: &Cluster, jsonl: &str) -> String {
-    let boundary = "drover-test-boundary";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n{jsonl}\r\n--{boundary}--\r\n"
-    );
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    let r = cluster
-        .client
-        .call(
-            http::Method::POST,
-            "/v1/files",
-            &[("content-type", content_type.as_str())],
-            bytes::Bytes::from(body),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_runs_no_more_lines_at_once_than_its_cap() {
     let dir = fresh_dir("batch-cap");
@@ -421,7 +399,7 @@ async fn a_batch_runs_no_more_lines_at_once_than_its_cap() {
             )
         })
         .collect();
-    let file = upload(&cluster, &jsonl).await;
+    let file = upload(&cluster, &[], &jsonl).await;
     let r = cluster
         .client
         .post(

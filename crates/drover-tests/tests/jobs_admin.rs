@@ -5,29 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use drover_sim::Faults;
+use drover_tests::jobs::{fresh_dir, quick, upload};
 use drover_tests::{Cluster, ClusterBuilder, Reply, openai, wait_until_within};
 use http::Method;
 use serde_json::{Value, json};
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("drover-jobs-admin-{name}-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Fast retries and polls for tests: nobody waits seconds.
-fn quick(c: &mut drover_hub::HubConfig, dir: &std::path::Path) {
-    c.data_dir = Some(dir.to_path_buf());
-    c.jobs.backoff = Duration::from_millis(20);
-    c.jobs.max_backoff = Duration::from_millis(100);
-    c.jobs.poll_interval = Duration::from_millis(50);
-}
 
 fn job(model: &str, content: &str) -> Value {
     json!({
@@ -81,31 +66,6 @@ async fn until_state(cluster: &Cluster, id: &str, state: &str) -> Value {
     cluster.client.get(&url).await.json()
 }
 
-/// Uploads `jsonl` as a batch input file of the holder of `auth`.
-async fn upload(cluster: &Cluster, auth: &str, jsonl: &str) -> String {
-    let boundary = "drover-test-boundary";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n{jsonl}\r\n--{boundary}--\r\n"
-    );
-    let content_type = format!("multipart/form-data; boundary={boundary}");
-    let r = cluster
-        .client
-        .call(
-            Method::POST,
-            "/v1/files",
-            &[
-                ("content-type", content_type.as_str()),
-                ("authorization", auth),
-            ],
-            Bytes::from(body),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_string()
-}
-
 /// Starts a batch of `lines` chat lines for model `m` as the holder of
 /// `auth`; its id.
 async fn batch(cluster: &Cluster, auth: &str, lines: usize) -> String {
@@ -124,7 +84,7 @@ async fn batch_of(cluster: &Cluster, auth: &str, model: &str, lines: usize) -> S
             )
         })
         .collect();
-    let file = upload(cluster, auth, &jsonl).await;
+    let file = upload(cluster, &[("authorization", auth)], &jsonl).await;
     let r = cluster
         .client
         .post_with(
