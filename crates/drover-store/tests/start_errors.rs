@@ -1,5 +1,7 @@
-//! What a SQLite file says when it cannot be used: held by another hub,
-//! written by a newer drover, not a database at all.
+//! What a store says at start when it cannot be used: a SQLite file held
+//! by another hub, not a database at all, or written by a newer drover; a
+//! PostgreSQL schema from a newer drover; a PostgreSQL that does not
+//! answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -102,4 +104,37 @@ async fn an_unreachable_postgres_is_said_to_be_unreachable() {
     .await
     .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_postgres_schema_from_a_newer_drover_is_refused_at_start() {
+    let url = std::env::var("DROVER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("newer_{}", uuid::Uuid::now_v7().simple());
+    let location = Location::Postgres {
+        url: url.clone(),
+        schema: Some(schema.clone()),
+    };
+    let store = Store::open(location.clone(), "hub").await.unwrap();
+    store.close().await;
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\"._sqlx_migrations (version, description, success, checksum, \
+         execution_time) VALUES (99999, 'from the future', true, '\\x00', 0)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let err = Store::open(location, "hub").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Newer { version: 99999, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&schema), "{err}");
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&admin)
+    .await;
+    admin.close().await;
 }
