@@ -15,18 +15,20 @@ macro_rules! job_columns {
 }
 
 /// Rows per multi-row insert: far under both databases' bound on
-/// parameters (SQLite 32,766, PostgreSQL 65,535) at 16 a row.
+/// parameters (SQLite 32,766, PostgreSQL 65,535) at 18 a row.
 pub(crate) const INSERT_CHUNK: usize = 1000;
 
 /// Finishes per statement: 8 parameters a row.
 const FINISH_CHUNK: usize = 500;
 
-/// A multi-row insert of jobs without idempotency keys (a batch's lines).
+/// A multi-row insert of jobs (one row for `insert_job`, a batch's lines,
+/// follow-up jobs).
 macro_rules! insert_many {
     ($chunk:expr) => {{
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO jobs (id, kind, state, key_id, batch_id, custom_id, endpoint, model, \
-             body, priority, max_attempts, run_at, deadline, callback_url, metadata, created_at) ",
+             body, priority, max_attempts, run_at, deadline, idempotency_key, request_hash, \
+             callback_url, metadata, created_at) ",
         );
         insert.push_values($chunk, |mut row, new: &NewJob| {
             row.push_bind(&new.id)
@@ -42,6 +44,8 @@ macro_rules! insert_many {
                 .push_bind(i64::from(new.max_attempts))
                 .push_bind(new.run_at)
                 .push_bind(new.deadline)
+                .push_bind(&new.idempotency_key)
+                .push_bind(&new.request_hash)
                 .push_bind(&new.callback_url)
                 .push_bind(&new.metadata)
                 .push_bind(new.created_at);
@@ -147,35 +151,12 @@ impl Store {
     /// job that key made (the same request) or a conflict (another one).
     pub async fn insert_job(&self, new: &NewJob) -> Result<Inserted, StoreError> {
         let inserted: u64 = on_db!(self, write, |pool, pg| {
-            sqlx::query(
-                "INSERT INTO jobs (id, kind, state, key_id, batch_id, custom_id, endpoint, model, \
-                 body, priority, max_attempts, run_at, deadline, idempotency_key, request_hash, \
-                 callback_url, metadata, created_at) \
-                 VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-                 $15, $16, $17) \
-                 ON CONFLICT (key_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+            let mut insert = insert_many!(std::iter::once(new));
+            insert.push(
+                " ON CONFLICT (key_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
                  DO NOTHING",
-            )
-            .bind(&new.id)
-            .bind(new.kind.as_str())
-            .bind(&new.key_id)
-            .bind(&new.batch_id)
-            .bind(&new.custom_id)
-            .bind(&new.endpoint)
-            .bind(&new.model)
-            .bind(&new.body)
-            .bind(i64::from(new.priority))
-            .bind(i64::from(new.max_attempts))
-            .bind(new.run_at)
-            .bind(new.deadline)
-            .bind(&new.idempotency_key)
-            .bind(&new.request_hash)
-            .bind(&new.callback_url)
-            .bind(&new.metadata)
-            .bind(new.created_at)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            );
+            insert.build().execute(pool).await?.rows_affected()
         });
         if inserted == 1 {
             let job = self.job(&new.id).await?.ok_or_else(|| {
