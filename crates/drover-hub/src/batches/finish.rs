@@ -49,12 +49,14 @@ pub async fn run(hub: Arc<HubState>, jobs: Arc<Jobs>) {
 
 /// Ends every open batch that has no line waiting or running.
 pub async fn finish_ended(store: &Store) -> Result<(), StoreError> {
-    for batch in store.open_batches().await? {
-        let unfinished = store
-            .job_counts(Some(&batch.id))
-            .await?
-            .into_iter()
-            .any(|(state, n)| n > 0 && !state.is_final());
+    let open = store.open_batches().await?;
+    let ids: Vec<String> = open.iter().map(|b| b.id.clone()).collect();
+    // Every open batch's lines counted in one query, not one a batch.
+    let counts = store.batch_counts(&ids).await?;
+    for batch in open {
+        let unfinished = counts
+            .get(&batch.id)
+            .is_some_and(|c| c.iter().any(|(state, n)| *n > 0 && !state.is_final()));
         if unfinished {
             continue;
         }
