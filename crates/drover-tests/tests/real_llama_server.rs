@@ -329,3 +329,38 @@ async fn a_shared_context_filling_up_fails_no_client() {
     assert_eq!(cluster.breaker("llama").await, "closed");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_on_the_real_server_and_keeps_its_answer() {
+    let model = LlamaServer::model("tiny-a");
+    let server = LlamaServer::start(&["-m", model.to_str().unwrap(), "-np", "2"], "/health").await;
+    let dir = drover_tests::jobs::fresh_dir("llama");
+    let kept = dir.clone();
+    let cluster = ClusterBuilder::new()
+        .external(BackendSpec {
+            name: Some("llama".into()),
+            url: server.url.clone(),
+            ..BackendSpec::default()
+        })
+        .hub(move |c| drover_tests::jobs::quick(c, &kept))
+        .start()
+        .await;
+    let model = model_id(&cluster).await;
+    let mut body = chat_body(&model, "Hello there");
+    body["max_tokens"] = json!(8);
+    let job = drover_tests::jobs::submit(
+        &cluster,
+        &json!({"endpoint": "/v1/chat/completions", "body": body}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap();
+    let done = drover_tests::jobs::until_state(&cluster, id, "completed").await;
+    assert_eq!(done["response"]["status_code"], 200, "{done}");
+    assert_eq!(
+        done["response"]["body"]["object"], "chat.completion",
+        "the server's own answer, kept: {done}"
+    );
+    assert_eq!(done["attempts"][0]["backends"], json!(["llama"]), "{done}");
+    cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
