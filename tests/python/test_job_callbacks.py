@@ -2,20 +2,23 @@
 reference library for Python (`standardwebhooks`, pinned in
 scripts/requirements-test.txt) verifies every delivery a real hub (`drover
 serve`, its store in its data directory) sends to a receiver on loopback,
-with the secret the hub answered to `POST /admin/webhook-secret`."""
+with the secret the hub answered to `POST /admin/webhook-secret`, or the
+one a key was given as its own (`drover keys webhook-secret`)."""
 
 from __future__ import annotations
 
 import http.server
 import json
+import subprocess
 import threading
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from conftest import http_json, http_post_json, spawn, wait_until
+from conftest import child_env, drover_binary, http_json, http_post_json, spawn, wait_until
 
 DELIVERY_TIMEOUT = 20.0  # seconds, for a callback to arrive
 
@@ -170,3 +173,54 @@ def test_a_failed_jobs_callback_verifies_and_says_job_failed(hub, receiver):
     assert event["data"]["id"] == job["id"]
     assert event["data"]["response"]["status_code"] == 404
     assert datetime.fromisoformat(event["timestamp"]) <= datetime.now(timezone.utc)
+
+
+def offline_keys(data_dir, *args: str) -> str:
+    """`drover keys ARGS --data-dir DIR`, beside whatever hub runs there:
+    what it prints on standard output."""
+    out = subprocess.run(
+        [str(drover_binary()), "keys", *args, "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=60, env=child_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_a_keys_own_secret_signs_its_jobs_callbacks(tmp_path, receiver):
+    data = tmp_path / "data"
+    key = offline_keys(data, "create", "tenant")
+    sim = spawn("sim", ["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], tmp_path)
+    hub = None
+    try:
+        sim.wait_for_url()
+        hub = spawn("hub", ["serve", "--listen", "127.0.0.1:0", "--backend", sim.url], tmp_path,
+                    {"DROVER_DATA_DIR": str(data), "DROVER_JOBS__POLL_INTERVAL": "50ms"})
+        hub.wait_for_url()
+        hubs_secret = new_secret(hub.url)
+        # Given beside the running hub, by the key's name: in force within
+        # the hub's next look at its keys.
+        own = offline_keys(data, "webhook-secret", "tenant")
+        assert own.startswith("whsec_") and own != hubs_secret, own
+        wait_until("the hub knows the key's secret",
+                   lambda: http_json(hub.url + "/admin/keys")["keys"][0]["own_webhook_secret"], 10)
+
+        request = urllib.request.Request(
+            hub.url + "/v1/jobs",
+            json.dumps({
+                "endpoint": "/v1/chat/completions",
+                "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                "callback_url": receiver.url,
+            }).encode(),
+            {"content-type": "application/json", "authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            job = json.loads(resp.read())
+        [delivery] = receiver.wait_for(1)
+        event = verify(own, delivery)
+        assert event["data"]["id"] == job["id"], event
+        with pytest.raises(WebhookVerificationError):
+            verify(hubs_secret, delivery)
+    finally:
+        for p in (hub, sim):
+            if p is not None:
+                p.stop()

@@ -78,6 +78,9 @@ pub fn authenticate(
     headers: &HeaderMap,
 ) -> Result<Option<Holder>, ApiError> {
     let token = bearer(headers);
+    if let Some(unknown) = keys.unknown() {
+        return Err(unknown.into());
+    }
     match token.and_then(|t| keys.find(t)) {
         Some(h) if h.kind == KeyKind::Client => Ok(Some(h)),
         Some(h) => Err(ApiError::Forbidden(format!(

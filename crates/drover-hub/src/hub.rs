@@ -153,11 +153,11 @@ pub enum StartError {
     WebhookSecret(crate::jobs::secret::LoadError),
 }
 
-/// How often the hub looks whether someone else changed its keys file.
+/// How often the hub reads its keys again from the store.
 const KEYS_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Picks up changes to the keys file made beside the running hub (`drover
-/// keys --data-dir`), until shutdown.
+/// Picks up keys created or revoked beside this hub (by another hub on the
+/// same database, or `drover keys --data-dir`), until shutdown.
 async fn watch_keys(state: Arc<HubState>) {
     let mut failing = false;
     loop {
@@ -165,10 +165,10 @@ async fn watch_keys(state: Arc<HubState>) {
             () = state.shutdown.cancelled() => return,
             () = tokio::time::sleep(KEYS_WATCH) => {}
         }
-        match state.keys.reload_if_changed() {
-            Ok(changed) => {
-                if changed {
-                    tracing::info!("the keys file changed: its keys are in force now");
+        match state.keys.reload().await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!("the API keys can be read again");
                 }
                 failing = false;
             }
@@ -176,7 +176,7 @@ async fn watch_keys(state: Arc<HubState>) {
             // in force.
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, "cannot read the changed keys file; the keys read before stay in force");
+                    tracing::warn!(error = %e, "cannot read the API keys; the keys read before stay in force");
                 }
                 failing = true;
             }
@@ -187,18 +187,13 @@ async fn watch_keys(state: Arc<HubState>) {
 /// Starts the hub on `listener` with `config`'s backends.
 pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle, StartError> {
     let local_addr = listener.local_addr()?;
-    let keys = Keys::open(config.data_dir.as_deref()).map_err(StartError::Keys)?;
     let tls = config
         .tls
         .as_ref()
         .map(tls::acceptor)
         .transpose()
         .map_err(StartError::Tls)?;
-    // With client keys, inference beyond loopback needs one.
-    if !local_addr.ip().is_loopback() && !config.insecure && !keys.ever(KeyKind::Client) {
-        return Err(StartError::Insecure(local_addr));
-    }
-    let jobs = match crate::jobs::location(&config).map_err(StartError::Store)? {
+    let (store, ready) = match crate::jobs::location(&config).map_err(StartError::Store)? {
         Some(location) => {
             let holder = format!("drover hub pid {} at {}", std::process::id(), local_addr);
             let store = drover_store::Store::connect(location, &holder)
@@ -209,11 +204,30 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
             let ready = match store.migrate().await {
                 Ok(()) => true,
                 Err(e) if e.is_unavailable() => {
-                    tracing::warn!(store = %store.describe(), error = %e, "the job store is unreachable: inference is served, the job and batch API answers 503 until it answers");
+                    tracing::warn!(store = %store.describe(), error = %e, "the store is unreachable: inference is served, the job and batch API answers 503 until it answers");
                     false
                 }
                 Err(e) => return Err(StartError::Store(e)),
             };
+            (Some(store), ready)
+        }
+        None => (None, false),
+    };
+    let keys = Keys::open(store.clone(), config.data_dir.as_deref())
+        .await
+        .map_err(StartError::Keys)?;
+    // With client keys, inference beyond loopback needs one; keys that
+    // cannot be read yet cannot say whether there are any.
+    if !local_addr.ip().is_loopback() && !config.insecure {
+        if let Some(unknown) = keys.unknown() {
+            return Err(StartError::Store(unknown));
+        }
+        if !keys.ever(KeyKind::Client) {
+            return Err(StartError::Insecure(local_addr));
+        }
+    }
+    let jobs = match store {
+        Some(store) => {
             let configured = config.jobs.webhook_secret.as_ref();
             let secret = if ready {
                 crate::jobs::secret::Secret::load(&store, configured).await

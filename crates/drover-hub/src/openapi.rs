@@ -32,6 +32,8 @@ use crate::routes;
         routes::keys::create,
         routes::keys::revoke,
         routes::keys::purge,
+        routes::keys::own_webhook_secret,
+        routes::keys::drop_webhook_secret,
         routes::admin_jobs::list,
         routes::admin_jobs::get,
         routes::admin_jobs::cancel,

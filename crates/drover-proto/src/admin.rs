@@ -264,6 +264,13 @@ impl KeyKind {
             KeyKind::Metrics => "metrics",
         }
     }
+
+    /// The kind [`KeyKind::as_str`] names.
+    pub fn parse(name: &str) -> Option<KeyKind> {
+        [KeyKind::Client, KeyKind::Admin, KeyKind::Metrics]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
 }
 
 /// What a client key may do beyond running inference at all.
@@ -310,6 +317,10 @@ pub struct KeyInfo {
     pub revoked_unix: Option<u64>,
     #[serde(default)]
     pub limits: KeyLimits,
+    /// Whether its jobs' callbacks are signed with a webhook secret of its
+    /// own rather than the hub's.
+    #[serde(default)]
+    pub own_webhook_secret: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -371,6 +382,17 @@ pub struct NewWebhookSecret {
     /// `whsec_` and the key in base64, as the Standard Webhooks libraries
     /// take it.
     pub secret: String,
+}
+
+/// The answer to `POST|DELETE /admin/keys/{id}/webhook-secret`: the key,
+/// and the webhook secret of its own just made (shown in this answer
+/// only), or none: its callbacks are signed with the hub's again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct KeyWebhookSecret {
+    #[serde(flatten)]
+    pub info: KeyInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// Whose a job or a batch is, as `/admin/jobs` and `/admin/batches` show

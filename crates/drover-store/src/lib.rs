@@ -16,8 +16,9 @@
 //! runner lost once too often) has its follow-up (its callback, which the
 //! hub makes) stored in the same transaction.
 //!
-//! Beside the jobs, settings: named values every hub on the store shares
-//! (the secret job callbacks are signed with).
+//! Beside the jobs: API keys (every hub on the store knows the same ones),
+//! the fleet's run-time changes, and settings: named values every hub on
+//! the store shares (the secret job callbacks are signed with).
 //!
 //! Time is the caller's: every operation that depends on it takes `now`
 //! (milliseconds since the Unix epoch), so tests move it at will.
@@ -28,6 +29,7 @@ mod files;
 mod fleet;
 pub mod job;
 mod jobs;
+mod keys;
 mod location;
 mod lock;
 mod open;
@@ -37,6 +39,7 @@ pub use batches::{Batch, BatchEnd, BatchFiles, BatchFilter};
 pub use error::StoreError;
 pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;
+pub use keys::StoredKey;
 pub use location::{Location, SQLITE_FILE};
 
 use sqlx::{PgPool, SqlitePool};

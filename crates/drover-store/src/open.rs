@@ -33,17 +33,28 @@ impl Store {
     /// PostgreSQL server is not reached until first used, so a hub can
     /// start while it is away and serve jobs once it answers.
     pub async fn connect(location: Location, holder: &str) -> Result<Store, StoreError> {
+        Store::connect_as(location, Some(holder)).await
+    }
+
+    /// Opens the store at `location` beside the hub that may be running on
+    /// it, without its one-hub lock, and brings its schema up to date: for
+    /// a short-lived tool (`drover keys --data-dir`) whose few writes
+    /// SQLite queues behind the hub's.
+    pub async fn open_beside(location: Location) -> Result<Store, StoreError> {
+        let store = Store::connect_as(location, None).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_as(location: Location, holder: Option<&str>) -> Result<Store, StoreError> {
         let (db, lock) = match &location {
             Location::Sqlite(path) => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-                }
-                let lock = HubLock::take(path, holder)?;
+                own_file(path)?;
+                let lock = holder
+                    .map(|holder| HubLock::take(path, holder))
+                    .transpose()?;
                 let db = open_sqlite(&location, path).await?;
-                (db, Some(lock))
+                (db, lock)
             }
             Location::Postgres { url, schema } => {
                 (open_postgres(&location, url, schema.as_deref())?, None)
@@ -90,6 +101,32 @@ impl Store {
                 reason: other.to_string(),
             },
         })
+    }
+}
+
+/// Makes the database file, and the directories it is in, its owner's
+/// alone before SQLite opens it: it holds key hashes and webhook secrets.
+/// SQLite gives its `-wal` and `-shm` files the database's permissions.
+fn own_file(path: &std::path::Path) -> Result<(), StoreError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(io(dir))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(path)(e)),
     }
 }
 

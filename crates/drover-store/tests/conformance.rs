@@ -1004,6 +1004,80 @@ async fn run_time_backends_and_pins_are_kept(store: &Store) {
     assert_eq!(store.pins().await.unwrap(), ["m"]);
 }
 
+fn key(id: &str, name: &str, created: i64) -> StoredKey {
+    StoredKey {
+        id: id.into(),
+        name: name.into(),
+        kind: "client".into(),
+        sha256: format!("hash-of-{id}"),
+        prefix: "drv_c_0123".into(),
+        created_unix: created,
+        revoked_unix: None,
+        limits: "{}".into(),
+        webhook_secret: None,
+    }
+}
+
+async fn keys_are_kept_with_one_active_key_a_name(store: &Store) {
+    assert!(store.insert_key(&key("k2", "two", 2)).await.unwrap());
+    assert!(store.insert_key(&key("k1", "one", 1)).await.unwrap());
+    // The same id, the same hash, or the name of an active key: refused.
+    assert!(!store.insert_key(&key("k1", "other", 3)).await.unwrap());
+    let mut same_hash = key("k3", "three", 3);
+    same_hash.sha256 = "hash-of-k1".into();
+    assert!(!store.insert_key(&same_hash).await.unwrap());
+    assert!(!store.insert_key(&key("k3", "one", 3)).await.unwrap());
+    let kept = store.keys().await.unwrap();
+    assert_eq!(
+        kept.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+        ["k1", "k2"]
+    );
+    assert_eq!(kept[0], key("k1", "one", 1));
+
+    assert!(
+        store
+            .set_key_webhook_secret("k1", Some("whsec_x"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_key_webhook_secret("nope", Some("whsec_x"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.keys().await.unwrap()[0].webhook_secret.as_deref(),
+        Some("whsec_x")
+    );
+    // Revoked: once, its secret gone with it, and its name free again.
+    assert!(store.revoke_key("k1", 10).await.unwrap());
+    assert!(!store.revoke_key("k1", 11).await.unwrap());
+    let revoked = &store.keys().await.unwrap()[0];
+    assert_eq!(
+        (revoked.revoked_unix, revoked.webhook_secret.as_deref()),
+        (Some(10), None)
+    );
+    assert!(
+        !store
+            .set_key_webhook_secret("k1", Some("whsec_y"))
+            .await
+            .unwrap()
+    );
+    assert!(store.insert_key(&key("k3", "one", 3)).await.unwrap());
+    assert_eq!(store.purge_keys().await.unwrap(), 1);
+    assert_eq!(
+        store
+            .keys()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.id.as_str())
+            .collect::<Vec<_>>(),
+        ["k2", "k3"]
+    );
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1053,4 +1127,5 @@ conformance!(
     a_batch_is_stored_with_its_lines_and_ends_once,
     every_keys_batches_list_newest_first_with_their_lines_counted,
     run_time_backends_and_pins_are_kept,
+    keys_are_kept_with_one_active_key_a_name,
 );

@@ -155,6 +155,11 @@ impl ClusterBuilder {
 }
 
 impl Cluster {
+    /// What the hub was started with.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
     /// Stops the hub (giving running requests `grace`) and starts a new one
     /// with the same config and data on another port, the backends left
     /// running; waits until it has discovered them.

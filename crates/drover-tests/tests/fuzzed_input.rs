@@ -16,8 +16,8 @@
 //!   anywhere, through a running hub (which reads ids and usage from them):
 //!   the client gets them byte for byte and the slot is free afterwards.
 //! - Config files (mutations of the README's example), sizes and URLs.
-//! - Key files (mutations of a real `keys.json`): the hub starts or says
-//!   why not.
+//! - Key files (mutations of a `keys.json` an earlier drover wrote): the
+//!   hub imports it into its store and starts, or says why not naming it.
 //!
 //! Seeds are valid inputs; mutations flip, insert, delete, duplicate and
 //! truncate bytes and splice in tokens that break parsers (quotes,
@@ -680,25 +680,40 @@ fn key_files_are_read_or_refused_by_name_never_a_panic() {
     let rt = runtime();
     let dir = std::env::temp_dir().join(format!("drover-fuzz-keys-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // A real keys file: two keys made through the management API.
-    let seed = rt.block_on(async {
-        let cluster = ClusterBuilder::new()
-            .sim("s", openai(&["m"], 1, 0))
-            .hub(|c| c.data_dir = Some(dir.clone()))
-            .start()
-            .await;
-        for body in [
-            serde_json::json!({"name": "app", "limits": {"requests_per_minute": 5, "models": ["m"]}}),
-            serde_json::json!({"name": "ops", "kind": "admin"}),
-        ] {
-            let r = cluster.client.post("/admin/keys", &body).await;
-            assert_eq!(r.status, 201, "{}", r.text());
-        }
-        cluster.shutdown().await;
-        std::fs::read(dir.join("keys.json")).unwrap()
-    });
+    // A keys file as an earlier drover wrote it (two keys made through its
+    // management API), which a hub imports into its store at its start.
+    let seed = br#"{
+  "keys": [
+    {
+      "id": "key_3f2a9c01b7de",
+      "name": "app",
+      "kind": "client",
+      "sha256": "5b1c0f0e8a7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a3928170f1e2d3c",
+      "prefix": "drv_c_4e1f0a",
+      "created_unix": 1764892800,
+      "revoked_unix": null,
+      "limits": {
+        "models": ["m"],
+        "requests_per_minute": 5
+      }
+    },
+    {
+      "id": "key_9a8b7c6d5e4f",
+      "name": "ops",
+      "kind": "admin",
+      "sha256": "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+      "prefix": "drv_a_77c0d2",
+      "created_unix": 1764892801,
+      "limits": {}
+    }
+  ]
+}"#
+    .to_vec();
     let mut runner = runner();
     let result = runner.run(&ops(), |ops| {
+        // A store of its own each time: every mutation is imported afresh.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("keys.json"), mutate(&seed, &ops)).unwrap();
         rt.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -221,14 +221,30 @@ async fn a_hub_starts_while_its_store_is_away_and_runs_jobs_once_it_answers() {
     let relay = Relay::start(target).await;
     relay.cut();
     let cluster = hub_behind(&relay, &template, 0).await;
+    // Its keys are in the store: until they are read, nobody's key can be
+    // checked, and nothing is let through unchecked.
     let chat = cluster
         .client
         .post("/v1/chat/completions", &chat_body("m", "hello"))
         .await;
-    assert_eq!(chat.status, 200, "{}", chat.text());
+    assert_eq!(chat.status, 503, "{}", chat.text());
+    assert_eq!(chat.error_code(), "store_unavailable", "{}", chat.text());
+    assert!(chat.text().contains("API keys"), "{}", chat.text());
     let refused = cluster.client.post("/v1/jobs", &job("early")).await;
     assert_eq!(refused.status, 503, "{}", refused.text());
     relay.restore();
+    wait_until_within(
+        "inference once the keys are read",
+        Duration::from_secs(30),
+        || async {
+            let chat = cluster
+                .client
+                .post("/v1/chat/completions", &chat_body("m", "hello"))
+                .await;
+            chat.status == 200
+        },
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let id = loop {
         let r = cluster.client.post("/v1/jobs", &job("late")).await;
@@ -309,6 +325,79 @@ async fn the_overview_says_the_store_does_not_answer_rather_than_wait_for_it() {
     overview_jobs_until(&cluster, "the store answers again", |j| {
         j["error"].is_null() && j["read_at_ms"].as_u64() > fresh["read_at_ms"].as_u64()
     })
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_kept_in_postgres_are_every_hubs_and_work_from_memory_while_it_is_away() {
+    let (target, template) = postgres();
+    let relay = Relay::start(target).await;
+    let cluster = hub_behind(&relay, &template, 0).await;
+    let url = cluster.config().database_url.clone().unwrap();
+    // Another hub on the same database (its keys, without the rest of it)
+    // makes a client key: this hub knows it within seconds.
+    let other = drover_hub::keys::Keys::open(
+        Some(
+            drover_store::Store::open_beside(drover_store::Location::parse(&url).unwrap())
+                .await
+                .unwrap(),
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    let made = other
+        .create(
+            "elsewhere",
+            drover_proto::admin::KeyKind::Client,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let auth = format!("Bearer {}", made.key);
+    let with_key = || async {
+        cluster
+            .client
+            .post_with(
+                "/v1/chat/completions",
+                &[("authorization", auth.as_str())],
+                &chat_body("m", "hi"),
+            )
+            .await
+            .status
+    };
+    let without_key = || async {
+        cluster
+            .client
+            .post("/v1/chat/completions", &chat_body("m", "hi"))
+            .await
+            .status
+    };
+    // Open to anyone until this hub knows a client key exists.
+    wait_until_within(
+        "the key made on another hub closes inference here",
+        Duration::from_secs(10),
+        || async { without_key().await == 401 },
+    )
+    .await;
+    assert_eq!(with_key().await, 200);
+
+    // The store goes: the keys read before stay in force through the
+    // hub's failed looks at the store (one every 2 s; this waits for one).
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(with_key().await, 200);
+    assert_eq!(without_key().await, 401);
+
+    // Back, and revoked elsewhere: refused here within seconds.
+    relay.restore();
+    other.revoke("elsewhere").await.unwrap();
+    wait_until_within(
+        "the key revoked on another hub stops working here",
+        Duration::from_secs(10),
+        || async { with_key().await == 401 },
+    )
     .await;
     cluster.shutdown().await;
 }

@@ -2,7 +2,8 @@
 //! this hub's lease, a small window at a time (the inference runner's
 //! lease renewal renews theirs too: it renews every lease of the hub's),
 //! and POSTs each one's event to its URL with the Standard Webhooks
-//! headers, signed with the hub's secret ([`super::secret`]).
+//! headers, signed with the job's key's own secret if it has one
+//! ([`crate::keys::Keys::webhook_secret`]), else the hub's ([`super::secret`]).
 //!
 //! A 2xx answer is delivered. A 410 (Gone) says the receiver wants no
 //! more: the callback ends `failed`. Anything else (another status, a
@@ -156,7 +157,11 @@ async fn deliver(
     }
     drover_core::sync::lock(&jobs.running).insert(id.clone(), cancel.clone());
     let started = now_ms();
-    let secret = jobs.secret.current();
+    // A key with a secret of its own has its callbacks signed with it.
+    let secret = match hub.keys.webhook_secret(&claimed.job.key_id) {
+        Some(own) => Arc::new(own),
+        None => jobs.secret.current(),
+    };
     let sent = tokio::select! {
         biased;
         () = hub.shutdown.cancelled() => None,

@@ -1,7 +1,8 @@
 //! The secret job callbacks are signed with: one for the hub, kept in the
 //! store's settings so that every hub on one database signs alike (made by
 //! the first hub that starts there), unless `[jobs] webhook_secret` sets
-//! this hub's own. Per-key secrets wait for keys to be kept in the store.
+//! this hub's own. A key may have a secret of its own, which signs its
+//! jobs' callbacks instead ([`crate::keys::Keys::set_webhook_secret`]).
 //!
 //! It is shown once: in the log of the hub that made it, and in the answer
 //! to `POST /admin/webhook-secret`, which replaces it. Hubs that share the

@@ -140,6 +140,7 @@ mod tests {
             created_unix: created,
             revoked_unix: revoked,
             limits: KeyLimits::default(),
+            own_webhook_secret: false,
         }
     }
 

@@ -89,6 +89,13 @@ pub(super) fn authorize(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiEr
     refuse_other_sites(headers)?;
     refuse_callbacks(headers)?;
     let token = bearer(headers);
+    // Keys that cannot be read yet may include admin keys: only the
+    // configured admin_key opens the management API until they can.
+    if let Some(unknown) = hub.keys.unknown()
+        && (hub.config.admin_key.is_none() || token != hub.config.admin_key.as_deref())
+    {
+        return Err(unknown.into());
+    }
     match token.and_then(|t| hub.keys.find(t)) {
         Some(h) if h.kind == KeyKind::Admin => return Ok(()),
         Some(h) => {

@@ -37,6 +37,10 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/keys", get(keys::list).post(keys::create))
         .route("/admin/keys/{id}", axum::routing::delete(keys::revoke))
         .route("/admin/keys/purge", post(keys::purge))
+        .route(
+            "/admin/keys/{id}/webhook-secret",
+            post(keys::own_webhook_secret).delete(keys::drop_webhook_secret),
+        )
         .route("/admin/jobs", get(admin_jobs::list))
         .route("/admin/jobs/{id}", get(admin_jobs::get))
         .route("/admin/jobs/{id}/cancel", post(admin_jobs::cancel))

@@ -1,17 +1,19 @@
-//! `drover keys create|ls|revoke|purge`: API keys, over the management API,
-//! or with `--data-dir` straight in a hub's keys file (before any hub runs,
-//! or to get back in when no admin key is left; a running hub picks the
-//! change up within seconds). A new key is printed once; the hub keeps only
-//! its hash. What a change does to the hub's callers (the first client key
-//! closes inference to requests without one) is said on stderr.
+//! `drover keys create|ls|revoke|purge|webhook-secret`: API keys, over the
+//! management API, or with `--data-dir` (or `--database-url`) straight in a
+//! hub's store (before any hub runs, or to get back in when no admin key is
+//! left; a running hub picks the change up within seconds). A new key is
+//! printed once; the hub keeps only its hash. What a change does to the
+//! hub's callers (the first client key closes inference to requests without
+//! one) is said on stderr.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use drover_hub::keys::Keys;
 use drover_proto::admin::{
-    KeyCreate, KeyCreated, KeyKind, KeyLimits, KeyList, KeyRevoked, KeysPurged,
+    KeyCreate, KeyCreated, KeyKind, KeyLimits, KeyList, KeyRevoked, KeyWebhookSecret, KeysPurged,
 };
+use drover_store::Location;
 use http::Method;
 
 use super::http::{Api, Hub, check, segment};
@@ -20,10 +22,14 @@ use super::http::{Api, Hub, check, segment};
 pub struct KeysArgs {
     #[command(flatten)]
     pub target: Hub,
-    /// Work on the keys file in this data directory (the hub's data_dir)
-    /// rather than through a running hub.
+    /// Work on the keys in this data directory's store (the hub's
+    /// data_dir) rather than through a running hub.
     #[arg(long, global = true, conflicts_with = "hub")]
     pub data_dir: Option<PathBuf>,
+    /// Work on the keys in this PostgreSQL store (the hub's database_url)
+    /// rather than through a running hub.
+    #[arg(long, global = true, conflicts_with_all = ["hub", "data_dir"])]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -66,6 +72,15 @@ pub enum KeysCommand {
     /// Forget every revoked key. Once no client key is kept, inference is
     /// open to anyone again (on loopback, or with --insecure).
     Purge,
+    /// Give a key a webhook secret of its own (printed this once): its
+    /// jobs' callbacks are signed with it rather than the hub's.
+    WebhookSecret {
+        #[arg(value_name = "ID_OR_NAME")]
+        key: String,
+        /// Take the key's own secret away: the hub's signs again.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -85,10 +100,10 @@ impl From<Kind> for KeyKind {
     }
 }
 
-/// Where the keys are: behind a running hub, or in a keys file.
+/// Where the keys are: behind a running hub, or in its store.
 enum Store {
     Hub(Box<Api>),
-    File(Keys),
+    File(Box<Keys>),
 }
 
 impl Store {
@@ -101,7 +116,7 @@ impl Store {
                 serde_json::from_value(body).context("unexpected answer")
             }
             Store::File(keys) => {
-                let created = keys.create(&asked.name, asked.kind, asked.limits)?;
+                let created = keys.create(&asked.name, asked.kind, asked.limits).await?;
                 Ok(KeyCreated {
                     key: created.key,
                     info: created.info,
@@ -130,7 +145,7 @@ impl Store {
                 check(status, &body)?;
                 serde_json::from_value(body).context("unexpected answer")
             }
-            Store::File(keys) => match keys.revoke(key)? {
+            Store::File(keys) => match keys.revoke(key).await? {
                 Some((info, note)) => Ok(KeyRevoked { info, note }),
                 None => anyhow::bail!("no key has the id or the name {key:?} (an active key's)"),
             },
@@ -145,7 +160,7 @@ impl Store {
                 serde_json::from_value(body).context("unexpected answer")
             }
             Store::File(keys) => {
-                let (purged, note) = keys.purge()?;
+                let (purged, note) = keys.purge().await?;
                 Ok(KeysPurged {
                     purged: purged as u64,
                     note,
@@ -155,10 +170,54 @@ impl Store {
     }
 }
 
+impl Store {
+    async fn webhook_secret(&self, key: &str, own: bool) -> anyhow::Result<KeyWebhookSecret> {
+        match self {
+            Store::Hub(api) => {
+                let path = format!("/admin/keys/{}/webhook-secret", segment(key));
+                let method = if own { Method::POST } else { Method::DELETE };
+                let (status, body) = api.call(method, &path, None).await?;
+                check(status, &body)?;
+                serde_json::from_value(body).context("unexpected answer")
+            }
+            Store::File(keys) => match keys.set_webhook_secret(key, own).await? {
+                Some((info, secret)) => Ok(KeyWebhookSecret {
+                    info,
+                    secret: secret.map(|s| s.to_string()),
+                }),
+                None => anyhow::bail!("no active key has the id or the name {key:?}"),
+            },
+        }
+    }
+}
+
+/// The keys in the store at `location`, opened beside any hub using it.
+async fn open(location: Location, data_dir: Option<&std::path::Path>) -> anyhow::Result<Keys> {
+    let store = drover_store::Store::open_beside(location).await?;
+    let keys = Keys::open(Some(store), data_dir).await?;
+    if let Some(e) = keys.unknown() {
+        anyhow::bail!("{e}");
+    }
+    Ok(keys)
+}
+
 pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
-    let store = match &args.data_dir {
-        Some(dir) => Store::File(Keys::open(Some(dir))?),
-        None => Store::Hub(Box::new(args.target.api())),
+    let store = match (&args.data_dir, &args.database_url) {
+        (Some(dir), _) => Store::File(Box::new(
+            open(
+                Location::Sqlite(dir.join(drover_store::SQLITE_FILE)),
+                Some(dir),
+            )
+            .await?,
+        )),
+        (None, Some(url)) => Store::File(Box::new(
+            open(
+                Location::parse(url).map_err(|e| anyhow::anyhow!("--database-url: {e}"))?,
+                None,
+            )
+            .await?,
+        )),
+        (None, None) => Store::Hub(Box::new(args.target.api())),
     };
     let said = |note: &Option<String>| {
         if let Some(note) = note {
@@ -241,6 +300,24 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             let purged = store.purge().await?;
             println!("forgot {} revoked key(s)", purged.purged);
             said(&purged.note);
+        }
+        KeysCommand::WebhookSecret { key, clear } => {
+            let set = store.webhook_secret(&key, !clear).await?;
+            match set.secret {
+                Some(secret) => {
+                    eprintln!(
+                        "{} ({}) has a webhook secret of its own now; its jobs' callbacks are \
+                         signed with it. It is shown this once:",
+                        set.info.name, set.info.id
+                    );
+                    println!("{secret}");
+                }
+                None => println!(
+                    "{} ({}) has no webhook secret of its own now: its jobs' callbacks are \
+                     signed with the hub's",
+                    set.info.name, set.info.id
+                ),
+            }
         }
     }
     Ok(())
