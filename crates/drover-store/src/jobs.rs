@@ -159,6 +159,7 @@ impl Store {
             insert.build().execute(pool).await?.rows_affected()
         });
         if inserted == 1 {
+            self.hint(new.kind).await;
             let job = self.job(&new.id).await?.ok_or_else(|| {
                 StoreError::Other(format!("job {} vanished as it was stored", new.id))
             })?;
@@ -204,6 +205,11 @@ impl Store {
             }
             tx.commit().await?;
         });
+        for kind in [JobKind::Inference, JobKind::Callback] {
+            if jobs.iter().any(|j| j.kind == kind) {
+                self.hint(kind).await;
+            }
+        }
         Ok(())
     }
 
@@ -742,6 +748,9 @@ impl Store {
         let Some(job) = self.job(id).await? else {
             return Ok(None);
         };
+        if requeued == 1 {
+            self.hint(job.kind).await;
+        }
         Ok(Some(match job.state {
             _ if requeued == 1 => Retried::Queued(job),
             JobState::Completed => Retried::Completed(job),

@@ -34,6 +34,7 @@ mod location;
 mod lock;
 mod open;
 mod settings;
+mod wake;
 
 pub use batches::{Batch, BatchEnd, BatchFiles, BatchFilter};
 pub use error::StoreError;
@@ -41,6 +42,7 @@ pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;
 pub use keys::StoredKey;
 pub use location::{Location, SQLITE_FILE};
+pub use wake::{Wakeup, Wakeups};
 
 use sqlx::{PgPool, SqlitePool};
 

@@ -1078,6 +1078,27 @@ async fn keys_are_kept_with_one_active_key_a_name(store: &Store) {
     );
 }
 
+async fn a_stored_job_wakes_the_hubs_listening_on_postgres(store: &Store) {
+    let Some(mut wakeups) = store.wakeups().await.unwrap() else {
+        assert!(store.is_single_hub(), "only SQLite listens to nobody");
+        return;
+    };
+    insert(store, new_job("j1", 10, 1)).await;
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), wakeups.next());
+    assert_eq!(
+        next.await.expect("a hint within seconds").unwrap(),
+        Wakeup::Stored(JobKind::Inference)
+    );
+    let mut callback = new_job("c1", 10, 1);
+    callback.kind = JobKind::Callback;
+    store.insert_jobs(&[callback]).await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), wakeups.next());
+    assert_eq!(
+        next.await.expect("a hint within seconds").unwrap(),
+        Wakeup::Stored(JobKind::Callback)
+    );
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1128,4 +1149,5 @@ conformance!(
     every_keys_batches_list_newest_first_with_their_lines_counted,
     run_time_backends_and_pins_are_kept,
     keys_are_kept_with_one_active_key_a_name,
+    a_stored_job_wakes_the_hubs_listening_on_postgres,
 );

@@ -1,7 +1,10 @@
+//! A hub on PostgreSQL, beside other hubs and without its store.
 //! PostgreSQL going away: inference keeps being served from memory, the
 //! job API answers 503 saying the store is unreachable, and nothing
-//! accepted is lost when it returns. The hub reaches the real server
-//! through a TCP relay on loopback that the test cuts and restores.
+//! accepted is lost when it returns. Another hub on the same database: its
+//! keys are this hub's, its jobs wake this hub's runner. The hub reaches
+//! the real server through a TCP relay on loopback that the test cuts and
+//! restores.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -400,4 +403,76 @@ async fn keys_kept_in_postgres_are_every_hubs_and_work_from_memory_while_it_is_a
     )
     .await;
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_stored_by_another_hub_runs_at_once_not_at_the_next_poll() {
+    let (target, template) = postgres();
+    let relay = Relay::start(target).await;
+    let schema = format!("wake_{}", uuid::Uuid::now_v7().simple());
+    let url = format!(
+        "{}?schema={schema}",
+        template.replace("{relay}", &relay.addr)
+    );
+    let dir = std::env::temp_dir().join(format!("drover-wake-{}", uuid::Uuid::now_v7()));
+    let hub_url = url.clone();
+    // It polls once an hour: only the hint can wake it in time.
+    let cluster = ClusterBuilder::new()
+        .sim("sim", openai(&["m"], 2, 0))
+        .hub(move |c| {
+            c.data_dir = Some(dir);
+            c.database_url = Some(hub_url);
+            c.jobs.poll_interval = Duration::from_secs(3600);
+        })
+        .start()
+        .await;
+    let other = drover_store::Store::open_beside(drover_store::Location::parse(&url).unwrap())
+        .await
+        .unwrap();
+    let store_job = |id: &str| drover_store::NewJob {
+        id: id.into(),
+        kind: drover_store::JobKind::Inference,
+        key_id: drover_store::ANONYMOUS.into(),
+        batch_id: None,
+        custom_id: None,
+        endpoint: "/v1/chat/completions".into(),
+        model: "m".into(),
+        body: serde_json::to_vec(&chat_body("m", id)).unwrap(),
+        priority: 10,
+        max_attempts: 3,
+        run_at: 0,
+        deadline: None,
+        idempotency_key: None,
+        request_hash: None,
+        callback_url: None,
+        metadata: None,
+        created_at: 0,
+    };
+    // The runner's first look comes at its start; wait until it has
+    // looked (the claim loop is asleep for the hour) before storing.
+    wait_until_within("the job API answers", Duration::from_secs(30), || async {
+        cluster.client.get("/v1/jobs").await.status == 200
+    })
+    .await;
+    other.insert_job(&store_job("job_first")).await.unwrap();
+    until_completed(&cluster, "job_first").await;
+
+    // Hints sent while the hub's listener is cut off are lost; the
+    // listener's reconnection wakes the runner all the same.
+    relay.cut();
+    let direct = template.replace("{relay}", &relay_target());
+    let beside = drover_store::Store::open_beside(
+        drover_store::Location::parse(&format!("{direct}?schema={schema}")).unwrap(),
+    )
+    .await
+    .unwrap();
+    beside.insert_job(&store_job("job_missed")).await.unwrap();
+    relay.restore();
+    until_completed(&cluster, "job_missed").await;
+    cluster.shutdown().await;
+}
+
+/// PostgreSQL's own address, not the relay's.
+fn relay_target() -> String {
+    postgres().0
 }

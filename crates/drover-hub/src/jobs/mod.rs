@@ -24,6 +24,7 @@
 mod attempt;
 pub mod callback;
 mod delivery;
+mod listen;
 pub mod runner;
 pub mod secret;
 pub mod submit;

@@ -77,6 +77,10 @@ fn spawn(hub: &Arc<HubState>, jobs: Arc<Jobs>) {
     hub.tasks.spawn(claim(hub.clone(), jobs.clone(), tx));
     hub.tasks
         .spawn(crate::batches::finish::run(hub.clone(), jobs.clone()));
+    if !jobs.store.is_single_hub() {
+        hub.tasks
+            .spawn(super::listen::run(hub.clone(), jobs.clone()));
+    }
     hub.tasks.spawn(maintain(hub.clone(), jobs));
 }
 
