@@ -7,7 +7,7 @@ use std::time::Duration;
 use drover_hub::HubConfig;
 use serde_json::Value;
 
-use crate::{Cluster, wait_until_within};
+use crate::{Cluster, Reply, wait_until_within};
 
 /// A fresh data directory (the hub's SQLite store) for one test.
 pub fn fresh_dir(name: &str) -> PathBuf {
@@ -57,6 +57,16 @@ pub async fn until_state(cluster: &Cluster, id: &str, state: &str) -> Value {
 /// Uploads `jsonl` as a batch input file (multipart, as the clients send
 /// it), with `headers` (a key's `authorization`, say); the file's id.
 pub async fn upload(cluster: &Cluster, headers: &[(&str, &str)], jsonl: &str) -> String {
+    let r = try_upload(cluster, headers, jsonl).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no file id: {}", r.text()))
+        .to_string()
+}
+
+/// `POST /v1/files` of `jsonl` for a batch, however it is answered.
+pub async fn try_upload(cluster: &Cluster, headers: &[(&str, &str)], jsonl: &str) -> Reply {
     let boundary = "drover-test-boundary";
     let body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
@@ -66,7 +76,7 @@ pub async fn upload(cluster: &Cluster, headers: &[(&str, &str)], jsonl: &str) ->
     let content_type = format!("multipart/form-data; boundary={boundary}");
     let mut all = vec![("content-type", content_type.as_str())];
     all.extend_from_slice(headers);
-    let r = cluster
+    cluster
         .client
         .call(
             http::Method::POST,
@@ -74,10 +84,5 @@ pub async fn upload(cluster: &Cluster, headers: &[(&str, &str)], jsonl: &str) ->
             &all,
             bytes::Bytes::from(body),
         )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no file id: {}", r.text()))
-        .to_string()
+        .await
 }
