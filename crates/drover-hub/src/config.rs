@@ -71,6 +71,18 @@ pub struct QueueConfig {
     /// Waiting this long raises a request's standing by one priority point.
     #[serde(deserialize_with = "duration")]
     pub aging: Duration,
+    /// Requests below this priority are background (jobs and batch lines,
+    /// at 10 unless they say otherwise): while foreground requests arrive
+    /// for a model, background ones leave free as many of its slots as
+    /// that traffic keeps busy (at most half), so a large batch does not
+    /// make interactive requests wait for a slot.
+    pub background_below: u8,
+    /// How far back a model's foreground arrivals count for the slots kept
+    /// for them: a window after the last one, the batch has every slot
+    /// again. `"0s"` keeps no slots: every free slot goes to whatever
+    /// waits, by priority.
+    #[serde(deserialize_with = "duration")]
+    pub foreground_window: Duration,
 }
 
 /// The listener's certificate chain and private key, PEM files. Both are
@@ -300,6 +312,8 @@ impl Default for QueueConfig {
             timeout: Duration::from_secs(60),
             max_waiting_bytes: 512 * 1024 * 1024,
             aging: Duration::from_secs(2),
+            background_below: 25,
+            foreground_window: Duration::from_secs(10),
         }
     }
 }
@@ -375,6 +389,11 @@ impl HubConfig {
         listen_host_port(&self.listen).map_err(|e| ConfigError(format!("listen: {e}")))?;
         if self.queue.timeout.is_zero() {
             return Err(ConfigError("queue.timeout must be more than zero".into()));
+        }
+        if self.queue.background_below > 100 {
+            return Err(ConfigError(
+                "queue.background_below is a priority: from 0 to 100".into(),
+            ));
         }
         if self.health.probe_interval.is_zero() {
             return Err(ConfigError(

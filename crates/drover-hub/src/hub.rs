@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use drover_backends::HttpClient;
 use drover_core::{BackendId, ModelName, Priority};
-use drover_scheduler::{BreakerConfig, Event, ModelPolicy, Scheduler, SchedulerConfig};
+use drover_scheduler::{
+    BreakerConfig, Event, ModelPolicy, ReserveConfig, Scheduler, SchedulerConfig,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -257,6 +259,10 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         ttl: config.manager.ttl,
         swap_after: config.manager.swap_after,
         idle_after: config.manager.idle_after,
+        reserve: (!config.queue.foreground_window.is_zero()).then(|| ReserveConfig {
+            background_below: Priority::new(config.queue.background_below).unwrap_or(Priority::MAX),
+            window: config.queue.foreground_window,
+        }),
         ..SchedulerConfig::default()
     });
     let mut clients: Clients = HashMap::new();

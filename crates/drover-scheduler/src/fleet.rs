@@ -311,6 +311,11 @@ impl Backend {
         self.totals == self.counted()
     }
 
+    /// Work running there that the hub did not send.
+    pub(crate) fn totals_external(&self) -> u32 {
+        self.totals.external
+    }
+
     /// Whether the backend as a whole can take one more request: under its
     /// `max_concurrent` (counting work the hub did not send) and not
     /// reporting a queue of its own.

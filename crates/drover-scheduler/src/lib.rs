@@ -24,6 +24,8 @@
 //! - `placement`: which backend takes a request: the backends with its
 //!   model loaded, else those that list it; the policy's pick; a long
 //!   prompt held for the busy backend that holds its prefix.
+//! - [`reserve`]: slots kept free for interactive traffic while background
+//!   work (a batch) would take them all.
 //! - [`policy`]: how a backend is chosen: drover's (late binding, least
 //!   loaded, affinity) and the baselines it is measured against.
 //!
@@ -38,6 +40,7 @@ mod placement;
 pub mod plan;
 pub mod policy;
 pub mod queue;
+pub mod reserve;
 pub mod residency;
 pub mod scheduler;
 
@@ -48,6 +51,7 @@ pub use fleet::{Api, BackendStatus, BackendView, Fleet, ModelSpec, ModelView};
 pub use manager::Refusal;
 pub use policy::Policy;
 pub use queue::{QueueStats, WaitQueue};
+pub use reserve::ReserveConfig;
 pub use residency::{LoadFailure, MemoryTerms, ModelPolicy, Residency, ServerState};
 pub use scheduler::{
     Admission, Decision, Dispatch, LoadOrder, Notice, Outcome, Reject, Request, Scheduler,

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use drover_core::{BackendId, ModelName, RequestId};
+use drover_core::{BackendId, ModelName, Priority, RequestId};
 
 use crate::affinity::AffinityIndex;
 use crate::fleet::{Api, Fleet};
@@ -71,7 +71,13 @@ impl Placement {
             if b.reserved.as_ref().is_some_and(|r| r != model) {
                 continue;
             }
+            let room = m.usable().saturating_sub(m.busy + m.external).min(
+                b.status.max_concurrent.map_or(u32::MAX, |max| {
+                    max.saturating_sub(b.busy + b.totals_external())
+                }),
+            );
             let place = Place {
+                room,
                 context: m.budget(),
                 candidate: Candidate {
                     id: *id,
@@ -237,11 +243,17 @@ pub(crate) struct Tiers {
     /// Every backend that lists the model, taking work or not: a pin to
     /// one of them holds even while it is unhealthy.
     listing: Vec<BackendId>,
+    /// Slots kept free for the foreground ([`crate::reserve`]): a request
+    /// below `background_below` takes none of the last `reserve` free.
+    reserve: u32,
+    background_below: Priority,
 }
 
 #[derive(Clone, Debug)]
 struct Place {
     candidate: Candidate,
+    /// Its free slots for the model (under the backend's own cap).
+    room: u32,
     /// Where its slots share a context: the model's slot state, to tell
     /// whether a request's tokens fit beside those running.
     context: Option<Budget>,
@@ -299,11 +311,37 @@ impl Tiers {
                 .collect()
         };
         let loaded = eligible(&self.loaded);
-        if loaded.is_empty() {
+        let mut candidates = if loaded.is_empty() {
             eligible(&self.listed)
         } else {
             loaded
+        };
+        if self.reserve > 0 && r.priority < self.background_below {
+            let room: u32 = candidates
+                .iter()
+                .filter(|c| c.free)
+                .filter_map(|c| self.room_of(c.id))
+                .sum();
+            if room <= self.reserve {
+                for c in &mut candidates {
+                    c.free = false;
+                }
+            }
         }
+        candidates
+    }
+
+    fn room_of(&self, id: BackendId) -> Option<u32> {
+        self.listed
+            .iter()
+            .find(|p| p.candidate.id == id)
+            .map(|p| p.room)
+    }
+
+    /// Keeps `reserve` free slots from requests below `background_below`.
+    pub(crate) fn reserve(&mut self, reserve: u32, background_below: Priority) {
+        self.reserve = reserve;
+        self.background_below = background_below;
     }
 
     /// Whether no backend would take a plain request (OpenAI API, no pin,

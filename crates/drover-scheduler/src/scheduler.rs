@@ -28,9 +28,10 @@ use crate::affinity::Affinity;
 use crate::breaker::{BreakerConfig, BreakerState};
 use crate::fleet::{Api, BackendStatus, Fleet, ModelSpec};
 use crate::manager::{Lent, ModelManager, Outlook, Refusal};
-use crate::placement::Placement;
+use crate::placement::{Placement, Tiers};
 use crate::policy::Policy;
 use crate::queue::WaitQueue;
+use crate::reserve::{Foreground, ReserveConfig};
 use crate::residency::ModelPolicy;
 
 #[derive(Clone, Debug)]
@@ -59,6 +60,10 @@ pub struct SchedulerConfig {
     pub idle_after: Duration,
     /// A load's expected time where none was measured on that backend.
     pub default_load_time: Duration,
+    /// Slots kept free for interactive traffic beside background work
+    /// ([`crate::reserve`]); `None`: none, every free slot goes to
+    /// whatever waits.
+    pub reserve: Option<ReserveConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -74,6 +79,7 @@ impl Default for SchedulerConfig {
             swap_after: Duration::from_secs(30),
             idle_after: Duration::from_millis(500),
             default_load_time: Duration::from_secs(10),
+            reserve: None,
         }
     }
 }
@@ -268,6 +274,8 @@ pub struct Scheduler {
     notices: Vec<Notice>,
     /// The latest time any call brought.
     clock: Duration,
+    /// Foreground arrivals, for the slots kept free for them.
+    foreground: Foreground,
 }
 
 impl Scheduler {
@@ -281,6 +289,7 @@ impl Scheduler {
             awaited: BTreeSet::new(),
             notices: Vec::new(),
             clock: Duration::ZERO,
+            foreground: Foreground::default(),
             config,
         }
     }
@@ -360,6 +369,26 @@ impl Scheduler {
 
     pub(crate) fn tick(&mut self, now: Duration) {
         self.clock = self.clock.max(now);
+        if let Some(reserve) = &self.config.reserve
+            && self
+                .foreground
+                .next_change(reserve.window)
+                .is_some_and(|at| at <= self.clock)
+        {
+            // A reserve shrinks: the background may take what it frees.
+            self.dirty.extend(self.foreground.models().cloned());
+            self.foreground.expire(reserve.window, self.clock);
+        }
+    }
+
+    /// The backends that take work for `model` now, with the slots kept
+    /// free for its foreground.
+    fn tiers(&self, model: &ModelName, now: Duration) -> Tiers {
+        let mut tiers = self.placement.tiers(&self.fleet, model);
+        if let Some(reserve) = &self.config.reserve {
+            tiers.reserve(self.reserved(model.as_str(), now), reserve.background_below);
+        }
+        tiers
     }
 
     /// Sets what a backend says beyond its models: `max_concurrent`, the
@@ -636,10 +665,13 @@ impl Scheduler {
         {
             return Err(Reject::ApiNotServed);
         }
-        let candidates = self
-            .placement
-            .tiers(&self.fleet, &request.model)
-            .for_request(&request);
+        if let Some(reserve) = &self.config.reserve
+            && !retry
+            && request.priority >= reserve.background_below
+        {
+            self.foreground.arrived(&request.model, now);
+        }
+        let candidates = self.tiers(&request.model, now).for_request(&request);
         // Nothing takes it now: it waits if a load will place it.
         let loads = candidates.is_empty();
         if loads && let Outlook::Refuse(reject) = self.manager.outlook(&self.fleet, &request, now) {
@@ -875,6 +907,18 @@ impl Scheduler {
         self.placement.held_for(id)
     }
 
+    /// The free slots of `model` kept for its foreground at `now`: a
+    /// background request waits rather than take one of the last so many
+    /// ([`crate::reserve`]).
+    pub fn reserved(&self, model: &str, now: Duration) -> u32 {
+        let Some(reserve) = &self.config.reserve else {
+            return 0;
+        };
+        let (slots, service) = self.fleet.model_capacity(model);
+        self.foreground
+            .reserve(model, slots, service, reserve.window, now)
+    }
+
     /// When the caller should poll again even if nothing else happens.
     pub fn next_wakeup(&self) -> Option<Duration> {
         let breakers = self
@@ -887,6 +931,12 @@ impl Scheduler {
             .into_iter()
             .chain(breakers)
             .chain(self.placement.hold_ends())
+            .chain(
+                self.config
+                    .reserve
+                    .as_ref()
+                    .and_then(|r| self.foreground.next_change(r.window)),
+            )
             .chain(
                 self.manager
                     .next_wakeup(&self.fleet, &self.queue, self.clock),
@@ -930,7 +980,7 @@ impl Scheduler {
     fn drain_model(&mut self, model: &ModelName, now: Duration, decisions: &mut Vec<Decision>) {
         self.release_holds(model, now, decisions);
         loop {
-            let tiers = self.placement.tiers(&self.fleet, model);
+            let tiers = self.tiers(model, now);
             // A plain request takes a loaded backend while any takes work;
             // only a retry, another API or a pin can use a free slot of a
             // backend that merely lists the model then. With none of those

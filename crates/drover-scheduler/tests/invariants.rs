@@ -24,7 +24,9 @@
 //!   placed on a free slot of a backend it would go to (one it has not
 //!   failed on, serving its API, its pinned one if that lists the model,
 //!   with the model loaded or, when no such backend takes work, one that
-//!   lists it), except the backend a held request is held for;
+//!   lists it), except the backend a held request is held for, and the
+//!   free slots kept for the foreground, which a background request leaves
+//!   (never more than are kept);
 //! - a retry never returns to a backend it failed on, and one that has
 //!   tried every backend listing its model is refused or leaves the queue;
 //! - a new request is refused for a full queue only when the queue is full
@@ -44,13 +46,16 @@ use drover_core::mix::SplitMix64;
 use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
 use drover_scheduler::{
     Admission, Affinity, Api, BackendStatus, BackendView, BreakerConfig, BreakerState, Decision,
-    Dispatch, LoadOrder, ModelSpec, Outcome, Reject, Request, Residency, Scheduler,
+    Dispatch, LoadOrder, ModelSpec, Outcome, Reject, Request, ReserveConfig, Residency, Scheduler,
     SchedulerConfig,
 };
 
 const MODELS: [&str; 3] = ["a", "b", "c"];
 const MAX_QUEUE: usize = 20;
 const MAX_QUEUE_BYTES: usize = 3_000;
+/// Requests below this priority are background where slots are kept free
+/// for the foreground.
+const BACKGROUND_BELOW: Priority = Priority::DEFAULT;
 
 #[test]
 fn random_operations_keep_every_invariant() {
@@ -108,6 +113,11 @@ impl World {
         let cfg = SchedulerConfig {
             max_queue: MAX_QUEUE,
             max_queue_bytes: MAX_QUEUE_BYTES,
+            // Half the runs keep slots free for the foreground.
+            reserve: (seed % 2 == 1).then(|| ReserveConfig {
+                background_below: BACKGROUND_BELOW,
+                window: Duration::from_millis(500),
+            }),
             breaker: BreakerConfig {
                 failure_threshold: 2,
                 cooldown: Duration::from_millis(100),
@@ -706,6 +716,41 @@ impl World {
             let tier = if loaded.is_empty() { asked } else { loaded };
             let hold = self.s.held_for(r.id);
             held |= hold.is_some();
+            // A background request leaves the last free slots of its model
+            // to the foreground, as many as are kept for it: never more.
+            if r.priority < BACKGROUND_BELOW && hold.is_none() {
+                let kept = self.s.reserved(r.model.as_str(), self.now);
+                let free: u32 = tier
+                    .iter()
+                    .filter_map(|v| {
+                        let m = slot(v)?;
+                        let outside: u32 = v.models.iter().map(|m| m.external).sum();
+                        let backend_room = v
+                            .status
+                            .max_concurrent
+                            .map_or(u32::MAX, |max| max.saturating_sub(v.busy + outside));
+                        let room = if v.status.saturated {
+                            0
+                        } else {
+                            m.slots
+                                .saturating_sub(m.busy + m.external)
+                                .min(backend_room)
+                        };
+                        Some(room)
+                    })
+                    .sum();
+                if kept > 0 && free > 0 {
+                    assert!(
+                        free <= kept,
+                        "seed {seed}: background {:?} waits while {free} slots of {} are free and only {kept} are kept",
+                        r.id,
+                        r.model
+                    );
+                    self.seen
+                        .insert("a background request left a kept slot free");
+                    continue;
+                }
+            }
             for v in tier {
                 if hold.is_some_and(|h| h != v.id) {
                     continue;
@@ -787,6 +832,7 @@ fn the_random_inputs_reach_every_case() {
         "load failed",
         "answered for a load",
         "dispatch where the hub loads",
+        "a background request left a kept slot free",
     ];
     let missing: Vec<&str> = wanted.into_iter().filter(|k| !seen.contains(k)).collect();
     assert!(missing.is_empty(), "never reached: {missing:?}");

@@ -895,3 +895,82 @@ fn every_breaker_change_is_noticed_with_its_reason() {
         "{half:?}"
     );
 }
+
+fn reserving() -> SchedulerConfig {
+    SchedulerConfig {
+        reserve: Some(drover_scheduler::ReserveConfig {
+            background_below: Priority::new(25).unwrap(),
+            window: Duration::from_secs(10),
+        }),
+        ..SchedulerConfig::default()
+    }
+}
+
+fn background(id: u64, at: Duration) -> Request {
+    Request {
+        priority: Priority::new(10).unwrap(),
+        arrival: at,
+        ..req(id, "m")
+    }
+}
+
+fn done(s: &mut Scheduler, at: Duration) -> Vec<(u64, u32)> {
+    s.finish(
+        BackendId(1),
+        &ModelName::new("m"),
+        Outcome::Success { service: ms(20) },
+        at,
+    );
+    dispatches(&s.poll(at))
+}
+
+#[test]
+fn background_work_leaves_slots_free_while_interactive_traffic_runs_beside_it() {
+    let mut s = Scheduler::new(reserving());
+    s.upsert_backend(BackendId(1), vec![spec("m", true, 8)]);
+    // No interactive traffic yet: the batch takes every slot.
+    for id in 0..8 {
+        dispatched(s.submit(background(id, ms(0)), ms(0)));
+    }
+    for id in 8..40 {
+        assert_eq!(
+            s.submit(background(id, ms(0)), ms(0)),
+            Ok(Admission::Queued)
+        );
+    }
+    // An interactive request waits for the next slot, and gets it first.
+    assert_eq!(s.submit(req(100, "m"), ms(1)), Ok(Admission::Queued));
+    assert_eq!(done(&mut s, ms(20)), vec![(100, 1)]);
+    // From now on, a slot freed is kept for interactive traffic rather
+    // than given to the batch, and the next interactive request starts at
+    // once.
+    assert_eq!(done(&mut s, ms(21)), vec![]);
+    assert_eq!(s.submit(req(101, "m"), ms(22)), Ok(Admission::Queued));
+    assert_eq!(dispatches(&s.poll(ms(22))), vec![(101, 1)]);
+    // The batch still runs on the rest: at most half the slots are kept.
+    assert_eq!(done(&mut s, ms(23)), vec![], "the one kept is taken again");
+    // A window after the last interactive arrival, the batch has them all.
+    let wake = s.next_wakeup().expect("a poll when the reserve ends");
+    assert!(wake <= ms(11_000), "{wake:?}");
+    let taken = dispatches(&s.poll(wake));
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert!(taken[0].0 < 100, "a batch request: {taken:?}");
+}
+
+#[test]
+fn without_a_reserve_the_batch_takes_every_slot_an_interactive_request_frees() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("m", true, 8)]);
+    for id in 0..8 {
+        dispatched(s.submit(background(id, ms(0)), ms(0)));
+    }
+    for id in 8..40 {
+        assert_eq!(
+            s.submit(background(id, ms(0)), ms(0)),
+            Ok(Admission::Queued)
+        );
+    }
+    assert_eq!(s.submit(req(100, "m"), ms(1)), Ok(Admission::Queued));
+    assert_eq!(done(&mut s, ms(20)), vec![(100, 1)]);
+    assert_eq!(done(&mut s, ms(21)), vec![(8, 1)]);
+}
