@@ -21,21 +21,29 @@ pub(super) type Pending = (Finish, oneshot::Sender<bool>);
 /// run out and they run again, at least once.
 pub(super) async fn run(store: Store, mut rx: mpsc::Receiver<Pending>, stop: CancellationToken) {
     let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
+    let mut finishes: Vec<Finish> = Vec::with_capacity(MAX_GROUP);
     let mut backoff = Duration::from_millis(50);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let finishes: Vec<Finish> = group.iter().map(|(f, _)| f.clone()).collect();
+        // The finishes apart from where each is told: stored as they are,
+        // not copied (an answer may be megabytes).
+        let mut told = Vec::with_capacity(group.len());
+        for (finish, done) in group.drain(..) {
+            finishes.push(finish);
+            told.push(done);
+        }
         loop {
             match store.finish(&finishes).await {
                 Ok(taken) => {
-                    for ((_, done), taken) in group.drain(..).zip(taken) {
+                    for (done, taken) in told.drain(..).zip(taken) {
                         let _ = done.send(taken);
                     }
+                    finishes.clear();
                     backoff = Duration::from_millis(50);
                     break;
                 }
                 Err(error) if stop.is_cancelled() => {
                     tracing::warn!(%error, jobs = finishes.len(), "the hub stops and cannot store how jobs ended; they will run again");
-                    group.clear();
+                    finishes.clear();
                     break;
                 }
                 Err(error) => {
