@@ -924,11 +924,11 @@ fn done(s: &mut Scheduler, at: Duration) -> Vec<(u64, u32)> {
     dispatches(&s.poll(at))
 }
 
-#[test]
-fn background_work_leaves_slots_free_while_interactive_traffic_runs_beside_it() {
-    let mut s = Scheduler::new(reserving());
+/// A backend with 8 slots of `m` and a batch of 40 background requests
+/// (no interactive traffic yet): the batch takes every slot.
+fn batch_on_eight_slots(config: SchedulerConfig) -> Scheduler {
+    let mut s = Scheduler::new(config);
     s.upsert_backend(BackendId(1), vec![spec("m", true, 8)]);
-    // No interactive traffic yet: the batch takes every slot.
     for id in 0..8 {
         dispatched(s.submit(background(id, ms(0)), ms(0)));
     }
@@ -938,6 +938,12 @@ fn background_work_leaves_slots_free_while_interactive_traffic_runs_beside_it() 
             Ok(Admission::Queued)
         );
     }
+    s
+}
+
+#[test]
+fn background_work_leaves_slots_free_while_interactive_traffic_runs_beside_it() {
+    let mut s = batch_on_eight_slots(reserving());
     // An interactive request waits for the next slot, and gets it first.
     assert_eq!(s.submit(req(100, "m"), ms(1)), Ok(Admission::Queued));
     assert_eq!(done(&mut s, ms(20)), vec![(100, 1)]);
@@ -948,7 +954,7 @@ fn background_work_leaves_slots_free_while_interactive_traffic_runs_beside_it() 
     assert_eq!(s.submit(req(101, "m"), ms(22)), Ok(Admission::Queued));
     assert_eq!(dispatches(&s.poll(ms(22))), vec![(101, 1)]);
     // The batch still runs on the rest: at most half the slots are kept.
-    assert_eq!(done(&mut s, ms(23)), vec![], "the one kept is taken again");
+    assert_eq!(done(&mut s, ms(23)), vec![], "the slot freed is kept again");
     // A window after the last interactive arrival, the batch has them all.
     let wake = s.next_wakeup().expect("a poll when the reserve ends");
     assert!(wake <= ms(11_000), "{wake:?}");
@@ -959,17 +965,7 @@ fn background_work_leaves_slots_free_while_interactive_traffic_runs_beside_it() 
 
 #[test]
 fn without_a_reserve_the_batch_takes_every_slot_an_interactive_request_frees() {
-    let mut s = Scheduler::new(SchedulerConfig::default());
-    s.upsert_backend(BackendId(1), vec![spec("m", true, 8)]);
-    for id in 0..8 {
-        dispatched(s.submit(background(id, ms(0)), ms(0)));
-    }
-    for id in 8..40 {
-        assert_eq!(
-            s.submit(background(id, ms(0)), ms(0)),
-            Ok(Admission::Queued)
-        );
-    }
+    let mut s = batch_on_eight_slots(SchedulerConfig::default());
     assert_eq!(s.submit(req(100, "m"), ms(1)), Ok(Admission::Queued));
     assert_eq!(done(&mut s, ms(20)), vec![(100, 1)]);
     assert_eq!(done(&mut s, ms(21)), vec![(8, 1)]);

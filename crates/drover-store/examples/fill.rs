@@ -5,9 +5,7 @@
 //!   cargo run --release -p drover-store --example fill -- sqlite:DIR/drover.db 1000000 900000
 //!   cargo run --release -p drover-store --example fill -- 'postgres://u@h/db?schema=s' 1000000 900000
 
-use drover_store::{
-    ANONYMOUS, Answer, Attempt, Claim, Finish, JobKind, JobState, Location, NewJob, Store,
-};
+use drover_store::{Answer, Attempt, Claim, Finish, JobKind, JobState, Location, NewJob, Store};
 
 const CHUNK: usize = 10_000;
 
@@ -25,25 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while made < total {
         let n = CHUNK.min(total - made);
         let jobs: Vec<NewJob> = (made..made + n)
-            .map(|i| NewJob {
-                id: format!("job_{:032}", i),
-                kind: JobKind::Inference,
-                key_id: ANONYMOUS.into(),
-                batch_id: None,
-                custom_id: None,
-                endpoint: "/v1/chat/completions".into(),
-                model: "m".into(),
-                body: body.to_vec(),
-                priority: 10,
-                max_attempts: 3,
-                run_at: 0,
-                deadline: None,
-                idempotency_key: None,
-                request_hash: None,
-                callback_url: None,
-                metadata: None,
-                created_at: 0,
-            })
+            .map(|i| NewJob::chat(&format!("job_{:032}", i), "m", body.to_vec()))
             .collect();
         store.insert_jobs(&jobs).await?;
         made += n;

@@ -116,6 +116,33 @@ pub struct NewJob {
     pub created_at: i64,
 }
 
+impl NewJob {
+    /// An anonymous `/v1/chat/completions` job with the defaults a hub
+    /// gives one (priority 10, 3 attempts), runnable at once: what a tool
+    /// or a test stores as another hub would; set the rest on it.
+    pub fn chat(id: &str, model: &str, body: Vec<u8>) -> NewJob {
+        NewJob {
+            id: id.into(),
+            kind: JobKind::Inference,
+            key_id: ANONYMOUS.into(),
+            batch_id: None,
+            custom_id: None,
+            endpoint: "/v1/chat/completions".into(),
+            model: model.into(),
+            body,
+            priority: 10,
+            max_attempts: 3,
+            run_at: 0,
+            deadline: None,
+            idempotency_key: None,
+            request_hash: None,
+            callback_url: None,
+            metadata: None,
+            created_at: 0,
+        }
+    }
+}
+
 /// What an insert came to.
 #[derive(Debug)]
 pub enum Inserted {

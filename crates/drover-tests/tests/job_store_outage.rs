@@ -429,24 +429,8 @@ async fn a_job_stored_by_another_hub_runs_at_once_not_at_the_next_poll() {
     let other = drover_store::Store::open_beside(drover_store::Location::parse(&url).unwrap())
         .await
         .unwrap();
-    let store_job = |id: &str| drover_store::NewJob {
-        id: id.into(),
-        kind: drover_store::JobKind::Inference,
-        key_id: drover_store::ANONYMOUS.into(),
-        batch_id: None,
-        custom_id: None,
-        endpoint: "/v1/chat/completions".into(),
-        model: "m".into(),
-        body: serde_json::to_vec(&chat_body("m", id)).unwrap(),
-        priority: 10,
-        max_attempts: 3,
-        run_at: 0,
-        deadline: None,
-        idempotency_key: None,
-        request_hash: None,
-        callback_url: None,
-        metadata: None,
-        created_at: 0,
+    let store_job = |id: &str| {
+        drover_store::NewJob::chat(id, "m", serde_json::to_vec(&chat_body("m", id)).unwrap())
     };
     // The runner's first look comes at its start; wait until it has
     // looked (the claim loop is asleep for the hour) before storing.

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use drover_store::{JobKind, Location, NewJob, Store};
+use drover_store::{Location, NewJob, Store};
 
 /// The PostgreSQL the tests use; they fail, never skip, when it does not
 /// answer (`scripts/setup` starts one).
@@ -92,22 +92,9 @@ impl Reopen for Store {
 /// A queued inference job with the given priority, runnable from `run_at`.
 pub fn new_job(id: &str, priority: u8, run_at: i64) -> NewJob {
     NewJob {
-        id: id.into(),
-        kind: JobKind::Inference,
-        key_id: drover_store::ANONYMOUS.into(),
-        batch_id: None,
-        custom_id: None,
-        endpoint: "/v1/chat/completions".into(),
-        model: "m".into(),
-        body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
         priority,
-        max_attempts: 3,
         run_at,
-        deadline: None,
-        idempotency_key: None,
-        request_hash: None,
-        callback_url: None,
-        metadata: None,
         created_at: run_at,
+        ..NewJob::chat(id, "m", format!("{{\"id\":\"{id}\"}}").into_bytes())
     }
 }
