@@ -271,6 +271,8 @@ impl BackendEntry {
             // Config first; else the server's own limit (llama.cpp
             // router's --models-max), beyond which it evicts by itself.
             max_loaded: self.options.max_loaded.or(discovery.max_loaded),
+            // An LLM server, never a worker.
+            tasks: false,
         }
     }
 

@@ -52,8 +52,10 @@ impl ModelSpec {
     }
 }
 
-/// The inference APIs a request can need. Every backend serves OpenAI's
-/// chat, completions and embeddings; the coding agents' APIs only some.
+/// What a request needs of a backend. Every LLM server serves OpenAI's
+/// chat, completions and embeddings; the coding agents' APIs only some. A
+/// worker (a backend whose "models" are the capabilities it offers) serves
+/// tasks and nothing else, and only a worker serves them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Api {
     #[default]
@@ -62,6 +64,8 @@ pub enum Api {
     Responses,
     /// `POST /v1/messages` and `/v1/messages/count_tokens`.
     Messages,
+    /// A task for a worker's capability.
+    Task,
 }
 
 impl Api {
@@ -70,6 +74,7 @@ impl Api {
             Api::OpenAi => "openai",
             Api::Responses => "responses",
             Api::Messages => "messages",
+            Api::Task => "task",
         }
     }
 }
@@ -101,15 +106,24 @@ pub struct BackendStatus {
     pub memory: Option<MemoryTerms>,
     /// Models it may hold at once, by config.
     pub max_loaded: Option<u32>,
+    /// A worker: its models are capabilities, and it takes tasks only.
+    pub tasks: bool,
 }
 
 impl BackendStatus {
     pub fn serves(&self, api: Api) -> bool {
-        match api {
-            Api::OpenAi => true,
-            Api::Responses => self.responses,
-            Api::Messages => self.messages,
-        }
+        serves(api, self.responses, self.messages, self.tasks)
+    }
+}
+
+/// Whether a backend serving the agents' APIs as said, or tasks (a worker),
+/// serves `api`.
+pub(crate) fn serves(api: Api, responses: bool, messages: bool, tasks: bool) -> bool {
+    match api {
+        Api::OpenAi => !tasks,
+        Api::Responses => responses && !tasks,
+        Api::Messages => messages && !tasks,
+        Api::Task => tasks,
     }
 }
 

@@ -87,6 +87,7 @@ impl Placement {
                 },
                 responses: b.status.responses,
                 messages: b.status.messages,
+                tasks: b.status.tasks,
             };
             match m.residency {
                 Residency::Loaded => {
@@ -261,6 +262,7 @@ struct Place {
     /// per backend per request would cost a walk over its models).
     responses: bool,
     messages: bool,
+    tasks: bool,
 }
 
 /// A shared context's size and what of it is taken.
@@ -282,11 +284,7 @@ impl Place {
     }
 
     fn serves(&self, api: Api) -> bool {
-        match api {
-            Api::OpenAi => true,
-            Api::Responses => self.responses,
-            Api::Messages => self.messages,
-        }
+        crate::fleet::serves(api, self.responses, self.messages, self.tasks)
     }
 }
 

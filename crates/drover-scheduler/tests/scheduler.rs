@@ -970,3 +970,65 @@ fn without_a_reserve_the_batch_takes_every_slot_an_interactive_request_frees() {
     assert_eq!(done(&mut s, ms(20)), vec![(100, 1)]);
     assert_eq!(done(&mut s, ms(21)), vec![(8, 1)]);
 }
+
+/// A worker: a backend whose "models" are the capabilities it offers.
+fn worker(s: &mut Scheduler, id: u32, capability: &str, max_concurrency: u32) {
+    s.upsert_backend(BackendId(id), vec![spec(capability, true, max_concurrency)]);
+    s.set_backend_status(
+        BackendId(id),
+        BackendStatus {
+            tasks: true,
+            ..BackendStatus::default()
+        },
+    );
+}
+
+fn task(id: u64, capability: &str) -> Request {
+    Request {
+        api: Api::Task,
+        ..req(id, capability)
+    }
+}
+
+#[test]
+fn tasks_go_to_workers_only_and_inference_never_does() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    // An LLM server and a worker that share a name for what they list.
+    s.upsert_backend(BackendId(1), vec![spec("shell", true, 4)]);
+    worker(&mut s, 2, "shell", 1);
+    assert_eq!(dispatched(s.submit(task(1, "shell"), ms(0))), BackendId(2));
+    assert_eq!(dispatched(s.submit(req(2, "shell"), ms(0))), BackendId(1));
+    // The worker is busy: the next task waits for it, not for the server.
+    assert_eq!(s.submit(task(3, "shell"), ms(1)), Ok(Admission::Queued));
+    s.finish(
+        BackendId(2),
+        &ModelName::new("shell"),
+        Outcome::Success { service: ms(5) },
+        ms(5),
+    );
+    assert_eq!(dispatches(&s.poll(ms(5))), vec![(3, 2)]);
+    // A capability only a server lists is not served to a task, and a
+    // worker's capability is no model for inference.
+    s.upsert_backend(BackendId(3), vec![spec("m", true, 1)]);
+    assert_eq!(s.submit(task(4, "m"), ms(6)), Err(Reject::ApiNotServed));
+    worker(&mut s, 4, "browser", 1);
+    assert_eq!(
+        s.submit(req(5, "browser"), ms(6)),
+        Err(Reject::ApiNotServed)
+    );
+}
+
+#[test]
+fn a_task_goes_to_the_least_loaded_worker_and_a_retry_to_another() {
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    worker(&mut s, 1, "shell", 4);
+    worker(&mut s, 2, "shell", 4);
+    let first = dispatched(s.submit(task(1, "shell"), ms(0)));
+    let second = dispatched(s.submit(task(2, "shell"), ms(0)));
+    assert_ne!(first, second, "the idle worker takes the second task");
+    let retry = Request {
+        exclude: vec![first],
+        ..task(3, "shell")
+    };
+    assert_eq!(dispatched(s.resubmit(retry, ms(1))), second);
+}

@@ -71,6 +71,7 @@ impl Forwarder {
                     Api::Responses => "/v1/responses",
                     Api::Messages => "/v1/messages",
                     Api::OpenAi => "the OpenAI API",
+                    Api::Task => "tasks",
                 },
                 model,
             },
