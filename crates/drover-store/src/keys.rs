@@ -6,7 +6,7 @@
 use crate::{Store, StoreError, on_db};
 
 /// A key as kept: never the key itself, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct StoredKey {
     pub id: String,
     pub name: String,

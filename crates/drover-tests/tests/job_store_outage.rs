@@ -460,3 +460,51 @@ async fn a_job_stored_by_another_hub_runs_at_once_not_at_the_next_poll() {
 fn relay_target() -> String {
     postgres().0
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_restarted_while_postgres_is_away_checks_keys_against_its_copy() {
+    let (target, template) = postgres();
+    let relay = Relay::start(target).await;
+    let cluster = hub_behind(&relay, &template, 0).await;
+    let made = cluster
+        .client
+        .post("/admin/keys", &json!({"name": "app"}))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    let auth = format!("Bearer {}", made.json()["key"].as_str().unwrap());
+    let copy = cluster
+        .config()
+        .data_dir
+        .clone()
+        .unwrap()
+        .join(drover_hub::keys::SNAPSHOT_FILE);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a copy of {}", copy.display());
+    }
+    let text = std::fs::read_to_string(&copy).unwrap();
+    assert!(!text.contains(&auth[7..]), "only the key's hash is kept");
+
+    // Restarted while the database does not answer: keys are checked
+    // against the copy, neither refused for all (503) nor open to all.
+    relay.cut();
+    let cluster = cluster.restart_hub(Duration::from_secs(1)).await;
+    let chat = cluster
+        .client
+        .post_with(
+            "/v1/chat/completions",
+            &[("authorization", auth.as_str())],
+            &chat_body("m", "hi"),
+        )
+        .await;
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    let without = cluster
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "hi"))
+        .await;
+    assert_eq!(without.status, 401, "{}", without.text());
+    relay.restore();
+    cluster.shutdown().await;
+}

@@ -13,9 +13,15 @@
 //! Keys used to live in `<data_dir>/keys.json`: a hub that finds that file
 //! imports it once and renames it `keys.json.imported`.
 //!
-//! Until the keys have been read once (a PostgreSQL store away since the
-//! hub started), nobody's key can be checked: requests that need one are
-//! answered 503, never let through.
+//! A hub whose keys are in PostgreSQL keeps a copy of them in its data
+//! directory ([`snapshot`]) and starts on it while the database does not
+//! answer. Without one, until the keys have been read once, nobody's key
+//! can be checked: requests that need one are answered 503, never let
+//! through.
+
+mod snapshot;
+
+pub use snapshot::FILE as SNAPSHOT_FILE;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -192,6 +198,10 @@ pub struct Keys {
     legacy: Mutex<Option<PathBuf>>,
     /// The rows this build could not read, said once each.
     unreadable: Mutex<Vec<String>>,
+    /// Where the copy of a PostgreSQL store's keys is kept, and what it
+    /// holds now (written again only when the keys change).
+    snapshot: Option<PathBuf>,
+    copied: Mutex<Option<Vec<StoredKey>>>,
 }
 
 /// Every record in `path`; none if there is no such file.
@@ -234,32 +244,68 @@ impl Keys {
                 return Err(KeyError::NoStore);
             }
         }
+        let snapshot = data_dir.filter(|_| store.as_ref().is_some_and(|s| !s.is_single_hub()));
         let keys = Keys {
             loaded: AtomicBool::new(store.is_none()),
             store,
             inner: RwLock::new(Inner::default()),
             legacy: Mutex::new(legacy),
             unreadable: Mutex::new(Vec::new()),
+            snapshot: snapshot.map(Path::to_path_buf),
+            copied: Mutex::new(None),
         };
         match keys.reload().await {
             Ok(()) => {}
             Err(KeyError::Store(e)) if e.is_unavailable() => {
-                tracing::warn!(error = %e, "the API keys cannot be read: requests that need a key are answered 503 until the store answers");
+                if !keys.start_on_snapshot() {
+                    tracing::warn!(error = %e, "the API keys cannot be read: requests that need a key are answered 503 until the store answers");
+                }
             }
             Err(e) => return Err(e),
         }
         Ok(keys)
     }
 
-    /// Reads every key from the store again (importing a `keys.json` still
-    /// waiting first): a key created or revoked elsewhere is in force now.
-    pub async fn reload(&self) -> Result<(), KeyError> {
-        let Some(store) = &self.store else {
-            return Ok(());
+    /// Takes the keys from the copy of this store in the data directory, if
+    /// there is one; whether there was.
+    fn start_on_snapshot(&self) -> bool {
+        let (Some(dir), Some(store)) = (&self.snapshot, &self.store) else {
+            return false;
         };
-        self.import(store).await?;
+        let copy = match snapshot::read(dir) {
+            Ok(Some(copy)) => copy,
+            Ok(None) => return false,
+            // A copy only: one that cannot be read is said and passed by.
+            Err(e) => {
+                tracing::warn!(error = %e, "the copy of the API keys cannot be used");
+                return false;
+            }
+        };
+        if copy.store != store.describe() {
+            tracing::warn!(
+                "{} is a copy of the keys of {}, not of {}: not used",
+                snapshot::path(dir).display(),
+                copy.store,
+                store.describe()
+            );
+            return false;
+        }
+        let age = unix_now().saturating_sub(copy.taken_unix);
+        tracing::warn!(
+            keys = copy.keys.len(),
+            age_s = age,
+            "{} does not answer: the API keys are checked against the copy in {} until it does (a key revoked elsewhere meanwhile still works here)",
+            store.describe(),
+            snapshot::path(dir).display()
+        );
+        self.take(copy.keys);
+        true
+    }
+
+    /// Makes `rows` the keys in force.
+    fn take(&self, rows: Vec<StoredKey>) {
         let mut records = Vec::new();
-        for stored in store.keys().await? {
+        for stored in rows {
             match Record::read(stored) {
                 Ok(record) => records.push(record),
                 Err(reason) => {
@@ -273,6 +319,35 @@ impl Keys {
         }
         *drover_core::sync::write(&self.inner) = Inner::index(records);
         self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Keeps the copy of `rows` in the data directory when they changed.
+    fn copy(&self, store: &Store, rows: &[StoredKey]) {
+        let Some(dir) = &self.snapshot else {
+            return;
+        };
+        let mut copied = drover_core::sync::lock(&self.copied);
+        if copied.as_deref() == Some(rows) {
+            return;
+        }
+        match snapshot::write(dir, &store.describe(), rows) {
+            Ok(()) => *copied = Some(rows.to_vec()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep a copy of the API keys: a restart while the database is away will refuse requests that need a key")
+            }
+        }
+    }
+
+    /// Reads every key from the store again (importing a `keys.json` still
+    /// waiting first): a key created or revoked elsewhere is in force now.
+    pub async fn reload(&self) -> Result<(), KeyError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        self.import(store).await?;
+        let rows = store.keys().await?;
+        self.copy(store, &rows);
+        self.take(rows);
         Ok(())
     }
 
