@@ -103,6 +103,18 @@ fn key_identity(id: &str) -> ClientKey {
     ClientKey(stable_hash("key", id).max(1))
 }
 
+/// The client a stored job's key id stands for: a stored key's identity,
+/// a `[[clients]]` entry's by name, or the anonymous client.
+pub fn key_identity_of(key_id: &str) -> ClientKey {
+    if key_id.is_empty() {
+        return ANONYMOUS;
+    }
+    match key_id.strip_prefix(crate::jobs::view::CLIENT_PREFIX) {
+        Some(name) => client_identity(name),
+        None => key_identity(key_id),
+    }
+}
+
 /// The identity of a `[[clients]]` entry, by its name.
 fn client_identity(name: &str) -> ClientKey {
     ClientKey(stable_hash("client", name).max(1))

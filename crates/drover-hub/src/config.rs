@@ -45,6 +45,7 @@ pub struct HubConfig {
     pub manager: ManagerConfig,
     pub jobs: JobsConfig,
     pub batches: BatchesConfig,
+    pub workers: WorkersConfig,
     pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
     /// One public name for a model across servers that call it differently.
@@ -174,6 +175,34 @@ impl Default for BatchesConfig {
     }
 }
 
+/// Capability workers: the rhythm the hub expects of them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// How often a worker heartbeats (a poll counts); three missed and it
+    /// is gone, its tasks given to others.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat: Duration,
+    /// A task's lease: the worker heartbeats the task at least this often
+    /// while it runs, or it runs elsewhere.
+    #[serde(deserialize_with = "duration")]
+    pub lease: Duration,
+    /// The longest a poll waits for a task (under common proxies' 60 s
+    /// read timeouts).
+    #[serde(deserialize_with = "duration")]
+    pub poll_wait_max: Duration,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            heartbeat: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+            poll_wait_max: Duration::from_secs(25),
+        }
+    }
+}
+
 /// The model manager: when models are loaded and unloaded.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -297,6 +326,7 @@ impl Default for HubConfig {
             manager: ManagerConfig::default(),
             jobs: JobsConfig::default(),
             batches: BatchesConfig::default(),
+            workers: WorkersConfig::default(),
             backends: Vec::new(),
             clients: Vec::new(),
             models: Vec::new(),
@@ -389,6 +419,12 @@ impl HubConfig {
         listen_host_port(&self.listen).map_err(|e| ConfigError(format!("listen: {e}")))?;
         if self.queue.timeout.is_zero() {
             return Err(ConfigError("queue.timeout must be more than zero".into()));
+        }
+        let w = &self.workers;
+        if w.heartbeat.is_zero() || w.lease < Duration::from_secs(1) || w.poll_wait_max.is_zero() {
+            return Err(ConfigError(
+                "workers.heartbeat and workers.poll_wait_max must be more than zero, workers.lease at least 1 s".into(),
+            ));
         }
         if self.queue.background_below > 100 {
             return Err(ConfigError(

@@ -54,6 +54,8 @@ pub struct HubState {
     /// Durable jobs, where the hub has a store (a data directory or a
     /// database).
     pub(crate) jobs: Option<Arc<crate::jobs::Jobs>>,
+    /// Capability workers and the tasks leased to them.
+    pub(crate) workers: crate::workers::Workers,
     /// The live overview, published to the dashboards watching.
     pub(crate) overview: crate::dashboard::Publisher,
     /// The address actually bound (port 0 resolved).
@@ -331,6 +333,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         models: aliases,
         keys,
         jobs,
+        workers: crate::workers::Workers::new(config.workers.clone()),
         overview: crate::dashboard::Publisher::default(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
@@ -356,6 +359,9 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         .spawn(model_work::run(state.clone(), model_work));
     state.tasks.spawn(crate::dashboard::run(state.clone()));
     state.tasks.spawn(watch_keys(state.clone()));
+    state
+        .tasks
+        .spawn(crate::workers::run_sweeper(state.clone()));
     crate::jobs::runner::start(&state);
 
     let hard_stop = CancellationToken::new();

@@ -66,6 +66,7 @@ mod traffic;
 mod usage;
 mod views;
 pub mod webhook;
+pub mod workers;
 
 pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};

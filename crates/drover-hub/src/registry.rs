@@ -332,6 +332,11 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// A backend id no other backend or worker has.
+    pub fn allocate_id(&self) -> BackendId {
+        BackendId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
     pub fn new(client: HttpClient, connect_timeout: Duration, probe_timeout: Duration) -> Self {
         Backends {
             inner: RwLock::new(Inner::default()),
@@ -389,7 +394,7 @@ impl Backends {
                 .map_err(|e| RegistryError::Invalid(format!("ca_file {e}")))?,
             None => self.client.clone(),
         };
-        let id = BackendId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let id = self.allocate_id();
         let adapter = OnceLock::new();
         if let Some(kind) = kind {
             note_stream_closer(&client, &endpoint, kind);

@@ -50,8 +50,14 @@ impl Snapshot {
     }
 
     fn of(s: &Scheduler, now: Duration, models: bool) -> Snapshot {
-        let backends: BTreeMap<BackendId, BackendView> =
-            s.fleet().views().into_iter().map(|v| (v.id, v)).collect();
+        // The LLM servers: workers are shown apart, by what they offer.
+        let backends: BTreeMap<BackendId, BackendView> = s
+            .fleet()
+            .views()
+            .into_iter()
+            .filter(|v| !v.status.tasks)
+            .map(|v| (v.id, v))
+            .collect();
         let queue = s.queue().stats();
         let models = if models {
             let names: BTreeSet<&str> = backends

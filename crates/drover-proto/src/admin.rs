@@ -246,14 +246,16 @@ pub struct ModelAction {
     pub note: Option<String>,
 }
 
-/// What a key may do: run inference, use the management API, or read
-/// `/metrics` (what a Prometheus scraper needs, and nothing more).
+/// What a key may do: run inference, use the management API, read
+/// `/metrics` (what a Prometheus scraper needs, and nothing more), or act
+/// as a worker (register, take tasks and answer them, and nothing more).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     Client,
     Admin,
     Metrics,
+    Worker,
 }
 
 impl KeyKind {
@@ -262,14 +264,20 @@ impl KeyKind {
             KeyKind::Client => "client",
             KeyKind::Admin => "admin",
             KeyKind::Metrics => "metrics",
+            KeyKind::Worker => "worker",
         }
     }
 
     /// The kind [`KeyKind::as_str`] names.
     pub fn parse(name: &str) -> Option<KeyKind> {
-        [KeyKind::Client, KeyKind::Admin, KeyKind::Metrics]
-            .into_iter()
-            .find(|k| k.as_str() == name)
+        [
+            KeyKind::Client,
+            KeyKind::Admin,
+            KeyKind::Metrics,
+            KeyKind::Worker,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
     }
 }
 

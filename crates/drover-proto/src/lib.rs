@@ -13,6 +13,7 @@
 //! - [`queue`]: `GET /v1/queue`, the queue as clients may see it.
 //! - [`dashboard`]: the live overview the dashboard draws.
 //! - [`jobs`]: durable jobs (`/v1/jobs`).
+//! - [`workers`]: capability workers and their tasks.
 
 pub mod admin;
 pub mod anthropic;
@@ -25,3 +26,4 @@ pub mod ollama;
 pub mod openai;
 pub mod queue;
 pub mod vllm;
+pub mod workers;

@@ -521,11 +521,13 @@ impl Fleet {
             .collect()
     }
 
-    /// Every model some backend lists, once each, in order.
+    /// Every model some LLM server lists, once each, in order.
     pub fn model_names(&self) -> Vec<ModelName> {
         let mut names: Vec<ModelName> = self
             .backends
             .values()
+            // A worker's capabilities are no models.
+            .filter(|b| !b.status.tasks)
             .flat_map(|b| b.models.iter())
             .filter(|(_, m)| m.listed)
             .map(|(name, _)| name.clone())

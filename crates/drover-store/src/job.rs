@@ -20,6 +20,8 @@ pub enum JobKind {
     Inference,
     /// The delivery of a finished job's callback.
     Callback,
+    /// A task for a worker's capability (its `model`), its input the body.
+    Task,
 }
 
 impl JobKind {
@@ -27,6 +29,7 @@ impl JobKind {
         match self {
             JobKind::Inference => "inference",
             JobKind::Callback => "callback",
+            JobKind::Task => "task",
         }
     }
 
@@ -34,6 +37,7 @@ impl JobKind {
         match s {
             "inference" => Some(JobKind::Inference),
             "callback" => Some(JobKind::Callback),
+            "task" => Some(JobKind::Task),
             _ => None,
         }
     }

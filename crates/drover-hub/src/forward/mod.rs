@@ -108,6 +108,12 @@ impl Forwarder {
         Forwarder(Arc::new(shared))
     }
 
+    /// A request id for the scheduler, from the one sequence every
+    /// request's comes from (a task's wait for a worker takes one too).
+    pub fn next_id(&self) -> drover_core::RequestId {
+        self.0.ids.next()
+    }
+
     /// Forwards `request`: the backend's answer (its status may be an
     /// error the backend chose), or why no backend answered. Either way
     /// the observer has heard of it.

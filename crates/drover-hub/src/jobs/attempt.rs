@@ -18,7 +18,7 @@ use crate::hub::HubState;
 use crate::jobs::submit::endpoint_api;
 
 /// How an attempt ended.
-pub(super) enum Ended {
+pub(crate) enum Ended {
     /// An answer, stored whatever its status; whether to try again is the
     /// status's to say.
     Answered {

@@ -34,6 +34,7 @@ pub async fn run(hub: Arc<HubState>, jobs: Arc<Jobs>) {
                 wait = Duration::from_millis(500);
                 // Missed while not listening, perhaps.
                 jobs.wake();
+                jobs.wake_tasks();
                 jobs.wake_callbacks();
                 loop {
                     let next = tokio::select! {
@@ -43,8 +44,10 @@ pub async fn run(hub: Arc<HubState>, jobs: Arc<Jobs>) {
                     match next {
                         Ok(Wakeup::Stored(JobKind::Inference)) => jobs.wake(),
                         Ok(Wakeup::Stored(JobKind::Callback)) => jobs.wake_callbacks(),
+                        Ok(Wakeup::Stored(JobKind::Task)) => jobs.wake_tasks(),
                         Ok(Wakeup::Reconnected) => {
                             jobs.wake();
+                            jobs.wake_tasks();
                             jobs.wake_callbacks();
                         }
                         Err(error) => break error,

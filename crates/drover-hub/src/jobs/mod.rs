@@ -21,7 +21,7 @@
 //!
 //! [`Forwarder`]: crate::forward::Forwarder
 
-mod attempt;
+pub(crate) mod attempt;
 pub mod callback;
 mod delivery;
 mod listen;
@@ -57,6 +57,10 @@ pub struct Jobs {
     batch_wake: Notify,
     /// Jobs claimed and not yet stored as ended.
     in_flight: AtomicUsize,
+    /// The same two for tasks, claimed by a loop of their own: tasks that
+    /// wait for a busy worker never hold inference jobs' room.
+    task_wake: Notify,
+    task_in_flight: AtomicUsize,
     /// Running jobs (callbacks too) by id, to stop one cancelled.
     running: Mutex<HashMap<String, CancellationToken>>,
     /// What this hub holds, by key and by batch, against their caps.
@@ -102,6 +106,8 @@ impl Jobs {
             wake: Notify::new(),
             batch_wake: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            task_wake: Notify::new(),
+            task_in_flight: AtomicUsize::new(0),
             running: Mutex::new(HashMap::new()),
             held: Mutex::new(Held::default()),
             ready: AtomicBool::new(ready),
@@ -136,9 +142,23 @@ impl Jobs {
         self.batch_wake.notified().await;
     }
 
-    /// Jobs this hub holds now (claimed, not yet stored as ended).
+    /// Jobs this hub holds now (claimed, not yet stored as ended), tasks
+    /// included.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Relaxed) + self.task_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Tells the task runner there may be tasks.
+    pub fn wake_tasks(&self) {
+        self.task_wake.notify_one();
+    }
+
+    /// The claim loop's bell and count for jobs of `kind`.
+    pub(crate) fn lane(&self, kind: drover_store::JobKind) -> (&Notify, &AtomicUsize) {
+        match kind {
+            drover_store::JobKind::Task => (&self.task_wake, &self.task_in_flight),
+            _ => (&self.wake, &self.in_flight),
+        }
     }
 
     /// Tells the callback runner there may be callbacks to send.

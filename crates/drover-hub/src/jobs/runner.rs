@@ -74,7 +74,14 @@ fn spawn(hub: &Arc<HubState>, jobs: Arc<Jobs>) {
         .spawn(writer::run(jobs.store.clone(), rx, hub.shutdown.clone()));
     hub.tasks
         .spawn(delivery::claim(hub.clone(), jobs.clone(), tx.clone()));
-    hub.tasks.spawn(claim(hub.clone(), jobs.clone(), tx));
+    hub.tasks.spawn(claim(
+        hub.clone(),
+        jobs.clone(),
+        tx.clone(),
+        JobKind::Inference,
+    ));
+    hub.tasks
+        .spawn(claim(hub.clone(), jobs.clone(), tx, JobKind::Task));
     hub.tasks
         .spawn(crate::batches::finish::run(hub.clone(), jobs.clone()));
     if !jobs.store.is_single_hub() {
@@ -84,11 +91,14 @@ fn spawn(hub: &Arc<HubState>, jobs: Arc<Jobs>) {
     hub.tasks.spawn(maintain(hub.clone(), jobs));
 }
 
-/// Claims jobs while the window has room, until the hub stops.
-async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
+/// Claims jobs of `kind` (inference, or tasks for workers) while its
+/// window has room, until the hub stops.
+async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>, kind: JobKind) {
+    let (wake, in_flight) = jobs.lane(kind);
     // One hub alone uses a SQLite file: a job another runner holds there
     // was its former self's, dead now; it need not wait out the lease.
-    if jobs.store.is_single_hub() {
+    // (Every kind's, once: by the inference loop.)
+    if kind == JobKind::Inference && jobs.store.is_single_hub() {
         match jobs
             .store
             .rescue(
@@ -118,12 +128,12 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
         if hub.shutdown.is_cancelled() {
             break;
         }
-        let room = window.saturating_sub(jobs.in_flight());
+        let room = window.saturating_sub(in_flight.load(Ordering::Relaxed));
         let mut more = false;
         if room > 0 {
             let (skip_keys, skip_batches) = at_cap(&hub, &jobs);
             let claim = Claim {
-                kind: JobKind::Inference,
+                kind,
                 owner: &jobs.owner,
                 limit: room as u32,
                 now: now_ms(),
@@ -147,7 +157,7 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
                             }
                             continue;
                         }
-                        jobs.in_flight.fetch_add(1, Ordering::Relaxed);
+                        in_flight.fetch_add(1, Ordering::Relaxed);
                         hub.tasks
                             .spawn(run_one(hub.clone(), jobs.clone(), job, tx.clone()));
                     }
@@ -165,7 +175,7 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>) {
         }
         tokio::select! {
             () = hub.shutdown.cancelled() => break,
-            () = jobs.wake.notified() => {}
+            () = wake.notified() => {}
             () = tokio::time::sleep(jobs.config.poll_interval) => {}
         }
     }
@@ -278,7 +288,10 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
     }
     drover_core::sync::lock(&jobs.running).insert(id.clone(), cancel.clone());
     let started = now_ms();
-    let ended = attempt::run(&hub, &claimed, &cancel, started).await;
+    let ended = match claimed.job.kind {
+        JobKind::Task => crate::workers::attempt::run(&hub, &claimed, &cancel, started).await,
+        _ => attempt::run(&hub, &claimed, &cancel, started).await,
+    };
     drover_core::sync::lock(&jobs.running).remove(&id);
     match ended {
         Ended::Released => {
@@ -318,8 +331,9 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
         }
     }
     put_back(&jobs, &claimed.job);
-    jobs.in_flight.fetch_sub(1, Ordering::Relaxed);
-    jobs.wake();
+    let (wake, in_flight) = jobs.lane(claimed.job.kind);
+    in_flight.fetch_sub(1, Ordering::Relaxed);
+    wake.notify_one();
     if claimed.job.batch_id.is_some() {
         jobs.wake_batches();
     }

@@ -126,6 +126,61 @@ pub fn check(
     })
 }
 
+/// Checks `raw` (a `POST /v1/tasks` body) into a task to store: a job of
+/// kind `task` whose model is the capability and whose body is the input.
+pub fn check_task(
+    raw: &[u8],
+    who: &Submitter<'_>,
+    config: &JobsConfig,
+    now_ms: i64,
+) -> Result<NewJob, ApiError> {
+    let create: drover_proto::workers::CreateTask = serde_json::from_slice(raw).map_err(|e| {
+        ApiError::bad_request(format!("the body is not a task: {e}"), None, "invalid_json")
+    })?;
+    crate::name::check_name("capability", &create.capability).map_err(|m| bad(m, "capability"))?;
+    let priority = create.priority.unwrap_or(config.priority);
+    if priority > 100 {
+        return Err(bad("priority must be from 0 to 100", "priority"));
+    }
+    let max_attempts = create.max_attempts.unwrap_or(config.max_attempts);
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(bad(
+            format!("max_attempts must be from 1 to {MAX_ATTEMPTS}"),
+            "max_attempts",
+        ));
+    }
+    let deadline = create
+        .deadline
+        .as_ref()
+        .map(|d| deadline_ms(d, now_ms))
+        .transpose()?;
+    if let Some(url) = &create.callback_url {
+        check_callback_url(url)?;
+    }
+    let metadata = create.metadata.as_ref().map(check_metadata).transpose()?;
+    let input =
+        serde_json::to_vec(&create.input).map_err(|e| bad(format!("input: {e}"), "input"))?;
+    Ok(NewJob {
+        id: format!("task_{}", uuid::Uuid::now_v7().simple()),
+        kind: JobKind::Task,
+        key_id: who.key_id.to_string(),
+        batch_id: None,
+        custom_id: None,
+        endpoint: "task".into(),
+        model: create.capability,
+        body: input,
+        priority,
+        max_attempts,
+        run_at: now_ms,
+        deadline,
+        idempotency_key: who.idempotency_key.map(str::to_string),
+        request_hash: Some(hex(&Sha256::digest(raw))),
+        callback_url: create.callback_url,
+        metadata,
+        created_at: now_ms,
+    })
+}
+
 /// `job_` and a UUIDv7: unique across restarts and hubs, ordered by time,
 /// which the listing's cursor relies on.
 pub fn new_job_id() -> String {

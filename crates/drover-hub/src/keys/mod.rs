@@ -455,6 +455,7 @@ impl Keys {
                 KeyKind::Client => "c",
                 KeyKind::Admin => "a",
                 KeyKind::Metrics => "m",
+                KeyKind::Worker => "w",
             },
             hex(&random::<32>()?)
         );

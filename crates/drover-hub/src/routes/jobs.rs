@@ -53,9 +53,19 @@ pub(super) fn scope(hub: &HubState, headers: &HeaderMap) -> Result<String, ApiEr
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = drover_proto::jobs::CreateJob, responses((status = 200, description = "The job, stored (or the one this Idempotency-Key made before)", body = drover_proto::jobs::Job), (status = 400, description = "A field is wrong; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 409, description = "The Idempotency-Key was used with another request", body = drover_proto::openai::ErrorBody), (status = 413, description = "The body is over the hub's limit", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn create(State(hub): State<Arc<HubState>>, req: Request) -> Result<Response, ApiError> {
+    create_as(&hub, req, JobKind::Inference).await
+}
+
+/// Stores a job of `kind` (inference, or a task for a worker) from a
+/// request's body, with its Idempotency-Key.
+pub(super) async fn create_as(
+    hub: &HubState,
+    req: Request,
+    kind: JobKind,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let scope = scope(&hub, &parts.headers)?;
-    let jobs = jobs_of(&hub)?;
+    let scope = scope(hub, &parts.headers)?;
+    let jobs = jobs_of(hub)?;
     let idempotency_key = match parts.headers.get(IDEMPOTENCY_HEADER) {
         Some(v) => Some(
             v.to_str()
@@ -76,10 +86,13 @@ pub async fn create(State(hub): State<Arc<HubState>>, req: Request) -> Result<Re
         key_id: &scope,
         idempotency_key,
     };
-    let new = submit::check(&raw, &who, &jobs.config, now_ms())?;
+    let new = match kind {
+        JobKind::Task => submit::check_task(&raw, &who, &jobs.config, now_ms())?,
+        _ => submit::check(&raw, &who, &jobs.config, now_ms())?,
+    };
     let (job, replayed) = match jobs.store.insert_job(&new).await? {
         Inserted::Created(job) => {
-            jobs.wake();
+            jobs.lane(kind).0.notify_one();
             (job, false)
         }
         Inserted::Existing(job) => (job, true),
@@ -147,10 +160,10 @@ pub struct ListQuery {
     state: Option<String>,
     /// Only this batch's jobs.
     batch_id: Option<String>,
-    /// `inference` (the default): the jobs submitted; `callback`: their
-    /// callbacks, each with its deliveries (`?kind=callback&state=dead`
-    /// finds those never delivered).
-    kind: Option<String>,
+    /// `inference` (the default): the jobs submitted; `task`: the tasks
+    /// for workers; `callback`: their callbacks, each with its deliveries
+    /// (`?kind=callback&state=dead` finds those never delivered).
+    pub(super) kind: Option<String>,
     /// The cursor: jobs older than this one (the last page's `last_id`).
     after: Option<String>,
     /// 1 to 100; 20 by default.
@@ -220,7 +233,7 @@ pub async fn list(
         Some(k) => JobKind::parse(k).ok_or_else(|| {
             ApiError::bad_request(
                 format!(
-                    "kind {:?} is neither inference nor callback",
+                    "kind {:?} is none of inference, task, callback",
                     crate::error::echo(k)
                 ),
                 Some("kind"),
@@ -301,6 +314,7 @@ pub(super) async fn retry_job(jobs: &Jobs, id: &str) -> Result<drover_store::Job
             match job.kind {
                 JobKind::Inference => jobs.wake(),
                 JobKind::Callback => jobs.wake_callbacks(),
+                JobKind::Task => jobs.wake_tasks(),
             }
             Ok(job)
         }

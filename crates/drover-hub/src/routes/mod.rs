@@ -14,7 +14,9 @@ pub(crate) mod model_actions;
 pub(crate) mod models;
 pub(crate) mod ops;
 pub(crate) mod queue;
+pub(crate) mod tasks;
 pub(crate) mod webhook_secret;
+pub(crate) mod workers;
 
 use std::sync::Arc;
 
@@ -50,6 +52,9 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/overview", get(dashboard::overview))
         .route("/admin/events", get(dashboard::events))
         .route("/admin/webhook-secret", post(webhook_secret::rotate))
+        .route("/admin/workers", get(workers::admin_list))
+        .route("/admin/workers/{id}/drain", post(workers::drain))
+        .route("/admin/workers/{id}/undrain", post(workers::undrain))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             guard::admin_only,
@@ -74,6 +79,19 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/tasks", get(tasks::list).post(tasks::create))
+        .route("/v1/tasks/{id}", get(tasks::get))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/heartbeat", post(tasks::heartbeat))
+        .route("/v1/tasks/{id}/complete", post(tasks::complete))
+        .route("/v1/tasks/{id}/fail", post(tasks::fail))
+        .route("/v1/workers", get(workers::list).post(workers::register))
+        .route(
+            "/v1/workers/{id}",
+            axum::routing::delete(workers::deregister),
+        )
+        .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
+        .route("/v1/workers/{id}/poll", post(workers::poll))
         .route(
             "/v1/files",
             get(files::list)

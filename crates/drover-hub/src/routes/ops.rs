@@ -56,10 +56,11 @@ fn authorize_metrics(hub: &HubState, headers: &HeaderMap) -> Result<(), ApiError
     if let Some(h) = bearer(headers).and_then(|t| hub.keys.find(t)) {
         match h.kind {
             KeyKind::Metrics | KeyKind::Admin => return Ok(()),
-            KeyKind::Client => {
+            KeyKind::Client | KeyKind::Worker => {
                 return Err(ApiError::Forbidden(format!(
-                    "{:?} is a client key: /metrics needs an admin or a metrics key",
-                    h.name
+                    "{:?} is {} key: /metrics needs an admin or a metrics key",
+                    h.name,
+                    crate::keys::article(h.kind)
                 )));
             }
         }

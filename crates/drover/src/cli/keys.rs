@@ -37,7 +37,8 @@ pub struct KeysArgs {
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print it (this once): a client key runs inference,
-    /// an admin key manages the hub, a metrics key reads /metrics.
+    /// an admin key manages the hub, a metrics key reads /metrics, a worker
+    /// key takes and answers tasks.
     Create {
         name: String,
         #[arg(long, value_enum, default_value_t = Kind::Client)]
@@ -88,6 +89,7 @@ pub enum Kind {
     Client,
     Admin,
     Metrics,
+    Worker,
 }
 
 impl From<Kind> for KeyKind {
@@ -96,6 +98,7 @@ impl From<Kind> for KeyKind {
             Kind::Client => KeyKind::Client,
             Kind::Admin => KeyKind::Admin,
             Kind::Metrics => KeyKind::Metrics,
+            Kind::Worker => KeyKind::Worker,
         }
     }
 }
