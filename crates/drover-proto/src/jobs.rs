@@ -73,6 +73,10 @@ pub struct Job {
     pub metadata: Option<serde_json::Value>,
     /// The stored answer, once the job has one.
     pub response: Option<JobResponse>,
+    /// What the submitter should know, in the answer to its submission
+    /// only (a task for a capability no worker offers yet waits for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, utoipa::ToSchema)]

@@ -248,7 +248,23 @@ async fn a_failure_the_worker_calls_final_fails_the_task_and_a_retryable_one_goe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capability_nobody_offers_yet_waits_for_a_worker() {
     let c = hub("nobody-yet").await;
-    let task = submit(&c, "browser", json!({"url": "http://127.0.0.1/"})).await;
+    let r = c
+        .client
+        .post(
+            "/v1/tasks",
+            &json!({"capability": "browser", "input": {"url": "http://127.0.0.1/"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["note"]
+            .as_str()
+            .unwrap()
+            .contains("no worker offers \"browser\" yet"),
+        "{}",
+        r.text()
+    );
+    let task = r.json()["id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let waiting = c.client.get(&format!("/v1/tasks/{task}")).await.json();
     assert_eq!(waiting["state"], "queued", "{waiting}");
@@ -479,5 +495,68 @@ async fn a_cancel_reaches_the_worker_running_the_task() {
     );
     let after = c.client.get(&format!("/v1/tasks/{task}")).await.json();
     assert_eq!(after["state"], "cancelled", "{after}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_input_is_checked_against_its_capabilitys_schema() {
+    let c = hub("schema").await;
+    let bad_schema = c
+        .client
+        .post(
+            "/v1/workers",
+            &json!({"name": "w0", "capabilities": [{"name": "open", "input_schema": {"type": 12}}]}),
+        )
+        .await;
+    assert_eq!(bad_schema.status, 400, "{}", bad_schema.text());
+    assert!(
+        bad_schema.text().contains("input_schema"),
+        "{}",
+        bad_schema.text()
+    );
+    let r = c
+        .client
+        .post(
+            "/v1/workers",
+            &json!({"name": "w1", "capabilities": [{"name": "open", "input_schema": {
+                "type": "object", "required": ["url"],
+                "properties": {"url": {"type": "string"}}
+            }}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refused = c
+        .client
+        .post(
+            "/v1/tasks",
+            &json!({"capability": "open", "input": {"url": 5}}),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert_eq!(
+        refused.json()["error"]["param"],
+        "input",
+        "{}",
+        refused.text()
+    );
+    assert!(refused.text().contains("input/url"), "{}", refused.text());
+    let missing = c
+        .client
+        .post("/v1/tasks", &json!({"capability": "open", "input": {}}))
+        .await;
+    assert_eq!(missing.status, 400, "{}", missing.text());
+    assert!(missing.text().contains("url"), "{}", missing.text());
+    let ok = c
+        .client
+        .post(
+            "/v1/tasks",
+            &json!({"capability": "open", "input": {"url": "http://127.0.0.1/"}}),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(ok.json().get("note").is_none(), "{}", ok.text());
+    // Nothing refused was stored.
+    let listed = c.client.get("/v1/tasks").await.json();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
     c.shutdown().await;
 }

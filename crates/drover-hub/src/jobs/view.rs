@@ -113,6 +113,7 @@ pub fn job(job: Job, answer: Option<Answer>) -> drover_proto::jobs::Job {
         batch_id: job.batch_id,
         custom_id: job.custom_id,
         callback_url: job.callback_url,
+        note: None,
     }
 }
 

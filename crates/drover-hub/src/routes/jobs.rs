@@ -53,15 +53,18 @@ pub(super) fn scope(hub: &HubState, headers: &HeaderMap) -> Result<String, ApiEr
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = drover_proto::jobs::CreateJob, responses((status = 200, description = "The job, stored (or the one this Idempotency-Key made before)", body = drover_proto::jobs::Job), (status = 400, description = "A field is wrong; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 409, description = "The Idempotency-Key was used with another request", body = drover_proto::openai::ErrorBody), (status = 413, description = "The body is over the hub's limit", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn create(State(hub): State<Arc<HubState>>, req: Request) -> Result<Response, ApiError> {
-    create_as(&hub, req, JobKind::Inference).await
+    create_as(&hub, req, JobKind::Inference, |_| Ok(None)).await
 }
 
 /// Stores a job of `kind` (inference, or a task for a worker) from a
-/// request's body, with its Idempotency-Key.
+/// request's body, with its Idempotency-Key, once `check` (what the kind
+/// asks beyond the body's shape) passes it; what `check` notes goes into
+/// the answer.
 pub(super) async fn create_as(
     hub: &HubState,
     req: Request,
     kind: JobKind,
+    check: impl FnOnce(&drover_store::NewJob) -> Result<Option<String>, ApiError>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let scope = scope(hub, &parts.headers)?;
@@ -90,6 +93,7 @@ pub(super) async fn create_as(
         JobKind::Task => submit::check_task(&raw, &who, &jobs.config, now_ms())?,
         _ => submit::check(&raw, &who, &jobs.config, now_ms())?,
     };
+    let note = check(&new)?;
     let (job, replayed) = match jobs.store.insert_job(&new).await? {
         Inserted::Created(job) => {
             jobs.lane(kind).0.notify_one();
@@ -105,7 +109,9 @@ pub(super) async fn create_as(
         }
     };
     let answer = answer_if_over(jobs, &job).await?;
-    let mut response = Json(view::job(job, answer)).into_response();
+    let mut shown = view::job(job, answer);
+    shown.note = note;
+    let mut response = Json(shown).into_response();
     if replayed {
         response.headers_mut().insert(
             HeaderName::from_static(REPLAYED_HEADER),

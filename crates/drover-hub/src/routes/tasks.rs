@@ -21,7 +21,19 @@ use crate::workers::auth::worker_key;
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = drover_proto::workers::CreateTask, responses((status = 200, description = "The task, stored (or the one this Idempotency-Key made before); it waits for a worker offering its capability until its deadline", body = drover_proto::jobs::Job), (status = 400, description = "A field is wrong; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not a client key", body = drover_proto::openai::ErrorBody), (status = 409, description = "The Idempotency-Key was used with another request", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn create(State(hub): State<Arc<HubState>>, req: Request) -> Result<Response, ApiError> {
-    super::jobs::create_as(&hub, req, JobKind::Task).await
+    let workers = &hub.workers;
+    super::jobs::create_as(&hub, req, JobKind::Task, |task| {
+        let input: serde_json::Value = serde_json::from_slice(&task.body)
+            .map_err(|e| ApiError::bad_request(format!("input: {e}"), Some("input"), "invalid_input"))?;
+        let offered = workers.check_input(&task.model, &input)?;
+        Ok((!offered).then(|| {
+            format!(
+                "no worker offers {:?} yet: the task waits for one (until its deadline, if it has one)",
+                task.model
+            )
+        }))
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(super::jobs::ListQuery), responses((status = 200, description = "The caller's tasks, newest first, a page at a time (outputs not included); the same as /v1/jobs?kind=task", body = drover_proto::batch::List<drover_proto::jobs::Job>), (status = 400, description = "A bad filter", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not a client key", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]

@@ -71,6 +71,11 @@ impl From<Fence> for ApiError {
 }
 
 struct Worker {
+    /// Its place in the order workers registered: the newest schema for a
+    /// capability is the one its tasks are checked against.
+    seq: u64,
+    /// Each capability's input schema, compiled, where it gave one.
+    schemas: HashMap<String, Arc<jsonschema::Validator>>,
     name: String,
     labels: BTreeMap<String, String>,
     capabilities: Vec<Capability>,
@@ -102,6 +107,7 @@ struct Lease {
 
 #[derive(Default)]
 struct Inner {
+    registered: u64,
     workers: HashMap<String, Worker>,
     by_backend: HashMap<BackendId, String>,
     leases: HashMap<String, Lease>,
@@ -178,6 +184,21 @@ impl Workers {
                 ));
             }
         }
+        let mut schemas = HashMap::new();
+        for c in &asked.capabilities {
+            if let Some(schema) = &c.input_schema {
+                let validator = jsonschema::validator_for(schema).map_err(|e| {
+                    bad(
+                        format!(
+                            "capability {:?}: input_schema is not a usable JSON Schema: {e}",
+                            c.name
+                        ),
+                        "capabilities.input_schema",
+                    )
+                })?;
+                schemas.insert(c.name.clone(), Arc::new(validator));
+            }
+        }
         let id = format!("wrk_{}", uuid::Uuid::now_v7().simple());
         let backend = hub.registry.allocate_id();
         hub.dispatcher.name(backend, &id);
@@ -196,10 +217,14 @@ impl Workers {
         });
         tracing::info!(target: "drover::action", worker = %id, name = %asked.name, capabilities = ?asked.capabilities.iter().map(|c| &c.name).collect::<Vec<_>>(), "worker registered");
         let mut inner = self.lock();
+        inner.registered += 1;
+        let seq = inner.registered;
         inner.by_backend.insert(backend, id.clone());
         inner.workers.insert(
             id.clone(),
             Worker {
+                seq,
+                schemas,
                 name: asked.name,
                 labels: asked.labels,
                 capabilities: asked.capabilities,
@@ -465,6 +490,46 @@ impl Workers {
     /// job cancelled, the hub stopping).
     pub fn forget(&self, task: &str) {
         self.lock().leases.remove(task);
+    }
+
+    /// Checks a task's input against its capability's schema (the newest
+    /// registered worker's that gave one): a 400 naming where the input
+    /// fails it. Whether any worker offers the capability now.
+    pub fn check_input(&self, capability: &str, input: &Value) -> Result<bool, ApiError> {
+        let (offered, schema) = {
+            let inner = self.lock();
+            let offering = inner
+                .workers
+                .values()
+                .filter(|w| w.capabilities.iter().any(|c| c.name == capability));
+            let mut offered = false;
+            let mut newest: Option<(u64, Arc<jsonschema::Validator>)> = None;
+            for w in offering {
+                offered = true;
+                if let Some(v) = w.schemas.get(capability)
+                    && newest.as_ref().is_none_or(|(seq, _)| w.seq > *seq)
+                {
+                    newest = Some((w.seq, v.clone()));
+                }
+            }
+            (offered, newest.map(|(_, v)| v))
+        };
+        if let Some(schema) = schema
+            && let Err(e) = schema.validate(input)
+        {
+            let at = e.instance_path().to_string();
+            let field = if at.is_empty() || at == "/" {
+                "input".to_string()
+            } else {
+                format!("input{at}")
+            };
+            return Err(ApiError::bad_request(
+                format!("{field} does not meet capability {capability:?}'s input_schema: {e}"),
+                Some("input"),
+                "invalid_input",
+            ));
+        }
+        Ok(offered)
     }
 
     /// The worker's id behind a scheduler backend, for a task's history.
