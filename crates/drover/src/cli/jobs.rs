@@ -620,6 +620,7 @@ mod tests {
             callback_url: None,
             metadata: None,
             response: None,
+            note: None,
         }
     }
 
