@@ -527,7 +527,7 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
 /// Every field of [`HubConfig`] an environment variable may set (the
 /// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
 /// keeps it whole.
-const KNOWN_ROOTS: [&str; 14] = [
+const KNOWN_ROOTS: [&str; 15] = [
     "listen",
     "insecure",
     "admin_key",
@@ -542,6 +542,7 @@ const KNOWN_ROOTS: [&str; 14] = [
     "manager",
     "jobs",
     "batches",
+    "workers",
 ];
 
 /// The TOML value an environment variable stands for. Its text is tried as
@@ -666,6 +667,7 @@ mod tests {
                 ("DROVER_DATABASE_URL", "postgres://u@h/db"),
                 ("DROVER_JOBS__WINDOW", "64"),
                 ("DROVER_BATCHES__MAX_LINES", "10"),
+                ("DROVER_WORKERS__HEARTBEAT", "200ms"),
             ]),
         )
         .unwrap();
@@ -686,7 +688,8 @@ mod tests {
         assert_eq!(c.database_url.as_deref(), Some("postgres://u@h/db"));
         assert_eq!(c.jobs.window, 64);
         assert_eq!(c.batches.max_lines, 10);
-        assert_eq!(KNOWN_ROOTS.len(), 14, "a new root needs a line above");
+        assert_eq!(c.workers.heartbeat, Duration::from_millis(200));
+        assert_eq!(KNOWN_ROOTS.len(), 15, "a new root needs a line above");
     }
 
     #[test]

@@ -43,6 +43,8 @@ enum Command {
     Keys(cli::keys::KeysArgs),
     /// Jobs: hand a request over to run later, list them, get the answer, cancel, retry.
     Jobs(cli::jobs::JobsArgs),
+    /// Make a command a capability worker: each task runs it once (input on stdin, output from stdout).
+    Worker(cli::worker::WorkerArgs),
     /// The fleet live in a terminal: backends, models, queue, rates; q quits.
     Top(cli::top::TopArgs),
     /// The policy lab: compare scheduling policies in virtual time on seeded traces.
@@ -80,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Models(args) => cli::models::run(args).await,
             Command::Keys(args) => cli::keys::run(args).await,
             Command::Jobs(args) => cli::jobs::run(args).await,
+            Command::Worker(args) => cli::worker::run(args).await,
             Command::Top(args) => cli::top::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),

@@ -699,3 +699,175 @@ async fn a_client_key_comes_from_api_key_or_drover_api_key() {
     assert_eq!(out.rows().len(), 1, "{out:?}");
     assert!(out.rows()[0].contains("completed"), "{out:?}");
 }
+
+// `drover worker`: a command as a capability worker; its tasks are jobs of
+// kind `task`, read back with the same helpers.
+
+/// A `drover worker` process, killed when the test ends however it ends.
+struct Running(Child);
+
+impl Running {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Hub {
+    /// `drover worker --hub URL --capability CAP -- COMMAND...`, running.
+    fn worker(&self, capability: &str, command: &[&str]) -> Running {
+        let mut cmd = drover();
+        cmd.args([
+            "worker",
+            "--hub",
+            &self.url,
+            "--capability",
+            capability,
+            "--",
+        ])
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+        Running(cmd.spawn().expect("drover worker starts"))
+    }
+
+    async fn task(&self, capability: &str, input: Value) -> String {
+        let r = self
+            .client
+            .post(
+                "/v1/tasks",
+                &serde_json::json!({"capability": capability, "input": input}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["id"].as_str().unwrap().to_string()
+    }
+
+    /// The workers the hub knows: (id, tasks held).
+    async fn workers(&self) -> Vec<(String, u64)> {
+        let listed = self.client.get("/admin/workers").await.json();
+        listed["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["id"].as_str().unwrap().to_string(),
+                    w["in_flight"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    async fn until_workers(&self, n: usize) {
+        wait_until_within(
+            &format!("{n} workers registered"),
+            Duration::from_secs(20),
+            || async move { self.workers().await.len() == n },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_is_a_worker_its_stdout_the_output_and_a_failure_its_stderr() {
+    let hub = start(fresh_dir("worker"), 0, &[], None).await;
+    let _upper = hub.worker("upper,max=2", &["sh", "-c", "tr a-z A-Z"]);
+    let _echo = hub.worker("echo", &["cat"]);
+    let _broken = hub.worker("broken", &["sh", "-c", "echo boom >&2; exit 3"]);
+    hub.until_workers(3).await;
+
+    let text = hub.task("upper", Value::from("hello")).await;
+    let json = hub.task("echo", serde_json::json!({"a": [1, 2]})).await;
+    let failing = hub.task("broken", Value::from("x")).await;
+    hub.until_state(&text, "completed").await;
+    assert_eq!(hub.job(&text).await["response"]["body"], "HELLO");
+    hub.until_state(&json, "completed").await;
+    assert_eq!(
+        hub.job(&json).await["response"]["body"],
+        serde_json::json!({"a": [1, 2]})
+    );
+    hub.until_state(&failing, "failed").await;
+    let failed = hub.job(&failing).await;
+    let error = failed["attempts"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("status 3") && error.contains("boom"),
+        "{failed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_has_its_task_finished_by_another_once() {
+    let hub = start(
+        fresh_dir("worker-killed"),
+        0,
+        &[("DROVER_WORKERS__HEARTBEAT", "200ms")],
+        None,
+    )
+    .await;
+    let mut slow = hub.worker("shell", &["sh", "-c", "sleep 5; echo slow"]);
+    hub.until_workers(1).await;
+    let task = hub.task("shell", Value::from("")).await;
+    wait_until_within(
+        "the slow worker holds the task",
+        Duration::from_secs(20),
+        || async {
+            hub.workers()
+                .await
+                .first()
+                .is_some_and(|(_, held)| *held == 1)
+        },
+    )
+    .await;
+    let _fast = hub.worker("shell", &["sh", "-c", "echo fast"]);
+    hub.until_workers(2).await;
+    // SIGKILL: the worker says nothing more.
+    slow.kill();
+    hub.until_state(&task, "completed").await;
+    let done = hub.job(&task).await;
+    assert_eq!(done["response"]["body"], "fast\n", "{done}");
+    let attempts = done["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "once on each: {done}");
+    assert_eq!(attempts[0]["status"], 503, "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_worker_its_task_finishes_and_it_leaves() {
+    let hub = start(fresh_dir("worker-drain"), 0, &[], None).await;
+    let mut worker = hub.worker("shell", &["sh", "-c", "sleep 1; echo done"]);
+    hub.until_workers(1).await;
+    let task = hub.task("shell", Value::from("")).await;
+    wait_until_within(
+        "the worker holds the task",
+        Duration::from_secs(20),
+        || async {
+            hub.workers()
+                .await
+                .first()
+                .is_some_and(|(_, held)| *held == 1)
+        },
+    )
+    .await;
+    let pid = worker.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || worker.0.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    hub.until_state(&task, "completed").await;
+    assert_eq!(hub.job(&task).await["response"]["body"], "done\n");
+    assert!(hub.workers().await.is_empty(), "it left");
+}

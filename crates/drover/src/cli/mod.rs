@@ -12,6 +12,7 @@ pub mod plan;
 pub mod serve;
 pub mod table;
 pub mod top;
+pub mod worker;
 
 use tokio_util::sync::CancellationToken;
 
