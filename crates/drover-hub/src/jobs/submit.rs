@@ -85,26 +85,20 @@ pub fn check(
             "body.stream",
         ));
     }
-    let priority = create.priority.unwrap_or(config.priority);
-    if priority > 100 {
-        return Err(bad("priority must be from 0 to 100", "priority"));
-    }
-    let max_attempts = create.max_attempts.unwrap_or(config.max_attempts);
-    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-        return Err(bad(
-            format!("max_attempts must be from 1 to {MAX_ATTEMPTS}"),
-            "max_attempts",
-        ));
-    }
-    let deadline = create
-        .deadline
-        .as_ref()
-        .map(|d| deadline_ms(d, now_ms))
-        .transpose()?;
-    if let Some(url) = &create.callback_url {
-        check_callback_url(url)?;
-    }
-    let metadata = create.metadata.as_ref().map(check_metadata).transpose()?;
+    let Terms {
+        priority,
+        max_attempts,
+        deadline,
+        metadata,
+    } = terms(
+        create.priority,
+        create.max_attempts,
+        create.deadline.as_ref(),
+        create.callback_url.as_deref(),
+        create.metadata.as_ref(),
+        config,
+        now_ms,
+    )?;
     Ok(NewJob {
         id: new_job_id(),
         kind: JobKind::Inference,
@@ -138,26 +132,20 @@ pub fn check_task(
         ApiError::bad_request(format!("the body is not a task: {e}"), None, "invalid_json")
     })?;
     crate::name::check_name("capability", &create.capability).map_err(|m| bad(m, "capability"))?;
-    let priority = create.priority.unwrap_or(config.priority);
-    if priority > 100 {
-        return Err(bad("priority must be from 0 to 100", "priority"));
-    }
-    let max_attempts = create.max_attempts.unwrap_or(config.max_attempts);
-    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
-        return Err(bad(
-            format!("max_attempts must be from 1 to {MAX_ATTEMPTS}"),
-            "max_attempts",
-        ));
-    }
-    let deadline = create
-        .deadline
-        .as_ref()
-        .map(|d| deadline_ms(d, now_ms))
-        .transpose()?;
-    if let Some(url) = &create.callback_url {
-        check_callback_url(url)?;
-    }
-    let metadata = create.metadata.as_ref().map(check_metadata).transpose()?;
+    let Terms {
+        priority,
+        max_attempts,
+        deadline,
+        metadata,
+    } = terms(
+        create.priority,
+        create.max_attempts,
+        create.deadline.as_ref(),
+        create.callback_url.as_deref(),
+        create.metadata.as_ref(),
+        config,
+        now_ms,
+    )?;
     let input =
         serde_json::to_vec(&create.input).map_err(|e| bad(format!("input: {e}"), "input"))?;
     Ok(NewJob {
@@ -178,6 +166,47 @@ pub fn check_task(
         callback_url: create.callback_url,
         metadata,
         created_at: now_ms,
+    })
+}
+
+/// What a job and a task both say of how to run them, checked.
+struct Terms {
+    priority: u8,
+    max_attempts: u32,
+    deadline: Option<i64>,
+    metadata: Option<String>,
+}
+
+fn terms(
+    priority: Option<u8>,
+    max_attempts: Option<u32>,
+    deadline: Option<&Deadline>,
+    callback_url: Option<&str>,
+    metadata: Option<&serde_json::Map<String, serde_json::Value>>,
+    config: &JobsConfig,
+    now_ms: i64,
+) -> Result<Terms, ApiError> {
+    let priority = priority.unwrap_or(config.priority);
+    if priority > 100 {
+        return Err(bad("priority must be from 0 to 100", "priority"));
+    }
+    let max_attempts = max_attempts.unwrap_or(config.max_attempts);
+    if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+        return Err(bad(
+            format!("max_attempts must be from 1 to {MAX_ATTEMPTS}"),
+            "max_attempts",
+        ));
+    }
+    let deadline = deadline.map(|d| deadline_ms(d, now_ms)).transpose()?;
+    if let Some(url) = callback_url {
+        check_callback_url(url)?;
+    }
+    let metadata = metadata.map(check_metadata).transpose()?;
+    Ok(Terms {
+        priority,
+        max_attempts,
+        deadline,
+        metadata,
     })
 }
 
