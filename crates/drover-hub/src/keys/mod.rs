@@ -501,6 +501,15 @@ impl Keys {
         })
     }
 
+    /// The key `id` as the hub holds it now.
+    fn info(&self, id: &str) -> Option<KeyInfo> {
+        drover_core::sync::read(&self.inner)
+            .records
+            .iter()
+            .find(|r| r.info.id == id)
+            .map(|r| r.info.clone())
+    }
+
     /// Every key, revoked ones too, oldest first.
     pub fn list(&self) -> Vec<KeyInfo> {
         drover_core::sync::read(&self.inner)
@@ -541,11 +550,7 @@ impl Keys {
         }
         store.revoke_key(&info.id, seconds(unix_now())).await?;
         self.reload().await?;
-        let now = self
-            .list()
-            .into_iter()
-            .find(|k| k.id == info.id)
-            .unwrap_or(info);
+        let now = self.info(&info.id).unwrap_or(info);
         let note = match now.kind {
             KeyKind::Client if !self.any(KeyKind::Client) => Some(
                 "no client key is active now: inference stays closed to everyone (401) until one is created; `drover keys purge` forgets revoked keys and opens inference to anyone again",
@@ -600,11 +605,7 @@ impl Keys {
             return Ok(None);
         }
         self.reload().await?;
-        let now = self
-            .list()
-            .into_iter()
-            .find(|k| k.id == info.id)
-            .unwrap_or(info);
+        let now = self.info(&info.id).unwrap_or(info);
         Ok(Some((now, secret)))
     }
 }

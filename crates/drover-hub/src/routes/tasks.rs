@@ -14,6 +14,7 @@ use drover_proto::workers::{TaskComplete, TaskFail, TaskHeartbeat, TaskLease};
 use drover_store::JobKind;
 use http::HeaderMap;
 
+use super::workers::body;
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::workers::Outcome;
@@ -67,12 +68,6 @@ pub async fn cancel(
     super::jobs::cancel(state, id, headers).await
 }
 
-/// A JSON body a worker sent, or a 400 naming what is wrong with it.
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}"), None, "invalid_json"))
-}
-
 #[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", tag = "tasks", params(("id" = String, Path, description = "The task's id")), request_body = drover_proto::workers::TaskHeartbeat, responses((status = 200, description = "The lease renewed, and whether the task was cancelled", body = drover_proto::workers::TaskLease), (status = 409, description = "The lease token does not hold the task (it went elsewhere)", body = drover_proto::openai::ErrorBody), (status = 401, description = "No worker key", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not a worker key", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn heartbeat(
     State(hub): State<Arc<HubState>>,
@@ -81,7 +76,7 @@ pub async fn heartbeat(
     bytes: axum::body::Bytes,
 ) -> Result<Json<TaskLease>, ApiError> {
     worker_key(&hub, &headers)?;
-    let beat: TaskHeartbeat = body(&bytes)?;
+    let beat: TaskHeartbeat = body(&bytes, None)?;
     Ok(Json(hub.workers.task_heartbeat(&id, &beat.lease_token)?))
 }
 
@@ -93,7 +88,7 @@ pub async fn complete(
     bytes: axum::body::Bytes,
 ) -> Result<http::StatusCode, ApiError> {
     worker_key(&hub, &headers)?;
-    let done: TaskComplete = body(&bytes)?;
+    let done: TaskComplete = body(&bytes, None)?;
     hub.workers
         .finish(&id, &done.lease_token, Outcome::Completed(done.output))?;
     Ok(http::StatusCode::NO_CONTENT)
@@ -107,7 +102,7 @@ pub async fn fail(
     bytes: axum::body::Bytes,
 ) -> Result<http::StatusCode, ApiError> {
     worker_key(&hub, &headers)?;
-    let failed: TaskFail = body(&bytes)?;
+    let failed: TaskFail = body(&bytes, None)?;
     hub.workers.finish(
         &id,
         &failed.lease_token,

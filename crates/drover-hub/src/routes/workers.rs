@@ -17,7 +17,12 @@ use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::workers::auth::worker_key;
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8], empty: Option<T>) -> Result<T, ApiError> {
+/// A JSON body a worker sent (`empty` where it may send none), or a 400
+/// naming what is wrong with it.
+pub(super) fn body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    empty: Option<T>,
+) -> Result<T, ApiError> {
     if let Some(empty) = empty
         && bytes.iter().all(u8::is_ascii_whitespace)
     {

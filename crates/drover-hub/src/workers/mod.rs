@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::hub::HubState;
+use crate::jobs::now_ms;
 
 /// The most tasks one poll takes.
 const MAX_TASKS: u32 = 64;
@@ -117,12 +118,6 @@ struct Inner {
 pub struct Workers {
     inner: Mutex<Inner>,
     timing: crate::config::WorkersConfig,
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
@@ -349,7 +344,7 @@ impl Workers {
                         continue;
                     };
                     l.expires = Instant::now() + lease;
-                    l.expires_unix_ms = unix_ms() + lease.as_millis() as i64;
+                    l.expires_unix_ms = now_ms() + lease.as_millis() as i64;
                     given.push(LeasedTask {
                         id: task,
                         capability: l.capability.clone(),
@@ -425,7 +420,7 @@ impl Workers {
                 attempt,
                 // Until polled, the worker's heartbeats keep it.
                 expires: Instant::now() + lease,
-                expires_unix_ms: unix_ms() + lease.as_millis() as i64,
+                expires_unix_ms: now_ms() + lease.as_millis() as i64,
                 cancel_requested: false,
                 done: Some(tx),
             },
@@ -462,7 +457,7 @@ impl Workers {
         let mut inner = self.lock();
         let lease = Self::fenced(&mut inner, task, token)?;
         lease.expires = Instant::now() + ttl;
-        lease.expires_unix_ms = unix_ms() + ttl.as_millis() as i64;
+        lease.expires_unix_ms = now_ms() + ttl.as_millis() as i64;
         let answer = TaskLease {
             lease_expires_at: lease.expires_unix_ms,
             cancel_requested: lease.cancel_requested,
