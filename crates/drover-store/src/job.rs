@@ -25,6 +25,8 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 3] = [JobKind::Inference, JobKind::Callback, JobKind::Task];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Inference => "inference",

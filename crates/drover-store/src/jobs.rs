@@ -205,7 +205,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        for kind in [JobKind::Inference, JobKind::Callback] {
+        for kind in JobKind::ALL {
             if jobs.iter().any(|j| j.kind == kind) {
                 self.hint(kind).await;
             }

@@ -1097,6 +1097,66 @@ async fn a_stored_job_wakes_the_hubs_listening_on_postgres(store: &Store) {
         next.await.expect("a hint within seconds").unwrap(),
         Wakeup::Stored(JobKind::Callback)
     );
+    let mut task = new_job("t1", 10, 1);
+    task.kind = JobKind::Task;
+    store.insert_jobs(&[task]).await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), wakeups.next());
+    assert_eq!(
+        next.await.expect("a hint within seconds").unwrap(),
+        Wakeup::Stored(JobKind::Task)
+    );
+}
+
+fn plan(id: &str, key: &str, at: i64) -> NewPlan {
+    NewPlan {
+        id: id.into(),
+        key_id: key.into(),
+        request: "play weezer".into(),
+        model: "planner".into(),
+        answer: r#"{"tasks":[]}"#.into(),
+        plan: Some(r#"{"tasks":[]}"#.into()),
+        error: None,
+        created_at: at,
+    }
+}
+
+fn task(id: &str) -> NewJob {
+    let mut task = new_job(id, 10, 1);
+    task.kind = JobKind::Task;
+    task.endpoint = "task".into();
+    task.model = "music".into();
+    task
+}
+
+async fn a_plan_is_kept_with_its_tasks_all_or_nothing(store: &Store) {
+    store
+        .insert_plan(&plan("p1", "k1", 1_000), &[task("t1"), task("t2")])
+        .await
+        .unwrap();
+    let kept = store.plan("p1").await.unwrap().unwrap();
+    assert_eq!(kept.tasks().unwrap(), ["t1", "t2"]);
+    assert_eq!(kept.answer, r#"{"tasks":[]}"#);
+    assert_eq!(store.job("t2").await.unwrap().unwrap().kind, JobKind::Task);
+    // A refused plan is kept with why, and makes no task.
+    let mut refused = plan("p2", "k2", 2_000);
+    refused.plan = None;
+    refused.error = Some("the answer is not JSON".into());
+    store.insert_plan(&refused, &[]).await.unwrap();
+    assert_eq!(
+        store.plan("p2").await.unwrap().unwrap().tasks().unwrap(),
+        Vec::<String>::new()
+    );
+    // A task that cannot be stored takes its plan with it.
+    let err = store
+        .insert_plan(&plan("p3", "k1", 3_000), &[task("t3"), task("t1")])
+        .await;
+    assert!(err.is_err(), "t1 is taken");
+    assert!(store.plan("p3").await.unwrap().is_none());
+    assert!(store.job("t3").await.unwrap().is_none());
+    let ids = |plans: Vec<Plan>| plans.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.plans(None, 10).await.unwrap()), ["p2", "p1"]);
+    assert_eq!(ids(store.plans(Some("k1"), 10).await.unwrap()), ["p1"]);
+    assert_eq!(ids(store.plans(None, 1).await.unwrap()), ["p2"]);
 }
 
 macro_rules! conformance {
@@ -1150,4 +1210,5 @@ conformance!(
     run_time_backends_and_pins_are_kept,
     keys_are_kept_with_one_active_key_a_name,
     a_stored_job_wakes_the_hubs_listening_on_postgres,
+    a_plan_is_kept_with_its_tasks_all_or_nothing,
 );
