@@ -191,6 +191,12 @@ pub struct WorkersConfig {
     /// read timeouts).
     #[serde(deserialize_with = "duration")]
     pub poll_wait_max: Duration,
+    /// The model `POST /v1/tasks/plan` asks, unless the request names one.
+    pub planner_model: Option<String>,
+    /// The most tokens the planner model may answer with.
+    pub planner_max_tokens: u32,
+    /// The most tasks one plan may make.
+    pub planner_max_tasks: u32,
 }
 
 impl Default for WorkersConfig {
@@ -199,6 +205,9 @@ impl Default for WorkersConfig {
             heartbeat: Duration::from_secs(10),
             lease: Duration::from_secs(30),
             poll_wait_max: Duration::from_secs(25),
+            planner_model: None,
+            planner_max_tokens: 1024,
+            planner_max_tasks: 8,
         }
     }
 }
@@ -424,6 +433,19 @@ impl HubConfig {
         if w.heartbeat.is_zero() || w.lease < Duration::from_secs(1) || w.poll_wait_max.is_zero() {
             return Err(ConfigError(
                 "workers.heartbeat and workers.poll_wait_max must be more than zero, workers.lease at least 1 s".into(),
+            ));
+        }
+        if !(1..=64).contains(&w.planner_max_tasks) || w.planner_max_tokens == 0 {
+            return Err(ConfigError(
+                "workers.planner_max_tasks must be from 1 to 64, workers.planner_max_tokens more than zero".into(),
+            ));
+        }
+        if w.planner_model
+            .as_deref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
+            return Err(ConfigError(
+                "workers.planner_model is empty: name a model, or leave it out".into(),
             ));
         }
         if self.queue.background_below > 100 {

@@ -50,6 +50,13 @@ pub enum ApiError {
     /// The job store failed, or is away.
     #[error("{0}")]
     Store(std::sync::Arc<drover_store::StoreError>),
+    /// A model's plan that cannot be run: the answer is attached, as the
+    /// plan kept with why.
+    #[error("{message}")]
+    PlanRefused {
+        message: String,
+        plan: Box<drover_proto::workers::PlanView>,
+    },
     /// The hub keeps no job store.
     #[error(
         "this hub keeps no jobs: it has no data directory and no database (set data_dir or \
@@ -93,6 +100,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Store(e) => store_status(e),
             ApiError::NoStore => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PlanRefused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -119,6 +127,7 @@ impl ApiError {
             }
             ApiError::Store(_) => ("server_error", "store_error"),
             ApiError::NoStore => ("server_error", "no_store"),
+            ApiError::PlanRefused { .. } => ("invalid_request_error", "invalid_plan"),
         }
     }
 
@@ -270,8 +279,15 @@ pub fn echo(text: &str) -> std::borrow::Cow<'_, str> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
-        finish(self, status, body)
+        let body = match &self {
+            // The OpenAI shape, with the refused plan beside the error.
+            ApiError::PlanRefused { plan, .. } => serde_json::to_vec(&serde_json::json!({
+                "error": self.body().error,
+                "plan": plan,
+            })),
+            _ => serde_json::to_vec(&self.body()),
+        };
+        finish(self, status, body.unwrap_or_default())
     }
 }
 

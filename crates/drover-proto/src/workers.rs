@@ -27,6 +27,10 @@ pub struct Capability {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// What it does, in a sentence: the planner shows it to the model that
+    /// turns plain-language requests into tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// A JSON Schema its tasks' input must meet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -58,6 +62,10 @@ pub struct WorkerRegistered {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Poll {
+    /// Only tasks of these of its capabilities (default: any of them);
+    /// others wait for another poll.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
     /// Tasks it takes at most in this answer (default 1).
     #[serde(default)]
     pub max_tasks: Option<u32>,
@@ -131,6 +139,11 @@ pub struct TaskFail {
 pub struct WorkerHeartbeat {
     #[serde(default)]
     pub in_flight: u32,
+    /// The worker is draining itself (it was told to stop): the hub gives
+    /// it nothing new, and tasks given to it but not yet polled go to
+    /// another worker.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// What the hub wants of a worker: `run`, or `drain` (finish what it
@@ -177,4 +190,45 @@ pub struct WorkerInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
+}
+
+/// `POST /v1/tasks/plan`: a request in plain language, for a model to turn
+/// into tasks.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    pub request: String,
+    /// The model that plans (default: the hub's `workers.planner_model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The tasks' priority, attempts and deadline, as for `POST /v1/tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
+}
+
+/// A plan: the request, the model's answer as it came, the plan it parsed
+/// into, and the tasks it made with where each stands (its output once it
+/// has one).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanView {
+    pub id: String,
+    pub object: String,
+    pub request: String,
+    pub model: String,
+    /// The model's answer, as it came.
+    pub answer: String,
+    /// The plan, once the answer parsed into one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Value>,
+    /// Why it was refused; absent when its tasks were submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub tasks: Vec<crate::jobs::Job>,
+    /// Unix seconds.
+    pub created_at: i64,
 }

@@ -560,3 +560,95 @@ async fn a_tasks_input_is_checked_against_its_capabilitys_schema() {
     assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_for_some_capabilities_leaves_the_others_for_a_poll_that_asks() {
+    let c = hub("poll-some").await;
+    let r = c
+        .client
+        .post(
+            "/v1/workers",
+            &json!({"name": "two", "capabilities": [{"name": "a"}, {"name": "b"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let worker = r.json()["worker_id"].as_str().unwrap().to_string();
+    let a = submit(&c, "a", json!(1)).await;
+    let b = submit(&c, "b", json!(2)).await;
+    let poll_for = |names: Value| {
+        let c = &c;
+        let url = format!("/v1/workers/{worker}/poll");
+        async move {
+            c.client
+                .post(
+                    &url,
+                    &json!({"wait_s": 5, "max_tasks": 4, "capabilities": names}),
+                )
+                .await
+        }
+    };
+    // Both reach the worker's mailbox; a poll for b takes b alone.
+    drover_tests::wait_until_within(
+        "both tasks are given to the worker",
+        Duration::from_secs(10),
+        || {
+            let client = c.client.clone();
+            async move {
+                client.get("/v1/tasks?state=running").await.json()["data"]
+                    .as_array()
+                    .is_some_and(|d| d.len() == 2)
+            }
+        },
+    )
+    .await;
+    let r = poll_for(json!(["b"])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let given: Vec<Value> = r.json()["tasks"].as_array().unwrap().clone();
+    assert_eq!(given.len(), 1, "{given:?}");
+    assert_eq!(given[0]["id"], b.as_str());
+    let r = poll_for(json!(["a", "b"])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tasks"][0]["id"], a.as_str());
+    // A capability the worker does not offer is a mistake, named.
+    let r = poll_for(json!(["c"])).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("does not offer \\\"c\\\""),
+        "{}",
+        r.text()
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_came_while_its_only_worker_drained_runs_on_the_next_one() {
+    let c = hub("drain-then-next").await;
+    let first = register(&c, "w1", "echo", &[]).await;
+    // The worker says it drains (SIGTERM): nothing new goes its way.
+    let beat = c
+        .client
+        .post(
+            &format!("/v1/workers/{first}/heartbeat"),
+            &json!({"in_flight": 0, "draining": true}),
+        )
+        .await;
+    assert_eq!(beat.json()["state"], "drain");
+    let task = submit(&c, "echo", json!("late")).await;
+    assert!(
+        poll(&c, &first, 1).await.is_empty(),
+        "nothing for the drained one"
+    );
+    let r = c.client.delete(&format!("/v1/workers/{first}")).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let second = register(&c, "w2", "echo", &[]).await;
+    let given = poll(&c, &second, 10).await;
+    assert_eq!(
+        given.len(),
+        1,
+        "the task waits for the next worker: {}",
+        c.client.get(&format!("/v1/tasks/{task}")).await.text()
+    );
+    assert_eq!(given[0]["id"], task.as_str());
+    assert_eq!(given[0]["attempt"], 1, "waiting is not failing");
+    c.shutdown().await;
+}

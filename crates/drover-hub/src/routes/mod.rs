@@ -53,6 +53,7 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/events", get(dashboard::events))
         .route("/admin/webhook-secret", post(webhook_secret::rotate))
         .route("/admin/workers", get(workers::admin_list))
+        .route("/admin/plans", get(tasks::admin_plans))
         .route("/admin/workers/{id}/drain", post(workers::drain))
         .route("/admin/workers/{id}/undrain", post(workers::undrain))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -80,6 +81,9 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/tasks", get(tasks::list).post(tasks::create))
+        .route("/v1/tasks/plan", post(tasks::plan))
+        .route("/v1/tasks/plans", get(tasks::plans))
+        .route("/v1/tasks/plans/{id}", get(tasks::plan_get))
         .route("/v1/tasks/{id}", get(tasks::get))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/heartbeat", post(tasks::heartbeat))

@@ -73,9 +73,12 @@ pub async fn heartbeat(
     bytes: axum::body::Bytes,
 ) -> Result<Json<WorkerState>, ApiError> {
     let key = worker_key(&hub, &headers)?;
-    let _beat: WorkerHeartbeat = body(&bytes, Some(WorkerHeartbeat::default()))?;
+    let beat: WorkerHeartbeat = body(&bytes, Some(WorkerHeartbeat::default()))?;
     Ok(Json(WorkerState {
-        state: hub.workers.heartbeat(&id, &key)?.to_string(),
+        state: hub
+            .workers
+            .heartbeat(&hub, &id, &key, beat.draining)?
+            .to_string(),
     }))
 }
 
@@ -88,10 +91,7 @@ pub async fn poll(
 ) -> Result<Response, ApiError> {
     let key = worker_key(&hub, &headers)?;
     let asked: Poll = body(&bytes, Some(Poll::default()))?;
-    let tasks = hub
-        .workers
-        .poll(&id, &key, asked.max_tasks, asked.wait_s, &hub.shutdown)
-        .await?;
+    let tasks = hub.workers.poll(&id, &key, &asked, &hub.shutdown).await?;
     if tasks.is_empty() {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
-use crate::dispatcher::AcquireError;
+use crate::dispatcher::{AcquireError, WaitError};
 use crate::hub::HubState;
 use crate::jobs::attempt::Ended;
 
@@ -113,10 +113,18 @@ pub(crate) async fn run(
                 break;
             }
             Err(AcquireError::Rejected(Reject::Exhausted)) if !exclude.is_empty() => continue,
-            Err(AcquireError::Rejected(
-                Reject::ModelNotFound | Reject::ApiNotServed | Reject::Exhausted,
-            )) => {
-                // No worker offers it (yet): back to the store, uncounted.
+            Err(
+                AcquireError::Rejected(
+                    Reject::ModelNotFound
+                    | Reject::ApiNotServed
+                    | Reject::Exhausted
+                    | Reject::NoHealthyBackend,
+                )
+                | AcquireError::Wait(WaitError::Unroutable),
+            ) => {
+                // No worker offers it (yet), every one that does drains, or
+                // the ones it waited for left: back to the store,
+                // uncounted. Waiting for a worker is not failing.
                 return Ended::Wait {
                     after: NO_WORKER_WAIT,
                 };
@@ -132,7 +140,7 @@ pub(crate) async fn run(
                     answer: error_answer(
                         503,
                         "no_worker",
-                        &format!("no worker took the task in time: {e:?}"),
+                        &format!("no worker took the task: {}", why_not(&e)),
                     ),
                     backends: Vec::new(),
                     retry_after: None,
@@ -215,5 +223,14 @@ pub(crate) async fn run(
             guard.neutral();
             Ended::Released
         }
+    }
+}
+
+/// Why no worker's slot came, in words.
+fn why_not(e: &AcquireError) -> &'static str {
+    match e {
+        AcquireError::Wait(WaitError::Expired) => "its deadline passed while it waited",
+        AcquireError::Wait(WaitError::ShuttingDown) => "the hub is stopping",
+        _ => "the scheduler refused it",
     }
 }

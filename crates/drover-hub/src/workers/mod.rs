@@ -20,13 +20,16 @@
 
 pub(crate) mod attempt;
 pub mod auth;
+pub mod plan;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_core::BackendId;
-use drover_proto::workers::{Capability, LeasedTask, RegisterWorker, TaskLease, WorkerRegistered};
+use drover_proto::workers::{
+    Capability, LeasedTask, Poll, RegisterWorker, TaskLease, WorkerRegistered,
+};
 use drover_scheduler::{BackendStatus, Event, ModelSpec};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
@@ -295,17 +298,38 @@ impl Workers {
         tracing::info!(target: "drover::action", worker = %id, tasks = ended, "worker removed: {why}");
     }
 
-    /// A worker's heartbeat: whether it should run or drain.
-    pub fn heartbeat(&self, id: &str, key_id: &str) -> Result<&'static str, ApiError> {
-        let mut inner = self.lock();
-        Self::check_owner(&inner, id, key_id)?;
-        let Some(w) = inner.workers.get_mut(id) else {
-            return Err(ApiError::Internal(
-                "a worker vanished under its lock".into(),
-            ));
+    /// A worker's heartbeat: whether it should run or drain. A worker
+    /// that says it is draining (it was told to stop) is drained here too,
+    /// so no new task goes its way while it finishes.
+    pub fn heartbeat(
+        &self,
+        hub: &HubState,
+        id: &str,
+        key_id: &str,
+        draining: bool,
+    ) -> Result<&'static str, ApiError> {
+        let drain_now = {
+            let mut inner = self.lock();
+            Self::check_owner(&inner, id, key_id)?;
+            let Some(w) = inner.workers.get_mut(id) else {
+                return Err(ApiError::Internal(
+                    "a worker vanished under its lock".into(),
+                ));
+            };
+            w.last_seen = Instant::now();
+            draining && !w.draining
         };
-        w.last_seen = Instant::now();
-        Ok(if w.draining { "drain" } else { "run" })
+        if drain_now {
+            tracing::info!(target: "drover::action", worker = %id, "worker drains itself");
+            self.drain(hub, id, true);
+        }
+        Ok(
+            if drain_now || self.lock().workers.get(id).is_some_and(|w| w.draining) {
+                "drain"
+            } else {
+                "run"
+            },
+        )
     }
 
     /// Tasks given to worker `id`, up to `max`, waiting up to `wait` for
@@ -314,13 +338,30 @@ impl Workers {
         &self,
         id: &str,
         key_id: &str,
-        max: Option<u32>,
-        wait: Option<u64>,
+        asked: &Poll,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Vec<LeasedTask>, ApiError> {
-        let max = max.unwrap_or(1).clamp(1, MAX_TASKS) as usize;
+        let max = asked.max_tasks.unwrap_or(1).clamp(1, MAX_TASKS) as usize;
         let most = self.timing.poll_wait_max;
-        let wait = wait.map_or(most, Duration::from_secs).min(most);
+        let wait = asked.wait_s.map_or(most, Duration::from_secs).min(most);
+        let only = asked.capabilities.as_deref();
+        if let Some(only) = only {
+            let inner = self.lock();
+            Self::check_owner(&inner, id, key_id)?;
+            if let Some(w) = inner.workers.get(id)
+                && let Some(other) = only
+                    .iter()
+                    .find(|name| !w.capabilities.iter().any(|c| &c.name == *name))
+            {
+                return Err(bad(
+                    format!(
+                        "capabilities: worker {id} does not offer {:?}",
+                        crate::error::echo(other)
+                    ),
+                    "capabilities",
+                ));
+            }
+        }
         let deadline = Instant::now() + wait;
         let lease = self.timing.lease;
         loop {
@@ -335,6 +376,9 @@ impl Workers {
                 };
                 w.last_seen = Instant::now();
                 let mut given = Vec::new();
+                // Tasks of capabilities this poll did not ask for stay, in
+                // their order, for a poll that does.
+                let mut kept = VecDeque::new();
                 while given.len() < max {
                     let Some(task) = w.mailbox.pop_front() else {
                         break;
@@ -343,6 +387,10 @@ impl Workers {
                     let Some(l) = leases.get_mut(&task) else {
                         continue;
                     };
+                    if only.is_some_and(|only| !only.contains(&l.capability)) {
+                        kept.push_back(task);
+                        continue;
+                    }
                     l.expires = Instant::now() + lease;
                     l.expires_unix_ms = now_ms() + lease.as_millis() as i64;
                     given.push(LeasedTask {
@@ -354,22 +402,24 @@ impl Workers {
                         lease_expires_at: l.expires_unix_ms,
                     });
                 }
+                kept.append(&mut w.mailbox);
+                w.mailbox = kept;
                 if !given.is_empty() {
                     return Ok(given);
                 }
                 w.polling += 1;
                 w.wake.clone()
             };
+            // Counted off when the wait ends or is dropped (the worker's
+            // connection died): a worker killed in a poll is not alive.
+            let parked = Parked { workers: self, id };
             let notified = wake.notified();
             let woken = tokio::select! {
                 () = notified => true,
                 () = tokio::time::sleep_until(deadline) => false,
                 () = stop.cancelled() => false,
             };
-            if let Some(w) = self.lock().workers.get_mut(id) {
-                w.polling = w.polling.saturating_sub(1);
-                w.last_seen = Instant::now();
-            }
+            drop(parked);
             if !woken {
                 return Ok(Vec::new());
             }
@@ -378,7 +428,8 @@ impl Workers {
 
     /// Drains worker `id` (no new tasks; it finishes what it holds and is
     /// told `drain` at its heartbeats), or takes it back; whether it is
-    /// known.
+    /// known. Tasks given to it that it has not polled yet are new to it:
+    /// they go back to the queue as they were, for another worker.
     pub fn drain(&self, hub: &HubState, id: &str, draining: bool) -> bool {
         let backend = {
             let mut inner = self.lock();
@@ -386,7 +437,17 @@ impl Workers {
                 return false;
             };
             w.draining = draining;
-            w.backend
+            let backend = w.backend;
+            let unpolled: Vec<String> = if draining {
+                w.mailbox.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            // Dropping an attempt's sender releases it uncounted.
+            for task in unpolled {
+                inner.leases.remove(&task);
+            }
+            backend
         };
         hub.dispatcher.apply(Event::Draining { backend, draining });
         true
@@ -598,6 +659,21 @@ impl Workers {
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
         list
+    }
+}
+
+/// A poll parked waiting for a task, counted on its worker until dropped.
+struct Parked<'a> {
+    workers: &'a Workers,
+    id: &'a str,
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.workers.lock().workers.get_mut(self.id) {
+            w.polling = w.polling.saturating_sub(1);
+            w.last_seen = Instant::now();
+        }
     }
 }
 

@@ -41,6 +41,14 @@ pub struct WorkerArgs {
     /// How the hub shows it (default: the capability and this process).
     #[arg(long)]
     pub name: Option<String>,
+    /// What the capability does, in a sentence: the planner (`drover tasks
+    /// plan`) shows it to the model that turns requests into tasks.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A JSON Schema file its tasks' input must meet: the hub refuses
+    /// other input, and the planner holds the model's plans to it.
+    #[arg(long, value_name = "FILE")]
+    pub input_schema: Option<std::path::PathBuf>,
     /// A failed command may succeed on another try (on another worker).
     #[arg(long)]
     pub retryable: bool,
@@ -87,12 +95,22 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("{capability}-{}", std::process::id()));
+    let mut offer = json!({"name": capability, "max_concurrency": max});
+    if let Some(description) = &args.description {
+        offer["description"] = json!(description);
+    }
+    if let Some(path) = &args.input_schema {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --input-schema {}", path.display()))?;
+        offer["input_schema"] = serde_json::from_str(&text)
+            .with_context(|| format!("--input-schema {} is not JSON", path.display()))?;
+    }
     let api = Api::new(&args.hub, args.key.clone());
     let (status, body) = api
         .call(
             Method::POST,
             "/v1/workers",
-            Some(json!({"name": name, "capabilities": [{"name": capability, "max_concurrency": max}]})),
+            Some(json!({"name": name, "capabilities": [offer]})),
         )
         .await
         .with_context(|| format!("cannot reach the hub at {}", args.hub))?;
@@ -129,7 +147,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             drain.cancel();
         }
     }
-    beat.abort();
+    // The heartbeat ends by itself once it has said the worker drains.
+    drain.cancel();
+    let _ = beat.await;
     signals.abort();
     let _ = worker
         .api
@@ -160,17 +180,23 @@ async fn drain_on_signal(drain: CancellationToken) {
 }
 
 /// Heartbeats the worker until it drains; the hub may ask it to drain.
+/// Draining, it says so once, so the hub gives it nothing new while its
+/// running tasks finish.
 async fn heartbeats(worker: Arc<Worker>, every: Duration, drain: CancellationToken) {
+    let path = format!("/v1/workers/{}/heartbeat", worker.id);
+    let in_flight = || worker.in_flight.load(std::sync::atomic::Ordering::Relaxed);
     loop {
         tokio::select! {
-            () = drain.cancelled() => return,
+            () = drain.cancelled() => {
+                let beat = json!({"in_flight": in_flight(), "draining": true});
+                let _ = worker.api.call(Method::POST, &path, Some(beat)).await;
+                return;
+            }
             () = tokio::time::sleep(every) => {}
         }
-        let in_flight = worker.in_flight.load(std::sync::atomic::Ordering::Relaxed);
-        let path = format!("/v1/workers/{}/heartbeat", worker.id);
         match worker
             .api
-            .call(Method::POST, &path, Some(json!({"in_flight": in_flight})))
+            .call(Method::POST, &path, Some(json!({"in_flight": in_flight()})))
             .await
         {
             Ok((200, body)) if body["state"] == "drain" => {
