@@ -43,6 +43,8 @@ enum Command {
     Keys(cli::keys::KeysArgs),
     /// Jobs: hand a request over to run later, list them, get the answer, cancel, retry.
     Jobs(cli::jobs::JobsArgs),
+    /// Tasks for capability workers: submit, list, get, cancel; plan them from plain language.
+    Tasks(cli::tasks::TasksArgs),
     /// Make a command a capability worker: each task runs it once (input on stdin, output from stdout).
     Worker(cli::worker::WorkerArgs),
     /// The fleet live in a terminal: backends, models, queue, rates; q quits.
@@ -82,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Command::Models(args) => cli::models::run(args).await,
             Command::Keys(args) => cli::keys::run(args).await,
             Command::Jobs(args) => cli::jobs::run(args).await,
+            Command::Tasks(args) => cli::tasks::run(args).await,
             Command::Worker(args) => cli::worker::run(args).await,
             Command::Top(args) => cli::top::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,

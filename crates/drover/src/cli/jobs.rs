@@ -102,9 +102,33 @@ pub struct SubmitArgs {
     pub wait: bool,
 }
 
-const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Jobs and tasks are read and listed alike; each has its own path and
+/// name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Job,
+    Task,
+}
+
+impl Kind {
+    fn base(self) -> &'static str {
+        match self {
+            Kind::Job => "/v1/jobs",
+            Kind::Task => "/v1/tasks",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Job => "job",
+            Kind::Task => "task",
+        }
+    }
+}
+
+pub(super) const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// Set on the answer when the key had made a job already.
-const REPLAYED_HEADER: &str = "idempotent-replayed";
+pub(super) const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// The longest pause between two looks at a job `--wait` waits for: short
 /// enough that a quick job's answer is not kept waiting, long enough that
@@ -121,33 +145,11 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             batch,
             limit,
             all,
-        } => ls(&api, state, batch, limit, all, json).await,
-        JobsCommand::Get { id } => {
-            let job = get(&api, &id).await?;
-            if json {
-                print_json(&job)
-            } else {
-                say(&describe(&job, now_secs()))
-            }
-        }
-        JobsCommand::Cancel { id } => {
-            let job = act(&api, &id, "cancel").await?;
-            if json {
-                return print_json(&job);
-            }
-            let said = match job.state.as_str() {
-                "cancelled" => format!("{} is cancelled", job.id),
-                _ if job.cancel_requested => format!(
-                    "{} is {}: asked to stop (it ends cancelled, unless its answer comes first)",
-                    job.id, job.state
-                ),
-                "queued" | "running" => format!("{} is {}", job.id, job.state),
-                ended => format!("{} had ended already ({ended}): nothing to cancel", job.id),
-            };
-            say(&format!("{said}\n"))
-        }
+        } => ls(&api, Kind::Job, state, batch, limit, all, json).await,
+        JobsCommand::Get { id } => show(&api, Kind::Job, &id, json).await,
+        JobsCommand::Cancel { id } => cancel(&api, Kind::Job, &id, json).await,
         JobsCommand::Retry { id } => {
-            let job = act(&api, &id, "retry").await?;
+            let job = act(&api, Kind::Job, &id, "retry").await?;
             if json {
                 return print_json(&job);
             }
@@ -161,6 +163,34 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `get ID`: the job or task for a person, or as JSON.
+pub(super) async fn show(api: &Api, kind: Kind, id: &str, json: bool) -> anyhow::Result<()> {
+    let job = get(api, kind, id).await?;
+    if json {
+        print_json(&job)
+    } else {
+        say(&describe(&job, now_secs()))
+    }
+}
+
+/// `cancel ID`, and what came of it in one line.
+pub(super) async fn cancel(api: &Api, kind: Kind, id: &str, json: bool) -> anyhow::Result<()> {
+    let job = act(api, kind, id, "cancel").await?;
+    if json {
+        return print_json(&job);
+    }
+    let said = match job.state.as_str() {
+        "cancelled" => format!("{} is cancelled", job.id),
+        _ if job.cancel_requested => format!(
+            "{} is {}: asked to stop (it ends cancelled, unless its answer comes first)",
+            job.id, job.state
+        ),
+        "queued" | "running" => format!("{} is {}", job.id, job.state),
+        ended => format!("{} had ended already ({ended}): nothing to cancel", job.id),
+    };
+    say(&format!("{said}\n"))
+}
+
 async fn submit(api: &Api, args: SubmitArgs, json: bool) -> anyhow::Result<()> {
     let body = match (&args.body, &args.model, &args.prompt) {
         (Some(path), _, _) => read_body(path)?,
@@ -170,35 +200,65 @@ async fn submit(api: &Api, args: SubmitArgs, json: bool) -> anyhow::Result<()> {
         // clap asks for --body, or --model with --prompt.
         _ => anyhow::bail!("give --model and --prompt, or --body"),
     };
-    let mut metadata = serde_json::Map::new();
-    for (key, value) in args.metadata {
-        if metadata.contains_key(&key) {
-            anyhow::bail!("--metadata {key:?} is given twice");
-        }
-        metadata.insert(key, serde_json::Value::String(value));
-    }
+    let metadata = metadata_of(args.metadata)?;
     let create = CreateJob {
         endpoint: args.endpoint,
         body,
         priority: args.priority,
         max_attempts: args.max_attempts,
-        deadline: args.deadline.map(|d| match d.trim().parse::<i64>() {
-            Ok(at) => Deadline::At(at),
-            Err(_) => Deadline::In(d.trim().to_string()),
-        }),
+        deadline: args.deadline.as_deref().map(deadline),
         callback_url: args.callback_url,
-        metadata: (!metadata.is_empty()).then_some(metadata),
+        metadata,
     };
+    let payload = serde_json::to_vec(&create)?;
+    let job = post_new(api, Kind::Job, payload, args.idempotency_key.as_deref()).await?;
+    finish_submit(api, Kind::Job, job, args.wait, json).await
+}
+
+/// `--deadline`: Unix seconds, or a duration from now.
+pub(super) fn deadline(d: &str) -> Deadline {
+    match d.trim().parse::<i64>() {
+        Ok(at) => Deadline::At(at),
+        Err(_) => Deadline::In(d.trim().to_string()),
+    }
+}
+
+/// `--metadata` pairs as an object, none if there are none.
+pub(super) fn metadata_of(
+    pairs: Vec<(String, String)>,
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let mut metadata = serde_json::Map::new();
+    for (key, value) in pairs {
+        if metadata.contains_key(&key) {
+            anyhow::bail!("--metadata {key:?} is given twice");
+        }
+        metadata.insert(key, serde_json::Value::String(value));
+    }
+    Ok((!metadata.is_empty()).then_some(metadata))
+}
+
+/// POSTs a new job or task with its idempotency key; what the hub made
+/// (or, for a key used before, had made).
+pub(super) async fn post_new(
+    api: &Api,
+    kind: Kind,
+    payload: Vec<u8>,
+    idempotency_key: Option<&str>,
+) -> anyhow::Result<Job> {
     let mut headers = Vec::new();
-    if let Some(key) = &args.idempotency_key {
+    if let Some(key) = idempotency_key {
         let value = HeaderValue::from_str(key).map_err(|_| {
             anyhow::anyhow!("--idempotency-key {key:?} cannot be sent: use visible ASCII")
         })?;
         headers.push((HeaderName::from_static(IDEMPOTENCY_HEADER), value));
     }
-    let payload = Bytes::from(serde_json::to_vec(&create)?);
     let answer = api
-        .send(Method::POST, "/v1/jobs", headers, Some(payload))
+        .send(
+            Method::POST,
+            kind.base(),
+            headers,
+            Some(Bytes::from(payload)),
+        )
         .await?;
     check(answer.status, &answer.json)?;
     let job: Job = serde_json::from_value(answer.json).context("unexpected answer")?;
@@ -206,13 +266,30 @@ async fn submit(api: &Api, args: SubmitArgs, json: bool) -> anyhow::Result<()> {
         .headers
         .get(REPLAYED_HEADER)
         .is_some_and(|v| v.as_bytes() == b"true");
-    if replayed && let Some(key) = &args.idempotency_key {
+    if replayed && let Some(key) = idempotency_key {
         note(&format!(
-            "note: idempotency key {key:?} made {} before; this is that job ({})",
-            job.id, job.state
+            "note: idempotency key {key:?} made {} before; this is that {} ({})",
+            job.id,
+            kind.noun(),
+            job.state
         ));
     }
-    if !args.wait {
+    if let Some(said) = &job.note {
+        note(&format!("note: {said}"));
+    }
+    Ok(job)
+}
+
+/// After a submit: the id, or with `wait` the answer once it has ended
+/// (an error unless it completed).
+pub(super) async fn finish_submit(
+    api: &Api,
+    kind: Kind,
+    job: Job,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !wait {
         if json {
             return print_json(&job);
         }
@@ -220,14 +297,19 @@ async fn submit(api: &Api, args: SubmitArgs, json: bool) -> anyhow::Result<()> {
     }
     if !ended(&job) {
         note(&format!(
-            "{} is {}; waiting for it to end (Ctrl-C stops waiting, not the job)",
-            job.id, job.state
+            "{} is {}; waiting for it to end (Ctrl-C stops waiting, not the {})",
+            job.id,
+            job.state,
+            kind.noun()
         ));
     }
     let id = job.id.clone();
-    let job = wait(api, job)
-        .await
-        .with_context(|| format!("waiting for {id}; `drover jobs get {id}` shows it later"))?;
+    let job = self::wait(api, kind, job).await.with_context(|| {
+        format!(
+            "waiting for {id}; `drover {}s get {id}` shows it later",
+            kind.noun()
+        )
+    })?;
     if json {
         print_json(&job)?;
     }
@@ -245,7 +327,7 @@ async fn submit(api: &Api, args: SubmitArgs, json: bool) -> anyhow::Result<()> {
 
 /// A request body from a file or stdin, checked to be JSON and otherwise
 /// sent as written: key order, numbers and escapes are the writer's.
-fn read_body(path: &Path) -> anyhow::Result<Box<RawValue>> {
+pub(super) fn read_body(path: &Path) -> anyhow::Result<Box<RawValue>> {
     let (name, bytes) = if path == Path::new("-") {
         let mut bytes = Vec::new();
         std::io::stdin()
@@ -276,7 +358,7 @@ fn prompt_body(endpoint: &str, model: &str, prompt: &str) -> serde_json::Value {
 }
 
 /// `KEY=VALUE`, split at the first `=`.
-fn pair(s: &str) -> Result<(String, String), String> {
+pub(super) fn pair(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),
@@ -285,7 +367,7 @@ fn pair(s: &str) -> Result<(String, String), String> {
 
 /// An error answer as the hub's message; a refused key also says where a
 /// client key goes.
-fn check(status: u16, body: &serde_json::Value) -> anyhow::Result<()> {
+pub(super) fn check(status: u16, body: &serde_json::Value) -> anyhow::Result<()> {
     super::http::check(status, body).map_err(|e| {
         if status == 401 {
             anyhow::anyhow!("{e} (a client key goes in --api-key or DROVER_API_KEY)")
@@ -296,23 +378,23 @@ fn check(status: u16, body: &serde_json::Value) -> anyhow::Result<()> {
 }
 
 /// Whether a job has ended: anything but waiting or running.
-fn ended(job: &Job) -> bool {
+pub(super) fn ended(job: &Job) -> bool {
     !matches!(job.state.as_str(), "queued" | "running")
 }
 
 /// Looks at `job` until it has ended, more slowly the longer it takes.
-async fn wait(api: &Api, mut job: Job) -> anyhow::Result<Job> {
+pub(super) async fn wait(api: &Api, kind: Kind, mut job: Job) -> anyhow::Result<Job> {
     let mut pause = Duration::from_millis(50);
     while !ended(&job) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_POLL);
-        job = get(api, &job.id).await?;
+        job = get(api, kind, &job.id).await?;
     }
     Ok(job)
 }
 
 /// Why a job that ended did not complete, in one line.
-fn outcome(job: &Job) -> String {
+pub(super) fn outcome(job: &Job) -> String {
     let id = &job.id;
     match job.state.as_str() {
         "cancelled" => format!("{id} was cancelled"),
@@ -341,24 +423,29 @@ fn why(job: &Job) -> Option<String> {
     ))
 }
 
-async fn get(api: &Api, id: &str) -> anyhow::Result<Job> {
+pub(super) async fn get(api: &Api, kind: Kind, id: &str) -> anyhow::Result<Job> {
     let (status, body) = api
-        .call(Method::GET, &format!("/v1/jobs/{}", segment(id)), None)
+        .call(
+            Method::GET,
+            &format!("{}/{}", kind.base(), segment(id)),
+            None,
+        )
         .await?;
     check(status, &body)?;
     serde_json::from_value(body).context("unexpected answer")
 }
 
 /// `POST /v1/jobs/{id}/{verb}`.
-async fn act(api: &Api, id: &str, verb: &str) -> anyhow::Result<Job> {
-    let path = format!("/v1/jobs/{}/{verb}", segment(id));
+async fn act(api: &Api, kind: Kind, id: &str, verb: &str) -> anyhow::Result<Job> {
+    let path = format!("{}/{}/{verb}", kind.base(), segment(id));
     let (status, body) = api.call(Method::POST, &path, None).await?;
     check(status, &body)?;
     serde_json::from_value(body).context("unexpected answer")
 }
 
-async fn ls(
+pub(super) async fn ls(
     api: &Api,
+    kind: Kind,
     state: Option<String>,
     batch: Option<String>,
     limit: Option<u32>,
@@ -384,9 +471,9 @@ async fn ls(
             query.push(format!("after={}", segment(after)));
         }
         let path = if query.is_empty() {
-            "/v1/jobs".to_string()
+            kind.base().to_string()
         } else {
-            format!("/v1/jobs?{}", query.join("&"))
+            format!("{}?{}", kind.base(), query.join("&"))
         };
         let (status, body) = api.call(Method::GET, &path, None).await?;
         check(status, &body)?;
@@ -404,17 +491,20 @@ async fn ls(
         return print_json(&List::page(jobs, has_more, |j| &j.id));
     }
     if jobs.is_empty() {
-        say("no jobs\n")?;
+        say(&format!("no {}s\n", kind.noun()))?;
     } else {
-        say(&job_table(&jobs, now_secs()))?;
+        say(&job_table(&jobs, kind, now_secs()))?;
     }
     if has_more && !all {
-        note("more jobs are older: --all lists every one");
+        note(&format!(
+            "more {}s are older: --all lists every one",
+            kind.noun()
+        ));
     }
     Ok(())
 }
 
-fn job_table(jobs: &[Job], now: i64) -> String {
+pub(super) fn job_table(jobs: &[Job], kind: Kind, now: i64) -> String {
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|j| {
@@ -430,7 +520,17 @@ fn job_table(jobs: &[Job], now: i64) -> String {
         .collect();
     use Align::{Left, Right};
     table::render(
-        &["ID", "STATE", "MODEL", "ATTEMPTS", "CREATED", "ENDED"],
+        &[
+            "ID",
+            "STATE",
+            match kind {
+                Kind::Job => "MODEL",
+                Kind::Task => "CAPABILITY",
+            },
+            "ATTEMPTS",
+            "CREATED",
+            "ENDED",
+        ],
         &[Left, Left, Left, Right, Right, Right],
         &rows,
     )
@@ -444,12 +544,17 @@ fn describe(job: &Job, now: i64) -> String {
         out.push_str(" (asked to stop)");
     }
     out.push('\n');
-    let mut facts: Vec<(&str, String)> = vec![
-        ("model", job.model.clone()),
-        ("endpoint", job.endpoint.clone()),
-        ("priority", job.priority.to_string()),
-        ("created", ago(job.created_at, now)),
-    ];
+    // A task is a job of endpoint "task" whose model is its capability.
+    let mut facts: Vec<(&str, String)> = if job.endpoint == "task" {
+        vec![("capability", job.model.clone())]
+    } else {
+        vec![
+            ("model", job.model.clone()),
+            ("endpoint", job.endpoint.clone()),
+        ]
+    };
+    facts.push(("priority", job.priority.to_string()));
+    facts.push(("created", ago(job.created_at, now)));
     if let Some(t) = job.started_at {
         facts.push(("started", ago(t, now)));
     }
@@ -488,7 +593,7 @@ fn describe(job: &Job, now: i64) -> String {
         facts.push(("metadata", pairs.join(", ")));
     }
     for (name, value) in facts {
-        out.push_str(&format!("  {name:<9} {value}\n"));
+        out.push_str(&format!("  {name:<10} {value}\n"));
     }
     if job.attempts.is_empty() {
         out.push_str(&format!("no attempts yet (at most {})\n", job.max_attempts));
@@ -534,21 +639,21 @@ fn describe(job: &Job, now: i64) -> String {
 }
 
 /// An answer's body as text: its JSON pretty, or the text it was.
-fn body_text(body: &serde_json::Value) -> String {
+pub(super) fn body_text(body: &serde_json::Value) -> String {
     match body {
         serde_json::Value::String(text) => text.clone(),
         json => serde_json::to_string_pretty(json).unwrap_or_else(|_| json.to_string()),
     }
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+pub(super) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     say(&format!("{}\n", serde_json::to_string_pretty(value)?))
 }
 
 /// Writes `text` to stdout. A reader that has gone (`drover jobs ls |
 /// head`) ends the output quietly, as it ends other Unix tools', where
 /// `println!` would panic.
-fn say(text: &str) -> anyhow::Result<()> {
+pub(super) fn say(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
@@ -560,12 +665,12 @@ fn say(text: &str) -> anyhow::Result<()> {
 
 /// A line for the person at the terminal, on stderr; lost if nobody reads
 /// it.
-fn note(line: &str) {
+pub(super) fn note(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// A time in Unix seconds as an age: `42s ago`.
-fn ago(at: i64, now: i64) -> String {
+pub(super) fn ago(at: i64, now: i64) -> String {
     format!("{} ago", table::age(now.saturating_sub(at) as f64))
 }
 
@@ -578,7 +683,7 @@ fn took(ms: i64) -> String {
     }
 }
 
-fn plural(n: usize, what: &str) -> String {
+pub(super) fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
@@ -586,7 +691,7 @@ fn plural(n: usize, what: &str) -> String {
     }
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -683,8 +788,8 @@ mod tests {
         });
         let text = describe(&done, 1_062);
         assert!(text.starts_with("job_1: completed\n"), "{text}");
-        assert!(text.contains("  model     m\n"), "{text}");
-        assert!(text.contains("  created   62s ago\n"), "{text}");
+        assert!(text.contains("  model      m\n"), "{text}");
+        assert!(text.contains("  created    62s ago\n"), "{text}");
         assert!(text.contains("1 attempt of at most 3:"), "{text}");
         let row = text.lines().find(|l| l.contains("a, b")).unwrap();
         assert!(row.contains("502") && row.contains("1.5s"), "{row}");

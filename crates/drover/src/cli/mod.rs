@@ -11,6 +11,7 @@ pub mod models;
 pub mod plan;
 pub mod serve;
 pub mod table;
+pub mod tasks;
 pub mod top;
 pub mod worker;
 
