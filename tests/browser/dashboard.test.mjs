@@ -561,3 +561,56 @@ test("a hub that keeps no jobs says so on the Jobs tab", async () => {
     await sim.stop();
   }
 });
+
+// The Workers tab: each worker with its capabilities, tasks in flight and
+// last heartbeat; tasks by state; the last plans, a refused one with the
+// model's answer. Drain reaches the worker, which finishes and leaves.
+test("the Workers tab shows a worker, its tasks and a refused plan, and Drain drains it", async () => {
+  const sim = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], LISTENING);
+  const hub = await drover(["serve", "--listen", "127.0.0.1:0", "--backend", `${sim.url},name=s`], LISTENING, {
+    DROVER_WORKERS__HEARTBEAT: "1s",
+  });
+  const worker = await drover(
+    ["worker", "--hub", hub.url, "--name", "shouter", "--capability", "upper,max=2",
+      "--description", "Shouts its input.", "--", "sh", "-c", "sleep 1; tr a-z A-Z"],
+    /worker (wrk_\w+) /,
+  );
+  const { page, errors, close } = await open(hub.url);
+  try {
+    await page.waitForSelector("#live.on");
+    await page.click('a[data-tab="workers"]');
+    const row = page.locator(`#workers-table tr[data-worker="${worker.url}"]`);
+    await row.waitFor();
+    assert.match(await row.textContent(), /shouter/);
+    assert.match(await row.textContent(), /upper ×2/);
+
+    const task = await post(hub.url, "/v1/tasks", { capability: "upper", input: "hello" });
+    await page.waitForFunction((id) =>
+      document.querySelector(`#workers-table tr[data-worker="${id}"] td.num`).textContent === "1", worker.url);
+    await page.waitForFunction(() => document.querySelector('#tasks-states [data-state="completed"] b').textContent === "1");
+    assert.equal((await (await fetch(`${hub.url}/v1/tasks/${task.id}`)).json()).response.body, "HELLO");
+
+    // The simulator ignores the plan's JSON schema and answers in words:
+    // the plan is refused, and shown with what the model said.
+    const refused = await fetch(`${hub.url}/v1/tasks/plan`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ request: "shout hello", model: "m" }),
+    }).then((r) => r.json());
+    const plan = page.locator(`#plans-table tr[data-plan="${refused.plan.id}"]`);
+    await plan.waitFor();
+    assert.match(await plan.textContent(), /refused/);
+    assert.match(await plan.textContent(), /the model answered: /);
+    await screenshot(page, "workers");
+
+    await row.locator("button", { hasText: "Drain" }).click();
+    await page.waitForSelector("#workers-table .empty");
+    assert.match(await page.textContent("#workers-table"), /No workers/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await close();
+    await worker.stop();
+    await hub.stop();
+    await sim.stop();
+  }
+});

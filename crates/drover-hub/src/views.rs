@@ -10,8 +10,8 @@ use std::time::Duration;
 use drover_core::{BackendId, ModelName};
 use drover_proto::admin::{BackendInfo, BackendModelInfo};
 use drover_proto::dashboard::{
-    BatchProgress, ClientQueue, DeadJob, JobStateCount, JobsOverview, Overview, PriorityQueue,
-    QueueOverview, TrafficOverview,
+    BatchProgress, ClientQueue, DeadJob, JobStateCount, JobsOverview, Overview, PlanSummary,
+    PlanTask, PriorityQueue, QueueOverview, TrafficOverview,
 };
 use drover_proto::queue::QueueEntry;
 use drover_scheduler::{Api, BackendView, QueueStats, Residency, Scheduler};
@@ -253,6 +253,7 @@ pub fn overview(
         keys: traffic.keys(now_ms),
         api_keys,
         jobs,
+        workers: hub.workers.list(),
     }
 }
 
@@ -282,16 +283,24 @@ pub fn jobs(store: StoreView, held: usize, names: &KeyNames) -> JobsOverview {
         return overview;
     };
     overview.read_at_ms = Some(read.at_ms);
-    overview.by_state = drover_store::JobState::ALL
+    let by_state = |counts: &[(drover_store::JobState, u64)]| {
+        drover_store::JobState::ALL
+            .iter()
+            .map(|&state| JobStateCount {
+                state: state.as_str().to_string(),
+                jobs: counts
+                    .iter()
+                    .find(|(s, _)| *s == state)
+                    .map_or(0, |&(_, n)| n),
+            })
+            .collect()
+    };
+    overview.by_state = by_state(&read.counts);
+    overview.tasks_by_state = by_state(&read.tasks);
+    overview.plans = read
+        .plans
         .iter()
-        .map(|&state| JobStateCount {
-            state: state.as_str().to_string(),
-            jobs: read
-                .counts
-                .iter()
-                .find(|(s, _)| *s == state)
-                .map_or(0, |&(_, n)| n),
-        })
+        .map(|(plan, states)| plan_summary(plan, states, names))
         .collect();
     overview.batches_open = read.open_total as u64;
     overview.open_batches = read.open.iter().map(progress).collect();
@@ -317,4 +326,47 @@ pub fn jobs(store: StoreView, held: usize, names: &KeyNames) -> JobsOverview {
         })
         .collect();
     overview
+}
+
+/// The longest model answer a plan shows on the dashboard.
+const PLAN_ANSWER_CHARS: usize = 2_000;
+
+fn plan_summary(
+    plan: &drover_store::Plan,
+    states: &[(String, drover_store::JobState)],
+    names: &KeyNames,
+) -> PlanSummary {
+    let planned: Option<serde_json::Value> = plan
+        .plan
+        .as_deref()
+        .and_then(|p| serde_json::from_str(p).ok());
+    let tasks = plan
+        .tasks()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| PlanTask {
+            capability: planned
+                .as_ref()
+                .and_then(|p| p["tasks"][i]["capability"].as_str())
+                .unwrap_or_default()
+                .to_string(),
+            state: states
+                .iter()
+                .find(|(t, _)| *t == id)
+                .map_or("gone", |(_, s)| s.as_str())
+                .to_string(),
+            id,
+        })
+        .collect();
+    PlanSummary {
+        id: plan.id.clone(),
+        key: names.owner(&plan.key_id).key,
+        request: plan.request.clone(),
+        model: plan.model.clone(),
+        error: plan.error.clone(),
+        answer: plan.answer.chars().take(PLAN_ANSWER_CHARS).collect(),
+        tasks,
+        created_at: plan.created_at.div_euclid(1000),
+    }
 }

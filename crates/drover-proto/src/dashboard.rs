@@ -29,6 +29,9 @@ pub struct Overview {
     /// The job store; `null` for a hub that keeps no jobs.
     #[serde(default)]
     pub jobs: Option<JobsOverview>,
+    /// The capability workers registered with this hub.
+    #[serde(default)]
+    pub workers: Vec<crate::workers::WorkerInfo>,
 }
 
 /// The job store as the dashboard shows it: its jobs by state, this hub's
@@ -55,6 +58,39 @@ pub struct JobsOverview {
     pub ended_batches: Vec<BatchProgress>,
     /// The twenty newest dead jobs, each with its last error.
     pub dead: Vec<DeadJob>,
+    /// Tasks for workers in each state (the same seven), part of
+    /// `by_state`.
+    #[serde(default)]
+    pub tasks_by_state: Vec<JobStateCount>,
+    /// The newest plans (`POST /v1/tasks/plan`), each with its tasks'
+    /// states.
+    #[serde(default)]
+    pub plans: Vec<PlanSummary>,
+}
+
+/// A plan as the dashboard lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct PlanSummary {
+    pub id: String,
+    /// The key's name, if a key made it.
+    pub key: Option<String>,
+    pub request: String,
+    pub model: String,
+    /// Why it was refused; absent when its tasks were submitted.
+    pub error: Option<String>,
+    /// The model's answer, as it came (cut to 2,000 characters).
+    pub answer: String,
+    /// Its tasks in order: id, capability, state.
+    pub tasks: Vec<PlanTask>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct PlanTask {
+    pub id: String,
+    pub capability: String,
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]

@@ -174,7 +174,7 @@ pub struct CreateTask {
 }
 
 /// One worker as `GET /v1/workers` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub name: String,

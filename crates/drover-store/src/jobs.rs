@@ -321,6 +321,44 @@ impl Store {
             .collect()
     }
 
+    /// Every job in each kind and state, in one pass over the jobs.
+    pub async fn job_counts_by_kind(&self) -> Result<Vec<(JobKind, JobState, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = on_db!(self, read, |pool, pg| {
+            sqlx::query_as("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(kind, state, n)| {
+                let kind = JobKind::parse(&kind).ok_or_else(|| data("job kind", &kind))?;
+                let state = JobState::parse(&state).ok_or_else(|| data("job state", &state))?;
+                Ok((kind, state, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    /// The state of each of these jobs that exists, by id.
+    pub async fn job_states(&self, ids: &[String]) -> Result<Vec<(String, JobState)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, String)> = on_db!(self, read, |pool, pg| {
+            let mut query = sqlx::QueryBuilder::new("SELECT id, state FROM jobs WHERE id IN (");
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(id);
+            }
+            query.push(")");
+            query.build_query_as().fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|(id, state)| {
+                let state = JobState::parse(&state).ok_or_else(|| data("job state", &state))?;
+                Ok((id, state))
+            })
+            .collect()
+    }
+
     /// Claims up to `claim.limit` jobs that may run now, highest priority
     /// first and oldest first within one, each under a lease to `owner`.
     pub async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Claimed>, StoreError> {

@@ -871,3 +871,91 @@ async fn sigterm_drains_a_worker_its_task_finishes_and_it_leaves() {
     assert_eq!(hub.job(&task).await["response"]["body"], "done\n");
     assert!(hub.workers().await.is_empty(), "it left");
 }
+
+impl Hub {
+    /// `drover tasks --hub URL ARGS...`.
+    fn tasks(&self, args: &[&str]) -> Command {
+        let mut cmd = drover();
+        cmd.args(["tasks", "--hub", &self.url]).args(args);
+        cmd
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_submit_ls_get_cancel_and_a_refused_plan_from_the_shell() {
+    let hub = start(fresh_dir("tasks-cli"), 0, &[], None).await;
+    let _upper = hub.worker("upper", &["sh", "-c", "tr a-z A-Z"]);
+    hub.until_workers(1).await;
+
+    // Words that are not JSON go as a string; --wait prints the output.
+    let out = run(
+        hub.tasks(&[
+            "submit",
+            "--capability",
+            "upper",
+            "--input",
+            "hello there",
+            "--wait",
+        ]),
+        None,
+    )
+    .await
+    .ok();
+    assert_eq!(out.stdout, "HELLO THERE\n", "{out:?}");
+    let id = run(
+        hub.tasks(&["submit", "--capability", "upper", "--input", "{\"a\": 1}"]),
+        None,
+    )
+    .await
+    .ok()
+    .stdout
+    .trim()
+    .to_string();
+    assert!(id.starts_with("task_"), "{id}");
+    hub.until_state(&id, "completed").await;
+    let ls = run(hub.tasks(&["ls"]), None).await.ok();
+    assert!(ls.stdout.starts_with("ID "), "{ls:?}");
+    assert!(
+        ls.stdout.lines().next().unwrap().contains("CAPABILITY"),
+        "{ls:?}"
+    );
+    assert_eq!(ls.rows().len(), 2, "{ls:?}");
+    let get = run(hub.tasks(&["get", &id]), None).await.ok();
+    assert!(get.stdout.contains("  capability upper\n"), "{get:?}");
+    assert!(get.stdout.contains("answer (200):"), "{get:?}");
+
+    // A capability nobody offers: taken, with a note, and cancellable.
+    let waiting = run(
+        hub.tasks(&["submit", "--capability", "nobody", "--input", "1"]),
+        None,
+    )
+    .await
+    .ok();
+    assert!(
+        waiting.stderr.contains("no worker offers \"nobody\" yet"),
+        "{waiting:?}"
+    );
+    let cancel = run(hub.tasks(&["cancel", waiting.stdout.trim()]), None)
+        .await
+        .ok();
+    assert!(cancel.stdout.ends_with("is cancelled\n"), "{cancel:?}");
+
+    // Input that misses the capability's schema is refused by the hub,
+    // named; so is a plan the model did not answer as JSON (the
+    // simulator answers words), whose answer the command shows.
+    run(hub.tasks(&["submit", "--capability", "upper"]), None)
+        .await
+        .refused("give the task's input");
+    let plan = run(hub.tasks(&["plan", "shout hello", "--model", "m"]), None).await;
+    assert_eq!(plan.code, Some(1), "{plan:?}");
+    assert!(
+        plan.stderr
+            .contains("refused: the model's answer is not JSON"),
+        "{plan:?}"
+    );
+    assert!(plan.stderr.contains("the model answered:\n"), "{plan:?}");
+    assert!(plan.stderr.contains("422"), "{plan:?}");
+    let plans = run(hub.tasks(&["plans"]), None).await.ok();
+    assert_eq!(plans.rows().len(), 1, "{plans:?}");
+    assert!(plans.rows()[0].contains("refused"), "{plans:?}");
+}

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover_proto::batch::RequestCounts;
-use drover_store::{Batch, BatchFilter, Job, JobFilter, JobState, Store, StoreError};
+use drover_store::{
+    Batch, BatchFilter, Job, JobFilter, JobKind, JobState, Plan, Store, StoreError,
+};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,7 @@ pub const WAIT: Duration = Duration::from_secs(1);
 const MAX_OPEN: usize = 50;
 const ENDED: u32 = 10;
 const DEAD: u32 = 20;
+const PLANS: u32 = 10;
 
 /// The job store's contents the overview shows, as read at one time.
 pub struct JobsRead {
@@ -41,6 +44,10 @@ pub struct JobsRead {
     pub open_total: usize,
     pub ended: Vec<(Batch, RequestCounts)>,
     pub dead: Vec<Job>,
+    /// Tasks for workers in each state.
+    pub tasks: Vec<(JobState, u64)>,
+    /// The newest plans, each with the states of its tasks.
+    pub plans: Vec<(Plan, Vec<(String, JobState)>)>,
 }
 
 /// What an overview gets: the last read that came back, and why there is
@@ -150,7 +157,17 @@ impl StoreReads {
 /// One read of what the overview shows.
 async fn read(store: &Store) -> Result<JobsRead, StoreError> {
     let at_ms = unix_ms();
-    let counts = store.job_counts(None).await?;
+    let mut counts: Vec<(JobState, u64)> = Vec::new();
+    let mut tasks = Vec::new();
+    for (kind, state, n) in store.job_counts_by_kind().await? {
+        match counts.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, total)) => *total += n,
+            None => counts.push((state, n)),
+        }
+        if kind == JobKind::Task {
+            tasks.push((state, n));
+        }
+    }
     let mut open = store.open_batches().await?;
     let open_total = open.len();
     open.reverse();
@@ -181,6 +198,11 @@ async fn read(store: &Store) -> Result<JobsRead, StoreError> {
         })
         .await?
         .jobs;
+    let mut plans = Vec::new();
+    for plan in store.plans(None, PLANS).await? {
+        let states = store.job_states(&plan.tasks()?).await?;
+        plans.push((plan, states));
+    }
     Ok(JobsRead {
         at_ms,
         counts,
@@ -188,5 +210,7 @@ async fn read(store: &Store) -> Result<JobsRead, StoreError> {
         open_total,
         ended: counted(ended),
         dead,
+        tasks,
+        plans,
     })
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use drover_proto::admin::BackendList;
 use drover_proto::dashboard::{JobsOverview, Overview, QueueOverview};
+use drover_proto::workers::WorkerInfo;
 use http::Method;
 
 use super::http::{Api, Hub, check};
@@ -35,6 +36,8 @@ struct Sample {
     queue: QueueOverview,
     /// The job store, where the hub keeps one.
     jobs: Option<JobsOverview>,
+    /// The capability workers registered with the hub.
+    workers: Vec<WorkerInfo>,
     /// Counters from `/metrics`: every request, the failed ones, and the
     /// time-to-first-byte histogram's sum and count.
     requests: f64,
@@ -81,6 +84,7 @@ async fn sample(api: &Api) -> anyhow::Result<Sample> {
     };
     let queue = overview.queue;
     let jobs = overview.jobs;
+    let workers = overview.workers;
     let (_, metrics) = api.call(Method::GET, "/metrics", None).await?;
     let text = metrics.as_str().unwrap_or_default();
     let sum = |name: &str, keep: &dyn Fn(&str) -> bool| -> f64 {
@@ -105,6 +109,7 @@ async fn sample(api: &Api) -> anyhow::Result<Sample> {
         backends,
         queue,
         jobs,
+        workers,
         requests: sum("drover_requests_total", &|_| true),
         errors: sum("drover_requests_total", &failed),
         ttfb_sum: sum("drover_time_to_first_byte_seconds_sum", &|_| true),
@@ -192,6 +197,7 @@ fn frame(hub: &str, before: &Sample, now: &Sample, interval: Duration) -> String
     if let Some(jobs) = &now.jobs {
         out.push_str(&format!("\n{}\n", jobs_line(jobs)));
     }
+    out.push_str(&workers_part(&now.workers, now.jobs.as_ref()));
     let errors: BTreeMap<&str, &str> = now
         .backends
         .backends
@@ -238,6 +244,48 @@ fn jobs_line(jobs: &JobsOverview) -> String {
         line.push_str(&format!("  (the job store: {error})"));
     }
     line
+}
+
+/// The workers, one line each (capabilities, tasks in flight, when last
+/// heard of, draining), under a heading with the tasks by state; nothing
+/// for a hub without workers or tasks.
+fn workers_part(workers: &[WorkerInfo], jobs: Option<&JobsOverview>) -> String {
+    let tasks = jobs.map_or(&[][..], |j| j.tasks_by_state.as_slice());
+    let count = |state: &str| {
+        tasks
+            .iter()
+            .find(|c| c.state == state)
+            .map_or(0, |c| c.jobs)
+    };
+    if workers.is_empty() && tasks.iter().all(|c| c.jobs == 0) {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nWORKERS  {} ({} draining)  tasks: {} waiting, {} running, {} completed, {} failed or dead\n",
+        workers.len(),
+        workers.iter().filter(|w| w.draining).count(),
+        count("queued"),
+        count("running"),
+        count("completed"),
+        count("failed") + count("dead"),
+    );
+    let w = workers.iter().map(|w| w.name.len()).max().unwrap_or(0);
+    for worker in workers {
+        let offers: Vec<String> = worker
+            .capabilities
+            .iter()
+            .map(|c| format!("{} x{}", c.name, c.max_concurrency))
+            .collect();
+        out.push_str(&format!(
+            "  {:<w$} {:>3} in flight  heard {:>3} s ago  {}{}\n",
+            worker.name,
+            worker.in_flight,
+            worker.last_seen_s,
+            offers.join(", "),
+            if worker.draining { "  (draining)" } else { "" }
+        ));
+    }
+    out
 }
 
 /// Waits up to `interval` for a key; true when it was `q` (or Ctrl-C).
@@ -322,6 +370,7 @@ mod tests {
                 by_client: Vec::new(),
             },
             jobs,
+            workers: Vec::new(),
             requests: 0.0,
             errors: 0.0,
             ttfb_sum: 0.0,
@@ -381,5 +430,46 @@ mod tests {
                 "JOBS  0 held by this hub  (the job store: it has not answered since the hub started)"
             ]
         );
+    }
+
+    #[test]
+    fn each_worker_has_a_line_under_the_tasks_by_state() {
+        use drover_proto::workers::Capability;
+        let worker = |name: &str, draining| WorkerInfo {
+            id: format!("wrk_{name}"),
+            name: name.into(),
+            labels: Default::default(),
+            capabilities: vec![Capability {
+                name: "shell".into(),
+                version: None,
+                description: None,
+                input_schema: None,
+                max_concurrency: 2,
+            }],
+            in_flight: 1,
+            last_seen_s: 3,
+            draining,
+        };
+        let jobs = JobsOverview {
+            tasks_by_state: vec![
+                JobStateCount {
+                    state: "queued".into(),
+                    jobs: 4,
+                },
+                JobStateCount {
+                    state: "dead".into(),
+                    jobs: 1,
+                },
+            ],
+            ..JobsOverview::default()
+        };
+        let text = workers_part(&[worker("box-1", false), worker("b2", true)], Some(&jobs));
+        assert_eq!(
+            text,
+            "\nWORKERS  2 (1 draining)  tasks: 4 waiting, 0 running, 0 completed, 1 failed or dead\n\
+             \x20 box-1   1 in flight  heard   3 s ago  shell x2\n\
+             \x20 b2      1 in flight  heard   3 s ago  shell x2  (draining)\n"
+        );
+        assert_eq!(workers_part(&[], None), "");
     }
 }

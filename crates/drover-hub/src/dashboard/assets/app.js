@@ -257,7 +257,7 @@ function render() {
   const o = state.overview;
   if (!o) return;
   renderKpis(o);
-  ({ fleet: renderFleet, models: renderModels, queue: renderQueue, traffic: renderTraffic, keys: renderKeys, jobs: renderJobs })[state.tab](o);
+  ({ fleet: renderFleet, models: renderModels, queue: renderQueue, traffic: renderTraffic, keys: renderKeys, jobs: renderJobs, workers: renderWorkers })[state.tab](o);
 }
 
 function series() {
@@ -668,11 +668,61 @@ function renderJobs(o) {
     : [h("tr", { key: "empty" }, h("td", { colspan: 8, class: "empty" }, "No dead jobs."))]);
 }
 
+// A task's state as a badge: where it stands, in the jobs' colours.
+const TASK_STATE = {
+  queued: "load", running: "load", completed: "good", failed: "bad", dead: "bad", expired: "bad", cancelled: "", gone: "",
+};
+
+const drainWorker = (w, draining) => act("POST", `/admin/workers/${enc(w.id)}/${draining ? "drain" : "undrain"}`, null,
+  () => draining ? `${w.name}: draining (its running tasks finish, it takes no new one)` : `${w.name}: taking tasks again`);
+
+function renderWorkers(o) {
+  const workers = o.workers || [];
+  const draining = workers.filter((w) => w.draining).length;
+  const busy = workers.reduce((n, w) => n + w.in_flight, 0);
+  setText($("workers-summary"), workers.length
+    ? `${count(workers.length)} ${workers.length === 1 ? "worker" : "workers"}${draining ? ` (${draining} draining)` : ""}, ${count(busy)} ${busy === 1 ? "task" : "tasks"} in flight`
+    : "");
+  update($("workers-table").tBodies[0], workers.length
+    ? workers.map((w) => h("tr", { key: w.id, "data-worker": w.id, class: w.draining ? "muted" : "" },
+        h("td", {}, h("b", {}, w.name), h("br"), h("small", { class: "mono" }, w.id)),
+        h("td", {}, w.capabilities.map((c) => h("span", { key: c.name, class: "badge", title: c.description || "" },
+          `${c.name} ×${c.max_concurrency}`))),
+        h("td", { class: "num" }, w.in_flight),
+        h("td", {}, ago(w.last_seen_s * 1000)),
+        h("td", {}, w.draining ? badge("draining", "warn") : badge("taking tasks", "good")),
+        h("td", { class: "actions" }, w.draining
+          ? h("button", { key: "undrain", onclick: () => drainWorker(w, false) }, "Undrain")
+          : h("button", { key: "drain", class: "danger", onclick: () => drainWorker(w, true) }, "Drain"))))
+    : [h("tr", { key: "empty" }, h("td", { colspan: 6, class: "empty" }, "No workers. Start one with drover worker --capability NAME -- COMMAND, or examples/worker.py."))]);
+  const j = o.jobs;
+  $("tasks-store").hidden = j == null;
+  if (j == null) return;
+  update($("tasks-states"), (j.tasks_by_state || []).map((c) =>
+    h("div", { key: c.state, class: "state" + (c.state === "dead" && c.jobs ? " bad" : ""), "data-state": c.state },
+      h("b", {}, count(c.jobs)), h("label", {}, c.state))));
+  const plans = j.plans || [];
+  update($("plans-table").tBodies[0], plans.length
+    ? plans.map((p) => h("tr", { key: p.id, "data-plan": p.id },
+        h("td", { class: "mono" }, p.id),
+        h("td", {}, p.key || "–"),
+        h("td", { class: "msg" }, p.request),
+        h("td", { class: "mono" }, p.model),
+        h("td", {}, p.error
+          ? [badge("refused", "bad"), " ", h("span", { key: "why", class: "msg" }, p.error),
+             h("div", { key: "answer", class: "answer mono", title: p.answer },
+               "the model answered: " + (p.answer.length > 300 ? p.answer.slice(0, 300) + "…" : p.answer))]
+          : p.tasks.map((t) => h("span", { key: t.id, class: "badge " + (TASK_STATE[t.state] || ""), title: t.id },
+              `${t.capability}: ${t.state}`))),
+        h("td", {}, ago(o.at_ms - p.created_at * 1000))))
+    : [h("tr", { key: "empty" }, h("td", { colspan: 6, class: "empty" }, "No plans yet: POST /v1/tasks/plan, or drover tasks plan \"...\"."))]);
+}
+
 // ---- wiring --------------------------------------------------------------
 
 function showTab() {
   const tab = (location.hash || "#fleet").slice(1);
-  state.tab = ["fleet", "models", "queue", "traffic", "keys", "jobs"].includes(tab) ? tab : "fleet";
+  state.tab = ["fleet", "models", "queue", "traffic", "keys", "jobs", "workers"].includes(tab) ? tab : "fleet";
   for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.tab === state.tab);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + state.tab;
   render();
