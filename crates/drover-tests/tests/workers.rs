@@ -652,3 +652,44 @@ async fn a_task_that_came_while_its_only_worker_drained_runs_on_the_next_one() {
     assert_eq!(given[0]["attempt"], 1, "waiting is not failing");
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_goes_to_the_least_loaded_worker() {
+    let c = hub("least-loaded").await;
+    let register4 = |name: &'static str| {
+        let c = &c;
+        async move {
+            let r = c
+                .client
+                .post(
+                    "/v1/workers",
+                    &json!({"name": name, "capabilities": [{"name": "job", "max_concurrency": 4}]}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["worker_id"].as_str().unwrap().to_string()
+        }
+    };
+    let busy = register4("busy").await;
+    for i in 0..3 {
+        submit(&c, "job", json!(i)).await;
+    }
+    let mut held = Vec::new();
+    while held.len() < 3 {
+        held.extend(poll(&c, &busy, 5).await);
+    }
+    let idle = register4("idle").await;
+    let first = submit(&c, "job", json!("a")).await;
+    let second = submit(&c, "job", json!("b")).await;
+    let mut given = Vec::new();
+    while given.len() < 2 {
+        given.extend(poll(&c, &idle, 5).await);
+    }
+    let ids: Vec<&str> = given.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [first.as_str(), second.as_str()]);
+    assert!(
+        poll(&c, &busy, 1).await.is_empty(),
+        "3 busy of 4 is more loaded than 1 of 4"
+    );
+    c.shutdown().await;
+}
