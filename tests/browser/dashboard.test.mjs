@@ -566,7 +566,8 @@ test("a hub that keeps no jobs says so on the Jobs tab", async () => {
 // last heartbeat; tasks by state; the last plans, a refused one with the
 // model's answer. Drain reaches the worker, which finishes and leaves.
 test("the Workers tab shows a worker, its tasks and a refused plan, and Drain drains it", async () => {
-  const sim = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m"], LISTENING);
+  // A server without structured output: a plan it answers is refused.
+  const sim = await drover(["sim", "--dialect", "openai", "--listen", "127.0.0.1:0", "--models", "m", "--ignores-response-format"], LISTENING);
   const hub = await drover(["serve", "--listen", "127.0.0.1:0", "--backend", `${sim.url},name=s`], LISTENING, {
     DROVER_WORKERS__HEARTBEAT: "1s",
   });
@@ -590,8 +591,8 @@ test("the Workers tab shows a worker, its tasks and a refused plan, and Drain dr
     await page.waitForFunction(() => document.querySelector('#tasks-states [data-state="completed"] b').textContent === "1");
     assert.equal((await (await fetch(`${hub.url}/v1/tasks/${task.id}`)).json()).response.body, "HELLO");
 
-    // The simulator ignores the plan's JSON schema and answers in words:
-    // the plan is refused, and shown with what the model said.
+    // The server ignores the plan's JSON schema and answers in words: the
+    // plan is refused, and shown with what the model said.
     const refused = await fetch(`${hub.url}/v1/tasks/plan`, {
       method: "POST",
       headers: { "content-type": "application/json" },

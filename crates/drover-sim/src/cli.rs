@@ -65,6 +65,10 @@ pub struct SimArgs {
     /// as llama-server sometimes does.
     #[arg(long)]
     pub messages_without_start: bool,
+    /// Read past response_format (JSON schemas and JSON mode), as a server
+    /// without structured output does: the answer is words.
+    #[arg(long)]
+    pub ignores_response_format: bool,
     /// Report this many output tokens in every answer's usage, whatever
     /// was generated.
     #[arg(long)]
@@ -145,6 +149,7 @@ impl SimArgs {
                 close_after_stream: self.close_after_stream,
                 cannot_generate: self.cannot_generate,
                 messages_without_start: self.messages_without_start,
+                ignores_response_format: self.ignores_response_format,
                 reported_output_tokens: self.report_output_tokens,
             },
         }

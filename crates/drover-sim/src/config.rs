@@ -118,6 +118,9 @@ pub struct Faults {
     /// (straight at `content_block_start`), as llama-server does for about
     /// one stream in five: the Anthropic SDK's stream helper then fails.
     pub messages_without_start: bool,
+    /// Read past `response_format`, as a server without structured output
+    /// does: the answer is words, whatever schema was asked for.
+    pub ignores_response_format: bool,
     /// Report this many output tokens in every answer's usage (OpenAI's
     /// `completion_tokens`, llama.cpp's `predicted_n`) whatever was
     /// generated: a server that counts wrongly, or lies.
@@ -134,6 +137,7 @@ impl Faults {
         close_after_stream: false,
         cannot_generate: false,
         messages_without_start: false,
+        ignores_response_format: false,
         reported_output_tokens: None,
     };
 
@@ -153,6 +157,7 @@ impl Faults {
             close_after_stream: self.close_after_stream,
             cannot_generate: self.cannot_generate,
             messages_without_start: self.messages_without_start,
+            ignores_response_format: self.ignores_response_format,
             reported_output_tokens: self.reported_output_tokens,
         }
     }

@@ -50,6 +50,7 @@ pub(crate) struct FaultRates {
     close_after_stream: AtomicBool,
     cannot_generate: AtomicBool,
     messages_without_start: AtomicBool,
+    ignores_response_format: AtomicBool,
     /// `reported_output_tokens`, when `reports` is set.
     reports: AtomicBool,
     reported: AtomicU64,
@@ -65,6 +66,7 @@ impl FaultRates {
             close_after_stream: AtomicBool::new(false),
             cannot_generate: AtomicBool::new(false),
             messages_without_start: AtomicBool::new(false),
+            ignores_response_format: AtomicBool::new(false),
             reports: AtomicBool::new(false),
             reported: AtomicU64::new(0),
         };
@@ -94,6 +96,8 @@ impl FaultRates {
             .store(faults.cannot_generate, Ordering::Relaxed);
         self.messages_without_start
             .store(faults.messages_without_start, Ordering::Relaxed);
+        self.ignores_response_format
+            .store(faults.ignores_response_format, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self) -> Faults {
@@ -105,6 +109,7 @@ impl FaultRates {
             close_after_stream: self.close_after_stream.load(Ordering::Relaxed),
             cannot_generate: self.cannot_generate.load(Ordering::Relaxed),
             messages_without_start: self.messages_without_start.load(Ordering::Relaxed),
+            ignores_response_format: self.ignores_response_format.load(Ordering::Relaxed),
             reported_output_tokens: self
                 .reports
                 .load(Ordering::Relaxed)
@@ -176,6 +181,7 @@ mod tests {
             close_after_stream: true,
             cannot_generate: true,
             messages_without_start: true,
+            ignores_response_format: true,
             reported_output_tokens: Some(u64::MAX),
         });
         assert_eq!(
@@ -188,6 +194,7 @@ mod tests {
                 close_after_stream: true,
                 cannot_generate: true,
                 messages_without_start: true,
+                ignores_response_format: true,
                 reported_output_tokens: Some(u64::MAX),
             }
         );

@@ -80,6 +80,8 @@ struct TextJob {
     stream: bool,
     include_usage: bool,
     max_tokens: Option<u64>,
+    /// The JSON schema the answer meets, where the request asks for one.
+    schema: Option<serde_json::Value>,
 }
 
 impl<'a> Job<'a> {
@@ -97,6 +99,7 @@ impl<'a> Job<'a> {
                 stream: request.stream(),
                 include_usage: request.include_usage(),
                 max_tokens: request.max_tokens(),
+                schema: request.answer_schema(),
             })
         };
         Ok(match endpoint {
@@ -157,6 +160,8 @@ async fn answer(
             stream: agent.stream(),
             include_usage: false,
             max_tokens: agent.max_tokens(),
+            // The agent APIs' own structured output is not simulated.
+            schema: None,
         });
         (name, job)
     } else {
@@ -387,7 +392,18 @@ impl Text {
     /// The configured length, unless the request caps it lower, in which
     /// case the answer stops for `length`.
     fn plan(shared: &Shared, job: &TextJob) -> Self {
-        let configured = shared.settings.output_tokens;
+        // Structured output is as long as its value, cut (and so not
+        // valid JSON) where the request's max_tokens runs out, as a real
+        // server's is.
+        let structured = job
+            .schema
+            .as_ref()
+            .filter(|_| !shared.faults.get().ignores_response_format)
+            .map(|schema| Words::fixed(crate::schema::value(schema, job.prompt.key).to_string()));
+        let (words, configured) = match structured {
+            Some((words, tokens)) => (words, tokens),
+            None => (Words::new(job.prompt.key), shared.settings.output_tokens),
+        };
         let tokens = job.max_tokens.map_or(configured, |cap| {
             configured.min(usize::try_from(cap).unwrap_or(usize::MAX))
         });
@@ -403,7 +419,7 @@ impl Text {
         };
         Text {
             id,
-            words: Words::new(job.prompt.key),
+            words,
             tokens,
             finish_reason: if tokens < configured {
                 "length"

@@ -48,6 +48,7 @@ mod ollama;
 mod prefix_cache;
 mod request;
 mod router;
+mod schema;
 mod shared;
 mod stream;
 mod text;

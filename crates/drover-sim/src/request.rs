@@ -21,6 +21,8 @@ pub(crate) struct InferenceRequest<'a> {
     messages: Option<Vec<Message>>,
     prompt: Option<TextInput>,
     input: Option<TextInput>,
+    /// Structured output asked for (`json_schema`, `json_object`).
+    response_format: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +109,11 @@ impl InferenceRequest<'_> {
 
     /// The smaller of `max_tokens` and `max_completion_tokens`, if either
     /// was given.
+    /// The schema the answer must meet, if the request asks for one.
+    pub(crate) fn answer_schema(&self) -> Option<serde_json::Value> {
+        self.response_format.as_ref().and_then(crate::schema::asked)
+    }
+
     pub(crate) fn max_tokens(&self) -> Option<u64> {
         match (self.max_tokens, self.max_completion_tokens) {
             (Some(a), Some(b)) => Some(a.min(b)),

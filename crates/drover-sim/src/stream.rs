@@ -197,6 +197,7 @@ impl TokenStream {
         }
         self.sent += 1;
         let token = self.plan.words.next_token();
+        let token = token.as_ref();
         Poll::Ready(match self.plan.shape {
             ChunkShape::Chat => self.chat_chunk(
                 Delta {

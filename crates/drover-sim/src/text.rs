@@ -54,25 +54,67 @@ const WORDS: [&str; 64] = [
 /// The endless word sequence of one answer.
 #[derive(Debug, Clone)]
 pub(crate) struct Words {
-    rng: SplitMix64,
+    source: Source,
     first: bool,
 }
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// Words from the table, drawn by a seeded generator.
+    Drawn(SplitMix64),
+    /// A text fixed beforehand (structured output), a few characters a
+    /// token, from byte `at` on.
+    Fixed {
+        text: std::sync::Arc<str>,
+        at: usize,
+    },
+}
+
+/// Characters a token of a fixed text carries, about what a tokenizer
+/// makes of JSON.
+const FIXED_TOKEN_CHARS: usize = 4;
 
 impl Words {
     pub(crate) fn new(key: u64) -> Self {
         Words {
-            rng: SplitMix64::new(key),
+            source: Source::Drawn(SplitMix64::new(key)),
             first: true,
         }
     }
 
-    pub(crate) fn next_token(&mut self) -> &'static str {
-        // 64 words: the low six bits pick one uniformly.
-        let word = WORDS[(self.rng.next_u64() & 63) as usize];
-        if std::mem::take(&mut self.first) {
-            &word[1..]
-        } else {
-            word
+    /// `text` as tokens, and how many there are.
+    pub(crate) fn fixed(text: String) -> (Self, usize) {
+        let tokens = text.chars().count().div_ceil(FIXED_TOKEN_CHARS);
+        let words = Words {
+            source: Source::Fixed {
+                text: text.into(),
+                at: 0,
+            },
+            first: false,
+        };
+        (words, tokens)
+    }
+
+    pub(crate) fn next_token(&mut self) -> std::borrow::Cow<'static, str> {
+        match &mut self.source {
+            Source::Drawn(rng) => {
+                // 64 words: the low six bits pick one uniformly.
+                let word = WORDS[(rng.next_u64() & 63) as usize];
+                if std::mem::take(&mut self.first) {
+                    word[1..].into()
+                } else {
+                    word.into()
+                }
+            }
+            Source::Fixed { text, at } => {
+                let rest = &text[*at..];
+                let end = rest
+                    .char_indices()
+                    .nth(FIXED_TOKEN_CHARS)
+                    .map_or(rest.len(), |(i, _)| i);
+                *at += end;
+                rest[..end].to_string().into()
+            }
         }
     }
 
@@ -80,7 +122,7 @@ impl Words {
     pub(crate) fn text(mut self, tokens: usize) -> String {
         let mut text = String::with_capacity(tokens * 8);
         for _ in 0..tokens {
-            text.push_str(self.next_token());
+            text.push_str(&self.next_token());
         }
         text
     }

@@ -176,3 +176,86 @@ async fn models_are_listed_openai_style() {
     assert_eq!(ids, ["a", "b"]);
     within(sim.shutdown()).await;
 }
+
+/// Structured output, as llama.cpp's server, LM Studio, vLLM and Ollama
+/// give it: the answer meets the JSON schema asked for, plain and streamed
+/// alike, and is cut where max_tokens runs out (then not valid JSON, as a
+/// real server's); a server with the `ignores_response_format` fault reads
+/// past it and answers words.
+#[tokio::test]
+async fn a_json_schema_response_format_shapes_the_answer() {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "artist": {"enum": ["weezer", "abba"]},
+            "plays": {"type": "integer", "minimum": 1, "maximum": 3},
+        },
+        "required": ["artist", "plays"],
+        "additionalProperties": false,
+    });
+    let mut body = chat("sim-model", "play something");
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "x", "strict": true, "schema": schema}});
+    let sim = start(SimConfig::default()).await;
+    let (status, answer) = post(&sim, "/v1/chat/completions", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    let value: serde_json::Value = serde_json::from_str(content).unwrap();
+    assert!(
+        ["weezer", "abba"].contains(&value["artist"].as_str().unwrap()),
+        "{value}"
+    );
+    assert!(
+        (1..=3).contains(&value["plays"].as_i64().unwrap()),
+        "{value}"
+    );
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let response = send(
+        &client(),
+        http::Method::POST,
+        &url,
+        Some(&streamed.to_string()),
+    )
+    .await;
+    let bytes = body_bytes(response).await;
+    let events = sse_data(std::str::from_utf8(&bytes).unwrap());
+    let text: String = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, content, "a stream carries the same value");
+    let mut cut = body.clone();
+    cut["max_tokens"] = json!(2);
+    let (_, answer) = post(&sim, "/v1/chat/completions", &cut).await;
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    let partial = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(partial).is_err(),
+        "{partial}"
+    );
+    within(sim.shutdown()).await;
+
+    let sim = start(SimConfig {
+        faults: drover_sim::Faults {
+            ignores_response_format: true,
+            ..drover_sim::Faults::NONE
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let (_, answer) = post(&sim, "/v1/chat/completions", &body).await;
+    let words = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        serde_json::from_str::<serde_json::Value>(words).is_err(),
+        "{words}"
+    );
+    within(sim.shutdown()).await;
+}

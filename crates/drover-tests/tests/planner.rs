@@ -158,11 +158,16 @@ async fn plain_language_becomes_tasks_a_worker_runs_with_the_real_llama_server()
     c.shutdown().await;
 }
 
-async fn sim_hub(name: &str, planner: Option<&str>) -> Cluster {
+/// A hub in front of a simulated server for `m`, which meets the JSON
+/// schema a request asks for unless it `ignores` it (a server without
+/// structured output).
+async fn sim_hub(name: &str, planner: Option<&str>, ignores: bool) -> Cluster {
     let dir = fresh_dir(name);
     let planner = planner.map(str::to_string);
+    let mut sim = openai(&["m"], 1, 0);
+    sim.faults.ignores_response_format = ignores;
     ClusterBuilder::new()
-        .sim("s", openai(&["m"], 1, 0))
+        .sim("s", sim)
         .hub(move |h| {
             quick(h, &dir);
             h.workers.planner_model = planner;
@@ -173,7 +178,7 @@ async fn sim_hub(name: &str, planner: Option<&str>) -> Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_is_not_a_plan_is_refused_with_the_answer_and_kept() {
-    let c = sim_hub("planner-refused", Some("m")).await;
+    let c = sim_hub("planner-refused", Some("m"), true).await;
     register(&c, json!([music()])).await;
     let r = c
         .client
@@ -184,8 +189,8 @@ async fn an_answer_that_is_not_a_plan_is_refused_with_the_answer_and_kept() {
     assert_eq!(refused["error"]["code"], "invalid_plan", "{refused}");
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("not JSON"), "{message}");
-    // The simulator ignores response_format and answers words: that
-    // answer comes back, and is kept.
+    // This server ignores response_format and answers words: that answer
+    // comes back, and is kept.
     let answer = refused["plan"]["answer"].as_str().unwrap();
     assert!(!answer.is_empty(), "{refused}");
     assert!(refused["plan"]["tasks"].as_array().unwrap().is_empty());
@@ -203,7 +208,7 @@ async fn an_answer_that_is_not_a_plan_is_refused_with_the_answer_and_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_needs_a_model_and_something_to_plan_for() {
-    let c = sim_hub("planner-needs", None).await;
+    let c = sim_hub("planner-needs", None, false).await;
     let r = c
         .client
         .post("/v1/tasks/plan", &json!({"request": "play weezer"}))
@@ -235,5 +240,48 @@ async fn a_plan_needs_a_model_and_something_to_plan_for() {
         .await;
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.json()["error"]["param"], "model");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_from_a_server_that_meets_the_schema_runs_on_workers() {
+    let c = sim_hub("planner-sim", Some("m"), false).await;
+    let worker = register(
+        &c,
+        json!([music(), {"name": "lights", "max_concurrency": 1}]),
+    )
+    .await;
+    let r = c
+        .client
+        .post("/v1/tasks/plan", &json!({"request": "play weezer loud"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plan = r.json();
+    let planned = plan["plan"]["tasks"].as_array().unwrap();
+    let music: Vec<&Value> = planned
+        .iter()
+        .filter(|t| t["capability"] == "music")
+        .collect();
+    for step in &music {
+        assert!(["weezer", "queen", "abba"].contains(&step["input"]["artist"].as_str().unwrap()));
+    }
+    let tasks = plan["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), planned.len(), "{plan}");
+    // Lights tasks wait for a worker that offers them; music runs here.
+    serve(&c, &worker, music.len()).await;
+    let id = plan["id"].as_str().unwrap().to_string();
+    drover_tests::wait_until_within("the music tasks complete", Duration::from_secs(20), || {
+        let client = c.client.clone();
+        let url = format!("/v1/tasks/plans/{id}");
+        async move {
+            let shown = client.get(&url).await.json();
+            shown["tasks"].as_array().is_some_and(|t| {
+                t.iter()
+                    .filter(|t| t["model"] == "music")
+                    .all(|t| t["state"] == "completed")
+            })
+        }
+    })
+    .await;
     c.shutdown().await;
 }
