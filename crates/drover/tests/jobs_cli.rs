@@ -921,7 +921,7 @@ async fn tasks_submit_ls_get_cancel_and_a_plan_from_the_shell() {
     );
     assert_eq!(ls.rows().len(), 2, "{ls:?}");
     let get = run(hub.tasks(&["get", &id]), None).await.ok();
-    assert!(get.stdout.contains("  capability upper\n"), "{get:?}");
+    assert!(get.stdout.contains("  capability  upper\n"), "{get:?}");
     assert!(get.stdout.contains("answer (200):"), "{get:?}");
 
     // A capability nobody offers: taken, with a note, and cancellable.

@@ -74,30 +74,36 @@ pub struct SubmitArgs {
     /// The request body, JSON, from a file (- for stdin), sent as it is.
     #[arg(long, value_name = "FILE|-")]
     pub body: Option<PathBuf>,
+    #[command(flatten)]
+    pub terms: Terms,
+}
+
+/// How a job or a task is run, as `submit` takes it for either.
+#[derive(clap::Args)]
+pub struct Terms {
     /// 0 to 100 (default: the hub's jobs.priority, below interactive
     /// requests).
     #[arg(long)]
     pub priority: Option<u8>,
-    /// Attempts before the job is dead (default: the hub's
-    /// jobs.max_attempts).
+    /// Attempts before it is dead (default: the hub's jobs.max_attempts).
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// When it must have run by: Unix seconds, or a duration from now
     /// (30m, 12h).
     #[arg(long)]
     pub deadline: Option<String>,
-    /// Where the hub POSTs the finished job (signed, Standard Webhooks).
+    /// Where the hub POSTs it once finished (signed, Standard Webhooks).
     #[arg(long)]
     pub callback_url: Option<String>,
-    /// A pair kept with the job; repeat for more.
+    /// A pair kept with it; repeat for more.
     #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = pair)]
     pub metadata: Vec<(String, String)>,
-    /// Submitting the same request with the same key again returns the job
-    /// the first made rather than making another.
+    /// Submitting the same again with the same key returns what the first
+    /// made rather than making another.
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Wait until the job ends and print its answer's body; exit 1 unless
-    /// it completed.
+    /// Wait until it ends and print its answer's body (a task's output);
+    /// exit 1 unless it completed.
     #[arg(long)]
     pub wait: bool,
 }
@@ -200,19 +206,20 @@ async fn submit(api: &Api, args: SubmitArgs, json: bool) -> anyhow::Result<()> {
         // clap asks for --body, or --model with --prompt.
         _ => anyhow::bail!("give --model and --prompt, or --body"),
     };
-    let metadata = metadata_of(args.metadata)?;
+    let terms = args.terms;
+    let metadata = metadata_of(terms.metadata)?;
     let create = CreateJob {
         endpoint: args.endpoint,
         body,
-        priority: args.priority,
-        max_attempts: args.max_attempts,
-        deadline: args.deadline.as_deref().map(deadline),
-        callback_url: args.callback_url,
+        priority: terms.priority,
+        max_attempts: terms.max_attempts,
+        deadline: terms.deadline.as_deref().map(deadline),
+        callback_url: terms.callback_url,
         metadata,
     };
     let payload = serde_json::to_vec(&create)?;
-    let job = post_new(api, Kind::Job, payload, args.idempotency_key.as_deref()).await?;
-    finish_submit(api, Kind::Job, job, args.wait, json).await
+    let job = post_new(api, Kind::Job, payload, terms.idempotency_key.as_deref()).await?;
+    finish_submit(api, Kind::Job, job, terms.wait, json).await
 }
 
 /// `--deadline`: Unix seconds, or a duration from now.
@@ -592,8 +599,14 @@ fn describe(job: &Job, now: i64) -> String {
             .collect();
         facts.push(("metadata", pairs.join(", ")));
     }
+    let width = facts
+        .iter()
+        .map(|(name, _)| name.len() + 1)
+        .max()
+        .unwrap_or(0)
+        .max(9);
     for (name, value) in facts {
-        out.push_str(&format!("  {name:<10} {value}\n"));
+        out.push_str(&format!("  {name:<width$} {value}\n"));
     }
     if job.attempts.is_empty() {
         out.push_str(&format!("no attempts yet (at most {})\n", job.max_attempts));
@@ -788,8 +801,8 @@ mod tests {
         });
         let text = describe(&done, 1_062);
         assert!(text.starts_with("job_1: completed\n"), "{text}");
-        assert!(text.contains("  model      m\n"), "{text}");
-        assert!(text.contains("  created    62s ago\n"), "{text}");
+        assert!(text.contains("  model     m\n"), "{text}");
+        assert!(text.contains("  created   62s ago\n"), "{text}");
         assert!(text.contains("1 attempt of at most 3:"), "{text}");
         let row = text.lines().find(|l| l.contains("a, b")).unwrap();
         assert!(row.contains("502") && row.contains("1.5s"), "{row}");

@@ -75,32 +75,10 @@ pub struct SubmitArgs {
     /// The task's input as JSON from a file (- for stdin).
     #[arg(long, value_name = "FILE|-")]
     pub input_file: Option<PathBuf>,
-    /// 0 to 100 (default: the hub's jobs.priority).
-    #[arg(long)]
-    pub priority: Option<u8>,
-    /// Attempts before the task is dead (default: the hub's
-    /// jobs.max_attempts).
-    #[arg(long)]
-    pub max_attempts: Option<u32>,
-    /// When it must have run by: Unix seconds, or a duration from now
-    /// (30m, 12h). Until then it waits for a worker offering its
-    /// capability.
-    #[arg(long)]
-    pub deadline: Option<String>,
-    /// Where the hub POSTs the finished task (signed, Standard Webhooks).
-    #[arg(long)]
-    pub callback_url: Option<String>,
-    /// A pair kept with the task; repeat for more.
-    #[arg(long = "metadata", value_name = "KEY=VALUE", value_parser = jobs::pair)]
-    pub metadata: Vec<(String, String)>,
-    /// Submitting the same task with the same key again returns the task
-    /// the first made rather than making another.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
-    /// Wait until the task ends and print its output; exit 1 unless it
-    /// completed.
-    #[arg(long)]
-    pub wait: bool,
+    /// A task for a capability no worker offers yet waits for one until
+    /// its --deadline.
+    #[command(flatten)]
+    pub terms: jobs::Terms,
 }
 
 #[derive(clap::Args)]
@@ -177,18 +155,19 @@ async fn submit(api: &Api, args: SubmitArgs, json: bool) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give the task's input: --input JSON or --input-file FILE"),
     };
+    let terms = args.terms;
     let create = CreateTask {
         capability: args.capability,
         input,
-        priority: args.priority,
-        max_attempts: args.max_attempts,
-        deadline: args.deadline.as_deref().map(jobs::deadline),
-        callback_url: args.callback_url,
-        metadata: jobs::metadata_of(args.metadata)?,
+        priority: terms.priority,
+        max_attempts: terms.max_attempts,
+        deadline: terms.deadline.as_deref().map(jobs::deadline),
+        callback_url: terms.callback_url,
+        metadata: jobs::metadata_of(terms.metadata)?,
     };
     let payload = serde_json::to_vec(&create)?;
-    let task = jobs::post_new(api, Kind::Task, payload, args.idempotency_key.as_deref()).await?;
-    jobs::finish_submit(api, Kind::Task, task, args.wait, json).await
+    let task = jobs::post_new(api, Kind::Task, payload, terms.idempotency_key.as_deref()).await?;
+    jobs::finish_submit(api, Kind::Task, task, terms.wait, json).await
 }
 
 async fn plan(api: &Api, args: PlanArgs, json: bool) -> anyhow::Result<()> {
