@@ -16,6 +16,10 @@ use crate::text::SplitMix64;
 const MAX_DEPTH: usize = 12;
 /// Items an array gets beyond its `minItems` at most.
 const EXTRA_ITEMS: u64 = 2;
+/// Values one answer holds at most: a schema asking for a billion items,
+/// or nested arrays that multiply, gets an answer of this size (cut short
+/// of the schema) rather than the simulator's whole memory.
+const MAX_VALUES: usize = 10_000;
 
 /// The schema a `response_format` asks for: a JSON schema's (`json_schema`)
 /// or any object's (`json_object`); `None` for text or no format.
@@ -34,21 +38,23 @@ pub(crate) fn asked(format: &Value) -> Option<Value> {
 
 /// A value meeting `schema`, chosen by `key`.
 pub(crate) fn value(schema: &Value, key: u64) -> Value {
-    make(schema, &mut SplitMix64::new(key), 0)
+    let mut left = MAX_VALUES;
+    make(schema, &mut SplitMix64::new(key), 0, &mut left)
 }
 
 fn pick(rng: &mut SplitMix64, n: usize) -> usize {
     (rng.next_u64() % n.max(1) as u64) as usize
 }
 
-fn make(schema: &Value, rng: &mut SplitMix64, depth: usize) -> Value {
+fn make(schema: &Value, rng: &mut SplitMix64, depth: usize, left: &mut usize) -> Value {
+    if depth > MAX_DEPTH || *left == 0 {
+        return Value::Null;
+    }
+    *left -= 1;
     let Value::Object(s) = schema else {
         // `true` (anything) and `false` (nothing) alike get a word.
         return Value::String(word(rng));
     };
-    if depth > MAX_DEPTH {
-        return Value::Null;
-    }
     if let Some(c) = s.get("const") {
         return c.clone();
     }
@@ -61,13 +67,13 @@ fn make(schema: &Value, rng: &mut SplitMix64, depth: usize) -> Value {
         if let Some(Value::Array(branches)) = s.get(key)
             && !branches.is_empty()
         {
-            return make(&branches[pick(rng, branches.len())], rng, depth + 1);
+            return make(&branches[pick(rng, branches.len())], rng, depth + 1, left);
         }
     }
     if let Some(Value::Array(all)) = s.get("allOf")
         && let Some(first) = all.first()
     {
-        return make(first, rng, depth + 1);
+        return make(first, rng, depth + 1, left);
     }
     let kind = match s.get("type") {
         Some(Value::String(t)) => t.as_str(),
@@ -81,8 +87,8 @@ fn make(schema: &Value, rng: &mut SplitMix64, depth: usize) -> Value {
         _ => "string",
     };
     match kind {
-        "object" => object(s, rng, depth),
-        "array" => array(s, rng, depth),
+        "object" => object(s, rng, depth, left),
+        "array" => array(s, rng, depth, left),
         "integer" => {
             let low = s.get("minimum").and_then(Value::as_i64).unwrap_or(0);
             let high = s
@@ -112,7 +118,7 @@ fn make(schema: &Value, rng: &mut SplitMix64, depth: usize) -> Value {
     }
 }
 
-fn object(s: &Map<String, Value>, rng: &mut SplitMix64, depth: usize) -> Value {
+fn object(s: &Map<String, Value>, rng: &mut SplitMix64, depth: usize, left: &mut usize) -> Value {
     let required: Vec<&str> = match s.get("required") {
         Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
@@ -122,23 +128,29 @@ fn object(s: &Map<String, Value>, rng: &mut SplitMix64, depth: usize) -> Value {
         for (name, property) in properties {
             // What is required, always; the rest, one time in two.
             if required.contains(&name.as_str()) || rng.next_u64() & 1 == 1 {
-                out.insert(name.clone(), make(property, rng, depth + 1));
+                out.insert(name.clone(), make(property, rng, depth + 1, left));
             }
         }
     }
     Value::Object(out)
 }
 
-fn array(s: &Map<String, Value>, rng: &mut SplitMix64, depth: usize) -> Value {
+fn array(s: &Map<String, Value>, rng: &mut SplitMix64, depth: usize, left: &mut usize) -> Value {
     let min = s.get("minItems").and_then(Value::as_u64).unwrap_or(0);
     let max = s
         .get("maxItems")
         .and_then(Value::as_u64)
-        .unwrap_or(min + EXTRA_ITEMS)
-        .max(min);
-    let n = min + rng.next_u64() % (max.min(min + EXTRA_ITEMS) - min + 1);
+        .unwrap_or(u64::MAX)
+        .max(min)
+        .min(min.saturating_add(EXTRA_ITEMS));
+    let n = min.saturating_add(rng.next_u64() % (max - min).saturating_add(1));
     let items = s.get("items").cloned().unwrap_or(Value::Bool(true));
-    Value::Array((0..n).map(|_| make(&items, rng, depth + 1)).collect())
+    let mut out = Vec::new();
+    // Past the answer's budget, the array stops: cut short of the schema.
+    while (out.len() as u64) < n && *left > 0 {
+        out.push(make(&items, rng, depth + 1, left));
+    }
+    Value::Array(out)
 }
 
 fn word(rng: &mut SplitMix64) -> String {
@@ -192,8 +204,30 @@ mod tests {
     }
 
     #[test]
-    fn a_schema_that_nests_without_end_still_ends() {
-        let deep = json!({"type": "object", "properties": {"a": {"type": "array", "minItems": 1, "items": {"$ref": "#"}}}, "required": ["a"]});
-        let _ = value(&deep, 7);
+    fn a_hostile_schema_gets_a_bounded_answer() {
+        // Deeper than the limit: nulls below it.
+        let mut deep = json!({"type": "integer"});
+        for _ in 0..40 {
+            deep = json!({"type": "array", "minItems": 1, "maxItems": 1, "items": deep});
+        }
+        let mut v = &value(&deep, 7);
+        let mut levels = 0;
+        while let Some(inner) = v.as_array().and_then(|a| a.first()) {
+            v = inner;
+            levels += 1;
+        }
+        assert!(levels <= MAX_DEPTH + 1 && v.is_null(), "{levels} {v}");
+        // Counts that overflow, or multiply past any memory: cut short.
+        let huge = json!({"type": "array", "minItems": u64::MAX, "items": {"type": "boolean"}});
+        assert_eq!(value(&huge, 1).as_array().unwrap().len(), MAX_VALUES - 1);
+        let wide = json!({"type": "array", "minItems": 50, "items":
+            {"type": "array", "minItems": 50, "items": {"type": "array", "minItems": 50, "items": {"type": "integer"}}}});
+        let count = |v: &Value| -> usize {
+            fn walk(v: &Value) -> usize {
+                1 + v.as_array().map_or(0, |a| a.iter().map(walk).sum())
+            }
+            walk(v)
+        };
+        assert!(count(&value(&wide, 3)) <= MAX_VALUES, "bounded");
     }
 }

@@ -693,3 +693,107 @@ async fn a_new_task_goes_to_the_least_loaded_worker() {
     );
     c.shutdown().await;
 }
+
+/// The state of task `id`, and its attempts so far.
+async fn task_state(c: &Cluster, id: &str) -> (String, usize) {
+    let task = c.client.get(&format!("/v1/tasks/{id}")).await.json();
+    (
+        task["state"].as_str().unwrap().to_string(),
+        task["attempts"].as_array().map_or(0, Vec::len),
+    )
+}
+
+async fn until_given(c: &Cluster, id: &str) {
+    drover_tests::wait_until_within(
+        "the task is given to a worker",
+        Duration::from_secs(10),
+        || {
+            let c = &c;
+            async move { task_state(c, id).await.0 == "running" }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_hands_the_tasks_its_worker_has_not_polled_to_another_uncounted() {
+    let c = hub("drain-mailbox").await;
+    let first = register(&c, "w1", "echo", &[]).await;
+    let task = submit(&c, "echo", json!("x")).await;
+    // Given to w1 (the only worker), waiting in its mailbox.
+    until_given(&c, &task).await;
+    let second = register(&c, "w2", "echo", &[]).await;
+    let beat = c
+        .client
+        .post(
+            &format!("/v1/workers/{first}/heartbeat"),
+            &json!({"in_flight": 0, "draining": true}),
+        )
+        .await;
+    assert_eq!(beat.json()["state"], "drain");
+    let given = poll(&c, &second, 10).await;
+    assert_eq!(given.len(), 1, "{given:?}");
+    assert_eq!(given[0]["id"], task.as_str());
+    assert_eq!(
+        given[0]["attempt"], 1,
+        "a task never polled was never tried"
+    );
+    assert!(poll(&c, &first, 1).await.is_empty());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_not_polled_within_its_lease_goes_back_uncounted_and_is_given_once() {
+    let c = impatient_hub("unpolled").await;
+    let worker = register(&c, "w1", "echo", &[]).await;
+    let task = submit(&c, "echo", json!("x")).await;
+    until_given(&c, &task).await;
+    // Alive (heartbeating) but not polling for longer than the 1 s lease.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1800);
+    while tokio::time::Instant::now() < until {
+        let beat = c
+            .client
+            .post(
+                &format!("/v1/workers/{worker}/heartbeat"),
+                &json!({"in_flight": 0}),
+            )
+            .await;
+        assert_eq!(beat.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let given = poll(&c, &worker, 5).await;
+    assert_eq!(
+        given.len(),
+        1,
+        "once, not once per lease it waited: {given:?}"
+    );
+    assert_eq!(
+        given[0]["attempt"], 1,
+        "waiting in a mailbox is not failing"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cancelled_before_its_worker_polled_it_never_reaches_the_worker() {
+    let c = hub("cancel-unpolled").await;
+    let worker = register(&c, "w1", "echo", &[]).await;
+    let task = submit(&c, "echo", json!("x")).await;
+    until_given(&c, &task).await;
+    let r = c
+        .client
+        .post(&format!("/v1/tasks/{task}/cancel"), &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    drover_tests::wait_until_within("the task is cancelled", Duration::from_secs(10), || {
+        let c = &c;
+        let task = &task;
+        async move { task_state(c, task).await.0 == "cancelled" }
+    })
+    .await;
+    assert!(
+        poll(&c, &worker, 1).await.is_empty(),
+        "the worker never gets it"
+    );
+    c.shutdown().await;
+}

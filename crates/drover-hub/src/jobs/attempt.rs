@@ -189,7 +189,7 @@ fn wait_for(error: &crate::forward::ForwardError) -> Option<Duration> {
 
 /// Who a job runs as: its key (revoked since: it may not run), a
 /// `[[clients]]` entry by name, or the anonymous client.
-fn sender_of(
+pub(crate) fn sender_of(
     hub: &HubState,
     key_id: &str,
 ) -> Result<(Option<crate::keys::Holder>, Option<String>), ApiError> {
@@ -218,7 +218,7 @@ fn sender_of(
 }
 
 /// A refusal, stored as the answer a client would have had.
-fn refused(error: ApiError, backends: Vec<String>) -> Ended {
+pub(crate) fn refused(error: ApiError, backends: Vec<String>) -> Ended {
     let retry_after = match &error {
         ApiError::Forward(f) => f.retry_after(),
         _ => None,

@@ -296,7 +296,7 @@ async fn run_one(hub: Arc<HubState>, jobs: Arc<Jobs>, claimed: Claimed, tx: mpsc
     match ended {
         Ended::Released => {
             if let Err(error) = jobs.store.release(&claimed.lease, None).await {
-                tracing::warn!(job = %id, %error, "cannot give the job back as the hub stops; it runs again once its lease runs out");
+                tracing::warn!(job = %id, %error, "cannot give the job back to the queue; it runs again once its lease runs out");
             }
         }
         Ended::Wait { after } => {

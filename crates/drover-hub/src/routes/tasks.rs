@@ -157,8 +157,7 @@ pub async fn plan(
         key_id: &scope,
         idempotency_key: None,
     };
-    let now = now_ms();
-    let task_of = |capability: String, input: Value, plan_id: &str| {
+    let task_of = |capability: String, input: Value, plan_id: &str, now: i64| {
         let mut metadata = serde_json::Map::new();
         metadata.insert("plan_id".into(), Value::String(plan_id.into()));
         let create = CreateTask {
@@ -174,7 +173,7 @@ pub async fn plan(
         submit::check_task(&raw, &who, &jobs.config, now)
     };
     // The tasks' terms are checked before the model is asked.
-    task_of("check".into(), Value::Null, "plan_check")?;
+    task_of("check".into(), Value::Null, "plan_check", now_ms())?;
     let offered = hub.workers.offered();
     if offered.is_empty() {
         return Err(ApiError::Conflict(
@@ -203,6 +202,8 @@ pub async fn plan(
         arrived: None,
     };
     let answer = plan::ask(&hub, sender, &ask).await?;
+    // A deadline "in 30m" counts from when the tasks are made.
+    let now = now_ms();
     let id = format!("plan_{}", uuid::Uuid::now_v7().simple());
     let mut kept = NewPlan {
         id: id.clone(),
@@ -218,7 +219,7 @@ pub async fn plan(
         Ok((_, planned)) => {
             let tasks = planned
                 .into_iter()
-                .map(|(capability, input)| task_of(capability, input, &id))
+                .map(|(capability, input)| task_of(capability, input, &id, now))
                 .collect::<Result<Vec<_>, _>>()?;
             jobs.store.insert_plan(&kept, &tasks).await?;
             jobs.lane(JobKind::Task).0.notify_one();

@@ -76,6 +76,16 @@ pub(crate) async fn run(
             .max(Duration::from_millis(1)),
         None => NO_DEADLINE_WAIT,
     };
+    // The key that submitted it still holds (a revoked one's tasks do not
+    // run), and its priority ceiling holds for tasks as for requests.
+    let (holder, token) = match crate::jobs::attempt::sender_of(hub, &job.key_id) {
+        Ok(who) => who,
+        Err(error) => return crate::jobs::attempt::refused(error, Vec::new()),
+    };
+    let who = crate::caller::identify(&hub.clients, holder.as_ref(), token.as_deref(), None);
+    let priority = Priority::new(job.priority)
+        .unwrap_or(Priority::DEFAULT)
+        .min(who.ceiling);
     let client = crate::caller::key_identity_of(&job.key_id);
     let avoid: Vec<_> = job
         .failed_backends
@@ -90,7 +100,7 @@ pub(crate) async fn run(
         let request = Request {
             id: hub.forwarder.next_id(),
             model: drover_core::ModelName::new(&job.model),
-            priority: Priority::new(job.priority).unwrap_or(Priority::DEFAULT),
+            priority,
             client,
             user: 0,
             arrival: now,

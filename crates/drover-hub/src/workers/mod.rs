@@ -44,6 +44,8 @@ const MAX_TASKS: u32 = 64;
 /// The most capabilities one worker offers, and tasks of one at once.
 const MAX_CAPABILITIES: usize = 64;
 const MAX_CONCURRENCY: u32 = 1024;
+/// The longest description of a capability, in characters.
+const MAX_DESCRIPTION: usize = 1000;
 
 /// How a task's attempt on a worker ended.
 #[derive(Debug)]
@@ -91,8 +93,10 @@ struct Worker {
     /// Polls it has waiting now: a worker parked in a long poll is alive.
     polling: u32,
     draining: bool,
-    /// Tasks given to it and not yet polled, oldest first.
-    mailbox: VecDeque<String>,
+    /// Tasks given to it and not yet polled, oldest first, each with the
+    /// token of the lease it was given under: an entry whose lease has
+    /// ended (or been given anew) is passed by, never handed out twice.
+    mailbox: VecDeque<(String, String)>,
     wake: Arc<Notify>,
 }
 
@@ -102,6 +106,9 @@ struct Lease {
     capability: String,
     input: Value,
     attempt: u32,
+    /// Whether the worker has polled it: until then it has not started,
+    /// and ending it (a drain, a cancel, a wait too long) costs nothing.
+    polled: bool,
     expires: Instant,
     /// Unix milliseconds of `expires`, as the worker is told.
     expires_unix_ms: i64,
@@ -170,6 +177,18 @@ impl Workers {
                 return Err(bad(
                     format!("capability {:?} is named twice", c.name),
                     "capabilities.name",
+                ));
+            }
+            if c.description
+                .as_ref()
+                .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION)
+            {
+                return Err(bad(
+                    format!(
+                        "capability {:?}: description is at most {MAX_DESCRIPTION} characters (it goes into every plan's prompt)",
+                        c.name
+                    ),
+                    "capabilities.description",
                 ));
             }
             if !(1..=MAX_CONCURRENCY).contains(&c.max_concurrency) {
@@ -283,7 +302,10 @@ impl Workers {
                 .collect();
             let mut senders = Vec::new();
             for task in &ended {
+                // One it never polled goes back uncounted (its sender
+                // dropped); one it ran failed with it.
                 if let Some(mut lease) = inner.leases.remove(task)
+                    && lease.polled
                     && let Some(done) = lease.done.take()
                 {
                     senders.push(done);
@@ -346,6 +368,12 @@ impl Workers {
         let wait = asked.wait_s.map_or(most, Duration::from_secs).min(most);
         let only = asked.capabilities.as_deref();
         if let Some(only) = only {
+            if only.is_empty() {
+                return Err(bad(
+                    "capabilities: name at least one, or leave it out for all",
+                    "capabilities",
+                ));
+            }
             let inner = self.lock();
             Self::check_owner(&inner, id, key_id)?;
             if let Some(w) = inner.workers.get(id)
@@ -364,8 +392,21 @@ impl Workers {
         }
         let deadline = Instant::now() + wait;
         let lease = self.timing.lease;
+        let wake = {
+            let inner = self.lock();
+            Self::check_owner(&inner, id, key_id)?;
+            match inner.workers.get(id) {
+                Some(w) => w.wake.clone(),
+                None => return Ok(Vec::new()),
+            }
+        };
         loop {
-            let wake = {
+            // Listening before the mailbox is looked at: a task given
+            // between the look and the wait still wakes it.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
                 let mut inner = self.lock();
                 Self::check_owner(&inner, id, key_id)?;
                 let Inner {
@@ -380,17 +421,18 @@ impl Workers {
                 // their order, for a poll that does.
                 let mut kept = VecDeque::new();
                 while given.len() < max {
-                    let Some(task) = w.mailbox.pop_front() else {
+                    let Some((task, token)) = w.mailbox.pop_front() else {
                         break;
                     };
-                    // A task cancelled or gone while it waited is passed by.
-                    let Some(l) = leases.get_mut(&task) else {
+                    // A task whose lease ended while it waited is passed by.
+                    let Some(l) = leases.get_mut(&task).filter(|l| l.token == token) else {
                         continue;
                     };
                     if only.is_some_and(|only| !only.contains(&l.capability)) {
-                        kept.push_back(task);
+                        kept.push_back((task, token));
                         continue;
                     }
+                    l.polled = true;
                     l.expires = Instant::now() + lease;
                     l.expires_unix_ms = now_ms() + lease.as_millis() as i64;
                     given.push(LeasedTask {
@@ -408,12 +450,10 @@ impl Workers {
                     return Ok(given);
                 }
                 w.polling += 1;
-                w.wake.clone()
-            };
+            }
             // Counted off when the wait ends or is dropped (the worker's
             // connection died): a worker killed in a poll is not alive.
             let parked = Parked { workers: self, id };
-            let notified = wake.notified();
             let woken = tokio::select! {
                 () = notified => true,
                 () = tokio::time::sleep_until(deadline) => false,
@@ -436,21 +476,36 @@ impl Workers {
             let Some(w) = inner.workers.get_mut(id) else {
                 return false;
             };
+            // From here `assign` gives it nothing, whatever the scheduler
+            // decided before it heard of the drain.
             w.draining = draining;
-            let backend = w.backend;
-            let unpolled: Vec<String> = if draining {
-                w.mailbox.drain(..).collect()
-            } else {
-                Vec::new()
-            };
-            // Dropping an attempt's sender releases it uncounted.
-            for task in unpolled {
-                inner.leases.remove(&task);
-            }
-            backend
+            w.backend
         };
         hub.dispatcher.apply(Event::Draining { backend, draining });
+        if draining {
+            let mut inner = self.lock();
+            let Inner {
+                workers, leases, ..
+            } = &mut *inner;
+            if let Some(w) = workers.get_mut(id) {
+                for (task, token) in w.mailbox.drain(..) {
+                    Self::hand_back(leases, &task, &token);
+                }
+            }
+        }
         true
+    }
+
+    /// Ends the lease of a task its worker never polled, uncounted: the
+    /// attempt hears its sender dropped, frees the slot as it was and puts
+    /// the task back in the queue.
+    fn hand_back(leases: &mut HashMap<String, Lease>, task: &str, token: &str) {
+        if leases
+            .get(task)
+            .is_some_and(|l| l.token == token && !l.polled)
+        {
+            leases.remove(task);
+        }
     }
 
     /// Gives a task to the worker holding `backend`'s slot: it waits in
@@ -470,16 +525,20 @@ impl Workers {
         let Some(worker_id) = inner.by_backend.get(&backend).cloned() else {
             return Ok(None);
         };
+        if inner.workers.get(&worker_id).is_none_or(|w| w.draining) {
+            return Ok(None);
+        }
         let (tx, rx) = oneshot::channel();
         inner.leases.insert(
             task.to_string(),
             Lease {
                 worker: worker_id.clone(),
-                token,
+                token: token.clone(),
                 capability: capability.to_string(),
                 input,
                 attempt,
-                // Until polled, the worker's heartbeats keep it.
+                polled: false,
+                // Not polled by then, it goes back to the queue (sweep).
                 expires: Instant::now() + lease,
                 expires_unix_ms: now_ms() + lease.as_millis() as i64,
                 cancel_requested: false,
@@ -487,19 +546,26 @@ impl Workers {
             },
         );
         if let Some(w) = inner.workers.get_mut(&worker_id) {
-            w.mailbox.push_back(task.to_string());
+            w.mailbox.push_back((task.to_string(), token));
             w.wake.notify_waiters();
         }
         Ok(Some((worker_id, rx)))
     }
 
     /// Asks the worker running `task` to stop it (its next heartbeat says
-    /// so); the lease is kept until it answers or lapses.
+    /// so); the lease is kept until it answers or lapses. A task its worker
+    /// has not polled yet is taken back: it never reaches the worker.
     pub fn cancel(&self, task: &str) {
         let mut inner = self.lock();
-        if let Some(lease) = inner.leases.get_mut(task) {
-            lease.cancel_requested = true;
-            lease.done = None;
+        match inner.leases.get_mut(task) {
+            Some(lease) if !lease.polled => {
+                inner.leases.remove(task);
+            }
+            Some(lease) => {
+                lease.cancel_requested = true;
+                lease.done = None;
+            }
+            None => {}
         }
     }
 
@@ -620,9 +686,16 @@ impl Workers {
                 .collect();
             let mut ended = Vec::new();
             for task in lapsed {
-                if let Some(mut lease) = inner.leases.remove(&task)
-                    && let Some(done) = lease.done.take()
-                {
+                let Some(mut lease) = inner.leases.remove(&task) else {
+                    continue;
+                };
+                // Never polled: it has not started, so it goes back to the
+                // queue uncounted (its sender dropped here) for any worker.
+                if !lease.polled {
+                    tracing::info!(%task, worker = %lease.worker, "the worker did not poll the task within its lease: back to the queue");
+                    continue;
+                }
+                if let Some(done) = lease.done.take() {
                     ended.push((task, lease.worker, done));
                 }
             }

@@ -32,11 +32,12 @@ pub struct Offered {
 }
 
 impl Workers {
-    /// Every capability some worker offers now, by name: its description
-    /// and input schema from the newest worker that gave one.
+    /// Every capability some worker offers now (a draining one offers
+    /// nothing), by name: its description and input schema from the newest
+    /// worker that gave one.
     pub fn offered(&self) -> Vec<Offered> {
         let inner = self.lock();
-        let mut workers: Vec<_> = inner.workers.values().collect();
+        let mut workers: Vec<_> = inner.workers.values().filter(|w| !w.draining).collect();
         workers.sort_by_key(|w| w.seq);
         let mut by_name: std::collections::BTreeMap<String, Offered> = Default::default();
         for w in workers {
