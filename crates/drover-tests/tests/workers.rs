@@ -499,6 +499,21 @@ async fn a_cancel_reaches_the_worker_running_the_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capabilitys_description_is_bounded_for_the_planners_prompt() {
+    let c = hub("long-description").await;
+    let r = c
+        .client
+        .post(
+            "/v1/workers",
+            &json!({"name": "w", "capabilities": [{"name": "a", "description": "x".repeat(1001)}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "capabilities.description");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tasks_input_is_checked_against_its_capabilitys_schema() {
     let c = hub("schema").await;
     let bad_schema = c
@@ -609,7 +624,10 @@ async fn a_poll_for_some_capabilities_leaves_the_others_for_a_poll_that_asks() {
     let r = poll_for(json!(["a", "b"])).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["tasks"][0]["id"], a.as_str());
-    // A capability the worker does not offer is a mistake, named.
+    // A capability the worker does not offer is a mistake, named; so is
+    // asking for none.
+    let r = poll_for(json!([])).await;
+    assert_eq!(r.status, 400, "{}", r.text());
     let r = poll_for(json!(["c"])).await;
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(
