@@ -16,7 +16,8 @@
 //! runner lost once too often) has its follow-up (its callback, which the
 //! hub makes) stored in the same transaction.
 //!
-//! Beside the jobs: plans (a plain-language request a model turned into
+//! Beside the jobs: nodes (the fleet's machines) and the join tokens that
+//! let them in, plans (a plain-language request a model turned into
 //! tasks, kept with the model's answer and the tasks' ids), API keys (every hub on the store knows the same ones),
 //! the fleet's run-time changes, and settings: named values every hub on
 //! the store shares (the secret job callbacks are signed with).
@@ -33,6 +34,7 @@ mod jobs;
 mod keys;
 mod location;
 mod lock;
+mod nodes;
 mod open;
 mod plans;
 mod settings;
@@ -44,6 +46,7 @@ pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;
 pub use keys::StoredKey;
 pub use location::{Location, SQLITE_FILE};
+pub use nodes::{JoinRefused, JoinToken, Node};
 pub use plans::{NewPlan, Plan};
 pub use wake::{Wakeup, Wakeups};
 

@@ -1107,6 +1107,138 @@ async fn a_stored_job_wakes_the_hubs_listening_on_postgres(store: &Store) {
     );
 }
 
+fn join_token(id: &str, single_use: bool, expires: i64) -> JoinToken {
+    JoinToken {
+        id: id.into(),
+        sha256: format!("sha-{id}"),
+        prefix: "drv_j_".into(),
+        created_unix: 100,
+        expires_unix: expires,
+        single_use: i64::from(single_use),
+        used_unix: None,
+        revoked_unix: None,
+    }
+}
+
+fn node(id: &str) -> Node {
+    Node {
+        id: id.into(),
+        name: format!("box-{id}"),
+        credential_sha256: format!("cred-{id}"),
+        token_id: String::new(),
+        joined_unix: 200,
+        last_seen_unix: 200,
+        version: "0.1.0".into(),
+        facts: "{}".into(),
+        draining: 0,
+        removed_unix: None,
+    }
+}
+
+async fn a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked(store: &Store) {
+    store
+        .insert_join_token(&join_token("once", true, 1_000))
+        .await
+        .unwrap();
+    store
+        .insert_join_token(&join_token("many", false, 1_000))
+        .await
+        .unwrap();
+    store
+        .insert_join_token(&join_token("old", false, 150))
+        .await
+        .unwrap();
+    store
+        .insert_join_token(&join_token("gone", false, 1_000))
+        .await
+        .unwrap();
+    assert!(store.revoke_join_token("gone", 120).await.unwrap());
+    assert_eq!(
+        store.join_node("sha-once", &node("n1"), 200).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.join_node("sha-once", &node("n2"), 201).await.unwrap(),
+        Err(JoinRefused::Used)
+    );
+    assert_eq!(
+        store.join_node("sha-many", &node("n3"), 202).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.join_node("sha-many", &node("n4"), 203).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.join_node("sha-old", &node("n5"), 200).await.unwrap(),
+        Err(JoinRefused::Expired)
+    );
+    assert_eq!(
+        store.join_node("sha-gone", &node("n6"), 200).await.unwrap(),
+        Err(JoinRefused::Revoked)
+    );
+    assert_eq!(
+        store
+            .join_node("sha-forged", &node("n7"), 200)
+            .await
+            .unwrap(),
+        Err(JoinRefused::Unknown)
+    );
+    let ids: Vec<String> = store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, ["n1", "n3", "n4"], "refused joins store nothing");
+    let n1 = store.node_by_credential("cred-n1").await.unwrap().unwrap();
+    assert_eq!(n1.token_id, "once");
+    assert!(
+        store
+            .node_heartbeat("n1", "0.2.0", r#"{"cpus":2}"#, 300)
+            .await
+            .unwrap()
+    );
+    let n1 = store.node_by_credential("cred-n1").await.unwrap().unwrap();
+    assert_eq!((n1.last_seen_unix, n1.version.as_str()), (300, "0.2.0"));
+    assert!(store.node_by_credential("cred-n2").await.unwrap().is_none());
+}
+
+async fn two_agents_racing_with_one_single_use_token_let_one_node_in(store: &Store) {
+    let other = store.reopen().await;
+    for round in 0..40 {
+        let token = format!("race{round}");
+        store
+            .insert_join_token(&join_token(&token, true, 1_000))
+            .await
+            .unwrap();
+        let joins: Vec<_> = (0..4)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    store.clone()
+                } else {
+                    other.clone()
+                };
+                let sha = format!("sha-{token}");
+                let node = node(&format!("{token}-{i}"));
+                tokio::spawn(async move { store.join_node(&sha, &node, 200).await })
+            })
+            .collect();
+        let mut joined = 0;
+        for join in joins {
+            match join.await.unwrap() {
+                Ok(Ok(())) => joined += 1,
+                Ok(Err(JoinRefused::Used)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(joined, 1, "round {round}");
+    }
+    assert_eq!(store.nodes().await.unwrap().len(), 40);
+    other.close().await;
+}
+
 fn plan(id: &str, key: &str, at: i64) -> NewPlan {
     NewPlan {
         id: id.into(),
@@ -1211,4 +1343,6 @@ conformance!(
     keys_are_kept_with_one_active_key_a_name,
     a_stored_job_wakes_the_hubs_listening_on_postgres,
     a_plan_is_kept_with_its_tasks_all_or_nothing,
+    a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked,
+    two_agents_racing_with_one_single_use_token_let_one_node_in,
 );

@@ -1,0 +1,30 @@
+-- Machines (nodes) and the join tokens that let them in. An agent trades a
+-- join token for a node credential at first contact; only SHA-256s of
+-- either are kept. A node's facts (host, OS, CPUs, memory, GPUs, the
+-- servers it found) are the JSON of its last heartbeat.
+CREATE TABLE join_tokens (
+    id TEXT PRIMARY KEY NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE,
+    -- Its first characters, to tell tokens apart in a listing.
+    prefix TEXT NOT NULL,
+    created_unix INTEGER NOT NULL,
+    expires_unix INTEGER NOT NULL,
+    -- 1: one node may join with it; 0: any number until it expires.
+    single_use INTEGER NOT NULL,
+    used_unix INTEGER,
+    revoked_unix INTEGER
+);
+
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    credential_sha256 TEXT NOT NULL UNIQUE,
+    -- The join token it came with.
+    token_id TEXT NOT NULL,
+    joined_unix INTEGER NOT NULL,
+    last_seen_unix INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    facts TEXT NOT NULL,
+    draining INTEGER NOT NULL,
+    removed_unix INTEGER
+);

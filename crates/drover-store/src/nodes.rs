@@ -1,0 +1,217 @@
+//! Nodes (the machines of the fleet) and the join tokens that let them in.
+//! A join is one transaction: the token is spent (or found reusable and
+//! alive) and the node stored with its credential's hash, or neither.
+
+use crate::{Store, StoreError, on_db};
+
+/// A join token as kept: never the token itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct JoinToken {
+    pub id: String,
+    pub sha256: String,
+    pub prefix: String,
+    pub created_unix: i64,
+    pub expires_unix: i64,
+    /// 1: one node may join with it; 0: any number until it expires.
+    pub single_use: i64,
+    pub used_unix: Option<i64>,
+    pub revoked_unix: Option<i64>,
+}
+
+/// A node as kept.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub credential_sha256: String,
+    pub token_id: String,
+    pub joined_unix: i64,
+    pub last_seen_unix: i64,
+    pub version: String,
+    /// Its last heartbeat's facts, JSON.
+    pub facts: String,
+    pub draining: i64,
+    pub removed_unix: Option<i64>,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// No token has this hash (never made, or mistyped).
+    Unknown,
+    /// It was single-use and a node joined with it already.
+    Used,
+    Expired,
+    Revoked,
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, sha256, prefix, created_unix, expires_unix, single_use, used_unix, revoked_unix";
+const NODE_COLUMNS: &str = "id, name, credential_sha256, token_id, joined_unix, last_seen_unix, \
+                            version, facts, draining, removed_unix";
+
+impl Store {
+    pub async fn insert_join_token(&self, token: &JoinToken) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO join_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        );
+        on_db!(self, write, |pool, pg| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&token.id)
+                .bind(&token.sha256)
+                .bind(&token.prefix)
+                .bind(token.created_unix)
+                .bind(token.expires_unix)
+                .bind(token.single_use)
+                .bind(token.used_unix)
+                .bind(token.revoked_unix)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Every join token, newest first.
+    pub async fn join_tokens(&self) -> Result<Vec<JoinToken>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM join_tokens ORDER BY created_unix DESC, id");
+        Ok(on_db!(self, read, |pool, pg| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Revokes a join token; whether one was alive.
+    pub async fn revoke_join_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(on_db!(self, write, |pool, pg| {
+            sqlx::query(
+                "UPDATE join_tokens SET revoked_unix = $2 WHERE id = $1 AND revoked_unix IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1
+        }))
+    }
+
+    /// Lets `node` in with the join token whose hash is `token_sha256`, at
+    /// `now` (Unix seconds): the token checked and, if single-use, spent,
+    /// and the node stored, in one transaction. Two agents racing with one
+    /// single-use token: one joins, the other hears `Used`.
+    pub async fn join_node(
+        &self,
+        token_sha256: &str,
+        node: &Node,
+        now: i64,
+    ) -> Result<Result<(), JoinRefused>, StoreError> {
+        let find = format!("SELECT {TOKEN_COLUMNS} FROM join_tokens WHERE sha256 = $1");
+        let insert = format!(
+            "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        );
+        Ok(on_db!(self, write, |pool, pg| {
+            let mut tx = pool.begin().await?;
+            let token: Option<JoinToken> = sqlx::query_as(sqlx::AssertSqlSafe(find))
+                .bind(token_sha256)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let refused = match &token {
+                None => Some(JoinRefused::Unknown),
+                Some(t) if t.revoked_unix.is_some() => Some(JoinRefused::Revoked),
+                Some(t) if t.expires_unix <= now => Some(JoinRefused::Expired),
+                Some(t) if t.single_use != 0 && t.used_unix.is_some() => Some(JoinRefused::Used),
+                Some(_) => None,
+            };
+            let outcome = match (refused, token) {
+                (None, Some(t)) => {
+                    // Spent only if no other join spent it first: the
+                    // condition is checked again by the write itself.
+                    let spent = sqlx::query(
+                        "UPDATE join_tokens SET used_unix = $2 \
+                         WHERE id = $1 AND (single_use = 0 OR used_unix IS NULL)",
+                    )
+                    .bind(&t.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if spent == 1 {
+                        sqlx::query(sqlx::AssertSqlSafe(insert))
+                            .bind(&node.id)
+                            .bind(&node.name)
+                            .bind(&node.credential_sha256)
+                            .bind(&t.id)
+                            .bind(node.joined_unix)
+                            .bind(node.last_seen_unix)
+                            .bind(&node.version)
+                            .bind(&node.facts)
+                            .bind(node.draining)
+                            .bind(node.removed_unix)
+                            .execute(&mut *tx)
+                            .await?;
+                        Ok(())
+                    } else {
+                        Err(JoinRefused::Used)
+                    }
+                }
+                (why, _) => Err(why.unwrap_or(JoinRefused::Unknown)),
+            };
+            if outcome.is_ok() {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            outcome
+        }))
+    }
+
+    /// The node whose credential hashes to `sha256`, unless removed.
+    pub async fn node_by_credential(&self, sha256: &str) -> Result<Option<Node>, StoreError> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE credential_sha256 = $1 AND removed_unix IS NULL"
+        );
+        Ok(on_db!(self, read, |pool, pg| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(sha256)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// A heartbeat: when it was heard of, its version and facts.
+    pub async fn node_heartbeat(
+        &self,
+        id: &str,
+        version: &str,
+        facts: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(on_db!(self, write, |pool, pg| {
+            sqlx::query(
+                "UPDATE nodes SET last_seen_unix = $2, version = $3, facts = $4 \
+                 WHERE id = $1 AND removed_unix IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(version)
+            .bind(facts)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1
+        }))
+    }
+
+    /// Every node not removed, by name.
+    pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let sql = format!(
+            "SELECT {NODE_COLUMNS} FROM nodes WHERE removed_unix IS NULL ORDER BY name, id"
+        );
+        Ok(on_db!(self, read, |pool, pg| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+}
