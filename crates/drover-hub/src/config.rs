@@ -46,6 +46,7 @@ pub struct HubConfig {
     pub jobs: JobsConfig,
     pub batches: BatchesConfig,
     pub workers: WorkersConfig,
+    pub nodes: NodesConfig,
     pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
     /// One public name for a model across servers that call it differently.
@@ -212,6 +213,23 @@ impl Default for WorkersConfig {
     }
 }
 
+/// Nodes: the machines whose agents join the hub.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodesConfig {
+    /// How often an agent heartbeats; three missed and its node is down.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat: Duration,
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        NodesConfig {
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The model manager: when models are loaded and unloaded.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -336,6 +354,7 @@ impl Default for HubConfig {
             jobs: JobsConfig::default(),
             batches: BatchesConfig::default(),
             workers: WorkersConfig::default(),
+            nodes: NodesConfig::default(),
             backends: Vec::new(),
             clients: Vec::new(),
             models: Vec::new(),
@@ -434,6 +453,9 @@ impl HubConfig {
             return Err(ConfigError(
                 "workers.heartbeat and workers.poll_wait_max must be more than zero, workers.lease at least 1 s".into(),
             ));
+        }
+        if self.nodes.heartbeat < Duration::from_millis(10) {
+            return Err(ConfigError("nodes.heartbeat must be at least 10 ms".into()));
         }
         if !(1..=64).contains(&w.planner_max_tasks) || w.planner_max_tokens == 0 {
             return Err(ConfigError(
@@ -549,7 +571,7 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
 /// Every field of [`HubConfig`] an environment variable may set (the
 /// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
 /// keeps it whole.
-const KNOWN_ROOTS: [&str; 15] = [
+const KNOWN_ROOTS: [&str; 16] = [
     "listen",
     "insecure",
     "admin_key",
@@ -565,6 +587,7 @@ const KNOWN_ROOTS: [&str; 15] = [
     "jobs",
     "batches",
     "workers",
+    "nodes",
 ];
 
 /// The TOML value an environment variable stands for. Its text is tried as

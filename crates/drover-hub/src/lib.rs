@@ -54,6 +54,7 @@ mod limits;
 mod metrics;
 mod model_work;
 mod name;
+pub mod nodes;
 mod observe;
 mod openapi;
 mod prober;

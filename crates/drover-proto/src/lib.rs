@@ -22,6 +22,7 @@ pub mod dashboard;
 pub mod jobs;
 pub mod llamacpp;
 pub mod lmstudio;
+pub mod nodes;
 pub mod ollama;
 pub mod openai;
 pub mod queue;

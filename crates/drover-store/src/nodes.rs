@@ -26,7 +26,9 @@ pub struct Node {
     pub credential_sha256: String,
     pub token_id: String,
     pub joined_unix: i64,
-    pub last_seen_unix: i64,
+    /// Milliseconds since the epoch: a node is down after three
+    /// heartbeats, which may be shorter than a second.
+    pub last_seen_ms: i64,
     pub version: String,
     /// Its last heartbeat's facts, JSON.
     pub facts: String,
@@ -47,7 +49,7 @@ pub enum JoinRefused {
 
 const TOKEN_COLUMNS: &str =
     "id, sha256, prefix, created_unix, expires_unix, single_use, used_unix, revoked_unix";
-const NODE_COLUMNS: &str = "id, name, credential_sha256, token_id, joined_unix, last_seen_unix, \
+const NODE_COLUMNS: &str = "id, name, credential_sha256, token_id, joined_unix, last_seen_ms, \
                             version, facts, draining, removed_unix";
 
 impl Store {
@@ -143,7 +145,7 @@ impl Store {
                             .bind(&node.credential_sha256)
                             .bind(&t.id)
                             .bind(node.joined_unix)
-                            .bind(node.last_seen_unix)
+                            .bind(node.last_seen_ms)
                             .bind(&node.version)
                             .bind(&node.facts)
                             .bind(node.draining)
@@ -179,7 +181,7 @@ impl Store {
         }))
     }
 
-    /// A heartbeat: when it was heard of, its version and facts.
+    /// A heartbeat at `now` (milliseconds): its version and facts.
     pub async fn node_heartbeat(
         &self,
         id: &str,
@@ -189,7 +191,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         Ok(on_db!(self, write, |pool, pg| {
             sqlx::query(
-                "UPDATE nodes SET last_seen_unix = $2, version = $3, facts = $4 \
+                "UPDATE nodes SET last_seen_ms = $2, version = $3, facts = $4 \
                  WHERE id = $1 AND removed_unix IS NULL",
             )
             .bind(id)

@@ -1127,7 +1127,7 @@ fn node(id: &str) -> Node {
         credential_sha256: format!("cred-{id}"),
         token_id: String::new(),
         joined_unix: 200,
-        last_seen_unix: 200,
+        last_seen_ms: 200,
         version: "0.1.0".into(),
         facts: "{}".into(),
         draining: 0,
@@ -1201,7 +1201,7 @@ async fn a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked(store: &
             .unwrap()
     );
     let n1 = store.node_by_credential("cred-n1").await.unwrap().unwrap();
-    assert_eq!((n1.last_seen_unix, n1.version.as_str()), (300, "0.2.0"));
+    assert_eq!((n1.last_seen_ms, n1.version.as_str()), (300, "0.2.0"));
     assert!(store.node_by_credential("cred-n2").await.unwrap().is_none());
 }
 

@@ -43,6 +43,10 @@ enum Command {
     Keys(cli::keys::KeysArgs),
     /// Jobs: hand a request over to run later, list them, get the answer, cancel, retry.
     Jobs(cli::jobs::JobsArgs),
+    /// The fleet's machines (up, down, their memory and GPUs) and the join tokens that let them in.
+    Nodes(cli::nodes::NodesArgs),
+    /// Join this machine to a hub with a join token, and heartbeat what it is and has.
+    Agent(cli::agent::AgentArgs),
     /// Tasks for capability workers: submit, list, get, cancel; plan them from plain language.
     Tasks(cli::tasks::TasksArgs),
     /// Make a command a capability worker: each task runs it once (input on stdin, output from stdout).
@@ -85,6 +89,8 @@ fn main() -> std::process::ExitCode {
             Command::Keys(args) => cli::keys::run(args).await,
             Command::Jobs(args) => cli::jobs::run(args).await,
             Command::Tasks(args) => cli::tasks::run(args).await,
+            Command::Nodes(args) => cli::nodes::run(args).await,
+            Command::Agent(args) => cli::agent::run(args).await,
             Command::Worker(args) => cli::worker::run(args).await,
             Command::Top(args) => cli::top::run(args).await,
             Command::Bench(args) => drover_bench::run(args).await,

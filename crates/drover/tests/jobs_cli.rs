@@ -966,3 +966,92 @@ async fn tasks_submit_ls_get_cancel_and_a_plan_from_the_shell() {
     assert_eq!(plans.rows().len(), 1, "{plans:?}");
     assert!(plans.rows()[0].contains(" done "), "{plans:?}");
 }
+
+impl Hub {
+    /// `drover agent --hub URL --state-dir DIR [--token T]`, running.
+    fn agent(&self, state: &std::path::Path, token: Option<&str>) -> Running {
+        let mut cmd = drover();
+        cmd.args(["agent", "--hub", &self.url, "--name", "box", "--state-dir"])
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(token) = token {
+            cmd.args(["--token", token]);
+        }
+        Running(cmd.spawn().expect("drover agent starts"))
+    }
+
+    /// The nodes, as `drover nodes ls --json` prints them.
+    async fn nodes(&self) -> Vec<Value> {
+        let mut cmd = drover();
+        cmd.args(["nodes", "ls", "--json", "--hub", &self.url]);
+        run(cmd, None).await.ok().json()["nodes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn until_node(&self, up: bool) -> Value {
+        wait_until_within(
+            &format!("the node is {}", if up { "up" } else { "down" }),
+            Duration::from_secs(20),
+            || async move { self.nodes().await.first().is_some_and(|n| n["up"] == up) },
+        )
+        .await;
+        self.nodes().await.remove(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_joins_with_a_token_keeps_its_credential_and_comes_back_without_one() {
+    let hub = start(
+        fresh_dir("agent"),
+        0,
+        &[("DROVER_NODES__HEARTBEAT", "100ms")],
+        None,
+    )
+    .await;
+    let mut cmd = drover();
+    cmd.args(["nodes", "token", "create", "--hub", &hub.url]);
+    let made = run(cmd, None).await.ok();
+    let token = made.stdout.trim().to_string();
+    assert!(token.starts_with("drv_j_"), "{made:?}");
+    assert!(made.stderr.contains("one machine, for 24h"), "{made:?}");
+
+    let state = hub.dir.join("agent-state");
+    let agent = hub.agent(&state, Some(&token));
+    let node = hub.until_node(true).await;
+    assert_eq!(node["name"], "box");
+    assert!(node["facts"]["cpus"].as_u64().unwrap() >= 1, "{node}");
+    assert!(
+        node["facts"]["memory_total_bytes"].as_u64().unwrap() > 0,
+        "{node}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state.join("node.json")), 0o600);
+        assert_eq!(mode(&state), 0o700);
+    }
+
+    // Killed, it is down; started again with no token, it is the same node.
+    drop(agent);
+    hub.until_node(false).await;
+    let _again = hub.agent(&state, None);
+    let back = hub.until_node(true).await;
+    assert_eq!(back["id"], node["id"]);
+    assert_eq!(hub.nodes().await.len(), 1);
+
+    // The token was for one machine: another is refused, saying so, and
+    // keeps nothing.
+    let mut other = drover();
+    other
+        .args(["agent", "--hub", &hub.url, "--token", &token, "--state-dir"])
+        .arg(hub.dir.join("other-state"));
+    run(other, None)
+        .await
+        .refused("one has joined with it already");
+    assert!(!hub.dir.join("other-state").join("node.json").exists());
+}

@@ -610,7 +610,8 @@ impl Keys {
     }
 }
 
-fn digest(token: &str) -> String {
+/// A secret's SHA-256, as the store keeps secrets.
+pub(crate) fn digest(token: &str) -> String {
     hex(&Sha256::digest(token.as_bytes()))
 }
 
@@ -620,7 +621,7 @@ fn random<const N: usize>() -> Result<[u8; N], KeyError> {
     Ok(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod model_actions;
 pub(crate) mod models;
+pub(crate) mod nodes;
 pub(crate) mod ops;
 pub(crate) mod queue;
 pub(crate) mod tasks;
@@ -54,6 +55,15 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/webhook-secret", post(webhook_secret::rotate))
         .route("/admin/workers", get(workers::admin_list))
         .route("/admin/plans", get(tasks::admin_plans))
+        .route("/admin/nodes", get(nodes::list))
+        .route(
+            "/admin/nodes/tokens",
+            get(nodes::tokens).post(nodes::create_token),
+        )
+        .route(
+            "/admin/nodes/tokens/{id}",
+            axum::routing::delete(nodes::revoke_token),
+        )
         .route("/admin/workers/{id}/drain", post(workers::drain))
         .route("/admin/workers/{id}/undrain", post(workers::undrain))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -96,6 +106,8 @@ pub fn router(state: Arc<HubState>) -> Router {
         )
         .route("/v1/workers/{id}/heartbeat", post(workers::heartbeat))
         .route("/v1/workers/{id}/poll", post(workers::poll))
+        .route("/v1/nodes/join", post(nodes::join))
+        .route("/v1/nodes/{id}/heartbeat", post(nodes::heartbeat))
         .route(
             "/v1/files",
             get(files::list)
@@ -125,4 +137,10 @@ pub fn router(state: Arc<HubState>) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .with_state(state)
+}
+
+/// The hub's store, for what keeps its state there (jobs, tasks, plans,
+/// nodes), or why there is none to use now.
+pub(crate) fn store_of(hub: &HubState) -> Result<&Arc<crate::jobs::Jobs>, crate::error::ApiError> {
+    jobs::jobs_of(hub)
 }

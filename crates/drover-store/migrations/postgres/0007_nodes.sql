@@ -22,7 +22,9 @@ CREATE TABLE nodes (
     -- The join token it came with.
     token_id TEXT NOT NULL,
     joined_unix BIGINT NOT NULL,
-    last_seen_unix BIGINT NOT NULL,
+    -- Milliseconds: a node is down after three heartbeats, which may be
+    -- shorter than a second.
+    last_seen_ms BIGINT NOT NULL,
     version TEXT NOT NULL,
     facts TEXT NOT NULL,
     draining BIGINT NOT NULL,

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+pub mod agent;
 pub mod backend_arg;
 pub mod backends;
 pub mod demo;
@@ -8,6 +9,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lab;
 pub mod models;
+pub mod nodes;
 pub mod plan;
 pub mod serve;
 pub mod table;

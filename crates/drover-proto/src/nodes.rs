@@ -1,0 +1,140 @@
+//! Nodes: the machines of the fleet, each with a `drover agent` that
+//! joins the hub with a join token, keeps the node credential it gets in
+//! exchange, and heartbeats what the machine is and has. All traffic goes
+//! from the agent to the hub.
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /admin/nodes/tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// How long it lets machines join: `30m`, `24h`, `7d` (default `24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// Any number of machines may join with it until it expires (default:
+    /// one machine, once).
+    #[serde(default)]
+    pub reusable: bool,
+}
+
+/// A join token as listed (the token itself only once, at creation).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct JoinTokenInfo {
+    pub id: String,
+    /// Its first characters.
+    pub prefix: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub single_use: bool,
+    /// When a machine joined with it (a single-use token's only one).
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// The token, shown here once, at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JoinTokenList {
+    pub tokens: Vec<JoinTokenInfo>,
+}
+
+/// What a machine is and has, as its agent reports it with every
+/// heartbeat. Every count is bounded by the hub.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFacts {
+    #[serde(default)]
+    pub hostname: String,
+    /// `linux`, `macos`, ...
+    #[serde(default)]
+    pub os: String,
+    /// The distribution's name and version, where it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub cpus: u32,
+    /// The one-minute load average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_1m: Option<f64>,
+    #[serde(default)]
+    pub memory_total_bytes: u64,
+    #[serde(default)]
+    pub memory_available_bytes: u64,
+    #[serde(default)]
+    pub gpus: Vec<Gpu>,
+}
+
+/// One GPU, where the machine can tell.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    pub name: String,
+    #[serde(default)]
+    pub memory_total_bytes: u64,
+    #[serde(default)]
+    pub memory_used_bytes: u64,
+}
+
+/// `POST /v1/nodes/join`: the join token, and what the machine is.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub token: String,
+    /// How the hub shows it (letters, digits, `._:-`).
+    pub name: String,
+    /// The agent's version.
+    pub version: String,
+    #[serde(default)]
+    pub facts: NodeFacts,
+}
+
+/// The answer to a join: the node's id and its credential (shown once:
+/// the agent keeps it), and how often to heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Joined {
+    pub node_id: String,
+    pub credential: String,
+    pub heartbeat_ms: u64,
+}
+
+/// `POST /v1/nodes/{id}/heartbeat`, with the node credential as bearer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeHeartbeat {
+    pub version: String,
+    #[serde(default)]
+    pub facts: NodeFacts,
+}
+
+/// What the hub wants of a node: `run` or `drain`, and the heartbeat's
+/// rhythm.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeState {
+    pub state: String,
+    pub heartbeat_ms: u64,
+}
+
+/// One node as `GET /admin/nodes` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct NodeInfo {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    /// Unix seconds.
+    pub joined_at: i64,
+    pub last_seen_at: i64,
+    /// Heard from within three heartbeats.
+    pub up: bool,
+    pub draining: bool,
+    pub facts: NodeFacts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeInfo>,
+}

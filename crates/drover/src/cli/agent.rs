@@ -1,0 +1,289 @@
+//! `drover agent --hub URL --token JOIN_TOKEN`: a machine joins the fleet.
+//! At first contact the join token is traded for a node credential, kept
+//! in the state directory (0600, in a 0700 directory), so later starts
+//! need no token. Then it heartbeats what the machine is and has (host,
+//! OS, CPUs and load, memory) until it is stopped. Every call goes from
+//! the agent to the hub: a node needs no inbound port for this.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use drover_proto::nodes::{JoinRequest, Joined, NodeFacts, NodeHeartbeat};
+use http::Method;
+use serde::{Deserialize, Serialize};
+
+use super::http::Api;
+
+/// Where `drover serve` listens unless told otherwise.
+const DEFAULT_HUB: &str = "http://127.0.0.1:8700";
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The longest wait between two tries to reach a hub that does not answer.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The hub's URL.
+    #[arg(long, env = "DROVER_HUB", default_value = DEFAULT_HUB)]
+    pub hub: String,
+    /// A join token (`drover nodes token create`), for the first start;
+    /// later starts use the credential kept in --state-dir.
+    #[arg(long, env = "DROVER_JOIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Where the node's credential is kept (default:
+    /// $XDG_STATE_HOME/drover-agent, else ~/.local/state/drover-agent).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How the hub shows this machine (default: its host name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// What the agent keeps between starts.
+#[derive(Serialize, Deserialize)]
+struct Credential {
+    hub: String,
+    node_id: String,
+    credential: String,
+}
+
+const CREDENTIAL_FILE: &str = "node.json";
+
+fn state_dir(asked: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = asked {
+        return Ok(dir);
+    }
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(state).join("drover-agent"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("no --state-dir, XDG_STATE_HOME or HOME: say where to keep the node's credential with --state-dir")?;
+    Ok(PathBuf::from(home).join(".local/state/drover-agent"))
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let dir = state_dir(args.state_dir)?;
+    let file = dir.join(CREDENTIAL_FILE);
+    let stop = super::shutdown_token();
+    let kept = read_credential(&file)?;
+    let node = match kept {
+        Some(kept) if kept.hub == args.hub => kept,
+        Some(kept) => bail!(
+            "{} holds this machine's credential for {}, not {}: remove it to join another hub",
+            file.display(),
+            kept.hub,
+            args.hub
+        ),
+        None => {
+            let Some(token) = args.token.as_deref() else {
+                bail!(
+                    "this machine has not joined {} yet: give a join token with --token (drover nodes token create)",
+                    args.hub
+                );
+            };
+            let name = match args.name.clone() {
+                Some(name) => name,
+                None => host_name(),
+            };
+            let joined = join(&args.hub, token, &name, &stop).await?;
+            let kept = Credential {
+                hub: args.hub.clone(),
+                node_id: joined.node_id,
+                credential: joined.credential,
+            };
+            write_credential(&dir, &file, &kept)?;
+            eprintln!("agent: joined {} as {name} ({})", args.hub, kept.node_id);
+            kept
+        }
+    };
+    heartbeats(&node, &stop).await
+}
+
+/// Joins with the token, trying again while the hub cannot be reached; a
+/// refusal ends the agent with the hub's reason.
+async fn join(
+    hub: &str,
+    token: &str,
+    name: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Joined> {
+    let api = Api::new(hub, None);
+    let asked = JoinRequest {
+        token: token.trim().to_string(),
+        name: name.to_string(),
+        version: VERSION.to_string(),
+        facts: facts(),
+    };
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match api
+            .call(
+                Method::POST,
+                "/v1/nodes/join",
+                Some(serde_json::to_value(&asked)?),
+            )
+            .await
+        {
+            Ok((200, body)) => return serde_json::from_value(body).context("unexpected answer"),
+            Ok((status, body)) if status < 500 => {
+                super::http::check(status, &body)?;
+                bail!("the hub answered the join with {status}");
+            }
+            Ok((status, _)) => eprintln!("agent: the hub answered {status}; trying again"),
+            Err(e) => eprintln!("agent: cannot reach {hub} ({e:#}); trying again"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => bail!("stopped before joining"),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_RETRY);
+    }
+}
+
+/// Heartbeats until stopped. A hub away (restarting, unreachable) is
+/// tried again, more slowly, for as long as it takes; a credential the
+/// hub no longer takes ends the agent, saying so.
+async fn heartbeats(
+    node: &Credential,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let api = Api::new(&node.hub, Some(node.credential.clone()));
+    let path = format!("/v1/nodes/{}/heartbeat", node.node_id);
+    let mut every = Duration::from_secs(10);
+    let mut away = false;
+    loop {
+        let beat = NodeHeartbeat {
+            version: VERSION.to_string(),
+            facts: facts(),
+        };
+        let pause = match api
+            .call(Method::POST, &path, Some(serde_json::to_value(&beat)?))
+            .await
+        {
+            Ok((200, body)) => {
+                if std::mem::take(&mut away) {
+                    eprintln!("agent: {} answers again", node.hub);
+                }
+                if let Some(ms) = body["heartbeat_ms"].as_u64() {
+                    every = Duration::from_millis(ms.max(10));
+                }
+                every
+            }
+            Ok((status @ (401 | 403), body)) => {
+                super::http::check(status, &body)?;
+                bail!("the hub refused this node's credential ({status})");
+            }
+            Ok((status, _)) => {
+                eprintln!("agent: the hub answered a heartbeat with {status}");
+                every
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut away, true) {
+                    eprintln!("agent: cannot reach {} ({e:#}); trying again", node.hub);
+                }
+                every.min(MAX_RETRY)
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+fn read_credential(file: &Path) -> anyhow::Result<Option<Credential>> {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).with_context(|| {
+            format!(
+                "{} is not a node credential this agent wrote",
+                file.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", file.display()))),
+    }
+}
+
+/// Writes the credential for its owner only, whole or not at all.
+fn write_credential(dir: &Path, file: &Path, kept: &Credential) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot make {}", dir.display()))?;
+    let partial = dir.join(format!("{CREDENTIAL_FILE}.partial"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut out = options
+        .open(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    out.write_all(&serde_json::to_vec_pretty(kept)?)?;
+    out.sync_all()?;
+    std::fs::rename(&partial, file).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(())
+}
+
+/// The machine's name as the hub should show it: its host name, kept to
+/// the characters names take.
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._:-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() { "node".into() } else { name }
+}
+
+/// What this machine is and has now, from what the OS tells without
+/// privileges.
+fn facts() -> NodeFacts {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib.saturating_mul(1024))
+    };
+    let total = field("MemTotal");
+    let available = field("MemAvailable").min(total);
+    NodeFacts {
+        hostname: host_name(),
+        os: std::env::consts::OS.to_string(),
+        os_version: os_release(),
+        arch: std::env::consts::ARCH.to_string(),
+        cpus: std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+        load_1m: std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next()?.parse().ok()),
+        memory_total_bytes: total,
+        memory_available_bytes: available,
+        gpus: Vec::new(),
+    }
+}
+
+/// The distribution's `PRETTY_NAME`, where there is one.
+fn os_release() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME="))?;
+    Some(line.trim_matches('"').chars().take(200).collect())
+}
