@@ -713,6 +713,7 @@ mod tests {
                 ("DROVER_JOBS__WINDOW", "64"),
                 ("DROVER_BATCHES__MAX_LINES", "10"),
                 ("DROVER_WORKERS__HEARTBEAT", "200ms"),
+                ("DROVER_NODES__HEARTBEAT", "300ms"),
             ]),
         )
         .unwrap();
@@ -734,7 +735,8 @@ mod tests {
         assert_eq!(c.jobs.window, 64);
         assert_eq!(c.batches.max_lines, 10);
         assert_eq!(c.workers.heartbeat, Duration::from_millis(200));
-        assert_eq!(KNOWN_ROOTS.len(), 15, "a new root needs a line above");
+        assert_eq!(c.nodes.heartbeat, Duration::from_millis(300));
+        assert_eq!(KNOWN_ROOTS.len(), 16, "a new root needs a line above");
     }
 
     #[test]
