@@ -50,13 +50,26 @@ pub async fn save_pin(hub: &HubState, model: &str, pinned: bool) {
     }
 }
 
-/// Brings back what was kept: the backends added at run time (after the
-/// config's) and the pins.
+/// Brings back what was kept: the pins, then the backends added at run
+/// time (after the config's). Both are read first and the pins applied
+/// first, so nothing sees a kept backend back without its pins.
 pub async fn restore(hub: Arc<HubState>) {
     let Some(store) = store(&hub) else {
         return;
     };
-    match store.saved_backends().await {
+    let saved = store.saved_backends().await;
+    match store.pins().await {
+        Ok(pins) => {
+            for model in pins {
+                hub.dispatcher.apply(Event::Pinned {
+                    model: drover_core::ModelName::new(&model),
+                    pinned: true,
+                });
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the pins kept in the store"),
+    }
+    match saved {
         Ok(saved) => {
             for (name, json) in saved {
                 if hub.registry.by_name(&name).is_some() {
@@ -81,16 +94,5 @@ pub async fn restore(hub: Arc<HubState>) {
             }
         }
         Err(error) => tracing::warn!(%error, "cannot read the backends kept in the store"),
-    }
-    match store.pins().await {
-        Ok(pins) => {
-            for model in pins {
-                hub.dispatcher.apply(Event::Pinned {
-                    model: drover_core::ModelName::new(&model),
-                    pinned: true,
-                });
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot read the pins kept in the store"),
     }
 }
