@@ -1055,3 +1055,46 @@ async fn an_agent_joins_with_a_token_keeps_its_credential_and_comes_back_without
         .refused("one has joined with it already");
     assert!(!hub.dir.join("other-state").join("node.json").exists());
 }
+
+impl Hub {
+    /// Stops `drover serve` and starts it again on the same address and
+    /// data directory, with `env`; returns once it answers.
+    async fn restart(&mut self, env: &[(&str, &str)]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let mut cmd = drover();
+        cmd.envs(env.iter().copied())
+            .args(["serve", "--listen", &listen, "--data-dir"])
+            .arg(&self.dir)
+            .args(["--backend", &format!("openai={},name=sim", self._sim.url())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        self.child = cmd.spawn().expect("drover serve starts again");
+        wait_until_within("the hub answers again", Duration::from_secs(30), || {
+            let client = self.client.clone();
+            async move { client.try_get("/health").await.is_some_and(|s| s == 200) }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reconnects_by_itself_when_its_hub_restarts() {
+    let env = [("DROVER_NODES__HEARTBEAT", "100ms")];
+    let mut hub = start(fresh_dir("agent-restart"), 0, &env, None).await;
+    let mut cmd = drover();
+    cmd.args(["nodes", "token", "create", "--hub", &hub.url]);
+    let token = run(cmd, None).await.ok().stdout.trim().to_string();
+    let _agent = hub.agent(&hub.dir.join("agent-state"), Some(&token));
+    let node = hub.until_node(true).await;
+    // Away for longer than three heartbeats: the node it kept is stale
+    // when the hub comes back, until the agent beats again by itself.
+    let _ = hub.child.kill();
+    let _ = hub.child.wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hub.restart(&env).await;
+    let back = hub.until_node(true).await;
+    assert_eq!(back["id"], node["id"]);
+}
