@@ -2,14 +2,15 @@
 //! At first contact the join token is traded for a node credential, kept
 //! in the state directory (0600, in a 0700 directory), so later starts
 //! need no token. Then it heartbeats what the machine is and has (host,
-//! OS, CPUs and load, memory) until it is stopped. Every call goes from
+//! OS, CPUs and load, memory, GPUs with their memory where `nvidia-smi` or
+//! the amdgpu driver tells) until it is stopped. Every call goes from
 //! the agent to the hub: a node needs no inbound port for this.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use drover_proto::nodes::{JoinRequest, Joined, NodeFacts, NodeHeartbeat};
+use drover_proto::nodes::{Gpu, JoinRequest, Joined, NodeFacts, NodeHeartbeat};
 use http::Method;
 use serde::{Deserialize, Serialize};
 
@@ -277,8 +278,83 @@ fn facts() -> NodeFacts {
             .and_then(|l| l.split_whitespace().next()?.parse().ok()),
         memory_total_bytes: total,
         memory_available_bytes: available,
-        gpus: Vec::new(),
+        gpus: gpus(),
     }
+}
+
+/// The machine's GPUs with their memory, where it can tell without
+/// privileges: NVIDIA's through `nvidia-smi`, AMD's from sysfs.
+fn gpus() -> Vec<Gpu> {
+    let mut gpus = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total,memory.used",
+            "--format=csv,noheader,nounits",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| nvidia(&String::from_utf8_lossy(&out.stdout)))
+        .unwrap_or_default();
+    gpus.extend(amd(Path::new("/sys/class/drm")));
+    gpus
+}
+
+/// `nvidia-smi --query-gpu=name,memory.total,memory.used
+/// --format=csv,noheader,nounits`: a line a GPU, memory in MiB.
+fn nvidia(csv: &str) -> Vec<Gpu> {
+    csv.lines()
+        .filter_map(|line| {
+            let mut fields = line.rsplitn(3, ',').map(str::trim);
+            let used: u64 = fields.next()?.parse().ok()?;
+            let total: u64 = fields.next()?.parse().ok()?;
+            let name = fields.next()?.to_string();
+            Some(Gpu {
+                name,
+                memory_total_bytes: total.saturating_mul(1 << 20),
+                memory_used_bytes: used.min(total).saturating_mul(1 << 20),
+            })
+        })
+        .collect()
+}
+
+/// AMD GPUs as the amdgpu driver shows them in sysfs
+/// (`card*/device/mem_info_vram_total`, `mem_info_vram_used`, bytes).
+fn amd(drm: &Path) -> Vec<Gpu> {
+    let Ok(cards) = std::fs::read_dir(drm) else {
+        return Vec::new();
+    };
+    let mut names: Vec<_> = cards
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("card") && n[4..].chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|card| {
+            let device = drm.join(&card).join("device");
+            let read = |f: &str| -> Option<u64> {
+                std::fs::read_to_string(device.join(f))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            let total = read("mem_info_vram_total")?;
+            let name = std::fs::read_to_string(device.join("product_name"))
+                .map(|n| n.trim().to_string())
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| format!("AMD GPU ({card})"));
+            Some(Gpu {
+                name: name.chars().take(200).collect(),
+                memory_total_bytes: total,
+                memory_used_bytes: read("mem_info_vram_used").unwrap_or(0).min(total),
+            })
+        })
+        .collect()
 }
 
 /// The distribution's `PRETTY_NAME`, where there is one.
@@ -286,4 +362,44 @@ fn os_release() -> Option<String> {
     let text = std::fs::read_to_string("/etc/os-release").ok()?;
     let line = text.lines().find_map(|l| l.strip_prefix("PRETTY_NAME="))?;
     Some(line.trim_matches('"').chars().take(200).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn nvidia_smi_lines_become_gpus_in_bytes() {
+        let out = "NVIDIA GeForce RTX 4090, 24564, 1234\nNVIDIA A100-SXM4-80GB, 81920, 0\n";
+        let gpus = nvidia(out);
+        assert_eq!(gpus.len(), 2);
+        assert_eq!(gpus[0].name, "NVIDIA GeForce RTX 4090");
+        assert_eq!(gpus[0].memory_total_bytes, 24564 << 20);
+        assert_eq!(gpus[0].memory_used_bytes, 1234 << 20);
+        assert_eq!(gpus[1].memory_total_bytes, 81920 << 20);
+        // A name with a comma in it, and lines that are not GPUs.
+        let odd = nvidia("Tesla, the card, 100, 5\nNo devices were found\n[N/A], 1\n");
+        assert_eq!(odd.len(), 1);
+        assert_eq!(odd[0].name, "Tesla, the card");
+    }
+
+    #[test]
+    fn amd_cards_are_read_from_sysfs() {
+        let drm = std::env::temp_dir().join(format!("drover-drm-{}", std::process::id()));
+        let device = drm.join("card0").join("device");
+        std::fs::create_dir_all(&device).unwrap();
+        std::fs::create_dir_all(drm.join("card0-DP-1")).unwrap();
+        std::fs::write(device.join("mem_info_vram_total"), "17163091968\n").unwrap();
+        std::fs::write(device.join("mem_info_vram_used"), "1048576\n").unwrap();
+        std::fs::write(device.join("product_name"), "Radeon RX 7800 XT\n").unwrap();
+        let gpus = amd(&drm);
+        std::fs::remove_dir_all(&drm).unwrap();
+        assert_eq!(gpus.len(), 1, "connectors are not cards");
+        assert_eq!(gpus[0].name, "Radeon RX 7800 XT");
+        assert_eq!(gpus[0].memory_total_bytes, 17_163_091_968);
+        assert_eq!(gpus[0].memory_used_bytes, 1_048_576);
+        assert!(amd(Path::new("/nonexistent")).is_empty());
+    }
 }
