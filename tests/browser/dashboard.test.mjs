@@ -615,3 +615,34 @@ test("the Workers tab shows a worker, its tasks and a refused plan, and Drain dr
     await sim.stop();
   }
 });
+
+// The Nodes tab: each machine that joined, up or down, its version (drift
+// from the hub's flagged), CPUs, memory and GPUs.
+test("the Nodes tab shows a joined machine, its GPUs and its version drift", async () => {
+  const hub = await drover(["serve", "--listen", "127.0.0.1:0"], LISTENING);
+  const { page, errors, close } = await open(hub.url);
+  try {
+    const made = await post(hub.url, "/admin/nodes/tokens", {});
+    const joined = await post(hub.url, "/v1/nodes/join", {
+      token: made.token, name: "gpu-box", version: "0.0.9",
+      facts: { hostname: "gpu-box", os: "linux", arch: "x86_64", cpus: 16,
+        memory_total_bytes: 64 * 2 ** 30, memory_available_bytes: 48 * 2 ** 30,
+        gpus: [{ name: "RTX 4090", memory_total_bytes: 24 * 2 ** 30, memory_used_bytes: 0 }] },
+    });
+    await page.waitForSelector("#live.on");
+    await page.click('a[data-tab="nodes"]');
+    const row = page.locator(`#nodes-table tr[data-node="${joined.node_id}"]`);
+    await row.waitFor();
+    const text = await row.textContent();
+    assert.match(text, /gpu-box/);
+    assert.match(text, /0\.0\.9 \(drift\)/);
+    assert.match(text, /48\.0 GiB of 64\.0 GiB/);
+    assert.match(text, /RTX 4090 24\.0 GiB/);
+    assert.match(await page.textContent("#nodes-summary"), /1 node, 1 not on /);
+    await screenshot(page, "nodes");
+    assert.deepEqual(errors, []);
+  } finally {
+    await close();
+    await hub.stop();
+  }
+});

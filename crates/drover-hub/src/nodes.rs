@@ -278,21 +278,25 @@ pub async fn heartbeat(
 pub async fn list(hub: &HubState) -> Result<Vec<NodeInfo>, ApiError> {
     let store = &crate::routes::store_of(hub)?.store;
     let now_ms = crate::jobs::now_ms();
-    // Down after three missed heartbeats.
-    let grace_ms = i64::try_from(hub.config.nodes.heartbeat.as_millis() * 3).unwrap_or(i64::MAX);
     Ok(store
         .nodes()
         .await?
         .into_iter()
-        .map(|n| NodeInfo {
-            up: now_ms - n.last_seen_ms <= grace_ms,
-            facts: serde_json::from_str(&n.facts).unwrap_or_default(),
-            id: n.id,
-            name: n.name,
-            version: n.version,
-            joined_at: n.joined_unix,
-            last_seen_at: n.last_seen_ms.div_euclid(1000),
-            draining: n.draining != 0,
-        })
+        .map(|n| info(n, now_ms, hub.config.nodes.heartbeat))
         .collect())
+}
+
+/// A node as listed at `now_ms`: down after three missed heartbeats.
+pub fn info(n: Node, now_ms: i64, heartbeat: std::time::Duration) -> NodeInfo {
+    let grace_ms = i64::try_from(heartbeat.as_millis() * 3).unwrap_or(i64::MAX);
+    NodeInfo {
+        up: now_ms - n.last_seen_ms <= grace_ms,
+        facts: serde_json::from_str(&n.facts).unwrap_or_default(),
+        id: n.id,
+        name: n.name,
+        version: n.version,
+        joined_at: n.joined_unix,
+        last_seen_at: n.last_seen_ms.div_euclid(1000),
+        draining: n.draining != 0,
+    }
 }

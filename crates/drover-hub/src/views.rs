@@ -230,6 +230,20 @@ pub fn overview(
     let traffic = hub.observer.traffic();
     let (by_backend, by_model) = traffic.totals(now_ms);
     let api_keys = hub.keys.list();
+    let nodes = store
+        .as_ref()
+        .and_then(|s| s.read.as_ref())
+        .map(|read| {
+            read.nodes
+                .iter()
+                .cloned()
+                .map(|n| {
+                    let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+                    crate::nodes::info(n, now, hub.config.nodes.heartbeat)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let jobs = store.map(|store| {
         let held = hub.jobs.as_ref().map_or(0, |j| j.in_flight());
         jobs(store, held, &KeyNames::new(api_keys.clone()))
@@ -254,6 +268,7 @@ pub fn overview(
         api_keys,
         jobs,
         workers: hub.workers.list(),
+        nodes,
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Overview {
     /// The capability workers registered with this hub.
     #[serde(default)]
     pub workers: Vec<crate::workers::WorkerInfo>,
+    /// The machines whose agents joined, from the store (none for a hub
+    /// that keeps none).
+    #[serde(default)]
+    pub nodes: Vec<crate::nodes::NodeInfo>,
 }
 
 /// The job store as the dashboard shows it: its jobs by state, this hub's

@@ -48,6 +48,8 @@ pub struct JobsRead {
     pub tasks: Vec<(JobState, u64)>,
     /// The newest plans, each with the states of its tasks.
     pub plans: Vec<(Plan, Vec<(String, JobState)>)>,
+    /// Every node.
+    pub nodes: Vec<drover_store::Node>,
 }
 
 /// What an overview gets: the last read that came back, and why there is
@@ -203,8 +205,10 @@ async fn read(store: &Store) -> Result<JobsRead, StoreError> {
         let states = store.job_states(&plan.tasks()?).await?;
         plans.push((plan, states));
     }
+    let nodes = store.nodes().await?;
     Ok(JobsRead {
         at_ms,
+        nodes,
         counts,
         open: counted(open),
         open_total,

@@ -257,7 +257,7 @@ function render() {
   const o = state.overview;
   if (!o) return;
   renderKpis(o);
-  ({ fleet: renderFleet, models: renderModels, queue: renderQueue, traffic: renderTraffic, keys: renderKeys, jobs: renderJobs, workers: renderWorkers })[state.tab](o);
+  ({ fleet: renderFleet, models: renderModels, queue: renderQueue, traffic: renderTraffic, keys: renderKeys, jobs: renderJobs, workers: renderWorkers, nodes: renderNodes })[state.tab](o);
 }
 
 function series() {
@@ -718,11 +718,35 @@ function renderWorkers(o) {
     : [h("tr", { key: "empty" }, h("td", { colspan: 6, class: "empty" }, "No plans yet: POST /v1/tasks/plan, or drover tasks plan \"...\"."))]);
 }
 
+// The machines whose agents joined: up or down, their agent's version (one
+// other than the hub's is drift), CPUs, memory and GPUs.
+function renderNodes(o) {
+  const nodes = o.nodes || [];
+  const down = nodes.filter((n) => !n.up).length;
+  const drift = nodes.filter((n) => n.version !== o.version).length;
+  setText($("nodes-summary"), nodes.length
+    ? `${count(nodes.length)} ${nodes.length === 1 ? "node" : "nodes"}${down ? `, ${down} down` : ""}${drift ? `, ${drift} not on ${o.version}` : ""}`
+    : "");
+  update($("nodes-table").tBodies[0], nodes.length
+    ? nodes.map((n) => {
+        const f = n.facts;
+        return h("tr", { key: n.id, "data-node": n.id, class: n.up ? "" : "muted" },
+          h("td", {}, h("b", {}, n.name), h("br"), h("small", { class: "mono" }, f.hostname ? `${f.hostname} · ${f.os_version || f.os} ${f.arch}` : n.id)),
+          h("td", {}, !n.up ? badge("down", "bad") : n.draining ? badge("draining", "warn") : badge("up", "good")),
+          h("td", {}, n.version === o.version ? n.version : badge(`${n.version} (drift)`, "warn")),
+          h("td", { class: "num" }, f.cpus),
+          h("td", {}, `${bytes(f.memory_available_bytes)} of ${bytes(f.memory_total_bytes)}`),
+          h("td", {}, f.gpus.length ? f.gpus.map((g) => h("span", { key: g.name, class: "badge" }, `${g.name} ${bytes(g.memory_total_bytes)}`)) : "–"),
+          h("td", {}, ago(o.at_ms - n.last_seen_at * 1000)));
+      })
+    : [h("tr", { key: "empty" }, h("td", { colspan: 7, class: "empty" }, "No nodes. Join a machine with drover agent --hub URL --token $(drover nodes token create)."))]);
+}
+
 // ---- wiring --------------------------------------------------------------
 
 function showTab() {
   const tab = (location.hash || "#fleet").slice(1);
-  state.tab = ["fleet", "models", "queue", "traffic", "keys", "jobs", "workers"].includes(tab) ? tab : "fleet";
+  state.tab = ["fleet", "models", "queue", "traffic", "keys", "jobs", "workers", "nodes"].includes(tab) ? tab : "fleet";
   for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.tab === state.tab);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + state.tab;
   render();
