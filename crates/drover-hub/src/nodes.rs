@@ -13,7 +13,7 @@ use drover_store::{JoinRefused, JoinToken, Node};
 
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::keys::{digest, hex};
+use crate::keys::{digest, random_hex};
 
 /// The longest and shortest a join token may live.
 const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
@@ -29,12 +29,6 @@ const CREDENTIAL_PREFIX: &str = "drv_n_";
 
 fn unix_now() -> i64 {
     crate::jobs::now_ms().div_euclid(1000)
-}
-
-fn secret(prefix: &str) -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
-    Ok(format!("{prefix}{}", hex(&bytes)))
 }
 
 fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
@@ -76,10 +70,10 @@ pub async fn create_token(
                 )
             })?,
     };
-    let token = secret(TOKEN_PREFIX)?;
+    let token = random_hex::<32>(TOKEN_PREFIX)?;
     let now = unix_now();
     let stored = JoinToken {
-        id: format!("jt_{}", &hex(&random6()?)),
+        id: random_hex::<6>("jt_")?,
         sha256: digest(&token),
         prefix: token[..TOKEN_PREFIX.len() + 6].to_string(),
         created_unix: now,
@@ -91,12 +85,6 @@ pub async fn create_token(
     store.insert_join_token(&stored).await?;
     tracing::info!(target: "drover::action", token = %stored.id, single_use = !asked.reusable, expires = stored.expires_unix, "join token created");
     Ok(token_info(&stored, Some(token)))
-}
-
-fn random6() -> Result<[u8; 6], ApiError> {
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
-    Ok(bytes)
 }
 
 pub async fn tokens(hub: &HubState) -> Result<Vec<JoinTokenInfo>, ApiError> {
@@ -188,7 +176,7 @@ pub async fn join(hub: &HubState, asked: JoinRequest) -> Result<Joined, ApiError
     crate::name::check_name("node", &asked.name).map_err(|m| bad(m, "name"))?;
     check_version(&asked.version)?;
     check_facts(&asked.facts)?;
-    let credential = secret(CREDENTIAL_PREFIX)?;
+    let credential = random_hex::<32>(CREDENTIAL_PREFIX)?;
     let now = unix_now();
     let node = Node {
         id: format!("node_{}", uuid::Uuid::now_v7().simple()),

@@ -200,11 +200,25 @@ async fn read(store: &Store) -> Result<JobsRead, StoreError> {
         })
         .await?
         .jobs;
-    let mut plans = Vec::new();
-    for plan in store.plans(None, PLANS).await? {
-        let states = store.job_states(&plan.tasks()?).await?;
-        plans.push((plan, states));
+    // One read of every shown plan's tasks' states, not one a plan.
+    let kept = store.plans(None, PLANS).await?;
+    let mut plan_tasks = Vec::new();
+    for plan in &kept {
+        plan_tasks.push(plan.tasks()?);
     }
+    let states = store.job_states(&plan_tasks.concat()).await?;
+    let plans = kept
+        .into_iter()
+        .zip(plan_tasks)
+        .map(|(plan, ids)| {
+            let mine = states
+                .iter()
+                .filter(|(id, _)| ids.contains(id))
+                .cloned()
+                .collect();
+            (plan, mine)
+        })
+        .collect();
     let nodes = store.nodes().await?;
     Ok(JobsRead {
         at_ms,

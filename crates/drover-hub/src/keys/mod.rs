@@ -621,6 +621,15 @@ fn random<const N: usize>() -> Result<[u8; N], KeyError> {
     Ok(bytes)
 }
 
+/// `N` random bytes as lowercase hex behind `prefix`: a secret, a token,
+/// an id.
+pub(crate) fn random_hex<const N: usize>(prefix: &str) -> Result<String, crate::error::ApiError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| crate::error::ApiError::Internal(format!("no randomness: {e}")))?;
+    Ok(format!("{prefix}{}", hex(&bytes)))
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -41,14 +41,23 @@ pub(super) fn jobs_of(hub: &HubState) -> Result<&Arc<Jobs>, ApiError> {
 /// `[[clients]]` entry's name, or the anonymous client's.
 pub(super) fn scope(hub: &HubState, headers: &HeaderMap) -> Result<String, ApiError> {
     let holder = caller::authenticate(&hub.keys, &hub.clients, headers)?;
+    Ok(scope_of(hub, holder.as_ref(), headers))
+}
+
+/// The store's terms for a caller already authenticated as `holder`.
+pub(super) fn scope_of(
+    hub: &HubState,
+    holder: Option<&crate::keys::Holder>,
+    headers: &HeaderMap,
+) -> String {
     if let Some(holder) = holder {
-        return Ok(holder.id);
+        return holder.id.clone();
     }
     let known = caller::bearer(headers).and_then(|t| hub.clients.get(t));
-    Ok(match known {
+    match known {
         Some(client) => format!("{}{}", view::CLIENT_PREFIX, client.name),
         None => drover_store::ANONYMOUS.to_string(),
-    })
+    }
 }
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = drover_proto::jobs::CreateJob, responses((status = 200, description = "The job, stored (or the one this Idempotency-Key made before)", body = drover_proto::jobs::Job), (status = 400, description = "A field is wrong; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "The hub has client keys and this is none of them", body = drover_proto::openai::ErrorBody), (status = 403, description = "An admin key", body = drover_proto::openai::ErrorBody), (status = 409, description = "The Idempotency-Key was used with another request", body = drover_proto::openai::ErrorBody), (status = 413, description = "The body is over the hub's limit", body = drover_proto::openai::ErrorBody), (status = 503, description = "The job store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]

@@ -131,7 +131,7 @@ pub async fn plan(
     bytes: axum::body::Bytes,
 ) -> Result<Json<PlanView>, ApiError> {
     let holder = caller::authenticate(&hub.keys, &hub.clients, &headers)?;
-    let scope = super::jobs::scope(&hub, &headers)?;
+    let scope = super::jobs::scope_of(&hub, holder.as_ref(), &headers);
     let jobs = super::jobs::jobs_of(&hub)?;
     let asked: PlanRequest = body(&bytes, None)?;
     let request = asked.request.trim();

@@ -135,12 +135,7 @@ fn bad(message: impl Into<String>, param: &'static str) -> ApiError {
 }
 
 fn token() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("no randomness: {e}")))?;
-    Ok(format!(
-        "lt_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
+    crate::keys::random_hex::<24>("lt_")
 }
 
 impl Workers {
