@@ -15,6 +15,6 @@ pub mod priority;
 pub mod size;
 pub mod sync;
 
-pub use ids::{BackendId, ClientKey, RequestId};
+pub use ids::{BackendId, ClientKey, MachineId, RequestId};
 pub use model::ModelName;
 pub use priority::{Priority, PriorityError};

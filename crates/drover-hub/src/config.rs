@@ -1,6 +1,7 @@
 //! The hub's configuration: one TOML file, every field optional, overridable
 //! by `DROVER_*` environment variables, with errors that name the field.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_proto::admin::BackendSpec;
@@ -47,6 +48,10 @@ pub struct HubConfig {
     pub batches: BatchesConfig,
     pub workers: WorkersConfig,
     pub nodes: NodesConfig,
+    /// Machines whose servers share one memory, by name (`[machines.NAME]`;
+    /// a backend says `machine = "NAME"`, a node's servers are on the
+    /// node's machine).
+    pub machines: BTreeMap<String, MachineSpec>,
     pub backends: Vec<BackendSpec>,
     pub clients: Vec<ClientConfig>,
     /// One public name for a model across servers that call it differently.
@@ -230,6 +235,38 @@ impl Default for NodesConfig {
     }
 }
 
+/// One machine's memory, which every server on it fills together: the same
+/// terms as a backend's own budget (`models + slots x slot_buffer + system +
+/// margin <= memory`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    #[serde(deserialize_with = "required_size")]
+    pub memory: u64,
+    #[serde(default, deserialize_with = "drover_proto::admin::size")]
+    pub slot_buffer: Option<u64>,
+    #[serde(default, deserialize_with = "drover_proto::admin::size")]
+    pub system: Option<u64>,
+    #[serde(default, deserialize_with = "drover_proto::admin::size")]
+    pub margin: Option<u64>,
+}
+
+impl MachineSpec {
+    pub fn terms(&self) -> drover_scheduler::MemoryTerms {
+        drover_scheduler::MemoryTerms {
+            total: self.memory,
+            slot_buffer: self.slot_buffer.unwrap_or(0),
+            system: self.system.unwrap_or(0),
+            margin: self.margin.unwrap_or(0),
+        }
+    }
+}
+
+fn required_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    drover_proto::admin::size(d)?
+        .ok_or_else(|| serde::de::Error::custom("memory: a size such as \"24GiB\""))
+}
+
 /// The model manager: when models are loaded and unloaded.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -355,6 +392,7 @@ impl Default for HubConfig {
             batches: BatchesConfig::default(),
             workers: WorkersConfig::default(),
             nodes: NodesConfig::default(),
+            machines: BTreeMap::new(),
             backends: Vec::new(),
             clients: Vec::new(),
             models: Vec::new(),
@@ -944,6 +982,7 @@ mod example {
             "[manager]\nnope = 1",
             "[jobs]\nnope = 1",
             "[tls]\nnope = 1",
+            "[machines.m]\nmemory = 1\nnope = 1",
             "[[backends]]\nurl = \"http://h:1\"\nnope = 1",
             "[[models]]\nname = \"m\"\nnope = 1",
             "[[clients]]\nname = \"c\"\nkey = \"k\"\nnope = 1",
@@ -955,6 +994,7 @@ mod example {
                     let l = l.trim_start_matches(['#', ' ']);
                     l.starts_with(&format!("{field} ="))
                         || l.starts_with(&format!("[{field}]"))
+                        || l.starts_with(&format!("[{field}."))
                         || l.starts_with(&format!("[[{field}]]"))
                 });
                 assert!(

@@ -56,6 +56,10 @@ pub struct HubState {
     pub(crate) jobs: Option<Arc<crate::jobs::Jobs>>,
     /// Capability workers and the tasks leased to them.
     pub(crate) workers: crate::workers::Workers,
+    /// Machines whose servers share one memory.
+    pub(crate) machines: crate::machines::Machines,
+    /// Nodes whose agents report servers, and those servers' backends.
+    pub(crate) node_servers: crate::nodes::servers::Reported,
     /// The live overview, published to the dashboards watching.
     pub(crate) overview: crate::dashboard::Publisher,
     /// The address actually bound (port 0 resolved).
@@ -75,6 +79,18 @@ impl HubState {
         // Requests for a model nobody lists wait for its first answer.
         self.dispatcher.apply(Event::Awaited(entry.id));
         self.tasks.spawn(prober::run(self.clone(), entry.clone()));
+        Ok(entry)
+    }
+
+    /// Adds a backend a node agent reports: the agent's heartbeats say what
+    /// it has, so it has no prober of its own.
+    pub(crate) fn add_reported_backend(
+        self: &Arc<Self>,
+        config: &BackendSpec,
+    ) -> Result<Arc<BackendEntry>, RegistryError> {
+        let entry = self.registry.add(config, &self.shutdown)?;
+        self.dispatcher.name(entry.id, &entry.name);
+        self.dispatcher.apply(Event::Awaited(entry.id));
         Ok(entry)
     }
 
@@ -334,6 +350,8 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         keys,
         jobs,
         workers: crate::workers::Workers::new(config.workers.clone()),
+        machines: crate::machines::Machines::new(config.machines.clone()),
+        node_servers: crate::nodes::servers::Reported::default(),
         overview: crate::dashboard::Publisher::default(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
@@ -362,6 +380,9 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     state
         .tasks
         .spawn(crate::workers::run_sweeper(state.clone()));
+    state
+        .tasks
+        .spawn(crate::nodes::servers::run_sweeper(state.clone()));
     crate::jobs::runner::start(&state);
 
     let hard_stop = CancellationToken::new();

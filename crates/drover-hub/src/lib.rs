@@ -51,6 +51,7 @@ pub mod jobs;
 mod kept;
 pub mod keys;
 mod limits;
+mod machines;
 mod metrics;
 mod model_work;
 mod name;

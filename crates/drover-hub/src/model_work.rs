@@ -79,10 +79,10 @@ async fn load_after_evicting(
     hub: &Arc<HubState>,
     backend: BackendId,
     model: &ModelName,
-    evict: &[ModelName],
+    evict: &[drover_scheduler::Placed],
 ) -> Result<Duration, String> {
-    for victim in evict {
-        unload(hub, backend, victim, &format!("to make room for {model}"))
+    for (on, victim) in evict {
+        unload(hub, *on, victim, &format!("to make room for {model}"))
             .await
             .map_err(|e| format!("could not unload {victim} to make room: {e}"))?;
     }

@@ -1,7 +1,8 @@
 //! One prober task per backend: every `probe_interval` it asks the server
 //! what it has (the adapter's discovery is the active health probe), feeds
 //! the models, slots and the server's own load to the scheduler, and the
-//! result to the breaker. With `probe = "generate"` a probe also generates
+//! result to the breaker. A node agent's reports of its servers go through
+//! [`observe`] too. With `probe = "generate"` a probe also generates
 //! one token from a loaded model: a server that lists models but cannot run
 //! them (a crashed runner, GPU memory gone) fails it.
 
@@ -30,7 +31,7 @@ pub async fn run(hub: Arc<HubState>, entry: Arc<BackendEntry>) {
             _ = entry.cancel.cancelled() => return,
             r = probe(&entry) => r,
         };
-        probe_once(&hub, &entry, started, result);
+        observe(&hub, &entry, started, result);
     }
 }
 
@@ -39,7 +40,7 @@ pub async fn run(hub: Arc<HubState>, entry: Arc<BackendEntry>) {
 pub async fn refresh(hub: &Arc<HubState>, entry: &Arc<BackendEntry>) {
     let started = hub.dispatcher.now();
     let result = probe(entry).await;
-    probe_once(hub, entry, started, result);
+    observe(hub, entry, started, result);
 }
 
 /// Discovery, and with `probe = "generate"` a one-token generation from a
@@ -96,10 +97,12 @@ fn cap_models(discovery: &mut Discovery, max: usize) -> usize {
     listed - max
 }
 
-/// Feeds a probe's result to the scheduler. `started`: when the probe
-/// began (scheduler time), so that what it saw does not undo a load or
-/// unload that ended while it ran.
-fn probe_once(
+/// Feeds what a server said (or why it did not answer) to the scheduler:
+/// from this hub's own probe, or from a node agent's report of a server on
+/// its machine, the same way. `started`: when the server was asked
+/// (scheduler time), so that what it said does not undo a load or unload
+/// that ended since.
+pub(crate) fn observe(
     hub: &Arc<HubState>,
     entry: &Arc<BackendEntry>,
     started: std::time::Duration,
@@ -110,7 +113,7 @@ fn probe_once(
         Ok(mut discovery) => {
             let dropped = cap_models(&mut discovery, hub.config.limits.max_models_per_backend);
             let (specs, own_ids) = entry.specs(&discovery.models, &hub.models);
-            let backend_status = entry.status(&discovery, &hub.models);
+            let backend_status = entry.status(&discovery, &hub.models, &hub.machines);
             // What the server said, before the scheduler hears of it: a
             // reader who sees the backend's models sees their states too.
             // That it is up comes after, so that until the scheduler has

@@ -69,6 +69,8 @@ pub struct BackendOptions {
     /// Config's word on the coding agents' APIs, over what is learned.
     pub responses: Option<bool>,
     pub messages: Option<bool>,
+    /// The machine it shares with other servers.
+    pub machine: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -149,6 +151,9 @@ pub fn check_spec(config: &BackendSpec) -> Result<(), String> {
     configured_kind(config)?;
     if config.slots == Some(0) || config.model_slots.values().any(|s| *s == 0) {
         return Err("slots must be at least 1".into());
+    }
+    if let Some(machine) = &config.machine {
+        check_name("machine", machine)?;
     }
     if config.max_concurrent == Some(0) {
         return Err("max_concurrent must be at least 1".into());
@@ -246,7 +251,12 @@ impl BackendEntry {
     /// What the scheduler should know beyond the models: config's limits,
     /// the APIs served (config's word, else what was learned, else not),
     /// the server's own queue and busy counts.
-    pub fn status(&self, discovery: &Discovery, aliases: &Aliases) -> BackendStatus {
+    pub fn status(
+        &self,
+        discovery: &Discovery,
+        aliases: &Aliases,
+        machines: &crate::machines::Machines,
+    ) -> BackendStatus {
         BackendStatus {
             max_concurrent: self.options.max_concurrent,
             responses: self
@@ -271,6 +281,11 @@ impl BackendEntry {
             // Config first; else the server's own limit (llama.cpp
             // router's --models-max), beyond which it evicts by itself.
             max_loaded: self.options.max_loaded.or(discovery.max_loaded),
+            machine: self
+                .options
+                .machine
+                .as_deref()
+                .and_then(|m| machines.get(m)),
             // An LLM server, never a worker.
             tasks: false,
         }
@@ -422,6 +437,7 @@ impl Backends {
                 probe_mode,
                 responses: config.responses,
                 messages: config.messages,
+                machine: config.machine.clone(),
             },
             endpoint,
             adapter,

@@ -87,12 +87,12 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     backoff.reset();
-                    stream
+                    (stream, peer)
                 }
                 Err(e) => {
                     backoff.wait(&e).await;
@@ -105,10 +105,11 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let mut app = app.clone();
             async move {
-                let mut response = app
-                    .call(req.map(axum::body::Body::new))
-                    .await
-                    .unwrap_or_else(|e| match e {});
+                let mut req = req.map(axum::body::Body::new);
+                // Who called: a node's servers are reached at its address.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let mut response = app.call(req).await.unwrap_or_else(|e| match e {});
                 with_request_id(&mut response);
                 Ok::<_, Infallible>(response)
             }

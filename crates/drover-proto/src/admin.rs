@@ -71,6 +71,11 @@ pub struct BackendSpec {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub max_loaded: Option<u32>,
+    /// The machine it runs on, where other servers share its memory
+    /// (`[machines.NAME]` gives the machine's budget, which all of them
+    /// fill together). A node's servers are on the node's machine.
+    #[serde(default)]
+    pub machine: Option<String>,
     /// For an `https://` backend: a PEM file of the certificate authority
     /// that vouches for it, trusted besides the system's roots.
     #[serde(default)]

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod anthropic;
 pub mod batch;
 pub mod dashboard;
+pub mod discovery;
 pub mod jobs;
 pub mod llamacpp;
 pub mod lmstudio;

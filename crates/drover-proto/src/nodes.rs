@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::discovery::Discovery;
+
 /// `POST /admin/nodes/tokens`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +111,37 @@ pub struct NodeHeartbeat {
     pub version: String,
     #[serde(default)]
     pub facts: NodeFacts,
+    /// The LLM servers the agent found on its machine. The hub makes each
+    /// a backend of this node, and removes it once it is not reported.
+    #[serde(default)]
+    pub servers: Vec<NodeServer>,
+    /// The host the hub should reach the node's servers at (`--advertise`);
+    /// without it, the address the heartbeat came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A local LLM server an agent found (on a usual port, or one it was told
+/// of), with what it said of itself.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeServer {
+    /// Its URL as the agent reaches it. A loopback host is the node's own
+    /// address to the hub.
+    pub url: String,
+    /// `lmstudio`, `ollama`, `llamacpp`, `vllm` or `openai`.
+    pub kind: String,
+    /// What it said, the same [`Discovery`] the hub's own probe reads;
+    /// `None` when it did not answer this time (`error` says why).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub discovery: Option<Discovery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Milliseconds from asking it to sending the heartbeat: what it said
+    /// is that old.
+    #[serde(default)]
+    pub age_ms: u64,
 }
 
 /// What the hub wants of a node: `run` or `drain`, and the heartbeat's

@@ -10,7 +10,7 @@ use std::time::Duration;
 use drover_core::{BackendId, ModelName};
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
-use crate::residency::{LoadFailure, MemoryTerms, Residency, ServerState};
+use crate::residency::{LoadFailure, Machine, MemoryTerms, Residency, ServerState};
 
 /// What discovery (or config) says about one model on one backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +104,9 @@ pub struct BackendStatus {
     pub can_unload: bool,
     /// Its memory budget, where the server or config tells the total.
     pub memory: Option<MemoryTerms>,
+    /// The machine it shares with other servers, and that machine's
+    /// budget, which all of them fill together.
+    pub machine: Option<Machine>,
     /// Models it may hold at once, by config.
     pub max_loaded: Option<u32>,
     /// A worker: its models are capabilities, and it takes tasks only.

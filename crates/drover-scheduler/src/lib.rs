@@ -52,7 +52,9 @@ pub use manager::Refusal;
 pub use policy::Policy;
 pub use queue::{QueueStats, WaitQueue};
 pub use reserve::ReserveConfig;
-pub use residency::{LoadFailure, MemoryTerms, ModelPolicy, Residency, ServerState};
+pub use residency::{
+    LoadFailure, Machine, MemoryTerms, ModelPolicy, Placed, Residency, ServerState,
+};
 pub use scheduler::{
     Admission, Decision, Dispatch, LoadOrder, Notice, Outcome, Reject, Request, Scheduler,
     SchedulerConfig,

@@ -36,7 +36,7 @@ use drover_core::{BackendId, ModelName};
 use crate::fleet::{Backend, Fleet, ModelSlots};
 use crate::placement::Placement;
 use crate::queue::WaitQueue;
-use crate::residency::{LoadFailure, ModelPolicy, Residency};
+use crate::residency::{LoadFailure, ModelPolicy, Placed, Residency};
 use crate::scheduler::{Decision, LoadOrder, Reject, Request, SchedulerConfig};
 
 /// Why an operator's load or unload cannot go ahead.
@@ -234,12 +234,8 @@ impl ModelManager {
             Refusal::Busy
         } else if !b.admits() {
             Refusal::Unhealthy
-        } else if !b.could_ever_fit(model.as_str()) {
-            let terms = b.status.memory.unwrap_or_default();
-            Refusal::NeverFits {
-                needs: terms.alone(m.size.unwrap_or(0), m.slots),
-                total: terms.total,
-            }
+        } else if let Some((needs, total)) = b.never_fits(model.as_str()) {
+            Refusal::NeverFits { needs, total }
         } else {
             Refusal::NoRoom {
                 in_use: self.in_use_on(queue, b, model, now),
@@ -405,11 +401,9 @@ impl ModelManager {
                 // Held, or about to be: it waits for that.
                 _ => return Outlook::Wait,
             }
-            if !b.could_ever_fit(model) {
-                let terms = b.status.memory.unwrap_or_default();
-                let needs = terms.alone(m.size.unwrap_or(0), m.slots);
-                if never_fits.is_none_or(|(_, _, total)| terms.total > total) {
-                    never_fits = Some((m.size.unwrap_or(0), needs, terms.total));
+            if let Some((needs, total)) = b.never_fits(model) {
+                if never_fits.is_none_or(|(_, _, most)| total > most) {
+                    never_fits = Some((m.size.unwrap_or(0), needs, total));
                 }
                 continue;
             }
@@ -527,7 +521,7 @@ impl ModelManager {
                 && b.reserved.is_none()
             {
                 b.reserved = Some(model.clone());
-                for name in evict {
+                for (_, name) in evict {
                     dirty.insert(name);
                 }
             }
@@ -562,8 +556,8 @@ impl ModelManager {
         now: Duration,
         allowed: impl Fn(BackendId, &Backend) -> bool,
         evict: Evict,
-    ) -> Option<(BackendId, Vec<ModelName>, Duration)> {
-        let mut best: Option<(BackendId, Vec<ModelName>, Duration)> = None;
+    ) -> Option<(BackendId, Vec<Placed>, Duration)> {
+        let mut best: Option<(BackendId, Vec<Placed>, Duration)> = None;
         for (id, b) in &fleet.backends {
             let Some(m) = b.models.get(model.as_str()).filter(|m| m.listed) else {
                 continue;
@@ -578,29 +572,38 @@ impl ModelManager {
                 continue;
             }
             let cleared = b.reserved.as_ref() == Some(model);
-            let spare = |name: &ModelName| held_beyond(fleet, *id, name);
+            let spare = |on: BackendId, name: &ModelName| held_beyond(fleet, on, name);
             let out = match evict {
-                Evict::Nothing if !cleared => b.room_for(model.as_str(), |_, _| false, spare),
-                Evict::Idle | Evict::Nothing => b.room_for(
+                Evict::Nothing if !cleared => {
+                    fleet.room_for(*id, model.as_str(), |_, _, _| false, spare)
+                }
+                Evict::Idle | Evict::Nothing => fleet.room_for(
+                    *id,
                     model.as_str(),
-                    |name, e| {
+                    |on, name, e| {
+                        // A backend cleared for this model gives up even
+                        // what waits for its models; other servers on its
+                        // machine do not.
                         !self.pinned.contains(name)
                             && e.idle()
-                            && (cleared
+                            && ((cleared && on == *id)
                                 || (queue.len_for(name.as_str()) == 0 && !self.used_lately(e, now)))
                     },
                     spare,
                 ),
-                Evict::InUse => {
-                    b.room_for(model.as_str(), |name, _| !self.pinned.contains(name), spare)
-                }
+                Evict::InUse => fleet.room_for(
+                    *id,
+                    model.as_str(),
+                    |_, name, _| !self.pinned.contains(name),
+                    spare,
+                ),
             };
             let Some(out) = out else {
                 continue;
             };
             let wait = out
                 .iter()
-                .filter_map(|name| b.models.get(name.as_str()))
+                .filter_map(|(on, name)| fleet.backends.get(on)?.models.get(name.as_str()))
                 .filter(|e| !e.idle())
                 .map(|e| e.service.unwrap_or(Duration::from_secs(1)))
                 .max()
@@ -654,15 +657,18 @@ impl ModelManager {
         dirty: &mut BTreeSet<ModelName>,
         id: BackendId,
         model: &ModelName,
-        evict: Vec<ModelName>,
+        evict: Vec<Placed>,
         now: Duration,
     ) -> LoadOrder {
-        if let Some(b) = fleet.backends.get_mut(&id) {
-            for name in &evict {
-                if let Some(e) = b.models.get_mut(name.as_str()) {
-                    e.residency = Residency::Unloading { since: now };
-                }
+        for (on, name) in &evict {
+            if let Some(b) = fleet.backends.get_mut(on)
+                && let Some(e) = b.models.get_mut(name.as_str())
+            {
+                e.residency = Residency::Unloading { since: now };
+                b.recount();
             }
+        }
+        if let Some(b) = fleet.backends.get_mut(&id) {
             if let Some(m) = b.models.get_mut(model.as_str()) {
                 m.residency = Residency::Loading {
                     since: now,
@@ -674,7 +680,7 @@ impl ModelManager {
                 b.reserved = None;
             }
         }
-        for name in &evict {
+        for (_, name) in &evict {
             dirty.insert(name.clone());
         }
         self.pending.remove(model);

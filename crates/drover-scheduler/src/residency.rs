@@ -1,4 +1,5 @@
-//! Where a model stands on a backend, and what a backend's memory can hold.
+//! Where a model stands on a backend, and what a backend's memory (and the
+//! machine's it shares with other servers) can hold.
 //!
 //! Residency is a state, not a flag: a load or unload the scheduler decided
 //! is pending until the caller reports its end, and discovery (which says
@@ -7,9 +8,9 @@
 
 use std::time::Duration;
 
-use drover_core::ModelName;
+use drover_core::{BackendId, MachineId, ModelName};
 
-use crate::fleet::{Backend, ModelSlots};
+use crate::fleet::{Backend, Fleet, ModelSlots};
 use crate::plan::{Budget, Holding, Terms};
 
 /// A model's state as its server reports it.
@@ -167,16 +168,29 @@ pub struct ModelPolicy {
     pub warm: bool,
 }
 
+/// The machine a backend's server runs on, where several servers share one
+/// memory (Ollama and llama.cpp on one GPU): what every one of them holds
+/// counts against the machine's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub id: MachineId,
+    pub memory: MemoryTerms,
+}
+
+/// A model on a backend: what an eviction names.
+pub type Placed = (BackendId, ModelName);
+
 impl Backend {
-    /// Whether `model` would fit here with every model in `without`
-    /// unloaded: under `max_loaded` and, where the memory is known, within
-    /// the budget. Sizes the server does not tell count as nothing.
-    pub(crate) fn fits(&self, model: &str, without: &[ModelName]) -> bool {
+    /// Whether `model` would fit on this server alone with every model in
+    /// `without` unloaded: under `max_loaded` and, where the server's
+    /// memory is known, within its budget. Sizes the server does not tell
+    /// count as nothing. The machine's budget is [`Fleet::fits`]'s.
+    fn fits_alone(&self, model: &str, without: &[Placed], id: BackendId) -> bool {
         let Some(target) = self.models.get(model) else {
             return false;
         };
         let staying = self.models.iter().filter(|(name, m)| {
-            name.as_str() != model && m.residency.occupies() && !without.contains(name)
+            name.as_str() != model && m.residency.occupies() && !named(without, id, name)
         });
         let (count, bytes, slots) =
             staying.fold((1usize, size_of(target), target.slots), |acc, (_, m)| {
@@ -204,42 +218,108 @@ impl Backend {
         under_count && in_memory
     }
 
-    /// Whether `model` could ever fit here, with nothing else loaded.
-    pub(crate) fn could_ever_fit(&self, model: &str) -> bool {
-        let Some(m) = self.models.get(model) else {
-            return false;
-        };
-        self.status
-            .memory
-            .is_none_or(|t| t.alone(size_of(m), m.slots) <= t.total)
+    /// The budget `model` cannot fit in even with nothing else loaded (the
+    /// server's own, else its machine's): what it would need, and the
+    /// total. `None` when it could fit.
+    pub(crate) fn never_fits(&self, model: &str) -> Option<(u64, u64)> {
+        let m = self.models.get(model)?;
+        let terms = [self.status.memory, self.status.machine.map(|k| k.memory)];
+        terms.into_iter().flatten().find_map(|t| {
+            let needs = t.alone(size_of(m), m.slots);
+            (needs > t.total).then_some((needs, t.total))
+        })
+    }
+}
+
+fn named(list: &[Placed], id: BackendId, name: &ModelName) -> bool {
+    list.iter().any(|(b, n)| *b == id && n == name)
+}
+
+impl Fleet {
+    /// The backends on `machine`.
+    fn on_machine(&self, machine: MachineId) -> impl Iterator<Item = (BackendId, &Backend)> {
+        self.backends
+            .iter()
+            .filter(move |(_, b)| b.status.machine.is_some_and(|k| k.id == machine))
+            .map(|(id, b)| (*id, b))
     }
 
-    /// The models to unload to make room for `model`, among those
-    /// `may_evict` allows: those `spare` picks first (another backend holds
-    /// them too, so their requests lose nothing), then the least recently
-    /// used. `None` when unloading all of them would not make it fit
-    /// (nothing is evicted for a model that will not fit anyway).
+    /// Whether `model` would fit on `id` with every model in `without`
+    /// unloaded: within the server's own limits and, where it shares a
+    /// machine, within the machine's budget counting what every server on
+    /// it holds.
+    pub(crate) fn fits(&self, id: BackendId, model: &str, without: &[Placed]) -> bool {
+        let Some(b) = self.backends.get(&id) else {
+            return false;
+        };
+        if !b.fits_alone(model, without, id) {
+            return false;
+        }
+        let Some(machine) = b.status.machine else {
+            return true;
+        };
+        let Some(target) = b.models.get(model) else {
+            return false;
+        };
+        let mut holding = Holding {
+            models: 1,
+            model_bytes: size_of(target),
+            slots: target.slots,
+        };
+        for (other, ob) in self.on_machine(machine.id) {
+            for (name, m) in &ob.models {
+                let is_target = other == id && name.as_str() == model;
+                if is_target || !m.residency.occupies() || named(without, other, name) {
+                    continue;
+                }
+                holding.models += 1;
+                holding.model_bytes = holding.model_bytes.saturating_add(size_of(m));
+                holding.slots = holding.slots.saturating_add(m.slots);
+            }
+        }
+        Budget::of(holding, machine.memory.terms()).fits
+    }
+
+    /// The models to unload to make room for `model` on `id`, among those
+    /// `may_evict` allows, on that server or, where it shares a machine,
+    /// on the others there that can unload: those `spare` picks first
+    /// (another backend holds them too, so their requests lose nothing),
+    /// then the least recently used. `None` when unloading all of them
+    /// would not make it fit (nothing is evicted for a model that will not
+    /// fit anyway).
     pub(crate) fn room_for(
         &self,
+        id: BackendId,
         model: &str,
-        may_evict: impl Fn(&ModelName, &ModelSlots) -> bool,
-        spare: impl Fn(&ModelName) -> bool,
-    ) -> Option<Vec<ModelName>> {
-        if self.fits(model, &[]) {
+        may_evict: impl Fn(BackendId, &ModelName, &ModelSlots) -> bool,
+        spare: impl Fn(BackendId, &ModelName) -> bool,
+    ) -> Option<Vec<Placed>> {
+        if self.fits(id, model, &[]) {
             return Some(Vec::new());
         }
-        let mut evictable: Vec<(&ModelName, &ModelSlots)> = self
-            .models
+        let b = self.backends.get(&id)?;
+        let peers: Vec<(BackendId, &Backend)> = match b.status.machine {
+            Some(machine) => self
+                .on_machine(machine.id)
+                .filter(|(other, ob)| *other == id || (ob.status.can_unload && ob.admits()))
+                .collect(),
+            None => vec![(id, b)],
+        };
+        let mut evictable: Vec<(BackendId, &ModelName, &ModelSlots)> = peers
             .iter()
-            .filter(|(name, m)| {
-                name.as_str() != model && m.residency == Residency::Loaded && may_evict(name, m)
+            .flat_map(|(other, ob)| ob.models.iter().map(move |(n, m)| (*other, n, m)))
+            .filter(|(other, name, m)| {
+                !(*other == id && name.as_str() == model)
+                    && m.residency == Residency::Loaded
+                    && may_evict(*other, name, m)
             })
             .collect();
-        evictable.sort_by_key(|(name, m)| (!spare(name), m.last_used, *name));
+        evictable
+            .sort_by_key(|(other, name, m)| (!spare(*other, name), m.last_used, *other, *name));
         let mut evict = Vec::new();
-        for (name, _) in evictable {
-            evict.push(name.clone());
-            if self.fits(model, &evict) {
+        for (other, name, _) in evictable {
+            evict.push((other, name.clone()));
+            if self.fits(id, model, &evict) {
                 return Some(evict);
             }
         }

@@ -218,8 +218,10 @@ pub enum Decision {
 pub struct LoadOrder {
     pub backend: BackendId,
     pub model: ModelName,
-    /// Idle models to unload first, to make room, least recently used first.
-    pub evict: Vec<ModelName>,
+    /// Idle models to unload first, to make room, least recently used
+    /// first: on this backend or, where it shares a machine's memory with
+    /// other servers, on those.
+    pub evict: Vec<crate::residency::Placed>,
 }
 
 /// How a dispatched request ended, as far as the backend is concerned.

@@ -470,10 +470,10 @@ impl World {
             |op| matches!(op, Op::Load(o) if o.backend == order.backend && o.model == order.model),
         );
         assert!(!pending, "seed {seed}: a second load of {order:?}");
-        for model in &order.evict {
+        for (on, model) in &order.evict {
             let running = self
                 .running
-                .get(&(order.backend.0, model_index(model)))
+                .get(&(on.0, model_index(model)))
                 .copied()
                 .unwrap_or(0);
             assert_eq!(running, 0, "seed {seed}: {order:?} evicts a model in use");
@@ -484,7 +484,7 @@ impl World {
             .models
             .iter()
             .filter(|m| m.residency != Residency::Unloaded)
-            .filter(|m| !order.evict.contains(&m.name))
+            .filter(|m| !order.evict.contains(&(order.backend, m.name.clone())))
             .count();
         if let Some(max) = view.status.max_loaded {
             assert!(
@@ -503,8 +503,8 @@ impl World {
         let now = self.now;
         match self.ops.remove(i) {
             Op::Load(order) => {
-                for model in &order.evict {
-                    self.s.unload_finished(order.backend, model, Ok(()), now);
+                for (on, model) in &order.evict {
+                    self.s.unload_finished(*on, model, Ok(()), now);
                 }
                 let result = if self.chance(4) {
                     self.seen.insert("load failed");

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use drover_core::{BackendId, ClientKey, ModelName, Priority, RequestId};
+use drover_core::{BackendId, ClientKey, MachineId, ModelName, Priority, RequestId};
 use drover_scheduler::{
-    Admission, Affinity, Api, BackendStatus, Decision, LoadOrder, MemoryTerms, ModelPolicy,
-    ModelSpec, Outcome, Refusal, Reject, Request, Residency, Scheduler, SchedulerConfig,
-    ServerState,
+    Admission, Affinity, Api, BackendStatus, Decision, LoadOrder, Machine, MemoryTerms,
+    ModelPolicy, ModelSpec, Outcome, Refusal, Reject, Request, Residency, Scheduler,
+    SchedulerConfig, ServerState,
 };
 
 const GB: u64 = 1 << 30;
@@ -267,7 +267,7 @@ fn room_is_made_by_evicting_the_least_recently_used_idle_model() {
         vec![LoadOrder {
             backend: BackendId(1),
             model: name("new"),
-            evict: vec![name("old")]
+            evict: vec![(BackendId(1), name("old"))]
         }]
     );
     assert!(matches!(
@@ -275,6 +275,77 @@ fn room_is_made_by_evicting_the_least_recently_used_idle_model() {
         Residency::Unloading { .. }
     ));
     assert_eq!(residency(&s, 1, "busy"), Residency::Loaded);
+}
+
+/// A server on machine `id`, whose memory is `total`, all of it for
+/// models: the machine's budget, not the server's.
+fn on_machine(id: u32, total: u64) -> BackendStatus {
+    BackendStatus {
+        machine: Some(Machine {
+            id: MachineId(id),
+            memory: MemoryTerms {
+                total,
+                ..MemoryTerms::default()
+            },
+        }),
+        ..loader()
+    }
+}
+
+#[test]
+fn two_servers_on_one_machine_share_its_memory() {
+    let mut s = sched();
+    // Ollama and llama.cpp on one 10 GB machine; a third server elsewhere.
+    add(
+        &mut s,
+        1,
+        vec![ModelSpec::loaded("a", 1).with_size(6 * GB)],
+        on_machine(1, 10 * GB),
+    );
+    add(
+        &mut s,
+        2,
+        vec![ModelSpec::unloaded("b", 1).with_size(6 * GB)],
+        on_machine(1, 10 * GB),
+    );
+    add(
+        &mut s,
+        3,
+        vec![ModelSpec::loaded("c", 1).with_size(6 * GB)],
+        on_machine(2, 10 * GB),
+    );
+    // Neither server alone is full, but the machine is: the load of b on
+    // the second server first unloads a from the first, and nothing from
+    // the other machine.
+    let decisions = submit_n(&mut s, 1, 1, "b", secs(600));
+    assert_eq!(
+        loads(&decisions),
+        vec![LoadOrder {
+            backend: BackendId(2),
+            model: name("b"),
+            evict: vec![(BackendId(1), name("a"))]
+        }]
+    );
+    assert!(matches!(residency(&s, 1, "a"), Residency::Unloading { .. }));
+    assert_eq!(residency(&s, 3, "c"), Residency::Loaded);
+    // While a runs, it is not evicted: b waits for it rather than
+    // overfilling the machine.
+    let mut s = sched();
+    add(
+        &mut s,
+        1,
+        vec![ModelSpec::loaded("a", 1).with_size(6 * GB)],
+        on_machine(1, 10 * GB),
+    );
+    add(
+        &mut s,
+        2,
+        vec![ModelSpec::unloaded("b", 1).with_size(6 * GB)],
+        on_machine(1, 10 * GB),
+    );
+    let d = s.submit(req(1, "a", secs(600)), secs(600)).unwrap();
+    assert!(matches!(d, Admission::Dispatched(_)));
+    assert!(loads(&submit_n(&mut s, 2, 1, "b", secs(601))).is_empty());
 }
 
 #[test]
@@ -326,7 +397,10 @@ fn a_model_with_requests_waiting_or_pinned_is_not_evicted() {
     let idle_at = secs(3) + SchedulerConfig::default().idle_after;
     assert_eq!(s.next_wakeup(), Some(idle_at));
     let decisions = s.poll(idle_at);
-    assert_eq!(loads(&decisions)[0].evict, vec![name("wanted")]);
+    assert_eq!(
+        loads(&decisions)[0].evict,
+        vec![(BackendId(1), name("wanted"))]
+    );
 }
 
 #[test]
@@ -566,7 +640,7 @@ fn a_model_passed_over_for_a_busy_one_gets_the_backend_after_swap_after() {
         vec![LoadOrder {
             backend: BackendId(1),
             model: name("cold"),
-            evict: vec![name("hot")]
+            evict: vec![(BackendId(1), name("hot"))]
         }]
     );
 }
@@ -794,8 +868,8 @@ fn one_at_a_time_clients(
                 ),
                 Decision::Load(order) => {
                     loads_decided += 1;
-                    for evicted in &order.evict {
-                        s.unload_finished(BackendId(1), evicted, Ok(()), now);
+                    for (on, evicted) in &order.evict {
+                        s.unload_finished(*on, evicted, Ok(()), now);
                     }
                     at(
                         &mut events,

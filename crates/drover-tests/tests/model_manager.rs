@@ -152,6 +152,42 @@ async fn room_is_made_by_unloading_the_least_recently_used_idle_model_not_a_pinn
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_machine_share_its_memory() {
+    // Ollama and another server on one 10 GiB machine: each model of 6 GiB
+    // fits either server alone, not both at once.
+    let sized = |models: &[&str]| {
+        let mut sim = ollama(models, Duration::from_millis(20));
+        for m in models {
+            sim.model_sizes.insert((*m).to_string(), 6 * GIB);
+        }
+        sim
+    };
+    let on_box = |b: &mut drover_hub::BackendSpec| b.machine = Some("box".into());
+    let cluster = ClusterBuilder::new()
+        .sim_with("one", sized(&["a"]), on_box)
+        .sim_with("two", sized(&["b"]), on_box)
+        .hub(|c| {
+            c.machines.insert(
+                "box".into(),
+                drover_hub::config::MachineSpec {
+                    memory: 10 * GIB,
+                    ..Default::default()
+                },
+            );
+        })
+        .start()
+        .await;
+    assert_eq!(chat(&cluster, "a").await.status, 200);
+    assert!(loaded(&cluster, "one", "a"));
+    // b's load on the second server first unloads a from the first.
+    assert_eq!(chat(&cluster, "b").await.status, 200);
+    assert!(loaded(&cluster, "two", "b"));
+    let a = cluster.sim("one").stats().model("a");
+    assert!(!a.loaded && a.unloads == 1, "a made room on its machine");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_model_is_unloaded_after_its_time_to_live() {
     let cluster = ClusterBuilder::new()
         .sim("o", ollama(&["m", "keep"], Duration::from_millis(20)))

@@ -3,7 +3,9 @@
 //! trades it once for a node credential, which it keeps and sends with
 //! every heartbeat. Only SHA-256s of tokens and credentials are stored,
 //! in the store every hub on it shares. A node not heard from for three
-//! heartbeats is down.
+//! heartbeats is down. `servers.rs`: the LLM servers agents report.
+
+pub mod servers;
 
 use drover_proto::nodes::{
     CreateJoinToken, JoinRequest, JoinTokenInfo, Joined, NodeFacts, NodeHeartbeat, NodeInfo,
@@ -222,9 +224,10 @@ pub async fn join(hub: &HubState, asked: JoinRequest) -> Result<Joined, ApiError
 /// A node's heartbeat, with its credential: its facts kept, and whether
 /// it should run or drain.
 pub async fn heartbeat(
-    hub: &HubState,
+    hub: &std::sync::Arc<HubState>,
     id: &str,
     credential: Option<&str>,
+    peer: std::net::IpAddr,
     beat: NodeHeartbeat,
 ) -> Result<NodeState, ApiError> {
     let store = &crate::routes::store_of(hub)?.store;
@@ -251,11 +254,23 @@ pub async fn heartbeat(
     };
     check_version(&beat.version)?;
     check_facts(&beat.facts)?;
+    servers::check(&beat.servers)?;
+    let address = match beat.address.as_deref() {
+        Some(a) if a.is_empty() || a.len() > MAX_TEXT || a.contains(['/', '@', ' ']) => {
+            return Err(bad(
+                "address: a host name or IP address the hub reaches the node at",
+                "address",
+            ));
+        }
+        Some(a) => a.to_string(),
+        None => peer.to_string(),
+    };
     let facts =
         serde_json::to_string(&beat.facts).map_err(|e| ApiError::Internal(e.to_string()))?;
     store
         .node_heartbeat(&node.id, &beat.version, &facts, crate::jobs::now_ms())
         .await?;
+    servers::apply(hub, &node, &address, &beat.facts, beat.servers);
     Ok(NodeState {
         state: if node.draining != 0 { "drain" } else { "run" }.into(),
         heartbeat_ms: heartbeat_ms(hub),

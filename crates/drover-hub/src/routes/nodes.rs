@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use drover_proto::nodes::{
     CreateJoinToken, JoinRequest, JoinTokenInfo, JoinTokenList, Joined, NodeHeartbeat, NodeList,
     NodeState,
@@ -17,9 +17,9 @@ use crate::caller::bearer;
 use crate::error::ApiError;
 use crate::hub::HubState;
 
-/// The most bytes a join or a heartbeat may carry: a machine's facts fit
-/// in far less.
-const MAX_BODY: usize = 64 * 1024;
+/// The most bytes a join or a heartbeat may carry: a machine's facts and
+/// what its servers list (a few hundred models) fit in far less.
+const MAX_BODY: usize = 1024 * 1024;
 
 fn bounded(bytes: &[u8]) -> Result<(), ApiError> {
     if bytes.len() > MAX_BODY {
@@ -28,7 +28,7 @@ fn bounded(bytes: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v1/nodes/join", tag = "nodes", request_body = drover_proto::nodes::JoinRequest, responses((status = 200, description = "Joined: the node's id and credential (shown once)", body = drover_proto::nodes::Joined), (status = 400, description = "A field is wrong; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "The join token is unknown, used, expired or revoked; nothing was stored", body = drover_proto::openai::ErrorBody), (status = 413, description = "Over 64 KiB", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/nodes/join", tag = "nodes", request_body = drover_proto::nodes::JoinRequest, responses((status = 200, description = "Joined: the node's id and credential (shown once)", body = drover_proto::nodes::Joined), (status = 400, description = "A field is wrong; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "The join token is unknown, used, expired or revoked; nothing was stored", body = drover_proto::openai::ErrorBody), (status = 413, description = "Over 1 MiB", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)))]
 pub async fn join(
     State(hub): State<Arc<HubState>>,
     bytes: axum::body::Bytes,
@@ -38,17 +38,18 @@ pub async fn join(
     Ok(Json(crate::nodes::join(&hub, asked).await?))
 }
 
-#[utoipa::path(post, path = "/v1/nodes/{id}/heartbeat", tag = "nodes", params(("id" = String, Path, description = "The node's id")), request_body = drover_proto::nodes::NodeHeartbeat, responses((status = 200, description = "Kept: run or drain, and the heartbeat's rhythm", body = drover_proto::nodes::NodeState), (status = 400, description = "A fact is out of bounds; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No credential, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Another node's credential", body = drover_proto::openai::ErrorBody), (status = 413, description = "Over 64 KiB", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/nodes/{id}/heartbeat", tag = "nodes", params(("id" = String, Path, description = "The node's id")), request_body = drover_proto::nodes::NodeHeartbeat, responses((status = 200, description = "Kept: run or drain, and the heartbeat's rhythm", body = drover_proto::nodes::NodeState), (status = 400, description = "A fact is out of bounds; the error names it", body = drover_proto::openai::ErrorBody), (status = 401, description = "No credential, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Another node's credential", body = drover_proto::openai::ErrorBody), (status = 413, description = "Over 1 MiB", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
 pub async fn heartbeat(
     State(hub): State<Arc<HubState>>,
     Path(id): Path<String>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     bytes: axum::body::Bytes,
 ) -> Result<Json<NodeState>, ApiError> {
     bounded(&bytes)?;
     let beat: NodeHeartbeat = body(&bytes, None)?;
     Ok(Json(
-        crate::nodes::heartbeat(&hub, &id, bearer(&headers), beat).await?,
+        crate::nodes::heartbeat(&hub, &id, bearer(&headers), peer.ip(), beat).await?,
     ))
 }
 

@@ -18,8 +18,8 @@ impl Engine<'_> {
     /// Drover decided a load: unload what it evicts (idle by the manager's
     /// rules), then load.
     pub(super) fn load_ordered(&mut self, order: &LoadOrder, now: Duration) {
-        for model in &order.evict {
-            self.unload_ordered(order.backend, model, now);
+        for (on, model) in &order.evict {
+            self.unload_ordered(*on, model, now);
         }
         let Some(lane) = self.lane_named(order.backend, &order.model) else {
             debug_assert!(false, "a load of a model the backend lacks: {order:?}");

@@ -3,8 +3,13 @@
 //! in the state directory (0600, in a 0700 directory), so later starts
 //! need no token. Then it heartbeats what the machine is and has (host,
 //! OS, CPUs and load, memory, GPUs with their memory where `nvidia-smi` or
-//! the amdgpu driver tells) until it is stopped. Every call goes from
-//! the agent to the hub: a node needs no inbound port for this.
+//! the amdgpu driver tells) and the LLM servers it finds on the machine
+//! (`servers.rs`), which the hub makes backends of the node, until it is
+//! stopped. Every call goes from the agent to the hub: a node needs no
+//! inbound port for management (the hub reaches the servers themselves for
+//! inference).
+
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +43,21 @@ pub struct AgentArgs {
     /// How the hub shows this machine (default: its host name).
     #[arg(long)]
     pub name: Option<String>,
+    /// An LLM server on this machine to report besides those on the usual
+    /// ports (LM Studio 1234, Ollama 11434, llama.cpp 8080, vLLM 8000);
+    /// repeat for more.
+    #[arg(long = "server", value_name = "URL")]
+    pub servers: Vec<String>,
+    /// The ports to look for servers on, on this machine; repeat for more.
+    #[arg(long = "scan-port", value_name = "PORT", default_values_t = servers::USUAL_PORTS)]
+    pub scan_ports: Vec<u16>,
+    /// Do not look for servers on any port: only --server ones.
+    #[arg(long)]
+    pub no_scan: bool,
+    /// The host or address the hub reaches this machine's servers at
+    /// (default: the address the hub sees the agent's heartbeats from).
+    #[arg(long, value_name = "HOST")]
+    pub advertise: Option<String>,
 }
 
 /// What the agent keeps between starts.
@@ -67,6 +87,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dir = state_dir(args.state_dir)?;
     let file = dir.join(CREDENTIAL_FILE);
     let stop = super::shutdown_token();
+    let scan: &[u16] = if args.no_scan { &[] } else { &args.scan_ports };
+    let mut finder = servers::Finder::new(&args.servers, scan, &args.hub)?;
     let kept = read_credential(&file)?;
     let node = match kept {
         Some(kept) if kept.hub == args.hub => kept,
@@ -98,7 +120,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             kept
         }
     };
-    heartbeats(&node, &stop).await
+    heartbeats(&node, &mut finder, args.advertise.as_deref(), &stop).await
 }
 
 /// Joins with the token, trying again while the hub cannot be reached; a
@@ -147,6 +169,8 @@ async fn join(
 /// hub no longer takes ends the agent, saying so.
 async fn heartbeats(
     node: &Credential,
+    finder: &mut servers::Finder,
+    advertise: Option<&str>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let api = Api::new(&node.hub, Some(node.credential.clone()));
@@ -154,9 +178,15 @@ async fn heartbeats(
     let mut every = Duration::from_secs(10);
     let mut away = false;
     loop {
+        let servers = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            servers = finder.look() => servers,
+        };
         let beat = NodeHeartbeat {
             version: VERSION.to_string(),
             facts: facts(),
+            servers,
+            address: advertise.map(str::to_string),
         };
         let pause = match api
             .call(Method::POST, &path, Some(serde_json::to_value(&beat)?))
