@@ -639,6 +639,38 @@ test("the Nodes tab shows a joined machine, its GPUs and its version drift", asy
     assert.match(text, /48\.0 GiB of 64\.0 GiB/);
     assert.match(text, /RTX 4090 24\.0 GiB/);
     assert.match(await page.textContent("#nodes-summary"), /1 node, 1 not on /);
+
+    // Its agent's services, with their buttons; drain and Stop All.
+    const beat = await fetch(`${hub.url}/v1/nodes/${joined.node_id}/heartbeat`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${joined.credential}` },
+      body: JSON.stringify({ version: "0.0.9", facts: { hostname: "gpu-box", os: "linux", arch: "x86_64", cpus: 16,
+        memory_total_bytes: 64 * 2 ** 30, memory_available_bytes: 48 * 2 ** 30 },
+        services: [{ name: "llama", state: "running", pid: 42, restarts: 1, last_exit: "exited with status 1" },
+                   { name: "ollama", state: "stopped" }] }),
+    });
+    assert.equal(beat.status, 200);
+    const llama = row.locator('[data-service="llama"]');
+    await llama.waitFor();
+    assert.match(await llama.textContent(), /llama: running.*pid 42, 1 restarts, last exited with status 1/);
+    await llama.locator("button", { hasText: "Restart" }).click();
+    await page.waitForSelector("text=gpu-box: restart llama asked");
+    await row.locator('[data-service="ollama"] button', { hasText: /^Start$/ }).click();
+    await page.waitForSelector("text=gpu-box: start ollama asked");
+    await row.locator("button", { hasText: "Drain" }).click();
+    await row.locator("button", { hasText: "Undrain" }).waitFor();
+    const listed = await fetch(`${hub.url}/admin/nodes`).then((r) => r.json());
+    assert.equal(listed.nodes[0].draining, true);
+    await page.click("#stop-all");
+    await page.waitForSelector("text=every node: stop all services asked");
+    // What the agent would take: the three commands, in order.
+    const taken = await fetch(`${hub.url}/v1/nodes/${joined.node_id}/commands`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${joined.credential}` },
+      body: JSON.stringify({ wait_s: 0 }),
+    }).then((r) => r.json());
+    assert.deepEqual(taken.commands.map((c) => [c.action, c.service]),
+      [["restart", "llama"], ["start", "ollama"], ["stop", ""]]);
     await screenshot(page, "nodes");
     assert.deepEqual(errors, []);
   } finally {

@@ -60,6 +60,8 @@ pub struct HubState {
     pub(crate) machines: crate::machines::Machines,
     /// Nodes whose agents report servers, and those servers' backends.
     pub(crate) node_servers: crate::nodes::servers::Reported,
+    /// Woken when a command for a node is stored: its agent's poll looks.
+    pub(crate) node_commands: tokio::sync::Notify,
     /// The live overview, published to the dashboards watching.
     pub(crate) overview: crate::dashboard::Publisher,
     /// The address actually bound (port 0 resolved).
@@ -352,6 +354,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         workers: crate::workers::Workers::new(config.workers.clone()),
         machines: crate::machines::Machines::new(config.machines.clone()),
         node_servers: crate::nodes::servers::Reported::default(),
+        node_commands: tokio::sync::Notify::new(),
         overview: crate::dashboard::Publisher::default(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),

@@ -119,6 +119,82 @@ pub struct NodeHeartbeat {
     /// without it, the address the heartbeat came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The services the agent manages, as they are now.
+    #[serde(default)]
+    pub services: Vec<ServiceState>,
+}
+
+/// A service an agent manages (`ollama serve`, `llama-server -m ...`), as
+/// it is now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceState {
+    pub name: String,
+    /// `running`, `starting` (running, its health URL not answering yet),
+    /// `stopped`, or `backoff` (it exited; started again after a pause).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Times it was started again after exiting by itself.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How its last run ended (`exit status 1`, `signal 9`), if it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// Its health URL answered 2xx at the last look; `None` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+}
+
+/// `POST /admin/nodes/{node}/services` (one node) or `/admin/nodes/services`
+/// (every node): start, stop or restart a service, or every service
+/// without `service`; or `logs`, a service's log tail.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAction {
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+/// A command the hub has for a node's agent, and its answer once it came.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct NodeCommandInfo {
+    pub id: String,
+    pub node_id: String,
+    pub action: String,
+    /// Empty: every service of the node.
+    pub service: String,
+    /// `queued`, `sent`, `done` or `failed`.
+    pub state: String,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+    /// What the agent said: a message, or the log tail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeCommandList {
+    pub commands: Vec<NodeCommandInfo>,
+}
+
+/// `POST /v1/nodes/{id}/commands`: an agent's long poll for commands.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandPoll {
+    /// Seconds to wait for one, at most 25.
+    #[serde(default)]
+    pub wait_s: u64,
+}
+
+/// `POST /v1/nodes/{id}/commands/{command}`: the agent's answer.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAnswer {
+    pub ok: bool,
+    /// A message, or the log tail.
+    pub result: String,
 }
 
 /// A local LLM server an agent found (on a usual port, or one it was told
@@ -165,6 +241,9 @@ pub struct NodeInfo {
     pub up: bool,
     pub draining: bool,
     pub facts: NodeFacts,
+    /// The services its agent manages, as its last heartbeat said.
+    #[serde(default)]
+    pub services: Vec<ServiceState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -46,7 +46,7 @@ pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;
 pub use keys::StoredKey;
 pub use location::{Location, SQLITE_FILE};
-pub use nodes::{JoinRefused, JoinToken, Node};
+pub use nodes::{JoinRefused, JoinToken, Node, NodeCommand};
 pub use plans::{NewPlan, Plan};
 pub use wake::{Wakeup, Wakeups};
 

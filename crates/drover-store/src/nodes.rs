@@ -34,6 +34,25 @@ pub struct Node {
     pub facts: String,
     pub draining: i64,
     pub removed_unix: Option<i64>,
+    /// Its managed services as its last heartbeat reported them, JSON.
+    pub services: String,
+}
+
+/// A command the hub has for a node's agent.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NodeCommand {
+    pub id: String,
+    pub node_id: String,
+    /// `start`, `stop`, `restart` or `logs`.
+    pub action: String,
+    /// The service it is for; empty: every service of the node.
+    pub service: String,
+    pub created_ms: i64,
+    /// `queued`, `sent`, `done` or `failed`.
+    pub state: String,
+    pub sent_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub result: Option<String>,
 }
 
 /// Why a join was refused.
@@ -50,7 +69,9 @@ pub enum JoinRefused {
 const TOKEN_COLUMNS: &str =
     "id, sha256, prefix, created_unix, expires_unix, single_use, used_unix, revoked_unix";
 const NODE_COLUMNS: &str = "id, name, credential_sha256, token_id, joined_unix, last_seen_ms, \
-                            version, facts, draining, removed_unix";
+                            version, facts, draining, removed_unix, services";
+const COMMAND_COLUMNS: &str =
+    "id, node_id, action, service, created_ms, state, sent_ms, finished_ms, result";
 
 impl Store {
     pub async fn insert_join_token(&self, token: &JoinToken) -> Result<(), StoreError> {
@@ -110,7 +131,8 @@ impl Store {
     ) -> Result<Result<(), JoinRefused>, StoreError> {
         let find = format!("SELECT {TOKEN_COLUMNS} FROM join_tokens WHERE sha256 = $1");
         let insert = format!(
-            "INSERT INTO nodes ({NODE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO nodes ({NODE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         );
         Ok(on_db!(self, write, |pool, pg| {
             let mut tx = pool.begin().await?;
@@ -150,6 +172,7 @@ impl Store {
                             .bind(&node.facts)
                             .bind(node.draining)
                             .bind(node.removed_unix)
+                            .bind(&node.services)
                             .execute(&mut *tx)
                             .await?;
                         Ok(())
@@ -181,23 +204,26 @@ impl Store {
         }))
     }
 
-    /// A heartbeat at `now` (milliseconds): its version and facts.
+    /// A heartbeat at `now` (milliseconds): its version, facts and
+    /// services.
     pub async fn node_heartbeat(
         &self,
         id: &str,
         version: &str,
         facts: &str,
+        services: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
         Ok(on_db!(self, write, |pool, pg| {
             sqlx::query(
-                "UPDATE nodes SET last_seen_ms = $2, version = $3, facts = $4 \
+                "UPDATE nodes SET last_seen_ms = $2, version = $3, facts = $4, services = $5 \
                  WHERE id = $1 AND removed_unix IS NULL",
             )
             .bind(id)
             .bind(now)
             .bind(version)
             .bind(facts)
+            .bind(services)
             .execute(pool)
             .await?
             .rows_affected()
@@ -213,6 +239,120 @@ impl Store {
         Ok(on_db!(self, read, |pool, pg| {
             sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Drains (`true`) or undrains a node; whether there is such a node.
+    pub async fn set_node_draining(&self, id: &str, draining: bool) -> Result<bool, StoreError> {
+        Ok(on_db!(self, write, |pool, pg| {
+            sqlx::query("UPDATE nodes SET draining = $2 WHERE id = $1 AND removed_unix IS NULL")
+                .bind(id)
+                .bind(i64::from(draining))
+                .execute(pool)
+                .await?
+                .rows_affected()
+                == 1
+        }))
+    }
+
+    pub async fn insert_node_command(&self, command: &NodeCommand) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO node_commands ({COMMAND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        on_db!(self, write, |pool, pg| {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&command.id)
+                .bind(&command.node_id)
+                .bind(&command.action)
+                .bind(&command.service)
+                .bind(command.created_ms)
+                .bind(&command.state)
+                .bind(command.sent_ms)
+                .bind(command.finished_ms)
+                .bind(&command.result)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Takes a node's queued commands, oldest first, at most `max`: each
+    /// is marked sent, by its own conditional write, so a command two
+    /// polls race for goes to one.
+    pub async fn take_node_commands(
+        &self,
+        node_id: &str,
+        now: i64,
+        max: i64,
+    ) -> Result<Vec<NodeCommand>, StoreError> {
+        let find = format!(
+            "SELECT {COMMAND_COLUMNS} FROM node_commands \
+             WHERE node_id = $1 AND state = 'queued' ORDER BY created_ms, id LIMIT $2"
+        );
+        Ok(on_db!(self, write, |pool, pg| {
+            let mut tx = pool.begin().await?;
+            let queued: Vec<NodeCommand> = sqlx::query_as(sqlx::AssertSqlSafe(find))
+                .bind(node_id)
+                .bind(max)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut taken = Vec::new();
+            for mut command in queued {
+                let sent = sqlx::query(
+                    "UPDATE node_commands SET state = 'sent', sent_ms = $2 \
+                     WHERE id = $1 AND state = 'queued'",
+                )
+                .bind(&command.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if sent == 1 {
+                    command.state = "sent".into();
+                    command.sent_ms = Some(now);
+                    taken.push(command);
+                }
+            }
+            tx.commit().await?;
+            taken
+        }))
+    }
+
+    /// The agent's answer to a command it was sent: `done` or `failed`,
+    /// with what it said. Whether the command was this node's and waiting
+    /// for an answer.
+    pub async fn finish_node_command(
+        &self,
+        node_id: &str,
+        id: &str,
+        ok: bool,
+        result: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(on_db!(self, write, |pool, pg| {
+            sqlx::query(
+                "UPDATE node_commands SET state = $3, result = $4, finished_ms = $5 \
+                 WHERE id = $1 AND node_id = $2 AND state = 'sent'",
+            )
+            .bind(id)
+            .bind(node_id)
+            .bind(if ok { "done" } else { "failed" })
+            .bind(result)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected()
+                == 1
+        }))
+    }
+
+    pub async fn node_command(&self, id: &str) -> Result<Option<NodeCommand>, StoreError> {
+        let sql = format!("SELECT {COMMAND_COLUMNS} FROM node_commands WHERE id = $1");
+        Ok(on_db!(self, read, |pool, pg| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(pool)
                 .await?
         }))
     }

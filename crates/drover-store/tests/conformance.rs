@@ -1132,6 +1132,7 @@ fn node(id: &str) -> Node {
         facts: "{}".into(),
         draining: 0,
         removed_unix: None,
+        services: "[]".into(),
     }
 }
 
@@ -1196,13 +1197,113 @@ async fn a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked(store: &
     assert_eq!(n1.token_id, "once");
     assert!(
         store
-            .node_heartbeat("n1", "0.2.0", r#"{"cpus":2}"#, 300)
+            .node_heartbeat("n1", "0.2.0", r#"{"cpus":2}"#, r#"[{"name":"llama"}]"#, 300)
             .await
             .unwrap()
     );
     let n1 = store.node_by_credential("cred-n1").await.unwrap().unwrap();
     assert_eq!((n1.last_seen_ms, n1.version.as_str()), (300, "0.2.0"));
+    assert_eq!(n1.services, r#"[{"name":"llama"}]"#);
     assert!(store.node_by_credential("cred-n2").await.unwrap().is_none());
+}
+
+fn command(id: &str, node: &str, at: i64) -> NodeCommand {
+    NodeCommand {
+        id: id.into(),
+        node_id: node.into(),
+        action: "restart".into(),
+        service: "llama".into(),
+        created_ms: at,
+        state: "queued".into(),
+        sent_ms: None,
+        finished_ms: None,
+        result: None,
+    }
+}
+
+async fn a_nodes_commands_go_out_once_in_order_and_take_one_answer(store: &Store) {
+    let other = store.reopen().await;
+    for n in ["c1", "c2"] {
+        store
+            .insert_join_token(&join_token(&format!("t-{n}"), true, 1_000))
+            .await
+            .unwrap();
+        store
+            .join_node(&format!("sha-t-{n}"), &node(n), 200)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for (id, at) in [("cmd-b", 20), ("cmd-a", 10), ("cmd-c", 30)] {
+        store
+            .insert_node_command(&command(id, "c1", at))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_node_command(&command("cmd-other", "c2", 5))
+        .await
+        .unwrap();
+    // Two polls race (two hubs, or an agent that reconnected): a command
+    // goes to one of them, never both; what neither took, the next poll
+    // takes.
+    let (mine, theirs) = tokio::join!(
+        store.take_node_commands("c1", 100, 2),
+        other.take_node_commands("c1", 100, 2)
+    );
+    let (mine, theirs) = (mine.unwrap(), theirs.unwrap());
+    let first = mine.first().or(theirs.first()).map(|c| c.id.clone());
+    assert_eq!(first.as_deref(), Some("cmd-a"), "oldest first");
+    let mut taken: Vec<String> = mine
+        .into_iter()
+        .chain(theirs)
+        .chain(store.take_node_commands("c1", 101, 10).await.unwrap())
+        .map(|c| c.id)
+        .collect();
+    taken.sort();
+    assert_eq!(taken, ["cmd-a", "cmd-b", "cmd-c"]);
+    assert!(
+        store
+            .take_node_commands("c1", 102, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Only its node answers it, once.
+    assert!(
+        !store
+            .finish_node_command("c2", "cmd-a", true, "x", 110)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_node_command("c1", "cmd-a", false, "no such service", 110)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_node_command("c1", "cmd-a", true, "again", 111)
+            .await
+            .unwrap()
+    );
+    let a = store.node_command("cmd-a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.state.as_str(), a.result.as_deref(), a.finished_ms),
+        ("failed", Some("no such service"), Some(110))
+    );
+    // Queued, a command is not answered.
+    assert!(
+        !store
+            .finish_node_command("c2", "cmd-other", true, "x", 110)
+            .await
+            .unwrap()
+    );
+    assert!(store.set_node_draining("c2", true).await.unwrap());
+    assert!(!store.set_node_draining("nobody", true).await.unwrap());
+    let c2 = store.node_by_credential("cred-c2").await.unwrap().unwrap();
+    assert_eq!(c2.draining, 1);
 }
 
 async fn two_agents_racing_with_one_single_use_token_let_one_node_in(store: &Store) {
@@ -1345,4 +1446,5 @@ conformance!(
     a_plan_is_kept_with_its_tasks_all_or_nothing,
     a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked,
     two_agents_racing_with_one_single_use_token_let_one_node_in,
+    a_nodes_commands_go_out_once_in_order_and_take_one_answer,
 );

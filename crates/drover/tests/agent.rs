@@ -40,17 +40,35 @@ async fn hub(dir: &Path) -> Cluster {
 /// `drover agent` named `box` with a fresh join token, looking on `scan`
 /// ports and reporting `servers` besides.
 async fn agent(cluster: &Cluster, dir: &Path, scan: &[u16], servers: &[&str]) -> Agent {
-    let made = cluster.client.post("/admin/nodes/tokens", &json!({})).await;
-    assert_eq!(made.status, 200, "{}", made.text());
-    let token = made.json()["token"].as_str().unwrap().to_string();
+    agent_with(cluster, dir, scan, servers, None).await
+}
+
+fn drover() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("DROVER_") {
             cmd.env_remove(key);
         }
     }
-    cmd.args(["agent", "--hub", &cluster.hub.url(), "--name", "box"])
-        .args(["--token", &token, "--state-dir"])
+    cmd
+}
+
+async fn agent_with(
+    cluster: &Cluster,
+    dir: &Path,
+    scan: &[u16],
+    servers: &[&str],
+    config: Option<&Path>,
+) -> Agent {
+    let made = cluster.client.post("/admin/nodes/tokens", &json!({})).await;
+    assert_eq!(made.status, 200, "{}", made.text());
+    let token = made.json()["token"].as_str().unwrap().to_string();
+    let mut cmd = drover();
+    cmd.args(["agent", "--hub", &cluster.hub.url(), "--name", "box"]);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.args(["--token", &token, "--state-dir"])
         .arg(dir.join("agent"));
     if scan.is_empty() {
         cmd.arg("--no-scan");
@@ -197,5 +215,191 @@ async fn an_agent_finds_a_real_llama_server_and_the_hub_serves_it() {
     drop(llama);
     until_backend(&cluster, &name, false).await;
     cluster.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `drover nodes ARGS --hub URL`: its standard output, or its standard
+/// error when it fails.
+async fn nodes_cli(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
+    let mut cmd = drover();
+    cmd.arg("nodes")
+        .args(args)
+        .args(["--hub", &cluster.hub.url()]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The node's service `name` as its last heartbeat said.
+async fn service(cluster: &Cluster, name: &str) -> serde_json::Value {
+    let nodes = cluster.client.get("/admin/nodes").await.json();
+    nodes["nodes"][0]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn until_service(
+    cluster: &Cluster,
+    name: &str,
+    what: &str,
+    holds: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let holds = &holds;
+    wait_until_within(
+        &format!("service {name}: {what}"),
+        Duration::from_secs(20),
+        || async move { holds(&service(cluster, name).await) },
+    )
+    .await;
+    service(cluster, name).await
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_its_services_as_the_hub_says_and_a_node_drains() {
+    let dir = fresh_dir("agent-services");
+    let cluster = ClusterBuilder::new()
+        .hub(|c| {
+            quick(c, &dir);
+            c.nodes.heartbeat = Duration::from_millis(100);
+            c.queue.timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
+    let sim = SimServer::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        openai(&["m"], 2, 0),
+    )
+    .unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[services]]
+name = "sleeper"
+command = "sh"
+args = ["-c", "echo up as $WHO; exec sleep 1000"]
+env = { WHO = "sleeper" }
+
+[[services]]
+name = "crasher"
+command = "sh"
+args = ["-c", "echo boom; exit 3"]
+
+[[services]]
+name = "idle"
+command = "sleep"
+args = ["1000"]
+autostart = false
+"#,
+    )
+    .unwrap();
+    let _agent = agent_with(&cluster, &dir, &[], &[&sim.url()], Some(&config)).await;
+    let backend = format!("box:{}", port_of(&sim.url()));
+    until_backend(&cluster, &backend, true).await;
+
+    // Started with the agent; the one that exits is started again, with
+    // how it ended kept.
+    let sleeper = until_service(&cluster, "sleeper", "running", |s| s["state"] == "running").await;
+    let first = sleeper["pid"].as_u64().unwrap();
+    assert!(alive(first));
+    let crasher = until_service(&cluster, "crasher", "restarted", |s| {
+        s["restarts"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(crasher["last_exit"], "exited with status 3", "{crasher}");
+    assert_eq!(service(&cluster, "idle").await["state"], "stopped");
+    let logs = nodes_cli(&cluster, &["logs", "box", "crasher"])
+        .await
+        .unwrap();
+    assert!(logs.contains("boom\n"), "{logs}");
+    let logs = nodes_cli(&cluster, &["logs", "box", "sleeper"])
+        .await
+        .unwrap();
+    assert!(logs.contains("up as sleeper"), "{logs}");
+
+    // Killed from outside: started again.
+    assert!(
+        Command::new("kill")
+            .args(["-9", &first.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let again = until_service(&cluster, "sleeper", "started again after kill -9", |s| {
+        s["state"] == "running" && s["pid"].as_u64().is_some_and(|p| p != first)
+    })
+    .await;
+    assert_eq!(again["last_exit"], "was killed by signal 9", "{again}");
+    let second = again["pid"].as_u64().unwrap();
+
+    // Restart, stop and start, from the CLI.
+    let said = nodes_cli(&cluster, &["restart", "box", "sleeper"])
+        .await
+        .unwrap();
+    assert!(said.contains("restarting: sleeper"), "{said}");
+    let third = until_service(&cluster, "sleeper", "restarted", |s| {
+        s["state"] == "running" && s["pid"].as_u64().is_some_and(|p| p != second)
+    })
+    .await["pid"]
+        .as_u64()
+        .unwrap();
+    assert!(!alive(second), "the old run is gone");
+    nodes_cli(&cluster, &["stop", "box", "sleeper"])
+        .await
+        .unwrap();
+    until_service(&cluster, "sleeper", "stopped", |s| s["state"] == "stopped").await;
+    assert!(!alive(third));
+    nodes_cli(&cluster, &["start", "box", "idle"])
+        .await
+        .unwrap();
+    until_service(&cluster, "idle", "running", |s| s["state"] == "running").await;
+    let refused = nodes_cli(&cluster, &["restart", "box", "nope"])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("no service \"nope\" on this node"),
+        "{refused}"
+    );
+
+    // Stop All.
+    nodes_cli(&cluster, &["stop", "--all"]).await.unwrap();
+    for name in ["idle", "crasher"] {
+        until_service(&cluster, name, "stopped by Stop All", |s| {
+            s["state"] == "stopped"
+        })
+        .await;
+    }
+
+    // Drained, the node's servers take no new work; undrained, they do.
+    let chat = || async {
+        cluster
+            .client
+            .post("/v1/chat/completions", &chat_body("m", "hi"))
+            .await
+    };
+    assert_eq!(chat().await.status, 200);
+    let said = nodes_cli(&cluster, &["drain", "box"]).await.unwrap();
+    assert!(said.contains("box is draining"), "{said}");
+    assert_ne!(chat().await.status, 200);
+    let nodes = cluster.client.get("/admin/nodes").await.json();
+    assert_eq!(nodes["nodes"][0]["draining"], true);
+    nodes_cli(&cluster, &["undrain", "box"]).await.unwrap();
+    assert_eq!(chat().await.status, 200);
+    cluster.shutdown().await;
+    sim.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,8 +3,10 @@
 //! trades it once for a node credential, which it keeps and sends with
 //! every heartbeat. Only SHA-256s of tokens and credentials are stored,
 //! in the store every hub on it shares. A node not heard from for three
-//! heartbeats is down. `servers.rs`: the LLM servers agents report.
+//! heartbeats is down. `servers.rs`: the LLM servers agents report;
+//! `commands.rs`: what the hub asks of agents (their services, drain).
 
+pub mod commands;
 pub mod servers;
 
 use drover_proto::nodes::{
@@ -192,6 +194,7 @@ pub async fn join(hub: &HubState, asked: JoinRequest) -> Result<Joined, ApiError
             .map_err(|e| ApiError::Internal(e.to_string()))?,
         draining: 0,
         removed_unix: None,
+        services: "[]".into(),
     };
     let prefix: String = asked.token.chars().take(TOKEN_PREFIX.len() + 6).collect();
     match store
@@ -221,6 +224,32 @@ pub async fn join(hub: &HubState, asked: JoinRequest) -> Result<Joined, ApiError
     }
 }
 
+/// The node whose credential this is, which must be node `id`'s: no
+/// credential is a 401, another node's a 403.
+pub async fn authenticate(
+    hub: &HubState,
+    id: &str,
+    credential: Option<&str>,
+) -> Result<Node, ApiError> {
+    let store = &crate::routes::store_of(hub)?.store;
+    let Some(credential) = credential else {
+        return Err(ApiError::Unauthorized(
+            "a node's calls need its credential: send Authorization: Bearer <credential>".into(),
+        ));
+    };
+    match store.node_by_credential(&digest(credential)).await? {
+        Some(node) if node.id == id => Ok(node),
+        Some(_) => Err(ApiError::Forbidden(format!(
+            "this credential is another node's, not {:?}'s",
+            crate::error::echo(id)
+        ))),
+        None => Err(ApiError::Unauthorized(
+            "the node credential is not valid (the node was removed, or it is not this hub's): join again with a new token"
+                .into(),
+        )),
+    }
+}
+
 /// A node's heartbeat, with its credential: its facts kept, and whether
 /// it should run or drain.
 pub async fn heartbeat(
@@ -230,31 +259,12 @@ pub async fn heartbeat(
     peer: std::net::IpAddr,
     beat: NodeHeartbeat,
 ) -> Result<NodeState, ApiError> {
+    let node = authenticate(hub, id, credential).await?;
     let store = &crate::routes::store_of(hub)?.store;
-    let Some(credential) = credential else {
-        return Err(ApiError::Unauthorized(
-            "a heartbeat needs the node's credential: send Authorization: Bearer <credential>"
-                .into(),
-        ));
-    };
-    let node = match store.node_by_credential(&digest(credential)).await? {
-        Some(node) if node.id == id => node,
-        Some(_) => {
-            return Err(ApiError::Forbidden(format!(
-                "this credential is another node's, not {:?}'s",
-                crate::error::echo(id)
-            )));
-        }
-        None => {
-            return Err(ApiError::Unauthorized(
-                "the node credential is not valid (the node was removed, or it is not this hub's): join again with a new token"
-                    .into(),
-            ));
-        }
-    };
     check_version(&beat.version)?;
     check_facts(&beat.facts)?;
     servers::check(&beat.servers)?;
+    commands::check_services(&beat.services)?;
     let address = match beat.address.as_deref() {
         Some(a) if a.is_empty() || a.len() > MAX_TEXT || a.contains(['/', '@', ' ']) => {
             return Err(bad(
@@ -267,8 +277,16 @@ pub async fn heartbeat(
     };
     let facts =
         serde_json::to_string(&beat.facts).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let services =
+        serde_json::to_string(&beat.services).map_err(|e| ApiError::Internal(e.to_string()))?;
     store
-        .node_heartbeat(&node.id, &beat.version, &facts, crate::jobs::now_ms())
+        .node_heartbeat(
+            &node.id,
+            &beat.version,
+            &facts,
+            &services,
+            crate::jobs::now_ms(),
+        )
         .await?;
     servers::apply(hub, &node, &address, &beat.facts, beat.servers);
     Ok(NodeState {
@@ -295,6 +313,7 @@ pub fn info(n: Node, now_ms: i64, heartbeat: std::time::Duration) -> NodeInfo {
     NodeInfo {
         up: now_ms - n.last_seen_ms <= grace_ms,
         facts: serde_json::from_str(&n.facts).unwrap_or_default(),
+        services: serde_json::from_str(&n.services).unwrap_or_default(),
         id: n.id,
         name: n.name,
         version: n.version,

@@ -38,6 +38,8 @@ struct Live {
     seen: Instant,
     /// Its backends' names.
     backends: BTreeSet<String>,
+    /// Its backends take no new work: the node drains.
+    drained: bool,
 }
 
 /// A heartbeat's servers, checked against what one machine runs: a 400
@@ -112,6 +114,7 @@ pub fn apply(
     hub.machines.reported(&node.name, facts);
     let now = hub.dispatcher.now();
     let mut names = BTreeSet::new();
+    let mut added = Vec::new();
     for server in servers {
         let Some((url, port)) = reachable(&server.url, address) else {
             continue;
@@ -134,6 +137,7 @@ pub fn apply(
                 match hub.add_reported_backend(&spec) {
                     Ok(entry) => {
                         tracing::info!(target: "drover::action", node = %node.name, backend = %name, url = %drover_backends::redact(&url), kind = %server.kind, "a node's server joined the fleet");
+                        added.push(name.clone());
                         entry
                     }
                     // Configured too: the hub probes it itself.
@@ -153,25 +157,63 @@ pub fn apply(
         };
         crate::prober::observe(hub, &entry, started, result);
     }
-    let gone = {
+    let draining = node.draining != 0;
+    let (gone, to_drain) = {
         let mut nodes = drover_core::sync::lock(&hub.node_servers.nodes);
         let live = nodes.entry(node.id.clone()).or_insert_with(|| Live {
             name: node.name.clone(),
             seen: Instant::now(),
             backends: BTreeSet::new(),
+            drained: false,
         });
         live.seen = Instant::now();
         let before = std::mem::replace(&mut live.backends, names);
-        before
-            .difference(&live.backends)
-            .cloned()
-            .collect::<Vec<_>>()
+        let gone: Vec<String> = before.difference(&live.backends).cloned().collect();
+        // The node's drain, set on any hub, reaches its servers here: all
+        // of them when it changed, the new ones while it holds.
+        let to_drain: Vec<String> = if live.drained != draining {
+            live.drained = draining;
+            live.backends.iter().cloned().collect()
+        } else if draining {
+            added
+        } else {
+            Vec::new()
+        };
+        (gone, to_drain)
     };
+    drain_backends(hub, &to_drain, draining);
     for name in gone {
         if hub.remove_backend(&name) {
             tracing::info!(target: "drover::action", node = %node.name, backend = %name, "a node's server is gone: it left the fleet");
         }
     }
+}
+
+fn drain_backends(hub: &HubState, names: &[String], draining: bool) {
+    for name in names {
+        if let Some(entry) = hub.registry.by_name(name) {
+            hub.dispatcher.apply(drover_scheduler::Event::Draining {
+                backend: entry.id,
+                draining,
+            });
+        }
+    }
+}
+
+/// Drains (or undrains) the servers this hub has of a node, at once: new
+/// requests go elsewhere, running ones finish.
+pub fn set_draining(hub: &HubState, node: &str, draining: bool) {
+    let names: Vec<String> = {
+        let mut nodes = drover_core::sync::lock(&hub.node_servers.nodes);
+        match nodes.get_mut(node) {
+            Some(live) => {
+                live.drained = draining;
+                live.backends.iter().cloned().collect()
+            }
+            None => Vec::new(),
+        }
+    };
+    drain_backends(hub, &names, draining);
 }
 
 fn owned_by(hub: &HubState, node: &str, backend: &str) -> bool {

@@ -64,6 +64,11 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
             "/admin/nodes/tokens/{id}",
             axum::routing::delete(nodes::revoke_token),
         )
+        .route("/admin/nodes/services", post(nodes::all_services))
+        .route("/admin/nodes/commands/{id}", get(nodes::command))
+        .route("/admin/nodes/{node}/services", post(nodes::node_services))
+        .route("/admin/nodes/{node}/drain", post(nodes::drain))
+        .route("/admin/nodes/{node}/undrain", post(nodes::undrain))
         .route("/admin/workers/{id}/drain", post(workers::drain))
         .route("/admin/workers/{id}/undrain", post(workers::undrain))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -108,6 +113,11 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/workers/{id}/poll", post(workers::poll))
         .route("/v1/nodes/join", post(nodes::join))
         .route("/v1/nodes/{id}/heartbeat", post(nodes::heartbeat))
+        .route("/v1/nodes/{id}/commands", post(nodes::poll_commands))
+        .route(
+            "/v1/nodes/{id}/commands/{command}",
+            post(nodes::answer_command),
+        )
         .route(
             "/v1/files",
             get(files::list)

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use drover_proto::nodes::{
-    CreateJoinToken, JoinRequest, JoinTokenInfo, JoinTokenList, Joined, NodeHeartbeat, NodeList,
-    NodeState,
+    CommandAnswer, CommandPoll, CreateJoinToken, JoinRequest, JoinTokenInfo, JoinTokenList, Joined,
+    NodeCommandInfo, NodeCommandList, NodeHeartbeat, NodeList, NodeState, ServiceAction,
 };
 use http::{HeaderMap, StatusCode};
 
@@ -82,5 +82,88 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     crate::nodes::revoke_token(&hub, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/commands", tag = "nodes", params(("id" = String, Path, description = "The node's id")), request_body = drover_proto::nodes::CommandPoll, responses((status = 200, description = "Commands for the agent, each to answer once", body = drover_proto::nodes::NodeCommandList), (status = 204, description = "None came within the wait"), (status = 401, description = "No credential, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Another node's credential", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+pub async fn poll_commands(
+    State(hub): State<Arc<HubState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    bounded(&bytes)?;
+    let asked: CommandPoll = body(&bytes, Some(CommandPoll::default()))?;
+    let node = crate::nodes::authenticate(&hub, &id, bearer(&headers)).await?;
+    let wait = std::time::Duration::from_secs(asked.wait_s);
+    let commands = crate::nodes::commands::poll(&hub, &node, wait).await?;
+    Ok(if commands.is_empty() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        Json(NodeCommandList { commands }).into_response()
+    })
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/commands/{command}", tag = "nodes", params(("id" = String, Path, description = "The node's id"), ("command" = String, Path, description = "The command's id")), request_body = drover_proto::nodes::CommandAnswer, responses((status = 204, description = "Kept"), (status = 401, description = "No credential, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Another node's credential", body = drover_proto::openai::ErrorBody), (status = 409, description = "Not a command this node took and has not answered", body = drover_proto::openai::ErrorBody), (status = 413, description = "A result over 256 KiB", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+pub async fn answer_command(
+    State(hub): State<Arc<HubState>>,
+    Path((id, command)): Path<(String, String)>,
+    headers: HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    bounded(&bytes)?;
+    let answer: CommandAnswer = body(&bytes, None)?;
+    let node = crate::nodes::authenticate(&hub, &id, bearer(&headers)).await?;
+    crate::nodes::commands::answer(&hub, &node, &command, answer.ok, &answer.result).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/admin/nodes/{node}/services", tag = "nodes", params(("node" = String, Path, description = "The node's id or name")), request_body = drover_proto::nodes::ServiceAction, responses((status = 200, description = "The command, stored for the node's agent", body = drover_proto::nodes::NodeCommandInfo), (status = 400, description = "An unknown action, or logs without a service", body = drover_proto::openai::ErrorBody), (status = 404, description = "No such node", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn node_services(
+    State(hub): State<Arc<HubState>>,
+    Path(node): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<NodeCommandInfo>, ApiError> {
+    let asked: ServiceAction = body(&bytes, None)?;
+    Ok(Json(
+        crate::nodes::commands::for_node(&hub, &node, asked).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/admin/nodes/services", tag = "nodes", request_body = drover_proto::nodes::ServiceAction, responses((status = 200, description = "Start All, Stop All, Restart All: a command for every node", body = drover_proto::nodes::NodeCommandList), (status = 400, description = "An unknown action, or logs", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn all_services(
+    State(hub): State<Arc<HubState>>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<NodeCommandList>, ApiError> {
+    let asked: ServiceAction = body(&bytes, None)?;
+    Ok(Json(NodeCommandList {
+        commands: crate::nodes::commands::for_all(&hub, asked).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/admin/nodes/commands/{id}", tag = "nodes", params(("id" = String, Path, description = "The command's id")), responses((status = 200, description = "The command, with the agent's answer once it came", body = drover_proto::nodes::NodeCommandInfo), (status = 404, description = "No such command", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn command(
+    State(hub): State<Arc<HubState>>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeCommandInfo>, ApiError> {
+    Ok(Json(crate::nodes::commands::get(&hub, &id).await?))
+}
+
+#[utoipa::path(post, path = "/admin/nodes/{node}/drain", tag = "nodes", params(("node" = String, Path, description = "The node's id or name")), responses((status = 204, description = "Draining: its servers take no new work; running requests finish"), (status = 404, description = "No such node", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn drain(
+    State(hub): State<Arc<HubState>>,
+    Path(node): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    crate::nodes::commands::set_draining(&hub, &node, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/admin/nodes/{node}/undrain", tag = "nodes", params(("node" = String, Path, description = "The node's id or name")), responses((status = 204, description = "Its servers take work again"), (status = 404, description = "No such node", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+pub async fn undrain(
+    State(hub): State<Arc<HubState>>,
+    Path(node): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    crate::nodes::commands::set_draining(&hub, &node, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }

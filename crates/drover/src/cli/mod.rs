@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lab;
 pub mod models;
+pub mod node_services;
 pub mod nodes;
 pub mod plan;
 pub mod serve;

@@ -1,5 +1,6 @@
 //! `drover nodes ls` and `drover nodes token create|ls|revoke`: the
-//! fleet's machines and the join tokens that let them in (admin key).
+//! fleet's machines and the join tokens that let them in (admin key);
+//! their services and drain are `node_services.rs`.
 
 use anyhow::Context;
 use drover_proto::nodes::{CreateJoinToken, JoinTokenInfo, JoinTokenList, NodeInfo, NodeList};
@@ -29,6 +30,18 @@ pub enum NodesCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Start a node's service, or all its services (--all: every node's).
+    Start(super::node_services::Target),
+    /// Stop a node's service, or all its services (--all: every node's).
+    Stop(super::node_services::Target),
+    /// Restart a node's service, or all its services (--all: every node's).
+    Restart(super::node_services::Target),
+    /// The tail of what a node's service printed.
+    Logs { node: String, service: String },
+    /// New requests go to other machines; running ones finish.
+    Drain { node: String },
+    /// The node's servers take work again.
+    Undrain { node: String },
 }
 
 #[derive(clap::Subcommand)]
@@ -67,6 +80,16 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
             }
             say(&node_table(&list.nodes, super::jobs::now_secs()))
         }
+        NodesCommand::Start(target) => super::node_services::act(&api, "start", target, json).await,
+        NodesCommand::Stop(target) => super::node_services::act(&api, "stop", target, json).await,
+        NodesCommand::Restart(target) => {
+            super::node_services::act(&api, "restart", target, json).await
+        }
+        NodesCommand::Logs { node, service } => {
+            super::node_services::logs(&api, &node, &service, json).await
+        }
+        NodesCommand::Drain { node } => super::node_services::drain(&api, &node, true).await,
+        NodesCommand::Undrain { node } => super::node_services::drain(&api, &node, false).await,
         NodesCommand::Token { command } => match command {
             TokenCommand::Create { ttl, reusable } => {
                 let asked = CreateJoinToken {
@@ -154,6 +177,15 @@ fn node_table(nodes: &[NodeInfo], now: i64) -> String {
                         .collect::<Vec<_>>()
                         .join(", ")
                 },
+                if n.services.is_empty() {
+                    "-".into()
+                } else {
+                    format!(
+                        "{}/{} running",
+                        n.services.iter().filter(|s| s.state == "running").count(),
+                        n.services.len()
+                    )
+                },
                 super::jobs::ago(n.last_seen_at, now),
                 n.id.clone(),
             ]
@@ -168,10 +200,11 @@ fn node_table(nodes: &[NodeInfo], now: i64) -> String {
             "CPUS",
             "MEMORY FREE",
             "GPUS",
+            "SERVICES",
             "HEARD",
             "ID",
         ],
-        &[Left, Left, Left, Right, Right, Left, Right, Left],
+        &[Left, Left, Left, Right, Right, Left, Left, Right, Left],
         &rows,
     )
 }

@@ -718,8 +718,31 @@ function renderWorkers(o) {
     : [h("tr", { key: "empty" }, h("td", { colspan: 6, class: "empty" }, "No plans yet: POST /v1/tasks/plan, or drover tasks plan \"...\"."))]);
 }
 
+// A command for nodes' agents: the hub stores it, the agent takes it at
+// once while connected, and the next heartbeat shows what came of it.
+const nodeServices = (n, action, service) =>
+  act("POST", n ? `/admin/nodes/${enc(n.id)}/services` : "/admin/nodes/services",
+    service ? { action, service } : { action },
+    () => `${n ? n.name : "every node"}: ${action} ${service || "all services"} asked`);
+const drainNode = (n, draining) => act("POST", `/admin/nodes/${enc(n.id)}/${draining ? "drain" : "undrain"}`, null,
+  () => draining ? `${n.name}: draining (new requests go to other machines; running ones finish)` : `${n.name}: taking work again`);
+const SERVICE_STATE = { running: "good", starting: "warn", backoff: "bad", stopped: "" };
+
+function serviceRow(n, s) {
+  const why = [s.pid ? `pid ${s.pid}` : "", s.restarts ? `${s.restarts} restarts` : "",
+    s.last_exit ? `last ${s.last_exit}` : "", s.healthy === false ? "health check failing" : ""].filter(Boolean).join(", ");
+  return h("div", { key: s.name, class: "service", "data-service": s.name },
+    badge(`${s.name}: ${s.state}`, SERVICE_STATE[s.state] || ""), " ",
+    h("small", { key: "why" }, why), " ",
+    s.state === "stopped"
+      ? h("button", { key: "start", onclick: () => nodeServices(n, "start", s.name) }, "Start")
+      : h("button", { key: "stop", class: "danger", onclick: () => nodeServices(n, "stop", s.name) }, "Stop"),
+    h("button", { key: "restart", onclick: () => nodeServices(n, "restart", s.name) }, "Restart"));
+}
+
 // The machines whose agents joined: up or down, their agent's version (one
-// other than the hub's is drift), CPUs, memory and GPUs.
+// other than the hub's is drift), CPUs, memory, GPUs and the services their
+// agents run, with Start All and Stop All.
 function renderNodes(o) {
   const nodes = o.nodes || [];
   const down = nodes.filter((n) => !n.up).length;
@@ -737,9 +760,14 @@ function renderNodes(o) {
           h("td", { class: "num" }, f.cpus),
           h("td", {}, `${bytes(f.memory_available_bytes)} of ${bytes(f.memory_total_bytes)}`),
           h("td", {}, f.gpus.length ? f.gpus.map((g) => h("span", { key: g.name, class: "badge" }, `${g.name} ${bytes(g.memory_total_bytes)}`)) : "–"),
-          h("td", {}, ago(o.at_ms - n.last_seen_at * 1000)));
+          h("td", {}, (n.services || []).length ? n.services.map((s) => serviceRow(n, s)) : "–"),
+          h("td", {}, ago(o.at_ms - n.last_seen_at * 1000)),
+          h("td", { class: "actions" }, n.draining
+            ? h("button", { key: "undrain", onclick: () => drainNode(n, false) }, "Undrain")
+            : h("button", { key: "drain", class: "danger", onclick: () => drainNode(n, true) }, "Drain")));
       })
-    : [h("tr", { key: "empty" }, h("td", { colspan: 7, class: "empty" }, "No nodes. Join a machine with drover agent --hub URL --token $(drover nodes token create)."))]);
+    : [h("tr", { key: "empty" }, h("td", { colspan: 9, class: "empty" }, "No nodes. Join a machine with drover agent --hub URL --token $(drover nodes token create)."))]);
+  $("nodes-all").hidden = !nodes.length;
 }
 
 // ---- wiring --------------------------------------------------------------
@@ -769,6 +797,10 @@ $("signout").hidden = !state.key;
 $("signout").addEventListener("click", () => {
   localStorage.removeItem(KEY);
   location.reload();
+});
+$("start-all").addEventListener("click", () => nodeServices(null, "start"));
+$("stop-all").addEventListener("click", () => {
+  if (confirm("Stop every service on every node?")) nodeServices(null, "stop");
 });
 $("add-backend").addEventListener("submit", (e) => {
   e.preventDefault();

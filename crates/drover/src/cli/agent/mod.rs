@@ -9,7 +9,9 @@
 //! inbound port for management (the hub reaches the servers themselves for
 //! inference).
 
+mod commands;
 mod servers;
+mod services;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,6 +60,10 @@ pub struct AgentArgs {
     /// (default: the address the hub sees the agent's heartbeats from).
     #[arg(long, value_name = "HOST")]
     pub advertise: Option<String>,
+    /// The agent's config file: the services it runs (`[[services]]` with
+    /// name, command, args, env, dir, health, autostart).
+    #[arg(long, env = "DROVER_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// What the agent keeps between starts.
@@ -87,6 +93,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let dir = state_dir(args.state_dir)?;
     let file = dir.join(CREDENTIAL_FILE);
     let stop = super::shutdown_token();
+    let config = match &args.config {
+        Some(file) => services::AgentConfig::read(file)?,
+        None => services::AgentConfig::default(),
+    };
     let scan: &[u16] = if args.no_scan { &[] } else { &args.scan_ports };
     let mut finder = servers::Finder::new(&args.servers, scan, &args.hub)?;
     let kept = read_credential(&file)?;
@@ -120,7 +130,31 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             kept
         }
     };
-    heartbeats(&node, &mut finder, args.advertise.as_deref(), &stop).await
+    let services = services::Services::start(config.services);
+    // Heartbeats and the poll for commands run side by side; either ending
+    // (stopped, or the credential refused) ends the other.
+    let done = stop.child_token();
+    let (beats, polls) = tokio::join!(
+        async {
+            let r = heartbeats(
+                &node,
+                &mut finder,
+                &services,
+                args.advertise.as_deref(),
+                &done,
+            )
+            .await;
+            done.cancel();
+            r
+        },
+        async {
+            let r = commands::run(&node, &services, &done).await;
+            done.cancel();
+            r
+        }
+    );
+    services.shutdown().await;
+    beats.and(polls)
 }
 
 /// Joins with the token, trying again while the hub cannot be reached; a
@@ -170,6 +204,7 @@ async fn join(
 async fn heartbeats(
     node: &Credential,
     finder: &mut servers::Finder,
+    services: &services::Services,
     advertise: Option<&str>,
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
@@ -187,6 +222,7 @@ async fn heartbeats(
             facts: facts(),
             servers,
             address: advertise.map(str::to_string),
+            services: services.states(),
         };
         let pause = match api
             .call(Method::POST, &path, Some(serde_json::to_value(&beat)?))
