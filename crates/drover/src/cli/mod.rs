@@ -5,6 +5,7 @@ pub mod backend_arg;
 pub mod backends;
 pub mod demo;
 pub mod http;
+pub mod install;
 pub mod jobs;
 pub mod keys;
 pub mod lab;

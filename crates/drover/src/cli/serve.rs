@@ -9,6 +9,7 @@ use drover_hub::HubConfig;
 use tokio::net::TcpListener;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServeArgs {
     /// A drover.toml; DROVER_* variables override its fields.
     #[arg(long, env = "DROVER_CONFIG")]
@@ -53,6 +54,15 @@ pub struct ServeArgs {
     #[arg(long, env = "DROVER_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: u16,
+    #[command(subcommand)]
+    pub action: Option<ServeAction>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ServeAction {
+    /// Write a systemd unit and environment file (a launchd plist on
+    /// macOS) that run the hub as a service; --dry-run only prints them.
+    Install(super::install::ServeInstallArgs),
 }
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<HubConfig> {
@@ -153,6 +163,9 @@ pub fn client_urls(scheme: &str, addr: SocketAddr) -> String {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(ServeAction::Install(install)) = args.action {
+        return super::install::serve(install);
+    }
     super::init_logging("info");
     let config = load_config(&args)?;
     let listener = bind(&config.listen).await?;

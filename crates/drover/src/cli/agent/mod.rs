@@ -30,6 +30,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AgentArgs {
     /// The hub's URL.
     #[arg(long, env = "DROVER_HUB", default_value = DEFAULT_HUB)]
@@ -64,6 +65,15 @@ pub struct AgentArgs {
     /// name, command, args, env, dir, health, autostart).
     #[arg(long, env = "DROVER_AGENT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum AgentAction {
+    /// Write a systemd unit and environment file (a launchd plist on
+    /// macOS) that run the agent as a service; --dry-run only prints them.
+    Install(super::install::AgentInstallArgs),
 }
 
 /// What the agent keeps between starts.
@@ -90,6 +100,9 @@ fn state_dir(asked: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(AgentAction::Install(install)) = args.action {
+        return super::install::agent(install);
+    }
     let dir = state_dir(args.state_dir)?;
     let file = dir.join(CREDENTIAL_FILE);
     let stop = super::shutdown_token();
