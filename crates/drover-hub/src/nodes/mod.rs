@@ -259,6 +259,7 @@ pub async fn heartbeat(
     peer: std::net::IpAddr,
     beat: NodeHeartbeat,
 ) -> Result<NodeState, ApiError> {
+    let read_at = std::time::Instant::now();
     let node = authenticate(hub, id, credential).await?;
     let store = &crate::routes::store_of(hub)?.store;
     check_version(&beat.version)?;
@@ -288,7 +289,7 @@ pub async fn heartbeat(
             crate::jobs::now_ms(),
         )
         .await?;
-    servers::apply(hub, &node, &address, &beat.facts, beat.servers);
+    servers::apply(hub, &node, read_at, &address, &beat.facts, beat.servers);
     Ok(NodeState {
         state: if node.draining != 0 { "drain" } else { "run" }.into(),
         heartbeat_ms: heartbeat_ms(hub),

@@ -40,6 +40,10 @@ struct Live {
     backends: BTreeSet<String>,
     /// Its backends take no new work: the node drains.
     drained: bool,
+    /// When an operator last drained or undrained it here: a heartbeat
+    /// that read the node before then carries the old word, and is not
+    /// followed.
+    drain_set: Option<Instant>,
 }
 
 /// A heartbeat's servers, checked against what one machine runs: a 400
@@ -104,9 +108,11 @@ fn reachable(url: &str, node: &str) -> Option<(String, u16)> {
 /// Applies one heartbeat's servers: `address` is where the node's servers
 /// are reached (the agent's `--advertise`, else where the heartbeat came
 /// from).
+/// `read_at`: when `node` was read from the store.
 pub fn apply(
     hub: &Arc<HubState>,
     node: &Node,
+    read_at: Instant,
     address: &str,
     facts: &NodeFacts,
     servers: Vec<NodeServer>,
@@ -165,23 +171,26 @@ pub fn apply(
             seen: Instant::now(),
             backends: BTreeSet::new(),
             drained: false,
+            drain_set: None,
         });
         live.seen = Instant::now();
         let before = std::mem::replace(&mut live.backends, names);
         let gone: Vec<String> = before.difference(&live.backends).cloned().collect();
         // The node's drain, set on any hub, reaches its servers here: all
-        // of them when it changed, the new ones while it holds.
-        let to_drain: Vec<String> = if live.drained != draining {
+        // of them when it changed, the new ones while it holds. A node
+        // read before this hub's operator changed it says the old word.
+        let stale = live.drain_set.is_some_and(|at| at > read_at);
+        let to_drain: Vec<String> = if !stale && live.drained != draining {
             live.drained = draining;
             live.backends.iter().cloned().collect()
-        } else if draining {
+        } else if live.drained {
             added
         } else {
             Vec::new()
         };
-        (gone, to_drain)
+        (gone, (to_drain, live.drained))
     };
-    drain_backends(hub, &to_drain, draining);
+    drain_backends(hub, &to_drain.0, to_drain.1);
     for name in gone {
         if hub.remove_backend(&name) {
             tracing::info!(target: "drover::action", node = %node.name, backend = %name, "a node's server is gone: it left the fleet");
@@ -208,6 +217,7 @@ pub fn set_draining(hub: &HubState, node: &str, draining: bool) {
         match nodes.get_mut(node) {
             Some(live) => {
                 live.drained = draining;
+                live.drain_set = Some(Instant::now());
                 live.backends.iter().cloned().collect()
             }
             None => Vec::new(),
