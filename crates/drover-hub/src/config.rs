@@ -225,12 +225,17 @@ pub struct NodesConfig {
     /// How often an agent heartbeats; three missed and its node is down.
     #[serde(deserialize_with = "duration")]
     pub heartbeat: Duration,
+    /// How long a node's new build has to heartbeat the hub after an
+    /// update before its agent rolls back to the old one by itself.
+    #[serde(deserialize_with = "duration")]
+    pub update_deadline: Duration,
 }
 
 impl Default for NodesConfig {
     fn default() -> Self {
         NodesConfig {
             heartbeat: Duration::from_secs(10),
+            update_deadline: Duration::from_secs(60),
         }
     }
 }

@@ -60,6 +60,8 @@ mod observe;
 mod openapi;
 mod prober;
 mod registry;
+mod releases;
+mod rollouts;
 mod routes;
 mod server;
 mod stall_io;

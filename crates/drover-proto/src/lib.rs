@@ -27,5 +27,6 @@ pub mod nodes;
 pub mod ollama;
 pub mod openai;
 pub mod queue;
+pub mod releases;
 pub mod vllm;
 pub mod workers;

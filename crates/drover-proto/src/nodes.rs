@@ -172,6 +172,11 @@ pub struct NodeCommandInfo {
     /// What the agent said: a message, or the log tail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// What else it carries: an update's `version`, `sha256` and
+    /// `deadline_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub args: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -37,6 +37,7 @@ mod lock;
 mod nodes;
 mod open;
 mod plans;
+mod releases;
 mod settings;
 mod wake;
 
@@ -48,6 +49,7 @@ pub use keys::StoredKey;
 pub use location::{Location, SQLITE_FILE};
 pub use nodes::{JoinRefused, JoinToken, Node, NodeCommand};
 pub use plans::{NewPlan, Plan};
+pub use releases::{Release, Rollout};
 pub use wake::{Wakeup, Wakeups};
 
 use sqlx::{PgPool, SqlitePool};

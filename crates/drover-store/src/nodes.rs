@@ -52,7 +52,11 @@ pub struct NodeCommand {
     pub state: String,
     pub sent_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+    /// What the agent said: a message, or the log tail.
     pub result: Option<String>,
+    /// What else it carries (JSON): an update's version, SHA-256 and
+    /// health deadline; empty for none.
+    pub args: String,
 }
 
 /// Why a join was refused.
@@ -71,7 +75,7 @@ const TOKEN_COLUMNS: &str =
 const NODE_COLUMNS: &str = "id, name, credential_sha256, token_id, joined_unix, last_seen_ms, \
                             version, facts, draining, removed_unix, services";
 const COMMAND_COLUMNS: &str =
-    "id, node_id, action, service, created_ms, state, sent_ms, finished_ms, result";
+    "id, node_id, action, service, created_ms, state, sent_ms, finished_ms, result, args";
 
 impl Store {
     pub async fn insert_join_token(&self, token: &JoinToken) -> Result<(), StoreError> {
@@ -258,7 +262,8 @@ impl Store {
 
     pub async fn insert_node_command(&self, command: &NodeCommand) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO node_commands ({COMMAND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO node_commands ({COMMAND_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         );
         on_db!(self, write, |pool, pg| {
             sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -271,6 +276,7 @@ impl Store {
                 .bind(command.sent_ms)
                 .bind(command.finished_ms)
                 .bind(&command.result)
+                .bind(&command.args)
                 .execute(pool)
                 .await?;
         });

@@ -1218,6 +1218,7 @@ fn command(id: &str, node: &str, at: i64) -> NodeCommand {
         sent_ms: None,
         finished_ms: None,
         result: None,
+        args: String::new(),
     }
 }
 

@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "drover",
-    version,
+    version = cli::VERSION,
     about = "One fast, reliable OpenAI-compatible endpoint for a fleet of local LLM servers"
 )]
 struct Cli {
@@ -59,6 +59,8 @@ enum Command {
     Bench(drover_bench::BenchArgs),
     /// How many models and slots fit in a node's memory, and what throughput that buys.
     Plan(cli::plan::PlanArgs),
+    /// Builds of drover kept by the hub for node agents to update to.
+    Release(cli::release::ReleaseArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +98,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => drover_bench::run(args).await,
             Command::Lab(args) => cli::lab::run(args),
             Command::Plan(args) => cli::plan::run(args).await,
+            Command::Release(args) => cli::release::run(args).await,
         }
     });
     match result {

@@ -55,6 +55,7 @@ pub fn check_services(services: &[ServiceState]) -> Result<(), ApiError> {
 
 pub fn info(c: NodeCommand) -> NodeCommandInfo {
     NodeCommandInfo {
+        args: serde_json::from_str(&c.args).ok(),
         id: c.id,
         node_id: c.node_id,
         action: c.action,
@@ -115,6 +116,7 @@ async fn enqueue(
     hub: &HubState,
     node: &Node,
     asked: &ServiceAction,
+    args: Option<serde_json::Value>,
 ) -> Result<NodeCommandInfo, ApiError> {
     let store = &crate::routes::store_of(hub)?.store;
     let command = NodeCommand {
@@ -127,6 +129,7 @@ async fn enqueue(
         sent_ms: None,
         finished_ms: None,
         result: None,
+        args: args.map(|a| a.to_string()).unwrap_or_default(),
     };
     store.insert_node_command(&command).await?;
     tracing::info!(target: "drover::action", node = %node.name, action = %command.action, service = %command.service, command = %command.id, "a command for a node");
@@ -142,7 +145,19 @@ pub async fn for_node(
 ) -> Result<NodeCommandInfo, ApiError> {
     check_action(&asked)?;
     let node = find_node(hub, which).await?;
-    enqueue(hub, &node, &asked).await
+    enqueue(hub, &node, &asked, None).await
+}
+
+/// A command only the hub itself gives (a roll-out's `update`), with what
+/// it carries.
+pub async fn for_node_with(
+    hub: &HubState,
+    which: &str,
+    asked: &ServiceAction,
+    args: serde_json::Value,
+) -> Result<NodeCommandInfo, ApiError> {
+    let node = find_node(hub, which).await?;
+    enqueue(hub, &node, asked, Some(args)).await
 }
 
 /// Start All, Stop All, Restart All: the command for every node.
@@ -157,7 +172,7 @@ pub async fn for_all(
     let store = &crate::routes::store_of(hub)?.store;
     let mut made = Vec::new();
     for node in store.nodes().await? {
-        made.push(enqueue(hub, &node, &asked).await?);
+        made.push(enqueue(hub, &node, &asked, None).await?);
     }
     Ok(made)
 }

@@ -15,6 +15,7 @@ pub(crate) mod models;
 pub(crate) mod nodes;
 pub(crate) mod ops;
 pub(crate) mod queue;
+pub(crate) mod releases;
 pub(crate) mod tasks;
 pub(crate) mod webhook_secret;
 pub(crate) mod workers;
@@ -65,6 +66,18 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
             axum::routing::delete(nodes::revoke_token),
         )
         .route("/admin/nodes/services", post(nodes::all_services))
+        .route("/admin/releases", get(releases::list))
+        .route(
+            "/admin/releases/{version}",
+            axum::routing::put(releases::publish).layer(axum::extract::DefaultBodyLimit::max(
+                crate::releases::MAX_BYTES,
+            )),
+        )
+        .route(
+            "/admin/rollouts",
+            get(releases::rollouts).post(releases::start_rollout),
+        )
+        .route("/admin/rollouts/{id}", get(releases::rollout))
         .route("/admin/nodes/commands/{id}", get(nodes::command))
         .route("/admin/nodes/{node}/services", post(nodes::node_services))
         .route("/admin/nodes/{node}/drain", post(nodes::drain))
@@ -118,6 +131,7 @@ pub fn router(state: Arc<HubState>) -> Router {
             "/v1/nodes/{id}/commands/{command}",
             post(nodes::answer_command),
         )
+        .route("/v1/nodes/{id}/releases/{version}", get(releases::download))
         .route(
             "/v1/files",
             get(files::list)

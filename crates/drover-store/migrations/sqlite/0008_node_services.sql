@@ -17,7 +17,10 @@ CREATE TABLE node_commands (
     sent_ms INTEGER,
     finished_ms INTEGER,
     -- What the agent said: a message, or the log tail.
-    result TEXT
+    result TEXT,
+    -- What else the command carries (JSON): an update's version, SHA-256
+    -- and health deadline.
+    args TEXT NOT NULL DEFAULT ''
 );
 
 CREATE INDEX node_commands_queued ON node_commands (node_id, state, created_ms);

@@ -118,14 +118,7 @@ impl Api {
         let req = req.body(Full::new(payload)).with_context(|| {
             format!("cannot make a request of {url:?}: is the hub's URL right?")
         })?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .with_context(|| format!("cannot reach the hub at {}", self.base))?;
-        let status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await?.to_bytes();
+        let (status, headers, bytes) = self.exchange(req).await?;
         let json = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
@@ -135,9 +128,39 @@ impl Api {
         };
         Ok(Answer {
             status,
-            headers: parts.headers,
+            headers,
             json,
         })
+    }
+
+    /// `GET path`, its body as bytes (a build, not JSON).
+    pub async fn fetch(&self, path: &str) -> anyhow::Result<(u16, http::HeaderMap, Bytes)> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = Request::builder().method(Method::GET).uri(&url);
+        if let Some(key) = &self.key {
+            let value = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| anyhow::anyhow!("the key has characters a header cannot carry"))?;
+            req = req.header(header::AUTHORIZATION, value);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .with_context(|| format!("cannot make a request of {url:?}"))?;
+        self.exchange(req).await
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> anyhow::Result<(u16, http::HeaderMap, Bytes)> {
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .with_context(|| format!("cannot reach the hub at {}", self.base))?;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await?.to_bytes();
+        Ok((status, parts.headers, bytes))
     }
 }
 

@@ -1,5 +1,12 @@
 //! One module per subcommand, plus what they share.
 
+/// This build's version: Cargo's, unless the build was given another with
+/// `DROVER_BUILD_VERSION` (the roll-out tests build drover twice so).
+pub const VERSION: &str = match option_env!("DROVER_BUILD_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 pub mod agent;
 pub mod backend_arg;
 pub mod backends;
@@ -13,6 +20,8 @@ pub mod models;
 pub mod node_services;
 pub mod nodes;
 pub mod plan;
+pub mod release;
+pub mod rollout;
 pub mod serve;
 pub mod table;
 pub mod tasks;

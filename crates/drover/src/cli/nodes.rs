@@ -42,6 +42,15 @@ pub enum NodesCommand {
     Drain { node: String },
     /// The node's servers take work again.
     Undrain { node: String },
+    /// Update every node to a release (drover release publish), a batch
+    /// at a time; halts at the first batch with a node that failed.
+    Update {
+        #[arg(long)]
+        version: String,
+        /// Nodes updated at once.
+        #[arg(long, default_value_t = 1)]
+        batch: u32,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -89,6 +98,9 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
             super::node_services::logs(&api, &node, &service, json).await
         }
         NodesCommand::Drain { node } => super::node_services::drain(&api, &node, true).await,
+        NodesCommand::Update { version, batch } => {
+            super::rollout::update(&api, version, batch, json).await
+        }
         NodesCommand::Undrain { node } => super::node_services::drain(&api, &node, false).await,
         NodesCommand::Token { command } => match command {
             TokenCommand::Create { ttl, reusable } => {

@@ -17,17 +17,20 @@ use crate::cli::http::Api;
 const WAIT_S: u64 = 25;
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
+/// Polls until stopped; `Some` when an update is ready to take this
+/// build's place (its command is answered by the build that ends it).
 pub async fn run(
     node: &Credential,
     services: &Services,
+    state: &std::path::Path,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<super::update::Prepared>> {
     let api = Api::new(&node.hub, Some(node.credential.clone()));
     let path = format!("/v1/nodes/{}/commands", node.node_id);
     let mut pause = Duration::from_millis(500);
     loop {
         let polled = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => return Ok(None),
             r = api.call(Method::POST, &path, Some(json!({"wait_s": WAIT_S}))) => r,
         };
         let wait = match polled {
@@ -37,13 +40,28 @@ pub async fn run(
                     let id = c["id"].as_str().unwrap_or_default();
                     let action = c["action"].as_str().unwrap_or_default();
                     let service = c["service"].as_str().unwrap_or_default();
-                    let (ok, result) = match services.command(action, service) {
+                    let done = if action == "update" {
+                        match super::update::prepare(&api, node, state, id, &c["args"]).await {
+                            Ok(Some(prepared)) => return Ok(Some(prepared)),
+                            Ok(None) => Ok(format!("already on {}", crate::cli::VERSION)),
+                            Err(why) => Err(why),
+                        }
+                    } else {
+                        services.command(action, service)
+                    };
+                    let (ok, result) = match done {
                         Ok(said) => (true, said),
                         Err(why) => (false, why),
                     };
+                    let what = match (action, service) {
+                        ("update", _) => {
+                            format!("to {}", c["args"]["version"].as_str().unwrap_or("?"))
+                        }
+                        (_, "") => "all".to_string(),
+                        (_, one) => one.to_string(),
+                    };
                     eprintln!(
-                        "agent: {action} {}: {}",
-                        if service.is_empty() { "all" } else { service },
+                        "agent: {action} {what}: {}",
                         if ok { "done" } else { result.as_str() }
                     );
                     let answer = api
@@ -74,7 +92,7 @@ pub async fn run(
             }
         };
         tokio::select! {
-            () = stop.cancelled() => return Ok(()),
+            () = stop.cancelled() => return Ok(None),
             () = tokio::time::sleep(wait) => {}
         }
     }

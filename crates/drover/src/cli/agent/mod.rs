@@ -12,6 +12,7 @@
 mod commands;
 mod servers;
 mod services;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +26,12 @@ use super::http::Api;
 
 /// Where `drover serve` listens unless told otherwise.
 const DEFAULT_HUB: &str = "http://127.0.0.1:8700";
-const VERSION: &str = env!("CARGO_PKG_VERSION");
+use super::VERSION;
+
+/// A build made with `DROVER_BUILD_BROKEN_HEARTBEAT` set heartbeats a path
+/// the hub does not serve: a real build that fails its health check after
+/// an update, for the roll-out's rollback test. Never set otherwise.
+const BROKEN_HEARTBEAT: bool = option_env!("DROVER_BUILD_BROKEN_HEARTBEAT").is_some();
 /// The longest wait between two tries to reach a hub that does not answer.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
@@ -143,17 +149,26 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             kept
         }
     };
+    let api = Api::new(&node.hub, Some(node.credential.clone()));
+    let on_start = update::on_start(&dir);
+    if let update::OnStart::Failed(pending) = &on_start {
+        update::report_failure(&api, &node, &dir, pending).await;
+    }
     let services = services::Services::start(config.services);
-    // Heartbeats and the poll for commands run side by side; either ending
-    // (stopped, or the credential refused) ends the other.
+    // Heartbeats, the poll for commands and, after an update, the new
+    // build's trial run side by side; any of them ending (stopped, the
+    // credential refused, an update to carry out, a failed trial) ends the
+    // others.
     let done = stop.child_token();
-    let (beats, polls) = tokio::join!(
+    let healthy = tokio::sync::Notify::new();
+    let (beats, polls, trial) = tokio::join!(
         async {
             let r = heartbeats(
                 &node,
                 &mut finder,
                 &services,
                 args.advertise.as_deref(),
+                &healthy,
                 &done,
             )
             .await;
@@ -161,13 +176,34 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             r
         },
         async {
-            let r = commands::run(&node, &services, &done).await;
+            let r = commands::run(&node, &services, &dir, &done).await;
             done.cancel();
             r
+        },
+        async {
+            let update::OnStart::Trial(pending) = on_start else {
+                return None;
+            };
+            tokio::select! {
+                () = done.cancelled() => None,
+                r = update::trial(&api, &node, &dir, &pending, &healthy) => match r {
+                    Ok(()) => None,
+                    Err(why) => {
+                        done.cancel();
+                        Some((pending, why))
+                    }
+                },
+            }
         }
     );
     services.shutdown().await;
-    beats.and(polls)
+    if let Some((pending, why)) = trial {
+        return Err(update::roll_back(&dir, pending, why));
+    }
+    if let Ok(Some(prepared)) = polls {
+        return Err(update::switch(prepared));
+    }
+    beats.and(polls.map(|_| ()))
 }
 
 /// Joins with the token, trying again while the hub cannot be reached; a
@@ -219,10 +255,15 @@ async fn heartbeats(
     finder: &mut servers::Finder,
     services: &services::Services,
     advertise: Option<&str>,
+    healthy: &tokio::sync::Notify,
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let api = Api::new(&node.hub, Some(node.credential.clone()));
-    let path = format!("/v1/nodes/{}/heartbeat", node.node_id);
+    let path = format!(
+        "/v1/nodes/{}/heartbeat{}",
+        node.node_id,
+        if BROKEN_HEARTBEAT { "-broken" } else { "" }
+    );
     let mut every = Duration::from_secs(10);
     let mut away = false;
     loop {
@@ -242,6 +283,7 @@ async fn heartbeats(
             .await
         {
             Ok((200, body)) => {
+                healthy.notify_one();
                 if std::mem::take(&mut away) {
                     eprintln!("agent: {} answers again", node.hub);
                 }
