@@ -404,7 +404,8 @@ fn facts() -> NodeFacts {
 }
 
 /// The machine's GPUs with their memory, where it can tell without
-/// privileges: NVIDIA's through `nvidia-smi`, AMD's from sysfs.
+/// privileges: NVIDIA's through `nvidia-smi`, AMD's from sysfs, Apple's
+/// from `system_profiler` and `sysctl`.
 fn gpus() -> Vec<Gpu> {
     let mut gpus = std::process::Command::new("nvidia-smi")
         .args([
@@ -419,6 +420,7 @@ fn gpus() -> Vec<Gpu> {
         .map(|out| nvidia(&String::from_utf8_lossy(&out.stdout)))
         .unwrap_or_default();
     gpus.extend(amd(Path::new("/sys/class/drm")));
+    gpus.extend(apple_gpus());
     gpus
 }
 
@@ -478,6 +480,74 @@ fn amd(drm: &Path) -> Vec<Gpu> {
         .collect()
 }
 
+/// Apple's GPUs, on macOS: `system_profiler SPDisplaysDataType -json` for
+/// their names, `sysctl -n hw.memsize` for the memory one shares with the
+/// machine (Apple silicon).
+fn apple_gpus() -> Vec<Gpu> {
+    if !cfg!(target_os = "macos") {
+        return Vec::new();
+    }
+    let run = |program: &str, args: &[&str]| -> Option<String> {
+        std::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let memory = run("sysctl", &["-n", "hw.memsize"])
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0);
+    run("system_profiler", &["SPDisplaysDataType", "-json"])
+        .map(|json| apple(&json, memory))
+        .unwrap_or_default()
+}
+
+/// GPUs from `system_profiler SPDisplaysDataType -json`: one with its own
+/// memory says it (`spdisplays_vram`, "8 GB"); one that shares the
+/// machine's (Apple silicon) gets what Metal lets a GPU use by default,
+/// three quarters of `memory`.
+fn apple(json: &str, memory: u64) -> Vec<Gpu> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    doc["SPDisplaysDataType"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            let name = g["sppci_model"].as_str().or(g["_name"].as_str())?;
+            let own = ["spdisplays_vram", "spdisplays_vram_shared"]
+                .iter()
+                .find_map(|k| g[*k].as_str().and_then(vram));
+            let shared = g["spdisplays_vendor"]
+                .as_str()
+                .is_some_and(|v| v.contains("Apple"))
+                || name.starts_with("Apple");
+            let total = own.or(shared.then_some(memory / 4 * 3))?;
+            Some(Gpu {
+                name: name.chars().take(200).collect(),
+                memory_total_bytes: total,
+                memory_used_bytes: 0,
+            })
+        })
+        .collect()
+}
+
+/// "8 GB", "1536 MB" in bytes.
+fn vram(text: &str) -> Option<u64> {
+    let mut parts = text.split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    let unit = match parts.next()? {
+        "GB" => 1 << 30,
+        "MB" => 1 << 20,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
 /// The distribution's `PRETTY_NAME`, where there is one.
 fn os_release() -> Option<String> {
     let text = std::fs::read_to_string("/etc/os-release").ok()?;
@@ -504,6 +574,30 @@ mod tests {
         let odd = nvidia("Tesla, the card, 100, 5\nNo devices were found\n[N/A], 1\n");
         assert_eq!(odd.len(), 1);
         assert_eq!(odd[0].name, "Tesla, the card");
+    }
+
+    #[test]
+    fn apple_gpus_are_read_from_system_profiler() {
+        let silicon = r#"{"SPDisplaysDataType": [{"_name": "kHW_AppleM2MaxItem",
+            "sppci_cores": "38", "sppci_model": "Apple M2 Max",
+            "spdisplays_vendor": "sppci_vendor_Apple"}]}"#;
+        let gpus = apple(silicon, 64 << 30);
+        assert_eq!(gpus.len(), 1);
+        assert_eq!(gpus[0].name, "Apple M2 Max");
+        assert_eq!(
+            gpus[0].memory_total_bytes,
+            48 << 30,
+            "three quarters of 64 GiB"
+        );
+        let intel = r#"{"SPDisplaysDataType": [
+            {"sppci_model": "Intel UHD Graphics 630", "spdisplays_vram": "1536 MB"},
+            {"sppci_model": "AMD Radeon Pro 5500M", "spdisplays_vram": "8 GB"},
+            {"sppci_model": "Unknown thing"}]}"#;
+        let gpus = apple(intel, 32 << 30);
+        assert_eq!(gpus.len(), 2, "one that says no memory is left out");
+        assert_eq!(gpus[0].memory_total_bytes, 1536 << 20);
+        assert_eq!(gpus[1].memory_total_bytes, 8 << 30);
+        assert!(apple("not json", 1).is_empty());
     }
 
     #[test]
