@@ -672,6 +672,25 @@ test("the Nodes tab shows a joined machine, its GPUs and its version drift", asy
     assert.deepEqual(taken.commands.map((c) => [c.action, c.service]),
       [["restart", "llama"], ["start", "ollama"], ["stop", ""]]);
     await screenshot(page, "nodes");
+
+    // A service's logs: the agent (here, the test with the node's
+    // credential) answers the command, and the dashboard shows the tail.
+    await llama.locator("button", { hasText: "Logs" }).click();
+    const node = { "content-type": "application/json", authorization: `Bearer ${joined.credential}` };
+    let asked;
+    for (let i = 0; i < 50 && !asked; i++) {
+      const r = await fetch(`${hub.url}/v1/nodes/${joined.node_id}/commands`, { method: "POST", headers: node, body: JSON.stringify({ wait_s: 1 }) });
+      if (r.status === 200) asked = (await r.json()).commands[0];
+    }
+    assert.deepEqual([asked.action, asked.service], ["logs", "llama"]);
+    const answered = await fetch(`${hub.url}/v1/nodes/${joined.node_id}/commands/${asked.id}`, {
+      method: "POST", headers: node, body: JSON.stringify({ ok: true, result: "main: server is listening on 127.0.0.1:8080\n" }),
+    });
+    assert.equal(answered.status, 204);
+    await page.waitForSelector("#logs-text:has-text('server is listening on 127.0.0.1:8080')");
+    assert.equal(await page.textContent("#logs-title"), "gpu-box: llama");
+    await screenshot(page, "node-logs");
+    await page.click("#logs-close");
     assert.deepEqual(errors, []);
   } finally {
     await close();

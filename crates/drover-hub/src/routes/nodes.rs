@@ -85,7 +85,7 @@ pub async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/nodes/{id}/commands", tag = "nodes", params(("id" = String, Path, description = "The node's id")), request_body = drover_proto::nodes::CommandPoll, responses((status = 200, description = "Commands for the agent, each to answer once", body = drover_proto::nodes::NodeCommandList), (status = 204, description = "None came within the wait"), (status = 401, description = "No credential, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Another node's credential", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/nodes/{id}/commands", tag = "nodes", params(("id" = String, Path, description = "The node's id")), request_body = drover_proto::nodes::CommandPoll, responses((status = 200, description = "Commands for the agent, each to answer once", body = drover_proto::nodes::NodeCommandList), (status = 204, description = "None came within the wait"), (status = 400, description = "Not a poll: wait_s is the one field", body = drover_proto::openai::ErrorBody), (status = 401, description = "No credential, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Another node's credential", body = drover_proto::openai::ErrorBody), (status = 503, description = "The store is unreachable, or the hub keeps none", body = drover_proto::openai::ErrorBody)), security(("bearer" = [])))]
 pub async fn poll_commands(
     State(hub): State<Arc<HubState>>,
     Path(id): Path<String>,
@@ -94,8 +94,8 @@ pub async fn poll_commands(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     bounded(&bytes)?;
-    let asked: CommandPoll = body(&bytes, Some(CommandPoll::default()))?;
     let node = crate::nodes::authenticate(&hub, &id, bearer(&headers)).await?;
+    let asked: CommandPoll = body(&bytes, Some(CommandPoll::default()))?;
     let wait = std::time::Duration::from_secs(asked.wait_s);
     let commands = crate::nodes::commands::poll(&hub, &node, wait).await?;
     Ok(if commands.is_empty() {
@@ -113,8 +113,8 @@ pub async fn answer_command(
     bytes: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
     bounded(&bytes)?;
-    let answer: CommandAnswer = body(&bytes, None)?;
     let node = crate::nodes::authenticate(&hub, &id, bearer(&headers)).await?;
+    let answer: CommandAnswer = body(&bytes, None)?;
     crate::nodes::commands::answer(&hub, &node, &command, answer.ok, &answer.result).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -728,6 +728,29 @@ const drainNode = (n, draining) => act("POST", `/admin/nodes/${enc(n.id)}/${drai
   () => draining ? `${n.name}: draining (new requests go to other machines; running ones finish)` : `${n.name}: taking work again`);
 const SERVICE_STATE = { running: "good", starting: "warn", backoff: "bad", stopped: "" };
 
+// A service's log tail: a command for its node's agent, whose answer is
+// waited for (up to 30 s) and shown.
+async function showLogs(n, service) {
+  const headers = { "Content-Type": "application/json" };
+  if (state.key) headers.Authorization = "Bearer " + state.key;
+  setText($("logs-title"), `${n.name}: ${service}`);
+  setText($("logs-text"), "asking its agent…");
+  $("logs").hidden = false;
+  try {
+    const asked = await fetch(`/admin/nodes/${enc(n.id)}/services`, { method: "POST", headers, body: JSON.stringify({ action: "logs", service }) });
+    let c = await asked.json();
+    if (!asked.ok) throw new Error((c.error && c.error.message) || "the hub answered " + asked.status);
+    for (let i = 0; i < 300 && (c.state === "queued" || c.state === "sent") && !$("logs").hidden; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      c = await (await fetch(`/admin/nodes/commands/${enc(c.id)}`, { headers })).json();
+    }
+    setText($("logs-text"), c.state === "done" ? (c.result || "(nothing printed yet)")
+      : c.state === "failed" ? "failed: " + c.result : "its agent has not answered: is the node up?");
+  } catch (e) {
+    setText($("logs-text"), "could not get the logs: " + e.message);
+  }
+}
+
 function serviceRow(n, s) {
   const why = [s.pid ? `pid ${s.pid}` : "", s.restarts ? `${s.restarts} restarts` : "",
     s.last_exit ? `last ${s.last_exit}` : "", s.healthy === false ? "health check failing" : ""].filter(Boolean).join(", ");
@@ -737,7 +760,8 @@ function serviceRow(n, s) {
     s.state === "stopped"
       ? h("button", { key: "start", onclick: () => nodeServices(n, "start", s.name) }, "Start")
       : h("button", { key: "stop", class: "danger", onclick: () => nodeServices(n, "stop", s.name) }, "Stop"),
-    h("button", { key: "restart", onclick: () => nodeServices(n, "restart", s.name) }, "Restart"));
+    h("button", { key: "restart", onclick: () => nodeServices(n, "restart", s.name) }, "Restart"),
+    h("button", { key: "logs", onclick: () => showLogs(n, s.name) }, "Logs"));
 }
 
 // The machines whose agents joined: up or down, their agent's version (one
@@ -799,6 +823,7 @@ $("signout").addEventListener("click", () => {
   location.reload();
 });
 $("start-all").addEventListener("click", () => nodeServices(null, "start"));
+$("logs-close").addEventListener("click", () => { $("logs").hidden = true; });
 $("stop-all").addEventListener("click", () => {
   if (confirm("Stop every service on every node?")) nodeServices(null, "stop");
 });
