@@ -53,7 +53,7 @@ for round in $(seq "$R"); do
   token=$("$DROVER" nodes token create --hub "$HUB" 2>/dev/null)
   start=$(now_ns)
   "$DROVER" agent --hub "$HUB" --token "$token" --state-dir "$dir/agent" --name bench \
-    --no-scan --scan-port "$SIM_A" --server "http://127.0.0.1:$SIM_B" 2>"$dir/agent.log" &
+    --scan-port "$SIM_A" --server "http://127.0.0.1:$SIM_B" 2>"$dir/agent.log" &
   agent=$!
   PIDS+=($agent)
   until_served model-a
