@@ -60,6 +60,8 @@ pub struct HubState {
     pub(crate) machines: crate::machines::Machines,
     /// Nodes whose agents report servers, and those servers' backends.
     pub(crate) node_servers: crate::nodes::servers::Reported,
+    /// Nodes' heartbeats, written to the store together.
+    pub(crate) node_beats: crate::nodes::beats::Beats,
     /// Woken when a command for a node is stored: its agent's poll looks.
     pub(crate) node_commands: tokio::sync::Notify,
     /// The live overview, published to the dashboards watching.
@@ -76,10 +78,7 @@ impl HubState {
         self: &Arc<Self>,
         config: &BackendSpec,
     ) -> Result<Arc<BackendEntry>, RegistryError> {
-        let entry = self.registry.add(config, &self.shutdown)?;
-        self.dispatcher.name(entry.id, &entry.name);
-        // Requests for a model nobody lists wait for its first answer.
-        self.dispatcher.apply(Event::Awaited(entry.id));
+        let entry = self.add_reported_backend(config)?;
         self.tasks.spawn(prober::run(self.clone(), entry.clone()));
         Ok(entry)
     }
@@ -92,6 +91,7 @@ impl HubState {
     ) -> Result<Arc<BackendEntry>, RegistryError> {
         let entry = self.registry.add(config, &self.shutdown)?;
         self.dispatcher.name(entry.id, &entry.name);
+        // Requests for a model nobody lists wait for its first answer.
         self.dispatcher.apply(Event::Awaited(entry.id));
         Ok(entry)
     }
@@ -355,6 +355,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         machines: crate::machines::Machines::new(config.machines.clone()),
         node_servers: crate::nodes::servers::Reported::default(),
         node_commands: tokio::sync::Notify::new(),
+        node_beats: crate::nodes::beats::Beats::default(),
         overview: crate::dashboard::Publisher::default(),
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
@@ -386,6 +387,9 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     state
         .tasks
         .spawn(crate::nodes::servers::run_sweeper(state.clone()));
+    state
+        .tasks
+        .spawn(crate::nodes::beats::run_flusher(state.clone()));
     crate::jobs::runner::start(&state);
 
     let hard_stop = CancellationToken::new();

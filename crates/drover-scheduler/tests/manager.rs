@@ -292,10 +292,10 @@ fn on_machine(id: u32, total: u64) -> BackendStatus {
     }
 }
 
-#[test]
-fn two_servers_on_one_machine_share_its_memory() {
+/// Ollama (1, holding `a`) and llama.cpp (2, listing `b`) on one 10 GB
+/// machine; each model takes 6 GB.
+fn one_machine_two_servers() -> Scheduler {
     let mut s = sched();
-    // Ollama and llama.cpp on one 10 GB machine; a third server elsewhere.
     add(
         &mut s,
         1,
@@ -308,6 +308,13 @@ fn two_servers_on_one_machine_share_its_memory() {
         vec![ModelSpec::unloaded("b", 1).with_size(6 * GB)],
         on_machine(1, 10 * GB),
     );
+    s
+}
+
+#[test]
+fn two_servers_on_one_machine_share_its_memory() {
+    // And a third server on another machine.
+    let mut s = one_machine_two_servers();
     add(
         &mut s,
         3,
@@ -330,19 +337,7 @@ fn two_servers_on_one_machine_share_its_memory() {
     assert_eq!(residency(&s, 3, "c"), Residency::Loaded);
     // While a runs, it is not evicted: b waits for it rather than
     // overfilling the machine.
-    let mut s = sched();
-    add(
-        &mut s,
-        1,
-        vec![ModelSpec::loaded("a", 1).with_size(6 * GB)],
-        on_machine(1, 10 * GB),
-    );
-    add(
-        &mut s,
-        2,
-        vec![ModelSpec::unloaded("b", 1).with_size(6 * GB)],
-        on_machine(1, 10 * GB),
-    );
+    let mut s = one_machine_two_servers();
     let d = s.submit(req(1, "a", secs(600)), secs(600)).unwrap();
     assert!(matches!(d, Admission::Dispatched(_)));
     assert!(loads(&submit_n(&mut s, 2, 1, "b", secs(601))).is_empty());

@@ -47,7 +47,7 @@ pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;
 pub use keys::StoredKey;
 pub use location::{Location, SQLITE_FILE};
-pub use nodes::{JoinRefused, JoinToken, Node, NodeCommand};
+pub use nodes::{JoinRefused, JoinToken, Node, NodeBeat, NodeCommand};
 pub use plans::{NewPlan, Plan};
 pub use releases::{Release, Rollout};
 pub use wake::{Wakeup, Wakeups};

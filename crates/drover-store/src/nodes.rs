@@ -38,6 +38,18 @@ pub struct Node {
     pub services: String,
 }
 
+/// One heartbeat as kept: what the node said, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBeat {
+    pub id: String,
+    pub version: String,
+    /// JSON.
+    pub facts: String,
+    /// JSON.
+    pub services: String,
+    pub last_seen_ms: i64,
+}
+
 /// A command the hub has for a node's agent.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct NodeCommand {
@@ -208,31 +220,31 @@ impl Store {
         }))
     }
 
-    /// A heartbeat at `now` (milliseconds): its version, facts and
-    /// services.
-    pub async fn node_heartbeat(
-        &self,
-        id: &str,
-        version: &str,
-        facts: &str,
-        services: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        Ok(on_db!(self, write, |pool, pg| {
-            sqlx::query(
-                "UPDATE nodes SET last_seen_ms = $2, version = $3, facts = $4, services = $5 \
-                 WHERE id = $1 AND removed_unix IS NULL",
-            )
-            .bind(id)
-            .bind(now)
-            .bind(version)
-            .bind(facts)
-            .bind(services)
-            .execute(pool)
-            .await?
-            .rows_affected()
-                == 1
-        }))
+    /// Heartbeats, many in one transaction: each node's version, facts,
+    /// services and when it was heard (milliseconds). A node removed
+    /// meanwhile is left as it is.
+    pub async fn node_heartbeats(&self, beats: &[NodeBeat]) -> Result<(), StoreError> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        on_db!(self, write, |pool, pg| {
+            let mut tx = pool.begin().await?;
+            for beat in beats {
+                sqlx::query(
+                    "UPDATE nodes SET last_seen_ms = $2, version = $3, facts = $4, services = $5 \
+                     WHERE id = $1 AND removed_unix IS NULL",
+                )
+                .bind(&beat.id)
+                .bind(beat.last_seen_ms)
+                .bind(&beat.version)
+                .bind(&beat.facts)
+                .bind(&beat.services)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
     }
 
     /// Every node not removed, by name.

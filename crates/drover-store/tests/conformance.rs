@@ -1195,12 +1195,26 @@ async fn a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked(store: &
     assert_eq!(ids, ["n1", "n3", "n4"], "refused joins store nothing");
     let n1 = store.node_by_credential("cred-n1").await.unwrap().unwrap();
     assert_eq!(n1.token_id, "once");
-    assert!(
-        store
-            .node_heartbeat("n1", "0.2.0", r#"{"cpus":2}"#, r#"[{"name":"llama"}]"#, 300)
-            .await
-            .unwrap()
-    );
+    let beat = |id: &str, version: &str, at: i64| NodeBeat {
+        id: id.into(),
+        version: version.into(),
+        facts: r#"{"cpus":2}"#.into(),
+        services: r#"[{"name":"llama"}]"#.into(),
+        last_seen_ms: at,
+    };
+    // Several nodes' heartbeats in one write; one of a node that is not
+    // there changes nothing.
+    store
+        .node_heartbeats(&[
+            beat("n1", "0.2.0", 300),
+            beat("n3", "0.3.0", 301),
+            beat("n9", "9", 1),
+        ])
+        .await
+        .unwrap();
+    let n3 = store.node_by_credential("cred-n3").await.unwrap().unwrap();
+    assert_eq!((n3.last_seen_ms, n3.version.as_str()), (301, "0.3.0"));
+    assert_eq!(store.nodes().await.unwrap().len(), 3);
     let n1 = store.node_by_credential("cred-n1").await.unwrap().unwrap();
     assert_eq!((n1.last_seen_ms, n1.version.as_str()), (300, "0.2.0"));
     assert_eq!(n1.services, r#"[{"name":"llama"}]"#);

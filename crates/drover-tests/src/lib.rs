@@ -23,6 +23,20 @@ pub use raw::{Raw, post_head};
 pub use drover_hub::HubConfig;
 pub use drover_sim::{Dialect, Faults, SimConfig, SimHandle};
 
+/// A command for `program` (a drover binary) without the `DROVER_*`
+/// variables of the test's own environment (scripts/test sets some), its
+/// standard input closed.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("DROVER_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// A chat request body with one user message.
 pub fn chat_body(model: &str, content: &str) -> serde_json::Value {
     serde_json::json!({

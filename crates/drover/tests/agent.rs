@@ -44,13 +44,7 @@ async fn agent(cluster: &Cluster, dir: &Path, scan: &[u16], servers: &[&str]) ->
 }
 
 fn drover() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("DROVER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    drover_tests::command(env!("CARGO_BIN_EXE_drover"))
 }
 
 async fn agent_with(

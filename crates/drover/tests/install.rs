@@ -8,13 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn drover(args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("DROVER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args).output().expect("drover runs")
+    drover_tests::command(env!("CARGO_BIN_EXE_drover"))
+        .args(args)
+        .output()
+        .expect("drover runs")
 }
 
 fn text(bytes: &[u8]) -> String {

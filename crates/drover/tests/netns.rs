@@ -17,14 +17,7 @@ use drover_tests::{Client, chat_body, wait_until_within};
 use serde_json::json;
 
 fn drover() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("DROVER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
+    drover_tests::command(env!("CARGO_BIN_EXE_drover"))
 }
 
 fn ip(args: &[&str]) {
@@ -84,7 +77,7 @@ impl Host {
 
     /// Runs `drover ARGS` on this machine.
     fn run(&mut self, args: &[&str]) {
-        let mut cmd = Command::new("sh");
+        let mut cmd = drover_tests::command("sh");
         cmd.args([
             "-c",
             "exec ip netns exec \"$0\" \"$@\"",
@@ -92,14 +85,8 @@ impl Host {
             env!("CARGO_BIN_EXE_drover"),
         ])
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("DROVER_") {
-                cmd.env_remove(key);
-            }
-        }
         self.children
             .push(cmd.spawn().expect("runs in the namespace"));
     }

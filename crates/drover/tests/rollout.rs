@@ -32,14 +32,7 @@ fn build(var: &str) -> PathBuf {
 }
 
 fn drover(exe: &Path) -> Command {
-    let mut cmd = Command::new(exe);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("DROVER_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null());
-    cmd
+    drover_tests::command(exe)
 }
 
 fn this() -> PathBuf {
@@ -65,6 +58,21 @@ async fn cli(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// `drover release publish EXE --version VERSION`.
+async fn publish(cluster: &Cluster, exe: &Path, version: &str) -> Result<String, String> {
+    cli(
+        cluster,
+        &[
+            "release",
+            "publish",
+            exe.to_str().unwrap(),
+            "--version",
+            version,
+        ],
+    )
+    .await
 }
 
 /// A machine: its own copy of this build, running `drover agent`.
@@ -179,59 +187,15 @@ async fn a_rollout_updates_nodes_in_batches_rolls_back_a_failed_build_and_refuse
     let pids: Vec<u32> = machines.iter().map(|m| m.agent.id()).collect();
 
     // Publish: the hash travels with it; a version is published once.
-    let kept = cli(
-        &cluster,
-        &[
-            "release",
-            "publish",
-            next.to_str().unwrap(),
-            "--version",
-            NEXT,
-        ],
-    )
-    .await
-    .unwrap();
+    let kept = publish(&cluster, &next, NEXT).await.unwrap();
     assert!(kept.contains(&format!("release {NEXT} kept")), "{kept}");
-    let again = cli(
-        &cluster,
-        &[
-            "release",
-            "publish",
-            next.to_str().unwrap(),
-            "--version",
-            NEXT,
-        ],
-    )
-    .await
-    .unwrap_err();
+    let again = publish(&cluster, &next, NEXT).await.unwrap_err();
     assert!(again.contains("published already"), "{again}");
-    cli(
-        &cluster,
-        &[
-            "release",
-            "publish",
-            broken.to_str().unwrap(),
-            "--version",
-            BROKEN,
-        ],
-    )
-    .await
-    .unwrap();
+    publish(&cluster, &broken, BROKEN).await.unwrap();
 
     // A build changed in the store: refused by its hash on every node, which
     // keeps running the build it has.
-    cli(
-        &cluster,
-        &[
-            "release",
-            "publish",
-            next.to_str().unwrap(),
-            "--version",
-            "0.1.0+tampered",
-        ],
-    )
-    .await
-    .unwrap();
+    publish(&cluster, &next, "0.1.0+tampered").await.unwrap();
     tamper(&dir, "0.1.0+tampered");
     let refused = cli(
         &cluster,

@@ -6,6 +6,7 @@
 //! heartbeats is down. `servers.rs`: the LLM servers agents report;
 //! `commands.rs`: what the hub asks of agents (their services, drain).
 
+pub mod beats;
 pub mod commands;
 pub mod servers;
 
@@ -261,7 +262,6 @@ pub async fn heartbeat(
 ) -> Result<NodeState, ApiError> {
     let read_at = std::time::Instant::now();
     let node = authenticate(hub, id, credential).await?;
-    let store = &crate::routes::store_of(hub)?.store;
     check_version(&beat.version)?;
     check_facts(&beat.facts)?;
     servers::check(&beat.servers)?;
@@ -280,15 +280,13 @@ pub async fn heartbeat(
         serde_json::to_string(&beat.facts).map_err(|e| ApiError::Internal(e.to_string()))?;
     let services =
         serde_json::to_string(&beat.services).map_err(|e| ApiError::Internal(e.to_string()))?;
-    store
-        .node_heartbeat(
-            &node.id,
-            &beat.version,
-            &facts,
-            &services,
-            crate::jobs::now_ms(),
-        )
-        .await?;
+    hub.node_beats.record(drover_store::NodeBeat {
+        id: node.id.clone(),
+        version: beat.version.clone(),
+        facts,
+        services,
+        last_seen_ms: crate::jobs::now_ms(),
+    });
     servers::apply(hub, &node, read_at, &address, &beat.facts, beat.servers);
     Ok(NodeState {
         state: if node.draining != 0 { "drain" } else { "run" }.into(),

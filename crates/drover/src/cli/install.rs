@@ -192,8 +192,98 @@ fn home() -> anyhow::Result<PathBuf> {
         .context("HOME is not set: say where the plist goes with --unit-dir")
 }
 
+/// What one kind of service is called where it is installed.
+struct Kind {
+    /// launchd's label.
+    label: &'static str,
+    /// systemd's unit, and its state directory under /var/lib.
+    unit: &'static str,
+    description: &'static str,
+    env_file: &'static str,
+    env_header: &'static str,
+    /// Arguments systemd's unit adds (where a system service keeps data).
+    system_args: &'static [&'static str],
+}
+
+const AGENT: Kind = Kind {
+    label: "dev.drover.agent",
+    unit: "drover-agent",
+    description: "drover node agent",
+    env_file: "/etc/drover/agent.env",
+    env_header: "# drover agent: read by drover-agent.service\n",
+    system_args: &[],
+};
+
+const HUB: Kind = Kind {
+    label: "dev.drover.hub",
+    unit: "drover",
+    description: "drover hub",
+    env_file: "/etc/drover/drover.env",
+    env_header: "# drover hub: read by drover.service (DROVER_ADMIN_KEY and other DROVER_* settings go here)\n",
+    system_args: &["--data-dir", "/var/lib/drover"],
+};
+
+/// What installing `kind` writes: `args` for the binary, `vars` for its
+/// environment.
+fn plan(
+    kind: &Kind,
+    install: &InstallArgs,
+    args: &[String],
+    vars: &[(String, String)],
+) -> anyhow::Result<Plan> {
+    let bin = binary(install.binary.as_deref())?;
+    if let Some(bad) = args.iter().find(|a| a.contains(char::is_whitespace)) {
+        bail!("{bad:?} has a space, which a unit's command line cannot carry");
+    }
+    if mac() {
+        let dir = match &install.unit_dir {
+            Some(d) => d.clone(),
+            None => home()?.join("Library/LaunchAgents"),
+        };
+        let unit_path = dir.join(format!("{}.plist", kind.label));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        return Ok(Plan {
+            unit: launchd_plist(kind.label, &bin, &args, vars)?,
+            next: format!("launchctl load -w {}", unit_path.display()),
+            unit_path,
+            env_path: PathBuf::new(),
+            env: String::new(),
+        });
+    }
+    let env_path = install
+        .env_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(kind.env_file));
+    let dir = install
+        .unit_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
+    let mut env = kind.env_header.to_string();
+    for (k, v) in vars {
+        env.push_str(&env_line(k, v)?);
+    }
+    let mut cli: Vec<&str> = args.iter().take(1).map(String::as_str).collect();
+    cli.extend(kind.system_args);
+    cli.extend(args.iter().skip(1).map(String::as_str));
+    Ok(Plan {
+        unit: systemd_unit(
+            kind.description,
+            &bin,
+            &cli.join(" "),
+            &absolute(&env_path)?,
+            kind.unit,
+        )?,
+        unit_path: dir.join(format!("{}.service", kind.unit)),
+        env_path,
+        env,
+        next: format!(
+            "systemctl daemon-reload && systemctl enable --now {}",
+            kind.unit
+        ),
+    })
+}
+
 pub fn agent(args: AgentInstallArgs) -> anyhow::Result<()> {
-    let bin = binary(args.install.binary.as_deref())?;
     let mut vars = vec![("DROVER_HUB".to_string(), args.hub.clone())];
     if let Some(token) = &args.token {
         vars.push(("DROVER_JOIN_TOKEN".into(), token.clone()));
@@ -201,112 +291,29 @@ pub fn agent(args: AgentInstallArgs) -> anyhow::Result<()> {
     if let Some(config) = &args.config {
         vars.push(("DROVER_AGENT_CONFIG".into(), absolute(config)?));
     }
-    let mut cli = vec!["agent"];
+    let mut cli = vec!["agent".to_string()];
     if let Some(name) = &args.name {
-        cli.extend(["--name", name.as_str()]);
+        cli.extend(["--name".to_string(), name.clone()]);
     }
-    let plan = if mac() {
-        let dir = match &args.install.unit_dir {
-            Some(d) => d.clone(),
-            None => home()?.join("Library/LaunchAgents"),
-        };
-        let unit_path = dir.join("dev.drover.agent.plist");
-        Plan {
-            unit: launchd_plist("dev.drover.agent", &bin, &cli, &vars)?,
-            next: format!("launchctl load -w {}", unit_path.display()),
-            unit_path,
-            env_path: PathBuf::new(),
-            env: String::new(),
-        }
-    } else {
-        let env_path = args
-            .install
-            .env_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/drover/agent.env"));
-        let dir = args
-            .install
-            .unit_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
-        let mut env = String::from("# drover agent: read by drover-agent.service\n");
-        for (k, v) in &vars {
-            env.push_str(&env_line(k, v)?);
-        }
-        Plan {
-            unit: systemd_unit(
-                "drover node agent",
-                &bin,
-                &cli.join(" "),
-                &absolute(&env_path)?,
-                "drover-agent",
-            )?,
-            unit_path: dir.join("drover-agent.service"),
-            env_path,
-            env,
-            next: "systemctl daemon-reload && systemctl enable --now drover-agent".into(),
-        }
-    };
-    carry_out(&plan, args.install.dry_run)
+    carry_out(
+        &plan(&AGENT, &args.install, &cli, &vars)?,
+        args.install.dry_run,
+    )
 }
 
 pub fn serve(args: ServeInstallArgs) -> anyhow::Result<()> {
-    let bin = binary(args.install.binary.as_deref())?;
     let mut vars = Vec::new();
     if let Some(config) = &args.config {
         vars.push(("DROVER_CONFIG".to_string(), absolute(config)?));
     }
-    let listen = args.listen.clone();
-    let plan = if mac() {
-        let dir = match &args.install.unit_dir {
-            Some(d) => d.clone(),
-            None => home()?.join("Library/LaunchAgents"),
-        };
-        let unit_path = dir.join("dev.drover.hub.plist");
-        let mut cli = vec!["serve"];
-        if let Some(l) = &listen {
-            cli.extend(["--listen", l.as_str()]);
-        }
-        Plan {
-            unit: launchd_plist("dev.drover.hub", &bin, &cli, &vars)?,
-            next: format!("launchctl load -w {}", unit_path.display()),
-            unit_path,
-            env_path: PathBuf::new(),
-            env: String::new(),
-        }
-    } else {
-        let env_path = args
-            .install
-            .env_file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/drover/drover.env"));
-        let dir = args
-            .install
-            .unit_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
-        let mut env = String::from(
-            "# drover hub: read by drover.service (DROVER_ADMIN_KEY and other DROVER_* settings go here)\n",
-        );
-        for (k, v) in &vars {
-            env.push_str(&env_line(k, v)?);
-        }
-        let mut cli = "serve --data-dir /var/lib/drover".to_string();
-        if let Some(l) = &listen {
-            if l.contains(char::is_whitespace) {
-                bail!("--listen {l:?} has a space");
-            }
-            cli.push_str(&format!(" --listen {l}"));
-        }
-        Plan {
-            unit: systemd_unit("drover hub", &bin, &cli, &absolute(&env_path)?, "drover")?,
-            unit_path: dir.join("drover.service"),
-            env_path,
-            env,
-            next: "systemctl daemon-reload && systemctl enable --now drover".into(),
-        }
-    };
-    carry_out(&plan, args.install.dry_run)
+    let mut cli = vec!["serve".to_string()];
+    if let Some(listen) = &args.listen {
+        cli.extend(["--listen".to_string(), listen.clone()]);
+    }
+    carry_out(
+        &plan(&HUB, &args.install, &cli, &vars)?,
+        args.install.dry_run,
+    )
 }
 
 fn carry_out(plan: &Plan, dry_run: bool) -> anyhow::Result<()> {
