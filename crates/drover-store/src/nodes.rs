@@ -222,7 +222,8 @@ impl Store {
 
     /// Heartbeats, many in one transaction: each node's version, facts,
     /// services and when it was heard (milliseconds). A node removed
-    /// meanwhile is left as it is.
+    /// meanwhile is left as it is, and so is one a newer heartbeat reached
+    /// first (a write never takes a node back in time).
     pub async fn node_heartbeats(&self, beats: &[NodeBeat]) -> Result<(), StoreError> {
         if beats.is_empty() {
             return Ok(());
@@ -232,7 +233,7 @@ impl Store {
             for beat in beats {
                 sqlx::query(
                     "UPDATE nodes SET last_seen_ms = $2, version = $3, facts = $4, services = $5 \
-                     WHERE id = $1 AND removed_unix IS NULL",
+                     WHERE id = $1 AND removed_unix IS NULL AND last_seen_ms <= $2",
                 )
                 .bind(&beat.id)
                 .bind(beat.last_seen_ms)

@@ -1214,6 +1214,14 @@ async fn a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked(store: &
         .unwrap();
     let n3 = store.node_by_credential("cred-n3").await.unwrap().unwrap();
     assert_eq!((n3.last_seen_ms, n3.version.as_str()), (301, "0.3.0"));
+    // An older heartbeat written late (a batch that waited) does not undo
+    // a newer one.
+    store
+        .node_heartbeats(&[beat("n3", "0.2.9", 299)])
+        .await
+        .unwrap();
+    let n3 = store.node_by_credential("cred-n3").await.unwrap().unwrap();
+    assert_eq!((n3.last_seen_ms, n3.version.as_str()), (301, "0.3.0"));
     assert_eq!(store.nodes().await.unwrap().len(), 3);
     let n1 = store.node_by_credential("cred-n1").await.unwrap().unwrap();
     assert_eq!((n1.last_seen_ms, n1.version.as_str()), (300, "0.2.0"));

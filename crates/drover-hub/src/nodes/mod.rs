@@ -280,13 +280,24 @@ pub async fn heartbeat(
         serde_json::to_string(&beat.facts).map_err(|e| ApiError::Internal(e.to_string()))?;
     let services =
         serde_json::to_string(&beat.services).map_err(|e| ApiError::Internal(e.to_string()))?;
-    hub.node_beats.record(drover_store::NodeBeat {
+    let kept = drover_store::NodeBeat {
         id: node.id.clone(),
         version: beat.version.clone(),
         facts,
         services,
         last_seen_ms: crate::jobs::now_ms(),
-    });
+    };
+    if beat.version == node.version {
+        hub.node_beats.record(kept);
+    } else {
+        // A new version is written before the answer: an updated agent
+        // says its update is done once this heartbeat is answered, and
+        // whoever reads the node then sees the version it runs.
+        crate::routes::store_of(hub)?
+            .store
+            .node_heartbeats(std::slice::from_ref(&kept))
+            .await?;
+    }
     servers::apply(hub, &node, read_at, &address, &beat.facts, beat.servers);
     Ok(NodeState {
         state: if node.draining != 0 { "drain" } else { "run" }.into(),
