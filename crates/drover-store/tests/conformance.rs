@@ -1275,8 +1275,10 @@ async fn a_nodes_commands_go_out_once_in_order_and_take_one_answer(store: &Store
         other.take_node_commands("c1", 100, 2)
     );
     let (mine, theirs) = (mine.unwrap(), theirs.unwrap());
-    let first = mine.first().or(theirs.first()).map(|c| c.id.clone());
-    assert_eq!(first.as_deref(), Some("cmd-a"), "oldest first");
+    for took in [&mine, &theirs] {
+        let at: Vec<i64> = took.iter().map(|c| c.created_ms).collect();
+        assert!(at.is_sorted(), "each poll's commands oldest first: {at:?}");
+    }
     let mut taken: Vec<String> = mine
         .into_iter()
         .chain(theirs)
