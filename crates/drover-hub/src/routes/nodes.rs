@@ -150,7 +150,7 @@ pub async fn command(
     Ok(Json(crate::nodes::commands::get(&hub, &id).await?))
 }
 
-#[utoipa::path(post, path = "/admin/nodes/{node}/drain", tag = "nodes", params(("node" = String, Path, description = "The node's id or name")), responses((status = 204, description = "Draining: its servers take no new work; running requests finish"), (status = 404, description = "No such node", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/nodes/{node}/drain", tag = "nodes", params(("node" = String, Path, description = "The node's id or name")), responses((status = 204, description = "Draining: its servers take no new work; running requests finish"), (status = 400, description = "Two nodes have this name: name one by its id", body = drover_proto::openai::ErrorBody), (status = 404, description = "No such node", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn drain(
     State(hub): State<Arc<HubState>>,
     Path(node): Path<String>,
@@ -159,7 +159,7 @@ pub async fn drain(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/admin/nodes/{node}/undrain", tag = "nodes", params(("node" = String, Path, description = "The node's id or name")), responses((status = 204, description = "Its servers take work again"), (status = 404, description = "No such node", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
+#[utoipa::path(post, path = "/admin/nodes/{node}/undrain", tag = "nodes", params(("node" = String, Path, description = "The node's id or name")), responses((status = 204, description = "Its servers take work again"), (status = 400, description = "Two nodes have this name: name one by its id", body = drover_proto::openai::ErrorBody), (status = 404, description = "No such node", body = drover_proto::openai::ErrorBody), (status = 401, description = "No admin key, or not a valid one", body = drover_proto::openai::ErrorBody), (status = 403, description = "Not an admin key, or a request from a web page", body = drover_proto::openai::ErrorBody)), security((), ("bearer" = [])))]
 pub async fn undrain(
     State(hub): State<Arc<HubState>>,
     Path(node): Path<String>,
