@@ -39,11 +39,7 @@ impl Machines {
     /// share nothing they know of).
     pub fn get(&self, name: &str) -> Option<Machine> {
         let mut known = drover_core::sync::lock(&self.known);
-        let next = MachineId(u32::try_from(known.len()).unwrap_or(u32::MAX));
-        let entry = known.entry(name.to_string()).or_insert(Known {
-            id: next,
-            reported: None,
-        });
+        let entry = known_as(&mut known, name);
         let memory = self
             .configured
             .get(name)
@@ -73,16 +69,16 @@ impl Machines {
             margin: total / 10,
             ..MemoryTerms::default()
         });
-        let mut known = drover_core::sync::lock(&self.known);
-        let next = MachineId(u32::try_from(known.len()).unwrap_or(u32::MAX));
-        known
-            .entry(name.to_string())
-            .or_insert(Known {
-                id: next,
-                reported: None,
-            })
-            .reported = reported;
+        known_as(&mut drover_core::sync::lock(&self.known), name).reported = reported;
     }
+}
+
+/// The machine `name`, known from now on under the next id.
+fn known_as<'a>(known: &'a mut BTreeMap<String, Known>, name: &str) -> &'a mut Known {
+    let id = MachineId(u32::try_from(known.len()).unwrap_or(u32::MAX));
+    known
+        .entry(name.to_string())
+        .or_insert(Known { id, reported: None })
 }
 
 #[cfg(test)]

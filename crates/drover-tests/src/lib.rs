@@ -37,6 +37,19 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     cmd
 }
 
+/// Runs `cmd` off the async runtime: its standard output when it
+/// succeeds, else its standard error.
+pub async fn output(mut cmd: std::process::Command) -> Result<String, String> {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// A chat request body with one user message.
 pub fn chat_body(model: &str, content: &str) -> serde_json::Value {
     serde_json::json!({

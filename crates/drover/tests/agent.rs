@@ -219,14 +219,7 @@ async fn nodes_cli(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
     cmd.arg("nodes")
         .args(args)
         .args(["--hub", &cluster.hub.url()]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    drover_tests::output(cmd).await
 }
 
 /// The node's service `name` as its last heartbeat said.

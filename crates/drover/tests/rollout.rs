@@ -50,14 +50,7 @@ fn version_of(exe: &Path) -> String {
 async fn cli(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
     let mut cmd = drover(&this());
     cmd.args(args).args(["--hub", &cluster.hub.url()]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    drover_tests::output(cmd).await
 }
 
 /// `drover release publish EXE --version VERSION`.

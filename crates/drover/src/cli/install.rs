@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+use super::files::write_whole;
+
 #[derive(clap::Args, Clone)]
 pub struct InstallArgs {
     /// Print what would be written, write nothing.
@@ -330,10 +332,11 @@ fn carry_out(plan: &Plan, dry_run: bool) -> anyhow::Result<()> {
         out.push_str(&format!("\n# then: {}\n", plan.next));
         return super::jobs::say(&out);
     }
-    write(&plan.unit_path, &plan.unit, 0o644)?;
+    let root = || "(run it as root?)";
+    write_whole(&plan.unit_path, plan.unit.as_bytes(), 0o644).with_context(root)?;
     let mut said = format!("wrote {}\n", plan.unit_path.display());
     if has_env {
-        write(&plan.env_path, &plan.env, 0o600)?;
+        write_whole(&plan.env_path, plan.env.as_bytes(), 0o600).with_context(root)?;
         said.push_str(&format!(
             "wrote {} (readable by its owner only)\n",
             plan.env_path.display()
@@ -341,41 +344,6 @@ fn carry_out(plan: &Plan, dry_run: bool) -> anyhow::Result<()> {
     }
     said.push_str(&format!("now run: {}\n", plan.next));
     super::jobs::say(&said)
-}
-
-/// Writes `text` to `path` whole (a file beside it, renamed over), its
-/// directory made if need be.
-fn write(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
-    let partial = dir.join(format!(
-        ".{}.partial",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("drover")
-    ));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(mode);
-    let mut out = options
-        .open(&partial)
-        .with_context(|| format!("cannot write {} (run it as root?)", partial.display()))?;
-    out.write_all(text.as_bytes())?;
-    out.sync_all()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(mode))?;
-    }
-    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

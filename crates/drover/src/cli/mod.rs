@@ -11,6 +11,7 @@ pub mod agent;
 pub mod backend_arg;
 pub mod backends;
 pub mod demo;
+pub mod files;
 pub mod http;
 pub mod install;
 pub mod jobs;

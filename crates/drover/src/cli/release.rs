@@ -6,7 +6,6 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use drover_proto::releases::{ReleaseInfo, ReleaseList};
 use http::{HeaderName, HeaderValue, Method};
-use sha2::{Digest, Sha256};
 
 use super::http::{Hub, check, segment};
 use super::jobs::{print_json, say};
@@ -41,10 +40,6 @@ pub enum ReleaseCommand {
     Ls,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub async fn run(args: ReleaseArgs) -> anyhow::Result<()> {
     let api = args.target.api();
     match args.command {
@@ -59,7 +54,7 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<()> {
             if data.is_empty() {
                 bail!("{} is empty", file.display());
             }
-            let sha256 = hex(&Sha256::digest(&data));
+            let sha256 = super::files::sha256_hex(&data);
             let header = |name: &'static str,
                           value: &str|
              -> anyhow::Result<(HeaderName, HeaderValue)> {

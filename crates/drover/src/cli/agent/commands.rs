@@ -20,12 +20,12 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 /// Polls until stopped; `Some` when an update is ready to take this
 /// build's place (its command is answered by the build that ends it).
 pub async fn run(
+    api: &Api,
     node: &Credential,
     services: &Services,
     state: &std::path::Path,
     stop: &CancellationToken,
 ) -> anyhow::Result<Option<super::update::Prepared>> {
-    let api = Api::new(&node.hub, Some(node.credential.clone()));
     let path = format!("/v1/nodes/{}/commands", node.node_id);
     let mut pause = Duration::from_millis(500);
     loop {
@@ -41,7 +41,7 @@ pub async fn run(
                     let action = c["action"].as_str().unwrap_or_default();
                     let service = c["service"].as_str().unwrap_or_default();
                     let done = if action == "update" {
-                        match super::update::prepare(&api, node, state, id, &c["args"]).await {
+                        match super::update::prepare(api, node, state, id, &c["args"]).await {
                             Ok(Some(prepared)) => return Ok(Some(prepared)),
                             Ok(None) => Ok(format!("already on {}", crate::cli::VERSION)),
                             Err(why) => Err(why),

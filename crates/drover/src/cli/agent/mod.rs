@@ -164,6 +164,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let (beats, polls, trial) = tokio::join!(
         async {
             let r = heartbeats(
+                &api,
                 &node,
                 &mut finder,
                 &services,
@@ -176,7 +177,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             r
         },
         async {
-            let r = commands::run(&node, &services, &dir, &done).await;
+            let r = commands::run(&api, &node, &services, &dir, &done).await;
             done.cancel();
             r
         },
@@ -251,6 +252,7 @@ async fn join(
 /// tried again, more slowly, for as long as it takes; a credential the
 /// hub no longer takes ends the agent, saying so.
 async fn heartbeats(
+    api: &Api,
     node: &Credential,
     finder: &mut servers::Finder,
     services: &services::Services,
@@ -258,7 +260,6 @@ async fn heartbeats(
     healthy: &tokio::sync::Notify,
     stop: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
-    let api = Api::new(&node.hub, Some(node.credential.clone()));
     let path = format!(
         "/v1/nodes/{}/heartbeat{}",
         node.node_id,
@@ -327,11 +328,11 @@ fn read_credential(file: &Path) -> anyhow::Result<Option<Credential>> {
     }
 }
 
-/// Writes the credential for its owner only, whole or not at all.
+/// Writes the credential for its owner only, whole or not at all, in a
+/// directory only its owner may enter.
 fn write_credential(dir: &Path, file: &Path, kept: &Credential) -> anyhow::Result<()> {
-    use std::io::Write;
     #[cfg(unix)]
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -339,18 +340,7 @@ fn write_credential(dir: &Path, file: &Path, kept: &Credential) -> anyhow::Resul
     builder
         .create(dir)
         .with_context(|| format!("cannot make {}", dir.display()))?;
-    let partial = dir.join(format!("{CREDENTIAL_FILE}.partial"));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut out = options
-        .open(&partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    out.write_all(&serde_json::to_vec_pretty(kept)?)?;
-    out.sync_all()?;
-    std::fs::rename(&partial, file).with_context(|| format!("cannot write {}", file.display()))?;
-    Ok(())
+    super::files::write_whole(file, &serde_json::to_vec_pretty(kept)?, 0o600)
 }
 
 /// The machine's name as the hub should show it: its host name, kept to

@@ -16,10 +16,10 @@ use anyhow::Context;
 use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::Credential;
 use crate::cli::VERSION;
+use crate::cli::files::{sha256_hex, write_whole};
 use crate::cli::http::Api;
 
 const PENDING_FILE: &str = "update.json";
@@ -51,20 +51,16 @@ pub struct Prepared {
     new_file: PathBuf,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn pending_file(state: &Path) -> PathBuf {
     state.join(PENDING_FILE)
 }
 
 fn write_pending(state: &Path, pending: &Pending) -> anyhow::Result<()> {
-    let file = pending_file(state);
-    let partial = state.join(format!("{PENDING_FILE}.partial"));
-    std::fs::write(&partial, serde_json::to_vec_pretty(pending)?)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, &file).with_context(|| format!("cannot write {}", file.display()))
+    write_whole(
+        &pending_file(state),
+        &serde_json::to_vec_pretty(pending)?,
+        0o600,
+    )
 }
 
 /// What a roll-out's `update` comes to before this build steps aside:
@@ -104,7 +100,7 @@ pub async fn prepare(
             "the hub answered the download of {version} with {status}"
         ));
     }
-    let got = hex(&Sha256::digest(&bytes));
+    let got = sha256_hex(&bytes);
     if !got.eq_ignore_ascii_case(sha256) {
         return Err(format!(
             "the downloaded build's SHA-256 is {got}, not {sha256} as the roll-out says: refused; {VERSION} keeps running"
@@ -116,9 +112,8 @@ pub async fn prepare(
         .unwrap_or("drover")
         .to_string();
     let new_file = exe.with_file_name(format!(".{name}-{version}.new"));
-    let written = write_executable(&new_file, &bytes);
-    if let Err(e) = written {
-        return Err(format!("cannot write {}: {e}", new_file.display()));
+    if let Err(e) = write_whole(&new_file, &bytes, 0o755) {
+        return Err(format!("{e:#}"));
     }
     // It must run, and be the version asked for.
     let tried = tokio::time::timeout(
@@ -168,20 +163,6 @@ pub async fn prepare(
         return Err(format!("{e:#}"));
     }
     Ok(Some(Prepared { pending, new_file }))
-}
-
-fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o755);
-    }
-    let mut out = options.open(path)?;
-    out.write_all(bytes)?;
-    out.sync_all()
 }
 
 /// Executes `exe` in this process with this run's arguments; returns only
