@@ -48,6 +48,7 @@ pub struct HubConfig {
     pub batches: BatchesConfig,
     pub workers: WorkersConfig,
     pub nodes: NodesConfig,
+    pub cluster: ClusterConfig,
     /// Machines whose servers share one memory, by name (`[machines.NAME]`;
     /// a backend says `machine = "NAME"`, a node's servers are on the
     /// node's machine).
@@ -240,6 +241,42 @@ impl Default for NodesConfig {
     }
 }
 
+/// Several hubs on one PostgreSQL database: one leads (it decides where
+/// every request goes), the others ask it for each request's slot.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Hubs with the same name on one database are one cluster.
+    pub name: String,
+    /// Where the other hubs reach this one (`http://HOST:PORT`): by
+    /// default the listener's address, or the machine's name where it
+    /// listens on every address.
+    pub advertise: Option<String>,
+    /// How long a leader's lease lasts without a renewal, on the
+    /// database's clock.
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
+    /// How often the lease is renewed (and every hub says it is alive).
+    #[serde(deserialize_with = "duration")]
+    pub renew_every: Duration,
+    /// How long a follower waits for the leader to answer a slot's request
+    /// (the request's own wait aside) before it answers 503.
+    #[serde(deserialize_with = "duration")]
+    pub grant_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: "default".into(),
+            advertise: None,
+            lease_ttl: Duration::from_secs(10),
+            renew_every: Duration::from_secs(3),
+            grant_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// One machine's memory, which every server on it fills together: the same
 /// terms as a backend's own budget (`models + slots x slot_buffer + system +
 /// margin <= memory`).
@@ -397,6 +434,7 @@ impl Default for HubConfig {
             batches: BatchesConfig::default(),
             workers: WorkersConfig::default(),
             nodes: NodesConfig::default(),
+            cluster: ClusterConfig::default(),
             machines: BTreeMap::new(),
             backends: Vec::new(),
             clients: Vec::new(),
@@ -496,6 +534,31 @@ impl HubConfig {
             return Err(ConfigError(
                 "workers.heartbeat and workers.poll_wait_max must be more than zero, workers.lease at least 1 s".into(),
             ));
+        }
+        let c = &self.cluster;
+        if c.name.is_empty()
+            || c.name.len() > 64
+            || !c
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError(
+                "cluster.name takes 1 to 64 letters, digits, '-' and '_'".into(),
+            ));
+        }
+        if c.renew_every.is_zero() || c.lease_ttl < c.renew_every * 2 || c.grant_timeout.is_zero() {
+            return Err(ConfigError(
+                "cluster.lease_ttl must be at least twice cluster.renew_every, and both and cluster.grant_timeout more than zero".into(),
+            ));
+        }
+        if let Some(a) = &c.advertise
+            && !(a.starts_with("http://") || a.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "cluster.advertise is where other hubs reach this one: http://HOST:PORT or https://HOST:PORT, not {}",
+                crate::error::echo(a)
+            )));
         }
         if self.nodes.heartbeat < Duration::from_millis(10) {
             return Err(ConfigError("nodes.heartbeat must be at least 10 ms".into()));
@@ -614,7 +677,7 @@ pub fn listen_host_port(listen: &str) -> Result<(&str, u16), String> {
 /// Every field of [`HubConfig`] an environment variable may set (the
 /// tables of arrays are for files). `every_root_can_be_set_from_the_environment`
 /// keeps it whole.
-const KNOWN_ROOTS: [&str; 16] = [
+const KNOWN_ROOTS: [&str; 17] = [
     "listen",
     "insecure",
     "admin_key",
@@ -631,6 +694,7 @@ const KNOWN_ROOTS: [&str; 16] = [
     "batches",
     "workers",
     "nodes",
+    "cluster",
 ];
 
 /// The TOML value an environment variable stands for. Its text is tried as
@@ -757,6 +821,7 @@ mod tests {
                 ("DROVER_BATCHES__MAX_LINES", "10"),
                 ("DROVER_WORKERS__HEARTBEAT", "200ms"),
                 ("DROVER_NODES__HEARTBEAT", "300ms"),
+                ("DROVER_CLUSTER__LEASE_TTL", "4s"),
             ]),
         )
         .unwrap();
@@ -779,7 +844,8 @@ mod tests {
         assert_eq!(c.batches.max_lines, 10);
         assert_eq!(c.workers.heartbeat, Duration::from_millis(200));
         assert_eq!(c.nodes.heartbeat, Duration::from_millis(300));
-        assert_eq!(KNOWN_ROOTS.len(), 16, "a new root needs a line above");
+        assert_eq!(c.cluster.lease_ttl, Duration::from_secs(4));
+        assert_eq!(KNOWN_ROOTS.len(), 17, "a new root needs a line above");
     }
 
     #[test]

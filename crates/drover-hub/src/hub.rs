@@ -66,6 +66,9 @@ pub struct HubState {
     pub(crate) node_commands: tokio::sync::Notify,
     /// The live overview, published to the dashboards watching.
     pub(crate) overview: crate::dashboard::Publisher,
+    /// This hub's place among the hubs on its store: alone, leading or
+    /// following.
+    pub(crate) cluster: Arc<crate::cluster::Cluster>,
     /// The address actually bound (port 0 resolved).
     pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
@@ -235,6 +238,17 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         }
         None => (None, false),
     };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let cluster = crate::cluster::Cluster::new(
+        config.cluster.clone(),
+        store.as_ref(),
+        config.data_dir.as_deref(),
+        crate::cluster::default_address(scheme, local_addr),
+    )?;
     let keys = Keys::open(store.clone(), config.data_dir.as_deref())
         .await
         .map_err(StartError::Keys)?;
@@ -357,6 +371,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         node_commands: tokio::sync::Notify::new(),
         node_beats: crate::nodes::beats::Beats::default(),
         overview: crate::dashboard::Publisher::default(),
+        cluster,
         tasks: TaskTracker::new(),
         shutdown: CancellationToken::new(),
         streams_stop,
@@ -381,6 +396,7 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         .spawn(model_work::run(state.clone(), model_work));
     state.tasks.spawn(crate::dashboard::run(state.clone()));
     state.tasks.spawn(watch_keys(state.clone()));
+    state.tasks.spawn(crate::cluster::run(state.clone()));
     state
         .tasks
         .spawn(crate::workers::run_sweeper(state.clone()));

@@ -40,6 +40,7 @@ mod aliases;
 pub mod batches;
 mod caller;
 mod closest;
+pub mod cluster;
 pub mod config;
 mod continuations;
 mod dashboard;
@@ -71,6 +72,14 @@ mod usage;
 mod views;
 pub mod webhook;
 pub mod workers;
+
+/// This build's version: Cargo's, unless the build was given another with
+/// `DROVER_BUILD_VERSION` (the roll-out tests build drover twice so). The
+/// hubs of a cluster and the nodes say it.
+pub const VERSION: &str = match option_env!("DROVER_BUILD_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 pub use aliases::ModelAlias;
 pub use config::{ClientConfig, HubConfig};

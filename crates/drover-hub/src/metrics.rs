@@ -373,7 +373,7 @@ impl Metrics {
         }
         // The process figures go before the OpenMetrics terminator.
         let eof = out.rfind("# EOF").unwrap_or(out.len());
-        out.insert_str(eof, &process_figures());
+        out.insert_str(eof, &(process_figures() + &role_figures(&fleet.role)));
         out
     }
 
@@ -501,6 +501,32 @@ pub struct Scrape<'a> {
     pub name_of: &'a dyn Fn(drover_core::BackendId) -> String,
     /// The jobs, where the hub keeps them.
     pub jobs: Option<JobsScrape>,
+    /// This hub's role in its cluster now.
+    pub role: crate::cluster::Role,
+}
+
+/// The hub's role, one gauge per role (1 for the one it has), and the
+/// lease's epoch it knows of.
+fn role_figures(role: &crate::cluster::Role) -> String {
+    let mut out = String::from(
+        "# HELP drover_hub_role This hub's role in its cluster: alone (no shared store), leader, follower, or leaderless.\n\
+         # TYPE drover_hub_role gauge\n",
+    );
+    for name in ["alone", "leader", "follower", "leaderless"] {
+        let _ = writeln!(
+            out,
+            "drover_hub_role{{role=\"{name}\"}} {}",
+            i64::from(role.as_str() == name)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP drover_hub_lease_epoch The epoch of the cluster's lease this hub knows of (0 where there is none).\n\
+         # TYPE drover_hub_lease_epoch gauge\n\
+         drover_hub_lease_epoch {}",
+        role.epoch()
+    );
+    out
 }
 
 /// What a scrape read of the jobs.

@@ -56,6 +56,7 @@ use crate::routes;
         routes::nodes::command,
         routes::nodes::drain,
         routes::nodes::undrain,
+        routes::hubs::list,
         routes::releases::publish,
         routes::releases::list,
         routes::releases::download,

@@ -9,7 +9,7 @@
 //! - [`ollama`], [`llamacpp`], [`vllm`]: those servers' own endpoints.
 //! - [`batch`]: OpenAI's Files and Batch API: files, batches, output lines.
 //! - [`anthropic`]: the Anthropic error shape, for `/v1/messages`.
-//! - [`admin`]: the hub's management API.
+//! - [`admin`]: the hub's management API; [`cluster`], its hubs.
 //! - [`queue`]: `GET /v1/queue`, the queue as clients may see it.
 //! - [`dashboard`]: the live overview the dashboard draws.
 //! - [`jobs`]: durable jobs (`/v1/jobs`).
@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod anthropic;
 pub mod batch;
+pub mod cluster;
 pub mod dashboard;
 pub mod discovery;
 pub mod jobs;

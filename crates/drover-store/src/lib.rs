@@ -16,7 +16,8 @@
 //! runner lost once too often) has its follow-up (its callback, which the
 //! hub makes) stored in the same transaction.
 //!
-//! Beside the jobs: nodes (the fleet's machines) and the join tokens that
+//! Beside the jobs: the cluster's lease and its hubs (several hubs on one
+//! PostgreSQL database, one of them leading, `cluster.rs`), nodes (the fleet's machines) and the join tokens that
 //! let them in, plans (a plain-language request a model turned into
 //! tasks, kept with the model's answer and the tasks' ids), API keys (every hub on the store knows the same ones),
 //! the fleet's run-time changes, and settings: named values every hub on
@@ -26,6 +27,7 @@
 //! (milliseconds since the Unix epoch), so tests move it at will.
 
 mod batches;
+mod cluster;
 mod error;
 mod files;
 mod fleet;
@@ -42,6 +44,7 @@ mod settings;
 mod wake;
 
 pub use batches::{Batch, BatchEnd, BatchFiles, BatchFilter};
+pub use cluster::{Candidate, ClusterLease, HubRow};
 pub use error::StoreError;
 pub use files::{FileFilter, NewFile, StoredFile};
 pub use job::*;

@@ -1417,6 +1417,122 @@ async fn a_plan_is_kept_with_its_tasks_all_or_nothing(store: &Store) {
     assert_eq!(ids(store.plans(None, 1).await.unwrap()), ["p2"]);
 }
 
+fn candidate<'a>(hub: &'a str, instance: &'a str) -> Candidate<'a> {
+    Candidate {
+        cluster: "c",
+        hub,
+        instance,
+        address: "http://127.0.0.1:1",
+    }
+}
+
+async fn one_hub_holds_the_lease_and_another_takes_it_once_it_runs_out(store: &Store) {
+    let (a, b) = (candidate("a", "a1"), candidate("b", "b1"));
+    let first = store.campaign(&a, 60_000).await.unwrap();
+    assert_eq!((first.instance.as_str(), first.epoch), ("a1", 1));
+    assert!(first.left_ms() > 59_000, "{first:?}");
+    // Held: another hub is told who holds it, and holds nothing.
+    let refused = store.campaign(&b, 60_000).await.unwrap();
+    assert_eq!((refused.holder.as_str(), refused.epoch), ("a", 1));
+    assert_eq!(refused.address, "http://127.0.0.1:1");
+    // Renewed by its holder: the same epoch.
+    assert_eq!(store.campaign(&a, 60_000).await.unwrap().epoch, 1);
+    assert!(store.lease_holds("c", 1).await.unwrap());
+    // A hub restarted with the same id takes it back at once, in a new
+    // epoch: its earlier process's grants are not its own.
+    let again = store.campaign(&candidate("a", "a2"), 60_000).await.unwrap();
+    assert_eq!((again.instance.as_str(), again.epoch), ("a2", 2));
+    assert!(
+        !store.lease_holds("c", 1).await.unwrap(),
+        "epoch 1 is fenced"
+    );
+    // The earlier process cannot renew in its old epoch: it is told it lost.
+    let old = store.campaign(&a, 60_000).await.unwrap();
+    assert_eq!(
+        (old.instance.as_str(), old.epoch),
+        ("a1", 3),
+        "a1 is a1's id: it takes it once more, in a new epoch"
+    );
+    // Run out (a TTL of nothing): the other hub takes it, epoch up.
+    let short = store.campaign(&a, 0).await.unwrap();
+    assert_eq!(short.left_ms(), 0);
+    let taken = store.campaign(&b, 60_000).await.unwrap();
+    assert_eq!((taken.holder.as_str(), taken.epoch), ("b", 4));
+    assert!(!store.lease_holds("c", 3).await.unwrap());
+    assert!(store.lease_holds("c", 4).await.unwrap());
+    // Resigning is only for its holder in its epoch; then the next takes
+    // it at once.
+    assert!(!store.resign("c", "a1", 4).await.unwrap());
+    assert!(store.resign("c", "b1", 4).await.unwrap());
+    let next = store.campaign(&a, 60_000).await.unwrap();
+    assert_eq!((next.holder.as_str(), next.epoch), ("a", 5));
+    // Another cluster on the same database has a lease of its own.
+    let other = Candidate {
+        cluster: "d",
+        ..candidate("b", "b1")
+    };
+    assert_eq!(store.campaign(&other, 60_000).await.unwrap().epoch, 1);
+    assert_eq!(store.lease("c").await.unwrap().unwrap().holder, "a");
+    assert!(store.lease("e").await.unwrap().is_none());
+}
+
+async fn of_hubs_racing_for_the_lease_one_wins_each_epoch(store: &Store) {
+    let ids: Vec<(String, String)> = (0..6).map(|i| (format!("h{i}"), format!("i{i}"))).collect();
+    let mut races = tokio::task::JoinSet::new();
+    for (hub, instance) in ids {
+        let store = store.clone();
+        races.spawn(async move {
+            store
+                .campaign(&candidate(&hub, &instance), 60_000)
+                .await
+                .unwrap()
+        });
+    }
+    let seen = races.join_all().await;
+    let winner = &seen[0].instance;
+    assert!(
+        seen.iter().all(|l| &l.instance == winner && l.epoch == 1),
+        "every hub is told the same holder: {seen:?}"
+    );
+}
+
+async fn hubs_say_they_are_alive_and_are_listed_while_they_are(store: &Store) {
+    let row = |id: &str, role: &str| HubRow {
+        id: id.into(),
+        instance: format!("{id}-1"),
+        address: format!("http://{id}:8700"),
+        version: "0.1.0".into(),
+        role: role.into(),
+        epoch: 1,
+        grants: 0,
+        started_ms: 1,
+        seen_ms: 0,
+    };
+    store.hub_seen("c", &row("b", "follower")).await.unwrap();
+    store.hub_seen("c", &row("a", "leader")).await.unwrap();
+    store.hub_seen("d", &row("z", "leader")).await.unwrap();
+    let (hubs, now) = store.hubs("c", 60_000).await.unwrap();
+    assert_eq!(
+        hubs.iter()
+            .map(|h| (h.id.as_str(), h.role.as_str()))
+            .collect::<Vec<_>>(),
+        [("a", "leader"), ("b", "follower")]
+    );
+    assert!(
+        hubs.iter().all(|h| (now - h.seen_ms).abs() < 60_000),
+        "seen on the database's clock"
+    );
+    let mut grown = row("b", "follower");
+    grown.grants = 7;
+    store.hub_seen("c", &grown).await.unwrap();
+    let (hubs, _) = store.hubs("c", 60_000).await.unwrap();
+    assert_eq!(hubs[1].grants, 7);
+    // Not seen within the window: not listed, and forgotten when asked.
+    assert!(store.hubs("c", -60_000).await.unwrap().0.is_empty());
+    assert_eq!(store.forget_hubs("c", -60_000).await.unwrap(), 2);
+    assert_eq!(store.hubs("d", 60_000).await.unwrap().0.len(), 1);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1472,4 +1588,7 @@ conformance!(
     a_join_token_lets_nodes_in_once_until_it_expires_or_is_revoked,
     two_agents_racing_with_one_single_use_token_let_one_node_in,
     a_nodes_commands_go_out_once_in_order_and_take_one_answer,
+    one_hub_holds_the_lease_and_another_takes_it_once_it_runs_out,
+    of_hubs_racing_for_the_lease_one_wins_each_epoch,
+    hubs_say_they_are_alive_and_are_listed_while_they_are,
 );

@@ -386,6 +386,7 @@ const MANAGEMENT: &[(Method, &str)] = &[
     (Method::GET, "/admin/workers"),
     (Method::GET, "/admin/plans"),
     (Method::GET, "/admin/nodes"),
+    (Method::GET, "/admin/hubs"),
     (Method::GET, "/admin/nodes/tokens"),
     (Method::POST, "/admin/nodes/tokens"),
     (Method::DELETE, "/admin/nodes/tokens/jt_x"),

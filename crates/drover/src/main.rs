@@ -45,6 +45,8 @@ enum Command {
     Jobs(cli::jobs::JobsArgs),
     /// The fleet's machines (up, down, their memory and GPUs) and the join tokens that let them in.
     Nodes(cli::nodes::NodesArgs),
+    /// The hubs of a cluster (several hubs on one PostgreSQL database) and which one leads.
+    Hubs(cli::hubs::HubsArgs),
     /// Join this machine to a hub with a join token, and heartbeat what it is and has.
     Agent(cli::agent::AgentArgs),
     /// Tasks for capability workers: submit, list, get, cancel; plan them from plain language.
@@ -92,6 +94,7 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(args) => cli::jobs::run(args).await,
             Command::Tasks(args) => cli::tasks::run(args).await,
             Command::Nodes(args) => cli::nodes::run(args).await,
+            Command::Hubs(args) => cli::hubs::run(args).await,
             Command::Agent(args) => cli::agent::run(args).await,
             Command::Worker(args) => cli::worker::run(args).await,
             Command::Top(args) => cli::top::run(args).await,

@@ -31,6 +31,9 @@ pub async fn run(hub: Arc<HubState>, jobs: Arc<Jobs>) {
             () = jobs.batches_woken() => {}
             () = tokio::time::sleep(jobs.config.poll_interval) => {}
         }
+        if !hub.cluster.leads() {
+            continue;
+        }
         match finish_ended(&jobs.store).await {
             Ok(()) => failing = false,
             Err(error) => {

@@ -67,6 +67,12 @@ pub(super) async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<
         if hub.shutdown.is_cancelled() {
             break;
         }
+        if !hub.cluster.leads() {
+            if hub.cluster.until_leading(&hub.shutdown).await {
+                continue;
+            }
+            break;
+        }
         let room = WINDOW.saturating_sub(jobs.callbacks_in_flight.load(Ordering::Relaxed));
         let mut more = false;
         if room > 0 {

@@ -128,6 +128,14 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>, k
         if hub.shutdown.is_cancelled() {
             break;
         }
+        // Only the cluster's leader claims: the jobs run where the
+        // scheduler that places them is.
+        if !hub.cluster.leads() {
+            if hub.cluster.until_leading(&hub.shutdown).await {
+                continue;
+            }
+            break;
+        }
         let room = window.saturating_sub(in_flight.load(Ordering::Relaxed));
         let mut more = false;
         if room > 0 {
@@ -487,6 +495,12 @@ async fn maintain(hub: Arc<HubState>, jobs: Arc<Jobs>) {
             jobs.store
                 .renew_leases(&jobs.owner, now + millis(jobs.config.lease))
                 .await?;
+            // This hub's own leases are renewed whatever its role (its
+            // jobs run to their end); giving back others' and ending
+            // overdue ones is the leader's.
+            if !hub.cluster.leads() {
+                return Ok(false);
+            }
             let rescued = jobs
                 .store
                 .rescue(Orphans::LeaseExpired, now, &callback::without_answer)

@@ -7,6 +7,7 @@ pub(crate) mod batches;
 pub(crate) mod dashboard;
 pub(crate) mod files;
 mod guard;
+pub(crate) mod hubs;
 mod inference;
 pub(crate) mod jobs;
 pub(crate) mod keys;
@@ -57,6 +58,7 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/workers", get(workers::admin_list))
         .route("/admin/plans", get(tasks::admin_plans))
         .route("/admin/nodes", get(nodes::list))
+        .route("/admin/hubs", get(hubs::list))
         .route(
             "/admin/nodes/tokens",
             get(nodes::tokens).post(nodes::create_token),

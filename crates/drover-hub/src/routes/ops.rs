@@ -101,6 +101,7 @@ pub async fn metrics(State(hub): State<Arc<HubState>>, headers: HeaderMap) -> Re
         unreachable: &unreachable,
         name_of: &|id| hub.registry.name_of(id),
         jobs,
+        role: hub.cluster.role(),
     });
     (
         [(

@@ -1,11 +1,7 @@
 //! One module per subcommand, plus what they share.
 
-/// This build's version: Cargo's, unless the build was given another with
-/// `DROVER_BUILD_VERSION` (the roll-out tests build drover twice so).
-pub const VERSION: &str = match option_env!("DROVER_BUILD_VERSION") {
-    Some(v) => v,
-    None => env!("CARGO_PKG_VERSION"),
-};
+/// This build's version (see [`drover_hub::VERSION`]).
+pub const VERSION: &str = drover_hub::VERSION;
 
 pub mod agent;
 pub mod backend_arg;
@@ -13,6 +9,7 @@ pub mod backends;
 pub mod demo;
 pub mod files;
 pub mod http;
+pub mod hubs;
 pub mod install;
 pub mod jobs;
 pub mod keys;

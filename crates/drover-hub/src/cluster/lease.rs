@@ -1,0 +1,216 @@
+//! The campaign for the cluster's lease: every `renew_every`, take it (if
+//! nobody holds it, it ran out, or it is this hub's) or renew it, and say
+//! this hub is alive. A leader whose renewal has not come back by its own
+//! deadline stops leading at that deadline, whatever the renewal is doing:
+//! from then on another hub may hold the lease.
+//!
+//! One exception keeps a lone hub serving through a store outage: a leader
+//! that saw no other hub of its cluster alive at its last look goes on
+//! deciding while the store does not answer (no other hub can take the
+//! lease from a store nobody reaches; one that does reach it was not alive
+//! a lease ago). Once the store answers, the lease says again who leads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_store::{Candidate, HubRow};
+use tokio::time::Instant;
+
+use super::{Cluster, Role};
+use crate::hub::HubState;
+
+/// Hubs not seen for this long are forgotten.
+const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Campaigns until the hub stops, then gives the lease up (so the next
+/// leader need not wait it out) and says this hub stopped.
+pub(crate) async fn run(hub: Arc<HubState>) {
+    let cluster = hub.cluster.clone();
+    let Some(store) = cluster.store.clone() else {
+        return;
+    };
+    let mut campaign = Campaign {
+        cluster: &cluster,
+        store: &store,
+        others_alive: true,
+        failing: false,
+    };
+    let mut round: u64 = 0;
+    loop {
+        campaign.round().await;
+        campaign.say_alive(&cluster.role(), round).await;
+        round += 1;
+        let deadline = match cluster.role() {
+            Role::Leader { until, .. } => Some(until),
+            _ => None,
+        };
+        tokio::select! {
+            () = hub.shutdown.cancelled() => break,
+            () = tokio::time::sleep(cluster.config.renew_every) => {}
+            () = until(deadline) => campaign.deadline_passed(),
+        }
+    }
+    if let Role::Leader { epoch, .. } = cluster.role() {
+        let resign = store.resign(&cluster.config.name, &cluster.instance, epoch);
+        match tokio::time::timeout(Duration::from_secs(2), resign).await {
+            Ok(Ok(true)) => tracing::info!("gave the cluster's lease up"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot give the cluster's lease up; the next leader waits for it to run out")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the store did not answer in time to give the lease up; the next leader waits for it to run out"
+                )
+            }
+        }
+    }
+    let stopped = Role::Leaderless {
+        reason: "stopped".into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), campaign.say_alive(&stopped, 1)).await;
+    cluster.set(stopped);
+}
+
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Campaign<'a> {
+    cluster: &'a Cluster,
+    store: &'a drover_store::Store,
+    /// Whether another hub of the cluster was alive at the last look.
+    others_alive: bool,
+    /// Whether the store failed the last round (said once, not each).
+    failing: bool,
+}
+
+impl Campaign<'_> {
+    /// Takes or renews the lease, or learns who holds it; a leader's own
+    /// deadline cuts a renewal that does not come back in time.
+    async fn round(&mut self) {
+        let c = self.cluster;
+        let candidate = Candidate {
+            cluster: &c.config.name,
+            hub: &c.hub,
+            instance: &c.instance,
+            address: &c.address,
+        };
+        let asked = Instant::now();
+        let deadline = match c.role() {
+            Role::Leader { until, .. } => Some(until),
+            _ => None,
+        };
+        let ask = self.store.campaign(&candidate, millis(c.ttl()));
+        let answered = tokio::select! {
+            a = tokio::time::timeout(c.config.renew_every, ask) => a,
+            () = until(deadline) => {
+                self.deadline_passed();
+                return;
+            }
+        };
+        match answered {
+            Ok(Ok(lease)) => {
+                if self.failing {
+                    tracing::info!("the store answers the lease's campaign again");
+                }
+                self.failing = false;
+                if lease.instance == c.instance {
+                    let left = Duration::from_millis(u64::try_from(lease.left_ms()).unwrap_or(0));
+                    c.set(Role::Leader {
+                        epoch: lease.epoch,
+                        until: asked + left,
+                    });
+                } else {
+                    c.set(Role::Follower {
+                        leader: lease.holder,
+                        address: lease.address,
+                        epoch: lease.epoch,
+                    });
+                }
+            }
+            Ok(Err(error)) => self.failed(&error.to_string()),
+            Err(_) => self.failed("the store did not answer within cluster.renew_every"),
+        }
+    }
+
+    fn failed(&mut self, error: &str) {
+        if !self.failing {
+            tracing::warn!(%error, role = self.cluster.role().as_str(), "cannot reach the store for the cluster's lease");
+        }
+        self.failing = true;
+        if let Role::Leaderless { .. } = self.cluster.role() {
+            self.cluster.set(Role::Leaderless {
+                reason: format!("the store does not answer: {error}"),
+            });
+        }
+    }
+
+    /// The leader's deadline passed without a renewal: it stops leading,
+    /// unless it was alone in its cluster (see the module's comment).
+    fn deadline_passed(&mut self) {
+        let c = self.cluster;
+        let Role::Leader { epoch, .. } = c.role() else {
+            return;
+        };
+        if !self.others_alive {
+            tracing::warn!(
+                epoch,
+                "the lease could not be renewed, but no other hub of the cluster was alive at the last look: this hub goes on deciding until the store answers"
+            );
+            c.set(Role::Leader {
+                epoch,
+                until: Instant::now() + c.ttl(),
+            });
+            return;
+        }
+        tracing::warn!(
+            epoch,
+            "the lease ran out before it could be renewed: this hub stops leading"
+        );
+        c.set(Role::Leaderless {
+            reason: "the leader's lease ran out before it could be renewed".into(),
+        });
+    }
+
+    /// Says this hub is alive and what it is now, and looks at the others
+    /// (every round while it leads, else every tenth).
+    async fn say_alive(&mut self, role: &Role, round: u64) {
+        let c = self.cluster;
+        let row = HubRow {
+            id: c.hub.clone(),
+            instance: c.instance.clone(),
+            address: c.address.clone(),
+            version: crate::VERSION.into(),
+            role: match role {
+                Role::Leaderless { reason } if reason == "stopped" => "stopped".into(),
+                other => other.as_str().into(),
+            },
+            epoch: role.epoch(),
+            grants: 0,
+            started_ms: c.started_ms,
+            seen_ms: 0,
+        };
+        if self.store.hub_seen(&c.config.name, &row).await.is_err() {
+            return;
+        }
+        if (role.leads() || round.is_multiple_of(10))
+            && let Ok((hubs, _)) = self.store.hubs(&c.config.name, millis(c.ttl())).await
+        {
+            self.others_alive = hubs.iter().any(|h| h.id != c.hub && h.role != "stopped");
+        }
+        if round % 100 == 1 {
+            let _ = self
+                .store
+                .forget_hubs(&c.config.name, FORGET_AFTER_MS)
+                .await;
+        }
+    }
+}
