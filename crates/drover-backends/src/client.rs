@@ -257,9 +257,10 @@ impl ConnState {
     }
 }
 
-/// What `https://` connections trust: the system's roots (those it can
+/// What `https://` connections trust (here and for the links between a
+/// cluster's hubs): the system's roots (those it can
 /// read) and `ca`'s certificates.
-fn tls_config(ca: Option<&std::path::Path>) -> Result<TlsConnector, String> {
+pub fn tls_config(ca: Option<&std::path::Path>) -> Result<TlsConnector, String> {
     let mut roots = RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);

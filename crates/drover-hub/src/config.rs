@@ -259,8 +259,9 @@ pub struct ClusterConfig {
     /// How often the lease is renewed (and every hub says it is alive).
     #[serde(deserialize_with = "duration")]
     pub renew_every: Duration,
-    /// How long a follower waits for the leader to answer a slot's request
-    /// (the request's own wait aside) before it answers 503.
+    /// How long a follower goes on asking while no leader answers (the
+    /// request's own wait still holds) before it answers 503: longer than
+    /// a change of leader takes (a lease, and a lease of settling).
     #[serde(deserialize_with = "duration")]
     pub grant_timeout: Duration,
 }
@@ -272,7 +273,7 @@ impl Default for ClusterConfig {
             advertise: None,
             lease_ttl: Duration::from_secs(10),
             renew_every: Duration::from_secs(3),
-            grant_timeout: Duration::from_secs(5),
+            grant_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -53,6 +53,11 @@ pub enum WaitError {
     },
     Unroutable,
     ShuttingDown,
+    /// This hub follows and no leader answered for the grant timeout: why.
+    NoLeader(String),
+    /// The leader it asked stopped, or this hub leads now: it asks again
+    /// where slots are granted now, keeping its place.
+    LeaderChanged,
 }
 
 /// A load or unload the scheduler decided, for the model manager's task
@@ -298,6 +303,36 @@ impl Dispatcher {
         let Applied { reply, decisions } = st.apply(event, now);
         self.deliver(st, decisions, now);
         reply
+    }
+
+    /// Counts a slot another hub holds on a grant from an earlier leader
+    /// ([`Event::Adopted`]): a guard that releases it, or `None` where the
+    /// backend does not list the model.
+    pub fn adopt(
+        self: &Arc<Self>,
+        backend: BackendId,
+        model: &ModelName,
+        tokens: u32,
+    ) -> Option<SlotGuard> {
+        let adopted = Event::Adopted {
+            backend,
+            model: model.clone(),
+            tokens,
+        };
+        let Reply::Changed(true) = self.apply(adopted) else {
+            return None;
+        };
+        let d = Dispatch {
+            request: RequestId(0),
+            backend,
+            model: model.clone(),
+            affinity_hit: false,
+            last_resort: false,
+            running: 0,
+            seq: 0,
+            tokens,
+        };
+        Some(SlotGuard::new(self.clone(), &d))
     }
 
     /// An operator's load: the order to carry out, or why not.
@@ -638,6 +673,9 @@ impl Drop for LeaveQueueOnDrop<'_> {
 /// grace before it is free again.
 pub struct SlotGuard {
     dispatcher: Option<Arc<Dispatcher>>,
+    /// A slot the cluster's leader granted this hub (a follower): let go
+    /// by telling the leader.
+    remote: Option<crate::cluster::link::Granted>,
     pub backend: BackendId,
     pub model: ModelName,
     pub affinity_hit: bool,
@@ -659,6 +697,7 @@ impl SlotGuard {
     fn new(dispatcher: Arc<Dispatcher>, d: &Dispatch) -> Self {
         SlotGuard {
             dispatcher: Some(dispatcher),
+            remote: None,
             backend: d.backend,
             model: d.model.clone(),
             affinity_hit: d.affinity_hit,
@@ -672,10 +711,53 @@ impl SlotGuard {
         }
     }
 
+    /// A slot the leader granted: `backend` is this hub's id for the
+    /// backend the grant names.
+    pub(crate) fn granted(
+        remote: crate::cluster::link::Granted,
+        backend: BackendId,
+        grant: &drover_proto::cluster::link::Grant,
+    ) -> Self {
+        SlotGuard {
+            dispatcher: None,
+            remote: Some(remote),
+            backend,
+            model: ModelName::new(&grant.model),
+            affinity_hit: grant.affinity_hit,
+            last_resort: grant.last_resort,
+            running: grant.running,
+            seq: grant.seq,
+            tokens: grant.tokens,
+            started: Instant::now(),
+            outcome: None,
+            permit: None,
+        }
+    }
+
+    /// Whether the leader granted it (this hub follows).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
     /// Counts the slot against a key's concurrency for as long as it is
     /// taken, lingering included.
     pub fn hold(&mut self, permit: Option<Permit>) {
         self.permit = permit;
+    }
+
+    /// Tokens of a shared context it takes ([`Dispatch::tokens`]).
+    pub fn tokens(&self) -> u32 {
+        self.tokens
+    }
+
+    /// The backend did its job in `service` (as another hub measured).
+    pub fn succeeded_in(&mut self, service: Duration) {
+        self.outcome = Some(Outcome::Success { service });
+    }
+
+    /// Its client went away: the slot lingers for the cancel grace.
+    pub fn abandoned(&mut self) {
+        self.outcome = None;
     }
 
     /// The backend did its job.
@@ -711,6 +793,12 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
+        if let Some(remote) = self.remote.take() {
+            // The leader lingers an abandoned slot for the cancel grace;
+            // the key's permit lingers here as long.
+            remote.release(self.outcome, self.permit.take());
+            return;
+        }
         if let Some(d) = self.dispatcher.take() {
             match self.outcome {
                 Some(outcome) => d.release(self.backend, &self.model, self.tokens, outcome),

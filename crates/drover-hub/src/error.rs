@@ -328,7 +328,8 @@ fn forward_status(f: &F) -> StatusCode {
         | F::ModelGone { .. }
         | F::ModelLoading { .. }
         | F::LoadFailed { .. }
-        | F::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        | F::ShuttingDown
+        | F::NoLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
         F::Upstream { .. } => StatusCode::BAD_GATEWAY,
     }
 }
@@ -353,6 +354,7 @@ fn forward_kind_and_code(f: &F) -> (&'static str, &'static str) {
         F::LoadFailed { .. } => ("server_error", "model_load_failed"),
         F::Upstream { .. } => ("server_error", "upstream_error"),
         F::ShuttingDown => ("server_error", "shutting_down"),
+        F::NoLeader { .. } => ("server_error", "no_leader"),
     }
 }
 

@@ -69,6 +69,8 @@ pub struct HubState {
     /// This hub's place among the hubs on its store: alone, leading or
     /// following.
     pub(crate) cluster: Arc<crate::cluster::Cluster>,
+    /// This hub's link to its leader, while it follows.
+    pub(crate) link: Arc<crate::cluster::link::Link>,
     /// The address actually bound (port 0 resolved).
     pub(crate) local_addr: SocketAddr,
     /// Unix time the hub started, for `created` in model listings.
@@ -342,6 +344,8 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     let clients = Arc::new(clients);
     let limiter = Arc::new(Limiter::default());
     let streams_stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let link = crate::cluster::link::Link::new(tasks.clone(), config.upstream.cancel_grace);
     let forwarder = Forwarder::new(crate::forward::Shared {
         upstream: config.upstream.clone(),
         queue_timeout: config.queue.timeout,
@@ -355,6 +359,8 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         clients: clients.clone(),
         streams_stop: streams_stop.clone(),
         ids: RequestIds::default(),
+        cluster: cluster.clone(),
+        link: link.clone(),
     });
     let state = Arc::new(HubState {
         registry,
@@ -372,7 +378,8 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         node_beats: crate::nodes::beats::Beats::default(),
         overview: crate::dashboard::Publisher::default(),
         cluster,
-        tasks: TaskTracker::new(),
+        link,
+        tasks,
         shutdown: CancellationToken::new(),
         streams_stop,
         local_addr,
@@ -397,6 +404,12 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     state.tasks.spawn(crate::dashboard::run(state.clone()));
     state.tasks.spawn(watch_keys(state.clone()));
     state.tasks.spawn(crate::cluster::run(state.clone()));
+    state.tasks.spawn(crate::cluster::link::run(
+        state.link.clone(),
+        state.cluster.clone(),
+        state.cluster.secret.clone(),
+        state.shutdown.clone(),
+    ));
     state
         .tasks
         .spawn(crate::workers::run_sweeper(state.clone()));

@@ -373,7 +373,10 @@ impl Metrics {
         }
         // The process figures go before the OpenMetrics terminator.
         let eof = out.rfind("# EOF").unwrap_or(out.len());
-        out.insert_str(eof, &(process_figures() + &role_figures(&fleet.role)));
+        out.insert_str(
+            eof,
+            &(process_figures() + &role_figures(&fleet.role, fleet.linked)),
+        );
         out
     }
 
@@ -503,11 +506,13 @@ pub struct Scrape<'a> {
     pub jobs: Option<JobsScrape>,
     /// This hub's role in its cluster now.
     pub role: crate::cluster::Role,
+    /// Whether its link to the leader is up (a follower's).
+    pub linked: bool,
 }
 
 /// The hub's role, one gauge per role (1 for the one it has), and the
 /// lease's epoch it knows of.
-fn role_figures(role: &crate::cluster::Role) -> String {
+fn role_figures(role: &crate::cluster::Role, linked: bool) -> String {
     let mut out = String::from(
         "# HELP drover_hub_role This hub's role in its cluster: alone (no shared store), leader, follower, or leaderless.\n\
          # TYPE drover_hub_role gauge\n",
@@ -523,8 +528,12 @@ fn role_figures(role: &crate::cluster::Role) -> String {
         out,
         "# HELP drover_hub_lease_epoch The epoch of the cluster's lease this hub knows of (0 where there is none).\n\
          # TYPE drover_hub_lease_epoch gauge\n\
-         drover_hub_lease_epoch {}",
-        role.epoch()
+         drover_hub_lease_epoch {}\n\
+         # HELP drover_hub_linked Whether this hub's link to its leader is up (a follower's).\n\
+         # TYPE drover_hub_linked gauge\n\
+         drover_hub_linked {}",
+        role.epoch(),
+        i64::from(linked)
     );
     out
 }

@@ -29,6 +29,27 @@ pub(crate) async fn run(hub: Arc<HubState>, mut work: mpsc::UnboundedReceiver<Mo
         let Some(work) = next else {
             return;
         };
+        // Only the hub that decides loads and unloads: a follower's own
+        // scheduler mirrors the fleet for its reads (pins, warm models and
+        // times to live would otherwise move models under the leader). Its
+        // orders end at once, undone.
+        if !hub.cluster.leads() {
+            let why = "this hub follows: the cluster's leader loads and unloads".to_string();
+            let ended = match work {
+                ModelWork::Load(order) => Event::LoadEnded {
+                    backend: order.backend,
+                    model: order.model,
+                    result: Err(why),
+                },
+                ModelWork::Unload { backend, model } => Event::UnloadEnded {
+                    backend,
+                    model,
+                    result: Err(why),
+                },
+            };
+            hub.dispatcher.apply(ended);
+            continue;
+        }
         let task_hub = hub.clone();
         hub.tasks.spawn(async move {
             let hub = task_hub;

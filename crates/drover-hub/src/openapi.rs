@@ -57,6 +57,7 @@ use crate::routes;
         routes::nodes::drain,
         routes::nodes::undrain,
         routes::hubs::list,
+        crate::cluster::grants::link,
         routes::releases::publish,
         routes::releases::list,
         routes::releases::download,

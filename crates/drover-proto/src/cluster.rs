@@ -33,11 +33,160 @@ pub struct HubInfo {
     /// `alone`, `leader`, `follower`, `leaderless` or `stopped`.
     pub role: String,
     pub epoch: i64,
-    /// Slots it holds granted by the leader.
+    /// Slots it holds on the leader's grants (a follower's requests running).
     pub grants: i64,
     /// Milliseconds since it last said it was alive, on the database's
     /// clock.
     pub seen_ms_ago: i64,
     /// Unix milliseconds it started at.
     pub started_ms: i64,
+}
+
+/// The link between a follower and its leader (`POST /cluster/link`): one
+/// long-lived request whose body is the follower's messages and whose
+/// answer is the leader's, one JSON object a line each way. Bytes of
+/// inference never pass through it: a follower asks for a slot, the leader
+/// answers with the backend, and the follower forwards straight to it.
+pub mod link {
+    use serde::{Deserialize, Serialize};
+
+    /// The header a follower's link sends the cluster's secret in.
+    pub const SECRET_HEADER: &str = "x-drover-cluster-secret";
+    /// The path of the link.
+    pub const PATH: &str = "/cluster/link";
+
+    /// From a follower to the leader.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(tag = "t", rename_all = "snake_case")]
+    pub enum ToLeader {
+        /// First on every link: who it is and the slots it holds, granted
+        /// by this leader or an earlier one.
+        Hello { hub: String, held: Vec<Held> },
+        /// A slot for a request; answered with a grant or a refusal.
+        Acquire(Acquire),
+        /// The request went away while it waited.
+        Cancel { id: u64 },
+        /// A granted slot is let go.
+        Release { id: u64, outcome: Outcome },
+        /// A prefill measured on a backend.
+        Prefill {
+            backend: String,
+            model: String,
+            tokens: u32,
+            took_us: u64,
+        },
+    }
+
+    /// What a slot is asked for: the scheduler's request, backends by
+    /// name, times relative to now.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct Acquire {
+        /// The follower's own number for it.
+        pub id: u64,
+        pub model: String,
+        /// `openai`, `responses`, `messages` or `task`.
+        pub api: String,
+        pub priority: u8,
+        pub client: u64,
+        pub user: u64,
+        /// How long it has waited already (it keeps its place).
+        pub waited_ms: u64,
+        /// How much longer it may wait.
+        pub deadline_ms: Option<u64>,
+        pub lookup: Vec<u64>,
+        pub record: Vec<u64>,
+        pub bytes: u64,
+        pub exclude: Vec<String>,
+        pub pin: Option<String>,
+        pub prompt_tokens: u32,
+        pub max_tokens: Option<u32>,
+        /// It goes round again after an attempt failed before its first
+        /// byte.
+        pub retry: bool,
+    }
+
+    /// A slot a follower holds.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct Held {
+        pub id: u64,
+        pub backend: String,
+        pub model: String,
+        pub tokens: u32,
+    }
+
+    /// How a granted request ended, for breakers and learned times.
+    #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+    #[serde(tag = "t", rename_all = "snake_case")]
+    pub enum Outcome {
+        Success {
+            service_ms: u64,
+        },
+        Failure,
+        Overloaded,
+        Neutral,
+        /// Its client went away: the slot lingers for the cancel grace.
+        Abandoned,
+    }
+
+    /// From the leader to a follower.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(tag = "t", rename_all = "snake_case")]
+    pub enum ToFollower {
+        /// First on every link.
+        Welcome {
+            leader: String,
+            epoch: i64,
+        },
+        Grant(Grant),
+        Refused {
+            id: u64,
+            refusal: Refusal,
+        },
+    }
+
+    /// A slot granted: send the request to `backend`.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct Grant {
+        pub id: u64,
+        pub backend: String,
+        pub model: String,
+        pub epoch: i64,
+        pub affinity_hit: bool,
+        pub last_resort: bool,
+        pub running: u32,
+        pub seq: u64,
+        pub tokens: u32,
+    }
+
+    /// Why no slot: the scheduler's reasons, backends by name.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(tag = "t", rename_all = "snake_case")]
+    pub enum Refusal {
+        ModelNotFound,
+        NoHealthyBackend,
+        QueueFull {
+            retry_after_ms: u64,
+        },
+        Exhausted,
+        ApiNotServed,
+        NeverFits {
+            size: u64,
+            needs: u64,
+            largest: u64,
+        },
+        LoadFailed {
+            backend: String,
+            message: String,
+            /// Set where no new attempt comes before it (refused at once);
+            /// absent where the request waited for the load.
+            retry_after_ms: Option<u64>,
+        },
+        Expired,
+        StillLoading {
+            backend: String,
+            retry_after_ms: u64,
+        },
+        Unroutable,
+        ShuttingDown,
+    }
 }

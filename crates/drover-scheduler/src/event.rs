@@ -40,6 +40,15 @@ pub enum Event {
         tokens: u32,
         outcome: Outcome,
     },
+    /// A slot taken before this scheduler heard of it: a request another
+    /// hub runs on a grant from an earlier leader, counted as running
+    /// there until it is [`Event::Finished`]. Answered `Changed(false)`
+    /// (and not counted) where the backend does not list the model.
+    Adopted {
+        backend: BackendId,
+        model: ModelName,
+        tokens: u32,
+    },
     /// What a probe that began at `probed` found on a backend: the models
     /// it lists and, when it said, what it says beyond them.
     Observed {
@@ -155,6 +164,14 @@ impl Scheduler {
                 self.finish_holding(backend, &model, tokens, outcome, now);
                 (Reply::Done, true)
             }
+            Event::Adopted {
+                backend,
+                model,
+                tokens,
+            } => (
+                Reply::Changed(self.adopt(backend, &model, tokens, now)),
+                false,
+            ),
             Event::Observed {
                 backend,
                 models,

@@ -1055,6 +1055,30 @@ impl Scheduler {
         }
     }
 
+    /// See [`Event::Adopted`]: whether the slot is now counted.
+    pub(crate) fn adopt(
+        &mut self,
+        backend: BackendId,
+        model: &ModelName,
+        tokens: u32,
+        now: Duration,
+    ) -> bool {
+        let Some(b) = self.fleet.backends.get_mut(&backend) else {
+            return false;
+        };
+        let Some(m) = b.models.get_mut(model.as_str()) else {
+            return false;
+        };
+        m.busy += 1;
+        m.last_used = now;
+        m.used = true;
+        m.dispatched += 1;
+        m.tokens_in_flight = m.tokens_in_flight.saturating_add(tokens);
+        b.busy += 1;
+        self.mark_backend_dirty(backend);
+        true
+    }
+
     fn dispatch(
         &mut self,
         request: &Request,

@@ -1032,3 +1032,34 @@ fn a_task_goes_to_the_least_loaded_worker_and_a_retry_to_another() {
     };
     assert_eq!(dispatched(s.resubmit(retry, ms(1))), second);
 }
+
+#[test]
+fn a_slot_adopted_from_an_earlier_leader_is_busy_until_it_finishes() {
+    use drover_scheduler::{Event, Reply};
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.upsert_backend(BackendId(1), vec![spec("a", true, 1)]);
+    let adopt = |model: &str| Event::Adopted {
+        backend: BackendId(1),
+        model: ModelName::new(model),
+        tokens: 0,
+    };
+    assert_eq!(s.apply(adopt("a"), ms(0)).reply, Reply::Changed(true));
+    // A model the backend does not list is not counted.
+    assert_eq!(s.apply(adopt("b"), ms(0)).reply, Reply::Changed(false));
+    assert_eq!(s.fleet().busy(BackendId(1), "a"), 1);
+    assert_eq!(
+        s.submit(req(1, "a"), ms(1)),
+        Ok(Admission::Queued),
+        "its one slot is taken"
+    );
+    let finished = Event::Finished {
+        backend: BackendId(1),
+        model: ModelName::new("a"),
+        tokens: 0,
+        outcome: Outcome::Neutral,
+    };
+    assert_eq!(
+        dispatches(&s.apply(finished, ms(2)).decisions),
+        vec![(1, 1)]
+    );
+}

@@ -554,6 +554,7 @@ const OTHERS: &[(Method, &str)] = &[
     (Method::GET, "/health"),
     (Method::GET, "/ready"),
     (Method::GET, "/metrics"),
+    (Method::POST, "/cluster/link"),
 ];
 
 /// The document's path for a concrete one: `/admin/backends/s/drain` is

@@ -3,12 +3,14 @@
 //! leader runs jobs. `kill -9` of the leader under load: another leads
 //! within the lease's TTL and 5 s, and the jobs go on: none lost, none
 //! completed twice. A killed hub restarted on its data directory comes
-//! back as a follower.
+//! back as a follower. Chats through the followers all along: none fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drover_sim::SimServer;
@@ -202,6 +204,29 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
     let mut last = (leader, epoch);
     for round in 0..2 {
         let (dead, was) = last;
+        // Chats through the two followers all along: granted ones finish,
+        // waiting ones are asked again of the next leader; none fails.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut load = tokio::task::JoinSet::new();
+        for (i, hub) in hubs.iter().enumerate().filter(|(i, _)| *i != dead) {
+            for n in 0..3 {
+                let (client, stop) = (hub.client.clone(), stop.clone());
+                load.spawn(async move {
+                    let (mut ok, mut failed) = (0u32, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        let body = json!({"model": "m", "messages": [{"role": "user", "content": format!("chat {i} {n}")}]});
+                        let r = client.post("/v1/chat/completions", &body).await;
+                        if r.status == 200 {
+                            ok += 1;
+                        } else {
+                            failed.push(format!("{} {}", r.status, r.text()));
+                        }
+                    }
+                    (ok, failed)
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = Instant::now();
         kill(&mut hubs[dead]);
         let alive: Vec<&Hub> = hubs
@@ -218,6 +243,20 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
             .position(|h| std::ptr::eq(h, alive[next]))
             .unwrap();
         eprintln!("round {round}: hub {next} leads {took:?} after the leader's kill -9");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.store(true, Ordering::Relaxed);
+        let (mut ok, mut failed) = (0, Vec::new());
+        while let Some(r) = load.join_next().await {
+            let (o, f) = r.unwrap();
+            ok += o;
+            failed.extend(f);
+        }
+        assert!(
+            failed.is_empty(),
+            "chats failed across the change of leader: {failed:?}"
+        );
+        assert!(ok > 0);
+        eprintln!("round {round}: {ok} chats through the followers, none failed");
         let (dir, port) = (hubs[dead].dir.clone(), hubs[dead].port);
         hubs[dead] = start(dir, port, &sim.url(), &url).await;
         let (again, same) =

@@ -42,7 +42,8 @@ pub(crate) async fn run(hub: Arc<HubState>) {
     let mut round: u64 = 0;
     loop {
         campaign.round().await;
-        campaign.say_alive(&cluster.role(), round).await;
+        let held = i64::try_from(hub.link.held()).unwrap_or(i64::MAX);
+        campaign.say_alive(&cluster.role(), round, held).await;
         round += 1;
         let deadline = match cluster.role() {
             Role::Leader { until, .. } => Some(until),
@@ -72,7 +73,7 @@ pub(crate) async fn run(hub: Arc<HubState>) {
     let stopped = Role::Leaderless {
         reason: "stopped".into(),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), campaign.say_alive(&stopped, 1)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), campaign.say_alive(&stopped, 1, 0)).await;
     cluster.set(stopped);
 }
 
@@ -124,6 +125,14 @@ impl Campaign<'_> {
                 self.failing = false;
                 if lease.instance == c.instance {
                     let left = Duration::from_millis(u64::try_from(lease.left_ms()).unwrap_or(0));
+                    let was = c.role();
+                    if was.epoch() != lease.epoch || !matches!(was, Role::Leader { .. }) {
+                        let before = match &was {
+                            Role::Follower { leader, .. } => Some(leader.as_str()),
+                            _ => None,
+                        };
+                        c.begin_settling(before);
+                    }
                     c.set(Role::Leader {
                         epoch: lease.epoch,
                         until: asked + left,
@@ -182,7 +191,7 @@ impl Campaign<'_> {
 
     /// Says this hub is alive and what it is now, and looks at the others
     /// (every round while it leads, else every tenth).
-    async fn say_alive(&mut self, role: &Role, round: u64) {
+    async fn say_alive(&mut self, role: &Role, round: u64, grants: i64) {
         let c = self.cluster;
         let row = HubRow {
             id: c.hub.clone(),
@@ -194,7 +203,7 @@ impl Campaign<'_> {
                 other => other.as_str().into(),
             },
             epoch: role.epoch(),
-            grants: 0,
+            grants,
             started_ms: c.started_ms,
             seen_ms: 0,
         };
@@ -204,8 +213,20 @@ impl Campaign<'_> {
         if (role.leads() || round.is_multiple_of(10))
             && let Ok((hubs, _)) = self.store.hubs(&c.config.name, millis(c.ttl())).await
         {
-            self.others_alive = hubs.iter().any(|h| h.id != c.hub && h.role != "stopped");
+            let others: Vec<String> = hubs
+                .iter()
+                .filter(|h| h.id != c.hub && h.role != "stopped")
+                .map(|h| h.id.clone())
+                .collect();
+            self.others_alive = !others.is_empty();
+            *drover_core::sync::lock(&c.others) = others;
         }
+        if c.secret.known().is_none()
+            && let Err(error) = c.secret.get().await
+        {
+            tracing::warn!(%error, "cannot read the cluster's secret; the hubs cannot link until it can be read");
+        }
+        c.kept.expire(Instant::now());
         if round % 100 == 1 {
             let _ = self
                 .store

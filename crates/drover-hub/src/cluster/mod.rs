@@ -9,8 +9,14 @@
 //!
 //! A hub on SQLite, or with no store, is alone: it leads without a lease.
 
+mod connect;
+pub(crate) mod grants;
 mod identity;
 mod lease;
+mod lines;
+pub(crate) mod link;
+mod secret;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +87,23 @@ pub struct Cluster {
     pub(crate) store: Option<Store>,
     role: watch::Sender<Role>,
     pub(crate) started_ms: i64,
+    /// The secret a follower's link shows the leader (the store's).
+    pub(crate) secret: Arc<secret::Secret>,
+    /// A new leader's wait for its followers' slots (see [`Cluster::settled`]).
+    settle: std::sync::Mutex<Settle>,
+    settled: watch::Sender<bool>,
+    /// Followers' slots kept while their link is down.
+    pub(crate) kept: grants::Kept,
+    /// The other hubs alive at the last look.
+    others: std::sync::Mutex<Vec<String>>,
+}
+
+/// A new leader grants nothing until the hubs that were alive have linked
+/// and told it the slots they hold, or one lease has passed.
+#[derive(Default)]
+struct Settle {
+    until: Option<Instant>,
+    expected: std::collections::HashSet<String>,
 }
 
 impl Cluster {
@@ -104,6 +127,11 @@ impl Cluster {
             Role::Alone
         };
         Ok(Arc::new(Cluster {
+            secret: Arc::new(secret::Secret::new(shared.clone())),
+            settle: std::sync::Mutex::new(Settle::default()),
+            settled: watch::Sender::new(true),
+            kept: grants::Kept::default(),
+            others: std::sync::Mutex::new(Vec::new()),
             address: config.advertise.clone().unwrap_or(address),
             config,
             hub,
@@ -156,8 +184,61 @@ impl Cluster {
     }
 
     /// How long the lease lasts without a renewal.
-    fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.config.lease_ttl
+    }
+
+    /// This hub became the leader: until the hubs alive at the last look
+    /// (but the leader before it) have linked, or one lease has passed, it
+    /// grants nothing, so that slots an earlier leader granted are counted
+    /// before new ones are.
+    fn begin_settling(&self, before: Option<&str>) {
+        let expected: std::collections::HashSet<String> = drover_core::sync::lock(&self.others)
+            .iter()
+            .filter(|h| Some(h.as_str()) != before && **h != self.hub)
+            .cloned()
+            .collect();
+        let waits = !expected.is_empty();
+        *drover_core::sync::lock(&self.settle) = Settle {
+            until: waits.then(|| Instant::now() + self.ttl()),
+            expected,
+        };
+        if waits {
+            tracing::info!(
+                "leading: waiting for the other hubs to link and say what they hold, at most one lease"
+            );
+        }
+        self.settled.send_replace(!waits);
+    }
+
+    /// A follower linked and said what it holds.
+    pub(crate) fn said_hello(&self, hub: &str) {
+        let mut settle = drover_core::sync::lock(&self.settle);
+        settle.expected.remove(hub);
+        if settle.expected.is_empty() {
+            settle.until = None;
+            self.settled.send_replace(true);
+        }
+    }
+
+    /// Resolves once this hub may grant: at once unless it has just
+    /// become the leader (see [`Cluster::begin_settling`]).
+    pub(crate) async fn settled(&self) {
+        let mut settled = self.settled.subscribe();
+        loop {
+            if *settled.borrow_and_update() {
+                return;
+            }
+            let until = drover_core::sync::lock(&self.settle).until;
+            let Some(until) = until else { return };
+            tokio::select! {
+                _ = settled.changed() => {}
+                () = tokio::time::sleep_until(until) => {
+                    self.settled.send_replace(true);
+                    return;
+                }
+            }
+        }
     }
 }
 

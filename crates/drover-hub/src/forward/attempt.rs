@@ -181,9 +181,16 @@ fn learn_prefill(
     if guard.affinity_hit || tokens < MIN_PREFILL_TOKENS {
         return;
     }
-    fwd.shared()
-        .dispatcher
-        .prefill_seen(guard.backend, &job.request.model, tokens, took);
+    let s = fwd.shared();
+    if guard.is_remote() {
+        // The leader's scheduler weighs prefills: it hears of this one.
+        let backend = s.registry.name_of(guard.backend);
+        s.link
+            .prefill(backend, job.request.model.as_str(), tokens, took);
+    } else {
+        s.dispatcher
+            .prefill_seen(guard.backend, &job.request.model, tokens, took);
+    }
 }
 
 fn is_sse(headers: &HeaderMap) -> bool {
@@ -305,10 +312,14 @@ fn out_of_room(
     entry: &BackendEntry,
     said: &[u8],
 ) -> Failure {
-    let (busy, dispatched) = fwd
-        .shared()
-        .dispatcher
-        .running(guard.backend, guard.model.as_str());
+    // A granted slot's counts are the leader's, as they were at the grant.
+    let (busy, dispatched) = if guard.is_remote() {
+        (guard.running, guard.seq)
+    } else {
+        fwd.shared()
+            .dispatcher
+            .running(guard.backend, guard.model.as_str())
+    };
     let alone = guard.running == 1 && busy <= 1 && dispatched == guard.seq;
     let running = busy.max(guard.running);
     if alone {

@@ -121,6 +121,9 @@ pub enum ForwardError {
     Upstream { kind: FailureKind, message: String },
     #[error("the hub is shutting down")]
     ShuttingDown,
+    /// This hub follows, and no leader grants slots now.
+    #[error("no hub of the cluster grants slots now: {reason}")]
+    NoLeader { reason: String },
 }
 
 impl ForwardError {
@@ -145,6 +148,8 @@ impl ForwardError {
             | ForwardError::NoHealthyBackend { retry_after, .. }
             | ForwardError::Unreachable { retry_after, .. } => Some(*retry_after),
             ForwardError::LoadFailed { retry_after, .. } => *retry_after,
+            // A new leader takes over within a lease.
+            ForwardError::NoLeader { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -77,6 +77,11 @@ pub struct Shared {
     /// with an error event.
     pub streams_stop: CancellationToken,
     pub ids: RequestIds,
+    /// This hub's place in its cluster: where it leads (or is alone) its
+    /// own dispatcher grants slots; where it follows, the leader does,
+    /// through `link`.
+    pub cluster: Arc<crate::cluster::Cluster>,
+    pub link: Arc<crate::cluster::link::Link>,
 }
 
 /// A backend's answer, its first byte in hand: its status and headers
@@ -147,9 +152,7 @@ impl Forwarder {
         loop {
             let waiting_since = Instant::now();
             let acquired = self
-                .0
-                .dispatcher
-                .acquire(job.request.clone(), attempt > 0 || overloads > 0)
+                .acquire(&job.request, attempt > 0 || overloads > 0)
                 .await;
             let waited = waiting_since.elapsed();
             *queued += waited;
@@ -222,5 +225,53 @@ impl Forwarder {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.0
+    }
+
+    /// A slot for `request`: from this hub's own scheduler where it leads
+    /// (once a new leader has heard from its followers), else from the
+    /// leader's. A request whose leader went away asks the next one,
+    /// keeping its place; without any leader for `cluster.grant_timeout`
+    /// it is refused.
+    pub(crate) async fn acquire(
+        &self,
+        request: &drover_scheduler::Request,
+        retry: bool,
+    ) -> Result<crate::dispatcher::SlotGuard, crate::dispatcher::AcquireError> {
+        use crate::cluster::Role;
+        use crate::dispatcher::{AcquireError, WaitError};
+        let s = &self.0;
+        let mut role = s.cluster.watch();
+        loop {
+            let now = role.borrow_and_update().clone();
+            let asked = match now {
+                Role::Alone => return s.dispatcher.acquire(request.clone(), retry).await,
+                Role::Leader { .. } => {
+                    s.cluster.settled().await;
+                    return s.dispatcher.acquire(request.clone(), retry).await;
+                }
+                Role::Follower { .. } => {
+                    let timeout = s.cluster.config.grant_timeout;
+                    s.link
+                        .acquire(request, retry, s.dispatcher.now(), &s.registry, timeout)
+                        .await
+                }
+                Role::Leaderless { reason } => {
+                    let timeout = s.cluster.config.grant_timeout;
+                    match tokio::time::timeout(timeout, role.changed()).await {
+                        Ok(Ok(())) => continue,
+                        _ => Err(AcquireError::Wait(WaitError::NoLeader(reason))),
+                    }
+                }
+            };
+            match asked {
+                Err(AcquireError::Wait(WaitError::LeaderChanged)) => {
+                    // Whoever leads next: wait for the role to say, briefly.
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_millis(100), role.changed())
+                            .await;
+                }
+                other => return other,
+            }
+        }
     }
 }

@@ -136,6 +136,14 @@ impl Forwarder {
             }
             (AcquireError::Wait(WaitError::Unroutable), _) => ForwardError::ModelGone { model },
             (AcquireError::Wait(WaitError::ShuttingDown), _) => ForwardError::ShuttingDown,
+            (AcquireError::Wait(WaitError::NoLeader(reason)), _) => {
+                ForwardError::NoLeader { reason }
+            }
+            // Asked again by the caller; should it reach here, the
+            // leader it asked went away.
+            (AcquireError::Wait(WaitError::LeaderChanged), _) => ForwardError::NoLeader {
+                reason: "the leader stopped".into(),
+            },
         }
     }
 

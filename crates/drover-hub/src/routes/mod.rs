@@ -103,6 +103,10 @@ pub fn router(state: Arc<HubState>) -> Router {
         .route("/v1/responses", post(inference::responses))
         .route("/v1/messages", post(inference::messages))
         .route("/v1/messages/count_tokens", post(inference::messages))
+        .route(
+            drover_proto::cluster::link::PATH,
+            post(crate::cluster::grants::link),
+        )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{*model}", get(models::get))
         .route("/v1/queue", get(queue::list))

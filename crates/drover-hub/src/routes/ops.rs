@@ -20,9 +20,29 @@ pub async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready when at least one backend can take work for at least one model.
-#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "A backend can take work"), (status = 503, description = "None can yet")))]
+/// Ready when at least one backend can take work for at least one model,
+/// and, in a cluster, a leader grants this hub slots.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, description = "A backend can take work"), (status = 503, description = "None can yet, or no leader grants this hub slots")))]
 pub async fn ready(State(hub): State<Arc<HubState>>) -> Response {
+    // A hub of a cluster serves only with a leader's grants: one that
+    // follows without a link, or knows no leader, is not ready (what a load
+    // balancer in front of the hubs checks).
+    let ungranted = match hub.cluster.role() {
+        crate::cluster::Role::Follower { leader, .. } if !hub.link.is_up() => Some(format!(
+            "this hub follows {leader}, and its link to it is down"
+        )),
+        crate::cluster::Role::Leaderless { reason } => Some(format!(
+            "no hub of the cluster leads that this one knows of: {reason}"
+        )),
+        _ => None,
+    };
+    if let Some(reason) = ungranted {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response();
+    }
     let fleet = Snapshot::take(&hub.dispatcher);
     let usable = fleet
         .backends
@@ -102,6 +122,7 @@ pub async fn metrics(State(hub): State<Arc<HubState>>, headers: HeaderMap) -> Re
         name_of: &|id| hub.registry.name_of(id),
         jobs,
         role: hub.cluster.role(),
+        linked: hub.link.is_up(),
     });
     (
         [(

@@ -241,6 +241,9 @@ fn why_not(e: &AcquireError) -> &'static str {
     match e {
         AcquireError::Wait(WaitError::Expired) => "its deadline passed while it waited",
         AcquireError::Wait(WaitError::ShuttingDown) => "the hub is stopping",
+        AcquireError::Wait(WaitError::NoLeader(_) | WaitError::LeaderChanged) => {
+            "no leader grants slots now"
+        }
         _ => "the scheduler refused it",
     }
 }

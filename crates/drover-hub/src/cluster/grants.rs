@@ -1,0 +1,292 @@
+//! The leader's side of the links: each follower's `POST /cluster/link`
+//! is a session that turns its messages into the scheduler's events. An
+//! `Acquire` waits for a slot as any local request does (same queue, same
+//! priority and fairness, same single-flight loads); its grant is a
+//! [`SlotGuard`] the session keeps until the follower's `Release`.
+//!
+//! A link that ends keeps its follower's slots for one lease (its requests
+//! may still be running on the backends) and gives them up then, unless the
+//! follower links again first: its `Hello` lists what it still holds, and
+//! what it does not list is freed at once. A new leader counts, from each
+//! `Hello`, the slots an earlier leader granted ([`Dispatcher::adopt`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use drover_core::ModelName;
+use drover_core::sync::lock;
+use drover_proto::cluster::link::{
+    Grant, Held, Outcome as WireOutcome, SECRET_HEADER, ToFollower, ToLeader,
+};
+use http::{HeaderMap, StatusCode, header};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::Role;
+use super::lines::{ChannelBody, Lines, LinkError, line};
+use crate::dispatcher::{AcquireError, SlotGuard};
+use crate::error::ApiError;
+use crate::hub::HubState;
+
+/// A follower's slots by its own number for each.
+type Slots = HashMap<u64, SlotGuard>;
+
+/// Slots of followers whose link ended, kept until their lease passes.
+#[derive(Default)]
+pub struct Kept {
+    by_hub: Mutex<HashMap<String, (Instant, Slots)>>,
+}
+
+impl Kept {
+    fn keep(&self, hub: &str, until: Instant, grants: HashMap<u64, SlotGuard>) {
+        if grants.is_empty() {
+            return;
+        }
+        let mut by_hub = lock(&self.by_hub);
+        let entry = by_hub
+            .entry(hub.to_string())
+            .or_insert_with(|| (until, HashMap::new()));
+        entry.0 = until;
+        entry.1.extend(grants);
+    }
+
+    fn take(&self, hub: &str) -> HashMap<u64, SlotGuard> {
+        lock(&self.by_hub)
+            .remove(hub)
+            .map(|(_, g)| g)
+            .unwrap_or_default()
+    }
+
+    /// Gives up the slots kept past their time; dropped outside the lock.
+    pub fn expire(&self, now: Instant) {
+        let gone: Vec<HashMap<u64, SlotGuard>> = {
+            let mut by_hub = lock(&self.by_hub);
+            let due: Vec<String> = by_hub
+                .iter()
+                .filter(|(_, (until, _))| *until <= now)
+                .map(|(hub, _)| hub.clone())
+                .collect();
+            due.iter()
+                .filter_map(|h| by_hub.remove(h))
+                .map(|(_, g)| g)
+                .collect()
+        };
+        for grants in &gone {
+            if !grants.is_empty() {
+                tracing::warn!(
+                    slots = grants.len(),
+                    "a follower's link ended a lease ago: its slots are free"
+                );
+            }
+        }
+        drop(gone);
+    }
+}
+
+#[utoipa::path(post, path = "/cluster/link", tag = "admin", params(("x-drover-cluster-secret" = String, Header, description = "The cluster's secret (kept in the shared store)")), request_body(content = String, content_type = "application/x-ndjson", description = "A follower's messages, one JSON object a line, for as long as the link lasts"), responses((status = 200, description = "The leader's messages, one JSON object a line", content_type = "application/x-ndjson"), (status = 401, description = "No cluster secret, or not this cluster's", body = drover_proto::openai::ErrorBody), (status = 503, description = "This hub does not lead, or its store does not answer", body = drover_proto::openai::ErrorBody)))]
+pub async fn link(State(hub): State<Arc<HubState>>, headers: HeaderMap, body: Body) -> Response {
+    match open(&hub, &headers) {
+        Ok(epoch) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let _ = tx.send(line(&ToFollower::Welcome {
+                leader: hub.cluster.hub.clone(),
+                epoch,
+            }));
+            hub.tasks
+                .spawn(session(hub.clone(), Lines::new(body), tx, epoch));
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/x-ndjson")],
+                Body::new(ChannelBody(rx)),
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Whether a link may open here: the caller knows the cluster's secret,
+/// and this hub leads (the epoch it leads in).
+fn open(hub: &HubState, headers: &HeaderMap) -> Result<i64, ApiError> {
+    let Some(secret) = hub.cluster.secret.known() else {
+        return Err(not_leader(
+            "this hub has not read the cluster's secret from its store yet",
+        ));
+    };
+    let given = headers
+        .get(SECRET_HEADER)
+        .map(http::HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if !constant_time_eq(given, secret.as_bytes()) {
+        return Err(ApiError::Unauthorized(
+            "no cluster secret, or not this cluster's: only the cluster's hubs link to its leader"
+                .into(),
+        ));
+    }
+    match hub.cluster.role() {
+        Role::Leader { epoch, .. } => Ok(epoch),
+        Role::Follower { leader, .. } => Err(not_leader(&format!("{leader} leads, not this hub"))),
+        other => Err(not_leader(&format!("this hub is {}", other.as_str()))),
+    }
+}
+
+fn not_leader(reason: &str) -> ApiError {
+    crate::forward::ForwardError::NoLeader {
+        reason: reason.to_string(),
+    }
+    .into()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One follower's link, until it ends, this hub stops leading in `epoch`,
+/// or stops.
+async fn session(
+    hub: Arc<HubState>,
+    mut lines: Lines<Body>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    epoch: i64,
+) {
+    let follower = match lines.next::<ToLeader>().await {
+        Ok(ToLeader::Hello { hub: id, held }) => {
+            let grants = take_over(&hub, &id, held);
+            Some((id, grants))
+        }
+        Ok(_) | Err(_) => None,
+    };
+    let Some((follower, mut grants)) = follower else {
+        return;
+    };
+    hub.cluster.said_hello(&follower);
+    let mut role = hub.cluster.watch();
+    let (done, mut finished) = mpsc::unbounded_channel::<(u64, Result<SlotGuard, AcquireError>)>();
+    let mut waiting: HashMap<u64, AbortHandle> = HashMap::new();
+    let ended: LinkError = loop {
+        tokio::select! {
+            message = lines.next::<ToLeader>() => match message {
+                Ok(ToLeader::Acquire(a)) => {
+                    let id = a.id;
+                    let (hub2, done) = (hub.clone(), done.clone());
+                    let task = hub.tasks.spawn(async move {
+                        hub2.cluster.settled().await;
+                        let now = hub2.dispatcher.now();
+                        let request = super::wire::request(&a, hub2.forwarder.next_id(), now, &hub2.registry);
+                        let got = hub2.dispatcher.acquire(request, a.retry).await;
+                        let _ = done.send((id, got));
+                    });
+                    waiting.insert(id, task.abort_handle());
+                }
+                Ok(ToLeader::Cancel { id }) => {
+                    if let Some(task) = waiting.remove(&id) {
+                        task.abort();
+                    }
+                }
+                Ok(ToLeader::Release { id, outcome }) => {
+                    if let Some(mut guard) = grants.remove(&id) {
+                        ended_as(&mut guard, outcome);
+                    }
+                }
+                Ok(ToLeader::Prefill { backend, model, tokens, took_us }) => {
+                    if let Some(entry) = hub.registry.by_name(&backend) {
+                        let took = std::time::Duration::from_micros(took_us);
+                        hub.dispatcher.prefill_seen(entry.id, &ModelName::new(&model), tokens, took);
+                    }
+                }
+                Ok(ToLeader::Hello { .. }) => {}
+                Err(e) => break e,
+            },
+            Some((id, got)) = finished.recv() => {
+                waiting.remove(&id);
+                let answer = match got {
+                    Ok(guard) => {
+                        let grant = ToFollower::Grant(Grant {
+                            id,
+                            backend: hub.registry.name_of(guard.backend),
+                            model: guard.model.as_str().to_string(),
+                            epoch,
+                            affinity_hit: guard.affinity_hit,
+                            last_resort: guard.last_resort,
+                            running: guard.running,
+                            seq: guard.seq,
+                            tokens: guard.tokens(),
+                        });
+                        grants.insert(id, guard);
+                        grant
+                    }
+                    Err(e) => ToFollower::Refused { id, refusal: super::wire::refusal(&e, &hub.registry) },
+                };
+                if tx.send(line(&answer)).is_err() {
+                    break LinkError::Ended;
+                }
+            }
+            _ = role.changed() => {
+                let still = matches!(*role.borrow(), Role::Leader { epoch: e, .. } if e == epoch);
+                if !still {
+                    break LinkError::Broken("this hub stopped leading".into());
+                }
+            }
+            () = hub.shutdown.cancelled() => break LinkError::Broken("this hub stops".into()),
+        }
+    };
+    for task in waiting.values() {
+        task.abort();
+    }
+    tracing::info!(%follower, reason = %ended, slots = grants.len(), "a follower's link ended");
+    let until = Instant::now() + hub.cluster.ttl() + hub.config.upstream.cancel_grace;
+    hub.cluster.kept.keep(&follower, until, grants);
+}
+
+/// The slots a follower says it holds on a new link: those this leader kept
+/// from its last link, and those an earlier leader granted (counted now);
+/// what it kept and the follower no longer holds is freed.
+fn take_over(hub: &Arc<HubState>, follower: &str, held: Vec<Held>) -> HashMap<u64, SlotGuard> {
+    let mut kept = hub.cluster.kept.take(follower);
+    let mut grants = HashMap::new();
+    let mut lost = 0;
+    for h in held {
+        if let Some(guard) = kept.remove(&h.id) {
+            grants.insert(h.id, guard);
+            continue;
+        }
+        let adopted = hub.registry.by_name(&h.backend).and_then(|entry| {
+            hub.dispatcher
+                .adopt(entry.id, &ModelName::new(&h.model), h.tokens)
+        });
+        match adopted {
+            Some(mut guard) => {
+                // Its request is running: its end will say how it went.
+                guard.neutral();
+                grants.insert(h.id, guard);
+            }
+            None => lost += 1,
+        }
+    }
+    if lost > 0 {
+        tracing::warn!(%follower, slots = lost, "a follower holds slots on backends or models this leader does not know: not counted");
+    }
+    for guard in kept.values_mut() {
+        guard.neutral();
+    }
+    grants
+}
+
+/// Sets a released slot's outcome as the follower said; an abandoned one
+/// lingers for the cancel grace, as a local one does.
+fn ended_as(guard: &mut SlotGuard, outcome: WireOutcome) {
+    match outcome {
+        WireOutcome::Success { service_ms } => {
+            guard.succeeded_in(std::time::Duration::from_millis(service_ms));
+        }
+        WireOutcome::Failure => guard.fail(),
+        WireOutcome::Overloaded => guard.overloaded(),
+        WireOutcome::Neutral => guard.neutral(),
+        WireOutcome::Abandoned => guard.abandoned(),
+    }
+}

@@ -1,0 +1,432 @@
+//! A follower's link to its leader: one long-lived request to the leader's
+//! `/cluster/link` on which this hub asks for each request's slot and says
+//! when it lets one go. The requests themselves go straight from here to
+//! the backend the leader names.
+//!
+//! What the link carries is kept here until the leader has it: the slots
+//! this hub holds (told again in the `Hello` of every new link, so a new
+//! leader counts them) and the requests still waiting (asked again on every
+//! new link, with how long they have waited, so no newcomer overtakes
+//! them). A link down for longer than `cluster.grant_timeout` answers what
+//! waits with 503: no request is ever sent without a grant.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use drover_core::sync::lock;
+use drover_proto::cluster::link::{
+    Acquire, Grant, Held, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
+};
+use drover_scheduler::{Outcome, Request};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::lines::{ChannelBody, Lines, LinkError, line};
+use super::{Cluster, Role};
+use crate::dispatcher::{AcquireError, SlotGuard, WaitError};
+use crate::limits::Permit;
+use crate::registry::Backends;
+
+/// What a waiting request is told.
+type Answer = Result<Grant, Failed>;
+
+/// Why a waiting request got no grant.
+enum Failed {
+    /// The leader's refusal.
+    Refused(Refusal),
+    /// No leader answered for `cluster.grant_timeout`: why.
+    NoLeader(String),
+    /// The leader stopped, or this hub leads now: ask again.
+    LeaderChanged,
+}
+
+struct Waiting {
+    acquire: Acquire,
+    /// When it was asked: its wait so far is told again on a new link.
+    asked: Instant,
+    answer: oneshot::Sender<Answer>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The current link's sender, while one is up.
+    out: Option<mpsc::UnboundedSender<Bytes>>,
+    waiting: HashMap<u64, Waiting>,
+    held: HashMap<u64, Held>,
+    /// Since when no link is up, and why (for the 503).
+    down: Option<(Instant, String)>,
+}
+
+/// The follower's side of the link.
+pub struct Link {
+    state: Mutex<State>,
+    next: AtomicU64,
+    /// Woken when the link went down for good (grant timeout), or up.
+    changed: watch::Sender<u64>,
+    tasks: TaskTracker,
+    cancel_grace: Duration,
+}
+
+/// A slot the leader granted; dropped through [`Granted::release`].
+pub struct Granted {
+    link: Arc<Link>,
+    id: u64,
+}
+
+impl Granted {
+    /// Tells the leader the slot is free, and how its request ended; an
+    /// abandoned one's key permit lingers here as the slot does there.
+    pub fn release(self, outcome: Option<Outcome>, permit: Option<Permit>) {
+        let outcome = match outcome {
+            Some(Outcome::Success { service }) => WireOutcome::Success {
+                service_ms: u64::try_from(service.as_millis()).unwrap_or(u64::MAX),
+            },
+            Some(Outcome::Failure) => WireOutcome::Failure,
+            Some(Outcome::Overloaded) => WireOutcome::Overloaded,
+            Some(Outcome::Neutral) => WireOutcome::Neutral,
+            None => WireOutcome::Abandoned,
+        };
+        self.link.release(self.id, outcome);
+        if let Some(permit) = permit {
+            let grace = self.link.cancel_grace;
+            self.link.tasks.spawn(async move {
+                tokio::time::sleep(grace).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Link {
+    pub fn new(tasks: TaskTracker, cancel_grace: Duration) -> Arc<Link> {
+        Arc::new(Link {
+            state: Mutex::new(State {
+                down: Some((Instant::now(), "no link to a leader yet".into())),
+                ..State::default()
+            }),
+            next: AtomicU64::new(1),
+            changed: watch::Sender::new(0),
+            tasks,
+            cancel_grace,
+        })
+    }
+
+    /// Whether a link to the leader is up.
+    pub fn is_up(&self) -> bool {
+        lock(&self.state).down.is_none()
+    }
+
+    /// Slots held by this hub's requests now.
+    pub fn held(&self) -> usize {
+        lock(&self.state).held.len()
+    }
+
+    fn send(state: &State, message: &ToLeader) {
+        if let Some(out) = &state.out {
+            let _ = out.send(line(message));
+        }
+    }
+
+    fn release(&self, id: u64, outcome: WireOutcome) {
+        let mut st = lock(&self.state);
+        st.held.remove(&id);
+        // A link that is down drops it: the next `Hello` does not list it,
+        // which frees it there.
+        Self::send(&st, &ToLeader::Release { id, outcome });
+    }
+
+    /// Tells the leader a prefill measured here.
+    pub fn prefill(&self, backend: String, model: &str, tokens: u32, took: Duration) {
+        let st = lock(&self.state);
+        Self::send(
+            &st,
+            &ToLeader::Prefill {
+                backend,
+                model: model.to_string(),
+                tokens,
+                took_us: u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            },
+        );
+    }
+
+    /// Asks the leader for a slot for `request`; `now` is this hub's
+    /// scheduler time. Dropping the future while it waits cancels it there.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        request: &Request,
+        retry: bool,
+        now: Duration,
+        names: &Backends,
+        grant_timeout: Duration,
+    ) -> Result<SlotGuard, AcquireError> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let acquire = super::wire::acquire(id, request, retry, now, names);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = lock(&self.state);
+            if let Some((since, why)) = &st.down
+                && since.elapsed() >= grant_timeout
+            {
+                return Err(AcquireError::Wait(WaitError::NoLeader(why.clone())));
+            }
+            Self::send(&st, &ToLeader::Acquire(acquire.clone()));
+            st.waiting.insert(
+                id,
+                Waiting {
+                    acquire,
+                    asked: Instant::now(),
+                    answer: tx,
+                },
+            );
+        }
+        let mut leave = Cancel {
+            link: self,
+            id,
+            armed: true,
+        };
+        // Its own deadline holds here too while no leader answers for it.
+        let left = request.deadline.map(|d| d.saturating_sub(now));
+        let answer = match left {
+            Some(left) => match tokio::time::timeout(left, rx).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(AcquireError::Wait(WaitError::Expired)),
+            },
+            None => rx.await,
+        };
+        leave.armed = false;
+        match answer {
+            Ok(Ok(grant)) => {
+                let Some(entry) = names.by_name(&grant.backend) else {
+                    // A backend the leader has and this hub does not (yet):
+                    // the slot goes back, the request tries again.
+                    self.release(id, WireOutcome::Neutral);
+                    tracing::warn!(backend = %grant.backend, "the leader granted a slot on a backend this hub does not know");
+                    return Err(AcquireError::Wait(WaitError::LeaderChanged));
+                };
+                let granted = Granted {
+                    link: self.clone(),
+                    id,
+                };
+                Ok(SlotGuard::granted(granted, entry.id, &grant))
+            }
+            Ok(Err(Failed::Refused(refusal))) => Err(super::wire::acquire_error(refusal, names)),
+            Ok(Err(Failed::NoLeader(why))) => Err(AcquireError::Wait(WaitError::NoLeader(why))),
+            Ok(Err(Failed::LeaderChanged)) => Err(AcquireError::Wait(WaitError::LeaderChanged)),
+            Err(_) => Err(AcquireError::Wait(WaitError::ShuttingDown)),
+        }
+    }
+
+    /// Answers every waiting request the same way.
+    fn fail_waiting(&self, failed: impl Fn() -> Failed) {
+        let waiting: Vec<Waiting> = lock(&self.state).waiting.drain().map(|(_, w)| w).collect();
+        for w in waiting {
+            let _ = w.answer.send(Err(failed()));
+        }
+    }
+}
+
+/// Cancels a waiting request whose future is dropped.
+struct Cancel<'a> {
+    link: &'a Arc<Link>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for Cancel<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut st = lock(&self.link.state);
+            if st.waiting.remove(&self.id).is_some() {
+                Link::send(&st, &ToLeader::Cancel { id: self.id });
+            }
+        }
+    }
+}
+
+/// Keeps a link to whoever leads while this hub follows, until shutdown.
+pub(crate) async fn run(
+    link: Arc<Link>,
+    cluster: Arc<Cluster>,
+    secret: Arc<super::secret::Secret>,
+    shutdown: CancellationToken,
+) {
+    let mut role = cluster.watch();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let now = role.borrow_and_update().clone();
+        let address = match now {
+            Role::Follower { address, .. } => address,
+            other => {
+                link.went_down(&format!(
+                    "no hub leads that this one knows of ({})",
+                    match &other {
+                        Role::Leaderless { reason } => reason.as_str(),
+                        _ => other.as_str(),
+                    }
+                ));
+                // This hub leads now: what waited here asks its own
+                // scheduler, keeping its place.
+                if other.leads() {
+                    link.fail_waiting(|| Failed::LeaderChanged);
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = role.changed() => continue,
+                    () = link.timeout_tick(cluster.config.grant_timeout) => continue,
+                }
+            }
+        };
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = role.changed() => continue,
+            r = link.connect(&cluster, &address, &secret) => r,
+        };
+        match connected {
+            Ok(()) => backoff = Duration::from_millis(50),
+            Err(e) => {
+                link.went_down(&format!("the link to the leader at {address}: {e}"));
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = role.changed() => {}
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+        link.expire_if_down_too_long(cluster.config.grant_timeout);
+    }
+    link.fail_waiting(|| Failed::Refused(Refusal::ShuttingDown));
+}
+
+impl Link {
+    fn went_down(&self, why: &str) {
+        let mut st = lock(&self.state);
+        st.out = None;
+        match &mut st.down {
+            Some((_, reason)) => *reason = why.to_string(),
+            None => st.down = Some((Instant::now(), why.to_string())),
+        }
+    }
+
+    /// Waits until the link has been down for `timeout`, then answers the
+    /// requests still waiting.
+    async fn timeout_tick(&self, timeout: Duration) {
+        let since = lock(&self.state).down.as_ref().map(|(s, _)| *s);
+        match since {
+            Some(_) if lock(&self.state).waiting.is_empty() => {
+                // Nothing waits to be answered: a new request that comes
+                // while the link is down is refused at once, or asked
+                // again at the next role change.
+                tokio::time::sleep(timeout).await;
+            }
+            Some(since) => {
+                tokio::time::sleep_until(since + timeout).await;
+                self.expire_if_down_too_long(timeout);
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    fn expire_if_down_too_long(&self, timeout: Duration) {
+        let why = {
+            let st = lock(&self.state);
+            match &st.down {
+                Some((since, why)) if since.elapsed() >= timeout && !st.waiting.is_empty() => {
+                    why.clone()
+                }
+                _ => return,
+            }
+        };
+        tracing::warn!(reason = %why, "no leader answered within cluster.grant_timeout: the waiting requests are answered 503");
+        self.fail_waiting(|| Failed::NoLeader(why.clone()));
+    }
+
+    /// One link to the leader at `address`, until it ends.
+    async fn connect(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        address: &str,
+        secret: &super::secret::Secret,
+    ) -> Result<(), LinkError> {
+        let secret = secret
+            .get()
+            .await
+            .map_err(|e| LinkError::Broken(format!("the cluster's secret: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (mut answer, mut driver) = super::connect::post(address, &secret, ChannelBody(rx))
+            .await
+            .map_err(LinkError::Broken)?;
+        // Hello first, then every request still waiting, in the order asked.
+        {
+            let mut st = lock(&self.state);
+            let held: Vec<Held> = st.held.values().cloned().collect();
+            let _ = tx.send(line(&ToLeader::Hello {
+                hub: cluster.hub.clone(),
+                held,
+            }));
+            let mut waiting: Vec<&Waiting> = st.waiting.values().collect();
+            waiting.sort_by_key(|w| w.asked);
+            for w in waiting {
+                let mut again = w.acquire.clone();
+                let waited = u64::try_from(w.asked.elapsed().as_millis()).unwrap_or(u64::MAX);
+                again.waited_ms = again.waited_ms.saturating_add(waited);
+                again.deadline_ms = again.deadline_ms.map(|d| d.saturating_sub(waited));
+                let _ = tx.send(line(&ToLeader::Acquire(again)));
+            }
+            st.out = Some(tx);
+        }
+        let mut lines = Lines::new(answer.body_mut());
+        let result = loop {
+            let next = tokio::select! {
+                next = lines.next::<ToFollower>() => next,
+                () = &mut driver => Err(LinkError::Ended),
+            };
+            match next {
+                Ok(ToFollower::Welcome { leader, epoch }) => {
+                    tracing::info!(%leader, epoch, "linked to the cluster's leader");
+                    lock(&self.state).down = None;
+                    self.changed.send_modify(|n| *n += 1);
+                }
+                Ok(ToFollower::Grant(grant)) => {
+                    let waiting = lock(&self.state).waiting.remove(&grant.id);
+                    let id = grant.id;
+                    match waiting {
+                        Some(w) => {
+                            // Held from here on: a new link's `Hello` says
+                            // so even before the request takes it up.
+                            let held = Held {
+                                id,
+                                backend: grant.backend.clone(),
+                                model: grant.model.clone(),
+                                tokens: grant.tokens,
+                            };
+                            lock(&self.state).held.insert(id, held);
+                            if w.answer.send(Ok(grant)).is_err() {
+                                self.release(id, WireOutcome::Neutral);
+                            }
+                        }
+                        // Cancelled on the way: given straight back.
+                        None => self.release(id, WireOutcome::Neutral),
+                    }
+                }
+                Ok(ToFollower::Refused { id, refusal }) => {
+                    let refused = match refusal {
+                        // The leader stops: its next one is asked.
+                        Refusal::ShuttingDown => Failed::LeaderChanged,
+                        other => Failed::Refused(other),
+                    };
+                    if let Some(w) = lock(&self.state).waiting.remove(&id) {
+                        let _ = w.answer.send(Err(refused));
+                    }
+                }
+                Err(e) => break e,
+            }
+        };
+        Err(result)
+    }
+}

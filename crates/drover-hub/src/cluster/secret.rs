@@ -1,0 +1,47 @@
+//! The cluster's secret: what a follower's link shows the leader. Made by
+//! the first hub on the store and kept there (`settings`), so every hub of
+//! the cluster, and only they, know it.
+
+use std::sync::OnceLock;
+
+use drover_store::{Store, StoreError};
+
+const SETTING: &str = "cluster_secret";
+
+pub struct Secret {
+    store: Option<Store>,
+    known: OnceLock<String>,
+}
+
+impl Secret {
+    pub fn new(store: Option<Store>) -> Self {
+        Secret {
+            store,
+            known: OnceLock::new(),
+        }
+    }
+
+    /// The secret, if it has been read.
+    pub fn known(&self) -> Option<&str> {
+        self.known.get().map(String::as_str)
+    }
+
+    /// The secret, read from the store (made there first if none is).
+    pub async fn get(&self) -> Result<String, StoreError> {
+        if let Some(known) = self.known.get() {
+            return Ok(known.clone());
+        }
+        let Some(store) = &self.store else {
+            return Err(StoreError::Other(
+                "no store is shared with other hubs".into(),
+            ));
+        };
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            StoreError::Other(format!("no randomness for the cluster's secret: {e}"))
+        })?;
+        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let stored = store.setting_or_insert(SETTING, &fresh).await?;
+        Ok(self.known.get_or_init(|| stored).clone())
+    }
+}

@@ -1,0 +1,262 @@
+//! Three hubs on one PostgreSQL schema are one cluster: the leader decides
+//! every request's slot, the followers ask it for each one over their link
+//! and forward straight to the backend. Requests spread over all three
+//! never put more on a backend than its slots; a hundred requests for a
+//! cold model over the three make one load; a follower that no leader
+//! answers refuses with 503 and sends nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use drover_hub::{HubConfig, HubHandle};
+use drover_tests::{
+    Client, Cluster, ClusterBuilder, Dialect, SimConfig, chat_body, openai, wait_until_within,
+};
+use tokio::net::TcpListener;
+
+fn database_url() -> String {
+    let base = std::env::var("DROVER_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("hubs_{}", uuid::Uuid::now_v7().simple());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}schema={schema}")
+}
+
+/// A hub's config on the shared schema, with a short lease.
+fn clustered(c: &mut HubConfig, url: &str, dir: &str) {
+    c.database_url = Some(url.to_string());
+    c.data_dir = Some(std::env::temp_dir().join(format!("drover-{dir}-{}", uuid::Uuid::now_v7())));
+    c.cluster.lease_ttl = Duration::from_secs(2);
+    c.cluster.renew_every = Duration::from_millis(200);
+}
+
+struct Three {
+    /// The first hub, with the simulators.
+    first: Cluster,
+    others: Vec<(HubHandle, Client)>,
+}
+
+impl Three {
+    async fn start(builder: ClusterBuilder) -> Three {
+        let url = database_url();
+        let first_url = url.clone();
+        let first = builder
+            .hub(move |c| clustered(c, &first_url, "hubs-a"))
+            .start()
+            .await;
+        let mut others = Vec::new();
+        for name in ["hubs-b", "hubs-c"] {
+            let mut config = first.config().clone();
+            clustered(&mut config, &url, name);
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            config.listen = listener.local_addr().unwrap().to_string();
+            let hub = drover_hub::start(config, listener).await.unwrap();
+            let client = Client::new(&hub.url());
+            others.push((hub, client));
+        }
+        let three = Three { first, others };
+        three.linked().await;
+        three
+    }
+
+    fn clients(&self) -> Vec<Client> {
+        let mut all = vec![self.first.client.clone()];
+        all.extend(self.others.iter().map(|(_, c)| c.clone()));
+        all
+    }
+
+    /// Waits until one hub leads and the other two follow, linked to it.
+    async fn linked(&self) {
+        let clients = self.clients();
+        wait_until_within(
+            "one leader, two linked followers",
+            Duration::from_secs(20),
+            || {
+                let clients = clients.clone();
+                async move {
+                    let mut roles = Vec::new();
+                    for c in &clients {
+                        let list = c.get("/admin/hubs").await.json();
+                        let me = list["this_hub"].clone();
+                        let role = list["hubs"]
+                            .as_array()
+                            .and_then(|h| h.iter().find(|h| h["id"] == me))
+                            .map(|h| h["role"].as_str().unwrap_or_default().to_string());
+                        roles.push(role);
+                        let metrics = c.get("/metrics").await.text();
+                        let follower = metrics.contains("drover_hub_role{role=\"follower\"} 1");
+                        let linked = metrics.contains("drover_hub_linked 1");
+                        if follower && !linked {
+                            return false;
+                        }
+                    }
+                    let leaders = roles
+                        .iter()
+                        .filter(|r| r.as_deref() == Some("leader"))
+                        .count();
+                    let followers = roles
+                        .iter()
+                        .filter(|r| r.as_deref() == Some("follower"))
+                        .count();
+                    leaders == 1 && followers == 2
+                }
+            },
+        )
+        .await;
+    }
+
+    async fn shutdown(self) {
+        for (hub, _) in self.others {
+            hub.shutdown(Duration::from_secs(1)).await;
+        }
+        self.first.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_over_three_hubs_never_put_more_on_a_backend_than_its_slots() {
+    let three =
+        Three::start(ClusterBuilder::new().sim_with_slots("sim", openai(&["m"], 2, 40), 2)).await;
+    let clients = three.clients();
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let client = clients[i % 3].clone();
+        all.spawn(async move {
+            client
+                .post("/v1/chat/completions", &chat_body("m", &format!("hi {i}")))
+                .await
+        });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let stats = three.first.sim("sim").stats().model("m");
+    assert_eq!(stats.completed, 60);
+    assert!(
+        stats.max_in_flight <= 2,
+        "two slots, at most two at once across the three hubs: {}",
+        stats.max_in_flight
+    );
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_requests_for_a_cold_model_over_three_hubs_make_one_load() {
+    let cold = |_: ()| SimConfig {
+        dialect: Dialect::Ollama,
+        models: vec!["m".into()],
+        loaded: Vec::new(),
+        load_time: Duration::from_millis(300),
+        slots: 2,
+        ttft: Duration::from_millis(5),
+        ..SimConfig::default()
+    };
+    let three = Three::start(ClusterBuilder::new().sim("a", cold(())).sim("b", cold(()))).await;
+    let clients = three.clients();
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let client = clients[i % 3].clone();
+        all.spawn(async move {
+            client
+                .post("/v1/chat/completions", &chat_body("m", "hi"))
+                .await
+        });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let loads = |sim: &str| three.first.sim(sim).stats().model("m").loads;
+    assert_eq!(
+        loads("a") + loads("b"),
+        1,
+        "one load for a hundred requests over three hubs"
+    );
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_no_leader_answers_refuses_with_503_and_sends_nothing() {
+    let url = database_url();
+    let first_url = url.clone();
+    // The leader says it is where nothing listens: its followers cannot
+    // link, as if cut off from it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let leader = ClusterBuilder::new()
+        .sim("sim", openai(&["m"], 2, 5))
+        .hub(move |c| {
+            clustered(c, &first_url, "cut-a");
+            c.cluster.advertise = Some(format!("http://127.0.0.1:{port}"));
+        })
+        .start()
+        .await;
+    wait_until_within("the first hub leads", Duration::from_secs(10), || async {
+        leader
+            .client
+            .get("/metrics")
+            .await
+            .text()
+            .contains("drover_hub_role{role=\"leader\"} 1")
+    })
+    .await;
+    let mut config = leader.config().clone();
+    clustered(&mut config, &url, "cut-b");
+    config.cluster.advertise = None;
+    config.cluster.grant_timeout = Duration::from_secs(1);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    config.listen = listener.local_addr().unwrap().to_string();
+    let follower = drover_hub::start(config, listener).await.unwrap();
+    let client = Client::new(&follower.url());
+    wait_until_within(
+        "the second hub follows",
+        Duration::from_secs(10),
+        || async {
+            client
+                .get("/metrics")
+                .await
+                .text()
+                .contains("drover_hub_role{role=\"follower\"} 1")
+        },
+    )
+    .await;
+    let ready = client.get("/ready").await;
+    assert_eq!(
+        ready.status,
+        503,
+        "a load balancer takes it out: {}",
+        ready.text()
+    );
+    assert!(ready.text().contains("link"), "{}", ready.text());
+    let before = leader.sim("sim").stats().requests_total;
+    let started = tokio::time::Instant::now();
+    let r = client
+        .post("/v1/chat/completions", &chat_body("m", "hi"))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error_code(), "no_leader", "{}", r.text());
+    assert!(r.text().contains("127.0.0.1"), "says why: {}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "within the grant timeout and a little"
+    );
+    assert_eq!(
+        leader.sim("sim").stats().requests_total,
+        before,
+        "nothing sent without a grant"
+    );
+    // Through the leader itself, the same request is served.
+    let direct = leader
+        .client
+        .post("/v1/chat/completions", &chat_body("m", "hi"))
+        .await;
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    follower.shutdown(Duration::from_secs(1)).await;
+    leader.shutdown().await;
+}
