@@ -822,7 +822,7 @@ mod tests {
                 ("DROVER_BATCHES__MAX_LINES", "10"),
                 ("DROVER_WORKERS__HEARTBEAT", "200ms"),
                 ("DROVER_NODES__HEARTBEAT", "300ms"),
-                ("DROVER_CLUSTER__LEASE_TTL", "4s"),
+                ("DROVER_CLUSTER__LEASE_TTL", "7s"),
             ]),
         )
         .unwrap();
@@ -845,7 +845,7 @@ mod tests {
         assert_eq!(c.batches.max_lines, 10);
         assert_eq!(c.workers.heartbeat, Duration::from_millis(200));
         assert_eq!(c.nodes.heartbeat, Duration::from_millis(300));
-        assert_eq!(c.cluster.lease_ttl, Duration::from_secs(4));
+        assert_eq!(c.cluster.lease_ttl, Duration::from_secs(7));
         assert_eq!(KNOWN_ROOTS.len(), 17, "a new root needs a line above");
     }
 
@@ -1053,6 +1053,7 @@ mod example {
             "[limits]\nnope = 1",
             "[manager]\nnope = 1",
             "[jobs]\nnope = 1",
+            "[cluster]\nnope = 1",
             "[tls]\nnope = 1",
             "[machines.m]\nmemory = 1\nnope = 1",
             "[[backends]]\nurl = \"http://h:1\"\nnope = 1",

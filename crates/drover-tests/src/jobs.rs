@@ -86,3 +86,37 @@ pub async fn try_upload(cluster: &Cluster, headers: &[(&str, &str)], jsonl: &str
         )
         .await
 }
+
+/// Every job the client's key sees, a page at a time.
+pub async fn all(client: &crate::Client) -> Vec<Value> {
+    let mut jobs: Vec<Value> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/jobs?limit=100&after={a}"),
+            None => "/v1/jobs?limit=100".into(),
+        };
+        let page = client.get(&path).await.json();
+        jobs.extend(page["data"].as_array().unwrap().iter().cloned());
+        if page["has_more"] != true {
+            return jobs;
+        }
+        after = page["last_id"].as_str().map(str::to_string);
+    }
+}
+
+/// Asserts `expected` jobs, each completed with exactly one answered
+/// attempt: none lost, none completed twice.
+pub fn assert_completed_once(jobs: &[Value], expected: usize) {
+    assert_eq!(jobs.len(), expected, "every job handed over is stored once");
+    for job in jobs {
+        assert_eq!(job["state"], "completed", "lost: {job}");
+        let answered = job["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["status"] == 200)
+            .count();
+        assert_eq!(answered, 1, "completed more than once: {job}");
+    }
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use drover_sim::SimServer;
 use drover_tests::{Client, openai, wait_until_within};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -276,31 +276,8 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
         assert!(Instant::now() < deadline, "jobs unfinished: {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut jobs: Vec<Value> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(a) => format!("/v1/jobs?limit=100&after={a}"),
-            None => "/v1/jobs?limit=100".into(),
-        };
-        let page = client.get(&path).await.json();
-        jobs.extend(page["data"].as_array().unwrap().iter().cloned());
-        if page["has_more"] != true {
-            break;
-        }
-        after = page["last_id"].as_str().map(str::to_string);
-    }
-    assert_eq!(jobs.len(), JOBS, "every job handed over is stored once");
-    for job in &jobs {
-        assert_eq!(job["state"], "completed", "lost: {job}");
-        let answered = job["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["status"] == 200)
-            .count();
-        assert_eq!(answered, 1, "completed more than once: {job}");
-    }
+    let jobs = drover_tests::jobs::all(client).await;
+    drover_tests::jobs::assert_completed_once(&jobs, JOBS);
     for hub in &mut hubs {
         kill(hub);
     }

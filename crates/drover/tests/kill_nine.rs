@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use drover_sim::{SimHandle, SimServer};
 use drover_tests::{Client, openai};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 const JOBS: usize = 2_000;
@@ -154,33 +154,9 @@ async fn run(name: &str, database_url: Option<String>) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut jobs: Vec<Value> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let path = match &after {
-            Some(a) => format!("/v1/jobs?limit=100&after={a}"),
-            None => "/v1/jobs?limit=100".into(),
-        };
-        let page = hub.client.get(&path).await.json();
-        jobs.extend(page["data"].as_array().unwrap().iter().cloned());
-        if page["has_more"] != true {
-            break;
-        }
-        after = page["last_id"].as_str().map(str::to_string);
-    }
-    assert_eq!(jobs.len(), JOBS, "every job handed over is stored once");
-    let mut completed = 0;
-    for job in &jobs {
-        assert_eq!(job["state"], "completed", "lost: {job}");
-        let answered = job["attempts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["status"] == 200)
-            .count();
-        assert_eq!(answered, 1, "completed more than once: {job}");
-        completed += 1;
-    }
+    let jobs = drover_tests::jobs::all(&hub.client).await;
+    drover_tests::jobs::assert_completed_once(&jobs, JOBS);
+    let completed = jobs.len();
     let sample = hub
         .client
         .get(&format!("/v1/jobs/{}", jobs[0]["id"].as_str().unwrap()))
