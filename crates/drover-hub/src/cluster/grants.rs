@@ -154,7 +154,11 @@ async fn session(
     tx: mpsc::UnboundedSender<Bytes>,
     epoch: i64,
 ) {
-    let follower = match lines.next::<ToLeader>().await {
+    let hello = tokio::select! {
+        hello = lines.next::<ToLeader>() => hello,
+        () = hub.shutdown.cancelled() => return,
+    };
+    let follower = match hello {
         Ok(ToLeader::Hello { hub: id, held }) => {
             let grants = take_over(&hub, &id, held);
             Some((id, grants))

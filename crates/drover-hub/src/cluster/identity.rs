@@ -37,6 +37,36 @@ fn valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The file in the data directory that says whether this hub was alone in
+/// its cluster at its last look.
+const ALONE_FILE: &str = "cluster-alone";
+
+/// Whether this hub was alone in its cluster at its last look (kept in its
+/// data directory; a hub that never looked has seen no other): restarted
+/// while its store is away, such a hub leads rather than serve nothing.
+pub fn was_alone(data_dir: Option<&Path>) -> bool {
+    data_dir.is_some_and(|d| {
+        std::fs::read_to_string(d.join(ALONE_FILE)).map_or(true, |s| s.starts_with("alone"))
+    })
+}
+
+/// Keeps whether this hub is alone in its cluster now.
+pub fn set_alone(data_dir: Option<&Path>, alone: bool) {
+    let Some(dir) = data_dir else { return };
+    let path = dir.join(ALONE_FILE);
+    let kept = std::fs::write(
+        &path,
+        if alone {
+            "alone: no other hub of the cluster was alive at the last look\n"
+        } else {
+            "shared: other hubs of the cluster were alive at the last look\n"
+        },
+    );
+    if let Err(e) = kept {
+        tracing::warn!(file = %path.display(), error = %e, "cannot keep whether this hub is alone in its cluster");
+    }
+}
+
 /// The machine's name, for the address other hubs reach this one at.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -36,14 +36,26 @@ pub(crate) async fn run(hub: Arc<HubState>) {
     let mut campaign = Campaign {
         cluster: &cluster,
         store: &store,
-        others_alive: true,
+        others_alive: !cluster.was_alone,
         failing: false,
     };
     let mut round: u64 = 0;
     loop {
-        campaign.round().await;
         let held = i64::try_from(hub.link.held()).unwrap_or(i64::MAX);
-        campaign.say_alive(&cluster.role(), round, held).await;
+        // A store that hangs (not refuses) holds neither the round nor the
+        // hub's shutdown: each call is bounded, and shutdown cuts the rest.
+        let done = tokio::select! {
+            () = hub.shutdown.cancelled() => false,
+            () = async {
+                campaign.round().await;
+                let role = cluster.role();
+                let say = campaign.say_alive(&role, round, held);
+                let _ = tokio::time::timeout(cluster.config.renew_every, say).await;
+            } => true,
+        };
+        if !done {
+            break;
+        }
         round += 1;
         let deadline = match cluster.role() {
             Role::Leader { until, .. } => Some(until),
@@ -155,6 +167,19 @@ impl Campaign<'_> {
             tracing::warn!(%error, role = self.cluster.role().as_str(), "cannot reach the store for the cluster's lease");
         }
         self.failing = true;
+        if let Role::Leaderless { .. } = self.cluster.role()
+            && !self.others_alive
+        {
+            // Alone at its last look (or never having seen another hub): a
+            // lone hub restarted while its store is away serves rather
+            // than nothing, until the store says who leads.
+            tracing::warn!(%error, "the store does not answer, and no other hub of the cluster was alive at this hub's last look: it decides alone until the store answers");
+            self.cluster.set(Role::Leader {
+                epoch: 0,
+                until: Instant::now() + self.cluster.ttl(),
+            });
+            return;
+        }
         if let Role::Leaderless { .. } = self.cluster.role() {
             self.cluster.set(Role::Leaderless {
                 reason: format!("the store does not answer: {error}"),
@@ -218,6 +243,9 @@ impl Campaign<'_> {
                 .filter(|h| h.id != c.hub && h.role != "stopped")
                 .map(|h| h.id.clone())
                 .collect();
+            if self.others_alive != !others.is_empty() || round == 0 {
+                super::identity::set_alone(c.data_dir.as_deref(), others.is_empty());
+            }
             self.others_alive = !others.is_empty();
             *drover_core::sync::lock(&c.others) = others;
         }

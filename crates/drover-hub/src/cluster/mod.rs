@@ -96,6 +96,9 @@ pub struct Cluster {
     pub(crate) kept: grants::Kept,
     /// The other hubs alive at the last look.
     others: std::sync::Mutex<Vec<String>>,
+    /// Whether it was alone at its last look before this start.
+    pub(crate) was_alone: bool,
+    pub(crate) data_dir: Option<std::path::PathBuf>,
 }
 
 /// A new leader grants nothing until the hubs that were alive have linked
@@ -117,14 +120,15 @@ impl Cluster {
     ) -> std::io::Result<Arc<Cluster>> {
         let shared = store.filter(|s| !s.is_single_hub()).cloned();
         let hub = identity::hub_id(data_dir)?;
-        let first = if shared.is_some() {
+        let alone = identity::was_alone(data_dir);
+        let first = if shared.is_none() {
+            Role::Alone
+        } else {
             // Until the store says who leads, nobody this hub knows of does;
             // the first campaign comes at once.
             Role::Leaderless {
                 reason: "this hub has not asked the store who leads yet".into(),
             }
-        } else {
-            Role::Alone
         };
         Ok(Arc::new(Cluster {
             secret: Arc::new(secret::Secret::new(shared.clone())),
@@ -132,6 +136,8 @@ impl Cluster {
             settled: watch::Sender::new(true),
             kept: grants::Kept::default(),
             others: std::sync::Mutex::new(Vec::new()),
+            was_alone: alone,
+            data_dir: data_dir.map(std::path::Path::to_path_buf),
             address: config.advertise.clone().unwrap_or(address),
             config,
             hub,

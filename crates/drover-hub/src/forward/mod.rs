@@ -241,6 +241,9 @@ impl Forwarder {
         use crate::dispatcher::{AcquireError, WaitError};
         let s = &self.0;
         let mut role = s.cluster.watch();
+        // Without a leader, it waits this long in all, however often the
+        // role changes meanwhile.
+        let no_leader_until = tokio::time::Instant::now() + s.cluster.config.grant_timeout;
         loop {
             let now = role.borrow_and_update().clone();
             let asked = match now {
@@ -256,8 +259,7 @@ impl Forwarder {
                         .await
                 }
                 Role::Leaderless { reason } => {
-                    let timeout = s.cluster.config.grant_timeout;
-                    match tokio::time::timeout(timeout, role.changed()).await {
+                    match tokio::time::timeout_at(no_leader_until, role.changed()).await {
                         Ok(Ok(())) => continue,
                         _ => Err(AcquireError::Wait(WaitError::NoLeader(reason))),
                     }
