@@ -243,7 +243,7 @@ impl Campaign<'_> {
                 .filter(|h| h.id != c.hub && h.role != "stopped")
                 .map(|h| h.id.clone())
                 .collect();
-            if self.others_alive != !others.is_empty() || round == 0 {
+            if self.others_alive == others.is_empty() || round == 0 {
                 super::identity::set_alone(c.data_dir.as_deref(), others.is_empty());
             }
             self.others_alive = !others.is_empty();
