@@ -14,6 +14,7 @@ mod cluster;
 pub mod jobs;
 mod llama;
 mod raw;
+pub mod relay;
 
 pub use client::{Client, Reply};
 pub use cluster::{Cluster, ClusterBuilder, wait_until, wait_until_within};

@@ -39,16 +39,28 @@ struct Three {
 
 impl Three {
     async fn start(builder: ClusterBuilder) -> Three {
-        let url = database_url();
-        let first_url = url.clone();
+        Three::start_on(builder, database_url(), |_| {}).await
+    }
+
+    /// Three hubs on `url`, each config changed by `tweak` too.
+    async fn start_on(
+        builder: ClusterBuilder,
+        url: String,
+        tweak: impl Fn(&mut HubConfig) + Clone + Send + 'static,
+    ) -> Three {
+        let (first_url, first_tweak) = (url.clone(), tweak.clone());
         let first = builder
-            .hub(move |c| clustered(c, &first_url, "hubs-a"))
+            .hub(move |c| {
+                clustered(c, &first_url, "hubs-a");
+                first_tweak(c);
+            })
             .start()
             .await;
         let mut others = Vec::new();
         for name in ["hubs-b", "hubs-c"] {
             let mut config = first.config().clone();
             clustered(&mut config, &url, name);
+            tweak(&mut config);
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             config.listen = listener.local_addr().unwrap().to_string();
             let hub = drover_hub::start(config, listener).await.unwrap();
@@ -58,6 +70,25 @@ impl Three {
         let three = Three { first, others };
         three.linked().await;
         three
+    }
+
+    /// The index (0 the first hub) of the hub that leads now.
+    async fn leader(&self) -> usize {
+        for (i, c) in self.clients().iter().enumerate() {
+            let metrics = c.get("/metrics").await.text();
+            if metrics.contains("drover_hub_role{role=\"leader\"} 1") {
+                return i;
+            }
+        }
+        panic!("no hub leads")
+    }
+
+    /// Requests waiting in the leader's queue.
+    async fn waiting_at_leader(&self) -> usize {
+        match self.leader().await {
+            0 => self.first.waiting(),
+            i => self.others[i - 1].0.load().1,
+        }
     }
 
     fn clients(&self) -> Vec<Client> {
@@ -259,4 +290,130 @@ async fn a_follower_no_leader_answers_refuses_with_503_and_sends_nothing() {
     assert_eq!(direct.status, 200, "{}", direct.text());
     follower.shutdown(Duration::from_secs(1)).await;
     leader.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_priority_flood_through_one_hub_does_not_hold_up_a_high_priority_request_through_another()
+ {
+    let three =
+        Three::start(ClusterBuilder::new().sim_with_slots("sim", openai(&["m"], 1, 150), 1)).await;
+    let clients = three.clients();
+    // One request alone: how long the server takes for one.
+    let started = tokio::time::Instant::now();
+    let lone = clients[0]
+        .post("/v1/chat/completions", &chat_body("m", "alone"))
+        .await;
+    assert_eq!(lone.status, 200, "{}", lone.text());
+    let service = started.elapsed();
+    let leader = three.leader().await;
+    let (flood, urgent) = ((leader + 1) % 3, (leader + 2) % 3);
+    let mut low = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let client = clients[flood].clone();
+        low.spawn(async move {
+            client
+                .post_with(
+                    "/v1/chat/completions",
+                    &[("x-drover-priority", "10")],
+                    &chat_body("m", &format!("low {i}")),
+                )
+                .await
+        });
+    }
+    wait_until_within(
+        "the flood waits at the leader",
+        Duration::from_secs(10),
+        || async { three.waiting_at_leader().await >= 10 },
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let high = clients[urgent]
+        .post_with(
+            "/v1/chat/completions",
+            &[("x-drover-priority", "90")],
+            &chat_body("m", "urgent"),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(high.status, 200, "{}", high.text());
+    // At most the one running when it came, then its own, with room for
+    // the link and a busy machine.
+    assert!(
+        took < service * 2 + Duration::from_millis(250),
+        "the high-priority request took {took:?}; one service takes {service:?}"
+    );
+    while let Some(r) = low.join_next().await {
+        assert_eq!(r.unwrap().status, 200);
+    }
+    assert!(three.first.sim("sim").stats().model("m").max_in_flight <= 1);
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_no_hub_grants_once_the_lease_runs_out_and_all_serve_again_when_it_returns()
+ {
+    use drover_tests::relay::{Relay, postgres};
+    let (target, template) = postgres();
+    let relay = Relay::start(target).await;
+    let schema = format!("hubs_{}", uuid::Uuid::now_v7().simple());
+    let url = format!(
+        "{}?schema={schema}",
+        template.replace("{relay}", &relay.addr)
+    );
+    let three = Three::start_on(
+        ClusterBuilder::new().sim("sim", openai(&["m"], 4, 5)),
+        url,
+        |c| c.cluster.grant_timeout = Duration::from_secs(1),
+    )
+    .await;
+    let clients = three.clients();
+    let chat = |c: &Client| {
+        let c = c.clone();
+        async move { c.post("/v1/chat/completions", &chat_body("m", "hi")).await }
+    };
+    for c in &clients {
+        assert_eq!(chat(c).await.status, 200);
+    }
+    // The store goes: the leader grants from memory until its lease's
+    // deadline (others were alive), then no hub grants: every request is
+    // answered 503 no_leader, none is sent without a grant.
+    relay.cut();
+    let cut_at = tokio::time::Instant::now();
+    let answered = chat(&clients[three.leader().await]).await;
+    if cut_at.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            answered.status,
+            200,
+            "before the lease's deadline: {}",
+            answered.text()
+        );
+    }
+    wait_until_within("no hub grants", Duration::from_secs(15), || async {
+        let mut all = true;
+        for c in &clients {
+            let r = chat(c).await;
+            assert!(r.status == 200 || r.status == 503, "{}", r.text());
+            all &= r.status == 503 && r.error_code() == "no_leader";
+        }
+        all
+    })
+    .await;
+    let served = three.first.sim("sim").stats().requests_total;
+    for c in &clients {
+        let r = chat(c).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(c.get("/ready").await.status, 503);
+    }
+    assert_eq!(
+        three.first.sim("sim").stats().requests_total,
+        served,
+        "nothing sent without a grant"
+    );
+    // Back: one leads within a lease and the followers link; all serve.
+    relay.restore();
+    three.linked().await;
+    for c in &clients {
+        assert_eq!(chat(c).await.status, 200);
+    }
+    three.shutdown().await;
 }

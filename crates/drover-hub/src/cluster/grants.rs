@@ -88,7 +88,7 @@ impl Kept {
     }
 }
 
-#[utoipa::path(post, path = "/cluster/link", tag = "admin", params(("x-drover-cluster-secret" = String, Header, description = "The cluster's secret (kept in the shared store)")), request_body(content = String, content_type = "application/x-ndjson", description = "A follower's messages, one JSON object a line, for as long as the link lasts"), responses((status = 200, description = "The leader's messages, one JSON object a line", content_type = "application/x-ndjson"), (status = 401, description = "No cluster secret, or not this cluster's", body = drover_proto::openai::ErrorBody), (status = 503, description = "This hub does not lead, or its store does not answer", body = drover_proto::openai::ErrorBody)))]
+#[utoipa::path(post, path = "/cluster/link", tag = "admin", params(("x-drover-cluster-secret" = String, Header, description = "The cluster's secret (kept in the shared store)")), request_body(content = String, content_type = "text/plain", description = "A follower's messages, one JSON object a line, for as long as the link lasts"), responses((status = 200, description = "The leader's messages, one JSON object a line", content_type = "application/x-ndjson"), (status = 401, description = "No cluster secret, or not this cluster's", body = drover_proto::openai::ErrorBody), (status = 404, description = "This hub keeps no store shared with other hubs: it has no cluster", body = drover_proto::openai::ErrorBody), (status = 503, description = "This hub does not lead, or its store does not answer", body = drover_proto::openai::ErrorBody)))]
 pub async fn link(State(hub): State<Arc<HubState>>, headers: HeaderMap, body: Body) -> Response {
     match open(&hub, &headers) {
         Ok(epoch) => {
@@ -113,6 +113,12 @@ pub async fn link(State(hub): State<Arc<HubState>>, headers: HeaderMap, body: Bo
 /// Whether a link may open here: the caller knows the cluster's secret,
 /// and this hub leads (the epoch it leads in).
 fn open(hub: &HubState, headers: &HeaderMap) -> Result<i64, ApiError> {
+    if hub.cluster.store.is_none() {
+        return Err(ApiError::NotFound {
+            message: "this hub keeps no store shared with other hubs: it has no cluster to link to"
+                .into(),
+        });
+    }
     let Some(secret) = hub.cluster.secret.known() else {
         return Err(not_leader(
             "this hub has not read the cluster's secret from its store yet",
