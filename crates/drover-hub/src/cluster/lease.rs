@@ -19,6 +19,11 @@ use tokio::time::Instant;
 use super::{Cluster, Role};
 use crate::hub::HubState;
 
+/// Another hub seen within this long may be alive: a leader that saw one
+/// does not go on alone through a store outage. Longer than a lease, so that
+/// a hub slow to say it is alive (a busy machine) still counts.
+const ALIVE_WITHIN_MS: i64 = 60_000;
+
 /// Hubs not seen for this long are forgotten.
 const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
@@ -42,17 +47,31 @@ pub(crate) async fn run(hub: Arc<HubState>) {
     let mut round: u64 = 0;
     loop {
         let held = i64::try_from(hub.link.held()).unwrap_or(i64::MAX);
-        // A store that hangs (not refuses) holds neither the round nor the
-        // hub's shutdown: each call is bounded, and shutdown cuts the rest.
+        let deadline = match cluster.role() {
+            Role::Leader { until, .. } => Some(until),
+            _ => None,
+        };
+        // A store that hangs (not refuses) holds neither the hub's shutdown
+        // nor a leader's deadline: each call is bounded, and both cut the
+        // round short.
+        let say_within = cluster.config.renew_every.max(Duration::from_secs(2));
+        let mut passed = false;
         let done = tokio::select! {
             () = hub.shutdown.cancelled() => false,
+            () = until(deadline) => {
+                passed = true;
+                true
+            }
             () = async {
                 campaign.round().await;
                 let role = cluster.role();
                 let say = campaign.say_alive(&role, round, held);
-                let _ = tokio::time::timeout(cluster.config.renew_every, say).await;
+                let _ = tokio::time::timeout(say_within, say).await;
             } => true,
         };
+        if passed {
+            campaign.deadline_passed();
+        }
         if !done {
             break;
         }
@@ -168,7 +187,7 @@ impl Campaign<'_> {
         }
         self.failing = true;
         if let Role::Leaderless { .. } = self.cluster.role()
-            && !self.others_alive
+            && self.alone()
         {
             // Alone at its last look (or never having seen another hub): a
             // lone hub restarted while its store is away serves rather
@@ -187,14 +206,28 @@ impl Campaign<'_> {
         }
     }
 
+    /// Whether no other hub of the cluster was alive at the last look at
+    /// the store, and none has linked to this one lately (a follower that
+    /// linked is alive, whatever a look the busy store answered late found).
+    fn alone(&self) -> bool {
+        !self.others_alive
+            && !self
+                .cluster
+                .linked_within(Duration::from_millis(ALIVE_WITHIN_MS.unsigned_abs()))
+    }
+
     /// The leader's deadline passed without a renewal: it stops leading,
     /// unless it was alone in its cluster (see the module's comment).
     fn deadline_passed(&mut self) {
         let c = self.cluster;
-        let Role::Leader { epoch, .. } = c.role() else {
+        let Role::Leader { epoch, until } = c.role() else {
             return;
         };
-        if !self.others_alive {
+        // Renewed meanwhile: a later deadline holds.
+        if Instant::now() < until {
+            return;
+        }
+        if self.alone() {
             tracing::warn!(
                 epoch,
                 "the lease could not be renewed, but no other hub of the cluster was alive at the last look: this hub goes on deciding until the store answers"
@@ -236,18 +269,22 @@ impl Campaign<'_> {
             return;
         }
         if (role.leads() || round.is_multiple_of(10))
-            && let Ok((hubs, _)) = self.store.hubs(&c.config.name, millis(c.ttl())).await
+            && let Ok((hubs, now)) = self.store.hubs(&c.config.name, ALIVE_WITHIN_MS).await
         {
-            let others: Vec<String> = hubs
+            let others: Vec<&drover_store::HubRow> = hubs
                 .iter()
                 .filter(|h| h.id != c.hub && h.role != "stopped")
+                .collect();
+            // A new leader waits for those seen within a lease.
+            *drover_core::sync::lock(&c.others) = others
+                .iter()
+                .filter(|h| now - h.seen_ms <= millis(c.ttl()))
                 .map(|h| h.id.clone())
                 .collect();
             if self.others_alive == others.is_empty() || round == 0 {
                 super::identity::set_alone(c.data_dir.as_deref(), others.is_empty());
             }
             self.others_alive = !others.is_empty();
-            *drover_core::sync::lock(&c.others) = others;
         }
         if c.secret.known().is_none()
             && let Err(error) = c.secret.get().await

@@ -98,6 +98,9 @@ pub struct Cluster {
     others: std::sync::Mutex<Vec<String>>,
     /// Whether it was alone at its last look before this start.
     pub(crate) was_alone: bool,
+    /// When a follower last linked to this hub: one that did is alive,
+    /// whatever the store said at the last look.
+    last_hello: std::sync::Mutex<Option<Instant>>,
     pub(crate) data_dir: Option<std::path::PathBuf>,
 }
 
@@ -137,6 +140,7 @@ impl Cluster {
             kept: grants::Kept::default(),
             others: std::sync::Mutex::new(Vec::new()),
             was_alone: alone,
+            last_hello: std::sync::Mutex::new(None),
             data_dir: data_dir.map(std::path::Path::to_path_buf),
             address: config.advertise.clone().unwrap_or(address),
             config,
@@ -219,12 +223,18 @@ impl Cluster {
 
     /// A follower linked and said what it holds.
     pub(crate) fn said_hello(&self, hub: &str) {
+        *drover_core::sync::lock(&self.last_hello) = Some(Instant::now());
         let mut settle = drover_core::sync::lock(&self.settle);
         settle.expected.remove(hub);
         if settle.expected.is_empty() {
             settle.until = None;
             self.settled.send_replace(true);
         }
+    }
+
+    /// Whether a follower linked to this hub within `within`.
+    pub(crate) fn linked_within(&self, within: Duration) -> bool {
+        drover_core::sync::lock(&self.last_hello).is_some_and(|at| at.elapsed() < within)
     }
 
     /// Resolves once this hub may grant: at once unless it has just
