@@ -118,13 +118,7 @@ impl ClusterBuilder {
             sims.push(sim);
         }
         for name in self.unreachable {
-            // A port that was free a moment ago; nothing listens there now.
-            let port = TcpListener::bind("127.0.0.1:0")
-                .await
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = crate::free_port().await;
             config.backends.push(BackendSpec {
                 name: Some(name),
                 kind: "lmstudio".into(),

@@ -52,6 +52,17 @@ pub async fn output(mut cmd: std::process::Command) -> Result<String, String> {
 }
 
 /// A chat request body with one user message.
+/// A loopback port that was free a moment ago: nothing listens there now
+/// (a server that is down, or one a test starts later).
+pub async fn free_port() -> u16 {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn chat_body(model: &str, content: &str) -> serde_json::Value {
     serde_json::json!({
         "model": model,

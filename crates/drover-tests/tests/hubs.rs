@@ -214,12 +214,7 @@ async fn a_follower_no_leader_answers_refuses_with_503_and_sends_nothing() {
     let first_url = url.clone();
     // The leader says it is where nothing listens: its followers cannot
     // link, as if cut off from it.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = drover_tests::free_port().await;
     let leader = ClusterBuilder::new()
         .sim("sim", openai(&["m"], 2, 5))
         .hub(move |c| {

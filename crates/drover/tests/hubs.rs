@@ -51,15 +51,6 @@ fn spawn(dir: &Path, port: u16, backend: &str, database_url: &str) -> Child {
         .expect("drover serve starts")
 }
 
-async fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(dir: PathBuf, port: u16, backend: &str, database_url: &str) -> Hub {
     let child = spawn(&dir, port, backend, database_url);
     let client = Client::new(&format!("http://127.0.0.1:{port}"));
@@ -164,7 +155,7 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
     .unwrap();
     let mut hubs = Vec::new();
     for i in 0..3 {
-        let port = free_port().await;
+        let port = drover_tests::free_port().await;
         hubs.push(start(root.join(format!("hub{i}")), port, &sim.url(), &url).await);
     }
     let (leader, epoch) =

@@ -87,12 +87,7 @@ async fn run(name: &str, database_url: Option<String>) {
         openai(&["m"], 4, 20),
     )
     .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = drover_tests::free_port().await;
     let url = database_url.as_deref();
     let mut hub = start(&dir, port, &sim.url(), url).await;
 
