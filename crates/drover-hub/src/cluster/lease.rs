@@ -125,8 +125,8 @@ struct Campaign<'a> {
 }
 
 impl Campaign<'_> {
-    /// Takes or renews the lease, or learns who holds it; a leader's own
-    /// deadline cuts a renewal that does not come back in time.
+    /// Takes or renews the lease, or learns who holds it (a leader's own
+    /// deadline cuts the round short: see [`run`]).
     async fn round(&mut self) {
         let c = self.cluster;
         let candidate = Candidate {
@@ -136,18 +136,8 @@ impl Campaign<'_> {
             address: &c.address,
         };
         let asked = Instant::now();
-        let deadline = match c.role() {
-            Role::Leader { until, .. } => Some(until),
-            _ => None,
-        };
         let ask = self.store.campaign(&candidate, millis(c.ttl()));
-        let answered = tokio::select! {
-            a = tokio::time::timeout(c.config.renew_every, ask) => a,
-            () = until(deadline) => {
-                self.deadline_passed();
-                return;
-            }
-        };
+        let answered = tokio::time::timeout(c.config.renew_every, ask).await;
         match answered {
             Ok(Ok(lease)) => {
                 if self.failing {

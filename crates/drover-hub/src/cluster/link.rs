@@ -21,7 +21,7 @@ use drover_proto::cluster::link::{
     Acquire, Grant, Held, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
 };
 use drover_scheduler::{Outcome, Request};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,8 +66,6 @@ struct State {
 pub struct Link {
     state: Mutex<State>,
     next: AtomicU64,
-    /// Woken when the link went down for good (grant timeout), or up.
-    changed: watch::Sender<u64>,
     tasks: TaskTracker,
     cancel_grace: Duration,
 }
@@ -110,7 +108,6 @@ impl Link {
                 ..State::default()
             }),
             next: AtomicU64::new(1),
-            changed: watch::Sender::new(0),
             tasks,
             cancel_grace,
         })
@@ -390,7 +387,6 @@ impl Link {
                 Ok(ToFollower::Welcome { leader, epoch }) => {
                     tracing::info!(%leader, epoch, "linked to the cluster's leader");
                     lock(&self.state).down = None;
-                    self.changed.send_modify(|n| *n += 1);
                 }
                 Ok(ToFollower::Grant(grant)) => {
                     let waiting = lock(&self.state).waiting.remove(&grant.id);

@@ -36,11 +36,8 @@ impl Secret {
                 "no store is shared with other hubs".into(),
             ));
         };
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| {
-            StoreError::Other(format!("no randomness for the cluster's secret: {e}"))
-        })?;
-        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let fresh = crate::keys::random_hex::<32>("")
+            .map_err(|e| StoreError::Other(format!("the cluster's secret: {e}")))?;
         let stored = store.setting_or_insert(SETTING, &fresh).await?;
         Ok(self.known.get_or_init(|| stored).clone())
     }
