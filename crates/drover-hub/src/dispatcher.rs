@@ -75,6 +75,13 @@ pub enum ModelWork {
 pub enum AcquireError {
     Rejected(Reject),
     Wait(WaitError),
+    /// The cluster's leader turned the request's key away: it is over one
+    /// of its limits there.
+    KeyLimited {
+        limit: crate::limits::Limit,
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 type Delivery = Result<SlotGuard, WaitError>;
@@ -691,6 +698,8 @@ pub struct SlotGuard {
     outcome: Option<Outcome>,
     /// The key's concurrency permit, held as long as the slot is.
     permit: Option<Permit>,
+    /// Output tokens to charge a key where the leader keeps its count.
+    charge: Option<drover_proto::cluster::link::Charge>,
 }
 
 impl SlotGuard {
@@ -708,6 +717,7 @@ impl SlotGuard {
             started: Instant::now(),
             outcome: None,
             permit: None,
+            charge: None,
         }
     }
 
@@ -731,6 +741,7 @@ impl SlotGuard {
             started: Instant::now(),
             outcome: None,
             permit: None,
+            charge: None,
         }
     }
 
@@ -743,6 +754,22 @@ impl SlotGuard {
     /// taken, lingering included.
     pub fn hold(&mut self, permit: Option<Permit>) {
         self.permit = permit;
+    }
+
+    /// Its answer used `tokens` output tokens of the key `id`'s
+    /// tokens a minute (`tpm`): told to the leader with the release, where
+    /// the leader granted it. False where the slot is this hub's own, and
+    /// its key is counted here.
+    pub fn charge_remotely(&mut self, id: &str, tpm: Option<u32>, tokens: u64) -> bool {
+        if self.remote.is_none() {
+            return false;
+        }
+        self.charge = Some(drover_proto::cluster::link::Charge {
+            key: id.to_string(),
+            tokens_per_minute: tpm,
+            tokens,
+        });
+        true
     }
 
     /// Tokens of a shared context it takes ([`Dispatch::tokens`]).
@@ -796,7 +823,7 @@ impl Drop for SlotGuard {
         if let Some(remote) = self.remote.take() {
             // The leader lingers an abandoned slot for the cancel grace;
             // the key's permit lingers here as long.
-            remote.release(self.outcome, self.permit.take());
+            remote.release(self.outcome, self.permit.take(), self.charge.take());
             return;
         }
         if let Some(d) = self.dispatcher.take() {

@@ -49,6 +49,17 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// The limit [`Limit::as_str`] names; the rate for a name it does not
+    /// know (a newer hub's).
+    pub fn named(name: &str) -> Limit {
+        match name {
+            "models" => Limit::Models,
+            "tokens_per_minute" => Limit::Tokens,
+            "max_concurrent" => Limit::Concurrency,
+            _ => Limit::Rate,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::Models => "models",
@@ -93,8 +104,14 @@ impl Limiter {
         prompt_tokens: u32,
         now: Instant,
     ) -> Result<Option<Permit>, (Limit, ForwardError)> {
-        let limits = &holder.limits;
-        if let Some(models) = &limits.models
+        Self::check_models(holder, model)?;
+        self.admit_counted(holder, prompt_tokens, now)
+    }
+
+    /// Whether `holder` may use `model` at all: the one limit a follower
+    /// checks itself, since it needs no count.
+    pub fn check_models(holder: &Holder, model: &str) -> Result<(), (Limit, ForwardError)> {
+        if let Some(models) = &holder.limits.models
             && !models.iter().any(|m| m == model)
         {
             return Err((
@@ -107,21 +124,74 @@ impl Limiter {
                 )),
             ));
         }
-        if limits.requests_per_minute.is_none()
-            && limits.tokens_per_minute.is_none()
-            && limits.max_concurrent.is_none()
-        {
-            return Ok(None);
+        Ok(())
+    }
+
+    /// Whether a key has limits that are counted here (rates and
+    /// concurrency), not only its model list.
+    pub fn counts(limits: &drover_proto::admin::KeyLimits) -> bool {
+        limits.requests_per_minute.is_some()
+            || limits.tokens_per_minute.is_some()
+            || limits.max_concurrent.is_some()
+    }
+
+    /// Counts a request already admitted (a retry, or one admitted by the
+    /// hub that led when it came in) against its key's `max_concurrent`,
+    /// without checking or charging it again.
+    pub fn count(self: &Arc<Self>, holder: &Holder, now: Instant) -> Option<Permit> {
+        if !Self::counts(&holder.limits) {
+            return None;
         }
         let mut keys = drover_core::sync::lock(&self.keys);
-        let u = keys.entry(holder.id.clone()).or_insert(Use {
+        Self::entry(&mut keys, holder, now).in_flight += 1;
+        Some(self.permit(holder))
+    }
+
+    fn permit(self: &Arc<Self>, holder: &Holder) -> Permit {
+        Permit {
+            _counted: Arc::new(Counted {
+                limiter: self.clone(),
+                key: holder.id.clone(),
+            }),
+        }
+    }
+
+    /// A key's use, a full bucket where it is new.
+    fn entry<'a>(keys: &'a mut HashMap<String, Use>, holder: &Holder, now: Instant) -> &'a mut Use {
+        let limits = &holder.limits;
+        keys.entry(holder.id.clone()).or_insert(Use {
             tokens: f64::from(limits.requests_per_minute.unwrap_or(0)),
             model_tokens: f64::from(limits.tokens_per_minute.unwrap_or(0)),
             refilled: now,
             in_flight: 0,
-        });
+        })
+    }
+
+    /// [`Limiter::admit`] past the model list.
+    pub fn admit_counted(
+        self: &Arc<Self>,
+        holder: &Holder,
+        prompt_tokens: u32,
+        now: Instant,
+    ) -> Result<Option<Permit>, (Limit, ForwardError)> {
+        let limits = &holder.limits;
+        if !Self::counts(limits) {
+            return Ok(None);
+        }
+        let mut keys = drover_core::sync::lock(&self.keys);
+        let u = Self::entry(&mut keys, holder, now);
+        // Both buckets refill before any check: a refusal must not lose
+        // the time since the last look.
         let elapsed = now.saturating_duration_since(u.refilled).as_secs_f64();
         u.refilled = now;
+        if let Some(rpm) = limits.requests_per_minute {
+            let per_sec = f64::from(rpm) / 60.0;
+            u.tokens = (u.tokens + elapsed * per_sec).min(f64::from(rpm));
+        }
+        if let Some(tpm) = limits.tokens_per_minute {
+            let per_sec = f64::from(tpm) / 60.0;
+            u.model_tokens = (u.model_tokens + elapsed * per_sec).min(f64::from(tpm));
+        }
         if let Some(max) = limits.max_concurrent
             && u.in_flight >= max
         {
@@ -138,7 +208,6 @@ impl Limiter {
         }
         if let Some(tpm) = limits.tokens_per_minute {
             let per_sec = f64::from(tpm) / 60.0;
-            u.model_tokens = (u.model_tokens + elapsed * per_sec).min(f64::from(tpm));
             // A prompt larger than the whole bucket waits for a full one.
             let need = f64::from(prompt_tokens.min(tpm));
             if u.model_tokens < need {
@@ -154,7 +223,6 @@ impl Limiter {
         }
         if let Some(rpm) = limits.requests_per_minute {
             let per_sec = f64::from(rpm) / 60.0;
-            u.tokens = (u.tokens + elapsed * per_sec).min(f64::from(rpm));
             if u.tokens < 1.0 {
                 let wait = wait_secs((1.0 - u.tokens) / per_sec);
                 return Err((
@@ -174,12 +242,8 @@ impl Limiter {
             u.model_tokens = floored(u.model_tokens - f64::from(prompt_tokens), tpm);
         }
         u.in_flight += 1;
-        Ok(Some(Permit {
-            _counted: Arc::new(Counted {
-                limiter: self.clone(),
-                key: holder.id.clone(),
-            }),
-        }))
+        drop(keys);
+        Ok(Some(self.permit(holder)))
     }
 }
 
@@ -301,5 +365,40 @@ mod tests {
             limiter.admit(&h, "other", 0, now),
             Err((Limit::Models, _))
         ));
+    }
+
+    #[test]
+    fn a_request_counted_without_a_check_takes_a_place_but_no_rate() {
+        let limiter = Arc::new(Limiter::default());
+        let h = holder(KeyLimits {
+            requests_per_minute: Some(2),
+            max_concurrent: Some(4),
+            ..KeyLimits::default()
+        });
+        let now = Instant::now();
+        // Counted first (a slot a new leader adopts): the key's buckets
+        // start full all the same.
+        let adopted = limiter.count(&h, now).unwrap();
+        let a = limiter.admit(&h, "m", 0, now).unwrap();
+        let b = limiter.admit(&h, "m", 0, now).unwrap();
+        assert!(matches!(
+            limiter.admit(&h, "m", 0, now),
+            Err((Limit::Rate, _))
+        ));
+        drop((a, b));
+        // Four at once: the counted one and three more hold every place.
+        let _c = limiter.count(&h, now);
+        let _d = limiter.count(&h, now);
+        let _e = limiter.count(&h, now);
+        assert!(matches!(
+            limiter.admit(&h, "m", 0, now + Duration::from_secs(60)),
+            Err((Limit::Concurrency, _))
+        ));
+        drop(adopted);
+        assert!(
+            limiter
+                .admit(&h, "m", 0, now + Duration::from_secs(60))
+                .is_ok()
+        );
     }
 }

@@ -63,11 +63,17 @@ pub mod link {
         /// by this leader or an earlier one.
         Hello { hub: String, held: Vec<Held> },
         /// A slot for a request; answered with a grant or a refusal.
-        Acquire(Acquire),
+        Acquire(Box<Acquire>),
         /// The request went away while it waited.
         Cancel { id: u64 },
-        /// A granted slot is let go.
-        Release { id: u64, outcome: Outcome },
+        /// A granted slot is let go; `charge` is its answer's output
+        /// tokens, for its key's tokens a minute.
+        Release {
+            id: u64,
+            outcome: Outcome,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            charge: Option<Charge>,
+        },
         /// A prefill measured on a backend.
         Prefill {
             backend: String,
@@ -103,6 +109,35 @@ pub mod link {
         /// It goes round again after an attempt failed before its first
         /// byte.
         pub retry: bool,
+        /// The client key it came with, where the key has limits the
+        /// leader decides: its requests a minute, tokens a minute and
+        /// requests at once count across every hub.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub key: Option<KeyUse>,
+        /// Its key's limits were checked already (where it came in, while
+        /// that hub led): counted against `max_concurrent`, not charged
+        /// again.
+        #[serde(default)]
+        pub admitted: bool,
+    }
+
+    /// A client key's limits as the leader applies them (its model list
+    /// is checked where the request comes in).
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct KeyUse {
+        pub id: String,
+        pub name: String,
+        pub requests_per_minute: Option<u32>,
+        pub tokens_per_minute: Option<u32>,
+        pub max_concurrent: Option<u32>,
+    }
+
+    /// Output tokens of an answer, charged to its key.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct Charge {
+        pub key: String,
+        pub tokens_per_minute: Option<u32>,
+        pub tokens: u64,
     }
 
     /// A slot a follower holds.
@@ -112,6 +147,10 @@ pub mod link {
         pub backend: String,
         pub model: String,
         pub tokens: u32,
+        /// Its client key: a new leader counts it against the key's
+        /// `max_concurrent` until it is let go.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub key: Option<KeyUse>,
     }
 
     /// How a granted request ended, for breakers and learned times.
@@ -188,5 +227,12 @@ pub mod link {
         },
         Unroutable,
         ShuttingDown,
+        /// Its key is over a limit (`requests_per_minute`,
+        /// `tokens_per_minute` or `max_concurrent`).
+        KeyLimited {
+            limit: String,
+            message: String,
+            retry_after_ms: u64,
+        },
     }
 }

@@ -9,10 +9,13 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use drover_hub::{HubConfig, HubHandle};
 use drover_tests::{
     Client, Cluster, ClusterBuilder, Dialect, SimConfig, chat_body, openai, wait_until_within,
 };
+use http::Method;
+use serde_json::json;
 use tokio::net::TcpListener;
 
 fn database_url() -> String {
@@ -285,6 +288,135 @@ async fn a_follower_no_leader_answers_refuses_with_503_and_sends_nothing() {
     assert_eq!(direct.status, 200, "{}", direct.text());
     follower.shutdown(Duration::from_secs(1)).await;
     leader.shutdown().await;
+}
+
+/// A client key with `limits`, made on the first hub and known to all
+/// three (each reads the shared keys every two seconds).
+async fn key_on_all(three: &Three, name: &str, limits: serde_json::Value) -> String {
+    let made = three
+        .first
+        .client
+        .post("/admin/keys", &json!({"name": name, "limits": limits}))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    let auth = format!("Bearer {}", made.json()["key"].as_str().unwrap());
+    let clients = three.clients();
+    // A hub that knows of no client key lets any token in as anonymous:
+    // every hub has read the key once it refuses a made-up one.
+    wait_until_within("every hub knows the key", Duration::from_secs(10), || {
+        let (clients, auth) = (clients.clone(), auth.clone());
+        async move {
+            for c in &clients {
+                let made_up = [("authorization", "Bearer sk-made-up")];
+                let refused = c
+                    .call(Method::GET, "/v1/models", &made_up, Bytes::new())
+                    .await;
+                let mine = [("authorization", auth.as_str())];
+                let let_in = c.call(Method::GET, "/v1/models", &mine, Bytes::new()).await;
+                if refused.status != 401 || let_in.status != 200 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    auth
+}
+
+/// `n` requests with `auth` at once, spread over the three hubs: how many
+/// were answered 200 and how many 429.
+async fn spread(three: &Three, auth: &str, n: usize) -> (usize, usize) {
+    let clients = three.clients();
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (client, auth) = (clients[i % 3].clone(), auth.to_string());
+        all.spawn(async move {
+            client
+                .post_with(
+                    "/v1/chat/completions",
+                    &[("authorization", &auth)],
+                    &chat_body("m", &format!("hi {i}")),
+                )
+                .await
+        });
+    }
+    let (mut ok, mut limited) = (0, 0);
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        match r.status.as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert!(r.header("retry-after").is_some(), "{}", r.text());
+                limited += 1;
+            }
+            other => panic!("{other}: {}", r.text()),
+        }
+    }
+    (ok, limited)
+}
+
+/// Three hubs before a simulator with eight slots and a third of a second
+/// a request: only a key's limits hold requests back.
+async fn three_before_a_roomy_server() -> Three {
+    let mut sim = openai(&["m"], 8, 300);
+    sim.output_tokens = 300;
+    Three::start(ClusterBuilder::new().sim_with_slots("sim", sim, 8)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_concurrency_holds_across_three_hubs() {
+    let three = three_before_a_roomy_server().await;
+    let two = key_on_all(&three, "two-at-once", json!({"max_concurrent": 2})).await;
+    let (ok, limited) = spread(&three, &two, 12).await;
+    let most = three.first.sim("sim").stats().model("m").max_in_flight;
+    assert!(
+        most <= 2 && ok >= 2 && ok + limited == 12,
+        "max_concurrent 2 over three hubs: {most} at once, {ok} answered, {limited} refused"
+    );
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_requests_a_minute_hold_across_three_hubs() {
+    let three = three_before_a_roomy_server().await;
+    let six = key_on_all(&three, "six-a-minute", json!({"requests_per_minute": 6})).await;
+    let (ok, limited) = spread(&three, &six, 18).await;
+    assert!(
+        (6..=7).contains(&ok) && ok + limited == 18,
+        "requests_per_minute 6 over three hubs: {ok} answered, {limited} refused"
+    );
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_tokens_a_minute_hold_across_three_hubs() {
+    let three = three_before_a_roomy_server().await;
+    // Each answer charges its 300 output tokens to the key wherever it was
+    // answered: the bucket of a thousand is spent after about four in a
+    // row, whichever hubs they came through.
+    let tokens = key_on_all(&three, "tokens", json!({"tokens_per_minute": 1000})).await;
+    let clients = three.clients();
+    let mut answered = 0;
+    for i in 0..9 {
+        let r = clients[i % 3]
+            .post_with(
+                "/v1/chat/completions",
+                &[("authorization", &tokens)],
+                &chat_body("m", "hi"),
+            )
+            .await;
+        if r.status == 200 {
+            answered += 1;
+        } else {
+            assert_eq!(r.status, 429, "{}", r.text());
+        }
+    }
+    assert!(
+        (3..=5).contains(&answered),
+        "tokens_per_minute 1000 over three hubs, 300 output tokens an answer: {answered} of 9 answered"
+    );
+    three.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

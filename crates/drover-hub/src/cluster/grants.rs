@@ -20,7 +20,7 @@ use bytes::Bytes;
 use drover_core::ModelName;
 use drover_core::sync::lock;
 use drover_proto::cluster::link::{
-    Grant, Held, Outcome as WireOutcome, SECRET_HEADER, ToFollower, ToLeader,
+    Acquire, Grant, Held, Outcome as WireOutcome, Refusal, SECRET_HEADER, ToFollower, ToLeader,
 };
 use http::{HeaderMap, StatusCode, header};
 use tokio::sync::mpsc;
@@ -31,7 +31,9 @@ use super::Role;
 use super::lines::{ChannelBody, Lines, LinkError, line};
 use crate::dispatcher::{AcquireError, SlotGuard};
 use crate::error::ApiError;
+use crate::forward::ForwardError;
 use crate::hub::HubState;
+use crate::limits::Permit;
 
 /// A follower's slots by its own number for each.
 type Slots = HashMap<u64, SlotGuard>;
@@ -183,12 +185,24 @@ async fn session(
             message = lines.next::<ToLeader>() => match message {
                 Ok(ToLeader::Acquire(a)) => {
                     let id = a.id;
+                    let permit = match admit(&hub, &a) {
+                        Ok(permit) => permit,
+                        Err(refusal) => {
+                            if tx.send(line(&ToFollower::Refused { id, refusal })).is_err() {
+                                break LinkError::Ended;
+                            }
+                            continue;
+                        }
+                    };
                     let (hub2, done) = (hub.clone(), done.clone());
                     let task = hub.tasks.spawn(async move {
                         hub2.cluster.settled().await;
                         let now = hub2.dispatcher.now();
                         let request = super::wire::request(&a, hub2.forwarder.next_id(), now, &hub2.registry);
-                        let got = hub2.dispatcher.acquire(request, a.retry).await;
+                        let got = hub2.dispatcher.acquire(request, a.retry).await.map(|mut guard| {
+                            guard.hold(permit);
+                            guard
+                        });
                         let _ = done.send((id, got));
                     });
                     waiting.insert(id, task.abort_handle());
@@ -198,9 +212,12 @@ async fn session(
                         task.abort();
                     }
                 }
-                Ok(ToLeader::Release { id, outcome }) => {
+                Ok(ToLeader::Release { id, outcome, charge }) => {
                     if let Some(mut guard) = grants.remove(&id) {
                         ended_as(&mut guard, outcome);
+                    }
+                    if let Some(c) = charge {
+                        hub.forwarder.shared().limiter.charge(&c.key, c.tokens_per_minute, c.tokens);
                     }
                 }
                 Ok(ToLeader::Prefill { backend, model, tokens, took_us }) => {
@@ -273,6 +290,11 @@ fn take_over(hub: &Arc<HubState>, follower: &str, held: Vec<Held>) -> HashMap<u6
             Some(mut guard) => {
                 // Its request is running: its end will say how it went.
                 guard.neutral();
+                // It counts against its key's requests at once here too.
+                if let Some(k) = &h.key {
+                    let limiter = &hub.forwarder.shared().limiter;
+                    guard.hold(limiter.count(&super::wire::holder(k), Instant::now()));
+                }
                 grants.insert(h.id, guard);
             }
             None => lost += 1,
@@ -285,6 +307,37 @@ fn take_over(hub: &Arc<HubState>, follower: &str, held: Vec<Held>) -> HashMap<u6
         guard.neutral();
     }
     grants
+}
+
+/// A follower's request past its key's limits, here where every hub's
+/// requests are counted: its count, or the refusal to send back at once. A
+/// retry, or a request its own hub admitted while it led, is counted and
+/// not charged again.
+fn admit(hub: &HubState, a: &Acquire) -> Result<Option<Permit>, Refusal> {
+    let Some(key) = &a.key else {
+        return Ok(None);
+    };
+    let limiter = &hub.forwarder.shared().limiter;
+    let holder = super::wire::holder(key);
+    if a.retry || a.admitted {
+        return Ok(limiter.count(&holder, Instant::now()));
+    }
+    limiter
+        .admit_counted(&holder, a.prompt_tokens, Instant::now())
+        .map_err(|(limit, e)| {
+            let (message, retry_after) = match e {
+                ForwardError::KeyLimited {
+                    message,
+                    retry_after,
+                } => (message, retry_after),
+                other => (other.to_string(), std::time::Duration::from_secs(1)),
+            };
+            Refusal::KeyLimited {
+                limit: limit.as_str().to_string(),
+                message,
+                retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            }
+        })
 }
 
 /// Sets a released slot's outcome as the follower said; an abandoned one

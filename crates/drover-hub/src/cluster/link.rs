@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use drover_core::sync::lock;
 use drover_proto::cluster::link::{
-    Acquire, Grant, Held, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
+    Acquire, Charge, Grant, Held, KeyUse, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
 };
 use drover_scheduler::{Outcome, Request};
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +34,18 @@ use crate::registry::Backends;
 
 /// What a waiting request is told.
 type Answer = Result<Grant, Failed>;
+
+/// How a slot is asked for, beside the request itself.
+pub struct Asking {
+    /// It goes round again after an attempt failed.
+    pub retry: bool,
+    /// Its client key, where the key has limits the leader counts.
+    pub key: Option<KeyUse>,
+    /// The key was checked already, here, while this hub led.
+    pub admitted: bool,
+    /// How long it may wait without a leader.
+    pub grant_timeout: Duration,
+}
 
 /// Why a waiting request got no grant.
 enum Failed {
@@ -77,9 +89,10 @@ pub struct Granted {
 }
 
 impl Granted {
-    /// Tells the leader the slot is free, and how its request ended; an
-    /// abandoned one's key permit lingers here as the slot does there.
-    pub fn release(self, outcome: Option<Outcome>, permit: Option<Permit>) {
+    /// Tells the leader the slot is free, how its request ended and the
+    /// output tokens to charge its key; an abandoned one's key permit
+    /// lingers here as the slot does there.
+    pub fn release(self, outcome: Option<Outcome>, permit: Option<Permit>, charge: Option<Charge>) {
         let outcome = match outcome {
             Some(Outcome::Success { service }) => WireOutcome::Success {
                 service_ms: u64::try_from(service.as_millis()).unwrap_or(u64::MAX),
@@ -89,7 +102,7 @@ impl Granted {
             Some(Outcome::Neutral) => WireOutcome::Neutral,
             None => WireOutcome::Abandoned,
         };
-        self.link.release(self.id, outcome);
+        self.link.release(self.id, outcome, charge);
         if let Some(permit) = permit {
             let grace = self.link.cancel_grace;
             self.link.tasks.spawn(async move {
@@ -129,12 +142,19 @@ impl Link {
         }
     }
 
-    fn release(&self, id: u64, outcome: WireOutcome) {
+    fn release(&self, id: u64, outcome: WireOutcome, charge: Option<Charge>) {
         let mut st = lock(&self.state);
         st.held.remove(&id);
         // A link that is down drops it: the next `Hello` does not list it,
-        // which frees it there.
-        Self::send(&st, &ToLeader::Release { id, outcome });
+        // which frees it there (and its charge is lost with it).
+        Self::send(
+            &st,
+            &ToLeader::Release {
+                id,
+                outcome,
+                charge,
+            },
+        );
     }
 
     /// Tells the leader a prefill measured here.
@@ -156,13 +176,15 @@ impl Link {
     pub async fn acquire(
         self: &Arc<Self>,
         request: &Request,
-        retry: bool,
+        asking: Asking,
         now: Duration,
         names: &Backends,
-        grant_timeout: Duration,
     ) -> Result<SlotGuard, AcquireError> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let acquire = super::wire::acquire(id, request, retry, now, names);
+        let grant_timeout = asking.grant_timeout;
+        let mut acquire = super::wire::acquire(id, request, asking.retry, now, names);
+        acquire.key = asking.key;
+        acquire.admitted = asking.admitted;
         let (tx, rx) = oneshot::channel();
         {
             let mut st = lock(&self.state);
@@ -171,7 +193,7 @@ impl Link {
             {
                 return Err(AcquireError::Wait(WaitError::NoLeader(why.clone())));
             }
-            Self::send(&st, &ToLeader::Acquire(acquire.clone()));
+            Self::send(&st, &ToLeader::Acquire(Box::new(acquire.clone())));
             st.waiting.insert(
                 id,
                 Waiting {
@@ -201,7 +223,7 @@ impl Link {
                 let Some(entry) = names.by_name(&grant.backend) else {
                     // A backend the leader has and this hub does not (yet):
                     // the slot goes back, the request tries again.
-                    self.release(id, WireOutcome::Neutral);
+                    self.release(id, WireOutcome::Neutral, None);
                     tracing::warn!(backend = %grant.backend, "the leader granted a slot on a backend this hub does not know");
                     return Err(AcquireError::Wait(WaitError::LeaderChanged));
                 };
@@ -373,7 +395,7 @@ impl Link {
                 let waited = u64::try_from(w.asked.elapsed().as_millis()).unwrap_or(u64::MAX);
                 again.waited_ms = again.waited_ms.saturating_add(waited);
                 again.deadline_ms = again.deadline_ms.map(|d| d.saturating_sub(waited));
-                let _ = tx.send(line(&ToLeader::Acquire(again)));
+                let _ = tx.send(line(&ToLeader::Acquire(Box::new(again))));
             }
             st.out = Some(tx);
         }
@@ -400,14 +422,15 @@ impl Link {
                                 backend: grant.backend.clone(),
                                 model: grant.model.clone(),
                                 tokens: grant.tokens,
+                                key: w.acquire.key.clone(),
                             };
                             lock(&self.state).held.insert(id, held);
                             if w.answer.send(Ok(grant)).is_err() {
-                                self.release(id, WireOutcome::Neutral);
+                                self.release(id, WireOutcome::Neutral, None);
                             }
                         }
                         // Cancelled on the way: given straight back.
-                        None => self.release(id, WireOutcome::Neutral),
+                        None => self.release(id, WireOutcome::Neutral, None),
                     }
                 }
                 Ok(ToFollower::Refused { id, refusal }) => {

@@ -16,7 +16,7 @@ mod lease;
 mod lines;
 pub(crate) mod link;
 mod secret;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use drover_core::{BackendId, ClientKey, ModelName, Priority};
-use drover_proto::cluster::link::{Acquire, Refusal};
+use drover_proto::admin::{KeyKind, KeyLimits};
+use drover_proto::cluster::link::{Acquire, KeyUse, Refusal};
 use drover_scheduler::{Affinity, Api, Reject, Request};
 
 use crate::dispatcher::{AcquireError, WaitError};
+use crate::keys::Holder;
+use crate::limits::Limit;
 use crate::registry::Backends;
 
 fn ms(d: Duration) -> u64 {
@@ -35,6 +38,35 @@ pub fn acquire(id: u64, r: &Request, retry: bool, now: Duration, names: &Backend
         prompt_tokens: r.prompt_tokens,
         max_tokens: r.max_tokens,
         retry,
+        key: None,
+        admitted: false,
+    }
+}
+
+/// A client key's counted limits, for the leader.
+pub fn key_use(h: &Holder) -> KeyUse {
+    KeyUse {
+        id: h.id.clone(),
+        name: h.name.clone(),
+        requests_per_minute: h.limits.requests_per_minute,
+        tokens_per_minute: h.limits.tokens_per_minute,
+        max_concurrent: h.limits.max_concurrent,
+    }
+}
+
+/// The key a follower's request came with, as the leader's limiter takes
+/// it (its model list was checked where it came in).
+pub fn holder(k: &KeyUse) -> Holder {
+    Holder {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        kind: KeyKind::Client,
+        limits: KeyLimits {
+            requests_per_minute: k.requests_per_minute,
+            tokens_per_minute: k.tokens_per_minute,
+            max_concurrent: k.max_concurrent,
+            ..KeyLimits::default()
+        },
     }
 }
 
@@ -130,6 +162,15 @@ pub fn refusal(e: &AcquireError, names: &Backends) -> Refusal {
                 Refusal::ShuttingDown
             }
         },
+        AcquireError::KeyLimited {
+            limit,
+            message,
+            retry_after,
+        } => Refusal::KeyLimited {
+            limit: limit.as_str().to_string(),
+            message: message.clone(),
+            retry_after_ms: ms(*retry_after),
+        },
     }
 }
 
@@ -180,5 +221,14 @@ pub fn acquire_error(r: Refusal, names: &Backends) -> AcquireError {
         }),
         Refusal::Unroutable => AcquireError::Wait(WaitError::Unroutable),
         Refusal::ShuttingDown => AcquireError::Wait(WaitError::LeaderChanged),
+        Refusal::KeyLimited {
+            limit,
+            message,
+            retry_after_ms,
+        } => AcquireError::KeyLimited {
+            limit: Limit::named(&limit),
+            message,
+            retry_after: after(retry_after_ms),
+        },
     }
 }

@@ -152,12 +152,24 @@ impl Forwarder {
         loop {
             let waiting_since = Instant::now();
             let acquired = self
-                .acquire(&job.request, attempt > 0 || overloads > 0)
+                .acquire(
+                    &job.request,
+                    attempt > 0 || overloads > 0,
+                    job.holder.as_ref(),
+                    &mut job.permit,
+                )
                 .await;
             let waited = waiting_since.elapsed();
             *queued += waited;
             let mut guard = acquired.map_err(|e| self.refusal(e, job, last_failure.take()))?;
             guard.hold(job.permit.clone());
+            if std::mem::take(&mut job.admission_untold)
+                && let Some(key) = &job.key
+            {
+                self.0
+                    .observer
+                    .key_admitted(&key.name, job.request.prompt_tokens);
+            }
             self.0.observer.waited(&job.model, waited);
             let backend = guard.backend;
             tried.push(backend);
@@ -232,10 +244,18 @@ impl Forwarder {
     /// leader's. A request whose leader went away asks the next one,
     /// keeping its place; without any leader for `cluster.grant_timeout`
     /// it is refused.
+    ///
+    /// `holder` is the request's key where it has counted limits, and
+    /// `permit` its count here: where the leader grants, the leader checks
+    /// and counts the key (unless `permit` says this hub admitted it
+    /// already); a request that came in while this hub followed and is
+    /// granted here now is counted here, not checked again.
     pub(crate) async fn acquire(
         &self,
         request: &drover_scheduler::Request,
         retry: bool,
+        holder: Option<&crate::keys::Holder>,
+        permit: &mut Option<crate::limits::Permit>,
     ) -> Result<crate::dispatcher::SlotGuard, crate::dispatcher::AcquireError> {
         use crate::cluster::Role;
         use crate::dispatcher::{AcquireError, WaitError};
@@ -247,15 +267,27 @@ impl Forwarder {
         loop {
             let now = role.borrow_and_update().clone();
             let asked = match now {
-                Role::Alone => return s.dispatcher.acquire(request.clone(), retry).await,
-                Role::Leader { .. } => {
-                    s.cluster.settled().await;
+                Role::Alone | Role::Leader { .. } => {
+                    if matches!(now, Role::Leader { .. }) {
+                        s.cluster.settled().await;
+                    }
+                    if permit.is_none()
+                        && let Some(h) = holder
+                    {
+                        *permit = s.limiter.count(h, tokio::time::Instant::now());
+                    }
                     return s.dispatcher.acquire(request.clone(), retry).await;
                 }
                 Role::Follower { .. } => {
-                    let timeout = s.cluster.config.grant_timeout;
+                    let key = holder.map(crate::cluster::wire::key_use);
+                    let asking = crate::cluster::link::Asking {
+                        retry,
+                        key,
+                        admitted: permit.is_some(),
+                        grant_timeout: s.cluster.config.grant_timeout,
+                    };
                     s.link
-                        .acquire(request, retry, s.dispatcher.now(), &s.registry, timeout)
+                        .acquire(request, asking, s.dispatcher.now(), &s.registry)
                         .await
                 }
                 Role::Leaderless { reason } => {

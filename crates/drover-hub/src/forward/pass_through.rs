@@ -228,9 +228,15 @@ impl AnswerBody {
             return;
         };
         let shared = self.fwd.shared();
-        shared
-            .limiter
-            .charge(&key.id, key.tokens_per_minute, tokens);
+        let remote = self
+            .guard
+            .as_mut()
+            .is_some_and(|g| g.charge_remotely(&key.id, key.tokens_per_minute, tokens));
+        if !remote {
+            shared
+                .limiter
+                .charge(&key.id, key.tokens_per_minute, tokens);
+        }
         shared.observer.key_charged(&key.name, tokens);
     }
 

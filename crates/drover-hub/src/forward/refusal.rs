@@ -144,6 +144,22 @@ impl Forwarder {
             (AcquireError::Wait(WaitError::LeaderChanged), _) => ForwardError::NoLeader {
                 reason: "the leader stopped".into(),
             },
+            (
+                AcquireError::KeyLimited {
+                    limit,
+                    message,
+                    retry_after,
+                },
+                _,
+            ) => {
+                if let Some(key) = &job.key {
+                    self.0.observer.key_limited(&key.name, limit.as_str());
+                }
+                ForwardError::KeyLimited {
+                    message,
+                    retry_after,
+                }
+            }
         }
     }
 

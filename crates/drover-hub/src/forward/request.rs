@@ -16,7 +16,7 @@ use super::{ForwardError, Forwarder, KeyRef};
 use crate::caller;
 use crate::error::{ErrorFormat, echo};
 use crate::keys::Holder;
-use crate::limits::Permit;
+use crate::limits::{Limiter, Permit};
 
 /// Who sends a request, and how they asked for it to be treated.
 #[derive(Debug, Default, Clone)]
@@ -68,6 +68,13 @@ pub struct ForwardRequest {
     /// The key's concurrency permit: each attempt's slot holds it, so the
     /// request counts against its key until the server has let go of it.
     pub(super) permit: Option<Permit>,
+    /// The key, where it has limits counted by whichever hub decides: a
+    /// request that came in while this hub followed has no permit, and its
+    /// leader checks the key with the grant.
+    pub(super) holder: Option<Holder>,
+    /// Its admission is still to be counted in the key's usage: the
+    /// leader checked the key, and told so with the first grant.
+    pub(super) admission_untold: bool,
 }
 
 impl ForwardRequest {
@@ -122,12 +129,27 @@ impl Forwarder {
             sender.token.as_deref(),
             facts.user.as_deref(),
         );
+        // Where this hub decides, the key's limits are checked here; where
+        // it follows, only its model list is, and the leader checks the
+        // rest with the grant, so a limit holds across every hub.
+        let decides = self.0.cluster.leads();
         let permit = match &sender.holder {
-            Some(h) => self
+            Some(h) if decides => self
                 .admit(h, &model, body.len())
                 .map_err(|e| refused(e, Some(&model), Some(&who.name)))?,
+            Some(h) => {
+                self.check_models(h, &model)
+                    .map_err(|e| refused(e, Some(&model), Some(&who.name)))?;
+                None
+            }
             None => None,
         };
+        let holder = sender
+            .holder
+            .as_ref()
+            .filter(|h| Limiter::counts(&h.limits))
+            .cloned();
+        let admission_untold = !decides && sender.holder.is_some();
         let priority = sender.priority.unwrap_or(who.priority).min(who.ceiling);
         let queue_timeout = sender.queue_timeout.unwrap_or(self.0.queue_timeout);
         let now = self.0.dispatcher.now();
@@ -164,6 +186,8 @@ impl Forwarder {
                 tokens_per_minute: h.limits.tokens_per_minute,
             }),
             permit,
+            holder,
+            admission_untold,
         })
     }
 
@@ -197,6 +221,14 @@ impl Forwarder {
                 "the prompt is at least {at_least} tokens, and the largest context of any backend with '{}' is {largest} tokens",
                 echo(model)
             ),
+        })
+    }
+
+    /// A client key's model list, where the leader checks the rest.
+    fn check_models(&self, holder: &Holder, model: &str) -> Result<(), ForwardError> {
+        Limiter::check_models(holder, model).map_err(|(limit, e)| {
+            self.0.observer.key_limited(&holder.name, limit.as_str());
+            e
         })
     }
 
