@@ -22,9 +22,11 @@ use drover_core::sync::lock;
 use drover_proto::cluster::link::{
     Acquire, Grant, Held, Outcome as WireOutcome, Refusal, SECRET_HEADER, ToFollower, ToLeader,
 };
+use futures_util::StreamExt;
+use futures_util::future::{AbortHandle, Abortable, Aborted};
+use futures_util::stream::FuturesUnordered;
 use http::{HeaderMap, StatusCode, header};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::Role;
@@ -104,7 +106,7 @@ pub async fn link(State(hub): State<Arc<HubState>>, headers: HeaderMap, body: Bo
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/x-ndjson")],
-                Body::new(ChannelBody(rx)),
+                Body::new(ChannelBody::new(rx)),
             )
                 .into_response()
         }
@@ -178,38 +180,70 @@ async fn session(
     };
     hub.cluster.said_hello(&follower);
     let mut role = hub.cluster.watch();
-    let (done, mut finished) = mpsc::unbounded_channel::<(u64, Result<SlotGuard, AcquireError>)>();
+    // Each acquire waits here, polled by this session, not as a task of
+    // its own: a grant is the leader's whole cost of a follower's request.
+    let mut pending = FuturesUnordered::new();
     let mut waiting: HashMap<u64, AbortHandle> = HashMap::new();
+    // Answers gather here while more is ready at once and go out as one
+    // write: under load one write carries many grants.
+    let mut out = Batch::default();
     let ended: LinkError = loop {
         tokio::select! {
+            biased;
+            () = hub.shutdown.cancelled() => break LinkError::Broken("this hub stops".into()),
+            changed = role.changed() => {
+                let still = changed.is_ok()
+                    && matches!(*role.borrow(), Role::Leader { epoch: e, .. } if e == epoch);
+                if !still {
+                    break LinkError::Broken("this hub stopped leading".into());
+                }
+            }
+            Some((id, got)) = pending.next(), if !pending.is_empty() => {
+                waiting.remove(&id);
+                // Cancelled: its waiter left the dispatcher with it.
+                let got: Result<Result<SlotGuard, AcquireError>, Aborted> = got;
+                let Ok(got) = got else { continue };
+                let answer = match got {
+                    Ok(guard) => {
+                        let grant = ToFollower::Grant(Grant {
+                            id,
+                            backend: hub.registry.name_of(guard.backend),
+                            model: guard.model.as_str().to_string(),
+                            epoch,
+                            affinity_hit: guard.affinity_hit,
+                            last_resort: guard.last_resort,
+                            running: guard.running,
+                            seq: guard.seq,
+                            tokens: guard.tokens(),
+                        });
+                        grants.insert(id, guard);
+                        grant
+                    }
+                    Err(e) => ToFollower::Refused { id, refusal: super::wire::refusal(&e, &hub.registry) },
+                };
+                out.push(&answer);
+                if out.is_full() && !out.send(&tx) {
+                    break LinkError::Ended;
+                }
+            }
             message = lines.next::<ToLeader>() => match message {
                 Ok(ToLeader::Acquire(a)) => {
                     let id = a.id;
                     let permit = match admit(&hub, &a) {
                         Ok(permit) => permit,
                         Err(refusal) => {
-                            if tx.send(line(&ToFollower::Refused { id, refusal })).is_err() {
-                                break LinkError::Ended;
-                            }
+                            out.push(&ToFollower::Refused { id, refusal });
                             continue;
                         }
                     };
-                    let (hub2, done) = (hub.clone(), done.clone());
-                    let task = hub.tasks.spawn(async move {
-                        hub2.cluster.settled().await;
-                        let now = hub2.dispatcher.now();
-                        let request = super::wire::request(&a, hub2.forwarder.next_id(), now, &hub2.registry);
-                        let got = hub2.dispatcher.acquire(request, a.retry).await.map(|mut guard| {
-                            guard.hold(permit);
-                            guard
-                        });
-                        let _ = done.send((id, got));
-                    });
-                    waiting.insert(id, task.abort_handle());
+                    let (abort, registration) = AbortHandle::new_pair();
+                    let wait = Abortable::new(slot(hub.clone(), a, permit), registration);
+                    pending.push(tagged(id, wait));
+                    waiting.insert(id, abort);
                 }
                 Ok(ToLeader::Cancel { id }) => {
-                    if let Some(task) = waiting.remove(&id) {
-                        task.abort();
+                    if let Some(wait) = waiting.remove(&id) {
+                        wait.abort();
                     }
                 }
                 Ok(ToLeader::Release { id, outcome, charge }) => {
@@ -229,45 +263,67 @@ async fn session(
                 Ok(ToLeader::Hello { .. }) => {}
                 Err(e) => break e,
             },
-            Some((id, got)) = finished.recv() => {
-                waiting.remove(&id);
-                let answer = match got {
-                    Ok(guard) => {
-                        let grant = ToFollower::Grant(Grant {
-                            id,
-                            backend: hub.registry.name_of(guard.backend),
-                            model: guard.model.as_str().to_string(),
-                            epoch,
-                            affinity_hit: guard.affinity_hit,
-                            last_resort: guard.last_resort,
-                            running: guard.running,
-                            seq: guard.seq,
-                            tokens: guard.tokens(),
-                        });
-                        grants.insert(id, guard);
-                        grant
-                    }
-                    Err(e) => ToFollower::Refused { id, refusal: super::wire::refusal(&e, &hub.registry) },
-                };
-                if tx.send(line(&answer)).is_err() {
+            // Last: nothing else came while the other tasks ran once.
+            () = tokio::task::yield_now(), if !out.is_empty() => {
+                if !out.send(&tx) {
                     break LinkError::Ended;
                 }
             }
-            _ = role.changed() => {
-                let still = matches!(*role.borrow(), Role::Leader { epoch: e, .. } if e == epoch);
-                if !still {
-                    break LinkError::Broken("this hub stopped leading".into());
-                }
-            }
-            () = hub.shutdown.cancelled() => break LinkError::Broken("this hub stops".into()),
         }
     };
-    for task in waiting.values() {
-        task.abort();
-    }
+    // What still waits leaves the dispatcher as these are dropped.
+    drop(pending);
     tracing::info!(%follower, reason = %ended, slots = grants.len(), "a follower's link ended");
     let until = Instant::now() + hub.cluster.ttl() + hub.config.upstream.cancel_grace;
     hub.cluster.kept.keep(&follower, until, grants);
+}
+
+/// Lines for a follower, gathered until the session has nothing else to do
+/// at once (or 64 KiB of them).
+#[derive(Default)]
+struct Batch(bytes::BytesMut);
+
+impl Batch {
+    fn push(&mut self, message: &ToFollower) {
+        use bytes::BufMut;
+        let mut w = (&mut self.0).writer();
+        if serde_json::to_writer(&mut w, message).is_ok() {
+            self.0.put_u8(b'\n');
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.0.len() >= 64 * 1024
+    }
+
+    /// Sends what gathered; false where the link has ended.
+    fn send(&mut self, tx: &mpsc::UnboundedSender<Bytes>) -> bool {
+        tx.send(self.0.split().freeze()).is_ok()
+    }
+}
+
+/// A slot for a follower's `Acquire`, once this new leader has settled,
+/// with its key's permit held by the grant.
+async fn slot(
+    hub: Arc<HubState>,
+    a: Box<Acquire>,
+    permit: Option<Permit>,
+) -> Result<SlotGuard, AcquireError> {
+    hub.cluster.settled().await;
+    let now = hub.dispatcher.now();
+    let request = super::wire::request(&a, hub.forwarder.next_id(), now, &hub.registry);
+    let mut guard = hub.dispatcher.acquire(request, a.retry).await?;
+    guard.hold(permit);
+    Ok(guard)
+}
+
+/// `wait`'s output with the follower's number for it.
+async fn tagged<F: std::future::Future>(id: u64, wait: F) -> (u64, F::Output) {
+    (id, wait.await)
 }
 
 /// The slots a follower says it holds on a new link: those this leader kept

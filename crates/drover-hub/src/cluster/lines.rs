@@ -16,8 +16,27 @@ use tokio::sync::mpsc;
 const MAX_LINE: usize = 1 << 20;
 
 /// A body whose frames are the lines sent on a channel; it ends when every
-/// sender is gone.
-pub struct ChannelBody(pub mpsc::UnboundedReceiver<Bytes>);
+/// sender is gone. Lines that queue while the connection is busy go out in
+/// one frame, so one write; and a lone line waits for the other tasks to
+/// run once (microseconds) in case more come, since on a busy hub they do:
+/// a write costs more than a grant.
+pub struct ChannelBody {
+    lines: mpsc::UnboundedReceiver<Bytes>,
+    /// Lines taken, held back while the other tasks run once.
+    held: BytesMut,
+}
+
+impl ChannelBody {
+    pub fn new(lines: mpsc::UnboundedReceiver<Bytes>) -> Self {
+        ChannelBody {
+            lines,
+            held: BytesMut::new(),
+        }
+    }
+}
+
+/// The most bytes of queued lines one frame gathers.
+const MOST_GATHERED: usize = 64 * 1024;
 
 impl Body for ChannelBody {
     type Data = Bytes;
@@ -27,9 +46,24 @@ impl Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|line| line.map(|b| Ok(Frame::data(b))))
+        let this = &mut *self;
+        let waited = !this.held.is_empty();
+        while this.held.len() < MOST_GATHERED {
+            match this.lines.poll_recv(cx) {
+                Poll::Ready(Some(line)) => this.held.extend_from_slice(&line),
+                Poll::Ready(None) if this.held.is_empty() => return Poll::Ready(None),
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if this.held.is_empty() {
+            return Poll::Pending;
+        }
+        if !waited && this.held.len() < MOST_GATHERED {
+            // Once: the other tasks run, then this is polled again.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Ok(Frame::data(this.held.split().freeze()))))
     }
 }
 
@@ -73,7 +107,7 @@ where
     /// The next message.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<T, LinkError> {
         loop {
-            if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+            if let Some(at) = memchr::memchr(b'\n', &self.buf) {
                 let line = self.buf.split_to(at + 1);
                 return serde_json::from_slice(&line[..at])
                     .map_err(|e| LinkError::Garbled(e.to_string()));
@@ -112,6 +146,40 @@ mod tests {
         assert_eq!(lines.next::<u32>().await.unwrap(), 1);
         assert_eq!(lines.next::<String>().await.unwrap(), "two");
         assert_eq!(lines.next::<Vec<u8>>().await.unwrap(), [3, 4]);
+        assert!(matches!(lines.next::<u32>().await, Err(LinkError::Ended)));
+    }
+
+    #[tokio::test]
+    async fn lines_that_queued_go_out_in_one_frame_and_read_back_one_by_one() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        for i in 0..3u32 {
+            tx.send(line(&i)).unwrap();
+        }
+        let mut body = ChannelBody::new(rx);
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from("0\n1\n2\n"));
+        // A lone line waits one turn, and takes what came meanwhile.
+        tx.send(line(&3u32)).unwrap();
+        let mut first = true;
+        let frame = std::future::poll_fn(|cx| {
+            let polled = Pin::new(&mut body).poll_frame(cx);
+            if std::mem::take(&mut first) {
+                assert!(polled.is_pending());
+                tx.send(line(&4u32)).unwrap();
+            }
+            polled
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from("3\n4\n"));
+        tx.send(line(&5u32)).unwrap();
+        drop(tx);
+        let mut lines = Lines::new(body);
+        assert_eq!(lines.next::<u32>().await.unwrap(), 5);
         assert!(matches!(lines.next::<u32>().await, Err(LinkError::Ended)));
     }
 

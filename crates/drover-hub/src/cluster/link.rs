@@ -377,7 +377,7 @@ impl Link {
             .await
             .map_err(|e| LinkError::Broken(format!("the cluster's secret: {e}")))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let (mut answer, mut driver) = super::connect::post(address, &secret, ChannelBody(rx))
+        let (mut answer, mut driver) = super::connect::post(address, &secret, ChannelBody::new(rx))
             .await
             .map_err(LinkError::Broken)?;
         // Hello first, then every request still waiting, in the order asked.
