@@ -404,6 +404,9 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
     state.tasks.spawn(crate::dashboard::run(state.clone()));
     state.tasks.spawn(watch_keys(state.clone()));
     state.tasks.spawn(crate::cluster::run(state.clone()));
+    state
+        .tasks
+        .spawn(crate::cluster::follow_fleet(state.clone()));
     state.tasks.spawn(crate::cluster::link::run(
         state.link.clone(),
         state.cluster.clone(),

@@ -48,6 +48,9 @@ pub struct BackendEntry {
     /// Set before the backend leaves the scheduler, so a probe finishing
     /// late cannot bring it back.
     pub removed: AtomicBool,
+    /// What it was added with, its name set: a cluster's leader tells its
+    /// followers its backends with these.
+    pub spec: BackendSpec,
 }
 
 /// What configuration says of a backend, beyond how to reach it.
@@ -341,12 +344,25 @@ struct Inner {
 pub struct Backends {
     inner: RwLock<Inner>,
     next_id: AtomicU32,
+    /// Goes up at every backend added or removed.
+    generation: std::sync::atomic::AtomicU64,
     client: HttpClient,
     connect_timeout: Duration,
     probe_timeout: Duration,
 }
 
 impl Backends {
+    /// The hub's shared HTTP client (backends without a CA of their own,
+    /// and a follower's requests relayed to its leader).
+    pub(crate) fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    /// Goes up at every backend added or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// A backend id no other backend or worker has.
     pub fn allocate_id(&self) -> BackendId {
         BackendId(self.next_id.fetch_add(1, Ordering::Relaxed))
@@ -356,6 +372,7 @@ impl Backends {
         Backends {
             inner: RwLock::new(Inner::default()),
             next_id: AtomicU32::new(1),
+            generation: std::sync::atomic::AtomicU64::new(0),
             client,
             connect_timeout,
             probe_timeout,
@@ -447,9 +464,14 @@ impl Backends {
             observed: Mutex::new(Observed::default()),
             cancel: parent.child_token(),
             removed: AtomicBool::new(false),
+            spec: BackendSpec {
+                name: Some(name.clone()),
+                ..config.clone()
+            },
         });
         inner.by_name.insert(name, id);
         inner.by_id.insert(id, entry.clone());
+        self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(entry)
     }
 
@@ -458,6 +480,7 @@ impl Backends {
         let mut inner = self.write();
         let id = inner.by_name.remove(name)?;
         let entry = inner.by_id.remove(&id)?;
+        self.generation.fetch_add(1, Ordering::Relaxed);
         entry.removed.store(true, Ordering::SeqCst);
         entry.cancel.cancel();
         Some(entry)

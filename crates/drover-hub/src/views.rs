@@ -269,6 +269,8 @@ pub fn overview(
         jobs,
         workers: hub.workers.list(),
         nodes,
+        leader: matches!(hub.cluster.role(), crate::cluster::Role::Leader { .. })
+            .then(|| hub.cluster.hub.clone()),
     }
 }
 

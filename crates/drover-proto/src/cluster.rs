@@ -183,6 +183,13 @@ pub mod link {
             id: u64,
             refusal: Refusal,
         },
+        /// Every backend the leader has (from its config, added at run
+        /// time, reported by node agents): a follower adds those it lacks,
+        /// so it can send a request wherever the leader grants. Sent when
+        /// the link opens and whenever the leader's backends change.
+        Fleet {
+            backends: Vec<crate::admin::BackendSpec>,
+        },
     }
 
     /// A slot granted: send the request to `backend`.

@@ -36,6 +36,10 @@ pub struct Overview {
     /// that keeps none).
     #[serde(default)]
     pub nodes: Vec<crate::nodes::NodeInfo>,
+    /// The hub that leads its cluster, which drew this overview (a
+    /// follower passes the request to it); `null` for a hub alone.
+    #[serde(default)]
+    pub leader: Option<String>,
 }
 
 /// The job store as the dashboard shows it: its jobs by state, this hub's

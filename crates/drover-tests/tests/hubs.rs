@@ -420,6 +420,104 @@ async fn a_keys_tokens_a_minute_hold_across_three_hubs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_shows_the_leaders_queue_and_names_the_leader() {
+    let three =
+        Three::start(ClusterBuilder::new().sim_with_slots("sim", openai(&["m"], 1, 200), 1)).await;
+    let clients = three.clients();
+    let leader = three.leader().await;
+    let follower = (leader + 1) % 3;
+    let leader_id = clients[leader].get("/admin/hubs").await.json()["this_hub"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Six requests through the other follower: one runs, five wait at the
+    // leader.
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let client = clients[(leader + 2) % 3].clone();
+        flood.spawn(async move {
+            client
+                .post("/v1/chat/completions", &chat_body("m", &format!("hi {i}")))
+                .await
+        });
+    }
+    wait_until_within(
+        "the requests wait at the leader",
+        Duration::from_secs(10),
+        || async { three.waiting_at_leader().await >= 4 },
+    )
+    .await;
+    let queue = clients[follower].get("/v1/queue").await;
+    assert_eq!(queue.status, 200, "{}", queue.text());
+    let waiting = queue.json()["waiting"].as_u64().unwrap();
+    assert!(
+        waiting >= 3,
+        "the follower's queue shows {waiting} waiting: {}",
+        queue.text()
+    );
+    assert_eq!(queue.header("x-drover-leader"), Some(leader_id.as_str()));
+    let overview = clients[follower].get("/admin/overview").await.json();
+    assert_eq!(overview["leader"], json!(leader_id));
+    assert!(
+        overview["queue"]["waiting"].as_u64().unwrap() >= 2,
+        "{}",
+        overview["queue"]
+    );
+    let busy: u64 = overview["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["in_flight"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(busy, 1, "the leader's busy slot: {}", overview["backends"]);
+    while let Some(r) = flood.join_next().await {
+        assert_eq!(r.unwrap().status, 200);
+    }
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_added_through_a_follower_serves_requests_through_every_hub() {
+    let three =
+        Three::start(ClusterBuilder::new().sim_with_slots("sim", openai(&["m"], 2, 0), 2)).await;
+    let clients = three.clients();
+    let leader = three.leader().await;
+    let follower = (leader + 1) % 3;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let extra = drover_sim::SimServer::start(listener, openai(&["n"], 2, 0)).unwrap();
+    let added = clients[follower]
+        .post(
+            "/admin/backends",
+            &json!({"name": "extra", "kind": "openai", "url": extra.url()}),
+        )
+        .await;
+    assert_eq!(added.status, 201, "{}", added.text());
+    wait_until_within(
+        "every hub serves the new backend's model",
+        Duration::from_secs(15),
+        || {
+            let clients = clients.clone();
+            async move {
+                for c in &clients {
+                    if c.post("/v1/chat/completions", &chat_body("n", "hi"))
+                        .await
+                        .status
+                        != 200
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    let served = extra.stats().model("n").completed;
+    assert!(served >= 3, "{served}");
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_priority_flood_through_one_hub_does_not_hold_up_a_high_priority_request_through_another()
  {
     let three =

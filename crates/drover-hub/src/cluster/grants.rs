@@ -187,10 +187,23 @@ async fn session(
     // Answers gather here while more is ready at once and go out as one
     // write: under load one write carries many grants.
     let mut out = Batch::default();
+    // The follower learns this hub's backends now, and again when they
+    // change (looked at every second).
+    let mut told = hub.registry.generation();
+    out.push(&fleet(&hub));
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended: LinkError = loop {
         tokio::select! {
             biased;
             () = hub.shutdown.cancelled() => break LinkError::Broken("this hub stops".into()),
+            _ = look.tick() => {
+                let now = hub.registry.generation();
+                if now != told {
+                    told = now;
+                    out.push(&fleet(&hub));
+                }
+            }
             changed = role.changed() => {
                 let still = changed.is_ok()
                     && matches!(*role.borrow(), Role::Leader { epoch: e, .. } if e == epoch);
@@ -276,6 +289,13 @@ async fn session(
     tracing::info!(%follower, reason = %ended, slots = grants.len(), "a follower's link ended");
     let until = Instant::now() + hub.cluster.ttl() + hub.config.upstream.cancel_grace;
     hub.cluster.kept.keep(&follower, until, grants);
+}
+
+/// Every backend this hub has, for a follower.
+fn fleet(hub: &HubState) -> ToFollower {
+    ToFollower::Fleet {
+        backends: hub.registry.all().iter().map(|e| e.spec.clone()).collect(),
+    }
 }
 
 /// Lines for a follower, gathered until the session has nothing else to do

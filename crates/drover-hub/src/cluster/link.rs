@@ -17,11 +17,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use drover_core::sync::lock;
+use drover_proto::admin::BackendSpec;
 use drover_proto::cluster::link::{
     Acquire, Charge, Grant, Held, KeyUse, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
 };
 use drover_scheduler::{Outcome, Request};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,6 +81,8 @@ pub struct Link {
     next: AtomicU64,
     tasks: TaskTracker,
     cancel_grace: Duration,
+    /// The leader's backends as it last told them.
+    fleet: watch::Sender<Option<Vec<BackendSpec>>>,
 }
 
 /// A slot the leader granted; dropped through [`Granted::release`].
@@ -123,7 +126,13 @@ impl Link {
             next: AtomicU64::new(1),
             tasks,
             cancel_grace,
+            fleet: watch::Sender::new(None),
         })
+    }
+
+    /// The leader's backends, as each link tells them.
+    pub fn fleet(&self) -> watch::Receiver<Option<Vec<BackendSpec>>> {
+        self.fleet.subscribe()
     }
 
     /// Whether a link to the leader is up.
@@ -432,6 +441,9 @@ impl Link {
                         // Cancelled on the way: given straight back.
                         None => self.release(id, WireOutcome::Neutral, None),
                     }
+                }
+                Ok(ToFollower::Fleet { backends }) => {
+                    self.fleet.send_replace(Some(backends));
                 }
                 Ok(ToFollower::Refused { id, refusal }) => {
                     let refused = match refusal {

@@ -10,11 +10,14 @@
 //! A hub on SQLite, or with no store, is alone: it leads without a lease.
 
 mod connect;
+mod fleet;
 pub(crate) mod grants;
 mod identity;
 mod lease;
 mod lines;
 pub(crate) mod link;
+pub(crate) mod relay;
+pub(crate) use fleet::follow as follow_fleet;
 mod secret;
 pub(crate) mod wire;
 

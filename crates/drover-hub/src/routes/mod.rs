@@ -86,6 +86,12 @@ fn admin(state: Arc<HubState>) -> Router<Arc<HubState>> {
         .route("/admin/nodes/{node}/undrain", post(nodes::undrain))
         .route("/admin/workers/{id}/drain", post(workers::drain))
         .route("/admin/workers/{id}/undrain", post(workers::undrain))
+        // Inside the door: an admin route is relayed to the leader only
+        // once this hub's own door let it through.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::relay::admin,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             guard::admin_only,
@@ -166,6 +172,11 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(admin(state.clone()))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        // A follower passes the leader's routes to it (`cluster/relay.rs`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::relay::api,
+        ))
         .with_state(state)
 }
 

@@ -38,6 +38,8 @@ struct Sample {
     jobs: Option<JobsOverview>,
     /// The capability workers registered with the hub.
     workers: Vec<WorkerInfo>,
+    /// The hub that leads the cluster, where there is one.
+    leader: Option<String>,
     /// Counters from `/metrics`: every request, the failed ones, and the
     /// time-to-first-byte histogram's sum and count.
     requests: f64,
@@ -85,6 +87,7 @@ async fn sample(api: &Api) -> anyhow::Result<Sample> {
     let queue = overview.queue;
     let jobs = overview.jobs;
     let workers = overview.workers;
+    let leader = overview.leader;
     let (_, metrics) = api.call(Method::GET, "/metrics", None).await?;
     let text = metrics.as_str().unwrap_or_default();
     let sum = |name: &str, keep: &dyn Fn(&str) -> bool| -> f64 {
@@ -110,6 +113,7 @@ async fn sample(api: &Api) -> anyhow::Result<Sample> {
         queue,
         jobs,
         workers,
+        leader,
         requests: sum("drover_requests_total", &|_| true),
         errors: sum("drover_requests_total", &failed),
         ttfb_sum: sum("drover_time_to_first_byte_seconds_sum", &|_| true),
@@ -128,8 +132,12 @@ fn frame(hub: &str, before: &Sample, now: &Sample, interval: Duration) -> String
         "-".into()
     };
     let mut out = String::new();
+    let led = now
+        .leader
+        .as_ref()
+        .map_or_else(String::new, |l| format!("   led by {l}"));
     out.push_str(&format!(
-        "drover top  {hub}   requests/s {:.1}   errors/s {:.1}   first byte {ttfb}   waiting {}\n\n",
+        "drover top  {hub}{led}   requests/s {:.1}   errors/s {:.1}   first byte {ttfb}   waiting {}\n\n",
         rate(before.requests, now.requests),
         rate(before.errors, now.errors),
         now.queue.waiting
@@ -371,6 +379,7 @@ mod tests {
             },
             jobs,
             workers: Vec::new(),
+            leader: None,
             requests: 0.0,
             errors: 0.0,
             ttfb_sum: 0.0,
@@ -385,6 +394,19 @@ mod tests {
             .filter(|l| l.starts_with("JOBS"))
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn the_first_line_names_the_hub_that_leads() {
+        let mut s = sample(None);
+        let alone = frame("hub", &s, &s, Duration::from_secs(1));
+        assert!(!alone.lines().next().unwrap().contains("led by"));
+        s.leader = Some("hub-b".into());
+        let led = frame("hub", &s, &s, Duration::from_secs(1));
+        assert!(
+            led.lines().next().unwrap().contains("led by hub-b"),
+            "{led}"
+        );
     }
 
     #[test]

@@ -205,7 +205,7 @@ function receive(overview, whole) {
   state.overview = overview;
   setLive("live", "on");
   $("live").title = "Updated " + new Date(overview.at_ms).toLocaleTimeString();
-  setText($("version"), "v" + overview.version);
+  setText($("version"), "v" + overview.version + (overview.leader ? " · led by " + overview.leader : ""));
   render();
 }
 

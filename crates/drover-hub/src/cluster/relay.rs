@@ -1,0 +1,230 @@
+//! What a follower passes to its leader as it came: the routes whose answer
+//! is the leader's picture (the dashboard's overview and events, the queue,
+//! the backends with their busy counts), the model actions and backend
+//! changes only the leader may make, and the routes of capability workers
+//! and node agents, whose state lives in the leader's scheduler. So a
+//! dashboard, `drover top`, a worker or an agent may be pointed at any hub.
+//!
+//! The leader checks the caller's key (keys are shared); an admin route is
+//! relayed only after this hub's own admin door has let it through, so the
+//! door's checks of `Host` and `Origin` hold on every hub. The answer comes
+//! back as the leader gave it, streamed (the events stream too), with
+//! `x-drover-leader` naming the hub that answered.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, Method, Uri, header};
+use http_body_util::BodyExt;
+
+use super::Role;
+use crate::error::ApiError;
+use crate::forward::ForwardError;
+use crate::hub::HubState;
+
+/// Set on a relayed request: the hub it comes through, so a hub that is
+/// told it follows while the leader still thinks so never passes it back.
+pub const RELAYED_BY: &str = "x-drover-relayed-by";
+/// Set on a relayed answer: the hub that answered it.
+pub const LEADER: &str = "x-drover-leader";
+
+/// The most a relayed request's body may be: these routes take small JSON.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// The management API's routes the leader answers.
+fn admin_route(method: &Method, path: &str) -> bool {
+    let get = method == Method::GET;
+    match path {
+        "/admin/overview" | "/admin/events" | "/admin/plans" => get,
+        "/admin/backends" | "/admin/workers" => true,
+        _ => {
+            path.starts_with("/admin/backends/")
+                || path.starts_with("/admin/models/")
+                || path.starts_with("/admin/workers/")
+        }
+    }
+}
+
+/// The clients', workers' and agents' routes the leader answers.
+fn api_route(method: &Method, path: &str) -> bool {
+    if path == "/v1/queue" {
+        return method == Method::GET;
+    }
+    if path == "/v1/workers" || path.starts_with("/v1/workers/") || path == "/v1/tasks/plan" {
+        return true;
+    }
+    if let Some(rest) = path.strip_prefix("/v1/tasks/") {
+        return method == Method::POST
+            && ["/heartbeat", "/complete", "/fail"]
+                .iter()
+                .any(|end| rest.ends_with(end));
+    }
+    if let Some(rest) = path.strip_prefix("/v1/nodes/") {
+        // A release's download is the store's, which every hub reads.
+        return method == Method::POST && !rest.contains("/releases/");
+    }
+    false
+}
+
+/// The layer inside the admin door.
+pub async fn admin(State(hub): State<Arc<HubState>>, req: Request, next: Next) -> Response {
+    if admin_route(req.method(), req.uri().path()) {
+        relay_or_run(&hub, req, next).await
+    } else {
+        next.run(req).await
+    }
+}
+
+/// The layer on the rest of the API.
+pub async fn api(State(hub): State<Arc<HubState>>, req: Request, next: Next) -> Response {
+    if api_route(req.method(), req.uri().path()) {
+        relay_or_run(&hub, req, next).await
+    } else {
+        next.run(req).await
+    }
+}
+
+async fn relay_or_run(hub: &Arc<HubState>, req: Request, next: Next) -> Response {
+    let Role::Follower {
+        leader, address, ..
+    } = hub.cluster.role()
+    else {
+        return next.run(req).await;
+    };
+    if req.headers().contains_key(RELAYED_BY) {
+        return next.run(req).await;
+    }
+    match relay(hub, &leader, &address, req).await {
+        Ok(answer) => answer,
+        Err(reason) => ApiError::from(ForwardError::NoLeader { reason }).into_response(),
+    }
+}
+
+/// Headers that belong to one connection, not to the request.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "host"
+            | "content-length"
+    )
+}
+
+async fn relay(
+    hub: &HubState,
+    leader: &str,
+    address: &str,
+    req: Request,
+) -> Result<Response, String> {
+    let (parts, body) = req.into_parts();
+    let body = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("could not read the request to pass it to the leader: {e}"))?
+        .to_bytes();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let uri: Uri = format!("{}{path}", address.trim_end_matches('/'))
+        .parse()
+        .map_err(|e| format!("the leader's address {address}: {e}"))?;
+    let this_hub = HeaderValue::from_str(&hub.cluster.hub).ok();
+    let build = || {
+        let mut out = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(uri.clone());
+        for (name, value) in &parts.headers {
+            if !hop_by_hop(name) {
+                out = out.header(name, value);
+            }
+        }
+        if let Some(authority) = uri.authority() {
+            out = out.header(header::HOST, authority.as_str());
+        }
+        if let Some(id) = &this_hub {
+            out = out.header(RELAYED_BY, id);
+        }
+        out.body(http_body_util::Full::new(body.clone()))
+            .unwrap_or_default()
+    };
+    let answer = hub
+        .registry
+        .client()
+        .send(build)
+        .await
+        .map_err(|e| format!("the leader {leader} at {address} did not answer: {e}"))?;
+    let (mut parts, incoming) = answer.into_parts();
+    // Its length stays: the body is passed on as it comes.
+    let names: Vec<HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|n| hop_by_hop(n) && *n != header::CONTENT_LENGTH)
+        .cloned()
+        .collect();
+    for name in names {
+        parts.headers.remove(name);
+    }
+    if let Ok(v) = HeaderValue::from_str(leader) {
+        parts.headers.insert(LEADER, v);
+    }
+    Ok(Response::from_parts(parts, Body::new(incoming)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leaders_routes_are_relayed_and_the_rest_are_not() {
+        let (get, post) = (Method::GET, Method::POST);
+        for (method, path) in [
+            (&get, "/admin/overview"),
+            (&get, "/admin/events"),
+            (&get, "/admin/backends"),
+            (&post, "/admin/backends/gpu1/drain"),
+            (&post, "/admin/models/qwen3:8b"),
+            (&get, "/admin/workers"),
+        ] {
+            assert!(admin_route(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (&get, "/v1/queue"),
+            (&post, "/v1/workers"),
+            (&post, "/v1/workers/w1/poll"),
+            (&post, "/v1/tasks/t1/complete"),
+            (&post, "/v1/nodes/join"),
+            (&post, "/v1/nodes/n1/heartbeat"),
+            (&post, "/v1/nodes/n1/commands/c1"),
+        ] {
+            assert!(api_route(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (&get, "/admin/keys"),
+            (&get, "/admin/hubs"),
+            (&get, "/admin/jobs"),
+            (&post, "/admin/overview"),
+        ] {
+            assert!(!admin_route(method, path), "{method} {path}");
+        }
+        for (method, path) in [
+            (&post, "/v1/chat/completions"),
+            (&get, "/v1/models"),
+            (&post, "/v1/tasks"),
+            (&get, "/v1/tasks/t1"),
+            (&get, "/v1/nodes/n1/releases/1.2.3"),
+            (&get, "/v1/jobs"),
+        ] {
+            assert!(!api_route(method, path), "{method} {path}");
+        }
+    }
+}
