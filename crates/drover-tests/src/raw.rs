@@ -19,6 +19,16 @@ impl Raw {
         }
     }
 
+    /// A connection from `local` (another loopback address, say: a caller
+    /// on another machine as the hub sees it).
+    pub async fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(local, 0)).unwrap();
+        Raw {
+            stream: socket.connect(addr).await.unwrap(),
+        }
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }

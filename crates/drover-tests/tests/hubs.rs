@@ -518,6 +518,147 @@ async fn a_backend_added_through_a_follower_serves_requests_through_every_hub() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_registered_through_a_follower_runs_a_task_submitted_through_another() {
+    let three = Three::start_on(
+        ClusterBuilder::new().sim("sim", openai(&["m"], 1, 0)),
+        database_url(),
+        |c| {
+            c.jobs.backoff = Duration::from_millis(20);
+            c.jobs.max_backoff = Duration::from_millis(100);
+            c.jobs.poll_interval = Duration::from_millis(50);
+        },
+    )
+    .await;
+    let clients = three.clients();
+    let leader = three.leader().await;
+    let (a, b) = (&clients[(leader + 1) % 3], &clients[(leader + 2) % 3]);
+    let registered = a
+        .post(
+            "/v1/workers",
+            &json!({"name": "w1", "capabilities": [{"name": "echo", "max_concurrency": 1}]}),
+        )
+        .await;
+    assert_eq!(registered.status, 200, "{}", registered.text());
+    let worker = registered.json()["worker_id"].as_str().unwrap().to_string();
+    let submitted = b
+        .post(
+            "/v1/tasks",
+            &json!({"capability": "echo", "input": {"say": "hi"}}),
+        )
+        .await;
+    assert_eq!(submitted.status, 200, "{}", submitted.text());
+    let task = submitted.json()["id"].as_str().unwrap().to_string();
+    let polled = a
+        .post(
+            &format!("/v1/workers/{worker}/poll"),
+            &json!({"wait_s": 5, "max_tasks": 1}),
+        )
+        .await;
+    assert_eq!(
+        polled.status,
+        200,
+        "the worker was given no task: {} (answered by {:?})",
+        polled.text(),
+        polled.header("x-drover-leader")
+    );
+    let given = polled.json()["tasks"][0].clone();
+    assert_eq!(given["id"], json!(task));
+    let token = given["lease_token"].as_str().unwrap();
+    let done = b
+        .post(
+            &format!("/v1/tasks/{task}/complete"),
+            &json!({"lease_token": token, "output": {"said": "hi"}}),
+        )
+        .await;
+    assert_eq!(done.status, 204, "{}", done.text());
+    let kept = clients[leader].clone();
+    let url = format!("/v1/jobs/{task}");
+    wait_until_within("the task is completed", Duration::from_secs(10), || {
+        let (kept, url) = (kept.clone(), url.clone());
+        async move { kept.get(&url).await.json()["state"] == "completed" }
+    })
+    .await;
+    let job = kept.get(&url).await.json();
+    assert_eq!(job["response"]["body"], json!({"said": "hi"}), "{job}");
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_agent_heartbeating_a_follower_has_its_servers_served_through_every_hub() {
+    let three =
+        Three::start(ClusterBuilder::new().sim_with_slots("sim", openai(&["m"], 2, 0), 2)).await;
+    let clients = three.clients();
+    let leader = three.leader().await;
+    let follower = &clients[(leader + 1) % 3];
+    let token = follower.post("/admin/nodes/tokens", &json!({})).await;
+    assert_eq!(token.status, 200, "{}", token.text());
+    let facts = json!({"hostname": "box", "os": "linux", "arch": "x86_64", "cpus": 8,
+        "memory_total_bytes": 64u64 << 30, "memory_available_bytes": 60u64 << 30});
+    let joined = follower
+        .post(
+            "/v1/nodes/join",
+            &json!({"token": token.json()["token"], "name": "box", "version": "0.1.0", "facts": facts}),
+        )
+        .await;
+    assert_eq!(joined.status, 200, "{}", joined.text());
+    let node = joined.json();
+    // The node is another machine: the agent's heartbeat comes from
+    // 127.0.0.2, where its server listens and nowhere else, and names the
+    // server by its loopback URL, as an agent does. The leader must reach
+    // it at the address the follower saw the heartbeat come from.
+    let node_ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let listener = TcpListener::bind((node_ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = drover_sim::SimServer::start(listener, openai(&["n"], 2, 0)).unwrap();
+    let beat = json!({"version": "0.1.0", "facts": facts, "servers": [{
+        "url": format!("http://127.0.0.1:{port}"), "kind": "openai",
+        "discovery": {"models": [{"id": "n", "state": "loaded", "slots": 2}]}
+    }]})
+    .to_string();
+    let path = format!("/v1/nodes/{}/heartbeat", node["node_id"].as_str().unwrap());
+    let follower_addr: std::net::SocketAddr = follower
+        .url("")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut agent = drover_tests::Raw::connect_from(node_ip, follower_addr).await;
+    agent
+        .send(
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: {follower_addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{beat}",
+                node["credential"].as_str().unwrap(),
+                beat.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+    let head = agent.read_head(Duration::from_secs(10)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    wait_until_within(
+        "every hub serves the node's server's model",
+        Duration::from_secs(15),
+        || {
+            let clients = clients.clone();
+            async move {
+                for c in &clients {
+                    if c.post("/v1/chat/completions", &chat_body("n", "hi"))
+                        .await
+                        .status
+                        != 200
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    assert!(server.stats().model("n").completed >= 3);
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_priority_flood_through_one_hub_does_not_hold_up_a_high_priority_request_through_another()
  {
     let three =

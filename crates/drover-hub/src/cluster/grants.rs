@@ -20,7 +20,7 @@ use bytes::Bytes;
 use drover_core::ModelName;
 use drover_core::sync::lock;
 use drover_proto::cluster::link::{
-    Acquire, Grant, Held, Outcome as WireOutcome, Refusal, SECRET_HEADER, ToFollower, ToLeader,
+    Acquire, Grant, Held, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
 };
 use futures_util::StreamExt;
 use futures_util::future::{AbortHandle, Abortable, Aborted};
@@ -123,16 +123,12 @@ fn open(hub: &HubState, headers: &HeaderMap) -> Result<i64, ApiError> {
                 .into(),
         });
     }
-    let Some(secret) = hub.cluster.secret.known() else {
+    if hub.cluster.secret.known().is_none() {
         return Err(not_leader(
             "this hub has not read the cluster's secret from its store yet",
         ));
-    };
-    let given = headers
-        .get(SECRET_HEADER)
-        .map(http::HeaderValue::as_bytes)
-        .unwrap_or_default();
-    if !constant_time_eq(given, secret.as_bytes()) {
+    }
+    if !hub.cluster.secret.shown_in(headers) {
         return Err(ApiError::Unauthorized(
             "no cluster secret, or not this cluster's: only the cluster's hubs link to its leader"
                 .into(),
@@ -150,10 +146,6 @@ fn not_leader(reason: &str) -> ApiError {
         reason: reason.to_string(),
     }
     .into()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One follower's link, until it ends, this hub stops leading in `epoch`,

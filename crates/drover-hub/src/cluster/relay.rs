@@ -11,12 +11,14 @@
 //! back as the leader gave it, streamed (the events stream too), with
 //! `x-drover-leader` naming the hub that answered.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use drover_proto::cluster::link::SECRET_HEADER;
 use http::{HeaderName, HeaderValue, Method, Uri, header};
 use http_body_util::BodyExt;
 
@@ -25,9 +27,14 @@ use crate::error::ApiError;
 use crate::forward::ForwardError;
 use crate::hub::HubState;
 
-/// Set on a relayed request: the hub it comes through, so a hub that is
-/// told it follows while the leader still thinks so never passes it back.
+/// Set on a relayed request, with the cluster's secret: the hub it comes
+/// through, so a hub told it follows while the leader still thinks so never
+/// passes it back.
 pub const RELAYED_BY: &str = "x-drover-relayed-by";
+/// Set on a relayed request, with the cluster's secret: the address the
+/// caller came from (a node agent's, which the leader reaches its servers
+/// at).
+pub const PEER: &str = "x-drover-peer";
 /// Set on a relayed answer: the hub that answered it.
 pub const LEADER: &str = "x-drover-leader";
 
@@ -94,7 +101,7 @@ async fn relay_or_run(hub: &Arc<HubState>, req: Request, next: Next) -> Response
     else {
         return next.run(req).await;
     };
-    if req.headers().contains_key(RELAYED_BY) {
+    if hub.cluster.secret.shown_in(req.headers()) {
         return next.run(req).await;
     }
     match relay(hub, &leader, &address, req).await {
@@ -103,11 +110,28 @@ async fn relay_or_run(hub: &Arc<HubState>, req: Request, next: Next) -> Response
     }
 }
 
-/// Headers that belong to one connection, not to the request.
+/// The address a request came from: its connection's, or, relayed by a
+/// hub of the cluster (it shows the secret), the one that hub saw.
+pub fn caller_ip(hub: &HubState, headers: &http::HeaderMap, peer: IpAddr) -> IpAddr {
+    if !hub.cluster.secret.shown_in(headers) {
+        return peer;
+    }
+    headers
+        .get(PEER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(peer)
+}
+
+/// Headers that belong to one connection, not to the request, and those
+/// only a hub of the cluster sets.
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection"
+        RELAYED_BY
+            | PEER
+            | SECRET_HEADER
+            | "connection"
             | "keep-alive"
             | "proxy-connection"
             | "transfer-encoding"
@@ -125,6 +149,16 @@ async fn relay(
     address: &str,
     req: Request,
 ) -> Result<Response, String> {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let secret = hub
+        .cluster
+        .secret
+        .known()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+        .ok_or("this hub has not read the cluster's secret from its store yet")?;
     let (parts, body) = req.into_parts();
     let body = http_body_util::Limited::new(body, MAX_BODY)
         .collect()
@@ -154,6 +188,10 @@ async fn relay(
         if let Some(id) = &this_hub {
             out = out.header(RELAYED_BY, id);
         }
+        if let Some(ip) = peer {
+            out = out.header(PEER, ip.to_string());
+        }
+        out = out.header(SECRET_HEADER, secret.clone());
         out.body(http_body_util::Full::new(body.clone()))
             .unwrap_or_default()
     };

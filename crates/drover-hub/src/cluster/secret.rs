@@ -26,6 +26,19 @@ impl Secret {
         self.known.get().map(String::as_str)
     }
 
+    /// Whether `headers` show the cluster's secret: they come from one of
+    /// its hubs.
+    pub fn shown_in(&self, headers: &http::HeaderMap) -> bool {
+        let Some(secret) = self.known() else {
+            return false;
+        };
+        let given = headers
+            .get(drover_proto::cluster::link::SECRET_HEADER)
+            .map(http::HeaderValue::as_bytes)
+            .unwrap_or_default();
+        constant_time_eq(given, secret.as_bytes())
+    }
+
     /// The secret, read from the store (made there first if none is).
     pub async fn get(&self) -> Result<String, StoreError> {
         if let Some(known) = self.known.get() {
@@ -41,4 +54,8 @@ impl Secret {
         let stored = store.setting_or_insert(SETTING, &fresh).await?;
         Ok(self.known.get_or_init(|| stored).clone())
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -48,8 +48,9 @@ pub async fn heartbeat(
 ) -> Result<Json<NodeState>, ApiError> {
     bounded(&bytes)?;
     let beat: NodeHeartbeat = body(&bytes, None)?;
+    let caller = crate::cluster::relay::caller_ip(&hub, &headers, peer.ip());
     Ok(Json(
-        crate::nodes::heartbeat(&hub, &id, bearer(&headers), peer.ip(), beat).await?,
+        crate::nodes::heartbeat(&hub, &id, bearer(&headers), caller, beat).await?,
     ))
 }
 
