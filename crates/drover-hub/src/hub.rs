@@ -411,6 +411,8 @@ pub async fn start(config: HubConfig, listener: TcpListener) -> Result<HubHandle
         state.link.clone(),
         state.cluster.clone(),
         state.cluster.secret.clone(),
+        state.dispatcher.clone(),
+        state.registry.clone(),
         state.shutdown.clone(),
     ));
     state

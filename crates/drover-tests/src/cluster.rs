@@ -50,6 +50,12 @@ impl ClusterBuilder {
         }
     }
 
+    /// The hub's config as built so far (the tests' quick probes), for a
+    /// hub a test starts itself.
+    pub fn hub_config(&self) -> HubConfig {
+        self.config.clone()
+    }
+
     /// Adds a simulated backend named `name`.
     pub fn sim(self, name: &str, config: SimConfig) -> Self {
         self.sim_with(name, config, |_| {})

@@ -658,6 +658,124 @@ async fn a_node_agent_heartbeating_a_follower_has_its_servers_served_through_eve
     three.shutdown().await;
 }
 
+/// `n` hubs on `url` before one simulated server of one slot: each hub a
+/// handle and a client, the server apart from them all.
+async fn hubs_before(
+    server: &drover_tests::SimHandle,
+    url: &str,
+    n: usize,
+) -> Vec<(HubHandle, Client)> {
+    let mut hubs = Vec::new();
+    for i in 0..n {
+        let mut config = ClusterBuilder::new().hub_config();
+        config.backends.push(drover_proto::admin::BackendSpec {
+            name: Some("sim".into()),
+            kind: "openai".into(),
+            url: server.url(),
+            slots: Some(1),
+            ..Default::default()
+        });
+        clustered(&mut config, url, &format!("hubs-{i}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.listen = listener.local_addr().unwrap().to_string();
+        let hub = drover_hub::start(config, listener).await.unwrap();
+        let client = Client::new(&hub.url());
+        hubs.push((hub, client));
+        // One after the other: the first leads.
+        if i == 0 {
+            wait_until_within("the first hub leads", Duration::from_secs(10), || async {
+                let (_, c) = &hubs[0];
+                c.get("/metrics")
+                    .await
+                    .text()
+                    .contains("drover_hub_role{role=\"leader\"} 1")
+            })
+            .await;
+        }
+    }
+    hubs
+}
+
+async fn role_of(c: &Client) -> String {
+    let metrics = c.get("/metrics").await.text();
+    ["leader", "follower", "leaderless", "alone"]
+        .into_iter()
+        .find(|r| metrics.contains(&format!("drover_hub_role{{role=\"{r}\"}} 1")))
+        .unwrap_or("none")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_becomes_the_leader_counts_its_own_running_requests() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = drover_sim::SimServer::start(listener, openai(&["m"], 1, 1500)).unwrap();
+    let mut hubs = hubs_before(&server, &database_url(), 2).await;
+    let follower = hubs[1].1.clone();
+    wait_until_within(
+        "the second hub follows, linked",
+        Duration::from_secs(10),
+        || {
+            let follower = follower.clone();
+            async move {
+                follower
+                    .get("/metrics")
+                    .await
+                    .text()
+                    .contains("drover_hub_linked 1")
+            }
+        },
+    )
+    .await;
+    // A long request through the follower, granted by the leader.
+    let long = {
+        let follower = follower.clone();
+        tokio::spawn(async move {
+            follower
+                .post("/v1/chat/completions", &chat_body("m", "long"))
+                .await
+        })
+    };
+    wait_until_within("the long request runs", Duration::from_secs(10), || async {
+        server.stats().model("m").in_flight == 1
+    })
+    .await;
+    // The leader goes; the follower leads, its request still running.
+    let (leader, _) = hubs.remove(0);
+    leader.shutdown(Duration::from_millis(100)).await;
+    wait_until_within("the follower leads", Duration::from_secs(10), || {
+        let follower = follower.clone();
+        async move { role_of(&follower).await == "leader" }
+    })
+    .await;
+    assert_eq!(server.stats().model("m").in_flight, 1);
+    // Three more through it: the one slot is its running request's until
+    // it ends.
+    let mut more = tokio::task::JoinSet::new();
+    for i in 0..3 {
+        let follower = follower.clone();
+        more.spawn(async move {
+            follower
+                .post(
+                    "/v1/chat/completions",
+                    &chat_body("m", &format!("after {i}")),
+                )
+                .await
+        });
+    }
+    while let Some(r) = more.join_next().await {
+        assert_eq!(r.unwrap().status, 200);
+    }
+    assert_eq!(long.await.unwrap().status, 200);
+    let most = server.stats().model("m").max_in_flight;
+    assert_eq!(
+        most, 1,
+        "one slot; {most} at once after the change of leader"
+    );
+    for (hub, _) in hubs {
+        hub.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_priority_flood_through_one_hub_does_not_hold_up_a_high_priority_request_through_another()
  {

@@ -410,7 +410,7 @@ fn admit(hub: &HubState, a: &Acquire) -> Result<Option<Permit>, Refusal> {
 
 /// Sets a released slot's outcome as the follower said; an abandoned one
 /// lingers for the cancel grace, as a local one does.
-fn ended_as(guard: &mut SlotGuard, outcome: WireOutcome) {
+pub(super) fn ended_as(guard: &mut SlotGuard, outcome: WireOutcome) {
     match outcome {
         WireOutcome::Success { service_ms } => {
             guard.succeeded_in(std::time::Duration::from_millis(service_ms));

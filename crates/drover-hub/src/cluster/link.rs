@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use drover_core::ModelName;
 use drover_core::sync::lock;
 use drover_proto::admin::BackendSpec;
 use drover_proto::cluster::link::{
@@ -29,7 +30,7 @@ use tokio_util::task::TaskTracker;
 
 use super::lines::{ChannelBody, Lines, LinkError, line};
 use super::{Cluster, Role};
-use crate::dispatcher::{AcquireError, SlotGuard, WaitError};
+use crate::dispatcher::{AcquireError, Dispatcher, SlotGuard, WaitError};
 use crate::limits::Permit;
 use crate::registry::Backends;
 
@@ -71,6 +72,9 @@ struct State {
     out: Option<mpsc::UnboundedSender<Bytes>>,
     waiting: HashMap<u64, Waiting>,
     held: HashMap<u64, Held>,
+    /// Slots of `held` counted in this hub's own scheduler since it leads:
+    /// the leader that granted them is gone, and nobody else counts them.
+    adopted: HashMap<u64, SlotGuard>,
     /// Since when no link is up, and why (for the 503).
     down: Option<(Instant, String)>,
 }
@@ -154,6 +158,12 @@ impl Link {
     fn release(&self, id: u64, outcome: WireOutcome, charge: Option<Charge>) {
         let mut st = lock(&self.state);
         st.held.remove(&id);
+        if let Some(mut adopted) = st.adopted.remove(&id) {
+            crate::cluster::grants::ended_as(&mut adopted, outcome);
+            drop(st);
+            drop(adopted);
+            return;
+        }
         // A link that is down drops it: the next `Hello` does not list it,
         // which frees it there (and its charge is lost with it).
         Self::send(
@@ -249,6 +259,33 @@ impl Link {
         }
     }
 
+    /// This hub leads now: the slots its requests hold, granted by the
+    /// leader before, count in its own scheduler until they are let go.
+    fn adopt_held(&self, dispatcher: &Arc<Dispatcher>, names: &Backends) {
+        let mut st = lock(&self.state);
+        let State { held, adopted, .. } = &mut *st;
+        for (id, h) in held.iter() {
+            if adopted.contains_key(id) {
+                continue;
+            }
+            let Some(entry) = names.by_name(&h.backend) else {
+                continue;
+            };
+            if let Some(mut guard) = dispatcher.adopt(entry.id, &ModelName::new(&h.model), h.tokens)
+            {
+                guard.neutral();
+                adopted.insert(*id, guard);
+            }
+        }
+    }
+
+    /// This hub follows again: its new leader counts what it holds (its
+    /// `Hello` says), so its own scheduler lets them go.
+    fn drop_adopted(&self) {
+        let adopted: Vec<SlotGuard> = lock(&self.state).adopted.drain().map(|(_, g)| g).collect();
+        drop(adopted);
+    }
+
     /// Answers every waiting request the same way.
     fn fail_waiting(&self, failed: impl Fn() -> Failed) {
         let waiting: Vec<Waiting> = lock(&self.state).waiting.drain().map(|(_, w)| w).collect();
@@ -281,12 +318,19 @@ pub(crate) async fn run(
     link: Arc<Link>,
     cluster: Arc<Cluster>,
     secret: Arc<super::secret::Secret>,
+    dispatcher: Arc<Dispatcher>,
+    names: Arc<Backends>,
     shutdown: CancellationToken,
 ) {
     let mut role = cluster.watch();
     let mut backoff = Duration::from_millis(50);
     loop {
         let now = role.borrow_and_update().clone();
+        if now.leads() {
+            link.adopt_held(&dispatcher, &names);
+        } else {
+            link.drop_adopted();
+        }
         let address = match now {
             Role::Follower { address, .. } => address,
             other => {
