@@ -39,6 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 lease_ms: 3_600_000,
                 skip_batches: &[],
                 skip_keys: &[],
+                fence: None,
             })
             .await?;
         if claimed.is_empty() {

@@ -10,7 +10,7 @@
 use crate::{Store, StoreError, on_db};
 
 /// The database's clock in milliseconds since the Unix epoch.
-fn now_ms(pg: bool) -> &'static str {
+pub(crate) fn now_ms(pg: bool) -> &'static str {
     if pg {
         "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
     } else {

@@ -256,6 +256,18 @@ pub struct Claim<'a> {
     /// Batches and keys at their concurrency cap: none of their jobs now.
     pub skip_batches: &'a [String],
     pub skip_keys: &'a [String],
+    /// The cluster lease the claimer leads under: the claim takes nothing
+    /// unless that lease still holds on the database's clock, so a leader
+    /// that lost its lease without noticing yet claims nothing. `None` for
+    /// a hub alone.
+    pub fence: Option<Fence<'a>>,
+}
+
+/// A cluster's lease in one epoch, which a leader's writes are fenced by.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub cluster: &'a str,
+    pub epoch: i64,
 }
 
 /// How an attempt ended, to store under its lease.

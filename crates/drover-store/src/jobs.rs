@@ -365,46 +365,52 @@ impl Store {
         let skip_batches = to_json(&claim.skip_batches)?;
         let skip_keys = to_json(&claim.skip_keys)?;
         let rows: Vec<ClaimedRow> = on_db!(self, write, |pool, pg| {
-            let sql = if pg {
+            let pick = if pg {
                 concat!(
-                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, ",
-                    "lease_owner = $1, lease_expires_at = $2, attempted_at = $3, ",
-                    "started_at = COALESCE(started_at, $3) ",
                     "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = $4 ",
                     "AND run_at <= $3 AND (deadline IS NULL OR deadline > $3) ",
                     "AND COALESCE(batch_id, '') NOT IN ",
                     "(SELECT jsonb_array_elements_text($5::jsonb)) ",
                     "AND key_id NOT IN (SELECT jsonb_array_elements_text($6::jsonb)) ",
-                    "ORDER BY priority DESC, run_at, id LIMIT $7 FOR UPDATE SKIP LOCKED) ",
-                    "RETURNING ",
-                    job_columns!(),
-                    ", body"
+                    "ORDER BY priority DESC, run_at, id LIMIT $7 FOR UPDATE SKIP LOCKED)"
                 )
             } else {
                 concat!(
-                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, ",
-                    "lease_owner = $1, lease_expires_at = $2, attempted_at = $3, ",
-                    "started_at = COALESCE(started_at, $3) ",
                     "WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND kind = $4 ",
                     "AND run_at <= $3 AND (deadline IS NULL OR deadline > $3) ",
                     "AND COALESCE(batch_id, '') NOT IN (SELECT value FROM json_each($5)) ",
                     "AND key_id NOT IN (SELECT value FROM json_each($6)) ",
-                    "ORDER BY priority DESC, run_at, id LIMIT $7) ",
-                    "RETURNING ",
-                    job_columns!(),
-                    ", body"
+                    "ORDER BY priority DESC, run_at, id LIMIT $7)"
                 )
             };
-            sqlx::query_as(sql)
+            // The fence is read in the same statement as the claim: no
+            // lease can run out between the two.
+            let fence = match claim.fence {
+                Some(_) => format!(
+                    " AND EXISTS (SELECT 1 FROM cluster_leases WHERE cluster = $8 \
+                     AND epoch = $9 AND expires_ms > {})",
+                    crate::cluster::now_ms(pg)
+                ),
+                None => String::new(),
+            };
+            let sql = format!(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, \
+                 lease_owner = $1, lease_expires_at = $2, attempted_at = $3, \
+                 started_at = COALESCE(started_at, $3) {pick}{fence} RETURNING {}, body",
+                job_columns!()
+            );
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(claim.owner)
                 .bind(claim.now.saturating_add(claim.lease_ms))
                 .bind(claim.now)
                 .bind(claim.kind.as_str())
                 .bind(&skip_batches)
                 .bind(&skip_keys)
-                .bind(i64::from(claim.limit))
-                .fetch_all(pool)
-                .await?
+                .bind(i64::from(claim.limit));
+            if let Some(fence) = claim.fence {
+                query = query.bind(fence.cluster).bind(fence.epoch);
+            }
+            query.fetch_all(pool).await?
         });
         let mut claimed = rows
             .into_iter()

@@ -23,6 +23,7 @@ fn claim(owner: &str, limit: u32, now: i64) -> Claim<'_> {
         lease_ms: LEASE,
         skip_batches: &[],
         skip_keys: &[],
+        fence: None,
     }
 }
 
@@ -1426,6 +1427,51 @@ fn candidate<'a>(hub: &'a str, instance: &'a str) -> Candidate<'a> {
     }
 }
 
+async fn a_leader_whose_lease_is_gone_claims_nothing(store: &Store) {
+    insert(store, new_job("job_1", 50, 0)).await;
+    let first = store.campaign(&candidate("a", "a1"), 60_000).await.unwrap();
+    // Another process of hub a takes the lease (a restart): epoch 1 is gone.
+    let second = store.campaign(&candidate("a", "a2"), 60_000).await.unwrap();
+    assert!(second.epoch > first.epoch);
+    let stale = Fence {
+        cluster: "c",
+        epoch: first.epoch,
+    };
+    let got = store
+        .claim(&Claim {
+            fence: Some(stale),
+            ..claim(OWNER, 10, 0)
+        })
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "the old epoch claimed {}", got.len());
+    // Another cluster's lease fences nothing here.
+    let elsewhere = Fence {
+        cluster: "other",
+        epoch: second.epoch,
+    };
+    let got = store
+        .claim(&Claim {
+            fence: Some(elsewhere),
+            ..claim(OWNER, 10, 0)
+        })
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "a lease of no cluster here claimed");
+    let held = Fence {
+        cluster: "c",
+        epoch: second.epoch,
+    };
+    let got = store
+        .claim(&Claim {
+            fence: Some(held),
+            ..claim(OWNER, 10, 0)
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "the lease that holds claims");
+}
+
 async fn one_hub_holds_the_lease_and_another_takes_it_once_it_runs_out(store: &Store) {
     let (a, b) = (candidate("a", "a1"), candidate("b", "b1"));
     let first = store.campaign(&a, 60_000).await.unwrap();
@@ -1589,6 +1635,7 @@ conformance!(
     two_agents_racing_with_one_single_use_token_let_one_node_in,
     a_nodes_commands_go_out_once_in_order_and_take_one_answer,
     one_hub_holds_the_lease_and_another_takes_it_once_it_runs_out,
+    a_leader_whose_lease_is_gone_claims_nothing,
     of_hubs_racing_for_the_lease_one_wins_each_epoch,
     hubs_say_they_are_alive_and_are_listed_while_they_are,
 );

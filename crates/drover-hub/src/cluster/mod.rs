@@ -160,6 +160,18 @@ impl Cluster {
         self.role.borrow().clone()
     }
 
+    /// The lease this hub leads under, which its claims are fenced by;
+    /// `None` where it is alone (nobody else could claim).
+    pub fn fence(&self) -> Option<drover_store::Fence<'_>> {
+        match *self.role.borrow() {
+            Role::Leader { epoch, .. } => Some(drover_store::Fence {
+                cluster: &self.config.name,
+                epoch,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether this hub decides now (alone, or leading).
     pub fn leads(&self) -> bool {
         self.role.borrow().leads()

@@ -84,6 +84,7 @@ pub(super) async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<
                 lease_ms,
                 skip_batches: &[],
                 skip_keys: &[],
+                fence: hub.cluster.fence(),
             };
             match jobs.store.claim(&claim).await {
                 Ok(claimed) => {

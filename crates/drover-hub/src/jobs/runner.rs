@@ -148,6 +148,7 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>, k
                 lease_ms,
                 skip_batches: &skip_batches,
                 skip_keys: &skip_keys,
+                fence: hub.cluster.fence(),
             };
             match jobs.store.claim(&claim).await {
                 Ok(claimed) => {
