@@ -3,7 +3,8 @@
 //! leader runs jobs. `kill -9` of the leader under load: another leads
 //! within the lease's TTL and 5 s, and the jobs go on: none lost, none
 //! completed twice. A killed hub restarted on its data directory comes
-//! back as a follower. Chats through the followers all along: none fails.
+//! back as a follower. Chats through the followers all along: none fails;
+//! streams running through the followers when the leader dies end whole.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,8 +31,9 @@ struct Hub {
     port: u16,
 }
 
-fn spawn(dir: &Path, port: u16, backend: &str, database_url: &str) -> Child {
-    drover_tests::command(env!("CARGO_BIN_EXE_drover"))
+fn spawn(dir: &Path, port: u16, backends: &[String], database_url: &str) -> Child {
+    let mut command = drover_tests::command(env!("CARGO_BIN_EXE_drover"));
+    command
         .env("DROVER_LOG", "warn")
         .env("DROVER_JOBS__POLL_INTERVAL", "50ms")
         .env("DROVER_JOBS__BACKOFF", "20ms")
@@ -42,8 +44,11 @@ fn spawn(dir: &Path, port: u16, backend: &str, database_url: &str) -> Child {
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir)
-        .args(["--backend", &format!("openai={backend},slots=4")])
-        .args(["--database-url", database_url])
+        .args(["--database-url", database_url]);
+    for b in backends {
+        command.args(["--backend", &format!("openai={b},slots=4")]);
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -51,8 +56,8 @@ fn spawn(dir: &Path, port: u16, backend: &str, database_url: &str) -> Child {
         .expect("drover serve starts")
 }
 
-async fn start(dir: PathBuf, port: u16, backend: &str, database_url: &str) -> Hub {
-    let child = spawn(&dir, port, backend, database_url);
+async fn start(dir: PathBuf, port: u16, backends: &[String], database_url: &str) -> Hub {
+    let child = spawn(&dir, port, backends, database_url);
     let client = Client::new(&format!("http://127.0.0.1:{port}"));
     wait_until_within("the hub answers", Duration::from_secs(30), || async {
         client.try_get("/admin/hubs").await == Some(200)
@@ -153,10 +158,17 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
         openai(&["m"], 4, 20),
     )
     .unwrap();
+    // A slow model beside it: each answer streams for three seconds.
+    let mut slow_config = openai(&["s"], 4, 0);
+    slow_config.tokens_per_sec = 10.0;
+    slow_config.output_tokens = 30;
+    let slow =
+        SimServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), slow_config).unwrap();
+    let backends = [sim.url(), slow.url()];
     let mut hubs = Vec::new();
     for i in 0..3 {
         let port = drover_tests::free_port().await;
-        hubs.push(start(root.join(format!("hub{i}")), port, &sim.url(), &url).await);
+        hubs.push(start(root.join(format!("hub{i}")), port, &backends, &url).await);
     }
     let (leader, epoch) =
         one_leader(&hubs.iter().collect::<Vec<_>>(), Duration::from_secs(10)).await;
@@ -217,6 +229,23 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
                 });
             }
         }
+        // A stream through each follower, running when the leader dies.
+        let mut streams = tokio::task::JoinSet::new();
+        for (_, hub) in hubs.iter().enumerate().filter(|(i, _)| *i != dead) {
+            let client = hub.client.clone();
+            streams.spawn(async move {
+                let body = json!({"model": "s", "stream": true, "messages": [{"role": "user", "content": "long"}]});
+                let answer = client.open("/v1/chat/completions", &body).await;
+                let status = answer.status();
+                let text = http_body_util::BodyExt::collect(answer.into_body())
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                    .unwrap_or_else(|e| format!("broken: {e}"));
+                (status, text)
+            });
+        }
+        slow.wait_for(|s| s.requests_total >= 2 * (round as u64 + 1))
+            .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = Instant::now();
         kill(&mut hubs[dead]);
@@ -248,8 +277,16 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
         );
         assert!(ok > 0);
         eprintln!("round {round}: {ok} chats through the followers, none failed");
+        while let Some(r) = streams.join_next().await {
+            let (status, text) = r.unwrap();
+            assert_eq!(status, 200, "{text}");
+            assert!(
+                text.trim_end().ends_with("data: [DONE]"),
+                "a stream running when the leader died ended short: {text}"
+            );
+        }
         let (dir, port) = (hubs[dead].dir.clone(), hubs[dead].port);
-        hubs[dead] = start(dir, port, &sim.url(), &url).await;
+        hubs[dead] = start(dir, port, &backends, &url).await;
         let (again, same) =
             one_leader(&hubs.iter().collect::<Vec<_>>(), Duration::from_secs(10)).await;
         assert_eq!((again, same), (next, now), "the restarted hub follows");
@@ -273,5 +310,6 @@ async fn three_hubs_elect_one_leader_and_the_next_leads_within_the_lease_after_k
         kill(hub);
     }
     sim.shutdown().await;
+    slow.shutdown().await;
     let _ = std::fs::remove_dir_all(root);
 }
