@@ -776,6 +776,89 @@ async fn a_follower_that_becomes_the_leader_counts_its_own_running_requests() {
     }
 }
 
+/// A gauge of llama-server's `/metrics` (`llamacpp:NAME`).
+async fn llama_gauge(server: &Client, name: &str) -> f64 {
+    let text = server.get("/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("llamacpp:{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_before_the_real_llama_server_never_send_it_more_than_its_slots() {
+    let model = drover_tests::LlamaServer::model("tiny-a");
+    let server = drover_tests::LlamaServer::start(
+        &[
+            "-m",
+            model.to_str().unwrap(),
+            "-np",
+            "2",
+            "-c",
+            "4096",
+            "--metrics",
+        ],
+        "/health",
+    )
+    .await;
+    let three = Three::start(
+        ClusterBuilder::new().external(drover_proto::admin::BackendSpec {
+            name: Some("llama".into()),
+            url: server.url.clone(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let clients = three.clients();
+    let id = clients[0].get("/v1/models").await.json()["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // What llama-server does, looked at every few milliseconds: the most
+    // it ran at once, and the most it held back for want of a slot.
+    let direct = Client::new(&server.url);
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watch = {
+        let (direct, watching) = (direct.clone(), watching.clone());
+        tokio::spawn(async move {
+            let (mut running, mut deferred) = (0f64, 0f64);
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                running = running.max(llama_gauge(&direct, "requests_processing").await);
+                deferred = deferred.max(llama_gauge(&direct, "requests_deferred").await);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            (running, deferred)
+        })
+    };
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let client = clients[i % 3].clone();
+        let mut body = chat_body(&id, &format!("Hello {i}"));
+        body["max_tokens"] = json!(48);
+        body["stream"] = json!(i % 2 == 0);
+        all.spawn(async move { client.post("/v1/chat/completions", &body).await });
+    }
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.text().starts_with("data:") {
+            assert!(
+                r.text().trim_end().ends_with("data: [DONE]"),
+                "{}",
+                r.text()
+            );
+        }
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (running, deferred) = watch.await.unwrap();
+    assert!(running >= 1.0, "the watch saw nothing run");
+    assert_eq!(
+        deferred, 0.0,
+        "two slots: the hubs sent llama-server more than it runs at once ({running} running)"
+    );
+    three.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_priority_flood_through_one_hub_does_not_hold_up_a_high_priority_request_through_another()
  {
