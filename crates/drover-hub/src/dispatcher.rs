@@ -700,6 +700,9 @@ pub struct SlotGuard {
     permit: Option<Permit>,
     /// Output tokens to charge a key where the leader keeps its count.
     charge: Option<drover_proto::cluster::link::Charge>,
+    /// A slot this hub granted itself in a cluster, kept by the link (its
+    /// number there) so that a next leader can count it.
+    tracked: Option<(Arc<crate::cluster::link::Link>, u64)>,
 }
 
 impl SlotGuard {
@@ -718,6 +721,7 @@ impl SlotGuard {
             outcome: None,
             permit: None,
             charge: None,
+            tracked: None,
         }
     }
 
@@ -742,7 +746,23 @@ impl SlotGuard {
             outcome: None,
             permit: None,
             charge: None,
+            tracked: None,
         }
+    }
+
+    /// Keeps the slot on `link` until it is let go: should this hub follow
+    /// before then, its next leader counts it.
+    pub(crate) fn track(
+        &mut self,
+        link: &Arc<crate::cluster::link::Link>,
+        names: &crate::registry::Backends,
+    ) {
+        let id = link.track(
+            names.name_of(self.backend),
+            self.model.as_str(),
+            self.tokens,
+        );
+        self.tracked = Some((link.clone(), id));
     }
 
     /// Whether the leader granted it (this hub follows).
@@ -825,6 +845,9 @@ impl Drop for SlotGuard {
             // the key's permit lingers here as long.
             remote.release(self.outcome, self.permit.take(), self.charge.take());
             return;
+        }
+        if let Some((link, id)) = self.tracked.take() {
+            link.untrack(id, crate::cluster::link::wire_outcome(self.outcome));
         }
         if let Some(d) = self.dispatcher.take() {
             match self.outcome {

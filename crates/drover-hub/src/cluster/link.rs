@@ -72,6 +72,10 @@ struct State {
     out: Option<mpsc::UnboundedSender<Bytes>>,
     waiting: HashMap<u64, Waiting>,
     held: HashMap<u64, Held>,
+    /// Slots this hub granted its own requests while it led, still
+    /// running: once it follows, its `Hello` tells the leader of them (the
+    /// flag: told), and their ends are released there.
+    local: HashMap<u64, (Held, bool)>,
     /// Slots of `held` counted in this hub's own scheduler since it leads:
     /// the leader that granted them is gone, and nobody else counts them.
     adopted: HashMap<u64, SlotGuard>,
@@ -100,16 +104,7 @@ impl Granted {
     /// output tokens to charge its key; an abandoned one's key permit
     /// lingers here as the slot does there.
     pub fn release(self, outcome: Option<Outcome>, permit: Option<Permit>, charge: Option<Charge>) {
-        let outcome = match outcome {
-            Some(Outcome::Success { service }) => WireOutcome::Success {
-                service_ms: u64::try_from(service.as_millis()).unwrap_or(u64::MAX),
-            },
-            Some(Outcome::Failure) => WireOutcome::Failure,
-            Some(Outcome::Overloaded) => WireOutcome::Overloaded,
-            Some(Outcome::Neutral) => WireOutcome::Neutral,
-            None => WireOutcome::Abandoned,
-        };
-        self.link.release(self.id, outcome, charge);
+        self.link.release(self.id, wire_outcome(outcome), charge);
         if let Some(permit) = permit {
             let grace = self.link.cancel_grace;
             self.link.tasks.spawn(async move {
@@ -117,6 +112,19 @@ impl Granted {
                 drop(permit);
             });
         }
+    }
+}
+
+/// How a request ended, as the link says it; `None`: its client left.
+pub fn wire_outcome(outcome: Option<Outcome>) -> WireOutcome {
+    match outcome {
+        Some(Outcome::Success { service }) => WireOutcome::Success {
+            service_ms: u64::try_from(service.as_millis()).unwrap_or(u64::MAX),
+        },
+        Some(Outcome::Failure) => WireOutcome::Failure,
+        Some(Outcome::Overloaded) => WireOutcome::Overloaded,
+        Some(Outcome::Neutral) => WireOutcome::Neutral,
+        None => WireOutcome::Abandoned,
     }
 }
 
@@ -174,6 +182,38 @@ impl Link {
                 charge,
             },
         );
+    }
+
+    /// A slot this hub granted its own request (it leads): kept until the
+    /// request lets it go, so that should this hub follow meanwhile, the
+    /// next leader counts it. Its number.
+    pub fn track(&self, backend: String, model: &str, tokens: u32) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let held = Held {
+            id,
+            backend,
+            model: model.to_string(),
+            tokens,
+            key: None,
+        };
+        lock(&self.state).local.insert(id, (held, false));
+        id
+    }
+
+    /// A slot [`Link::track`] kept is let go: the leader is told where a
+    /// `Hello` told it of the slot.
+    pub fn untrack(&self, id: u64, outcome: WireOutcome) {
+        let mut st = lock(&self.state);
+        if let Some((_, true)) = st.local.remove(&id) {
+            Self::send(
+                &st,
+                &ToLeader::Release {
+                    id,
+                    outcome,
+                    charge: None,
+                },
+            );
+        }
     }
 
     /// Tells the leader a prefill measured here.
@@ -436,7 +476,13 @@ impl Link {
         // Hello first, then every request still waiting, in the order asked.
         {
             let mut st = lock(&self.state);
-            let held: Vec<Held> = st.held.values().cloned().collect();
+            // What it holds of earlier leaders' grants, and what it granted
+            // itself while it led.
+            let mut held: Vec<Held> = st.held.values().cloned().collect();
+            for (h, told) in st.local.values_mut() {
+                held.push(h.clone());
+                *told = true;
+            }
             let _ = tx.send(line(&ToLeader::Hello {
                 hub: cluster.hub.clone(),
                 held,

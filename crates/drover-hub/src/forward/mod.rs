@@ -276,7 +276,13 @@ impl Forwarder {
                     {
                         *permit = s.limiter.count(h, tokio::time::Instant::now());
                     }
-                    return s.dispatcher.acquire(request.clone(), retry).await;
+                    let mut guard = s.dispatcher.acquire(request.clone(), retry).await?;
+                    // In a cluster, a next leader must learn of it should
+                    // this hub step down while it runs.
+                    if s.cluster.store.is_some() {
+                        guard.track(&s.link, &s.registry);
+                    }
+                    return Ok(guard);
                 }
                 Role::Follower { .. } => {
                     let key = holder.map(crate::cluster::wire::key_use);
