@@ -1433,43 +1433,31 @@ async fn a_leader_whose_lease_is_gone_claims_nothing(store: &Store) {
     // Another process of hub a takes the lease (a restart): epoch 1 is gone.
     let second = store.campaign(&candidate("a", "a2"), 60_000).await.unwrap();
     assert!(second.epoch > first.epoch);
-    let stale = Fence {
-        cluster: "c",
-        epoch: first.epoch,
+    let fenced = |cluster: &'static str, epoch: i64| async move {
+        store
+            .claim(&Claim {
+                fence: Some(Fence { cluster, epoch }),
+                ..claim(OWNER, 10, 0)
+            })
+            .await
+            .unwrap()
+            .len()
     };
-    let got = store
-        .claim(&Claim {
-            fence: Some(stale),
-            ..claim(OWNER, 10, 0)
-        })
-        .await
-        .unwrap();
-    assert!(got.is_empty(), "the old epoch claimed {}", got.len());
-    // Another cluster's lease fences nothing here.
-    let elsewhere = Fence {
-        cluster: "other",
-        epoch: second.epoch,
-    };
-    let got = store
-        .claim(&Claim {
-            fence: Some(elsewhere),
-            ..claim(OWNER, 10, 0)
-        })
-        .await
-        .unwrap();
-    assert!(got.is_empty(), "a lease of no cluster here claimed");
-    let held = Fence {
-        cluster: "c",
-        epoch: second.epoch,
-    };
-    let got = store
-        .claim(&Claim {
-            fence: Some(held),
-            ..claim(OWNER, 10, 0)
-        })
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 1, "the lease that holds claims");
+    assert_eq!(
+        fenced("c", first.epoch).await,
+        0,
+        "the old epoch claims nothing"
+    );
+    assert_eq!(
+        fenced("other", second.epoch).await,
+        0,
+        "a lease of no cluster here claims nothing"
+    );
+    assert_eq!(
+        fenced("c", second.epoch).await,
+        1,
+        "the lease that holds claims"
+    );
 }
 
 async fn one_hub_holds_the_lease_and_another_takes_it_once_it_runs_out(store: &Store) {

@@ -492,26 +492,7 @@ async fn a_backend_added_through_a_follower_serves_requests_through_every_hub() 
         )
         .await;
     assert_eq!(added.status, 201, "{}", added.text());
-    wait_until_within(
-        "every hub serves the new backend's model",
-        Duration::from_secs(15),
-        || {
-            let clients = clients.clone();
-            async move {
-                for c in &clients {
-                    if c.post("/v1/chat/completions", &chat_body("n", "hi"))
-                        .await
-                        .status
-                        != 200
-                    {
-                        return false;
-                    }
-                }
-                true
-            }
-        },
-    )
-    .await;
+    every_hub_serves(&clients, "n", "every hub serves the new backend's model").await;
     let served = extra.stats().model("n").completed;
     assert!(served >= 3, "{served}");
     three.shutdown().await;
@@ -580,6 +561,10 @@ async fn a_worker_registered_through_a_follower_runs_a_task_submitted_through_an
     .await;
     let job = kept.get(&url).await.json();
     assert_eq!(job["response"]["body"], json!({"said": "hi"}), "{job}");
+    // A body past what the relay reads is too large, not a missing leader.
+    let huge = Bytes::from(vec![b' '; 9 * 1024 * 1024]);
+    let refused = a.call(Method::POST, "/v1/workers", &[], huge).await;
+    assert_eq!(refused.status, 413, "{}", refused.text());
     three.shutdown().await;
 }
 
@@ -634,39 +619,20 @@ async fn a_node_agent_heartbeating_a_follower_has_its_servers_served_through_eve
         .await;
     let head = agent.read_head(Duration::from_secs(10)).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    wait_until_within(
-        "every hub serves the node's server's model",
-        Duration::from_secs(15),
-        || {
-            let clients = clients.clone();
-            async move {
-                for c in &clients {
-                    if c.post("/v1/chat/completions", &chat_body("n", "hi"))
-                        .await
-                        .status
-                        != 200
-                    {
-                        return false;
-                    }
-                }
-                true
-            }
-        },
-    )
-    .await;
+    every_hub_serves(&clients, "n", "every hub serves the node's server's model").await;
     assert!(server.stats().model("n").completed >= 3);
     three.shutdown().await;
 }
 
-/// `n` hubs on `url` before one simulated server of one slot: each hub a
-/// handle and a client, the server apart from them all.
+/// A hub on each of `urls` (one database, reached each its own way) before
+/// one simulated server of one slot: each hub a handle and a client, the
+/// server apart from them all.
 async fn hubs_before(
     server: &drover_tests::SimHandle,
-    url: &str,
-    n: usize,
+    urls: &[String],
 ) -> Vec<(HubHandle, Client)> {
     let mut hubs = Vec::new();
-    for i in 0..n {
+    for (i, url) in urls.iter().enumerate() {
         let mut config = ClusterBuilder::new().hub_config();
         config.backends.push(drover_proto::admin::BackendSpec {
             name: Some("sim".into()),
@@ -709,7 +675,8 @@ async fn role_of(c: &Client) -> String {
 async fn a_follower_that_becomes_the_leader_counts_its_own_running_requests() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = drover_sim::SimServer::start(listener, openai(&["m"], 1, 1500)).unwrap();
-    let mut hubs = hubs_before(&server, &database_url(), 2).await;
+    let url = database_url();
+    let mut hubs = hubs_before(&server, &[url.clone(), url]).await;
     let follower = hubs[1].1.clone();
     wait_until_within(
         "the second hub follows, linked",
@@ -774,6 +741,22 @@ async fn a_follower_that_becomes_the_leader_counts_its_own_running_requests() {
     for (hub, _) in hubs {
         hub.shutdown(Duration::from_secs(1)).await;
     }
+}
+
+/// Waits until a chat for `model` through each hub is answered.
+async fn every_hub_serves(clients: &[Client], model: &str, what: &str) {
+    wait_until_within(what, Duration::from_secs(15), || async {
+        for c in clients {
+            let r = c
+                .post("/v1/chat/completions", &chat_body(model, "hi"))
+                .await;
+            if r.status != 200 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 }
 
 /// A gauge of llama-server's `/metrics` (`llamacpp:NAME`).
@@ -857,6 +840,103 @@ async fn three_hubs_before_the_real_llama_server_never_send_it_more_than_its_slo
         "two slots: the hubs sent llama-server more than it runs at once ({running} running)"
     );
     three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_steps_down_tells_the_next_of_its_running_requests() {
+    use drover_tests::relay::{Relay, postgres};
+    let (target, template) = postgres();
+    let relay = Relay::start(target.clone()).await;
+    let schema = format!("hubs_{}", uuid::Uuid::now_v7().simple());
+    let via_relay = format!(
+        "{}?schema={schema}",
+        template.replace("{relay}", &relay.addr)
+    );
+    let direct = format!("{}?schema={schema}", template.replace("{relay}", &target));
+    // One slot; an answer streams 20 tokens a second, as long as asked.
+    let mut config = openai(&["m"], 1, 0);
+    config.tokens_per_sec = 20.0;
+    config.output_tokens = 400;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = drover_sim::SimServer::start(listener, config).unwrap();
+    // The first leads, and reaches the database through the relay.
+    let hubs = hubs_before(&server, &[via_relay, direct]).await;
+    let (old, next) = (hubs[0].1.clone(), hubs[1].1.clone());
+    let linked = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.get("/metrics")
+                .await
+                .text()
+                .contains("drover_hub_linked 1")
+        }
+    };
+    wait_until_within(
+        "the second hub follows, linked",
+        Duration::from_secs(10),
+        || linked(&next),
+    )
+    .await;
+    // Fifteen seconds of answer, granted by the leader to itself.
+    let long = {
+        let old = old.clone();
+        let mut body = chat_body("m", "long");
+        body["max_tokens"] = json!(300);
+        tokio::spawn(async move { old.post("/v1/chat/completions", &body).await })
+    };
+    wait_until_within("the long request runs", Duration::from_secs(10), || async {
+        server.stats().model("m").in_flight == 1
+    })
+    .await;
+    // Only the leader loses the database: it steps down at its deadline,
+    // the other leads; then the database is back and the old leader
+    // follows, telling the new one of its running request.
+    relay.cut();
+    wait_until_within("the second hub leads", Duration::from_secs(15), || {
+        let next = next.clone();
+        async move { role_of(&next).await == "leader" }
+    })
+    .await;
+    relay.restore();
+    wait_until_within(
+        "the old leader follows, linked",
+        Duration::from_secs(15),
+        || linked(&old),
+    )
+    .await;
+    wait_until_within(
+        "the new leader counts the old one's running request",
+        Duration::from_secs(5),
+        || {
+            let next = next.clone();
+            async move {
+                let listed = next.get("/admin/backends").await.json();
+                listed["backends"][0]["in_flight"] == 1
+            }
+        },
+    )
+    .await;
+    assert_eq!(server.stats().model("m").in_flight, 1, "still running");
+    let mut more = tokio::task::JoinSet::new();
+    for i in 0..3 {
+        let next = next.clone();
+        let mut body = chat_body("m", &format!("short {i}"));
+        body["max_tokens"] = json!(2);
+        more.spawn(async move { next.post("/v1/chat/completions", &body).await });
+    }
+    while let Some(r) = more.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(long.await.unwrap().status, 200);
+    let most = server.stats().model("m").max_in_flight;
+    assert_eq!(
+        most, 1,
+        "one slot; {most} at once across the change of leader"
+    );
+    for (hub, _) in hubs {
+        hub.shutdown(Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,7 +106,7 @@ async fn relay_or_run(hub: &Arc<HubState>, req: Request, next: Next) -> Response
     }
     match relay(hub, &leader, &address, req).await {
         Ok(answer) => answer,
-        Err(reason) => ApiError::from(ForwardError::NoLeader { reason }).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -148,7 +148,8 @@ async fn relay(
     leader: &str,
     address: &str,
     req: Request,
-) -> Result<Response, String> {
+) -> Result<Response, ApiError> {
+    let no_leader = |reason: String| ApiError::from(ForwardError::NoLeader { reason });
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -158,12 +159,24 @@ async fn relay(
         .secret
         .known()
         .and_then(|s| HeaderValue::from_str(s).ok())
-        .ok_or("this hub has not read the cluster's secret from its store yet")?;
+        .ok_or_else(|| {
+            no_leader("this hub has not read the cluster's secret from its store yet".into())
+        })?;
     let (parts, body) = req.into_parts();
     let body = http_body_util::Limited::new(body, MAX_BODY)
         .collect()
         .await
-        .map_err(|e| format!("could not read the request to pass it to the leader: {e}"))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::PayloadTooLarge { limit: MAX_BODY }
+            } else {
+                ApiError::bad_request(
+                    format!("could not read the request: {e}"),
+                    None,
+                    "invalid_body",
+                )
+            }
+        })?
         .to_bytes();
     let path = parts
         .uri
@@ -171,7 +184,7 @@ async fn relay(
         .map_or("/", http::uri::PathAndQuery::as_str);
     let uri: Uri = format!("{}{path}", address.trim_end_matches('/'))
         .parse()
-        .map_err(|e| format!("the leader's address {address}: {e}"))?;
+        .map_err(|e| no_leader(format!("the leader's address {address}: {e}")))?;
     let this_hub = HeaderValue::from_str(&hub.cluster.hub).ok();
     let build = || {
         let mut out = http::Request::builder()
@@ -195,12 +208,11 @@ async fn relay(
         out.body(http_body_util::Full::new(body.clone()))
             .unwrap_or_default()
     };
-    let answer = hub
-        .registry
-        .client()
-        .send(build)
-        .await
-        .map_err(|e| format!("the leader {leader} at {address} did not answer: {e}"))?;
+    let answer = hub.registry.client().send(build).await.map_err(|e| {
+        no_leader(format!(
+            "the leader {leader} at {address} did not answer: {e}"
+        ))
+    })?;
     let (mut parts, incoming) = answer.into_parts();
     // Its length stays: the body is passed on as it comes.
     let names: Vec<HeaderName> = parts
