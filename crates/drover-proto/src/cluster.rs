@@ -52,6 +52,12 @@ pub mod link {
 
     /// The header a follower's link sends the cluster's secret in.
     pub const SECRET_HEADER: &str = "x-drover-cluster-secret";
+    /// The header a follower's link names the link's version in: a leader
+    /// refuses a link of another version, saying so, rather than reading
+    /// lines it cannot.
+    pub const VERSION_HEADER: &str = "x-drover-link-version";
+    /// This build's version of the link.
+    pub const VERSION: u32 = 2;
     /// The path of the link.
     pub const PATH: &str = "/cluster/link";
 

@@ -485,11 +485,13 @@ async fn a_backend_added_through_a_follower_serves_requests_through_every_hub() 
     let follower = (leader + 1) % 3;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let extra = drover_sim::SimServer::start(listener, openai(&["n"], 2, 0)).unwrap();
+    // As the dashboard on the follower sends it: from the follower's own
+    // page, which the leader's door would take for another site's.
+    let page = clients[follower].url("");
+    let same_site = [("origin", page.as_str()), ("sec-fetch-site", "same-origin")];
+    let spec = json!({"name": "extra", "kind": "openai", "url": extra.url()});
     let added = clients[follower]
-        .post(
-            "/admin/backends",
-            &json!({"name": "extra", "kind": "openai", "url": extra.url()}),
-        )
+        .post_with("/admin/backends", &same_site, &spec)
         .await;
     assert_eq!(added.status, 201, "{}", added.text());
     every_hub_serves(&clients, "n", "every hub serves the new backend's model").await;

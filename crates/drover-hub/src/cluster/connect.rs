@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::lines::ChannelBody;
-use drover_proto::cluster::link::{PATH, SECRET_HEADER};
+use drover_proto::cluster::link::{PATH, SECRET_HEADER, VERSION, VERSION_HEADER};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -48,6 +48,7 @@ pub async fn post(
         )
         .header(http::header::CONTENT_TYPE, "application/x-ndjson")
         .header(SECRET_HEADER, secret)
+        .header(VERSION_HEADER, VERSION.to_string())
         .body(body)
         .map_err(|e| e.to_string())?;
     if https {
@@ -81,7 +82,25 @@ where
         () = &mut driver => return Err("the leader closed the connection".into()),
     };
     if response.status() != StatusCode::OK {
-        return Err(format!("the leader answered {}", response.status()));
+        let status = response.status();
+        // Its error says why (another version of the link, say).
+        let body = tokio::time::timeout(Duration::from_secs(1), async move {
+            use http_body_util::BodyExt;
+            let read = http_body_util::Limited::new(response.into_body(), 4096)
+                .collect()
+                .await;
+            read.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default()
+        });
+        let message = tokio::select! {
+            read = body => read.unwrap_or_default(),
+            () = &mut driver => String::new(),
+        };
+        let why = serde_json::from_str::<serde_json::Value>(&message)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(message);
+        return Err(format!("the leader answered {status}: {why}"));
     }
     Ok((response, driver))
 }

@@ -13,25 +13,40 @@ use drover_proto::admin::BackendSpec;
 
 use crate::hub::HubState;
 
-/// Follows the leader's backends until shutdown.
+/// Follows the leader's backends until shutdown: at every `Fleet`, and
+/// when this hub's own backends change (a node's servers it served as the
+/// leader leave when their agent heartbeats another hub, say).
 pub(crate) async fn follow(hub: Arc<HubState>) {
     let mut told = hub.link.fleet();
-    let mut added = BTreeSet::new();
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = hub.registry.generation();
     loop {
         tokio::select! {
             () = hub.shutdown.cancelled() => return,
             changed = told.changed() => if changed.is_err() { return },
+            _ = look.tick() => {
+                if hub.registry.generation() == seen {
+                    continue;
+                }
+            }
         }
         let Some(specs) = told.borrow_and_update().clone() else {
+            seen = hub.registry.generation();
             continue;
         };
-        apply(&hub, &specs, &mut added);
+        if hub.cluster.role().leads() {
+            seen = hub.registry.generation();
+            continue;
+        }
+        apply(&hub, &specs);
+        seen = hub.registry.generation();
     }
 }
 
 /// Adds the leader's backends this hub lacks and removes those it added
-/// that the leader no longer has; `added` is what it added so far.
-fn apply(hub: &Arc<HubState>, specs: &[BackendSpec], added: &mut BTreeSet<String>) {
+/// that the leader no longer has.
+fn apply(hub: &Arc<HubState>, specs: &[BackendSpec]) {
     let names: BTreeSet<&str> = specs.iter().filter_map(|s| s.name.as_deref()).collect();
     for spec in specs {
         let Some(name) = spec.name.as_deref() else {
@@ -43,22 +58,19 @@ fn apply(hub: &Arc<HubState>, specs: &[BackendSpec], added: &mut BTreeSet<String
         match hub.add_backend(spec) {
             Ok(_) => {
                 tracing::info!(backend = %name, "added: the leader has it");
-                added.insert(name.to_string());
+                hub.link.note_fleet(name, true);
             }
             Err(e) => {
-                tracing::warn!(backend = %name, error = %e, "the leader has a backend this hub cannot add: requests the leader grants on it go back and ask again");
+                tracing::warn!(backend = %name, error = %e, "the leader has a backend this hub cannot add: requests the leader grants on it ask again without it");
             }
         }
     }
-    let gone: Vec<String> = added
-        .iter()
-        .filter(|n| !names.contains(n.as_str()))
-        .cloned()
-        .collect();
-    for name in gone {
-        if hub.remove_backend(&name) {
-            tracing::info!(backend = %name, "removed: the leader no longer has it");
+    for name in hub.link.added_from_fleet() {
+        if !names.contains(name.as_str()) {
+            if hub.remove_backend(&name) {
+                tracing::info!(backend = %name, "removed: the leader no longer has it");
+            }
+            hub.link.note_fleet(&name, false);
         }
-        added.remove(&name);
     }
 }

@@ -20,7 +20,8 @@ use bytes::Bytes;
 use drover_core::ModelName;
 use drover_core::sync::lock;
 use drover_proto::cluster::link::{
-    Acquire, Grant, Held, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
+    Acquire, Grant, Held, Outcome as WireOutcome, Refusal, ToFollower, ToLeader, VERSION,
+    VERSION_HEADER,
 };
 use futures_util::StreamExt;
 use futures_util::future::{AbortHandle, Abortable, Aborted};
@@ -92,7 +93,7 @@ impl Kept {
     }
 }
 
-#[utoipa::path(post, path = "/cluster/link", tag = "admin", params(("x-drover-cluster-secret" = String, Header, description = "The cluster's secret (kept in the shared store)")), request_body(content = String, content_type = "text/plain", description = "A follower's messages, one JSON object a line, for as long as the link lasts"), responses((status = 200, description = "The leader's messages, one JSON object a line", content_type = "application/x-ndjson"), (status = 401, description = "No cluster secret, or not this cluster's", body = drover_proto::openai::ErrorBody), (status = 404, description = "This hub keeps no store shared with other hubs: it has no cluster", body = drover_proto::openai::ErrorBody), (status = 503, description = "This hub does not lead, or its store does not answer", body = drover_proto::openai::ErrorBody)))]
+#[utoipa::path(post, path = "/cluster/link", tag = "admin", params(("x-drover-cluster-secret" = String, Header, description = "The cluster's secret (kept in the shared store)")), request_body(content = String, content_type = "text/plain", description = "A follower's messages, one JSON object a line, for as long as the link lasts"), responses((status = 200, description = "The leader's messages, one JSON object a line", content_type = "application/x-ndjson"), (status = 401, description = "No cluster secret, or not this cluster's", body = drover_proto::openai::ErrorBody), (status = 404, description = "This hub keeps no store shared with other hubs: it has no cluster", body = drover_proto::openai::ErrorBody), (status = 409, description = "The follower speaks another version of the link", body = drover_proto::openai::ErrorBody), (status = 503, description = "This hub does not lead, or its store does not answer", body = drover_proto::openai::ErrorBody)))]
 pub async fn link(State(hub): State<Arc<HubState>>, headers: HeaderMap, body: Body) -> Response {
     match open(&hub, &headers) {
         Ok(epoch) => {
@@ -133,6 +134,19 @@ fn open(hub: &HubState, headers: &HeaderMap) -> Result<i64, ApiError> {
             "no cluster secret, or not this cluster's: only the cluster's hubs link to its leader"
                 .into(),
         ));
+    }
+    let version = headers
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("1");
+    if version != VERSION.to_string() {
+        return Err(ApiError::Conflict(format!(
+            "the leader ({}, drover {}) speaks version {VERSION} of the link, this follower version {}: \
+             run one drover version on every hub of a cluster",
+            hub.cluster.hub,
+            crate::VERSION,
+            crate::error::echo(version)
+        )));
     }
     match hub.cluster.role() {
         Role::Leader { epoch, .. } => Ok(epoch),
@@ -186,6 +200,11 @@ async fn session(
     let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended: LinkError = loop {
+        // Under a steady stream of lines the last branch below may not
+        // come for a while: what gathered goes out after a few turns.
+        if out.overdue() && !out.send(&tx) {
+            break LinkError::Ended;
+        }
         tokio::select! {
             biased;
             () = hub.shutdown.cancelled() => break LinkError::Broken("this hub stops".into()),
@@ -227,9 +246,6 @@ async fn session(
                     Err(e) => ToFollower::Refused { id, refusal: super::wire::refusal(&e, &hub.registry) },
                 };
                 out.push(&answer);
-                if out.is_full() && !out.send(&tx) {
-                    break LinkError::Ended;
-                }
             }
             message = lines.next::<ToLeader>() => match message {
                 Ok(ToLeader::Acquire(a)) => {
@@ -291,30 +307,44 @@ fn fleet(hub: &HubState) -> ToFollower {
 }
 
 /// Lines for a follower, gathered until the session has nothing else to do
-/// at once (or 64 KiB of them).
+/// at once, or [`Batch::overdue`].
 #[derive(Default)]
-struct Batch(bytes::BytesMut);
+struct Batch {
+    lines: bytes::BytesMut,
+    /// Turns of the session since the first line gathered.
+    turns: u32,
+}
 
 impl Batch {
+    /// A batch goes out by these many turns of the session, or bytes.
+    const MOST_TURNS: u32 = 32;
+    const MOST_BYTES: usize = 64 * 1024;
+
     fn push(&mut self, message: &ToFollower) {
         use bytes::BufMut;
-        let mut w = (&mut self.0).writer();
+        let mut w = (&mut self.lines).writer();
         if serde_json::to_writer(&mut w, message).is_ok() {
-            self.0.put_u8(b'\n');
+            self.lines.put_u8(b'\n');
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.lines.is_empty()
     }
 
-    fn is_full(&self) -> bool {
-        self.0.len() >= 64 * 1024
+    /// Counts a turn; whether what gathered should go now.
+    fn overdue(&mut self) -> bool {
+        if self.lines.is_empty() {
+            return false;
+        }
+        self.turns += 1;
+        self.turns > Self::MOST_TURNS || self.lines.len() >= Self::MOST_BYTES
     }
 
     /// Sends what gathered; false where the link has ended.
     fn send(&mut self, tx: &mpsc::UnboundedSender<Bytes>) -> bool {
-        tx.send(self.0.split().freeze()).is_ok()
+        self.turns = 0;
+        tx.send(self.lines.split().freeze()).is_ok()
     }
 }
 

@@ -91,6 +91,8 @@ pub struct Link {
     cancel_grace: Duration,
     /// The leader's backends as it last told them.
     fleet: watch::Sender<Option<Vec<BackendSpec>>>,
+    /// Backends this hub added because a leader had them (`fleet.rs`).
+    from_fleet: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A slot the leader granted; dropped through [`Granted::release`].
@@ -139,7 +141,30 @@ impl Link {
             tasks,
             cancel_grace,
             fleet: watch::Sender::new(None),
+            from_fleet: Mutex::default(),
         })
+    }
+
+    /// Notes that this hub added (`true`) or dropped (`false`) the backend
+    /// `name` because of what a leader has.
+    pub fn note_fleet(&self, name: &str, added: bool) {
+        let mut set = lock(&self.from_fleet);
+        if added {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+    }
+
+    /// The backends this hub added because a leader had them.
+    pub fn added_from_fleet(&self) -> Vec<String> {
+        lock(&self.from_fleet).iter().cloned().collect()
+    }
+
+    /// Whether this hub added the backend `name` because a leader had it:
+    /// it is no longer so noted (its owner, a node's agent, takes it).
+    pub fn take_from_fleet(&self, name: &str) -> bool {
+        lock(&self.from_fleet).remove(name)
     }
 
     /// The leader's backends, as each link tells them.
@@ -239,63 +264,80 @@ impl Link {
         now: Duration,
         names: &Backends,
     ) -> Result<SlotGuard, AcquireError> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let grant_timeout = asking.grant_timeout;
-        let mut acquire = super::wire::acquire(id, request, asking.retry, now, names);
+        let mut acquire = super::wire::acquire(0, request, asking.retry, now, names);
         acquire.key = asking.key;
         acquire.admitted = asking.admitted;
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = lock(&self.state);
-            if let Some((since, why)) = &st.down
-                && since.elapsed() >= grant_timeout
-            {
-                return Err(AcquireError::Wait(WaitError::NoLeader(why.clone())));
-            }
-            Self::send(&st, &ToLeader::Acquire(Box::new(acquire.clone())));
-            st.waiting.insert(
-                id,
-                Waiting {
-                    acquire,
-                    asked: Instant::now(),
-                    answer: tx,
-                },
-            );
-        }
-        let mut leave = Cancel {
-            link: self,
-            id,
-            armed: true,
-        };
         // Its own deadline holds here too while no leader answers for it.
-        let left = request.deadline.map(|d| d.saturating_sub(now));
-        let answer = match left {
-            Some(left) => match tokio::time::timeout(left, rx).await {
-                Ok(answer) => answer,
-                Err(_) => return Err(AcquireError::Wait(WaitError::Expired)),
-            },
-            None => rx.await,
-        };
-        leave.armed = false;
-        match answer {
-            Ok(Ok(grant)) => {
-                let Some(entry) = names.by_name(&grant.backend) else {
-                    // A backend the leader has and this hub does not (yet):
-                    // the slot goes back, the request tries again.
-                    self.release(id, WireOutcome::Neutral, None);
-                    tracing::warn!(backend = %grant.backend, "the leader granted a slot on a backend this hub does not know");
-                    return Err(AcquireError::Wait(WaitError::LeaderChanged));
-                };
-                let granted = Granted {
-                    link: self.clone(),
+        let deadline = request
+            .deadline
+            .map(|d| Instant::now() + d.saturating_sub(now));
+        let asked_first = Instant::now();
+        loop {
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            acquire.id = id;
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut st = lock(&self.state);
+                if let Some((since, why)) = &st.down
+                    && since.elapsed() >= grant_timeout
+                {
+                    return Err(AcquireError::Wait(WaitError::NoLeader(why.clone())));
+                }
+                Self::send(&st, &ToLeader::Acquire(Box::new(acquire.clone())));
+                st.waiting.insert(
                     id,
-                };
-                Ok(SlotGuard::granted(granted, entry.id, &grant))
+                    Waiting {
+                        acquire: acquire.clone(),
+                        asked: Instant::now(),
+                        answer: tx,
+                    },
+                );
             }
-            Ok(Err(Failed::Refused(refusal))) => Err(super::wire::acquire_error(refusal, names)),
-            Ok(Err(Failed::NoLeader(why))) => Err(AcquireError::Wait(WaitError::NoLeader(why))),
-            Ok(Err(Failed::LeaderChanged)) => Err(AcquireError::Wait(WaitError::LeaderChanged)),
-            Err(_) => Err(AcquireError::Wait(WaitError::ShuttingDown)),
+            let mut leave = Cancel {
+                link: self,
+                id,
+                armed: true,
+            };
+            let answer = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, rx).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(AcquireError::Wait(WaitError::Expired)),
+                },
+                None => rx.await,
+            };
+            leave.armed = false;
+            return match answer {
+                Ok(Ok(grant)) => {
+                    let Some(entry) = names.by_name(&grant.backend) else {
+                        // A backend the leader has and this hub does not
+                        // (yet, or cannot add): the slot goes back, and the
+                        // request asks again without it, counted against
+                        // its key, not charged again.
+                        self.release(id, WireOutcome::Neutral, None);
+                        tracing::warn!(backend = %grant.backend, "the leader granted a slot on a backend this hub does not know: asked again without it");
+                        acquire.exclude.push(grant.backend);
+                        acquire.admitted = true;
+                        let waited =
+                            u64::try_from(asked_first.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        let first = super::wire::acquire(0, request, asking.retry, now, names);
+                        acquire.waited_ms = first.waited_ms.saturating_add(waited);
+                        acquire.deadline_ms = first.deadline_ms.map(|d| d.saturating_sub(waited));
+                        continue;
+                    };
+                    let granted = Granted {
+                        link: self.clone(),
+                        id,
+                    };
+                    Ok(SlotGuard::granted(granted, entry.id, &grant))
+                }
+                Ok(Err(Failed::Refused(refusal))) => {
+                    Err(super::wire::acquire_error(refusal, names))
+                }
+                Ok(Err(Failed::NoLeader(why))) => Err(AcquireError::Wait(WaitError::NoLeader(why))),
+                Ok(Err(Failed::LeaderChanged)) => Err(AcquireError::Wait(WaitError::LeaderChanged)),
+                Err(_) => Err(AcquireError::Wait(WaitError::ShuttingDown)),
+            };
         }
     }
 
@@ -491,6 +533,8 @@ impl Link {
             waiting.sort_by_key(|w| w.asked);
             for w in waiting {
                 let mut again = w.acquire.clone();
+                // Its key was checked by the leader it asked first.
+                again.admitted = true;
                 let waited = u64::try_from(w.asked.elapsed().as_millis()).unwrap_or(u64::MAX);
                 again.waited_ms = again.waited_ms.saturating_add(waited);
                 again.deadline_ms = again.deadline_ms.map(|d| d.saturating_sub(waited));

@@ -160,10 +160,11 @@ impl Cluster {
         self.role.borrow().clone()
     }
 
-    /// The lease this hub leads under, which its claims are fenced by;
-    /// `None` where it is alone (nobody else could claim).
-    pub fn fence(&self) -> Option<drover_store::Fence<'_>> {
-        match *self.role.borrow() {
+    /// The lease `role` (this hub's, read once with the decision to claim)
+    /// leads under, which its claims are fenced by; `None` where it is
+    /// alone (nobody else could claim).
+    pub fn fence(&self, role: &Role) -> Option<drover_store::Fence<'_>> {
+        match *role {
             Role::Leader { epoch, .. } => Some(drover_store::Fence {
                 cluster: &self.config.name,
                 epoch,

@@ -27,9 +27,9 @@ use crate::error::ApiError;
 use crate::forward::ForwardError;
 use crate::hub::HubState;
 
-/// Set on a relayed request, with the cluster's secret: the hub it comes
-/// through, so a hub told it follows while the leader still thinks so never
-/// passes it back.
+/// Set on a relayed request: the hub it comes through, for the leader's
+/// log. (The cluster's secret, shown with it, is what keeps a hub that
+/// thinks it follows from passing a relayed request on again.)
 pub const RELAYED_BY: &str = "x-drover-relayed-by";
 /// Set on a relayed request, with the cluster's secret: the address the
 /// caller came from (a node agent's, which the leader reaches its servers
@@ -40,6 +40,10 @@ pub const LEADER: &str = "x-drover-leader";
 
 /// The most a relayed request's body may be: these routes take small JSON.
 const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// How much longer than a worker's longest poll a relayed answer's head
+/// may take.
+const HEAD_SLACK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The management API's routes the leader answers.
 fn admin_route(method: &Method, path: &str) -> bool {
@@ -95,15 +99,20 @@ pub async fn api(State(hub): State<Arc<HubState>>, req: Request, next: Next) -> 
 }
 
 async fn relay_or_run(hub: &Arc<HubState>, req: Request, next: Next) -> Response {
-    let Role::Follower {
-        leader, address, ..
-    } = hub.cluster.role()
-    else {
-        return next.run(req).await;
-    };
     if hub.cluster.secret.shown_in(req.headers()) {
         return next.run(req).await;
     }
+    let (leader, address) = match hub.cluster.role() {
+        Role::Follower {
+            leader, address, ..
+        } => (leader, address),
+        // No hub leads that this one knows of: what only the leader may
+        // answer is not answered here, where it would be lost.
+        Role::Leaderless { reason } => {
+            return ApiError::from(ForwardError::NoLeader { reason }).into_response();
+        }
+        Role::Alone | Role::Leader { .. } => return next.run(req).await,
+    };
     match relay(hub, &leader, &address, req).await {
         Ok(answer) => answer,
         Err(e) => e.into_response(),
@@ -123,14 +132,22 @@ pub fn caller_ip(hub: &HubState, headers: &http::HeaderMap, peer: IpAddr) -> IpA
         .unwrap_or(peer)
 }
 
-/// Headers that belong to one connection, not to the request, and those
-/// only a hub of the cluster sets.
+/// Headers that belong to one connection, not to the request; those only
+/// a hub of the cluster sets; and the browser's word on where a request
+/// comes from, which this hub's own door has checked already (against its
+/// own address: the leader's would refuse every same-site page's action).
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         RELAYED_BY
             | PEER
             | SECRET_HEADER
+            | "origin"
+            | "referer"
+            | "sec-fetch-site"
+            | "sec-fetch-mode"
+            | "sec-fetch-dest"
+            | "sec-fetch-user"
             | "connection"
             | "keep-alive"
             | "proxy-connection"
@@ -208,11 +225,20 @@ async fn relay(
         out.body(http_body_util::Full::new(body.clone()))
             .unwrap_or_default()
     };
-    let answer = hub.registry.client().send(build).await.map_err(|e| {
-        no_leader(format!(
-            "the leader {leader} at {address} did not answer: {e}"
-        ))
-    })?;
+    // The head may take as long as a worker's longest poll; no longer.
+    let within = hub.config.workers.poll_wait_max + HEAD_SLACK;
+    let answer = tokio::time::timeout(within, hub.registry.client().send(build))
+        .await
+        .map_err(|_| {
+            no_leader(format!(
+                "the leader {leader} at {address} did not answer within {within:?}"
+            ))
+        })?
+        .map_err(|e| {
+            no_leader(format!(
+                "the leader {leader} at {address} did not answer: {e}"
+            ))
+        })?;
     let (mut parts, incoming) = answer.into_parts();
     // Its length stays: the body is passed on as it comes.
     let names: Vec<HeaderName> = parts

@@ -264,6 +264,7 @@ impl Forwarder {
         // Without a leader, it waits this long in all, however often the
         // role changes meanwhile.
         let no_leader_until = tokio::time::Instant::now() + s.cluster.config.grant_timeout;
+        let mut asked_before = false;
         loop {
             let now = role.borrow_and_update().clone();
             let asked = match now {
@@ -289,7 +290,7 @@ impl Forwarder {
                     let asking = crate::cluster::link::Asking {
                         retry,
                         key,
-                        admitted: permit.is_some(),
+                        admitted: permit.is_some() || asked_before,
                         grant_timeout: s.cluster.config.grant_timeout,
                     };
                     s.link
@@ -305,6 +306,8 @@ impl Forwarder {
             };
             match asked {
                 Err(AcquireError::Wait(WaitError::LeaderChanged)) => {
+                    // A leader had it: the next counts it, not charges it.
+                    asked_before = true;
                     // Whoever leads next: wait for the role to say, briefly.
                     let _ =
                         tokio::time::timeout(std::time::Duration::from_millis(100), role.changed())

@@ -67,7 +67,9 @@ pub(super) async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<
         if hub.shutdown.is_cancelled() {
             break;
         }
-        if !hub.cluster.leads() {
+        // Read once: the claim below is fenced by the lease it says.
+        let role = hub.cluster.role();
+        if !role.leads() {
             if hub.cluster.until_leading(&hub.shutdown).await {
                 continue;
             }
@@ -84,7 +86,7 @@ pub(super) async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<
                 lease_ms,
                 skip_batches: &[],
                 skip_keys: &[],
-                fence: hub.cluster.fence(),
+                fence: hub.cluster.fence(&role),
             };
             match jobs.store.claim(&claim).await {
                 Ok(claimed) => {

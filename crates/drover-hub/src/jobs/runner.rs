@@ -130,7 +130,9 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>, k
         }
         // Only the cluster's leader claims: the jobs run where the
         // scheduler that places them is.
-        if !hub.cluster.leads() {
+        // Read once: the claim below is fenced by the lease it says.
+        let role = hub.cluster.role();
+        if !role.leads() {
             if hub.cluster.until_leading(&hub.shutdown).await {
                 continue;
             }
@@ -148,7 +150,7 @@ async fn claim(hub: Arc<HubState>, jobs: Arc<Jobs>, tx: mpsc::Sender<Pending>, k
                 lease_ms,
                 skip_batches: &skip_batches,
                 skip_keys: &skip_keys,
-                fence: hub.cluster.fence(),
+                fence: hub.cluster.fence(&role),
             };
             match jobs.store.claim(&claim).await {
                 Ok(claimed) => {

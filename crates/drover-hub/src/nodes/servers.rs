@@ -126,6 +126,11 @@ pub fn apply(
             continue;
         };
         let name = format!("{}:{port}", node.name);
+        // Added here because an earlier leader had it: the node's agent
+        // reports to this hub now, and owns it.
+        if !owned_by(hub, &node.id, &name) && hub.link.take_from_fleet(&name) {
+            hub.remove_backend(&name);
+        }
         let entry = match hub.registry.by_name(&name) {
             Some(entry) if owned_by(hub, &node.id, &name) => entry,
             Some(_) => {
