@@ -942,6 +942,42 @@ async fn a_leader_that_steps_down_tells_the_next_of_its_running_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_refuses_a_link_of_another_version_saying_both() {
+    let url = database_url();
+    let three = Three::start_on(
+        ClusterBuilder::new().sim("sim", openai(&["m"], 1, 0)),
+        url.clone(),
+        |_| {},
+    )
+    .await;
+    let leader = three.clients()[three.leader().await].clone();
+    let store = drover_store::Store::open_beside(drover_store::Location::parse(&url).unwrap())
+        .await
+        .unwrap();
+    let secret = store
+        .setting_or_insert("cluster_secret", "never used")
+        .await
+        .unwrap();
+    for version in [None, Some("1"), Some("3")] {
+        let mut headers = vec![("x-drover-cluster-secret", secret.as_str())];
+        if let Some(v) = version {
+            headers.push(("x-drover-link-version", v));
+        }
+        let r = leader
+            .call(Method::POST, "/cluster/link", &headers, Bytes::new())
+            .await;
+        assert_eq!(r.status, 409, "{version:?}: {}", r.text());
+        let said = r.text();
+        assert!(
+            said.contains("version 2")
+                && said.contains(&format!("version {}", version.unwrap_or("1"))),
+            "{said}"
+        );
+    }
+    three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_low_priority_flood_through_one_hub_does_not_hold_up_a_high_priority_request_through_another()
  {
     let three =
@@ -1058,6 +1094,13 @@ async fn without_postgres_no_hub_grants_once_the_lease_runs_out_and_all_serve_ag
         served,
         "nothing sent without a grant"
     );
+    // What only the leader may answer is not kept where it would be lost.
+    for c in &clients {
+        let worker = json!({"name": "w", "capabilities": [{"name": "echo", "max_concurrency": 1}]});
+        let r = c.post("/v1/workers", &worker).await;
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.error_code(), "no_leader");
+    }
     // Back: one leads within a lease and the followers link; all serve.
     relay.restore();
     three.linked().await;

@@ -99,10 +99,21 @@ pub async fn api(State(hub): State<Arc<HubState>>, req: Request, next: Next) -> 
 }
 
 async fn relay_or_run(hub: &Arc<HubState>, req: Request, next: Next) -> Response {
+    let role = hub.cluster.role();
+    // Relayed by a hub that took this one for the leader: answered here
+    // only if it is; never passed on again.
     if hub.cluster.secret.shown_in(req.headers()) {
-        return next.run(req).await;
+        if role.leads() {
+            return next.run(req).await;
+        }
+        let reason = format!(
+            "a hub took {} for the leader; it is {}",
+            hub.cluster.hub,
+            role.as_str()
+        );
+        return ApiError::from(ForwardError::NoLeader { reason }).into_response();
     }
-    let (leader, address) = match hub.cluster.role() {
+    let (leader, address) = match role {
         Role::Follower {
             leader, address, ..
         } => (leader, address),
