@@ -633,11 +633,20 @@ async fn hubs_before(
     server: &drover_tests::SimHandle,
     urls: &[String],
 ) -> Vec<(HubHandle, Client)> {
+    hubs_naming(server, urls, &vec!["sim"; urls.len()]).await
+}
+
+/// [`hubs_before`], each hub naming the server as `names` says.
+async fn hubs_naming(
+    server: &drover_tests::SimHandle,
+    urls: &[String],
+    names: &[&str],
+) -> Vec<(HubHandle, Client)> {
     let mut hubs = Vec::new();
-    for (i, url) in urls.iter().enumerate() {
+    for (i, (url, name)) in urls.iter().zip(names).enumerate() {
         let mut config = ClusterBuilder::new().hub_config();
         config.backends.push(drover_proto::admin::BackendSpec {
-            name: Some("sim".into()),
+            name: Some(name.to_string()),
             kind: "openai".into(),
             url: server.url(),
             slots: Some(1),
@@ -975,6 +984,40 @@ async fn a_leader_refuses_a_link_of_another_version_saying_both() {
         );
     }
     three.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_granted_a_backend_it_cannot_add_asks_again_without_it() {
+    // The follower's config names the leader's server otherwise: it cannot
+    // add the leader's "sim" (the same server), so a grant on it is of no
+    // use there.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = drover_sim::SimServer::start(listener, openai(&["m"], 1, 0)).unwrap();
+    let url = database_url();
+    let hubs = hubs_naming(&server, &[url.clone(), url], &["sim", "other"]).await;
+    let follower = hubs[1].1.clone();
+    wait_until_within("the follower is linked", Duration::from_secs(10), || {
+        let follower = follower.clone();
+        async move {
+            follower
+                .get("/metrics")
+                .await
+                .text()
+                .contains("drover_hub_linked 1")
+        }
+    })
+    .await;
+    // Answered at once, saying no backend is left, not asked for ever.
+    let body = chat_body("m", "hi");
+    let asked = follower.post("/v1/chat/completions", &body);
+    let answered = tokio::time::timeout(Duration::from_secs(5), asked)
+        .await
+        .expect("answered within 5 s");
+    assert_eq!(answered.status, 502, "{}", answered.text());
+    assert_eq!(server.stats().requests_total, 0, "nothing sent anywhere");
+    for (hub, _) in hubs {
+        hub.shutdown(Duration::from_secs(1)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
