@@ -752,16 +752,8 @@ impl SlotGuard {
 
     /// Keeps the slot on `link` until it is let go: should this hub follow
     /// before then, its next leader counts it.
-    pub(crate) fn track(
-        &mut self,
-        link: &Arc<crate::cluster::link::Link>,
-        names: &crate::registry::Backends,
-    ) {
-        let id = link.track(
-            names.name_of(self.backend),
-            self.model.as_str(),
-            self.tokens,
-        );
+    pub(crate) fn track(&mut self, link: &Arc<crate::cluster::link::Link>) {
+        let id = link.track(self.backend, &self.model, self.tokens);
         self.tracked = Some((link.clone(), id));
     }
 

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use drover_core::ModelName;
 use drover_core::sync::lock;
+use drover_core::{BackendId, ModelName};
 use drover_proto::admin::BackendSpec;
 use drover_proto::cluster::link::{
     Acquire, Charge, Grant, Held, KeyUse, Outcome as WireOutcome, Refusal, ToFollower, ToLeader,
@@ -36,6 +36,14 @@ use crate::registry::Backends;
 
 /// What a waiting request is told.
 type Answer = Result<Grant, Failed>;
+
+/// A slot this hub granted itself, as its scheduler names it; named for
+/// the link only if a `Hello` tells of it.
+struct Local {
+    backend: BackendId,
+    model: ModelName,
+    tokens: u32,
+}
 
 /// How a slot is asked for, beside the request itself.
 pub struct Asking {
@@ -75,7 +83,7 @@ struct State {
     /// Slots this hub granted its own requests while it led, still
     /// running: once it follows, its `Hello` tells the leader of them (the
     /// flag: told), and their ends are released there.
-    local: HashMap<u64, (Held, bool)>,
+    local: HashMap<u64, (Local, bool)>,
     /// Slots of `held` counted in this hub's own scheduler since it leads:
     /// the leader that granted them is gone, and nobody else counts them.
     adopted: HashMap<u64, SlotGuard>,
@@ -212,16 +220,14 @@ impl Link {
     /// A slot this hub granted its own request (it leads): kept until the
     /// request lets it go, so that should this hub follow meanwhile, the
     /// next leader counts it. Its number.
-    pub fn track(&self, backend: String, model: &str, tokens: u32) -> u64 {
+    pub fn track(&self, backend: BackendId, model: &ModelName, tokens: u32) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let held = Held {
-            id,
+        let local = Local {
             backend,
-            model: model.to_string(),
+            model: model.clone(),
             tokens,
-            key: None,
         };
-        lock(&self.state).local.insert(id, (held, false));
+        lock(&self.state).local.insert(id, (local, false));
         id
     }
 
@@ -265,17 +271,25 @@ impl Link {
         names: &Backends,
     ) -> Result<SlotGuard, AcquireError> {
         let grant_timeout = asking.grant_timeout;
-        let mut acquire = super::wire::acquire(0, request, asking.retry, now, names);
-        acquire.key = asking.key;
-        acquire.admitted = asking.admitted;
         // Its own deadline holds here too while no leader answers for it.
         let deadline = request
             .deadline
             .map(|d| Instant::now() + d.saturating_sub(now));
         let asked_first = Instant::now();
+        // Backends the leader granted that this hub does not have: asked
+        // again without them.
+        let mut unknown: Vec<String> = Vec::new();
         loop {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
-            acquire.id = id;
+            let mut acquire = super::wire::acquire(id, request, asking.retry, now, names);
+            acquire.key = asking.key.clone();
+            acquire.admitted = asking.admitted || !unknown.is_empty();
+            if !unknown.is_empty() {
+                acquire.exclude.extend(unknown.iter().cloned());
+                let waited = u64::try_from(asked_first.elapsed().as_millis()).unwrap_or(u64::MAX);
+                acquire.waited_ms = acquire.waited_ms.saturating_add(waited);
+                acquire.deadline_ms = acquire.deadline_ms.map(|d| d.saturating_sub(waited));
+            }
             let (tx, rx) = oneshot::channel();
             {
                 let mut st = lock(&self.state);
@@ -288,7 +302,7 @@ impl Link {
                 st.waiting.insert(
                     id,
                     Waiting {
-                        acquire: acquire.clone(),
+                        acquire,
                         asked: Instant::now(),
                         answer: tx,
                     },
@@ -316,13 +330,7 @@ impl Link {
                         // its key, not charged again.
                         self.release(id, WireOutcome::Neutral, None);
                         tracing::warn!(backend = %grant.backend, "the leader granted a slot on a backend this hub does not know: asked again without it");
-                        acquire.exclude.push(grant.backend);
-                        acquire.admitted = true;
-                        let waited =
-                            u64::try_from(asked_first.elapsed().as_millis()).unwrap_or(u64::MAX);
-                        let first = super::wire::acquire(0, request, asking.retry, now, names);
-                        acquire.waited_ms = first.waited_ms.saturating_add(waited);
-                        acquire.deadline_ms = first.deadline_ms.map(|d| d.saturating_sub(waited));
+                        unknown.push(grant.backend);
                         continue;
                     };
                     let granted = Granted {
@@ -438,7 +446,7 @@ pub(crate) async fn run(
         let connected = tokio::select! {
             () = shutdown.cancelled() => break,
             _ = role.changed() => continue,
-            r = link.connect(&cluster, &address, &secret) => r,
+            r = link.connect(&cluster, &address, &secret, &names) => r,
         };
         match connected {
             Ok(()) => backoff = Duration::from_millis(50),
@@ -506,6 +514,7 @@ impl Link {
         cluster: &Cluster,
         address: &str,
         secret: &super::secret::Secret,
+        names: &Backends,
     ) -> Result<(), LinkError> {
         let secret = secret
             .get()
@@ -521,8 +530,14 @@ impl Link {
             // What it holds of earlier leaders' grants, and what it granted
             // itself while it led.
             let mut held: Vec<Held> = st.held.values().cloned().collect();
-            for (h, told) in st.local.values_mut() {
-                held.push(h.clone());
+            for (id, (l, told)) in st.local.iter_mut() {
+                held.push(Held {
+                    id: *id,
+                    backend: names.name_of(l.backend),
+                    model: l.model.as_str().to_string(),
+                    tokens: l.tokens,
+                    key: None,
+                });
                 *told = true;
             }
             let _ = tx.send(line(&ToLeader::Hello {

@@ -281,7 +281,7 @@ impl Forwarder {
                     // In a cluster, a next leader must learn of it should
                     // this hub step down while it runs.
                     if s.cluster.store.is_some() {
-                        guard.track(&s.link, &s.registry);
+                        guard.track(&s.link);
                     }
                     return Ok(guard);
                 }
