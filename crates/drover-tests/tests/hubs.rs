@@ -226,15 +226,7 @@ async fn a_follower_no_leader_answers_refuses_with_503_and_sends_nothing() {
         })
         .start()
         .await;
-    wait_until_within("the first hub leads", Duration::from_secs(10), || async {
-        leader
-            .client
-            .get("/metrics")
-            .await
-            .text()
-            .contains("drover_hub_role{role=\"leader\"} 1")
-    })
-    .await;
+    until_role(&leader.client, "leader", "the first hub leads", TEN_S).await;
     let mut config = leader.config().clone();
     clustered(&mut config, &url, "cut-b");
     config.cluster.advertise = None;
@@ -660,17 +652,30 @@ async fn hubs_naming(
         hubs.push((hub, client));
         // One after the other: the first leads.
         if i == 0 {
-            wait_until_within("the first hub leads", Duration::from_secs(10), || async {
-                let (_, c) = &hubs[0];
-                c.get("/metrics")
-                    .await
-                    .text()
-                    .contains("drover_hub_role{role=\"leader\"} 1")
-            })
-            .await;
+            until_role(&hubs[0].1, "leader", "the first hub leads", TEN_S).await;
         }
     }
     hubs
+}
+
+const TEN_S: Duration = Duration::from_secs(10);
+const FIFTEEN_S: Duration = Duration::from_secs(15);
+
+/// Waits up to `within` until the hub `c` says it is `role`.
+async fn until_role(c: &Client, role: &str, what: &str, within: Duration) {
+    wait_until_within(what, within, || async { role_of(c).await == role }).await;
+}
+
+/// Waits up to `within` until the hub `c` follows with its link to the
+/// leader up.
+async fn until_linked(c: &Client, what: &str, within: Duration) {
+    wait_until_within(what, within, || async {
+        c.get("/metrics")
+            .await
+            .text()
+            .contains("drover_hub_linked 1")
+    })
+    .await;
 }
 
 async fn role_of(c: &Client) -> String {
@@ -689,21 +694,7 @@ async fn a_follower_that_becomes_the_leader_counts_its_own_running_requests() {
     let url = database_url();
     let mut hubs = hubs_before(&server, &[url.clone(), url]).await;
     let follower = hubs[1].1.clone();
-    wait_until_within(
-        "the second hub follows, linked",
-        Duration::from_secs(10),
-        || {
-            let follower = follower.clone();
-            async move {
-                follower
-                    .get("/metrics")
-                    .await
-                    .text()
-                    .contains("drover_hub_linked 1")
-            }
-        },
-    )
-    .await;
+    until_linked(&follower, "the second hub follows, linked", TEN_S).await;
     // A long request through the follower, granted by the leader.
     let long = {
         let follower = follower.clone();
@@ -720,11 +711,7 @@ async fn a_follower_that_becomes_the_leader_counts_its_own_running_requests() {
     // The leader goes; the follower leads, its request still running.
     let (leader, _) = hubs.remove(0);
     leader.shutdown(Duration::from_millis(100)).await;
-    wait_until_within("the follower leads", Duration::from_secs(10), || {
-        let follower = follower.clone();
-        async move { role_of(&follower).await == "leader" }
-    })
-    .await;
+    until_role(&follower, "leader", "the follower leads", TEN_S).await;
     assert_eq!(server.stats().model("m").in_flight, 1);
     // Three more through it: the one slot is its running request's until
     // it ends.
@@ -873,21 +860,7 @@ async fn a_leader_that_steps_down_tells_the_next_of_its_running_requests() {
     // The first leads, and reaches the database through the relay.
     let hubs = hubs_before(&server, &[via_relay, direct]).await;
     let (old, next) = (hubs[0].1.clone(), hubs[1].1.clone());
-    let linked = |c: &Client| {
-        let c = c.clone();
-        async move {
-            c.get("/metrics")
-                .await
-                .text()
-                .contains("drover_hub_linked 1")
-        }
-    };
-    wait_until_within(
-        "the second hub follows, linked",
-        Duration::from_secs(10),
-        || linked(&next),
-    )
-    .await;
+    until_linked(&next, "the second hub follows, linked", TEN_S).await;
     // Fifteen seconds of answer, granted by the leader to itself.
     let long = {
         let old = old.clone();
@@ -903,18 +876,9 @@ async fn a_leader_that_steps_down_tells_the_next_of_its_running_requests() {
     // the other leads; then the database is back and the old leader
     // follows, telling the new one of its running request.
     relay.cut();
-    wait_until_within("the second hub leads", Duration::from_secs(15), || {
-        let next = next.clone();
-        async move { role_of(&next).await == "leader" }
-    })
-    .await;
+    until_role(&next, "leader", "the second hub leads", FIFTEEN_S).await;
     relay.restore();
-    wait_until_within(
-        "the old leader follows, linked",
-        Duration::from_secs(15),
-        || linked(&old),
-    )
-    .await;
+    until_linked(&old, "the old leader follows, linked", FIFTEEN_S).await;
     wait_until_within(
         "the new leader counts the old one's running request",
         Duration::from_secs(5),
@@ -996,17 +960,7 @@ async fn a_follower_granted_a_backend_it_cannot_add_asks_again_without_it() {
     let url = database_url();
     let hubs = hubs_naming(&server, &[url.clone(), url], &["sim", "other"]).await;
     let follower = hubs[1].1.clone();
-    wait_until_within("the follower is linked", Duration::from_secs(10), || {
-        let follower = follower.clone();
-        async move {
-            follower
-                .get("/metrics")
-                .await
-                .text()
-                .contains("drover_hub_linked 1")
-        }
-    })
-    .await;
+    until_linked(&follower, "the follower is linked", TEN_S).await;
     // Answered at once, saying no backend is left, not asked for ever.
     let body = chat_body("m", "hi");
     let asked = follower.post("/v1/chat/completions", &body);
